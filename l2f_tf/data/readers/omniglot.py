@@ -1,0 +1,136 @@
+"""Reader for Omniglot with the usual character split and rotated extra classes.
+
+Omniglot ships as ``images_background/`` (964 characters) and ``images_evaluation/``
+(659 characters), each ``<alphabet>/<character>/*.png`` with 20 drawings of 105 x 105 pixels.
+Few-shot work ignores that background/evaluation division and re-splits the 1623 characters.
+
+The split rule used here (deterministic across platforms and Python/numpy versions):
+
+1. List every character of both folders as ``"<alphabet>/<character>"`` (alphabet names are
+   unique across the two folders) and sort the names.
+2. Shuffle them with ``np.random.RandomState(seed).permutation`` (``seed=1`` by default; the
+   legacy RandomState stream is guaranteed stable by numpy).
+3. The first ``num_train`` (1200) characters are the train split, the next ``num_val`` (100)
+   the val split, and the rest (323 with the defaults) the test split. Train has the 1200
+   characters of the usual Vinyals et al. protocol; MAML's own split (1100 / 100 / 423) is
+   ``num_train=1100``.
+
+Each character gives one class per rotation (0, 90, 180, 270 degrees counter-clockwise),
+named ``"<alphabet>/<character>/rot090"`` etc., in every split, as in Vinyals et al. and
+MAML. Images default to 28 x 28 with ``channels=1`` (grayscale, the Omniglot convention);
+pass ``channels=3`` for a backbone that expects RGB. Strokes are black (0) on white (255):
+any inversion or scaling belongs to the input pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from l2f_tf.data.readers import common
+
+FORMAT = "omniglot"
+FOLDERS = ("images_background", "images_evaluation")
+DEFAULT_IMAGE_SIZE = (28, 28)
+DEFAULT_CHANNELS = 1
+ROTATIONS = (0, 90, 180, 270)
+
+
+def is_omniglot_layout(root: str) -> bool:
+    """True if `root` has ``images_background/`` or ``images_evaluation/``."""
+    return any(os.path.isdir(os.path.join(root, folder)) for folder in FOLDERS)
+
+
+def list_characters(root: str) -> dict[str, str]:
+    """Maps every ``"<alphabet>/<character>"`` of both folders to its directory, sorted.
+
+    Raises:
+      DatasetError: If a folder is missing or an alphabet appears in both folders.
+    """
+    characters = {}
+    for folder in FOLDERS:
+        folder_path = os.path.join(root, folder)
+        if not os.path.isdir(folder_path):
+            raise common.DatasetError(
+                f"{folder_path} does not exist: Omniglot needs both images_background/ and "
+                "images_evaluation/ because the split is drawn from all characters.")
+        for alphabet in sorted(os.listdir(folder_path)):
+            alphabet_path = os.path.join(folder_path, alphabet)
+            if not os.path.isdir(alphabet_path):
+                continue
+            for character in sorted(os.listdir(alphabet_path)):
+                character_path = os.path.join(alphabet_path, character)
+                if not os.path.isdir(character_path):
+                    continue
+                name = f"{alphabet}/{character}"
+                if name in characters:
+                    raise common.DatasetError(
+                        f"Character {name!r} is in both {characters[name]} and "
+                        f"{character_path}: keep one copy of each alphabet.")
+                characters[name] = character_path
+    return dict(sorted(characters.items()))
+
+
+def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train: int = 1200,
+                     num_val: int = 100) -> list[str]:
+    """Returns the sorted character names of `split` under the rule in the module docstring.
+
+    Args:
+      names: All character names (any order: they are sorted first).
+      split: "train", "val" or "test".
+      seed: Seed of the shuffle.
+      num_train: Number of train characters.
+      num_val: Number of val characters; the remaining characters are the test split.
+
+    Raises:
+      DatasetError: If there are not enough characters to leave at least one for test.
+    """
+    split = common.normalize_split(split)
+    names = sorted(names)
+    if len(names) <= num_train + num_val:
+        raise common.DatasetError(
+            f"Only {len(names)} Omniglot characters found, but num_train={num_train} + "
+            f"num_val={num_val} leaves none for test: check that images_background/ and "
+            "images_evaluation/ are complete (1623 characters) or lower num_train/num_val.")
+    shuffled = [names[i] for i in np.random.RandomState(seed).permutation(len(names))]
+    bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val),
+              "test": (num_train + num_val, len(names))}[split]
+    return sorted(shuffled[bounds[0]:bounds[1]])
+
+
+def read_split(root: str, split: str, image_size: Sequence[int] | None = None,
+               channels: int | None = None, seed: int = 1, num_train: int = 1200,
+               num_val: int = 100, rotations: Sequence[int] = ROTATIONS) -> common.ClassIndex:
+    """Reads one Omniglot split, one class per (character, rotation).
+
+    Args:
+      root: Folder holding ``images_background/`` and ``images_evaluation/``.
+      split: "train", "val" or "test".
+      image_size: (height, width) to decode to; default 28 x 28.
+      channels: 1 (grayscale, default) or 3 (RGB).
+      seed, num_train, num_val: The character split, see `split_characters`.
+      rotations: Rotations in degrees, multiples of 90; each adds one class per character.
+
+    Returns:
+      The split's `ClassIndex`, ordered by character then rotation. Sources are file paths
+      for rotation 0 and `common.Rotated` sources otherwise.
+
+    Raises:
+      DatasetError: If the folders are missing or too small for the split.
+    """
+    if any(degrees % 90 for degrees in rotations):
+        raise common.DatasetError(f"Omniglot rotations must be multiples of 90 degrees, got "
+                                  f"{tuple(rotations)}.")
+    split = common.normalize_split(split)
+    characters = list_characters(root)
+    classes = {}
+    for name in split_characters(list(characters), split, seed, num_train, num_val):
+        paths = common.list_images(characters[name])
+        for degrees in rotations:
+            sources = paths if degrees % 360 == 0 else [common.Rotated(p, degrees) for p in paths]
+            classes[f"{name}/rot{degrees % 360:03d}"] = sources
+    return common.ClassIndex(classes, root=root, split=split, format_name=FORMAT,
+                             image_size=tuple(image_size or DEFAULT_IMAGE_SIZE),
+                             channels=channels or DEFAULT_CHANNELS)

@@ -1,0 +1,160 @@
+"""Learning to Forget: attenuation of the meta-initialisation theta before the inner loop.
+
+L2F (Baik, Hong, Lee, CVPR 2020, Sec. 4) computes, for each task,
+
+  g      = d L_support(f_theta) / d theta      (held constant: no second-order graph)
+  e      = [mean(g^1), ..., mean(g^L)]           (one number per parameter tensor, "layer")
+  gamma  = sigmoid(MLP_phi(e))                   (MLP: Dense(L) -> ReLU -> Dense(L))
+  theta_bar^j = gamma^j * theta^j
+
+and the inner loop starts from theta_bar. The query loss trains theta and phi.
+
+The ablations of the paper are configurations of the two classes here, not copies:
+  * Table 6, task-conditioned transforms: ``transform="sigmoid"`` (L2F), ``"unconstrained"``
+    (gamma = MLP output) and ``"affine"`` (theta_bar = gamma * theta + delta, both from the MLP);
+  * Table 4, task-independent learnable attenuation initialised at 1:
+    :class:`TaskIndependentAttenuation` with ``scope`` network / layer / filter / parameter.
+
+Every attenuation is a Keras layer whose weights (phi) are trained by the outer loop and saved
+with the checkpoint. ``__call__`` maps (theta tensors, support-gradient tensors) to
+(theta_bar tensors, gamma), where gamma is the tensor of attenuation values to log.
+"""
+
+from typing import Sequence
+
+import gin
+import keras
+import tensorflow as tf
+
+TRANSFORMS = ("sigmoid", "unconstrained", "affine")
+SCOPES = ("network", "layer", "filter", "parameter")
+
+
+def gradient_mean_embedding(support_gradients: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Task embedding e: the mean of each gradient tensor, held constant (stop_gradient)."""
+  return tf.stack([tf.reduce_mean(tf.stop_gradient(g)) for g in support_gradients])
+
+
+class Attenuation(keras.layers.Layer):
+  """Base class: maps theta (and the support gradients at theta) to theta_bar.
+
+  Subclasses set ``needs_support_gradients`` and implement
+    * ``build_for(param_shapes)``: create the weights phi for inner-loop tensors of these shapes;
+    * ``attenuate(params, support_gradients, embedding=None) -> (theta_bar, gamma)``, gamma being
+      the values to log, one per tensor (shape [L]).
+  """
+
+  needs_support_gradients = False
+
+
+class TaskConditionedAttenuation(Attenuation):
+  """L2F: gamma from an MLP of the task's mean support gradients (one gamma per tensor).
+
+  Args:
+    transform: "sigmoid" (L2F, gamma in (0, 1)), "unconstrained" (gamma is the MLP output), or
+      "affine" (the MLP outputs gamma and delta; theta_bar = gamma * theta + delta).
+    hidden_units: width of the hidden layer; None means L (the number of tensors), as in the
+      reference code.
+  """
+
+  needs_support_gradients = True
+
+  def __init__(self, transform: str = "sigmoid", hidden_units=None, **kwargs):
+    super().__init__(**kwargs)
+    if transform not in TRANSFORMS:
+      raise ValueError(f"TaskConditionedAttenuation.transform must be one of {TRANSFORMS}, "
+                       f"got {transform!r}.")
+    self.transform = transform
+    self.hidden_units = hidden_units
+
+  def build_for(self, param_shapes):
+    num_tensors = len(param_shapes)
+    outputs = 2 * num_tensors if self.transform == "affine" else num_tensors
+    self.num_tensors = num_tensors
+    self.hidden = keras.layers.Dense(self.hidden_units or num_tensors, activation="relu",
+                                     dtype=self.dtype_policy, name="attenuator_hidden")
+    self.out = keras.layers.Dense(outputs, dtype=self.dtype_policy, name="attenuator_out")
+    self.hidden.build((1, num_tensors))
+    self.out.build((1, self.hidden.units))
+    self.built = True
+
+  def gamma_from_embedding(self, embedding: tf.Tensor):
+    """MLP_phi(e) -> (gamma [L], delta [L] or None)."""
+    raw = self.out(self.hidden(embedding[None, :]))[0]
+    if self.transform == "sigmoid":
+      return tf.sigmoid(raw), None
+    if self.transform == "unconstrained":
+      return raw, None
+    return raw[:self.num_tensors], raw[self.num_tensors:]
+
+  def attenuate(self, params, support_gradients, embedding=None):
+    """theta_bar^j = gamma^j * theta^j (+ delta^j for the affine variant).
+
+    Args:
+      params: theta, the inner-loop tensors.
+      support_gradients: d L_support / d theta at theta (used only through their means).
+      embedding: optional precomputed embedding (tests hold it fixed for finite differences).
+    """
+    if embedding is None:
+      embedding = gradient_mean_embedding(support_gradients)
+    gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.compute_dtype))
+    theta_bar = []
+    for j, p in enumerate(params):
+      value = tf.cast(gamma[j], p.dtype) * p
+      if delta is not None:
+        value = value + tf.cast(delta[j], p.dtype)
+      theta_bar.append(value)
+    return theta_bar, gamma
+
+
+class TaskIndependentAttenuation(Attenuation):
+  """Learnable attenuation shared by all tasks, initialised at 1 (Table 4 of the paper).
+
+  Args:
+    scope: "network" (one scalar), "layer" (one per tensor), "filter" (one per output channel or
+      unit, i.e. per entry of a tensor's last axis) or "parameter" (one per weight).
+  """
+
+  def __init__(self, scope: str = "layer", **kwargs):
+    super().__init__(**kwargs)
+    if scope not in SCOPES:
+      raise ValueError(f"TaskIndependentAttenuation.scope must be one of {SCOPES}, got {scope!r}.")
+    self.scope = scope
+
+  def build_for(self, param_shapes):
+    ones = keras.initializers.Ones()
+    if self.scope == "network":
+      self.factors = [self.add_weight(shape=(), initializer=ones, name="attenuation")]
+    elif self.scope == "layer":
+      self.factors = [self.add_weight(shape=(), initializer=ones, name=f"attenuation_{j}")
+                      for j in range(len(param_shapes))]
+    else:
+      self.factors = [
+          self.add_weight(shape=tuple(shape[-1:]) if self.scope == "filter" else tuple(shape),
+                          initializer=ones, name=f"attenuation_{j}")
+          for j, shape in enumerate(param_shapes)]
+    self.built = True
+
+  def attenuate(self, params, support_gradients=None, embedding=None):
+    del support_gradients, embedding  # Task-independent.
+    factors = [f.value for f in self.factors]
+    if self.scope == "network":
+      factors = factors * len(params)
+    theta_bar = [tf.cast(a, p.dtype) * p for a, p in zip(factors, params)]
+    gamma = tf.stack([tf.reduce_mean(a) for a in factors])
+    return theta_bar, gamma
+
+
+# Keras inspects a layer's __init__ signature, which gin's wrapping changes; so gin configures
+# these factories rather than the layer classes.
+@gin.configurable
+def task_conditioned_attenuation(transform: str = "sigmoid", hidden_units=None,
+                                 dtype=None) -> TaskConditionedAttenuation:
+  """L2F and its Table 6 variants, for gin: ``@task_conditioned_attenuation()``."""
+  return TaskConditionedAttenuation(transform=transform, hidden_units=hidden_units, dtype=dtype)
+
+
+@gin.configurable
+def task_independent_attenuation(scope: str = "layer", dtype=None) -> TaskIndependentAttenuation:
+  """Table 4's task-independent attenuation, for gin: ``@task_independent_attenuation()``."""
+  return TaskIndependentAttenuation(scope=scope, dtype=dtype)

@@ -1,0 +1,216 @@
+"""MetaLearner: a Keras model, the MAML inner loop and (for L2F) an attenuation of theta.
+
+The Keras model holds the meta-initialisation theta. Adaptation calls it with other values for
+its weights through Keras 3's ``model.stateless_call``, so fast weights are plain tensors and the
+outer ``tf.GradientTape`` differentiates through the whole inner loop.
+
+Only some trainable variables are adapted in the inner loop: by default every trainable variable
+except batch-norm scale/offset, which (as in the reference code) are trained by the outer loop
+only. A model can name its inner-loop variables itself with an ``inner_loop_variables``
+attribute.
+
+Per task, with theta the inner-loop tensors:
+  MAML:      theta'  = inner_loop(theta)
+  MAML+L2F:  g = grad L_support(theta) (constant); theta_bar = attenuate(theta, g);
+             theta'  = inner_loop(theta_bar)
+and the meta-loss is the query loss at theta', reduced over the tasks of the meta-batch.
+"""
+
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import gin
+import keras
+import tensorflow as tf
+
+from l2f_tf.data.episode import Episode
+from l2f_tf.meta import inner_loop as inner_loop_lib
+from l2f_tf.meta.attenuation import Attenuation
+
+TASK_REDUCTIONS = ("mean", "sum")
+
+
+def default_inner_loop_variables(model: keras.Model) -> List[keras.Variable]:
+  """Trainable variables of ``model`` except those of batch-normalisation layers."""
+  if hasattr(model, "inner_loop_variables"):
+    return list(model.inner_loop_variables)
+  excluded = set()
+  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization):
+      excluded.update(id(v) for v in layer.trainable_variables)
+  return [v for v in model.trainable_variables if id(v) not in excluded]
+
+
+class Adaptation(NamedTuple):
+  """The result of adapting to one task.
+
+  Attributes:
+    iterates: [theta_bar (theta for MAML), theta_1, ..., theta_N], each a list of tensors.
+    gamma: the attenuation values (one per tensor) or None without attenuation.
+  """
+  iterates: List[List[tf.Tensor]]
+  gamma: Optional[tf.Tensor]
+
+  @property
+  def fast_weights(self) -> List[tf.Tensor]:
+    return self.iterates[-1]
+
+
+@gin.configurable
+class MetaLearner:
+  """MAML, or MAML+L2F when ``attenuation`` is given.
+
+  Args:
+    model: a built Keras 3 model; its weights are the meta-initialisation theta.
+    loss_fn: ``loss_fn(y_true, y_pred) -> scalar`` for one task.
+    num_inner_steps: SGD steps in the inner loop during meta-training.
+    inner_lr: inner-loop learning rate (initial value if learnable).
+    learn_inner_lr: learn one rate per step and tensor (MAML++ LSLR).
+    attenuation: an :class:`Attenuation` (L2F and its ablations) or None (MAML).
+    task_reduction: "mean" (MAML sinusoid) or "sum" (the L2F reference for classification) of
+      the query losses over the tasks of a meta-batch.
+  """
+
+  def __init__(self, model: keras.Model, loss_fn: Callable, num_inner_steps: int = 1,
+               inner_lr: float = 0.01, learn_inner_lr: bool = False,
+               attenuation: Optional[Attenuation] = None, task_reduction: str = "mean"):
+    if task_reduction not in TASK_REDUCTIONS:
+      raise ValueError(f"MetaLearner.task_reduction must be one of {TASK_REDUCTIONS}, "
+                       f"got {task_reduction!r}.")
+    if num_inner_steps < 0:
+      raise ValueError(f"MetaLearner.num_inner_steps must be >= 0, got {num_inner_steps}.")
+    self.model = model
+    self.loss_fn = loss_fn
+    self.num_inner_steps = num_inner_steps
+    self.task_reduction = task_reduction
+    self.inner_variables = default_inner_loop_variables(model)
+    position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    self._inner_positions = [position[id(v)] for v in self.inner_variables]
+    shapes = [tuple(v.shape) for v in self.inner_variables]
+    self.attenuation = attenuation
+    if attenuation is not None:
+      attenuation.build_for(shapes)
+    self.inner_lrs = inner_loop_lib.InnerLearningRates(len(shapes), max(num_inner_steps, 1),
+                                                       inner_lr, learn_inner_lr)
+
+  # --- variables -------------------------------------------------------------------------------
+  @property
+  def network_variables(self) -> List[keras.Variable]:
+    """Trainable variables of the network (theta and outer-loop-only ones such as BN)."""
+    return list(self.model.trainable_variables)
+
+  @property
+  def attenuator_variables(self) -> List[keras.Variable]:
+    return list(self.attenuation.trainable_variables) if self.attenuation is not None else []
+
+  @property
+  def inner_lr_variables(self) -> List[keras.Variable]:
+    return list(self.inner_lrs.trainable_variables)
+
+  @property
+  def meta_variables(self) -> List[keras.Variable]:
+    """Everything the outer loop trains."""
+    return self.network_variables + self.attenuator_variables + self.inner_lr_variables
+
+  @property
+  def inner_variable_names(self) -> List[str]:
+    return [v.path for v in self.inner_variables]
+
+  def theta(self) -> List[tf.Tensor]:
+    """Current values of the inner-loop variables (the meta-initialisation)."""
+    return [v.value for v in self.inner_variables]
+
+  # --- functional forward pass -----------------------------------------------------------------
+  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
+    """The model's output at inner-loop parameters ``params`` (other weights as they are)."""
+    values = [v.value for v in self.model.trainable_variables]
+    for position, value in zip(self._inner_positions, params):
+      values[position] = value
+    non_trainable = [v.value for v in self.model.non_trainable_variables]
+    outputs, _ = self.model.stateless_call(values, non_trainable, x, training=training)
+    return outputs
+
+  def loss_at(self, params, x, y) -> tf.Tensor:
+    return self.loss_fn(y, self.forward(params, x))
+
+  # --- adaptation ------------------------------------------------------------------------------
+  def attenuate(self, support_x, support_y, theta=None, embedding=None):
+    """theta_bar and gamma for one task (theta and None without attenuation)."""
+    theta = self.theta() if theta is None else list(theta)
+    if self.attenuation is None:
+      return theta, None
+    support_gradients = None
+    if self.attenuation.needs_support_gradients and embedding is None:
+      # L2F's task embedding: gradients at theta with no second-order graph.
+      _, support_gradients = inner_loop_lib.gradients(
+          lambda p: self.loss_at(p, support_x, support_y), [tf.stop_gradient(t) for t in theta])
+    return self.attenuation.attenuate(theta, support_gradients, embedding=embedding)
+
+  def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
+            first_order: bool = False, theta=None, embedding=None) -> Adaptation:
+    """Adapts to one task (support_x: [K, ...]) and returns every iterate.
+
+    Args:
+      support_x, support_y: the task's support set.
+      num_steps: inner steps; defaults to the training setting.
+      first_order: drop second-order terms.
+      theta: the initialisation to adapt from; defaults to the current variables.
+      embedding: a fixed L2F task embedding (tests hold it constant for finite differences).
+    """
+    num_steps = self.num_inner_steps if num_steps is None else num_steps
+    theta_bar, gamma = self.attenuate(support_x, support_y, theta, embedding)
+    iterates = inner_loop_lib.inner_loop(
+        lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps, self.inner_lrs,
+        first_order=first_order)
+    return Adaptation(iterates, gamma)
+
+  # --- meta-objective --------------------------------------------------------------------------
+  def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,
+                      with_metrics=False):
+    """Query loss after adaptation for one task, plus optional per-step losses and gamma."""
+    adaptation = self.adapt(support_x, support_y, first_order=first_order)
+    loss = self.loss_at(adaptation.fast_weights, query_x, query_y)
+    metrics = {}
+    if with_metrics:
+      metrics["query_loss_per_step"] = tf.stack(
+          [tf.stop_gradient(self.loss_at(p, query_x, query_y)) for p in adaptation.iterates])
+      if adaptation.gamma is not None:
+        metrics["gamma"] = tf.stop_gradient(adaptation.gamma)
+    return loss, metrics
+
+  def meta_loss(self, episodes: Episode, first_order: bool = False, with_metrics: bool = False):
+    """The meta-objective over a batch of tasks (leading task axis of a static size).
+
+    Returns:
+      (meta_loss, metrics) where metrics holds, when ``with_metrics``, the query loss after each
+      inner step and gamma, both averaged over tasks.
+    """
+    num_tasks = episodes.support_x.shape[0]
+    if num_tasks is None:
+      raise ValueError("MetaLearner.meta_loss needs a static number of tasks per batch.")
+    losses, per_task_metrics = [], []
+    for i in range(num_tasks):
+      loss, metrics = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
+                                           episodes.query_x[i], episodes.query_y[i],
+                                           first_order=first_order, with_metrics=with_metrics)
+      losses.append(loss)
+      per_task_metrics.append(metrics)
+    losses = tf.stack(losses)
+    meta_loss = tf.reduce_sum(losses) if self.task_reduction == "sum" else tf.reduce_mean(losses)
+    metrics = {}
+    if with_metrics:
+      metrics = {key: tf.reduce_mean(tf.stack([m[key] for m in per_task_metrics]), axis=0)
+                 for key in per_task_metrics[0]}
+      metrics["task_query_loss"] = tf.stop_gradient(losses)
+    return meta_loss, metrics
+
+  def per_task_meta_gradients(self, episodes: Episode, first_order: bool = False):
+    """d L_query(f_theta'_i) / d theta for each task i (for the degree of conflict)."""
+    gradients = []
+    for i in range(episodes.support_x.shape[0]):
+      with tf.GradientTape() as tape:
+        loss, _ = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
+                                       episodes.query_x[i], episodes.query_y[i],
+                                       first_order=first_order)
+      gradients.append(tape.gradient(loss, self.inner_variables))
+    return gradients
+

@@ -1,0 +1,44 @@
+"""Meta-RL environments as tf-agents `PyEnvironment`s with a task interface.
+
+Every environment is a `MetaPyEnvironment`: `sample_tasks(n, seed)` draws reproducible task
+dicts, `set_task(task)` / `get_task()` switch the simulated task, episodes are truncated after
+`horizon` steps and `elapsed_steps` gives the time index for the baseline. `make_env` builds one
+by the name the experiment configs use; `BatchedNavigation2D` is the vectorised 2D navigation
+the sampler uses for speed.
+"""
+
+from l2f_tf.rl.envs.base import MetaPyEnvironment
+from l2f_tf.rl.envs.mujoco_tasks import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
+from l2f_tf.rl.envs.navigation import BatchedNavigation2D, Navigation2D, sample_goal_tasks
+
+ENVIRONMENTS = {
+    "Navigation2D": Navigation2D,
+    "HalfCheetahVel": HalfCheetahVel,
+    "HalfCheetahDir": HalfCheetahDir,
+    "AntVel": AntVel,
+    "AntDir": AntDir,
+}
+
+
+def make_env(name: str, horizon: int = None, seed=None) -> MetaPyEnvironment:
+  """Builds a meta-RL environment by name.
+
+  Args:
+    name: one of `ENVIRONMENTS`: "Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel",
+      "AntDir".
+    horizon: episode length; None keeps the environment's default (100 for navigation, 200 for
+      MuJoCo).
+    seed: seed of the initial task and of any reset noise.
+
+  Returns:
+    The environment, with a task already set.
+  """
+  if name not in ENVIRONMENTS:
+    raise ValueError(f"Unknown environment {name!r}; choose one of {sorted(ENVIRONMENTS)}.")
+  kwargs = {} if horizon is None else {"horizon": horizon}
+  return ENVIRONMENTS[name](seed=seed, **kwargs)
+
+
+__all__ = ["ENVIRONMENTS", "AntDir", "AntVel", "BatchedNavigation2D", "HalfCheetahDir",
+           "HalfCheetahVel", "MetaPyEnvironment", "Navigation2D", "make_env",
+           "sample_goal_tasks"]

@@ -1,0 +1,146 @@
+"""The task interface shared by every meta-RL environment.
+
+Meta-RL samples a batch of tasks, adapts a policy to each one and evaluates the adapted policy
+on the same task. An environment therefore needs, besides the tf-agents `PyEnvironment`
+interface, a way to draw reproducible tasks and to switch the task it simulates. This module
+defines that interface once, as `MetaPyEnvironment`, together with the parts every environment
+here shares: a fixed horizon that ends an episode with a truncation (discount 1, so a value
+baseline can bootstrap), clipping of actions to the action spec, and an elapsed-step counter
+that the linear feature baseline uses as its time feature.
+
+A subclass only describes its dynamics (`_reset_state`, `_advance`) and its task distribution
+(`_sample_tasks`, `_check_task`).
+"""
+
+import abc
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from tf_agents.environments import py_environment
+from tf_agents.specs import array_spec
+from tf_agents.trajectories import time_step as ts
+
+Task = Dict[str, Any]
+Seed = Optional[Any]  # anything np.random.default_rng accepts
+
+
+def float_spec(shape, minimum, maximum, name: str) -> array_spec.BoundedArraySpec:
+  """Returns a float32 `BoundedArraySpec` (the only spec type the environments here use)."""
+  return array_spec.BoundedArraySpec(
+      shape=tuple(shape), dtype=np.float32, minimum=minimum, maximum=maximum, name=name)
+
+
+def check_horizon(horizon: int) -> int:
+  """Returns `horizon` as an int, or raises a ValueError naming the setting to fix."""
+  if int(horizon) != horizon or horizon < 1:
+    raise ValueError(f"horizon must be a positive integer, got {horizon!r}.")
+  return int(horizon)
+
+
+class MetaPyEnvironment(py_environment.PyEnvironment, metaclass=abc.ABCMeta):
+  """A tf-agents `PyEnvironment` that simulates one task of a task distribution at a time.
+
+  Episodes start with `StepType.FIRST`, end with a termination (discount 0) when the subclass
+  says the state is terminal, and otherwise with a truncation (discount 1) after `horizon`
+  steps. Stepping after the last step of an episode starts a new one (the action is ignored),
+  as tf-agents expects. Actions outside the action spec are clipped to it before the dynamics
+  and the reward see them, because a Gaussian policy's samples are unbounded.
+
+  Every environment is built with a task already set (the first task `sample_tasks(1, seed)`
+  draws), so it is usable as is; `set_task` changes the task, and takes effect from the next
+  step on (call it before `reset` to change the task of a whole episode).
+  """
+
+  def __init__(self, observation_spec: array_spec.BoundedArraySpec,
+               action_spec: array_spec.BoundedArraySpec, horizon: int, seed: Seed = None):
+    """Initialises the shared state.
+
+    Args:
+      observation_spec: float32 spec of one observation.
+      action_spec: float32 spec of one action; actions are clipped to its bounds.
+      horizon: number of steps after which an episode is truncated.
+      seed: seed of the initial task (and, in subclasses, of any reset noise).
+    """
+    super().__init__(handle_auto_reset=True)
+    self._observation_spec = observation_spec
+    self._action_spec = action_spec
+    self._horizon = check_horizon(horizon)
+    self._elapsed_steps = 0
+    self._task = self._check_task(self.sample_tasks(1, seed)[0])
+
+  def observation_spec(self) -> array_spec.BoundedArraySpec:
+    return self._observation_spec
+
+  def action_spec(self) -> array_spec.BoundedArraySpec:
+    return self._action_spec
+
+  @property
+  def horizon(self) -> int:
+    """Number of steps after which an episode is truncated."""
+    return self._horizon
+
+  @property
+  def elapsed_steps(self) -> int:
+    """Steps taken in the current episode: 0 for the observation `reset` returns, t after t steps.
+
+    This is the time index t of the current observation, the time feature of the baseline.
+    """
+    return self._elapsed_steps
+
+  def sample_tasks(self, num_tasks: int, seed: Seed = None) -> List[Task]:
+    """Draws tasks from this environment's task distribution.
+
+    Args:
+      num_tasks: how many tasks to draw.
+      seed: seed of a fresh `np.random.Generator`; the same seed gives the same tasks.
+
+    Returns:
+      A list of `num_tasks` task dicts, each accepted by `set_task`.
+    """
+    if int(num_tasks) != num_tasks or num_tasks < 0:
+      raise ValueError(f"num_tasks must be a non-negative integer, got {num_tasks!r}.")
+    return self._sample_tasks(np.random.default_rng(seed), int(num_tasks))
+
+  def set_task(self, task: Task) -> None:
+    """Makes `task` (a dict as returned by `sample_tasks`) the task this environment simulates."""
+    self._task = self._check_task(task)
+
+  def get_task(self) -> Task:
+    """Returns a copy of the current task dict."""
+    return copy.deepcopy(self._task)
+
+  def _reset(self) -> ts.TimeStep:
+    self._elapsed_steps = 0
+    return ts.restart(self._reset_state())
+
+  def _step(self, action) -> ts.TimeStep:
+    action = np.asarray(action, dtype=np.float32)
+    if action.shape != self._action_spec.shape:
+      raise ValueError(f"{type(self).__name__} expects an action of shape "
+                       f"{self._action_spec.shape}, got {action.shape}.")
+    action = np.clip(action, self._action_spec.minimum, self._action_spec.maximum)
+    observation, reward, terminated = self._advance(action)
+    self._elapsed_steps += 1
+    reward = np.asarray(reward, dtype=np.float32)
+    if terminated:
+      return ts.termination(observation, reward)
+    if self._elapsed_steps >= self._horizon:
+      return ts.truncation(observation, reward)
+    return ts.transition(observation, reward)
+
+  @abc.abstractmethod
+  def _sample_tasks(self, rng: np.random.Generator, num_tasks: int) -> List[Task]:
+    """Draws `num_tasks` tasks with `rng`."""
+
+  @abc.abstractmethod
+  def _check_task(self, task: Task) -> Task:
+    """Returns a validated private copy of `task`; raises ValueError if it is malformed."""
+
+  @abc.abstractmethod
+  def _reset_state(self) -> np.ndarray:
+    """Resets the simulated state and returns the first observation (float32)."""
+
+  @abc.abstractmethod
+  def _advance(self, action: np.ndarray) -> Tuple[np.ndarray, float, bool]:
+    """Applies a clipped action; returns (observation, reward, terminated)."""

@@ -45,63 +45,63 @@ FORMATS = tuple(name for name, *_ in _FORMATS)
 
 
 def _detect(root: str) -> str | None:
-    return next((name for name, detector, *_ in _FORMATS if detector(root)), None)
+  return next((name for name, detector, *_ in _FORMATS if detector(root)), None)
 
 
 def detect_format(root: str | os.PathLike) -> str:
-    """Returns the name of the dataset layout found in `root` (one of `FORMATS`).
+  """Returns the name of the dataset layout found in `root` (one of `FORMATS`).
 
-    Args:
-      root: The dataset folder.
+  Args:
+    root: The dataset folder.
 
-    Raises:
-      DatasetError: If `root` does not exist or holds none of the known layouts; the message
-        lists what was looked for and suggests a subfolder that does hold one.
-    """
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise DatasetError(f"Dataset root {root} does not exist or is not a folder: set it to "
-                           "the folder holding your miniImageNet, tieredImageNet or Omniglot "
-                           "files.")
-    found = _detect(root)
-    if found is not None:
-        return found
-    hints = [os.path.join(root, name) for name in sorted(os.listdir(root))
-             if os.path.isdir(os.path.join(root, name)) and _detect(os.path.join(root, name))]
-    hint = f" A subfolder does: use root={hints[0]}." if hints else ""
-    looked_for = "; ".join(f"{desc} ({name})" for name, _, _, desc in _FORMATS)
-    raise DatasetError(f"No recognised few-shot dataset in {root}. Looked for: {looked_for}."
-                       f"{hint}")
+  Raises:
+    DatasetError: If `root` does not exist or holds none of the known layouts; the message
+      lists what was looked for and suggests a subfolder that does hold one.
+  """
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise DatasetError(f"Dataset root {root} does not exist or is not a folder: set it to "
+                       "the folder holding your miniImageNet, tieredImageNet or Omniglot "
+                       "files.")
+  found = _detect(root)
+  if found is not None:
+    return found
+  hints = [os.path.join(root, name) for name in sorted(os.listdir(root))
+           if os.path.isdir(os.path.join(root, name)) and _detect(os.path.join(root, name))]
+  hint = f" A subfolder does: use root={hints[0]}." if hints else ""
+  looked_for = "; ".join(f"{desc} ({name})" for name, _, _, desc in _FORMATS)
+  raise DatasetError(f"No recognised few-shot dataset in {root}. Looked for: {looked_for}."
+                     f"{hint}")
 
 
 def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | None = None,
                channels: int | None = None, **reader_options) -> ClassIndex:
-    """Indexes one split of the dataset in `root`, whatever its layout.
+  """Indexes one split of the dataset in `root`, whatever its layout.
 
-    Args:
-      root: The dataset folder (see the module docstring for the layouts).
-      split: "train", "val" or "test" ("validation" is accepted for "val").
-      image_size: (height, width) images are decoded to; None for the format's default
-        (84 x 84 for mini/tieredImageNet, 28 x 28 for Omniglot).
-      channels: 1 or 3; None for the format's default (3, or 1 for Omniglot).
-      **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `num_train`,
-        `num_val`, `rotations`).
+  Args:
+    root: The dataset folder (see the module docstring for the layouts).
+    split: "train", "val" or "test" ("validation" is accepted for "val").
+    image_size: (height, width) images are decoded to; None for the format's default
+      (84 x 84 for mini/tieredImageNet, 28 x 28 for Omniglot).
+    channels: 1 or 3; None for the format's default (3, or 1 for Omniglot).
+    **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `num_train`,
+      `num_val`, `rotations`).
 
-    Returns:
-      The split's `ClassIndex`.
+  Returns:
+    The split's `ClassIndex`.
 
-    Raises:
-      DatasetError: If the root, the split's files or their content are not usable.
-    """
-    root = os.fspath(root)
-    format_name = detect_format(root)
-    reader = next(reader for name, _, reader, _ in _FORMATS if name == format_name)
-    if format_name == omniglot.FORMAT:
-        return reader(root, split, image_size, channels, **reader_options)
-    index = reader(root, split, image_size, **reader_options)
-    if channels is not None:
-        index.channels = channels  # e.g. grayscale miniImageNet for an ablation.
-    return index
+  Raises:
+    DatasetError: If the root, the split's files or their content are not usable.
+  """
+  root = os.fspath(root)
+  format_name = detect_format(root)
+  reader = next(reader for name, _, reader, _ in _FORMATS if name == format_name)
+  if format_name == omniglot.FORMAT:
+    return reader(root, split, image_size, channels, **reader_options)
+  index = reader(root, split, image_size, **reader_options)
+  if channels is not None:
+    index.channels = channels  # e.g. grayscale miniImageNet for an ablation.
+  return index
 
 __all__ = [
     "FORMATS", "SPLITS", "ArrayRef", "ClassIndex", "DatasetError", "ImageDecodeError",

@@ -36,256 +36,264 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 class DatasetError(ValueError):
-    """A dataset on disk is missing, incomplete or malformed; the message says how to fix it."""
+  """A dataset on disk is missing, incomplete or malformed; the message says how to fix it."""
 
 
 class ImageDecodeError(DatasetError):
-    """One image cannot be read or decoded (missing, unreadable, truncated or corrupt)."""
+  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayRef:
-    """Item `index` of `store`, named `origin` (usually the file holding it) in messages.
+  """Item `index` of `store`, named `origin` (usually the file holding it) in messages.
 
-    Attributes:
-      store: Any indexable (numpy array, np.memmap, list) whose items are ``uint8`` images
-        (H x W x C or H x W) or encoded image bytes.
-      index: Position of the image in `store`.
-      origin: Human-readable name of the store, e.g. the pickle's path.
-    """
+  Attributes:
+    store: Any indexable (numpy array, np.memmap, list) whose items are ``uint8`` images
+      (H x W x C or H x W) or encoded image bytes.
+    index: Position of the image in `store`.
+    origin: Human-readable name of the store, e.g. the pickle's path.
+  """
 
-    store: Any
-    index: int
-    origin: str = "<array>"
+  store: Any
+  index: int
+  origin: str = "<array>"
 
-    def __repr__(self) -> str:
-        return f"{self.origin}[{self.index}]"
+  def __repr__(self) -> str:
+    return f"{self.origin}[{self.index}]"
 
 
 @dataclasses.dataclass(frozen=True)
 class Rotated:
-    """`source` rotated counter-clockwise by `degrees` (0, 90, 180 or 270)."""
+  """`source` rotated counter-clockwise by `degrees` (0, 90, 180 or 270)."""
 
-    source: Any
-    degrees: int
+  source: Any
+  degrees: int
 
-    def __repr__(self) -> str:
-        return f"{describe_source(self.source)} rotated by {self.degrees} degrees"
+  def __repr__(self) -> str:
+    return f"{describe_source(self.source)} rotated by {self.degrees} degrees"
 
 
 Source = Union[str, os.PathLike, bytes, np.ndarray, ArrayRef, Rotated]
 
 
 def describe_source(source: Source) -> str:
-    """Returns a short human-readable name for an image source (used in messages)."""
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, (bytes, bytearray, np.ndarray)):
-        return f"<{len(source)} encoded bytes>"
-    return repr(source)
+  """Returns a short human-readable name for an image source (used in messages)."""
+  if isinstance(source, (str, os.PathLike)):
+    return os.fspath(source)
+  if isinstance(source, (bytes, bytearray, np.ndarray)):
+    return f"<{len(source)} encoded bytes>"
+  return repr(source)
 
 
 class ClassIndex(Mapping):
-    """Ordered, read-only mapping class name -> list of image sources for one split.
+  """Ordered, read-only mapping class name -> list of image sources for one split.
 
-    Attributes:
-      root: Dataset root the index was read from.
-      split: One of "train", "val", "test".
-      format_name: Format string from `detect_format`.
-      image_size: (height, width) images should be decoded to.
-      channels: 3 for RGB, 1 for grayscale.
-    """
+  Attributes:
+    root: Dataset root the index was read from.
+    split: One of "train", "val", "test".
+    format_name: Format string from `detect_format`.
+    image_size: (height, width) images should be decoded to.
+    channels: 3 for RGB, 1 for grayscale.
+  """
 
-    def __init__(self, classes: Mapping[str, Sequence[Source]], *, root: str, split: str,
-                 format_name: str, image_size: tuple[int, int], channels: int = 3):
-        self._classes = {name: list(sources) for name, sources in classes.items()}
-        self.root = os.fspath(root)
-        self.split = split
-        self.format_name = format_name
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.channels = channels
+  def __init__(self, classes: Mapping[str, Sequence[Source]], *, root: str, split: str,
+               format_name: str, image_size: tuple[int, int], channels: int = 3):
+    self._classes = {name: list(sources) for name, sources in classes.items()}
+    self.root = os.fspath(root)
+    self.split = split
+    self.format_name = format_name
+    self.image_size = (int(image_size[0]), int(image_size[1]))
+    self.channels = channels
 
-    def __getitem__(self, name: str) -> list[Source]:
-        return self._classes[name]
+  def __getitem__(self, name: str) -> list[Source]:
+    return self._classes[name]
 
-    def __iter__(self):
-        return iter(self._classes)
+  def __iter__(self):
+    return iter(self._classes)
 
-    def __len__(self) -> int:
-        return len(self._classes)
+  def __len__(self) -> int:
+    return len(self._classes)
 
-    @property
-    def class_names(self) -> list[str]:
-        """Class names in index order (the order class labels should follow)."""
-        return list(self._classes)
+  @property
+  def class_names(self) -> list[str]:
+    """Class names in index order (the order class labels should follow)."""
+    return list(self._classes)
 
-    @property
-    def num_images(self) -> int:
-        """Total number of images over all classes."""
-        return sum(len(sources) for sources in self._classes.values())
+  @property
+  def num_images(self) -> int:
+    """Total number of images over all classes."""
+    return sum(len(sources) for sources in self._classes.values())
 
-    def load_image(self, source: Source) -> np.ndarray:
-        """Decodes `source` at this index's `image_size` and `channels` (see `load_image`)."""
-        return load_image(source, self.image_size, channels=self.channels)
+  def load_image(self, source: Source) -> np.ndarray:
+    """Decodes `source` at this index's `image_size` and `channels` (see `load_image`)."""
+    return load_image(source, self.image_size, channels=self.channels)
 
-    def __repr__(self) -> str:
-        return (f"ClassIndex({self.format_name!r}, split={self.split!r}, "
-                f"{len(self)} classes, {self.num_images} images, root={self.root!r})")
+  def __repr__(self) -> str:
+    return (f"ClassIndex({self.format_name!r}, split={self.split!r}, "
+            f"{len(self)} classes, {self.num_images} images, root={self.root!r})")
 
 
 def normalize_split(split: str) -> str:
-    """Maps a split name to one of `SPLITS` ("validation" -> "val").
+  """Maps a split name to one of `SPLITS` ("validation" -> "val").
 
-    Raises:
-      DatasetError: If `split` is not a known split name.
-    """
-    name = _SPLIT_ALIASES.get(str(split).lower(), str(split).lower())
-    if name not in SPLITS:
-        raise DatasetError(f"Unknown split {split!r}: use one of 'train', 'val', 'test'.")
-    return name
+  Raises:
+    DatasetError: If `split` is not a known split name.
+  """
+  name = _SPLIT_ALIASES.get(str(split).lower(), str(split).lower())
+  if name not in SPLITS:
+    raise DatasetError(f"Unknown split {split!r}: use one of 'train', 'val', 'test'.")
+  return name
 
 
 def load_pickle(path: str) -> Any:
-    """Loads a pickle, falling back to ``encoding="latin1"`` for Python 2 pickles.
+  """Loads a pickle, falling back to ``encoding="latin1"`` for Python 2 pickles.
 
-    Python 2 pickles store byte strings (and numpy array buffers) as ``str``; Python 3 decodes
-    those as ASCII by default and fails with UnicodeDecodeError. Reloading with latin1 maps each
-    byte to one code point, which numpy turns back into the original buffer. Byte strings that
-    are not numpy buffers come back as ``str``: `load_image` re-encodes them with latin1.
+  Python 2 pickles store byte strings (and numpy array buffers) as ``str``; Python 3 decodes
+  those as ASCII by default and fails with UnicodeDecodeError. Reloading with latin1 maps each
+  byte to one code point, which numpy turns back into the original buffer. Byte strings that
+  are not numpy buffers come back as ``str``: `load_image` re-encodes them with latin1.
 
-    Raises:
-      DatasetError: If the file is missing or is not a readable pickle.
-    """
-    try:
-        with open(path, "rb") as f:
-            try:
-                return pickle.load(f)
-            except UnicodeDecodeError:
-                f.seek(0)
-                logging.info("%s is a Python 2 pickle; loading it with encoding='latin1'.", path)
-                return pickle.load(f, encoding="latin1")
-    except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist: check the dataset root.") from None
-    except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, ValueError,
-            TypeError, IndexError) as e:
-        raise DatasetError(f"{path} is not a readable pickle ({type(e).__name__}: {e}); "
-                           "the file is probably truncated: download or extract it again.") from e
+  Raises:
+    DatasetError: If the file is missing or is not a readable pickle.
+  """
+  try:
+    with open(path, "rb") as f:
+      try:
+        return pickle.load(f)
+      except UnicodeDecodeError:
+        f.seek(0)
+        logging.info("%s is a Python 2 pickle; loading it with encoding='latin1'.", path)
+        return pickle.load(f, encoding="latin1")
+  except FileNotFoundError:
+    raise DatasetError(f"{path} does not exist: check the dataset root.") from None
+  except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, ValueError,
+          TypeError, IndexError) as e:
+    raise DatasetError(f"{path} could not be unpickled ({type(e).__name__}: {e}): it is "
+                       "truncated or not the expected file; download or extract it again.") from e
+
+
+def _is_encoded(item: Any) -> bool:
+  """True for encoded image bytes: bytes-like, or a 1-D / N x 1 array (cv2.imencode's)."""
+  if isinstance(item, np.ndarray):
+    return item.ndim == 1 or (item.ndim == 2 and item.shape[1] == 1)
+  return isinstance(item, (bytes, bytearray, memoryview))
 
 
 def _open_pil(source: Source) -> Image.Image:
-    """Returns a fully loaded PIL image for `source` (rotations applied)."""
-    if isinstance(source, Rotated):
-        if source.degrees % 90:
-            raise DatasetError(f"Rotation must be a multiple of 90 degrees, got {source!r}.")
-        image = _open_pil(source.source)
-        turns = (source.degrees // 90) % 4
-        ops = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-               Image.Transpose.ROTATE_270)
-        return image if turns == 0 else image.transpose(ops[turns])
-    item = source.store[source.index] if isinstance(source, ArrayRef) else source
-    if isinstance(item, str) and not isinstance(source, (str, os.PathLike)):
-        item = item.encode("latin1")  # Encoded bytes from a Python 2 pickle (see load_pickle).
-    # Encoded bytes in an array are 1-D, or N x 1 as cv2.imencode returns them.
-    if isinstance(item, np.ndarray) and item.ndim >= 2 and not (item.ndim == 2 and
-                                                                 item.shape[1] == 1):
-        if item.dtype != np.uint8:
-            raise ImageDecodeError(f"Image {describe_source(source)} has dtype {item.dtype}; "
-                                   "expected uint8 pixels: re-create the file with uint8 images.")
-        return Image.fromarray(np.ascontiguousarray(item[..., 0] if item.ndim == 3 and
-                                                    item.shape[-1] == 1 else item))
-    if isinstance(item, (bytes, bytearray, memoryview, np.ndarray)):
-        item = io.BytesIO(bytes(item) if not isinstance(item, np.ndarray) else item.tobytes())
+  """Returns a fully decoded PIL image for `source` (rotations applied)."""
+  if isinstance(source, Rotated):
+    if source.degrees % 90:
+      raise DatasetError(f"Rotation must be a multiple of 90 degrees, got {source!r}.")
+    image = _open_pil(source.source)
+    turns = (source.degrees // 90) % 4
+    ops = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+           Image.Transpose.ROTATE_270)
+    return image if turns == 0 else image.transpose(ops[turns])
+  item = source.store[source.index] if isinstance(source, ArrayRef) else source
+  if isinstance(item, str) and isinstance(source, ArrayRef):
+    item = item.encode("latin1")  # Encoded bytes from a Python 2 pickle (see load_pickle).
+  if _is_encoded(item):
+    data = item.tobytes() if isinstance(item, np.ndarray) else bytes(item)
+    image = Image.open(io.BytesIO(data))
+  elif isinstance(item, np.ndarray):
+    if item.dtype != np.uint8:
+      raise ImageDecodeError(f"Image {describe_source(source)} has dtype {item.dtype}; "
+                             "expected uint8 pixels: re-create the file with uint8 images.")
+    if item.ndim == 3 and item.shape[-1] == 1:
+      item = item[..., 0]  # Pillow reads H x W (not H x W x 1) as grayscale.
+    return Image.fromarray(np.ascontiguousarray(item))
+  else:
     image = Image.open(item)
-    image.load()  # Decode now so that a truncated file fails here, not later.
-    return image
+  image.load()  # Decode now so that a truncated file fails here, not in the pipeline.
+  return image
 
 
 def load_image(source: Source, size: Sequence[int] | None = None, channels: int = 3) -> np.ndarray:
-    """Decodes one image source to a ``uint8`` array, resized with Pillow.
+  """Decodes one image source to a ``uint8`` array, resized with Pillow.
 
-    Args:
-      source: A file path, encoded bytes, an `ArrayRef` or a `Rotated` source.
-      size: (height, width) to resize to with Lanczos filtering (what the MAML preprocessing
-        scripts used), or None to keep the stored size. Rotation is applied before resizing.
-      channels: 3 converts to RGB, 1 to grayscale ("L"); Omniglot uses 1.
+  Args:
+    source: A file path, encoded bytes, an `ArrayRef` or a `Rotated` source.
+    size: (height, width) to resize to with Lanczos filtering (what the MAML preprocessing
+      scripts used), or None to keep the stored size. Rotation is applied before resizing.
+    channels: 3 converts to RGB, 1 to grayscale ("L"); Omniglot uses 1.
 
-    Returns:
-      A ``uint8`` array of shape (height, width, channels), not normalised.
+  Returns:
+    A ``uint8`` array of shape (height, width, channels), not normalised.
 
-    Raises:
-      ImageDecodeError: If the image is missing, unreadable, truncated or corrupt.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}.")
-    try:
-        image = _open_pil(source)
-        image = image.convert("RGB" if channels == 3 else "L")
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((int(size[1]), int(size[0])), Image.Resampling.LANCZOS)
-    except DatasetError:
-        raise
-    except FileNotFoundError:
-        raise ImageDecodeError(f"Image file {describe_source(source)} does not exist: restore it "
-                               "or re-extract the dataset.") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(
-            f"Cannot decode image {describe_source(source)} ({e}): the file is unreadable or "
-            "truncated; re-extract it, or skip it with load_image_or_none().") from e
-    return np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], channels)
+  Raises:
+    ImageDecodeError: If the image is missing, unreadable, truncated or corrupt.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}.")
+  try:
+    image = _open_pil(source)
+    image = image.convert("RGB" if channels == 3 else "L")
+    if size is not None and image.size != (size[1], size[0]):
+      image = image.resize((int(size[1]), int(size[0])), Image.Resampling.LANCZOS)
+  except DatasetError:
+    raise
+  except FileNotFoundError:
+    raise ImageDecodeError(f"Image file {describe_source(source)} does not exist: restore it "
+                           "or re-extract the dataset.") from None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise ImageDecodeError(
+        f"Cannot decode image {describe_source(source)} ({e}): the file is unreadable or "
+        "truncated; re-extract it, or skip it with load_image_or_none().") from e
+  return np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], channels)
 
 
 def load_image_or_none(source: Source, size: Sequence[int] | None = None,
                        channels: int = 3) -> np.ndarray | None:
-    """Like `load_image`, but logs a warning and returns None for an undecodable image.
+  """Like `load_image`, but logs a warning and returns None for an undecodable image.
 
-    Lets a pipeline skip one bad file of a large dataset instead of stopping training.
-    """
-    try:
-        return load_image(source, size, channels)
-    except ImageDecodeError as e:
-        logging.warning("Skipping image %s: %s", describe_source(source), e)
-        return None
+  Lets a pipeline skip one bad file of a large dataset instead of stopping training.
+  """
+  try:
+    return load_image(source, size, channels)
+  except ImageDecodeError as e:
+    logging.warning("Skipping image %s: %s", describe_source(source), e)
+    return None
 
 
 def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
                          root: str | None = None) -> None:
-    """Raises DatasetError if a split has fewer than `num_ways` classes.
+  """Raises DatasetError if a split has fewer than `num_ways` classes.
 
-    Args:
-      class_index: The split's index.
-      num_ways: Classes needed per episode (N of N-way).
-      split: Split name for the message (default: `class_index.split`).
-      root: Dataset root for the message (default: `class_index.root`).
-    """
-    split = split or getattr(class_index, "split", "?")
-    root = root or getattr(class_index, "root", "?")
-    if len(class_index) < num_ways:
-        raise DatasetError(
-            f"Split {split!r} of {root} has {len(class_index)} classes, fewer than the "
-            f"{num_ways} ways requested: lower num_ways to at most {len(class_index)} or check "
-            "that the dataset root holds the complete split.")
+  Args:
+    class_index: The split's index.
+    num_ways: Classes needed per episode (N of N-way).
+    split: Split name for the message (default: `class_index.split`).
+    root: Dataset root for the message (default: `class_index.root`).
+  """
+  split = split or getattr(class_index, "split", "?")
+  root = root or getattr(class_index, "root", "?")
+  if len(class_index) < num_ways:
+    raise DatasetError(
+        f"Split {split!r} of {root} has {len(class_index)} classes, fewer than the "
+        f"{num_ways} ways requested: lower num_ways to at most {len(class_index)} or check "
+        "that the dataset root holds the complete split.")
 
 
 def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
                         root: str | None = None) -> None:
-    """Raises DatasetError if any class has fewer than `min_images` (K + Q) images.
+  """Raises DatasetError if any class has fewer than `min_images` (K + Q) images.
 
-    The message names the smallest offending class and how many classes are short.
-    """
-    split = split or getattr(class_index, "split", "?")
-    root = root or getattr(class_index, "root", "?")
-    short = [(len(sources), name) for name, sources in class_index.items()
-             if len(sources) < min_images]
-    if short:
-        count, name = min(short)
-        others = f" (and {len(short) - 1} other classes)" if len(short) > 1 else ""
-        raise DatasetError(
-            f"Class {name!r} in split {split!r} of {root} has {count} images{others}, fewer "
-            f"than the {min_images} needed per class (shots + queries): lower num_shots or "
-            "num_queries, or restore the missing images.")
+  The message names the smallest offending class and how many classes are short.
+  """
+  split = split or getattr(class_index, "split", "?")
+  root = root or getattr(class_index, "root", "?")
+  short = [(len(sources), name) for name, sources in class_index.items()
+           if len(sources) < min_images]
+  if short:
+    count, name = min(short)
+    others = f" (and {len(short) - 1} other classes)" if len(short) > 1 else ""
+    raise DatasetError(
+        f"Class {name!r} in split {split!r} of {root} has {count} images{others}, fewer "
+        f"than the {min_images} needed per class (shots + queries): lower num_shots or "
+        "num_queries, or restore the missing images.")
 
 
 def list_images(directory: str) -> list[str]:
-    """Returns the sorted paths of the image files (by extension) directly in `directory`."""
-    return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
-            if name.lower().endswith(IMAGE_EXTENSIONS)]
+  """Returns the sorted paths of the image files (by extension) directly in `directory`."""
+  return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
+          if name.lower().endswith(IMAGE_EXTENSIONS)]

@@ -36,150 +36,150 @@ _FOLDER_SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation"), "test"
 
 
 def csv_path(root: str, split: str) -> str:
-    """Path of the Ravi-Larochelle CSV file of `split`."""
-    return os.path.join(root, f"{common.normalize_split(split)}.csv")
+  """Path of the Ravi-Larochelle CSV file of `split`."""
+  return os.path.join(root, f"{common.normalize_split(split)}.csv")
 
 
 def pickle_path(root: str, split: str) -> str:
-    """Path of the cache pickle of `split` (the val split is named "validation")."""
-    name = _PICKLE_SPLIT_NAMES[common.normalize_split(split)]
-    return os.path.join(root, f"mini-imagenet-cache-{name}.pkl")
+  """Path of the cache pickle of `split` (the val split is named "validation")."""
+  name = _PICKLE_SPLIT_NAMES[common.normalize_split(split)]
+  return os.path.join(root, f"mini-imagenet-cache-{name}.pkl")
 
 
 def is_csv_layout(root: str) -> bool:
-    """True if `root` has ``images/`` and at least one split CSV file."""
-    return os.path.isdir(os.path.join(root, "images")) and any(
-        os.path.isfile(csv_path(root, split)) for split in common.SPLITS)
+  """True if `root` has ``images/`` and at least one split CSV file."""
+  return os.path.isdir(os.path.join(root, "images")) and any(
+      os.path.isfile(csv_path(root, split)) for split in common.SPLITS)
 
 
 def is_folders_layout(root: str) -> bool:
-    """True if `root` has at least one of the train/val/test class-folder directories."""
-    return any(os.path.isdir(os.path.join(root, name))
-               for names in _FOLDER_SPLIT_NAMES.values() for name in names)
+  """True if `root` has at least one of the train/val/test class-folder directories."""
+  return any(os.path.isdir(os.path.join(root, name))
+             for names in _FOLDER_SPLIT_NAMES.values() for name in names)
 
 
 def is_pickle_layout(root: str) -> bool:
-    """True if `root` has at least one ``mini-imagenet-cache-*.pkl`` file."""
-    return any(os.path.isfile(pickle_path(root, split)) for split in common.SPLITS)
+  """True if `root` has at least one ``mini-imagenet-cache-*.pkl`` file."""
+  return any(os.path.isfile(pickle_path(root, split)) for split in common.SPLITS)
 
 
 def _make_index(classes: dict, root: str, split: str, format_name: str,
                 image_size: Sequence[int] | None) -> common.ClassIndex:
-    ordered = {name: classes[name] for name in sorted(classes)}
-    return common.ClassIndex(ordered, root=root, split=split, format_name=format_name,
-                             image_size=tuple(image_size or DEFAULT_IMAGE_SIZE), channels=3)
+  ordered = {name: classes[name] for name in sorted(classes)}
+  return common.ClassIndex(ordered, root=root, split=split, format_name=format_name,
+                           image_size=tuple(image_size or DEFAULT_IMAGE_SIZE), channels=3)
 
 
 def read_csv_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-    """Reads one split of the Ravi-Larochelle layout (``images/`` + ``<split>.csv``).
+  """Reads one split of the Ravi-Larochelle layout (``images/`` + ``<split>.csv``).
 
-    Args:
-      root: Folder holding ``images/`` and the CSV files.
-      split: "train", "val" or "test".
-      image_size: (height, width) to decode to; default 84 x 84.
+  Args:
+    root: Folder holding ``images/`` and the CSV files.
+    split: "train", "val" or "test".
+    image_size: (height, width) to decode to; default 84 x 84.
 
-    Returns:
-      The split's `ClassIndex`; sources are file paths, in CSV row order within a class.
+  Returns:
+    The split's `ClassIndex`; sources are file paths, in CSV row order within a class.
 
-    Raises:
-      DatasetError: If the CSV is missing or malformed or names files absent from ``images/``.
-    """
-    split = common.normalize_split(split)
-    path = csv_path(root, split)
-    images_dir = os.path.join(root, "images")
-    if not os.path.isfile(path):
-        raise common.DatasetError(f"{path} does not exist: the Ravi-Larochelle layout needs "
-                                  "train.csv, val.csv and test.csv next to images/.")
-    if not os.path.isdir(images_dir):
-        raise common.DatasetError(f"{images_dir} does not exist: extract the miniImageNet "
-                                  f"images there (the files named in {path}).")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or [cell.strip() for cell in rows[0]] != ["filename", "label"]:
-        raise common.DatasetError(f"{path} must start with the header 'filename,label', found "
-                                  f"{','.join(rows[0]) if rows else 'an empty file'!r}.")
-    available = set(os.listdir(images_dir))
-    classes, missing = {}, []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != 2:
-            raise common.DatasetError(f"{path}, line {line}: expected 'filename,label', "
-                                      f"found {','.join(row)!r}.")
-        filename, label = row[0].strip(), row[1].strip()
-        if filename not in available:
-            missing.append(filename)
-        classes.setdefault(label, []).append(os.path.join(images_dir, filename))
-    if missing:
-        raise common.DatasetError(
-            f"{path} lists {len(missing)} files that are not in {images_dir} (first: "
-            f"{', '.join(missing[:3])}): extract all miniImageNet images into that folder.")
-    return _make_index(classes, root, split, CSV_FORMAT, image_size)
+  Raises:
+    DatasetError: If the CSV is missing or malformed or names files absent from ``images/``.
+  """
+  split = common.normalize_split(split)
+  path = csv_path(root, split)
+  images_dir = os.path.join(root, "images")
+  if not os.path.isfile(path):
+    raise common.DatasetError(f"{path} does not exist: the Ravi-Larochelle layout needs "
+                              "train.csv, val.csv and test.csv next to images/.")
+  if not os.path.isdir(images_dir):
+    raise common.DatasetError(f"{images_dir} does not exist: extract the miniImageNet "
+                              f"images there (the files named in {path}).")
+  with open(path, newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows or [cell.strip() for cell in rows[0]] != ["filename", "label"]:
+    raise common.DatasetError(f"{path} must start with the header 'filename,label', found "
+                              f"{','.join(rows[0]) if rows else 'an empty file'!r}.")
+  available = set(os.listdir(images_dir))
+  classes, missing = {}, []
+  for line, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    if len(row) != 2:
+      raise common.DatasetError(f"{path}, line {line}: expected 'filename,label', "
+                                f"found {','.join(row)!r}.")
+    filename, label = row[0].strip(), row[1].strip()
+    if filename not in available:
+      missing.append(filename)
+    classes.setdefault(label, []).append(os.path.join(images_dir, filename))
+  if missing:
+    raise common.DatasetError(
+        f"{path} lists {len(missing)} files that are not in {images_dir} (first: "
+        f"{', '.join(missing[:3])}): extract all miniImageNet images into that folder.")
+  return _make_index(classes, root, split, CSV_FORMAT, image_size)
 
 
 def read_folders_split(root: str, split: str,
                        image_size: Sequence[int] | None = None) -> common.ClassIndex:
-    """Reads one split of the class-folder layout ``<root>/<split>/<wnid>/*.jpg``.
+  """Reads one split of the class-folder layout ``<root>/<split>/<wnid>/*.jpg``.
 
-    Args:
-      root: Folder holding ``train/``, ``val/`` (or ``validation/``) and ``test/``.
-      split: "train", "val" or "test".
-      image_size: (height, width) to decode to; default 84 x 84.
+  Args:
+    root: Folder holding ``train/``, ``val/`` (or ``validation/``) and ``test/``.
+    split: "train", "val" or "test".
+    image_size: (height, width) to decode to; default 84 x 84.
 
-    Returns:
-      The split's `ClassIndex`; sources are file paths sorted by file name.
+  Returns:
+    The split's `ClassIndex`; sources are file paths sorted by file name.
 
-    Raises:
-      DatasetError: If the split folder is missing or holds no class folders.
-    """
-    split = common.normalize_split(split)
-    candidates = [os.path.join(root, name) for name in _FOLDER_SPLIT_NAMES[split]]
-    split_dir = next((path for path in candidates if os.path.isdir(path)), None)
-    if split_dir is None:
-        raise common.DatasetError(f"{candidates[0]} does not exist: the class-folder layout "
-                                  "needs train/, val/ and test/ folders of <wnid>/ folders.")
-    classes = {name: common.list_images(os.path.join(split_dir, name))
-               for name in os.listdir(split_dir)
-               if os.path.isdir(os.path.join(split_dir, name))}
-    if not classes:
-        raise common.DatasetError(f"{split_dir} contains no class folders: expected "
-                                  f"{split_dir}/<wnid>/<image>.jpg.")
-    return _make_index(classes, root, split, FOLDERS_FORMAT, image_size)
+  Raises:
+    DatasetError: If the split folder is missing or holds no class folders.
+  """
+  split = common.normalize_split(split)
+  candidates = [os.path.join(root, name) for name in _FOLDER_SPLIT_NAMES[split]]
+  split_dir = next((path for path in candidates if os.path.isdir(path)), None)
+  if split_dir is None:
+    raise common.DatasetError(f"{candidates[0]} does not exist: the class-folder layout "
+                              "needs train/, val/ and test/ folders of <wnid>/ folders.")
+  classes = {name: common.list_images(os.path.join(split_dir, name))
+             for name in os.listdir(split_dir)
+             if os.path.isdir(os.path.join(split_dir, name))}
+  if not classes:
+    raise common.DatasetError(f"{split_dir} contains no class folders: expected "
+                              f"{split_dir}/<wnid>/<image>.jpg.")
+  return _make_index(classes, root, split, FOLDERS_FORMAT, image_size)
 
 
 def read_pickle_split(root: str, split: str,
                       image_size: Sequence[int] | None = None) -> common.ClassIndex:
-    """Reads one split of the ``mini-imagenet-cache-<split>.pkl`` layout.
+  """Reads one split of the ``mini-imagenet-cache-<split>.pkl`` layout.
 
-    Args:
-      root: Folder holding the cache pickles.
-      split: "train", "val" (file name "validation") or "test".
-      image_size: (height, width) to decode to; default 84 x 84 (the stored size).
+  Args:
+    root: Folder holding the cache pickles.
+    split: "train", "val" (file name "validation") or "test".
+    image_size: (height, width) to decode to; default 84 x 84 (the stored size).
 
-    Returns:
-      The split's `ClassIndex`; sources are `ArrayRef`s into the pickle's ``image_data``.
+  Returns:
+    The split's `ClassIndex`; sources are `ArrayRef`s into the pickle's ``image_data``.
 
-    Raises:
-      DatasetError: If the pickle is missing, unreadable or lacks the expected keys.
-    """
-    split = common.normalize_split(split)
-    path = pickle_path(root, split)
-    data = common.load_pickle(path)
-    if not isinstance(data, dict) or not {"image_data", "class_dict"} <= set(data):
-        found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise common.DatasetError(f"{path} should hold a dict with keys 'image_data' and "
-                                  f"'class_dict', found {found}: download the file again.")
-    images = np.asarray(data["image_data"])
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise common.DatasetError(f"{path}: 'image_data' should be uint8 N x H x W x 3, found "
-                                  f"{images.dtype} {images.shape}.")
-    classes = {}
-    for name, indices in data["class_dict"].items():
-        indices = [int(i) for i in indices]
-        if indices and not 0 <= min(indices) <= max(indices) < len(images):
-            raise common.DatasetError(f"{path}: class {name!r} refers to images outside the "
-                                      f"{len(images)} in 'image_data': the file is inconsistent.")
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        classes[name] = [common.ArrayRef(images, i, origin=path) for i in indices]
-    return _make_index(classes, root, split, PICKLE_FORMAT, image_size)
+  Raises:
+    DatasetError: If the pickle is missing, unreadable or lacks the expected keys.
+  """
+  split = common.normalize_split(split)
+  path = pickle_path(root, split)
+  data = common.load_pickle(path)
+  if not isinstance(data, dict) or not {"image_data", "class_dict"} <= set(data):
+    found = sorted(data) if isinstance(data, dict) else type(data).__name__
+    raise common.DatasetError(f"{path} should hold a dict with keys 'image_data' and "
+                              f"'class_dict', found {found}: download the file again.")
+  images = np.asarray(data["image_data"])
+  if images.ndim != 4 or images.dtype != np.uint8:
+    raise common.DatasetError(f"{path}: 'image_data' should be uint8 N x H x W x 3, found "
+                              f"{images.dtype} {images.shape}.")
+  classes = {}
+  for name, indices in data["class_dict"].items():
+    indices = [int(i) for i in indices]
+    if indices and not 0 <= min(indices) <= max(indices) < len(images):
+      raise common.DatasetError(f"{path}: class {name!r} refers to images outside the "
+                                f"{len(images)} in 'image_data': the file is inconsistent.")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    classes[name] = [common.ArrayRef(images, i, origin=path) for i in indices]
+  return _make_index(classes, root, split, PICKLE_FORMAT, image_size)

@@ -39,98 +39,98 @@ ROTATIONS = (0, 90, 180, 270)
 
 
 def is_omniglot_layout(root: str) -> bool:
-    """True if `root` has ``images_background/`` or ``images_evaluation/``."""
-    return any(os.path.isdir(os.path.join(root, folder)) for folder in FOLDERS)
+  """True if `root` has ``images_background/`` or ``images_evaluation/``."""
+  return any(os.path.isdir(os.path.join(root, folder)) for folder in FOLDERS)
 
 
 def list_characters(root: str) -> dict[str, str]:
-    """Maps every ``"<alphabet>/<character>"`` of both folders to its directory, sorted.
+  """Maps every ``"<alphabet>/<character>"`` of both folders to its directory, sorted.
 
-    Raises:
-      DatasetError: If a folder is missing or an alphabet appears in both folders.
-    """
-    characters = {}
-    for folder in FOLDERS:
-        folder_path = os.path.join(root, folder)
-        if not os.path.isdir(folder_path):
-            raise common.DatasetError(
-                f"{folder_path} does not exist: Omniglot needs both images_background/ and "
-                "images_evaluation/ because the split is drawn from all characters.")
-        for alphabet in sorted(os.listdir(folder_path)):
-            alphabet_path = os.path.join(folder_path, alphabet)
-            if not os.path.isdir(alphabet_path):
-                continue
-            for character in sorted(os.listdir(alphabet_path)):
-                character_path = os.path.join(alphabet_path, character)
-                if not os.path.isdir(character_path):
-                    continue
-                name = f"{alphabet}/{character}"
-                if name in characters:
-                    raise common.DatasetError(
-                        f"Character {name!r} is in both {characters[name]} and "
-                        f"{character_path}: keep one copy of each alphabet.")
-                characters[name] = character_path
-    return dict(sorted(characters.items()))
+  Raises:
+    DatasetError: If a folder is missing or an alphabet appears in both folders.
+  """
+  characters = {}
+  for folder in FOLDERS:
+    folder_path = os.path.join(root, folder)
+    if not os.path.isdir(folder_path):
+      raise common.DatasetError(
+          f"{folder_path} does not exist: Omniglot needs both images_background/ and "
+          "images_evaluation/ because the split is drawn from all characters.")
+    for alphabet in sorted(os.listdir(folder_path)):
+      alphabet_path = os.path.join(folder_path, alphabet)
+      if not os.path.isdir(alphabet_path):
+        continue
+      for character in sorted(os.listdir(alphabet_path)):
+        character_path = os.path.join(alphabet_path, character)
+        if not os.path.isdir(character_path):
+          continue
+        name = f"{alphabet}/{character}"
+        if name in characters:
+          raise common.DatasetError(
+              f"Character {name!r} is in both {characters[name]} and "
+              f"{character_path}: keep one copy of each alphabet.")
+        characters[name] = character_path
+  return dict(sorted(characters.items()))
 
 
 def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train: int = 1200,
                      num_val: int = 100) -> list[str]:
-    """Returns the sorted character names of `split` under the rule in the module docstring.
+  """Returns the sorted character names of `split` under the rule in the module docstring.
 
-    Args:
-      names: All character names (any order: they are sorted first).
-      split: "train", "val" or "test".
-      seed: Seed of the shuffle.
-      num_train: Number of train characters.
-      num_val: Number of val characters; the remaining characters are the test split.
+  Args:
+    names: All character names (any order: they are sorted first).
+    split: "train", "val" or "test".
+    seed: Seed of the shuffle.
+    num_train: Number of train characters.
+    num_val: Number of val characters; the remaining characters are the test split.
 
-    Raises:
-      DatasetError: If there are not enough characters to leave at least one for test.
-    """
-    split = common.normalize_split(split)
-    names = sorted(names)
-    if len(names) <= num_train + num_val:
-        raise common.DatasetError(
-            f"Only {len(names)} Omniglot characters found, but num_train={num_train} + "
-            f"num_val={num_val} leaves none for test: check that images_background/ and "
-            "images_evaluation/ are complete (1623 characters) or lower num_train/num_val.")
-    shuffled = [names[i] for i in np.random.RandomState(seed).permutation(len(names))]
-    bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val),
-              "test": (num_train + num_val, len(names))}[split]
-    return sorted(shuffled[bounds[0]:bounds[1]])
+  Raises:
+    DatasetError: If there are not enough characters to leave at least one for test.
+  """
+  split = common.normalize_split(split)
+  names = sorted(names)
+  if len(names) <= num_train + num_val:
+    raise common.DatasetError(
+        f"Only {len(names)} Omniglot characters found, but num_train={num_train} + "
+        f"num_val={num_val} leaves none for test: check that images_background/ and "
+        "images_evaluation/ are complete (1623 characters) or lower num_train/num_val.")
+  shuffled = [names[i] for i in np.random.RandomState(seed).permutation(len(names))]
+  bounds = {"train": (0, num_train), "val": (num_train, num_train + num_val),
+            "test": (num_train + num_val, len(names))}[split]
+  return sorted(shuffled[bounds[0]:bounds[1]])
 
 
 def read_split(root: str, split: str, image_size: Sequence[int] | None = None,
                channels: int | None = None, seed: int = 1, num_train: int = 1200,
                num_val: int = 100, rotations: Sequence[int] = ROTATIONS) -> common.ClassIndex:
-    """Reads one Omniglot split, one class per (character, rotation).
+  """Reads one Omniglot split, one class per (character, rotation).
 
-    Args:
-      root: Folder holding ``images_background/`` and ``images_evaluation/``.
-      split: "train", "val" or "test".
-      image_size: (height, width) to decode to; default 28 x 28.
-      channels: 1 (grayscale, default) or 3 (RGB).
-      seed, num_train, num_val: The character split, see `split_characters`.
-      rotations: Rotations in degrees, multiples of 90; each adds one class per character.
+  Args:
+    root: Folder holding ``images_background/`` and ``images_evaluation/``.
+    split: "train", "val" or "test".
+    image_size: (height, width) to decode to; default 28 x 28.
+    channels: 1 (grayscale, default) or 3 (RGB).
+    seed, num_train, num_val: The character split, see `split_characters`.
+    rotations: Rotations in degrees, multiples of 90; each adds one class per character.
 
-    Returns:
-      The split's `ClassIndex`, ordered by character then rotation. Sources are file paths
-      for rotation 0 and `common.Rotated` sources otherwise.
+  Returns:
+    The split's `ClassIndex`, ordered by character then rotation. Sources are file paths
+    for rotation 0 and `common.Rotated` sources otherwise.
 
-    Raises:
-      DatasetError: If the folders are missing or too small for the split.
-    """
-    if any(degrees % 90 for degrees in rotations):
-        raise common.DatasetError(f"Omniglot rotations must be multiples of 90 degrees, got "
-                                  f"{tuple(rotations)}.")
-    split = common.normalize_split(split)
-    characters = list_characters(root)
-    classes = {}
-    for name in split_characters(list(characters), split, seed, num_train, num_val):
-        paths = common.list_images(characters[name])
-        for degrees in rotations:
-            sources = paths if degrees % 360 == 0 else [common.Rotated(p, degrees) for p in paths]
-            classes[f"{name}/rot{degrees % 360:03d}"] = sources
-    return common.ClassIndex(classes, root=root, split=split, format_name=FORMAT,
-                             image_size=tuple(image_size or DEFAULT_IMAGE_SIZE),
-                             channels=channels or DEFAULT_CHANNELS)
+  Raises:
+    DatasetError: If the folders are missing or too small for the split.
+  """
+  if any(degrees % 90 for degrees in rotations):
+    raise common.DatasetError(f"Omniglot rotations must be multiples of 90 degrees, got "
+                              f"{tuple(rotations)}.")
+  split = common.normalize_split(split)
+  characters = list_characters(root)
+  classes = {}
+  for name in split_characters(list(characters), split, seed, num_train, num_val):
+    paths = common.list_images(characters[name])
+    for degrees in rotations:
+      sources = paths if degrees % 360 == 0 else [common.Rotated(p, degrees) for p in paths]
+      classes[f"{name}/rot{degrees % 360:03d}"] = sources
+  return common.ClassIndex(classes, root=root, split=split, format_name=FORMAT,
+                           image_size=tuple(image_size or DEFAULT_IMAGE_SIZE),
+                           channels=channels or DEFAULT_CHANNELS)

@@ -38,186 +38,186 @@ DEFAULT_IMAGE_SIZE = (84, 84)
 
 
 def png_pickle_path(root: str, split: str) -> str:
-    """Path of ``{split}_images_png.pkl``."""
-    return os.path.join(root, f"{common.normalize_split(split)}_images_png.pkl")
+  """Path of ``{split}_images_png.pkl``."""
+  return os.path.join(root, f"{common.normalize_split(split)}_images_png.pkl")
 
 
 def npz_path(root: str, split: str) -> str:
-    """Path of ``{split}_images.npz``."""
-    return os.path.join(root, f"{common.normalize_split(split)}_images.npz")
+  """Path of ``{split}_images.npz``."""
+  return os.path.join(root, f"{common.normalize_split(split)}_images.npz")
 
 
 def labels_path(root: str, split: str) -> str:
-    """Path of ``{split}_labels.pkl`` (shared by both layouts)."""
-    return os.path.join(root, f"{common.normalize_split(split)}_labels.pkl")
+  """Path of ``{split}_labels.pkl`` (shared by both layouts)."""
+  return os.path.join(root, f"{common.normalize_split(split)}_labels.pkl")
 
 
 def is_png_pickle_layout(root: str) -> bool:
-    """True if `root` has at least one ``{split}_images_png.pkl``."""
-    return any(os.path.isfile(png_pickle_path(root, split)) for split in common.SPLITS)
+  """True if `root` has at least one ``{split}_images_png.pkl``."""
+  return any(os.path.isfile(png_pickle_path(root, split)) for split in common.SPLITS)
 
 
 def is_npz_layout(root: str) -> bool:
-    """True if `root` has at least one ``{split}_images.npz``."""
-    return any(os.path.isfile(npz_path(root, split)) for split in common.SPLITS)
+  """True if `root` has at least one ``{split}_images.npz``."""
+  return any(os.path.isfile(npz_path(root, split)) for split in common.SPLITS)
 
 
 class _LazyNpzMember:
-    """A compressed .npz member, inflated into memory the first time an item is read."""
+  """A compressed .npz member, inflated into memory the first time an item is read."""
 
-    def __init__(self, path: str, key: str, length: int):
-        self._path, self._key, self._length, self._array = path, key, length, None
+  def __init__(self, path: str, key: str, length: int):
+    self._path, self._key, self._length, self._array = path, key, length, None
 
-    def __len__(self) -> int:
-        return self._length
+  def __len__(self) -> int:
+    return self._length
 
-    def __getitem__(self, index):
-        if self._array is None:
-            logging.warning("%s stores %r compressed: loading it whole into memory. Re-save it "
-                            "with np.savez (uncompressed) to memory-map it instead.",
-                            self._path, self._key)
-            with np.load(self._path) as archive:
-                self._array = archive[self._key]
-        return self._array[index]
+  def __getitem__(self, index):
+    if self._array is None:
+      logging.warning("%s stores %r compressed: loading it whole into memory. Re-save it "
+                      "with np.savez (uncompressed) to memory-map it instead.",
+                      self._path, self._key)
+      with np.load(self._path) as archive:
+        self._array = archive[self._key]
+    return self._array[index]
 
 
 def open_npz_array(path: str, key: str = "images"):
-    """Opens array `key` of an .npz file without reading its data.
+  """Opens array `key` of an .npz file without reading its data.
 
-    Args:
-      path: The .npz file.
-      key: Name of the array inside it.
+  Args:
+    path: The .npz file.
+    key: Name of the array inside it.
 
-    Returns:
-      An ``np.memmap`` if the member is stored uncompressed; otherwise an indexable object
-      with ``len()`` that inflates the whole array into memory on first item access.
+  Returns:
+    An ``np.memmap`` if the member is stored uncompressed; otherwise an indexable object
+    with ``len()`` that inflates the whole array into memory on first item access.
 
-    Raises:
-      DatasetError: If the file is missing, is not a valid .npz, or lacks `key`.
-    """
-    try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise common.DatasetError(f"{path} does not exist: check the dataset root.") from None
-    except zipfile.BadZipFile as e:
-        raise common.DatasetError(f"{path} is not a valid .npz file ({e}); it is probably "
-                                  "truncated: download or extract it again.") from e
-    with archive:
-        member = f"{key}.npy"
-        if member not in archive.namelist():
-            keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
-            raise common.DatasetError(f"{path} has no array {key!r} (found {keys}): expected "
-                                      f"the {key!r} array of the tieredImageNet npz layout.")
-        info = archive.getinfo(member)
-        with archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(stream)
-                                           if version == (1, 0) else
-                                           np.lib.format.read_array_header_2_0(stream))
-            header_length = stream.tell() if info.compress_type == zipfile.ZIP_STORED else None
-    if header_length is None or dtype.hasobject:
-        return _LazyNpzMember(path, key, shape[0] if shape else 0)
-    # The data of an uncompressed member sits in the zip file after its local header.
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local_header = f.read(30)
-    name_length, extra_length = struct.unpack("<HH", local_header[26:30])
-    offset = info.header_offset + 30 + name_length + extra_length + header_length
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran_order else "C")
+  Raises:
+    DatasetError: If the file is missing, is not a valid .npz, or lacks `key`.
+  """
+  try:
+    archive = zipfile.ZipFile(path)
+  except FileNotFoundError:
+    raise common.DatasetError(f"{path} does not exist: check the dataset root.") from None
+  except zipfile.BadZipFile as e:
+    raise common.DatasetError(f"{path} is not a valid .npz file ({e}); it is probably "
+                              "truncated: download or extract it again.") from e
+  with archive:
+    member = f"{key}.npy"
+    if member not in archive.namelist():
+      keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+      raise common.DatasetError(f"{path} has no array {key!r} (found {keys}): expected "
+                                f"the {key!r} array of the tieredImageNet npz layout.")
+    info = archive.getinfo(member)
+    with archive.open(member) as stream:
+      version = np.lib.format.read_magic(stream)
+      shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(stream)
+                                     if version == (1, 0) else
+                                     np.lib.format.read_array_header_2_0(stream))
+      header_length = stream.tell() if info.compress_type == zipfile.ZIP_STORED else None
+  if header_length is None or dtype.hasobject:
+    return _LazyNpzMember(path, key, shape[0] if shape else 0)
+  # The data of an uncompressed member sits in the zip file after its local header.
+  with open(path, "rb") as f:
+    f.seek(info.header_offset)
+    local_header = f.read(30)
+  name_length, extra_length = struct.unpack("<HH", local_header[26:30])
+  offset = info.header_offset + 30 + name_length + extra_length + header_length
+  return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                   order="F" if fortran_order else "C")
 
 
 def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray, list | None]:
-    """Returns (label of each image, class names or None) from ``{split}_labels.pkl``."""
-    path = labels_path(root, split)
-    data = common.load_pickle(path)
-    if not isinstance(data, dict):
-        raise common.DatasetError(f"{path} should hold a dict of labels, found "
-                                  f"{type(data).__name__}: download the file again.")
-    key = next((k for k in keys if k in data), None)
-    if key is None:
-        raise common.DatasetError(f"{path} has none of the keys {list(keys)} (found "
-                                  f"{sorted(data)}): is it a tieredImageNet label file?")
-    labels = np.asarray(data[key]).reshape(-1)
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise common.DatasetError(f"{path}: {key!r} should hold integer class labels, found "
-                                  f"{labels.dtype}.")
-    names = data.get("label_specific_str")
-    if names is not None:
-        names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
-    return labels.astype(np.int64), names
+  """Returns (label of each image, class names or None) from ``{split}_labels.pkl``."""
+  path = labels_path(root, split)
+  data = common.load_pickle(path)
+  if not isinstance(data, dict):
+    raise common.DatasetError(f"{path} should hold a dict of labels, found "
+                              f"{type(data).__name__}: download the file again.")
+  key = next((k for k in keys if k in data), None)
+  if key is None:
+    raise common.DatasetError(f"{path} has none of the keys {list(keys)} (found "
+                              f"{sorted(data)}): is it a tieredImageNet label file?")
+  labels = np.asarray(data[key]).reshape(-1)
+  if labels.size and not np.issubdtype(labels.dtype, np.integer):
+    raise common.DatasetError(f"{path}: {key!r} should hold integer class labels, found "
+                              f"{labels.dtype}.")
+  names = data.get("label_specific_str")
+  if names is not None:
+    names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+  return labels.astype(np.int64), names
 
 
 def _group_by_label(labels: np.ndarray, names: list | None, store, origin: str, root: str,
                     split: str, format_name: str, image_size, labels_file: str):
-    if len(labels) != len(store):
-        raise common.DatasetError(
-            f"{labels_file} has {len(labels)} labels but {origin} holds {len(store)} images: "
-            "the two files do not belong together; download both again.")
-    if names is not None and labels.size and labels.max() >= len(names):
-        raise common.DatasetError(f"{labels_file}: label {labels.max()} has no entry in "
-                                  f"'label_specific_str' ({len(names)} names).")
-    order = np.argsort(labels, kind="stable")
-    unique, starts = np.unique(labels[order], return_index=True)
-    classes = {}
-    for label, indices in zip(unique, np.split(order, starts[1:])):
-        name = names[label] if names is not None else f"class_{label:04d}"
-        classes[name] = [common.ArrayRef(store, int(i), origin=origin) for i in indices]
-    return common.ClassIndex(classes, root=root, split=split, format_name=format_name,
-                             image_size=tuple(image_size or DEFAULT_IMAGE_SIZE), channels=3)
+  if len(labels) != len(store):
+    raise common.DatasetError(
+        f"{labels_file} has {len(labels)} labels but {origin} holds {len(store)} images: "
+        "the two files do not belong together; download both again.")
+  if names is not None and labels.size and labels.max() >= len(names):
+    raise common.DatasetError(f"{labels_file}: label {labels.max()} has no entry in "
+                              f"'label_specific_str' ({len(names)} names).")
+  order = np.argsort(labels, kind="stable")
+  unique, starts = np.unique(labels[order], return_index=True)
+  classes = {}
+  for label, indices in zip(unique, np.split(order, starts[1:])):
+    name = names[label] if names is not None else f"class_{label:04d}"
+    classes[name] = [common.ArrayRef(store, int(i), origin=origin) for i in indices]
+  return common.ClassIndex(classes, root=root, split=split, format_name=format_name,
+                           image_size=tuple(image_size or DEFAULT_IMAGE_SIZE), channels=3)
 
 
 def read_png_pickle_split(root: str, split: str,
                           image_size: Sequence[int] | None = None) -> common.ClassIndex:
-    """Reads one split of the PNG-pickle layout (``{split}_images_png.pkl`` + labels).
+  """Reads one split of the PNG-pickle layout (``{split}_images_png.pkl`` + labels).
 
-    Args:
-      root: Folder holding the pickles.
-      split: "train", "val" or "test".
-      image_size: (height, width) to decode to; default 84 x 84.
+  Args:
+    root: Folder holding the pickles.
+    split: "train", "val" or "test".
+    image_size: (height, width) to decode to; default 84 x 84.
 
-    Returns:
-      The split's `ClassIndex`, classes named by ``label_specific_str`` (wnids) in label order;
-      sources are `ArrayRef`s to the encoded PNGs.
+  Returns:
+    The split's `ClassIndex`, classes named by ``label_specific_str`` (wnids) in label order;
+    sources are `ArrayRef`s to the encoded PNGs.
 
-    Raises:
-      DatasetError: If a file is missing, unreadable or inconsistent with the other.
-    """
-    split = common.normalize_split(split)
-    path = png_pickle_path(root, split)
-    labels, names = _read_labels(root, split, ("label_specific", "labels"))
-    images = common.load_pickle(path)
-    if not isinstance(images, (list, tuple)):
-        raise common.DatasetError(f"{path} should hold a list of PNG-encoded images, found "
-                                  f"{type(images).__name__}: download the file again.")
-    return _group_by_label(labels, names, images, path, root, split, PNG_FORMAT, image_size,
-                           labels_path(root, split))
+  Raises:
+    DatasetError: If a file is missing, unreadable or inconsistent with the other.
+  """
+  split = common.normalize_split(split)
+  path = png_pickle_path(root, split)
+  labels, names = _read_labels(root, split, ("label_specific", "labels"))
+  images = common.load_pickle(path)
+  if not isinstance(images, (list, tuple)):
+    raise common.DatasetError(f"{path} should hold a list of PNG-encoded images, found "
+                              f"{type(images).__name__}: download the file again.")
+  return _group_by_label(labels, names, images, path, root, split, PNG_FORMAT, image_size,
+                         labels_path(root, split))
 
 
 def read_npz_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-    """Reads one split of the npz layout (``{split}_images.npz`` + ``{split}_labels.pkl``).
+  """Reads one split of the npz layout (``{split}_images.npz`` + ``{split}_labels.pkl``).
 
-    Args:
-      root: Folder holding the files.
-      split: "train", "val" or "test".
-      image_size: (height, width) to decode to; default 84 x 84.
+  Args:
+    root: Folder holding the files.
+    split: "train", "val" or "test".
+    image_size: (height, width) to decode to; default 84 x 84.
 
-    Returns:
-      The split's `ClassIndex` in label order; classes are named by ``label_specific_str`` if
-      the label file has it, else ``class_0000``, ``class_0001``, ...; sources are `ArrayRef`s
-      into the memory-mapped image array.
+  Returns:
+    The split's `ClassIndex` in label order; classes are named by ``label_specific_str`` if
+    the label file has it, else ``class_0000``, ``class_0001``, ...; sources are `ArrayRef`s
+    into the memory-mapped image array.
 
-    Raises:
-      DatasetError: If a file is missing, unreadable or inconsistent with the other.
-    """
-    split = common.normalize_split(split)
-    path = npz_path(root, split)
-    labels, names = _read_labels(root, split, ("labels", "label_specific"))
-    images = open_npz_array(path, "images")
-    shape = getattr(images, "shape", None)
-    if shape is not None and (len(shape) != 4 or images.dtype != np.uint8):
-        raise common.DatasetError(f"{path}: 'images' should be uint8 N x H x W x 3, found "
-                                  f"{images.dtype} {shape}.")
-    return _group_by_label(labels, names, images, path, root, split, NPZ_FORMAT, image_size,
-                           labels_path(root, split))
+  Raises:
+    DatasetError: If a file is missing, unreadable or inconsistent with the other.
+  """
+  split = common.normalize_split(split)
+  path = npz_path(root, split)
+  labels, names = _read_labels(root, split, ("labels", "label_specific"))
+  images = open_npz_array(path, "images")
+  shape = getattr(images, "shape", None)
+  if shape is not None and (len(shape) != 4 or images.dtype != np.uint8):
+    raise common.DatasetError(f"{path}: 'images' should be uint8 N x H x W x 3, found "
+                              f"{images.dtype} {shape}.")
+  return _group_by_label(labels, names, images, path, root, split, NPZ_FORMAT, image_size,
+                         labels_path(root, split))

@@ -150,7 +150,7 @@ class _HalfCheetah(_LocomotionEnv):
 class _Ant(_LocomotionEnv):
   _physics_class = AntEnv
   _ctrl_cost_weight = 0.5
-  contact_cost_weight = 5e-3
+  contact_cost_weight = 5e-4
   survive_reward = 1.0
   healthy_z_range = (0.2, 1.0)
 

@@ -1,0 +1,75 @@
+"""Fixtures for the reader tests: image writers and Python-2-style pickles."""
+
+import io
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
+  """Writes ``bytes`` and ``str`` as Python 2 ``str`` (BINSTRING), as Python 2 pickles do.
+
+  Python 3 cannot load such a pickle with its default ASCII decoding when a string holds
+  non-ASCII bytes (PNG data, numpy buffers): exactly the case ``encoding="latin1"`` fixes.
+  """
+
+  dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
+
+  def save_py2_str(self, obj):
+    data = obj.encode("ascii") if isinstance(obj, str) else obj
+    if len(data) < 256:
+      self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+    else:
+      self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+
+  dispatch[bytes] = save_py2_str
+  dispatch[str] = save_py2_str
+
+
+def py2_pickle_bytes(obj) -> bytes:
+  """Pickles `obj` at protocol 2 the way Python 2 with numpy 1.x would have."""
+  buffer = io.BytesIO()
+  _Py2Pickler(buffer, protocol=2).dump(obj)
+  # Python 2 / numpy 1.x named the module numpy.core, not numpy._core.
+  return buffer.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+@pytest.fixture
+def write_py2_pickle():
+  """Returns write(path, obj): writes `obj` as a Python 2 protocol-2 pickle."""
+
+  def write(path, obj):
+    data = py2_pickle_bytes(obj)
+    with pytest.raises(UnicodeDecodeError):  # Precondition: it really needs latin1.
+      pickle.loads(data)
+    path.write_bytes(data)
+    return path
+
+  return write
+
+
+def solid_color(index: int) -> tuple:
+  """A colour per index, channels >= 8 levels apart so JPEG error cannot confuse two."""
+  return (16 + (index * 37) % 224, 16 + (index * 71) % 224, 16 + (index * 113) % 224)
+
+
+@pytest.fixture
+def write_solid_image():
+  """Returns write(path, index, size=(84, 84)): a solid-colour image, format from suffix."""
+
+  def write(path, index, size=(84, 84)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size[1], size[0]), solid_color(index)).save(path)
+    return path
+
+  return write
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+  """Encodes a uint8 H x W x 3 array as PNG bytes."""
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="PNG")
+  return buffer.getvalue()

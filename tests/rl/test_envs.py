@@ -259,3 +259,12 @@ def test_mujoco_resets_are_seeded(name):
   env = envs.make_env(name, seed=5)
   assert not np.array_equal(env.reset().observation, env.reset().observation)
   assert env.reset().observation.dtype == np.float32
+
+
+def test_building_writes_no_mujoco_log(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  previous = mujoco.get_mju_user_warning()
+  for name in MUJOCO_NAMES:
+    envs.make_env(name, seed=0)
+  assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+  assert mujoco.get_mju_user_warning() is previous

@@ -93,6 +93,8 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
   Raises:
     DatasetError: If the root, the split's files or their content are not usable.
   """
+  if channels not in (None, 1, 3):
+    raise ValueError(f"load_split: channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
   root = os.fspath(root)
   format_name = detect_format(root)
   reader = next(reader for name, _, reader, _ in _FORMATS if name == format_name)
@@ -102,6 +104,7 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
   if channels is not None:
     index.channels = channels  # e.g. grayscale miniImageNet for an ablation.
   return index
+
 
 __all__ = [
     "FORMATS", "SPLITS", "ArrayRef", "ClassIndex", "DatasetError", "ImageDecodeError",

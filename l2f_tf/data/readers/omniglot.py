@@ -10,10 +10,9 @@ The split rule used here (deterministic across platforms and Python/numpy versio
    unique across the two folders) and sort the names.
 2. Shuffle them with ``np.random.RandomState(seed).permutation`` (``seed=1`` by default; the
    legacy RandomState stream is guaranteed stable by numpy).
-3. The first ``num_train`` (1200) characters are the train split, the next ``num_val`` (100)
-   the val split, and the rest (323 with the defaults) the test split. Train has the 1200
-   characters of the usual Vinyals et al. protocol; MAML's own split (1100 / 100 / 423) is
-   ``num_train=1100``.
+3. The first ``num_train`` (1100) characters are the train split, the next ``num_val`` (100)
+   the val split, and the rest (423) the test split: the usual 1200 / 423 protocol (MAML's),
+   with 100 of the 1200 meta-training characters held out for validation.
 
 Each character gives one class per rotation (0, 90, 180, 270 degrees counter-clockwise),
 named ``"<alphabet>/<character>/rot090"`` etc., in every split, as in Vinyals et al. and
@@ -73,7 +72,7 @@ def list_characters(root: str) -> dict[str, str]:
   return dict(sorted(characters.items()))
 
 
-def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train: int = 1200,
+def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train: int = 1100,
                      num_val: int = 100) -> list[str]:
   """Returns the sorted character names of `split` under the rule in the module docstring.
 
@@ -101,7 +100,7 @@ def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train:
 
 
 def read_split(root: str, split: str, image_size: Sequence[int] | None = None,
-               channels: int | None = None, seed: int = 1, num_train: int = 1200,
+               channels: int | None = None, seed: int = 1, num_train: int = 1100,
                num_val: int = 100, rotations: Sequence[int] = ROTATIONS) -> common.ClassIndex:
   """Reads one Omniglot split, one class per (character, rotation).
 

@@ -65,11 +65,12 @@ def is_npz_layout(root: str) -> bool:
 class _LazyNpzMember:
   """A compressed .npz member, inflated into memory the first time an item is read."""
 
-  def __init__(self, path: str, key: str, length: int):
-    self._path, self._key, self._length, self._array = path, key, length, None
+  def __init__(self, path: str, key: str, shape: tuple, dtype: np.dtype):
+    self._path, self._key, self._array = path, key, None
+    self.shape, self.dtype = shape, dtype
 
   def __len__(self) -> int:
-    return self._length
+    return self.shape[0] if self.shape else 0
 
   def __getitem__(self, index):
     if self._array is None:
@@ -90,41 +91,45 @@ def open_npz_array(path: str, key: str = "images"):
 
   Returns:
     An ``np.memmap`` if the member is stored uncompressed; otherwise an indexable object
-    with ``len()`` that inflates the whole array into memory on first item access.
+    with ``len()``, ``shape`` and ``dtype`` that inflates the whole array into memory on
+    first item access.
 
   Raises:
     DatasetError: If the file is missing, is not a valid .npz, or lacks `key`.
   """
   try:
-    archive = zipfile.ZipFile(path)
+    with zipfile.ZipFile(path) as archive:
+      member = f"{key}.npy"
+      if member not in archive.namelist():
+        keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+        raise common.DatasetError(f"{path} has no array {key!r} (found {keys}): expected "
+                                  f"the {key!r} array of the tieredImageNet npz layout.")
+      info = archive.getinfo(member)
+      with archive.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(stream)
+                                       if version == (1, 0) else
+                                       np.lib.format.read_array_header_2_0(stream))
+        header_length = stream.tell() if info.compress_type == zipfile.ZIP_STORED else None
   except FileNotFoundError:
     raise common.DatasetError(f"{path} does not exist: check the dataset root.") from None
-  except zipfile.BadZipFile as e:
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
     raise common.DatasetError(f"{path} is not a valid .npz file ({e}); it is probably "
                               "truncated: download or extract it again.") from e
-  with archive:
-    member = f"{key}.npy"
-    if member not in archive.namelist():
-      keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
-      raise common.DatasetError(f"{path} has no array {key!r} (found {keys}): expected "
-                                f"the {key!r} array of the tieredImageNet npz layout.")
-    info = archive.getinfo(member)
-    with archive.open(member) as stream:
-      version = np.lib.format.read_magic(stream)
-      shape, fortran_order, dtype = (np.lib.format.read_array_header_1_0(stream)
-                                     if version == (1, 0) else
-                                     np.lib.format.read_array_header_2_0(stream))
-      header_length = stream.tell() if info.compress_type == zipfile.ZIP_STORED else None
   if header_length is None or dtype.hasobject:
-    return _LazyNpzMember(path, key, shape[0] if shape else 0)
+    return _LazyNpzMember(path, key, shape, dtype)
   # The data of an uncompressed member sits in the zip file after its local header.
   with open(path, "rb") as f:
     f.seek(info.header_offset)
     local_header = f.read(30)
   name_length, extra_length = struct.unpack("<HH", local_header[26:30])
   offset = info.header_offset + 30 + name_length + extra_length + header_length
-  return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                   order="F" if fortran_order else "C")
+  try:
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran_order else "C")
+  except ValueError as e:  # The file is shorter than its header says.
+    raise common.DatasetError(f"{path} is truncated ({e}): download or extract it "
+                              "again.") from e
 
 
 def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray, list | None]:
@@ -150,10 +155,13 @@ def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray
 
 def _group_by_label(labels: np.ndarray, names: list | None, store, origin: str, root: str,
                     split: str, format_name: str, image_size, labels_file: str):
+  """Builds the ClassIndex of `store`: one class per label, images in file order."""
   if len(labels) != len(store):
     raise common.DatasetError(
         f"{labels_file} has {len(labels)} labels but {origin} holds {len(store)} images: "
         "the two files do not belong together; download both again.")
+  if labels.size and labels.min() < 0:
+    raise common.DatasetError(f"{labels_file}: labels must be >= 0, found {labels.min()}.")
   if names is not None and labels.size and labels.max() >= len(names):
     raise common.DatasetError(f"{labels_file}: label {labels.max()} has no entry in "
                               f"'label_specific_str' ({len(names)} names).")
@@ -215,9 +223,8 @@ def read_npz_split(root: str, split: str,
   path = npz_path(root, split)
   labels, names = _read_labels(root, split, ("labels", "label_specific"))
   images = open_npz_array(path, "images")
-  shape = getattr(images, "shape", None)
-  if shape is not None and (len(shape) != 4 or images.dtype != np.uint8):
+  if len(images.shape) != 4 or images.dtype != np.uint8:
     raise common.DatasetError(f"{path}: 'images' should be uint8 N x H x W x 3, found "
-                              f"{images.dtype} {shape}.")
+                              f"{images.dtype} {images.shape}.")
   return _group_by_label(labels, names, images, path, root, split, NPZ_FORMAT, image_size,
                          labels_path(root, split))

@@ -15,15 +15,34 @@ The Ant's control and contact weights are those of gymnasium's Ant and of ProMP 
 ones of the HalfCheetah are fixed by the reference. Nothing is rendered.
 """
 
+import contextlib
 from typing import List
 
-import numpy as np
+from absl import logging
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+import mujoco
+import numpy as np
 
 from l2f_tf.rl.envs import base
 
 DEFAULT_HORIZON = 200
+
+
+@contextlib.contextmanager
+def _mujoco_warnings_to_logging():
+  """Sends MuJoCo warnings to absl logging, not to MUJOCO_LOG.TXT in the working directory.
+
+  Gymnasium's half_cheetah.xml uses a compiler attribute MuJoCo 4 deprecates (settotalmass), so
+  otherwise every HalfCheetah built appends a line to MUJOCO_LOG.TXT wherever the user runs.
+  The previous handler is restored on exit; warnings while simulating are left to MuJoCo.
+  """
+  previous = mujoco.get_mju_user_warning()
+  mujoco.set_mju_user_warning(lambda message: logging.info("MuJoCo: %s", message))
+  try:
+    yield
+  finally:
+    mujoco.set_mju_user_warning(previous)
 
 
 class _VelocityTask:
@@ -38,6 +57,8 @@ class _VelocityTask:
     return [{"velocity": float(v)} for v in rng.uniform(0.0, self.max_velocity, num_tasks)]
 
   def check(self, value: float) -> float:
+    if not np.isfinite(value):
+      raise ValueError(f"A velocity task's 'velocity' is a finite number, got {value!r}.")
     return float(value)
 
   @staticmethod
@@ -66,13 +87,13 @@ class _DirectionTask:
 class _LocomotionEnv(base.MetaPyEnvironment):
   """A gymnasium MuJoCo body driven through its simulator, with a task-dependent reward.
 
-  Subclasses set `_physics_class` (the gymnasium env class), `_ctrl_cost_weight` and `_family`
+  Subclasses set `_physics_class` (the gymnasium env class), `ctrl_cost_weight` and `_family`
   (a `_VelocityTask` or `_DirectionTask`), and may add body-specific reward terms and a
   termination rule.
   """
 
   _physics_class = None
-  _ctrl_cost_weight = 0.0
+  ctrl_cost_weight = 0.0
   _family = None
 
   def __init__(self, horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
@@ -83,7 +104,8 @@ class _LocomotionEnv(base.MetaPyEnvironment):
       seed: seed of the initial task and of the reset noise (the first reset after construction
         and every later one continue one seeded stream).
     """
-    self._physics = self._physics_class()  # render_mode None: no rendering context is made
+    with _mujoco_warnings_to_logging():
+      self._physics = self._physics_class()  # render_mode None: no rendering context is made
     self._physics.reset(seed=seed)  # seeds the reset-noise generator
     low, high = self._physics.action_space.low, self._physics.action_space.high
     observation_size = self._physics.observation_space.shape[0]
@@ -94,11 +116,6 @@ class _LocomotionEnv(base.MetaPyEnvironment):
   def physics(self):
     """The gymnasium MuJoCo env that holds the model and data (e.g. for `set_state`)."""
     return self._physics
-
-  @property
-  def dt(self) -> float:
-    """Simulated seconds per environment step (timestep x frame skip)."""
-    return self._physics.dt
 
   def seed(self, seed: base.Seed) -> None:
     """Reseeds the reset noise; the next `reset()` draws from the new stream."""
@@ -117,6 +134,8 @@ class _LocomotionEnv(base.MetaPyEnvironment):
     return {self._family.key: self._family.check(task[self._family.key])}
 
   def _observation(self) -> np.ndarray:
+    # gymnasium's own observation of the body (positions without x(, y), velocities, and for
+    # the Ant the clipped contact forces), so policies see what gymnasium's agents see.
     return self._physics._get_obs().astype(np.float32)  # pylint: disable=protected-access
 
   def _reset_state(self):
@@ -129,7 +148,7 @@ class _LocomotionEnv(base.MetaPyEnvironment):
     self._physics.do_simulation(action, self._physics.frame_skip)
     x_velocity = (data.qpos[0] - x_before) / self._physics.dt
     reward = (self._family.forward_reward(self._task, x_velocity)
-              - self._ctrl_cost_weight * float(np.sum(np.square(action)))
+              - self.ctrl_cost_weight * float(np.sum(np.square(action)))
               + self._body_reward())
     return self._observation(), reward, self._terminated()
 
@@ -144,12 +163,12 @@ class _LocomotionEnv(base.MetaPyEnvironment):
 
 class _HalfCheetah(_LocomotionEnv):
   _physics_class = HalfCheetahEnv
-  _ctrl_cost_weight = 0.05
+  ctrl_cost_weight = 0.05
 
 
 class _Ant(_LocomotionEnv):
   _physics_class = AntEnv
-  _ctrl_cost_weight = 0.5
+  ctrl_cost_weight = 0.5
   contact_cost_weight = 5e-4
   survive_reward = 1.0
   healthy_z_range = (0.2, 1.0)

@@ -39,21 +39,32 @@ def py2_pickle_bytes(obj) -> bytes:
 
 @pytest.fixture
 def write_py2_pickle():
-  """Returns write(path, obj): writes `obj` as a Python 2 protocol-2 pickle."""
+  """Returns write(path, obj, needs_latin1=True): writes a Python 2 protocol-2 pickle.
 
-  def write(path, obj):
+  With `needs_latin1`, first checks that Python 3's default decoding really fails on it.
+  """
+
+  def write(path, obj, needs_latin1=True):
     data = py2_pickle_bytes(obj)
-    with pytest.raises(UnicodeDecodeError):  # Precondition: it really needs latin1.
-      pickle.loads(data)
+    if needs_latin1:
+      with pytest.raises(UnicodeDecodeError):
+        pickle.loads(data)
     path.write_bytes(data)
     return path
 
   return write
 
 
-def solid_color(index: int) -> tuple:
-  """A colour per index, channels >= 8 levels apart so JPEG error cannot confuse two."""
+def _solid_color(index: int) -> tuple:
+  # For indices < 100, any two colours differ by >= 22 levels in some channel, far above
+  # the JPEG error on a flat image, so a test can tell which image it decoded.
   return (16 + (index * 37) % 224, 16 + (index * 71) % 224, 16 + (index * 113) % 224)
+
+
+@pytest.fixture
+def solid_color():
+  """Returns color(index) -> (r, g, b): the colour `write_solid_image` uses for `index`."""
+  return _solid_color
 
 
 @pytest.fixture
@@ -62,14 +73,19 @@ def write_solid_image():
 
   def write(path, index, size=(84, 84)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size[1], size[0]), solid_color(index)).save(path)
+    Image.new("RGB", (size[1], size[0]), _solid_color(index)).save(path)
     return path
 
   return write
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-  """Encodes a uint8 H x W x 3 array as PNG bytes."""
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, format="PNG")
-  return buffer.getvalue()
+@pytest.fixture
+def encode_png():
+  """Returns encode(pixels) -> PNG bytes of a uint8 H x W (x 3) array."""
+
+  def encode(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+  return encode

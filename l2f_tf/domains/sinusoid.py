@@ -1,0 +1,86 @@
+"""The sinusoid-regression domain: model, loss, task streams and metric for the trainer.
+
+A domain is what the generic training loop needs to know about a problem: how to build the
+network, the per-task loss and evaluation metric, the stream of training meta-batches, the fixed
+evaluation episodes, and the input signature of the exported model.
+"""
+
+from typing import Dict
+
+import gin
+import keras
+import tensorflow as tf
+
+from l2f_tf.data import sinusoid
+from l2f_tf.data.episode import Episode
+from l2f_tf.models.mlp import mlp
+
+
+def mse(y_true, y_pred):
+  """Mean squared error of one task."""
+  return tf.reduce_mean(tf.square(y_true - y_pred))
+
+
+@gin.configurable
+class SinusoidRegression:
+  """K-shot sinusoid regression (MAML / L2F Table 7).
+
+  Args:
+    num_shots: K, support points per task.
+    num_query_train: query points per task during meta-training (default K, as in MAML).
+    num_query_eval: query points per evaluation task (100 in the paper).
+    meta_batch_size: tasks per meta-iteration.
+    train_tasks: the training task distribution.
+    eval_distributions: name -> task distribution evaluated at the end ("test" is the paper's
+      distribution; "out_of_range" is disjoint from it).
+    eval_seed: seed of the evaluation tasks, fixed independently of the training seed so that
+      every model is evaluated on the same tasks (paired comparisons).
+    dtype: float dtype of data and model.
+  """
+
+  name = "sinusoid"
+  metric_name = "mse"
+
+  def __init__(self, num_shots: int = 5, num_query_train=None, num_query_eval: int = 100,
+               meta_batch_size: int = 25, train_tasks=None, eval_distributions=None,
+               eval_seed: int = 20200614, dtype: str = "float32"):
+    if num_shots < 1:
+      raise ValueError(f"SinusoidRegression.num_shots must be >= 1, got {num_shots}.")
+    self.num_shots = num_shots
+    self.num_query_train = num_query_train or num_shots
+    self.num_query_eval = num_query_eval
+    self.meta_batch_size = meta_batch_size
+    self.train_tasks = train_tasks or sinusoid.training_tasks()
+    self.eval_distributions: Dict[str, sinusoid.SinusoidTasks] = eval_distributions or {
+        "test": sinusoid.training_tasks(), "out_of_range": sinusoid.out_of_range_tasks()}
+    self.eval_seed = eval_seed
+    self.dtype = tf.as_dtype(dtype)
+
+  def build_model(self) -> keras.Model:
+    return mlp(dtype=self.dtype.name)
+
+  @staticmethod
+  def loss_fn(y_true, y_pred):
+    return mse(y_true, y_pred)
+
+  @staticmethod
+  def task_metric(y_true, y_pred):
+    """Per-task evaluation figure: the query MSE (lower is better)."""
+    return mse(y_true, y_pred)
+
+  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    """Meta-batch s of the stream is a pure function of (seed, s): resuming is exact."""
+    return sinusoid.episode_dataset(self.train_tasks, self.meta_batch_size, self.num_shots,
+                                    self.num_query_train, seed, start_step, dtype=self.dtype)
+
+  def eval_episodes(self, distribution: str, num_tasks: int, offset: int = 0):
+    """(Episode, task parameters) of ``num_tasks`` fixed evaluation tasks."""
+    tasks = self.eval_distributions[distribution]
+    index = offset + 1000 * (sorted(self.eval_distributions).index(distribution) + 1)
+    return tasks.sample(num_tasks, self.num_shots, self.num_query_eval,
+                        sinusoid.episode_seed(self.eval_seed, index), dtype=self.dtype)
+
+  def export_signature(self):
+    """TensorSpecs of (support_x, support_y, query_x) for one task."""
+    spec = lambda name: tf.TensorSpec([None, 1], self.dtype, name=name)
+    return [spec("support_x"), spec("support_y"), spec("query_x")]

@@ -1,0 +1,49 @@
+"""A progress line for long loops: steps/s and ETA, logged at most every few seconds."""
+
+import time
+from typing import Optional
+
+from absl import logging
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  if hours:
+    return f"{hours}h{minutes:02d}m"
+  return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class Progress:
+  """Tracks throughput since the last report and logs "step i/n, steps/s, ETA".
+
+  Args:
+    total: the final step.
+    start: the first step (a resumed run starts after 0).
+    every_seconds: minimum time between two log lines.
+    label: what is being counted.
+  """
+
+  def __init__(self, total: int, start: int = 0, every_seconds: float = 10.0,
+               label: str = "step"):
+    self.total, self.label, self.every_seconds = total, label, every_seconds
+    self._last_step, self._last_time = start, time.perf_counter()
+    self.steps_per_second: Optional[float] = None
+
+  def update(self, step: int, message: str = "", force: bool = False) -> bool:
+    """Logs a line if enough time has passed (or ``force``); returns whether it did."""
+    now = time.perf_counter()
+    elapsed = now - self._last_time
+    if not force and elapsed < self.every_seconds:
+      return False
+    if step > self._last_step and elapsed > 0:
+      self.steps_per_second = (step - self._last_step) / elapsed
+    self._last_step, self._last_time = step, now
+    rate = self.steps_per_second
+    eta = format_duration((self.total - step) / rate) if rate else "?"
+    rate_text = f"{rate:.1f} {self.label}s/s" if rate else "-"
+    percent = 100.0 * step / max(self.total, 1)
+    logging.info("%s %d/%d (%.1f%%) %s | %s | ETA %s", self.label, step, self.total, percent,
+                 message, rate_text, eta)
+    return True

@@ -1,0 +1,195 @@
+"""The meta-training loop: one compiled train step, summaries, checkpoints, progress.
+
+The step computes the meta-loss over a meta-batch of tasks and applies one outer update of
+theta, the attenuator phi and learnable inner learning rates. It runs under the current
+``tf.distribute`` strategy with the tasks of a meta-batch split across replicas and the
+meta-gradient all-reduced, so multi-device training is configuration, not a rewrite.
+
+Two traces of the step exist, both applying the same update: the plain one, and one that also
+returns diagnostics (query loss after each inner step, gamma), used every ``summary_every``
+steps. The degree of conflict needs per-task meta-gradients, so it has its own function, run
+only at summary steps.
+"""
+
+import os
+from typing import Dict, Optional
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from l2f_tf.meta import analysis
+from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.train import checkpoints
+from l2f_tf.train.progress import Progress
+
+
+@gin.configurable
+def build_learner(domain, seed: int = 0, learner_cls=MetaLearner) -> MetaLearner:
+  """The domain's network wrapped in a (gin-configured) meta-learner, initialised from seed."""
+  keras.utils.set_random_seed(seed)
+  return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn)
+
+
+def tensor_summary_name(path: str) -> str:
+  """A TensorBoard-friendly name for a variable path like 'mlp/dense1/kernel'."""
+  return path.replace(":", "_")
+
+
+@gin.configurable
+class Trainer:
+  """Meta-trains a learner on a domain's stream of meta-batches.
+
+  Args:
+    learner: the MetaLearner.
+    domain: provides ``train_dataset(seed, start_step)``.
+    root_dir: run directory (checkpoints/ and train/ are written there).
+    num_iterations: meta-iterations in total (a resumed run continues to this number).
+    outer_lr: Adam learning rate of the outer loop.
+    cosine_decay: anneal the outer learning rate to 0 over the run (MAML++).
+    first_order_until: use first-order meta-gradients for steps below this number, then
+      second order (the reference's "first order for the first 10 epochs").
+    always_first_order: first order for the whole run (FOMAML).
+    network_grad_clip: element-wise clip of the network's meta-gradients to [-c, c] (the
+      attenuator and inner learning rates are not clipped); None disables.
+    checkpoint_every: steps between checkpoints (also saved at the end and on Ctrl-C).
+    summary_every: steps between TensorBoard summaries (gammas, per-step losses, conflict).
+    max_checkpoints: checkpoints kept.
+    seed: seed of the training task stream.
+    jit_compile: compile the train step with XLA.
+    log_every_seconds: seconds between progress lines.
+  """
+
+  def __init__(self, learner: MetaLearner, domain, root_dir: str, num_iterations: int = 70000,
+               outer_lr: float = 1e-3, cosine_decay: bool = False, first_order_until: int = 0,
+               always_first_order: bool = False, network_grad_clip: Optional[float] = None,
+               checkpoint_every: int = 1000, summary_every: int = 100, max_checkpoints: int = 3,
+               seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0):
+    self.learner, self.domain, self.root_dir = learner, domain, root_dir
+    self.num_iterations = num_iterations
+    self.first_order_until, self.always_first_order = first_order_until, always_first_order
+    self.network_grad_clip = network_grad_clip
+    self.checkpoint_every, self.summary_every = checkpoint_every, summary_every
+    self.seed, self.jit_compile, self.log_every_seconds = seed, jit_compile, log_every_seconds
+    self.strategy = tf.distribute.get_strategy()
+    learning_rate = outer_lr
+    if cosine_decay:
+      learning_rate = keras.optimizers.schedules.CosineDecay(outer_lr, num_iterations)
+    self.optimizer = keras.optimizers.Adam(learning_rate)
+    self.optimizer.build(learner.meta_variables)
+    self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
+    self.manager = checkpoints.restore_or_initialize(
+        self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
+    self._steps: Dict = {}
+    self._conflict_fns: Dict = {}
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def first_order_at(self, step: int) -> bool:
+    return self.always_first_order or step < self.first_order_until
+
+  # --- compiled functions ----------------------------------------------------------------------
+  def _replica_step(self, episodes, first_order: bool, with_metrics: bool):
+    learner = self.learner
+    variables = learner.meta_variables
+    replicas = self.strategy.num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      loss, metrics = learner.meta_loss(episodes, first_order=first_order,
+                                        with_metrics=with_metrics)
+      # Replicas hold T / R tasks each; their gradients are summed below.
+      scaled = loss / replicas if learner.task_reduction == "mean" else loss
+    grads = tape.gradient(scaled, variables)
+    if replicas > 1:
+      grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
+    num_network = len(learner.network_variables)
+    if self.network_grad_clip is not None:
+      c = self.network_grad_clip
+      grads = [tf.clip_by_value(g, -c, c) if (i < num_network and g is not None) else g
+               for i, g in enumerate(grads)]
+    self.optimizer.apply_gradients(
+        [(g, v) for g, v in zip(grads, variables) if g is not None])
+    return loss, metrics
+
+  def train_step_fn(self, first_order: bool, with_metrics: bool):
+    """The compiled step for this (first_order, with_metrics) combination."""
+    key = (first_order, with_metrics)
+    if key not in self._steps:
+      replica_step = tf.function(
+          lambda episodes: self._replica_step(episodes, first_order, with_metrics),
+          jit_compile=self.jit_compile)
+
+      @tf.function
+      def step(episodes):
+        return self.strategy.run(replica_step, args=(episodes,))
+
+      self._steps[key] = step
+    return self._steps[key]
+
+  def conflict_fn(self, first_order: bool):
+    if first_order not in self._conflict_fns:
+      self._conflict_fns[first_order] = tf.function(
+          lambda episodes: analysis.degree_of_conflict(
+              self.learner.per_task_meta_gradients(episodes, first_order=first_order)))
+    return self._conflict_fns[first_order]
+
+  # --- loop ------------------------------------------------------------------------------------
+  def _write_summaries(self, step, loss, metrics, episodes, first_order):
+    names = [tensor_summary_name(n) for n in self.learner.inner_variable_names]
+    tf.summary.scalar("meta_loss", loss, step=step)
+    for k, value in enumerate(tf.unstack(metrics["query_loss_per_step"])):
+      tf.summary.scalar(f"query_loss_after_step/{k}", value, step=step)
+    if "gamma" in metrics:
+      for name, value in zip(names, tf.unstack(metrics["gamma"])):
+        tf.summary.scalar(f"gamma/{name}", value, step=step)
+    for name, value in zip(names, tf.unstack(self.conflict_fn(first_order)(episodes))):
+      tf.summary.scalar(f"degree_of_conflict/{name}", value, step=step)
+    learning_rate = self.optimizer.learning_rate
+    tf.summary.scalar("outer_lr", learning_rate, step=step)
+    if self.learner.inner_lr_variables:
+      tf.summary.histogram("inner_lr", self.learner.inner_lr_variables[0], step=step)
+
+  def train(self) -> int:
+    """Trains from the restored step to ``num_iterations``; returns the final step."""
+    start = self.step
+    if start >= self.num_iterations:
+      logging.info("Training already finished at step %d.", start)
+      return start
+    dataset = self.domain.train_dataset(self.seed, start_step=start)
+    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+    writer = tf.summary.create_file_writer(os.path.join(self.root_dir, "train"))
+    progress = Progress(self.num_iterations, start, self.log_every_seconds, label="meta-iteration")
+    step, loss = start, None
+    try:
+      with writer.as_default():
+        while step < self.num_iterations:
+          first_order = self.first_order_at(step)
+          with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
+          episodes = next(iterator)
+          loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
+          step += 1
+          if step == start + 1:
+            logging.info("First meta-iteration (includes tracing and compiling) done.")
+            progress = Progress(self.num_iterations, step, self.log_every_seconds,
+                                label="meta-iteration")
+          if with_metrics:
+            self._write_summaries(step, loss, metrics, episodes, first_order)
+            if progress.steps_per_second:
+              tf.summary.scalar("meta_iterations_per_second", progress.steps_per_second, step)
+          if step % self.checkpoint_every == 0:
+            self.manager.save(checkpoint_number=step)
+          progress.update(step, f"meta-loss {float(loss):.4f}")
+    except KeyboardInterrupt:
+      self.manager.save(checkpoint_number=self.step)
+      logging.warning("Interrupted: saved a checkpoint at step %d; run the same command to "
+                      "resume.", self.step)
+      raise
+    if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
+        f"-{step}"):
+      self.manager.save(checkpoint_number=step)
+    progress.update(step, f"meta-loss {float(loss):.4f}", force=True)
+    writer.flush()
+    return step

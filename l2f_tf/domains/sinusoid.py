@@ -84,3 +84,10 @@ class SinusoidRegression:
     """TensorSpecs of (support_x, support_y, query_x) for one task."""
     spec = lambda name: tf.TensorSpec([None, 1], self.dtype, name=name)
     return [spec("support_x"), spec("support_y"), spec("query_x")]
+
+  def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 4) -> str:
+    """PNG of a few test tasks: truth, support points, predictions before/after adaptation."""
+    from l2f_tf.train import plots  # Imported here: matplotlib is only needed for figures.
+    episodes, params = self.eval_episodes("test", num_tasks)
+    return plots.plot_sinusoid_tasks(path, episodes, params, learners, num_steps=num_steps,
+                                     num_tasks=num_tasks, x_range=self.train_tasks.x_range)

@@ -1,0 +1,47 @@
+"""Gin set-up shared by the command-line entry points.
+
+A run directory keeps the full config it was started with (operative_config.gin). Running the
+same command again reloads that file, with command-line bindings applied on top, so a resumed
+run is the same experiment even if the gin files have been edited since.
+"""
+
+import os
+from typing import Sequence
+
+import gin
+from absl import logging
+
+from l2f_tf import configurables  # noqa: F401  (registers every configurable)
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+DEFAULT_GIN_FILE = os.path.join(GIN_DIR, "sinusoid", "l2f_5shot.gin")
+CONFIG_NAME = "operative_config.gin"
+
+
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Parses gin files and bindings with a message that names what to fix on error."""
+  gin.add_config_file_search_path(GIN_DIR)
+  for path in gin_files:
+    if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_DIR, path)):
+      raise ValueError(f"--gin_file {path} does not exist (gin files live in {GIN_DIR}).")
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings))
+  except (ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"Bad gin configuration ({error}). Check the --gin_bindings and gin files "
+                     f"{list(gin_files)}; every binding must name a configurable of l2f_tf, "
+                     "e.g. Trainer.num_iterations = 1000.") from error
+
+
+def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str]) -> str:
+  """Parses the config of a new or resumed run and writes operative_config.gin; returns it."""
+  os.makedirs(root_dir, exist_ok=True)
+  config_path = os.path.join(root_dir, CONFIG_NAME)
+  if os.path.exists(config_path):
+    logging.info("Resuming %s: using its %s (plus command-line bindings); --gin_file is not "
+                 "re-read.", root_dir, CONFIG_NAME)
+    parse([config_path], gin_bindings)
+  else:
+    parse(list(gin_files) or [DEFAULT_GIN_FILE], gin_bindings)
+  with open(config_path, "w") as f:
+    f.write(gin.config_str())
+  return config_path

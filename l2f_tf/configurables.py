@@ -1,0 +1,8 @@
+"""Imports every module that registers gin configurables, so any gin file can be parsed."""
+
+# pylint: disable=unused-import
+from l2f_tf.data import sinusoid  # noqa: F401
+from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
+from l2f_tf.meta import attenuation, learner  # noqa: F401
+from l2f_tf.models import mlp  # noqa: F401
+from l2f_tf.train import experiment, trainer  # noqa: F401

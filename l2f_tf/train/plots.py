@@ -1,0 +1,57 @@
+"""Figures of a sinusoid run: a few test tasks before and after adaptation."""
+
+from typing import Dict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from l2f_tf.data.sinusoid import SinusoidTasks  # noqa: E402
+
+
+def sinusoid_curves(learner, support_x, support_y, grid, num_steps: int):
+  """Predictions on ``grid`` [G, 1] before adaptation (at theta) and after num_steps steps."""
+  adaptation = learner.adapt(support_x, support_y, num_steps=num_steps)
+  grid = tf.cast(grid, support_x.dtype)
+  before = learner.forward(learner.theta(), grid)
+  after = learner.forward(adaptation.fast_weights, grid)
+  return before.numpy()[:, 0], after.numpy()[:, 0]
+
+
+def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object],
+                        num_steps: int = 5, num_tasks: int = 4, x_range=(-5.0, 5.0)) -> str:
+  """Saves a PNG: per task, the true curve, the support points and each learner's predictions.
+
+  Args:
+    path: output PNG.
+    episodes, params: evaluation episodes and their SinusoidParameters.
+    learners: label -> MetaLearner ("MAML", "MAML+L2F", ...), all drawn on each panel.
+    num_steps: inner steps for the "after" curves.
+  """
+  grid = np.linspace(x_range[0], x_range[1], 200, dtype=np.float32)[:, None]
+  fig, axes = plt.subplots(1, num_tasks, figsize=(4.2 * num_tasks, 3.4), squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for i, ax in enumerate(axes[0]):
+    task_params = type(params)(*(p[i:i + 1] for p in params))
+    truth = SinusoidTasks.function(task_params, tf.constant(grid[None]))[0, :, 0]
+    ax.plot(grid[:, 0], truth, color="black", lw=2, label="true function")
+    for c, (label, learner) in enumerate(learners.items()):
+      before, after = sinusoid_curves(learner, episodes.support_x[i], episodes.support_y[i],
+                                      grid, num_steps)
+      color = colors[c % len(colors)]
+      ax.plot(grid[:, 0], before, ls=":", color=color, label=f"{label}: before adaptation")
+      ax.plot(grid[:, 0], after, ls="-", color=color,
+              label=f"{label}: after {num_steps} step{'s' if num_steps > 1 else ''}")
+    ax.scatter(episodes.support_x[i][:, 0], episodes.support_y[i][:, 0], color="red", zorder=5,
+               label="support points")
+    ax.set_title(f"task {i}: A={float(params.amplitude[i]):.2f}, "
+                 f"phase={float(params.phase[i]):.2f}")
+    ax.set_xlabel("x")
+  axes[0][0].legend(fontsize=7, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -1,0 +1,61 @@
+"""Every gin file runs end to end through run_experiment.py with tiny bindings."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from l2f_tf import config
+from l2f_tf.train import experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILES = sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "sinusoid", "**",
+                                                              "*.gin"), recursive=True)
+    if os.path.basename(p) != "setup.gin" and "learners" not in p)
+TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Trainer.checkpoint_every = 2",
+        "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
+        "SinusoidRegression.meta_batch_size = 3", "Trainer.log_every_seconds = 0"]
+
+
+def test_every_experiment_file_is_listed():
+  assert len(GIN_FILES) == 14
+
+
+@pytest.mark.parametrize("gin_file", GIN_FILES)
+def test_gin_file_runs_end_to_end(gin_file, tmp_path):
+  root = str(tmp_path / "run")
+  config.setup_run(root, [os.path.join(REPO, gin_file)], TINY)
+  results = experiment.run_experiment(root)
+  for name in ("operative_config.gin", "results.json", "test_tasks.png",
+               "saved_model/saved_model.pb", "checkpoints/checkpoint"):
+    assert os.path.exists(os.path.join(root, name)), name
+  assert glob.glob(os.path.join(root, "train", "events.out.tfevents.*"))
+  figures = results["evaluations"]["test"]
+  assert set(figures) == {f"mse_after_{k}_steps" for k in (0, 1, 2, 5)}
+  assert figures["mse_after_1_steps"]["n"] == 6
+
+
+def test_command_line_runs_and_resumes(tmp_path):
+  root = str(tmp_path / "cli")
+  args = [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
+          "--gin_file=gin/sinusoid/maml_5shot.gin"] + [f"--gin_bindings={b}" for b in TINY]
+  subprocess.run(args, check=True, cwd=REPO, capture_output=True)
+  with open(os.path.join(root, "results.json")) as f:
+    assert json.load(f)["meta_iterations"] == 4
+  # The same command with more iterations continues from step 4, from the saved config.
+  more = args + ["--gin_bindings=Trainer.num_iterations = 6"]
+  out = subprocess.run(more, check=True, cwd=REPO, capture_output=True, text=True)
+  assert "Resumed from" in out.stderr
+  with open(os.path.join(root, "results.json")) as f:
+    assert json.load(f)["meta_iterations"] == 6
+
+
+def test_bad_binding_names_the_fix(tmp_path):
+  with pytest.raises(ValueError, match="gin_bindings"):
+    config.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"], ["Trainer.num_iteration = 3"])
+  with pytest.raises(ValueError, match="does not exist"):
+    config.setup_run(str(tmp_path), ["gin/sinusoid/nope.gin"], [])

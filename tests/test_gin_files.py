@@ -51,7 +51,15 @@ def test_command_line_runs_and_resumes(tmp_path):
   out = subprocess.run(more, check=True, cwd=REPO, capture_output=True, text=True)
   assert "Resumed from" in out.stderr
   with open(os.path.join(root, "results.json")) as f:
-    assert json.load(f)["meta_iterations"] == 6
+    results = json.load(f)
+  assert results["meta_iterations"] == 6
+  # The evaluation entry point on the SavedModel, with the run's own evaluation seed, reproduces
+  # the in-process figure (same tasks, same adaptation).
+  from l2f_tf import evaluate
+  exported = evaluate.evaluate_saved_model(os.path.join(root, "saved_model"), num_tasks=6,
+                                           seed=20200614, distributions=["test"])
+  assert exported["test"]["mse_after_1_steps"]["mean"] == pytest.approx(
+      results["evaluations"]["test"]["mse_after_1_steps"]["mean"], rel=1e-4)
 
 
 def test_bad_binding_names_the_fix(tmp_path):

@@ -1,0 +1,29 @@
+"""Error bars and the progress line."""
+
+import numpy as np
+import pytest
+
+from l2f_tf.train import progress as progress_lib
+from l2f_tf.train.progress import Progress, format_duration
+from l2f_tf.train.stats import mean_and_ci95
+
+
+def test_ci95_is_1_96_standard_errors():
+  values = [1.0, 2.0, 3.0, 4.0]
+  result = mean_and_ci95(values)
+  assert result["mean"] == 2.5 and result["n"] == 4
+  assert result["ci95"] == pytest.approx(1.96 * np.std(values, ddof=1) / 2.0)
+  with pytest.raises(ValueError):
+    mean_and_ci95([])
+
+
+def test_progress_reports_rate_and_eta(monkeypatch):
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+  progress = Progress(total=1000, start=0, every_seconds=0.0, label="step")
+  progress._last_time -= 2.0  # pretend 2 s passed  # pylint: disable=protected-access
+  assert progress.update(100, "loss 1.0")
+  assert progress.steps_per_second == pytest.approx(50.0, rel=0.05)
+  assert "step 100/1000 (10.0%) loss 1.0" in lines[0]
+  assert "ETA 18s" in lines[0] or "ETA 17s" in lines[0]
+  assert format_duration(3725) == "1h02m" and format_duration(65) == "1m05s"

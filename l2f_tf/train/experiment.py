@@ -38,6 +38,20 @@ def write_eval_summaries(root_dir: str, step: int, results) -> None:
   writer.flush()
 
 
+def restore_learner(root_dir: str):
+  """(domain, learner) of a finished or running experiment, at its latest checkpoint.
+
+  Parses the run's operative_config.gin (replacing the current gin config).
+  """
+  from l2f_tf import config  # Local import: config imports this module.
+  gin.clear_config()
+  config.parse([os.path.join(root_dir, CONFIG_NAME)], [])
+  domain = gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
+  learner = build_learner(domain)
+  Trainer(learner=learner, domain=domain, root_dir=root_dir)  # restores the checkpoint
+  return domain, learner
+
+
 @gin.configurable
 def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Sequence[int] = (1, 2, 5),
                    num_eval_tasks: int = 600, export_steps=None, plot: bool = True):

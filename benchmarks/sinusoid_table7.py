@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
-from l2f_tf import config
+from l2f_tf import compare, config
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
@@ -63,11 +63,8 @@ def run_table(root: str, num_iterations: int, num_eval_tasks: int):
       start = time.perf_counter()
       results[(method, shots)] = experiment.run_experiment(run_dir)
       logging.info("%s %d-shot done in %.0f s", method, shots, time.perf_counter() - start)
-    learners = {}
-    for method, prefix in METHODS.items():
-      domain, learners[method] = experiment.restore_learner(
-          os.path.join(root, f"{prefix}_{shots}shot"))
-    domain.plot(learners, os.path.join(root, f"maml_vs_l2f_{shots}shot.png"), num_steps=5)
+    compare.compare_figure([os.path.join(root, f"{prefix}_{shots}shot") for prefix in
+                            METHODS.values()], os.path.join(root, f"maml_vs_l2f_{shots}shot.png"))
   return results
 
 

@@ -3,11 +3,40 @@
 tf-agents and tensorflow-probability only import with legacy Keras behind ``tf.keras``,
 so ``TF_USE_LEGACY_KERAS`` is set here, before anything imports TensorFlow. Models in this
 package always use Keras 3 through ``import keras``; ``tf.keras`` is never used.
+
+The public API is importable from here (``l2f_tf.MetaLearner``, ...). It is resolved lazily so
+that light modules such as the dataset readers do not pull in TensorFlow.
 """
 
+import importlib
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "MetaLearner": "l2f_tf.meta.learner",
+    "TaskConditionedAttenuation": "l2f_tf.meta.attenuation",
+    "TaskIndependentAttenuation": "l2f_tf.meta.attenuation",
+    "degree_of_conflict": "l2f_tf.meta.analysis",
+    "Episode": "l2f_tf.data.episode",
+    "SinusoidTasks": "l2f_tf.data.sinusoid",
+    "SinusoidRegression": "l2f_tf.domains.sinusoid",
+    "Trainer": "l2f_tf.train.trainer",
+    "run_experiment": "l2f_tf.train.experiment",
+    "restore_learner": "l2f_tf.train.experiment",
+    "export": "l2f_tf.export",
+}
+
+
+def __getattr__(name):
+  if name in _PUBLIC:
+    module = importlib.import_module(_PUBLIC[name])
+    return module if name == "export" else getattr(module, name)
+  raise AttributeError(f"module 'l2f_tf' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_PUBLIC))

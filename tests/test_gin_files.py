@@ -37,6 +37,22 @@ def test_gin_file_runs_end_to_end(gin_file, tmp_path):
   figures = results["evaluations"]["test"]
   assert set(figures) == {f"mse_after_{k}_steps" for k in (0, 1, 2, 5)}
   assert figures["mse_after_1_steps"]["n"] == 6
+  tags = summary_tags(os.path.join(root, "train"))
+  assert {"meta_loss", "outer_lr", "query_loss_after_step/0",
+          "query_loss_after_step/1"} <= tags
+  assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6
+  expected_gammas = 0 if os.path.basename(gin_file).startswith("maml") else 6
+  assert sum(t.startswith("gamma/") for t in tags) == expected_gammas
+
+
+def summary_tags(directory):
+  """Tags of every scalar/tensor summary written in a TensorBoard directory."""
+  import tensorflow as tf
+  tags = set()
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(value.tag for value in event.summary.value)
+  return tags
 
 
 def test_command_line_runs_and_resumes(tmp_path):
@@ -60,6 +76,11 @@ def test_command_line_runs_and_resumes(tmp_path):
                                            seed=20200614, distributions=["test"])
   assert exported["test"]["mse_after_1_steps"]["mean"] == pytest.approx(
       results["evaluations"]["test"]["mse_after_1_steps"]["mean"], rel=1e-4)
+  # Comparing runs: a text table and one figure with every learner.
+  from l2f_tf import compare
+  assert "MAML [cli] test: mse_after_0_steps=" in compare.results_table([root])
+  png = compare.compare_figure([root, root], str(tmp_path / "compare.png"))
+  assert os.path.getsize(png) > 10_000
 
 
 def test_bad_binding_names_the_fix(tmp_path):

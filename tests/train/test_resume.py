@@ -53,3 +53,21 @@ def test_crash_loses_only_work_since_last_checkpoint(tmp_path, monkeypatch):
   resumed = train(tmp_path / "b", 10)
   for a, b in zip(uninterrupted, resumed):
     np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_saves_a_checkpoint_at_the_interrupted_step(tmp_path, monkeypatch):
+  original = Trainer.train_step_fn
+
+  def interrupted(self, first_order, with_metrics):
+    step_fn = original(self, first_order, with_metrics)
+
+    def wrapped(episodes):
+      if self.step == 5:
+        raise KeyboardInterrupt
+      return step_fn(episodes)
+    return wrapped
+
+  monkeypatch.setattr(Trainer, "train_step_fn", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    train(tmp_path, 10)
+  assert (tmp_path / "checkpoints" / "ckpt-5.index").exists()

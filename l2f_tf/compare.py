@@ -1,0 +1,64 @@
+"""Compares finished runs: their results side by side and a figure on the same test tasks.
+
+  python -m l2f_tf.compare --run_dir=runs/maml_5shot --run_dir=runs/l2f_5shot \\
+      --figure=runs/maml_vs_l2f_5shot.png
+
+Every run is restored from its own operative_config.gin and latest checkpoint; the figure uses
+the first run's domain (so its evaluation tasks) and draws every learner on each panel.
+"""
+
+import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+import json
+import os
+from typing import Dict, List
+
+from absl import app, flags
+
+from l2f_tf.train import experiment
+
+RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
+FIGURE = flags.DEFINE_string("figure", None, "PNG path for the figure (optional).")
+STEPS = flags.DEFINE_integer("num_steps", 5, "Inner steps for the 'after adaptation' curves.")
+
+
+def results_table(run_dirs: List[str]) -> str:
+  """A text table of every run's results.json (test distributions x metrics)."""
+  lines = []
+  for run_dir in run_dirs:
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.exists(path):
+      raise ValueError(f"{path} is missing: run_experiment.py has not finished in {run_dir}.")
+    with open(path) as f:
+      results = json.load(f)
+    for distribution, figures in results["evaluations"].items():
+      cells = ", ".join(f"{name}={v['mean']:.4f}+-{v['ci95']:.4f}" for name, v in figures.items())
+      lines.append(f"{results['method']:>10} [{os.path.basename(run_dir.rstrip('/'))}] "
+                   f"{distribution}: {cells}")
+  return "\n".join(lines)
+
+
+def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
+  learners: Dict[str, object] = {}
+  domain = None
+  for run_dir in run_dirs:
+    run_domain, learner = experiment.restore_learner(run_dir)
+    domain = domain or run_domain
+    label = experiment.learner_label(learner)
+    if label in learners:
+      label = f"{label} ({os.path.basename(run_dir.rstrip('/'))})"
+    learners[label] = learner
+  return domain.plot(learners, output, num_steps=num_steps)
+
+
+def main(argv):
+  del argv
+  if len(RUN_DIRS.value) < 1:
+    raise app.UsageError("Pass at least one --run_dir.")
+  print(results_table(RUN_DIRS.value))
+  if FIGURE.value:
+    print("Wrote", compare_figure(RUN_DIRS.value, FIGURE.value, STEPS.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

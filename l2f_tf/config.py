@@ -5,6 +5,7 @@ same command again reloads that file, with command-line bindings applied on top,
 run is the same experiment even if the gin files have been edited since.
 """
 
+import logging as std_logging
 import os
 from typing import Sequence
 
@@ -16,6 +17,16 @@ from l2f_tf import configurables  # noqa: F401  (registers every configurable)
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 DEFAULT_GIN_FILE = os.path.join(GIN_DIR, "sinusoid", "l2f_5shot.gin")
 CONFIG_NAME = "operative_config.gin"
+
+
+class _QuietGinIncludes(std_logging.Filter):
+  """gin logs "Path not found" at ERROR for every include it then finds on the search path."""
+
+  def filter(self, record):
+    return record.module != "resource_reader"
+
+
+std_logging.getLogger().addFilter(_QuietGinIncludes())
 
 
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:

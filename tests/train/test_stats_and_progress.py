@@ -13,6 +13,8 @@ def test_ci95_is_1_96_standard_errors():
   result = mean_and_ci95(values)
   assert result["mean"] == 2.5 and result["n"] == 4
   assert result["ci95"] == pytest.approx(1.96 * np.std(values, ddof=1) / 2.0)
+  assert result["num_non_finite"] == 0
+  assert mean_and_ci95([1.0, np.inf, np.nan])["num_non_finite"] == 2
   with pytest.raises(ValueError):
     mean_and_ci95([])
 

@@ -200,7 +200,6 @@ class MetaLearner:
     if with_metrics:
       metrics = {key: tf.reduce_mean(tf.stack([m[key] for m in per_task_metrics]), axis=0)
                  for key in per_task_metrics[0]}
-      metrics["task_query_loss"] = tf.stop_gradient(losses)
     return meta_loss, metrics
 
   def per_task_meta_gradients(self, episodes: Episode, first_order: bool = False):

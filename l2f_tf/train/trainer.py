@@ -47,7 +47,8 @@ class Trainer:
     domain: provides ``train_dataset(seed, start_step)``.
     root_dir: run directory (checkpoints/ and train/ are written there).
     num_iterations: meta-iterations in total (a resumed run continues to this number).
-    outer_lr: Adam learning rate of the outer loop.
+    outer_lr: learning rate of the outer loop.
+    outer_optimizer: "adam" (the paper's) or "sgd".
     cosine_decay: anneal the outer learning rate to 0 over the run (MAML++).
     first_order_until: use first-order meta-gradients for steps below this number, then
       second order (the reference's "first order for the first 10 epochs").
@@ -63,7 +64,7 @@ class Trainer:
   """
 
   def __init__(self, learner: MetaLearner, domain, root_dir: str, num_iterations: int = 70000,
-               outer_lr: float = 1e-3, cosine_decay: bool = False, first_order_until: int = 0,
+               outer_lr: float = 1e-3, outer_optimizer: str = "adam", cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
                checkpoint_every: int = 1000, summary_every: int = 100, max_checkpoints: int = 3,
                seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0):
@@ -77,7 +78,11 @@ class Trainer:
     learning_rate = outer_lr
     if cosine_decay:
       learning_rate = keras.optimizers.schedules.CosineDecay(outer_lr, num_iterations)
-    self.optimizer = keras.optimizers.Adam(learning_rate)
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+    if outer_optimizer not in optimizers:
+      raise ValueError(f"Trainer.outer_optimizer must be one of {sorted(optimizers)}, got "
+                       f"{outer_optimizer!r}.")
+    self.optimizer = optimizers[outer_optimizer](learning_rate)
     self.optimizer.build(learner.meta_variables)
     self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
     self.manager = checkpoints.restore_or_initialize(
@@ -103,15 +108,19 @@ class Trainer:
       # Replicas hold T / R tasks each; their gradients are summed below.
       scaled = loss / replicas if learner.task_reduction == "mean" else loss
     grads = tape.gradient(scaled, variables)
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if replicas > 1:
-      grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
-    num_network = len(learner.network_variables)
+      # Clipping applies to the meta-gradient of the whole meta-batch, so sum first. The Keras
+      # optimizer sums the replicas' gradients again, hence the division by their number.
+      summed = tf.distribute.get_replica_context().all_reduce("sum", [g for g, _ in pairs])
+      pairs = [(g, v) for g, (_, v) in zip(summed, pairs)]
+    network = {id(v) for v in learner.network_variables}
     if self.network_grad_clip is not None:
       c = self.network_grad_clip
-      grads = [tf.clip_by_value(g, -c, c) if (i < num_network and g is not None) else g
-               for i, g in enumerate(grads)]
-    self.optimizer.apply_gradients(
-        [(g, v) for g, v in zip(grads, variables) if g is not None])
+      pairs = [(tf.clip_by_value(g, -c, c) if id(v) in network else g, v) for g, v in pairs]
+    if replicas > 1:
+      pairs = [(g / replicas, v) for g, v in pairs]
+    self.optimizer.apply_gradients(pairs)
     return loss, metrics
 
   def train_step_fn(self, first_order: bool, with_metrics: bool):
@@ -122,9 +131,15 @@ class Trainer:
           lambda episodes: self._replica_step(episodes, first_order, with_metrics),
           jit_compile=self.jit_compile)
 
+      reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
+
       @tf.function
       def step(episodes):
-        return self.strategy.run(replica_step, args=(episodes,))
+        loss, metrics = self.strategy.run(replica_step, args=(episodes,))
+        loss = self.strategy.reduce(reduction, loss, axis=None)
+        metrics = {key: self.strategy.reduce("mean", value, axis=None)
+                   for key, value in metrics.items()}
+        return loss, metrics
 
       self._steps[key] = step
     return self._steps[key]
@@ -145,7 +160,9 @@ class Trainer:
     if "gamma" in metrics:
       for name, value in zip(names, tf.unstack(metrics["gamma"])):
         tf.summary.scalar(f"gamma/{name}", value, step=step)
-    for name, value in zip(names, tf.unstack(self.conflict_fn(first_order)(episodes))):
+    # Conflict between the tasks of one replica's share of the meta-batch.
+    local_episodes = self.strategy.experimental_local_results(episodes)[0]
+    for name, value in zip(names, tf.unstack(self.conflict_fn(first_order)(local_episodes))):
       tf.summary.scalar(f"degree_of_conflict/{name}", value, step=step)
     learning_rate = self.optimizer.learning_rate
     tf.summary.scalar("outer_lr", learning_rate, step=step)

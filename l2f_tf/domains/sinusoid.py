@@ -12,7 +12,6 @@ import keras
 import tensorflow as tf
 
 from l2f_tf.data import sinusoid
-from l2f_tf.data.episode import Episode
 from l2f_tf.models.mlp import mlp
 
 

@@ -8,7 +8,8 @@ meta-gradient all-reduced, so multi-device training is configuration, not a rewr
 Two traces of the step exist, both applying the same update: the plain one, and one that also
 returns diagnostics (query loss after each inner step, gamma), used every ``summary_every``
 steps. The degree of conflict needs per-task meta-gradients, so it has its own function, run
-only at summary steps.
+only at summary steps. Between events (summaries, checkpoints, the first- to second-order
+switch) up to ``steps_per_call`` plain steps run inside one compiled loop.
 """
 
 import os
@@ -16,7 +17,6 @@ from typing import Dict, Optional
 
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -61,19 +61,27 @@ class Trainer:
     seed: seed of the training task stream.
     jit_compile: compile the train step with XLA.
     log_every_seconds: seconds between progress lines.
+    steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
+      read from the tf.data iterator inside the graph), which removes the per-step Python
+      overhead; summaries, checkpoints and the first-/second-order switch still happen at
+      their exact steps. 1 runs every step from Python.
   """
 
   def __init__(self, learner: MetaLearner, domain, root_dir: str, num_iterations: int = 70000,
                outer_lr: float = 1e-3, outer_optimizer: str = "adam", cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
                checkpoint_every: int = 1000, summary_every: int = 100, max_checkpoints: int = 3,
-               seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0):
+               seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0,
+               steps_per_call: int = 1):
     self.learner, self.domain, self.root_dir = learner, domain, root_dir
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
     self.checkpoint_every, self.summary_every = checkpoint_every, summary_every
     self.seed, self.jit_compile, self.log_every_seconds = seed, jit_compile, log_every_seconds
+    if steps_per_call < 1:
+      raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
+    self.steps_per_call = steps_per_call
     self.strategy = tf.distribute.get_strategy()
     learning_rate = outer_lr
     if cosine_decay:
@@ -88,6 +96,7 @@ class Trainer:
     self.manager = checkpoints.restore_or_initialize(
         self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
     self._steps: Dict = {}
+    self._loops: Dict = {}
     self._conflict_fns: Dict = {}
 
   @property
@@ -123,26 +132,57 @@ class Trainer:
     self.optimizer.apply_gradients(pairs)
     return loss, metrics
 
+  def _distributed_step(self, first_order: bool, with_metrics: bool):
+    """One meta-iteration on every replica, with loss and metrics reduced across replicas."""
+    replica_step = tf.function(
+        lambda episodes: self._replica_step(episodes, first_order, with_metrics),
+        jit_compile=self.jit_compile)
+    reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
+
+    def step(episodes):
+      loss, metrics = self.strategy.run(replica_step, args=(episodes,))
+      loss = self.strategy.reduce(reduction, loss, axis=None)
+      metrics = {key: self.strategy.reduce("mean", value, axis=None)
+                 for key, value in metrics.items()}
+      return loss, metrics
+
+    return step
+
   def train_step_fn(self, first_order: bool, with_metrics: bool):
     """The compiled step for this (first_order, with_metrics) combination."""
     key = (first_order, with_metrics)
     if key not in self._steps:
-      replica_step = tf.function(
-          lambda episodes: self._replica_step(episodes, first_order, with_metrics),
-          jit_compile=self.jit_compile)
+      self._steps[key] = tf.function(self._distributed_step(first_order, with_metrics))
+    return self._steps[key]
 
-      reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
+  def train_loop_fn(self, first_order: bool):
+    """A compiled loop: ``fn(iterator, n)`` runs n meta-iterations, returns the last loss."""
+    if first_order not in self._loops:
+      step = self._distributed_step(first_order, with_metrics=False)
 
       @tf.function
-      def step(episodes):
-        loss, metrics = self.strategy.run(replica_step, args=(episodes,))
-        loss = self.strategy.reduce(reduction, loss, axis=None)
-        metrics = {key: self.strategy.reduce("mean", value, axis=None)
-                   for key, value in metrics.items()}
-        return loss, metrics
+      def loop(iterator, n):
+        loss = tf.constant(0.0, self.learner.model.dtype)
+        for _ in tf.range(n):
+          loss, _ = step(next(iterator))
+        return loss
 
-      self._steps[key] = step
-    return self._steps[key]
+      self._loops[first_order] = loop
+    return self._loops[first_order]
+
+  def _steps_until_event(self, step: int) -> int:
+    """Meta-iterations that can run in one loop call from ``step`` (no event in between)."""
+    limit = min(self.steps_per_call, self.num_iterations - step)
+    if self.summary_every > 0:
+      # Stop before the next step s with (s + 1) % summary_every == 0: it writes summaries.
+      next_summary = (step + self.summary_every) // self.summary_every * self.summary_every - 1
+      limit = min(limit, next_summary - step)
+    if self.checkpoint_every > 0:
+      # Stop right after the step that completes a multiple of checkpoint_every.
+      limit = min(limit, (step // self.checkpoint_every + 1) * self.checkpoint_every - step)
+    if not self.always_first_order and step < self.first_order_until:
+      limit = min(limit, self.first_order_until - step)
+    return max(limit, 1)
 
   def conflict_fn(self, first_order: bool):
     if first_order not in self._conflict_fns:
@@ -185,9 +225,13 @@ class Trainer:
         while step < self.num_iterations:
           first_order = self.first_order_at(step)
           with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
-          episodes = next(iterator)
-          loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
-          step += 1
+          chunk = 1 if (with_metrics or step == start) else self._steps_until_event(step)
+          if chunk > 1:
+            loss = self.train_loop_fn(first_order)(iterator, tf.constant(chunk))
+          else:
+            episodes = next(iterator)
+            loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
+          step += chunk
           if step == start + 1:
             logging.info("First meta-iteration (includes tracing and compiling) done.")
             progress = Progress(self.num_iterations, step, self.log_every_seconds,

@@ -71,3 +71,38 @@ def test_ctrl_c_saves_a_checkpoint_at_the_interrupted_step(tmp_path, monkeypatch
   with pytest.raises(KeyboardInterrupt):
     train(tmp_path, 10)
   assert (tmp_path / "checkpoints" / "ckpt-5.index").exists()
+
+
+def test_compiled_multi_step_loop_equals_step_by_step(tmp_path):
+  """steps_per_call > 1 runs the same updates, summaries and checkpoints as one step a call."""
+  import keras
+  results = []
+  for steps_per_call, name in ((1, "single"), (5, "chunked")):
+    keras.utils.set_random_seed(0)
+    domain = SinusoidRegression(num_shots=3, meta_batch_size=4)
+    learner = MetaLearner(domain.build_model(), domain.loss_fn,
+                          attenuation=TaskConditionedAttenuation())
+    trainer = Trainer(learner, domain, str(tmp_path / name), num_iterations=23,
+                      checkpoint_every=10, summary_every=7, jit_compile=False,
+                      first_order_until=4, steps_per_call=steps_per_call)
+    assert trainer.train() == 23
+    results.append([v.numpy() for v in learner.meta_variables])
+    assert sorted(p.name for p in (tmp_path / name / "checkpoints").glob("*.index")) == \
+        ["ckpt-10.index", "ckpt-20.index", "ckpt-23.index"]
+  for a, b in zip(*results):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_loop_chunks_stop_at_every_event():
+  trainer = Trainer.__new__(Trainer)
+  trainer.steps_per_call, trainer.num_iterations = 100, 1000
+  trainer.summary_every, trainer.checkpoint_every = 50, 200
+  trainer.always_first_order, trainer.first_order_until = False, 30
+  assert trainer._steps_until_event(1) == 29  # first -> second order at step 30
+  assert trainer._steps_until_event(30) == 19  # step 49 writes summaries
+  assert trainer._steps_until_event(50) == 49  # up to step 98; step 99 writes summaries
+  assert trainer._steps_until_event(150) == 49
+  assert trainer._steps_until_event(190) == 9  # ... and a checkpoint after step 199 (= 200 done)
+  trainer.summary_every = 0
+  assert trainer._steps_until_event(150) == 50  # checkpoint when 200 are done
+  assert trainer._steps_until_event(950) == 50

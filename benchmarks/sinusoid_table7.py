@@ -29,7 +29,8 @@ from l2f_tf import compare, config
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.train import experiment
+from l2f_tf.train import evaluation, experiment
+from l2f_tf.train.stats import mean_and_ci95
 from l2f_tf.train.trainer import Trainer
 
 ROOT = flags.DEFINE_string("root_dir", "runs/table7", "Where the six runs live.")
@@ -68,6 +69,21 @@ def run_table(root: str, num_iterations: int, num_eval_tasks: int):
   return results
 
 
+def paired_differences(root: str):
+  """(shots, steps) -> mean and 95% CI of per-task MSE(L2F) - MSE(MAML) on the same tasks."""
+  differences = {}
+  for shots in SHOTS:
+    values = {}
+    for method, prefix in METHODS.items():
+      domain, learner = experiment.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
+      episodes, _ = domain.eval_episodes("test", EVAL_TASKS.value)
+      values[method] = evaluation.per_task_metrics(learner, episodes, domain.task_metric,
+                                                   max(STEPS))
+    for k in STEPS:
+      differences[(shots, k)] = mean_and_ci95(values["MAML+L2F"][:, k] - values["MAML"][:, k])
+  return differences
+
+
 def ood_cell(value) -> str:
   """Mean +- CI, or how many tasks diverged (inf/nan) when some did."""
   if value.get("num_non_finite", 0):
@@ -75,7 +91,7 @@ def ood_cell(value) -> str:
   return f"{value['mean']:.4g}+-{value['ci95']:.3g}"
 
 
-def print_table(results):
+def print_table(results, differences):
   print("\nSinusoid regression, MSE on 600 test tasks x 100 points (mean +- 95% CI); "
         "paper (Table 7) in brackets")
   print(f"{'':>10} {'method':>9} " + " ".join(f"{f'{k} step' + ('s' if k > 1 else ''):>24}"
@@ -88,8 +104,14 @@ def print_table(results):
         value = figures[f"mse_after_{k}_steps"]
         cells.append(f"{value['mean']:.4f}+-{value['ci95']:.4f} [{paper:.4f}]")
       print(f"{shots:>4}-shot {method:>9} " + " ".join(f"{c:>24}" for c in cells))
-  print("\nOut-of-range tasks (A in [5, 7.5], phase in [pi, 1.5 pi], f in [1.25, 1.5]), MSE; "
-        "inner SGD at lr 0.01 diverges on some of them:")
+  print("\nPaired difference L2F - MAML on the same test tasks (mean +- 95% CI; negative = L2F "
+        "better):")
+  for shots in SHOTS:
+    cells = [f"{d['mean']:+.4f}+-{d['ci95']:.4f}"
+             for d in (differences[(shots, k)] for k in STEPS)]
+    print(f"{shots:>4}-shot {'':>9} " + " ".join(f"{c:>24}" for c in cells))
+  print("\nOut-of-range tasks (A in [5, 7.5], phase in [pi, 1.5 pi], f in [1.25, 1.5]), MSE "
+        "(a cell reads 'k/n diverged' if adaptation blew up on k tasks):")
   for shots in SHOTS:
     for method in METHODS:
       figures = results[(method, shots)]["evaluations"]["out_of_range"]
@@ -97,9 +119,9 @@ def print_table(results):
       print(f"{shots:>4}-shot {method:>9} " + " ".join(f"{c:>24}" for c in cells))
 
 
-def throughput(l2f: bool, jit_compile: bool, iterations: int = 2000):
+def throughput(l2f: bool, jit_compile: bool, iterations: int = 3000):
   """it/s at meta-batch 25, 5-shot, 1 second-order step: compiled step alone, and the full
-  training loop with 1 and with 100 meta-iterations per compiled call."""
+  training loop with 1 and with 100 meta-iterations per compiled call (median of 3 windows)."""
   keras.utils.set_random_seed(0)
   domain = SinusoidRegression(num_shots=5, meta_batch_size=25)
   learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1,
@@ -111,21 +133,34 @@ def throughput(l2f: bool, jit_compile: bool, iterations: int = 2000):
     step_fn = trainer.train_step_fn(first_order=False, with_metrics=False)
     batch = next(iter(domain.train_dataset(seed=0)))
     step_fn(batch)  # trace and compile
-    start = time.perf_counter()
-    for _ in range(iterations):
-      loss, _ = step_fn(batch)
-    float(loss)
-    rates.append(iterations / (time.perf_counter() - start))
+
+    def time_steps():
+      start = time.perf_counter()
+      for _ in range(iterations):
+        loss, _ = step_fn(batch)
+      float(loss)
+      return iterations / (time.perf_counter() - start)
+
+    rates.append(median_of(time_steps))
     for steps_per_call in (1, 100):
       trainer.steps_per_call = steps_per_call
       trainer.optimizer.iterations.assign(0)
       trainer.num_iterations = 201
       trainer.train()  # compile the loop's own pieces
-      trainer.num_iterations = 201 + iterations
-      start = time.perf_counter()
-      trainer.train()
-      rates.append(iterations / (time.perf_counter() - start))
+
+      def time_loop():
+        trainer.num_iterations += iterations
+        start = time.perf_counter()
+        trainer.train()
+        return iterations / (time.perf_counter() - start)
+
+      rates.append(median_of(time_loop))
   return rates
+
+
+def median_of(measure, repeats: int = 3) -> float:
+  """The median of a few repeats (robust to a slow first window or a noisy neighbour)."""
+  return float(sorted(measure() for _ in range(repeats))[repeats // 2])
 
 
 def throughput_in_subprocess(l2f: bool, jit_compile: bool):
@@ -157,7 +192,7 @@ def main(argv):
             f"{chunked_rate:>24.0f}")
   if not ONLY_THROUGHPUT.value:
     results = run_table(ROOT.value, ITERATIONS.value, EVAL_TASKS.value)
-    print_table(results)
+    print_table(results, paired_differences(ROOT.value))
     with open(os.path.join(ROOT.value, "table7.json"), "w") as f:
       json.dump({f"{m}/{k}": r for (m, k), r in results.items()}, f, indent=2)
 

@@ -13,10 +13,11 @@ from l2f_tf.data.sinusoid import SinusoidTasks  # noqa: E402
 
 
 def sinusoid_curves(learner, support_x, support_y, grid, num_steps: int):
-  """Predictions on ``grid`` [G, 1] before adaptation (at theta) and after num_steps steps."""
+  """Predictions on ``grid`` [G, 1] at the start of the inner loop (theta for MAML, the task's
+  attenuated theta_bar for L2F) and after num_steps steps."""
   adaptation = learner.adapt(support_x, support_y, num_steps=num_steps)
   grid = tf.cast(grid, support_x.dtype)
-  before = learner.forward(learner.theta(), grid)
+  before = learner.forward(adaptation.iterates[0], grid)
   after = learner.forward(adaptation.fast_weights, grid)
   return before.numpy()[:, 0], after.numpy()[:, 0]
 
@@ -42,7 +43,7 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
       before, after = sinusoid_curves(learner, episodes.support_x[i], episodes.support_y[i],
                                       grid, num_steps)
       color = colors[c % len(colors)]
-      ax.plot(grid[:, 0], before, ls=":", color=color, label=f"{label}: before adaptation")
+      ax.plot(grid[:, 0], before, ls=":", color=color, label=f"{label}: start of inner loop")
       ax.plot(grid[:, 0], after, ls="-", color=color,
               label=f"{label}: after {num_steps} step{'s' if num_steps > 1 else ''}")
     ax.scatter(episodes.support_x[i][:, 0], episodes.support_y[i][:, 0], color="red", zorder=5,

@@ -74,8 +74,9 @@ def test_command_line_runs_and_resumes(tmp_path):
   from l2f_tf import evaluate
   exported = evaluate.evaluate_saved_model(os.path.join(root, "saved_model"), num_tasks=6,
                                            seed=20200614, distributions=["test"])
-  assert exported["test"]["mse_after_1_steps"]["mean"] == pytest.approx(
-      results["evaluations"]["test"]["mse_after_1_steps"]["mean"], rel=1e-4)
+  assert list(exported["test"]) == ["mse_after_2_steps"]  # the training setting is exported
+  assert exported["test"]["mse_after_2_steps"]["mean"] == pytest.approx(
+      results["evaluations"]["test"]["mse_after_2_steps"]["mean"], rel=1e-4)
   # Comparing runs: a text table and one figure with every learner.
   from l2f_tf import compare
   assert "MAML [cli] test: mse_after_0_steps=" in compare.results_table([root])

@@ -1,8 +1,9 @@
 """l2f_tf: MAML and Learning to Forget (L2F) for TensorFlow 2 / Keras 3.
 
-tf-agents and tensorflow-probability only import with legacy Keras behind ``tf.keras``,
-so ``TF_USE_LEGACY_KERAS`` is set here, before anything imports TensorFlow. Models in this
-package always use Keras 3 through ``import keras``; ``tf.keras`` is never used.
+tf-agents and tensorflow-probability only import when TensorFlow's own Keras attribute is the
+legacy tf_keras package, so ``TF_USE_LEGACY_KERAS`` is set here, before anything imports
+TensorFlow. Models in this package always use Keras 3 through ``import keras``, never
+TensorFlow's Keras attribute.
 
 The public API is importable from here (``l2f_tf.MetaLearner``, ...). It is resolved lazily so
 that light modules such as the dataset readers do not pull in TensorFlow.

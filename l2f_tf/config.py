@@ -56,3 +56,8 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   with open(config_path, "w") as f:
     f.write(gin.config_str())
   return config_path
+
+
+def configured_domain():
+  """A new instance of the domain bound to ``run_experiment.domain`` in the parsed config."""
+  return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()

@@ -38,7 +38,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
                      "run_experiment.py, so its task distribution is unknown.")
   gin.clear_config()
   config.parse([loaded.config_path], [f"SinusoidRegression.eval_seed = {seed}"])
-  domain = gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
+  domain = config.configured_domain()
   results = {}
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in domain.eval_distributions:

@@ -46,7 +46,7 @@ def restore_learner(root_dir: str):
   from l2f_tf import config  # Local import: config imports this module.
   gin.clear_config()
   config.parse([os.path.join(root_dir, CONFIG_NAME)], [])
-  domain = gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
+  domain = config.configured_domain()
   learner = build_learner(domain)
   Trainer(learner=learner, domain=domain, root_dir=root_dir)  # restores the checkpoint
   return domain, learner

@@ -31,6 +31,10 @@ class Progress:
     self._last_step, self._last_time = start, time.perf_counter()
     self.steps_per_second: Optional[float] = None
 
+  def restart(self, step: int) -> None:
+    """Measures the rate from ``step`` on (e.g. after a slow first call that compiled)."""
+    self._last_step, self._last_time = step, time.perf_counter()
+
   def update(self, step: int, message: str = "", force: bool = False) -> bool:
     """Logs a line if enough time has passed (or ``force``); returns whether it did."""
     now = time.perf_counter()

@@ -220,6 +220,7 @@ class Trainer:
     writer = tf.summary.create_file_writer(os.path.join(self.root_dir, "train"))
     progress = Progress(self.num_iterations, start, self.log_every_seconds, label="meta-iteration")
     step, loss = start, None
+    compiled_before = set()
     try:
       with writer.as_default():
         while step < self.num_iterations:
@@ -232,10 +233,15 @@ class Trainer:
             episodes = next(iterator)
             loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
           step += chunk
-          if step == start + 1:
-            logging.info("First meta-iteration (includes tracing and compiling) done.")
-            progress = Progress(self.num_iterations, step, self.log_every_seconds,
-                                label="meta-iteration")
+          compiled = ("loop", first_order) if chunk > 1 else ("step", first_order, with_metrics)
+          if compiled not in compiled_before:
+            # The first call of a compiled function includes tracing and XLA compilation: keep
+            # it out of the steps/s and ETA estimates.
+            compiled_before.add(compiled)
+            logging.info("Compiled the %s (%s order%s) by meta-iteration %d.", compiled[0],
+                         "first" if first_order else "second",
+                         ", with summaries" if with_metrics else "", step)
+            progress.restart(step)
           if with_metrics:
             self._write_summaries(step, loss, metrics, episodes, first_order)
             if progress.steps_per_second:

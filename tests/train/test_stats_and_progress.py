@@ -29,3 +29,8 @@ def test_progress_reports_rate_and_eta(monkeypatch):
   assert "step 100/1000 (10.0%) loss 1.0" in lines[0]
   assert "ETA 18s" in lines[0] or "ETA 17s" in lines[0]
   assert format_duration(3725) == "1h02m" and format_duration(65) == "1m05s"
+  # A restart (after a call that compiled) measures the rate from there on.
+  progress.restart(500)
+  progress._last_time -= 1.0  # pylint: disable=protected-access
+  progress.update(600)
+  assert progress.steps_per_second == pytest.approx(100.0, rel=0.05)

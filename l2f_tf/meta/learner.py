@@ -83,6 +83,9 @@ class MetaLearner:
     self.num_inner_steps = num_inner_steps
     self.task_reduction = task_reduction
     self.inner_variables = default_inner_loop_variables(model)
+    if not self.inner_variables:
+      raise ValueError(f"Model {model.name!r} has no inner-loop variables: build it first "
+                       "(start it with keras.Input or call it once on a batch).")
     position = {id(v): i for i, v in enumerate(model.trainable_variables)}
     self._inner_positions = [position[id(v)] for v in self.inner_variables]
     shapes = [tuple(v.shape) for v in self.inner_variables]

@@ -132,6 +132,8 @@ def test_bad_configuration_names_the_setting():
     TaskIndependentAttenuation(scope="block")
   with pytest.raises(ValueError, match="task_reduction"):
     MetaLearner(mlp(), mse, task_reduction="max")
+  with pytest.raises(ValueError, match="build it first"):
+    MetaLearner(keras.Sequential([keras.layers.Dense(2)]), mse)
 
 
 def test_degree_of_conflict_against_hand_computed_angles():

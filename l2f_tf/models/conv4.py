@@ -1,0 +1,39 @@
+"""The 4-conv backbone of the reference few-shot classification code (MAML / MAML++ / L2F).
+
+4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2], flatten,
+dense to N classes; Glorot-uniform initialisation. Batch norm always normalises with the
+statistics of the current batch (the learner calls the model with training=True); its
+scale/offset are trained by the outer loop only, so the inner loop adapts 6 tensors: the 4
+conv kernels, the dense kernel and the dense bias (one L2F gamma each).
+"""
+
+from typing import Sequence
+
+import gin
+import keras
+
+
+def conv_bn_block(x, filters: int, name: str, pool: bool = True, activation: bool = True):
+  """conv 3x3 (no bias) -> batch norm -> [leaky ReLU] -> [max-pool 2]."""
+  x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                          kernel_initializer="glorot_uniform", name=f"{name}_conv")(x)
+  x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+  if activation:
+    x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"{name}_relu")(x)
+  if pool:
+    x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+  return x
+
+
+@gin.configurable
+def conv4(num_classes: int = 5, image_shape: Sequence[int] = (84, 84, 3), filters: int = 48,
+          name: str = "conv4") -> keras.Model:
+  """A built Keras 3 conv4 for N-way classification of images of ``image_shape``."""
+  inputs = keras.Input(tuple(image_shape))
+  x = inputs
+  for i in range(4):
+    x = conv_bn_block(x, filters, name=f"block{i + 1}")
+  x = keras.layers.Flatten(name="flatten")(x)
+  outputs = keras.layers.Dense(num_classes, kernel_initializer="glorot_uniform",
+                               name="logits")(x)
+  return keras.Model(inputs, outputs, name=name)

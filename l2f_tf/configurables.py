@@ -2,7 +2,15 @@
 
 # pylint: disable=unused-import
 from l2f_tf.data import sinusoid  # noqa: F401
+from l2f_tf.domains import few_shot  # noqa: F401
 from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
 from l2f_tf.meta import attenuation, learner  # noqa: F401
 from l2f_tf.models import conv4, mlp, resnet12  # noqa: F401
 from l2f_tf.train import experiment, trainer  # noqa: F401
+
+import gin  # noqa: E402
+
+from l2f_tf.data import glyphs  # noqa: E402
+
+# The embedded dataset's generator, for gin: FewShotClassification.root = @ensure_glyphs().
+gin.external_configurable(glyphs.ensure_glyphs, "ensure_glyphs")

@@ -1,11 +1,14 @@
-"""Evaluates an exported SavedModel on fresh tasks.
+"""Evaluates an exported SavedModel on fresh tasks or episodes of a dataset split.
 
   python -m l2f_tf.evaluate --saved_model=runs/l2f_5shot/saved_model --num_tasks=600
+  python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
+      --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
 
-The task distribution is rebuilt from the training config stored inside the SavedModel
-(assets.extra/operative_config.gin); ``--seed`` picks fresh tasks (the training run's own
-evaluation used fixed tasks from ``SinusoidRegression.eval_seed``). Prints and optionally writes
-JSON: the metric after the SavedModel's number of inner steps, mean with 95% CI over tasks.
+The task distribution (or dataset) is rebuilt from the training config stored inside the
+SavedModel (assets.extra/operative_config.gin), with ``--gin_bindings`` on top (e.g. the dataset
+root on this machine). ``--seed`` picks the tasks (the training run's own evaluation used the
+domain's ``eval_seed``; pass that value to reproduce it). Prints and optionally writes JSON: the
+metric after the SavedModel's number of inner steps, mean with 95% CI over tasks.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -18,43 +21,56 @@ import numpy as np
 from absl import app, flags, logging
 
 from l2f_tf import config, export
+from l2f_tf.data.episode import Episode
 from l2f_tf.train.stats import mean_and_ci95
 
 SAVED_MODEL = flags.DEFINE_string("saved_model", None, "A run's saved_model/ directory.")
 NUM_TASKS = flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")
 SEED = flags.DEFINE_integer("seed", 1, "Seed of the fresh tasks.")
-DISTRIBUTIONS = flags.DEFINE_multi_string("distribution", [], "Task distributions to evaluate "
-                                          "(default: all of the domain's).")
+DISTRIBUTIONS = flags.DEFINE_multi_string("distribution", [], "Task distributions (sinusoid) or "
+                                          "dataset splits (images) to evaluate (default: all "
+                                          "of the domain's test distributions).")
+GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Bindings applied on top of the "
+                                         "SavedModel's config, e.g. the dataset root.")
 OUTPUT = flags.DEFINE_string("output", None, "Optional JSON output path.")
 BATCH = flags.DEFINE_integer("batch_size", 100, "Tasks per SavedModel call.")
 
 
 def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
-                         batch_size: int = 100):
+                         batch_size: int = 100, gin_bindings=()):
   """{distribution: {metric_after_N_steps: {mean, ci95, n}}} of the SavedModel on fresh tasks."""
   loaded = export.load(path)
   if not os.path.exists(loaded.config_path):
     raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
                      "run_experiment.py, so its task distribution is unknown.")
   gin.clear_config()
-  config.parse([loaded.config_path], [f"SinusoidRegression.eval_seed = {seed}"])
+  config.parse([loaded.config_path], list(gin_bindings))
   domain = config.configured_domain()
+  domain.eval_seed = seed
+  known = list(domain.eval_distributions)
+  if getattr(domain, "validation_split", None):
+    known.append(domain.validation_split)
   results = {}
   for distribution in distributions or list(domain.eval_distributions):
-    if distribution not in domain.eval_distributions:
-      raise ValueError(f"Unknown --distribution {distribution!r}; choose from "
-                       f"{sorted(domain.eval_distributions)}.")
-    episodes, _ = domain.eval_episodes(distribution, num_tasks)
+    if distribution not in known:
+      raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
     values = []
-    for start in range(0, num_tasks, batch_size):
-      sl = slice(start, start + batch_size)
-      predictions = loaded.predict_batch(episodes.support_x[sl], episodes.support_y[sl],
-                                         episodes.query_x[sl])
+    for batch in _chunks(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
+                         batch_size):
+      predictions = loaded.predict_batch(*(np.asarray(field) for field in batch[:3]))
       values.extend(float(domain.task_metric(y, p))
-                    for y, p in zip(episodes.query_y[sl], predictions))
+                    for y, p in zip(np.asarray(batch.query_y), predictions))
     name = f"{domain.metric_name}_after_{loaded.num_steps}_steps"
     results[distribution] = {name: mean_and_ci95(np.array(values))}
   return results
+
+
+def _chunks(episodes, batch_size: int):
+  """Batches of at most ``batch_size`` tasks from an Episode or an iterable of Episodes."""
+  batches = [episodes] if isinstance(episodes, Episode) else episodes
+  for batch in batches:
+    for start in range(0, int(batch.support_x.shape[0]), batch_size):
+      yield Episode(*(field[start:start + batch_size] for field in batch))
 
 
 def main(argv):
@@ -62,7 +78,7 @@ def main(argv):
   if not SAVED_MODEL.value:
     raise app.UsageError("--saved_model is required (a run's saved_model/ directory).")
   results = evaluate_saved_model(SAVED_MODEL.value, NUM_TASKS.value, SEED.value,
-                                 DISTRIBUTIONS.value, BATCH.value)
+                                 DISTRIBUTIONS.value, BATCH.value, GIN_BINDINGS.value)
   text = json.dumps(results, indent=2)
   print(text)
   if OUTPUT.value:

@@ -23,8 +23,10 @@ CONFIG_NAME = "operative_config.gin"
 class AdaptAndPredict(tf.Module):
   """The tf.Module that is saved: variables of the learner plus the adaptation graph."""
 
-  def __init__(self, learner, input_signature, num_steps: int):
+  def __init__(self, learner, input_signature, num_steps: int, preprocess=None,
+               description: str = ""):
     super().__init__(name="adapt_and_predict")
+    self.description = tf.Variable(description, trainable=False, name="description")
     # Tracked so that the SavedModel holds every variable the functions read.
     self.model = learner.model
     self.inner_lrs = learner.inner_lrs
@@ -33,6 +35,7 @@ class AdaptAndPredict(tf.Module):
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
     self._learner = learner
     self._steps = num_steps
+    self._preprocess = preprocess or (lambda x: x)
     self.adapt_and_predict = tf.function(self._single, input_signature=input_signature)
     batched = [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name) for s in input_signature]
     self.adapt_and_predict_batch = tf.function(self._batch, input_signature=batched)
@@ -41,19 +44,37 @@ class AdaptAndPredict(tf.Module):
     tf.debugging.assert_equal(
         tf.shape(support_x)[0], tf.shape(support_y)[0],
         message="support_x and support_y must have the same number of examples")
+    if support_y.dtype.is_integer:
+      num_classes = self._learner.model.output_shape[-1]
+      tf.debugging.assert_less(support_y, tf.cast(num_classes, support_y.dtype),
+                               message=f"support_y labels must be in 0..{num_classes - 1}")
+      tf.debugging.assert_non_negative(support_y, message="support_y labels must be >= 0")
+    support_x, query_x = self._preprocess(support_x), self._preprocess(query_x)
     adaptation = self._learner.adapt(support_x, support_y, num_steps=self._steps)
     return {"predictions": self._learner.forward(adaptation.fast_weights, query_x)}
 
   def _batch(self, support_x, support_y, query_x):
+    dtype = tf.as_dtype(self._learner.model.dtype)
     return tf.map_fn(lambda t: self._single(*t), (support_x, support_y, query_x),
-                     fn_output_signature={"predictions": query_x.dtype})
+                     fn_output_signature={"predictions": dtype})
 
 
 def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
-           config_path: Optional[str] = None) -> str:
-  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``."""
+           config_path: Optional[str] = None, preprocess=None, description: str = "") -> str:
+  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
+
+  Args:
+    learner: the trained MetaLearner.
+    path: output directory.
+    input_signature: TensorSpecs of (support_x, support_y, query_x) of one task.
+    num_steps: inner steps of the exported adaptation (default: the training setting).
+    config_path: the run's operative_config.gin, copied into assets.extra/.
+    preprocess: applied to support_x and query_x inside the SavedModel (e.g. pixel values ->
+      normalised images), so that users feed raw inputs.
+    description: what the model expects, in words; quoted by the loader's error messages.
+  """
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
-  module = AdaptAndPredict(learner, input_signature, num_steps)
+  module = AdaptAndPredict(learner, input_signature, num_steps, preprocess, description)
   if os.path.exists(path):
     shutil.rmtree(path)
   tf.saved_model.save(module, path, signatures={
@@ -80,6 +101,8 @@ class LoadedLearner:
     self.path = path
     self._module = tf.saved_model.load(path)
     self.num_steps = int(self._module.num_steps.numpy())
+    description = getattr(self._module, "description", None)
+    self.description = description.numpy().decode() if description is not None else ""
     self._single = self._module.signatures["adapt_and_predict"]
     self._batch = self._module.signatures["adapt_and_predict_batch"]
 
@@ -97,7 +120,10 @@ class LoadedLearner:
       if value.ndim != len(spec.shape) or not spec.shape.is_compatible_with(value.shape):
         expected = "; ".join(_describe(specs[n]) for n in names)
         raise ValueError(f"{name} has shape {list(value.shape)}, but this SavedModel expects "
-                         f"{_describe(spec)} (all inputs: {expected}).")
+                         f"{_describe(spec)} (all inputs: {expected}).{self._about()}")
+      if spec.dtype.is_integer and not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels, got dtype {value.dtype}."
+                         f"{self._about()}")
       inputs[name] = tf.convert_to_tensor(value, spec.dtype)
     sx, sy, qx = (inputs[n].shape for n in names)
     leading = 2 if batched else 1  # [T, K] or [K]
@@ -105,7 +131,14 @@ class LoadedLearner:
       raise ValueError("support_x and support_y must have the same number of examples (and, "
                        "batched, of tasks as query_x); got shapes "
                        f"{list(sx)}, {list(sy)} and {list(qx)}.")
-    return fn(**inputs)["predictions"].numpy()
+    try:
+      return fn(**inputs)["predictions"].numpy()
+    except tf.errors.InvalidArgumentError as error:
+      raise ValueError(f"Bad input for this SavedModel: {error.message.splitlines()[0]}."
+                       f"{self._about()}") from None
+
+  def _about(self) -> str:
+    return f" It was exported for: {self.description}." if self.description else ""
 
   def predict(self, support_x, support_y, query_x) -> np.ndarray:
     """Adapts to one task and returns predictions for query_x."""

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from l2f_tf.data import sinusoid
+from l2f_tf.data.episode import Episode
 from l2f_tf.models.mlp import mlp
 
 
@@ -39,6 +40,7 @@ class SinusoidRegression:
 
   name = "sinusoid"
   metric_name = "mse"
+  eval_vectorized = True  # Evaluation adapts whole chunks of tasks with tf.vectorized_map.
 
   def __init__(self, num_shots: int = 5, num_query_train=None, num_query_eval: int = 100,
                meta_batch_size: int = 25, train_tasks=None, eval_distributions=None,
@@ -79,10 +81,19 @@ class SinusoidRegression:
     return tasks.sample(num_tasks, self.num_shots, self.num_query_eval,
                         sinusoid.episode_seed(self.eval_seed, index), dtype=self.dtype)
 
+  def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False) -> Episode:
+    """The evaluation tasks as one Episode [num_tasks, ...] (small enough to hold)."""
+    del raw_pixels  # Only meaningful for images.
+    return self.eval_episodes(distribution, num_tasks)[0]
+
   def export_signature(self):
     """TensorSpecs of (support_x, support_y, query_x) for one task."""
     spec = lambda name: tf.TensorSpec([None, 1], self.dtype, name=name)
     return [spec("support_x"), spec("support_y"), spec("query_x")]
+
+  def export_description(self) -> str:
+    return ("sinusoid regression: support_x and support_y [K, 1] (any K, trained with "
+            f"K={self.num_shots}), query_x [Q, 1]")
 
   def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 4) -> str:
     """PNG of a few test tasks: truth, support points, predictions before/after adaptation."""

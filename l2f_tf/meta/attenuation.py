@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 TRANSFORMS = ("sigmoid", "unconstrained", "affine")
+EMBEDDINGS = ("gradient_mean", "prototype_mean")
 SCOPES = ("network", "layer", "filter", "parameter")
 
 
@@ -35,16 +36,36 @@ def gradient_mean_embedding(support_gradients: Sequence[tf.Tensor]) -> tf.Tensor
   return tf.stack([tf.reduce_mean(tf.stop_gradient(g)) for g in support_gradients])
 
 
+def prototype_mean_embedding(features: tf.Tensor, labels: tf.Tensor,
+                             num_classes: int) -> tf.Tensor:
+  """Table 5's alternative task embedding: the mean of the class prototypes.
+
+  Args:
+    features: penultimate-layer features of the support set at theta, [N*K, D].
+    labels: support labels in 0..N-1, [N*K].
+    num_classes: N.
+
+  Returns:
+    [D], held constant like the gradient embedding: the mean over classes of each class's mean
+    feature vector (invariant to the order of the labels).
+  """
+  prototypes = tf.math.unsorted_segment_mean(tf.stop_gradient(features),
+                                             tf.cast(labels, tf.int32), num_classes)
+  return tf.reduce_mean(prototypes, axis=0)
+
+
 class Attenuation(keras.layers.Layer):
   """Base class: maps theta (and the support gradients at theta) to theta_bar.
 
-  Subclasses set ``needs_support_gradients`` and implement
-    * ``build_for(param_shapes)``: create the weights phi for inner-loop tensors of these shapes;
+  Subclasses set ``needs_support_gradients`` (or ``needs_support_features``) and implement
+    * ``build_for(param_shapes, embedding_dim=None)``: create the weights phi for inner-loop
+      tensors of these shapes (and a feature embedding of that size, if it uses one);
     * ``attenuate(params, support_gradients, embedding=None) -> (theta_bar, gamma)``, gamma being
       the values to log, one per tensor (shape [L]).
   """
 
   needs_support_gradients = False
+  needs_support_features = False
 
 
 class TaskConditionedAttenuation(Attenuation):
@@ -55,26 +76,37 @@ class TaskConditionedAttenuation(Attenuation):
       "affine" (the MLP outputs gamma and delta; theta_bar = gamma * theta + delta).
     hidden_units: width of the hidden layer; None means L (the number of tensors), as in the
       reference code.
+    embedding: the task embedding fed to the MLP: "gradient_mean" (L2F: the mean of each
+      support-gradient tensor) or "prototype_mean" (Table 5: the mean of the class prototypes
+      of the support set's penultimate features).
   """
 
-  needs_support_gradients = True
-
-  def __init__(self, transform: str = "sigmoid", hidden_units=None, **kwargs):
+  def __init__(self, transform: str = "sigmoid", hidden_units=None,
+               embedding: str = "gradient_mean", **kwargs):
     super().__init__(**kwargs)
     if transform not in TRANSFORMS:
       raise ValueError(f"TaskConditionedAttenuation.transform must be one of {TRANSFORMS}, "
                        f"got {transform!r}.")
+    if embedding not in EMBEDDINGS:
+      raise ValueError(f"TaskConditionedAttenuation.embedding must be one of {EMBEDDINGS}, "
+                       f"got {embedding!r}.")
     self.transform = transform
     self.hidden_units = hidden_units
+    self.embedding = embedding
+    self.needs_support_gradients = embedding == "gradient_mean"
+    self.needs_support_features = embedding == "prototype_mean"
 
-  def build_for(self, param_shapes):
+  def build_for(self, param_shapes, embedding_dim=None):
     num_tensors = len(param_shapes)
+    if self.needs_support_features and not embedding_dim:
+      raise ValueError("The prototype-mean embedding needs the feature size (embedding_dim).")
+    inputs = embedding_dim if self.needs_support_features else num_tensors
     outputs = 2 * num_tensors if self.transform == "affine" else num_tensors
     self.num_tensors = num_tensors
     self.hidden = keras.layers.Dense(self.hidden_units or num_tensors, activation="relu",
                                      dtype=self.dtype_policy, name="attenuator_hidden")
     self.out = keras.layers.Dense(outputs, dtype=self.dtype_policy, name="attenuator_out")
-    self.hidden.build((1, num_tensors))
+    self.hidden.build((1, inputs))
     self.out.build((1, self.hidden.units))
     self.built = True
 
@@ -93,9 +125,12 @@ class TaskConditionedAttenuation(Attenuation):
     Args:
       params: theta, the inner-loop tensors.
       support_gradients: d L_support / d theta at theta (used only through their means).
-      embedding: optional precomputed embedding (tests hold it fixed for finite differences).
+      embedding: the task embedding if already computed (the prototype embedding always is;
+        tests hold the gradient embedding fixed for finite differences).
     """
     if embedding is None:
+      if support_gradients is None:
+        raise ValueError(f"The {self.embedding} attenuation needs an embedding.")
       embedding = gradient_mean_embedding(support_gradients)
     gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.compute_dtype))
     theta_bar = []
@@ -121,7 +156,8 @@ class TaskIndependentAttenuation(Attenuation):
       raise ValueError(f"TaskIndependentAttenuation.scope must be one of {SCOPES}, got {scope!r}.")
     self.scope = scope
 
-  def build_for(self, param_shapes):
+  def build_for(self, param_shapes, embedding_dim=None):
+    del embedding_dim  # No task embedding.
     ones = keras.initializers.Ones()
     if self.scope == "network":
       self.factors = [self.add_weight(shape=(), initializer=ones, name="attenuation")]
@@ -149,9 +185,11 @@ class TaskIndependentAttenuation(Attenuation):
 # these factories rather than the layer classes.
 @gin.configurable
 def task_conditioned_attenuation(transform: str = "sigmoid", hidden_units=None,
+                                 embedding: str = "gradient_mean",
                                  dtype=None) -> TaskConditionedAttenuation:
-  """L2F and its Table 6 variants, for gin: ``@task_conditioned_attenuation()``."""
-  return TaskConditionedAttenuation(transform=transform, hidden_units=hidden_units, dtype=dtype)
+  """L2F and its Table 5-6 variants, for gin: ``@task_conditioned_attenuation()``."""
+  return TaskConditionedAttenuation(transform=transform, hidden_units=hidden_units,
+                                    embedding=embedding, dtype=dtype)
 
 
 @gin.configurable

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
 from l2f_tf.meta import inner_loop as inner_loop_lib
-from l2f_tf.meta.attenuation import Attenuation
+from l2f_tf.meta.attenuation import Attenuation, prototype_mean_embedding
 
 TASK_REDUCTIONS = ("mean", "sum")
 
@@ -90,8 +90,14 @@ class MetaLearner:
     self._inner_positions = [position[id(v)] for v in self.inner_variables]
     shapes = [tuple(v.shape) for v in self.inner_variables]
     self.attenuation = attenuation
+    self._feature_model = None
     if attenuation is not None:
-      attenuation.build_for(shapes)
+      embedding_dim = None
+      if attenuation.needs_support_features:
+        # The features feeding the head (last layer): conv4's flattened maps, ResNet12's pool.
+        self._feature_model = keras.Model(model.inputs, model.layers[-1].input)
+        embedding_dim = int(self._feature_model.output_shape[-1])
+      attenuation.build_for(shapes, embedding_dim=embedding_dim)
     self.inner_lrs = inner_loop_lib.InnerLearningRates(len(shapes), max(num_inner_steps, 1),
                                                        inner_lr, learn_inner_lr)
 
@@ -132,6 +138,20 @@ class MetaLearner:
     outputs, _ = self.model.stateless_call(values, non_trainable, x, training=training)
     return outputs
 
+  def features(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
+    """The input of the model's last layer at inner-loop parameters ``params``."""
+    if self._feature_model is None:
+      raise ValueError("This learner has no feature model (only the prototype embedding uses "
+                       "one).")
+    values = {id(v): v.value for v in self.model.trainable_variables}
+    for v, value in zip(self.inner_variables, params):
+      values[id(v)] = value
+    trainable = [values[id(v)] for v in self._feature_model.trainable_variables]
+    non_trainable = [v.value for v in self._feature_model.non_trainable_variables]
+    outputs, _ = self._feature_model.stateless_call(trainable, non_trainable, x,
+                                                    training=training)
+    return outputs
+
   def loss_at(self, params, x, y) -> tf.Tensor:
     return self.loss_fn(y, self.forward(params, x))
 
@@ -142,6 +162,9 @@ class MetaLearner:
     if self.attenuation is None:
       return theta, None
     support_gradients = None
+    if self.attenuation.needs_support_features and embedding is None:
+      embedding = prototype_mean_embedding(self.features(theta, support_x), support_y,
+                                           int(self.model.output_shape[-1]))
     if self.attenuation.needs_support_gradients and embedding is None:
       # L2F's task embedding: gradients at theta with no second-order graph.
       _, support_gradients = inner_loop_lib.gradients(

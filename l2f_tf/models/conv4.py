@@ -29,6 +29,9 @@ def conv_bn_block(x, filters: int, name: str, pool: bool = True, activation: boo
 def conv4(num_classes: int = 5, image_shape: Sequence[int] = (84, 84, 3), filters: int = 48,
           name: str = "conv4") -> keras.Model:
   """A built Keras 3 conv4 for N-way classification of images of ``image_shape``."""
+  if min(image_shape[:2]) < 16:
+    raise ValueError(f"conv4 halves the image 4 times, so it needs images of at least 16x16; "
+                     f"got image_shape {tuple(image_shape)}: raise the image size.")
   inputs = keras.Input(tuple(image_shape))
   x = inputs
   for i in range(4):

@@ -1,4 +1,4 @@
-"""Figures of a sinusoid run: a few test tasks before and after adaptation."""
+"""Figures: sinusoid tasks before/after adaptation; few-shot accuracy vs inner steps."""
 
 from typing import Dict
 
@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -52,6 +53,44 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
                  f"phase={float(params.phase[i]):.2f}")
     ax.set_xlabel("x")
   axes[0][0].legend(fontsize=7, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str, tuple],
+                           title: str = "") -> str:
+  """Saves a PNG: accuracy (mean, 95% CI) vs inner steps per learner; mean gamma per layer.
+
+  Args:
+    path: output PNG.
+    curves: label -> (mean [S+1], ci95 [S+1]) of the accuracy after 0..S inner steps.
+    gammas: label -> (tensor names, mean gamma per tensor), for attenuating learners.
+    title: figure title.
+  """
+  panels = 2 if gammas else 1
+  fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+  ax = axes[0][0]
+  for label, (mean, ci) in curves.items():
+    steps = np.arange(len(mean))
+    ax.errorbar(steps, 100 * mean, yerr=100 * ci, marker="o", capsize=3, label=label)
+  ax.set_xlabel("inner steps")
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  ax.set_ylabel("query accuracy (%), 95% CI")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  if gammas:
+    ax = axes[0][1]
+    width = 0.8 / len(gammas)
+    for i, (label, (names, values)) in enumerate(gammas.items()):
+      positions = np.arange(len(values)) + i * width
+      ax.bar(positions, values, width=width, label=label)
+      ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2)
+      ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("mean gamma over test tasks")
+    ax.set_title("attenuation per layer")
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -22,7 +22,7 @@ from absl import logging
 
 from l2f_tf.meta import analysis
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.train import checkpoints
+from l2f_tf.train import checkpoints, validation
 from l2f_tf.train.progress import Progress
 
 
@@ -65,6 +65,11 @@ class Trainer:
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
       their exact steps. 1 runs every step from Python.
+    validator: ``validator(step) -> score`` (higher is better), e.g. a
+      :class:`~l2f_tf.train.validation.Validator`; None disables validation.
+    validate_every: steps between validations (an epoch in the reference: 500); the last step
+      is always validated. The ``keep_best`` best states are kept in ``<root_dir>/best/``.
+    keep_best: how many of the best validated checkpoints to keep (3 in the reference).
   """
 
   def __init__(self, learner: MetaLearner, domain, root_dir: str, num_iterations: int = 70000,
@@ -72,7 +77,8 @@ class Trainer:
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
                checkpoint_every: int = 1000, summary_every: int = 100, max_checkpoints: int = 3,
                seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0,
-               steps_per_call: int = 1):
+               steps_per_call: int = 1, validator=None, validate_every: int = 500,
+               keep_best: int = 3):
     self.learner, self.domain, self.root_dir = learner, domain, root_dir
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
@@ -95,6 +101,13 @@ class Trainer:
     self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
     self.manager = checkpoints.restore_or_initialize(
         self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
+    self.validator, self.validate_every = validator, validate_every
+    self.best = None
+    if validator is not None:
+      if validate_every < 1:
+        raise ValueError(f"Trainer.validate_every must be >= 1, got {validate_every}.")
+      self.best = validation.BestCheckpoints(os.path.join(root_dir, "best"), keep_best)
+      self.best.forget_after(self.step)
     self._steps: Dict = {}
     self._loops: Dict = {}
     self._conflict_fns: Dict = {}
@@ -180,6 +193,8 @@ class Trainer:
     if self.checkpoint_every > 0:
       # Stop right after the step that completes a multiple of checkpoint_every.
       limit = min(limit, (step // self.checkpoint_every + 1) * self.checkpoint_every - step)
+    if self.validator is not None:
+      limit = min(limit, (step // self.validate_every + 1) * self.validate_every - step)
     if not self.always_first_order and step < self.first_order_until:
       limit = min(limit, self.first_order_until - step)
     return max(limit, 1)
@@ -209,9 +224,18 @@ class Trainer:
     if self.learner.inner_lr_variables:
       tf.summary.histogram("inner_lr", self.learner.inner_lr_variables[0], step=step)
 
+  def _validate(self, step: int) -> None:
+    score = self.validator(step)
+    if self.best.record(step, score, self.checkpoint):
+      logging.info("Step %d is among the %d best validated checkpoints (score %.4f).", step,
+                   self.best.keep, score)
+
   def train(self) -> int:
     """Trains from the restored step to ``num_iterations``; returns the final step."""
     start = self.step
+    if (self.validator is not None and start > 0 and start not in self.best.history() and
+        (start % self.validate_every == 0 or start >= self.num_iterations)):
+      self._validate(start)  # Interrupted during this validation: it was not recorded.
     if start >= self.num_iterations:
       logging.info("Training already finished at step %d.", start)
       return start
@@ -246,6 +270,11 @@ class Trainer:
             self._write_summaries(step, loss, metrics, episodes, first_order)
             if progress.steps_per_second:
               tf.summary.scalar("meta_iterations_per_second", progress.steps_per_second, step)
+          if self.validator is not None and (step % self.validate_every == 0 or
+                                             step == self.num_iterations):
+            # Before the regular checkpoint: a crash in between repeats this validation.
+            self._validate(step)
+            progress.restart(step)  # Keep validation time out of steps/s and the ETA.
           if step % self.checkpoint_every == 0:
             self.manager.save(checkpoint_number=step)
           progress.update(step, f"meta-loss {float(loss):.4f}")

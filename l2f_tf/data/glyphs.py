@@ -1,0 +1,478 @@
+"""Glyphs: a download-free, Omniglot-like few-shot dataset of rendered characters.
+
+Why: the vision pipeline (readers -> episodes -> conv4 / ResNet12) should run out of the box,
+in CI and on a laptop, without fetching Omniglot or miniImageNet. This module renders a
+comparable dataset on the fly from the DejaVu fonts that matplotlib (a dependency) ships, so
+no download, licence step or network access is involved.
+
+What: each class is one character. Candidates come from Latin (Basic, Latin-1, Extended-A/B/
+Additional/C/D, IPA), Greek, Cyrillic, Armenian, Georgian, digits, mathematical operators,
+arrows, geometric shapes and a few miscellaneous symbols. A candidate is kept if
+
+* every font of `FONT_FILES` covers it (checked in the fonts' character maps; this excludes
+  Hebrew, which only the DejaVu Sans faces have, and Arabic, which only DejaVu Sans and Sans
+  Bold have),
+* it is a letter, digit or symbol without a Unicode decomposition (so no precomposed accented
+  letters, ligatures or compatibility forms; no combining marks, spaces or punctuation), whose
+  ink is not tiny (at least `_MIN_INK_FRACTION` of the em in its larger side), and
+* once scaled to fit a 24 x 24 box, it is not (near-)identical to an earlier kept character
+  (Tanimoto distance below `_MIN_DISTANCE`, averaged over DejaVu Sans and DejaVu Serif), so
+  Latin "A", Greek "Alpha" and Cyrillic "A" give one class, named after the first in script
+  order (Latin, Greek, Cyrillic, Armenian, Georgian, digits, math, arrows, shapes, symbols).
+
+That leaves 795 classes with matplotlib 3.11's fonts (see `available_characters`): Latin 263,
+arrows 107, shapes 85, Cyrillic 80, math 73, Armenian 62, Greek 43, Georgian 43, symbols 30,
+digits 9 (Greek and Cyrillic lose most capitals to Latin look-alikes). Classes are named
+``<script>_U<hex code point>``, e.g. ``greek_U03B1``.
+`ensure_glyphs` draws `num_classes` of them (600 by default) and splits them into disjoint
+train/val/test classes (60/15/25 % by default: Omniglot's usual share of test characters,
+26 %, with more validation classes than its 100 of 1623) with one seeded shuffle.
+
+Each image is the character in one of the 12 fonts (Sans, Serif, Sans Mono; regular, bold,
+oblique/italic, bold oblique/italic) drawn at random, with a random extra stroke width (0 to
+~2 % of the font size), then a random affine jitter: rotation within +-15 degrees, scale
+0.8-1.0 (aspect +-10 %), horizontal shear within +-0.2 and a translation of up to 8 % of the
+canvas, never pushing ink off the canvas. The glyph's ink box is scaled to fill ~80 % of the
+canvas and centred (like Omniglot's hand-drawn characters, so small letters are as large as
+capitals). Rendering happens at 4x `image_size` and is box-downsampled. Images are grayscale
+PNGs with black (0) strokes on a white (255) background, Omniglot's convention.
+
+Every random draw comes from ``numpy.random.default_rng`` seeded by (seed, code point, image
+index) or (seed, purpose), so the same arguments give byte-identical files (with the same
+numpy, Pillow/FreeType and font files; the font files' names and sizes are part of the
+dataset's cache key).
+
+On disk, ``<root>/{train,val,test}/<class>/<nnnn>.png`` plus ``<root>/glyphs.json`` (the
+parameters and each split's characters), which `l2f_tf.data.readers` reads as the
+``mini_imagenet_folders`` layout: ``load_split(root, "train", image_size=(28, 28),
+channels=1)``.
+
+Speed: the default 600 classes x 20 images at 28 x 28 take ~11 s in one process on a loaded
+2-core CPU (~0.5 ms to render an image, about as much to write it, plus ~1 s once per process
+to choose the characters), so no process pool is used. A second call with the same arguments
+returns the existing root at once. The PNGs take ~50 MB on disk (mostly file-system blocks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import time
+import unicodedata
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+from absl import logging
+from PIL import Image, ImageDraw, ImageFont
+
+# Bump when the character selection, rendering or layout changes: old caches are then unused.
+VERSION = 1
+SPLITS = ("train", "val", "test")
+METADATA_FILE = "glyphs.json"
+CACHE_ENV_VAR = "L2F_TF_CACHE"
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 256
+
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf", "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
+)
+
+# (script, inclusive code point ranges), in priority order: of near-identical characters the
+# one of the earliest script (then the lowest code point) is kept.
+SCRIPTS = (
+    ("latin", ((0x0041, 0x005A), (0x0061, 0x007A), (0x00C0, 0x024F), (0x0250, 0x02AF),
+               (0x1E00, 0x1EFF), (0x2C60, 0x2C7F), (0xA720, 0xA7FF))),
+    ("greek", ((0x0370, 0x03FF), (0x1F00, 0x1FFF))),
+    ("cyrillic", ((0x0400, 0x052F),)),
+    ("armenian", ((0x0530, 0x058F),)),
+    ("georgian", ((0x10A0, 0x10FF), (0x2D00, 0x2D2F))),
+    ("digits", ((0x0030, 0x0039),)),
+    ("math", ((0x2200, 0x22FF), (0x27C0, 0x27EF))),
+    ("arrows", ((0x2190, 0x21FF), (0x27F0, 0x27FF))),
+    ("shapes", ((0x25A0, 0x25FF),)),
+    ("symbols", ((0x2100, 0x214F), (0x2600, 0x26FF))),
+)
+# Letters, decimal digits and math/other symbols; no marks, spaces or punctuation.
+_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lo", "Nd", "Sm", "So"})
+_REFERENCE_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
+_REFERENCE_FONT_SIZE = 96
+_DEDUP_SIZE = 24  # Side of the box near-duplicates are compared in.
+_MIN_DISTANCE = 0.12  # Tanimoto distance under which two characters count as the same.
+_MIN_INK_FRACTION = 0.2  # Larger ink side / font size under which a glyph is "tiny".
+
+# Rendering: canvas = _SUPERSAMPLE * image_size, font size = canvas side.
+_SUPERSAMPLE = 4
+_FILL = 0.8  # Larger side of the ink box / canvas side, before the scale jitter.
+_MARGIN = 0.04  # Ink stays this fraction of the canvas away from each edge.
+_MAX_ROTATION_DEGREES = 15.0
+_SCALE_RANGE = (0.8, 1.0)
+_MAX_ASPECT_JITTER = 0.1
+_MAX_SHEAR = 0.2
+_MAX_TRANSLATION = 0.08
+_MAX_STROKE_FRACTION = 0.02
+
+_PARTIAL_RE = re.compile(r"^\.(?P<name>glyphs_.+)\.partial-(?P<host>[A-Za-z0-9]*)-"
+                         r"(?P<pid>\d+)-[0-9a-f]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Glyph:
+  """One class of the dataset: a character and the script block it was taken from."""
+
+  char: str
+  script: str
+
+  @property
+  def codepoint(self) -> int:
+    return ord(self.char)
+
+  @property
+  def name(self) -> str:
+    """Filesystem-safe class (folder) name, e.g. ``greek_U03B1``."""
+    return f"{self.script}_U{self.codepoint:04X}"
+
+  @property
+  def unicode_name(self) -> str:
+    return unicodedata.name(self.char, "")
+
+
+def font_dir() -> str:
+  """The folder of matplotlib's bundled TrueType fonts."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only its data path is needed)
+  return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+@functools.cache
+def font_paths() -> tuple[str, ...]:
+  """Paths of `FONT_FILES` (checked once per process).
+
+  Raises:
+    FileNotFoundError: If matplotlib's installation lacks one of the DejaVu fonts.
+  """
+  folder = font_dir()
+  paths = tuple(os.path.join(folder, name) for name in FONT_FILES)
+  missing = [path for path in paths if not os.path.isfile(path)]
+  if missing:
+    raise FileNotFoundError(f"The glyphs dataset needs matplotlib's DejaVu fonts, but "
+                            f"{', '.join(missing)} are missing: reinstall matplotlib.")
+  return paths
+
+
+def _font_fingerprint() -> list[list]:
+  """Names and sizes of the fonts: part of the cache key, as the images depend on them."""
+  return [[os.path.basename(path), os.path.getsize(path)] for path in font_paths()]
+
+
+@functools.cache
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+  return ImageFont.truetype(path, size)
+
+
+def _render_ink(char: str, font: ImageFont.FreeTypeFont, stroke_width: int = 0) -> Image.Image:
+  """Returns the character as white-on-black "L" image cropped to its ink (None if blank)."""
+  left, top, right, bottom = font.getbbox(char, anchor="ls", stroke_width=stroke_width)
+  pad = 2 + stroke_width
+  image = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+  ImageDraw.Draw(image).text((pad - left, pad - top), char, fill=255, font=font, anchor="ls",
+                             stroke_width=stroke_width, stroke_fill=255)
+  box = image.getbbox()
+  return image.crop(box) if box else None
+
+
+def _fit(ink: Image.Image, size: int, fill: float) -> Image.Image:
+  """Scales `ink` (aspect kept) so its larger side is `fill` * `size`, centred in a square."""
+  scale = fill * size / max(ink.size)
+  # Inverse map output -> ink: x_in = (x_out - size / 2) / scale + width / 2.
+  data = (1 / scale, 0, ink.size[0] / 2 - size / 2 / scale,
+          0, 1 / scale, ink.size[1] / 2 - size / 2 / scale)
+  return ink.transform((size, size), Image.Transform.AFFINE, data,
+                       resample=Image.Resampling.BICUBIC)
+
+
+def _candidates() -> list[Glyph]:
+  """Letters/digits/symbols of `SCRIPTS` that every font maps, in priority order."""
+  from matplotlib import ft2font  # pylint: disable=g-import-not-at-top
+  covered = set.intersection(*(set(ft2font.FT2Font(path).get_charmap())
+                               for path in font_paths()))
+  found = []
+  for script, ranges in SCRIPTS:
+    for low, high in ranges:
+      for codepoint in range(low, high + 1):
+        char = chr(codepoint)
+        if (codepoint in covered and unicodedata.category(char) in _CATEGORIES
+            and not unicodedata.decomposition(char)):
+          found.append(Glyph(char, script))
+  return found
+
+
+@functools.cache
+def available_characters() -> tuple[Glyph, ...]:
+  """All characters the dataset can use, in priority (script, then code point) order.
+
+  Computed once per process (~1 s): candidates of `SCRIPTS` covered by every font, minus tiny
+  glyphs and near-duplicates of earlier ones (see the module docstring).
+  """
+  start = time.time()
+  folder = font_dir()
+  fonts = [_font(os.path.join(folder, name), _REFERENCE_FONT_SIZE) for name in _REFERENCE_FONTS]
+  box = _DEDUP_SIZE * _SUPERSAMPLE
+  glyphs, vectors = [], []
+  for glyph in _candidates():
+    inks = [_render_ink(glyph.char, font) for font in fonts]
+    if any(ink is None or max(ink.size) < _MIN_INK_FRACTION * _REFERENCE_FONT_SIZE
+           for ink in inks):
+      continue  # Blank or tiny (a dot, a short dash): it would be an enlarged blob.
+    views = [np.asarray(_fit(ink, box, 1.0 - 2 * _MARGIN).reduce(_SUPERSAMPLE), np.float64)
+             for ink in inks]
+    glyphs.append(glyph)
+    vectors.append(np.stack([view.ravel() / 255.0 for view in views]))
+  vectors = np.stack(vectors, axis=1)  # [fonts, candidates, pixels]
+  # Tanimoto distance 1 - a.b / (|a|^2 + |b|^2 - a.b) (Jaccard's for binary images), averaged
+  # over the reference fonts.
+  gram = np.einsum("fip,fjp->fij", vectors, vectors)
+  norms = np.einsum("fii->fi", gram)
+  distance = (1.0 - gram / (norms[:, :, None] + norms[:, None, :] - gram)).mean(axis=0)
+  kept = []
+  for i in range(len(glyphs)):
+    if not kept or distance[i, kept].min() >= _MIN_DISTANCE:
+      kept.append(i)
+  logging.info("Glyphs: %d characters available (%d candidates drawn by every font) in %.1f s.",
+               len(kept), len(glyphs), time.time() - start)
+  return tuple(glyphs[i] for i in kept)
+
+
+def split_sizes(num_classes: int,
+                split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> tuple[int, int, int]:
+  """Numbers of (train, val, test) classes: val and test rounded half up, train the rest.
+
+  Raises:
+    ValueError: If a split would get no class.
+  """
+  val = math.floor(split_fractions[1] * num_classes + 0.5)
+  test = math.floor(split_fractions[2] * num_classes + 0.5)
+  sizes = (num_classes - val - test, val, test)
+  if min(sizes) < 1:
+    raise ValueError(f"num_classes={num_classes} with split_fractions={tuple(split_fractions)} "
+                     f"gives {dict(zip(SPLITS, sizes))} classes per split; every split needs at "
+                     "least one: raise num_classes.")
+  return sizes
+
+
+def render_glyph(char: str, rng: np.random.Generator, image_size: int = 28) -> np.ndarray:
+  """Renders one randomly jittered instance of `char` (black on white).
+
+  Args:
+    char: The character.
+    rng: Source of every random choice (font, stroke, affine jitter).
+    image_size: Side of the square output.
+
+  Returns:
+    A ``uint8`` array of shape (image_size, image_size): ink 0, background 255.
+  """
+  u = rng.random(8)  # Fixed number of draws, each mapped by hand: stable across numpy versions.
+  canvas = _SUPERSAMPLE * image_size
+  paths = font_paths()
+  font = _font(paths[min(int(u[0] * len(paths)), len(paths) - 1)], canvas)
+  max_stroke = max(1, round(_MAX_STROKE_FRACTION * canvas))
+  stroke = min(int(u[1] * (max_stroke + 1)), max_stroke)
+  ink = _render_ink(char, font, stroke)
+  if ink is None:
+    raise ValueError(f"Character U+{ord(char):04X} renders blank in {font.path}.")
+  angle = math.radians((2 * u[2] - 1) * _MAX_ROTATION_DEGREES)
+  scale = (_SCALE_RANGE[0] + u[3] * (_SCALE_RANGE[1] - _SCALE_RANGE[0])) * _FILL * canvas / max(
+      ink.size)
+  aspect = 1 + (2 * u[4] - 1) * _MAX_ASPECT_JITTER
+  shear = (2 * u[5] - 1) * _MAX_SHEAR
+  cos, sin = math.cos(angle), math.sin(angle)
+  # Forward map (ink centred at the origin -> canvas, before translation): R @ Shear @ Scale.
+  forward = (np.array([[cos, -sin], [sin, cos]]) @ np.array([[1, shear], [0, 1]])
+             @ np.diag([scale * aspect, scale / aspect]))
+  half_w, half_h = ink.size[0] / 2, ink.size[1] / 2
+  corners = forward @ np.array([[-half_w, half_w, half_w, -half_w],
+                                [-half_h, -half_h, half_h, half_h]])
+  extent = np.abs(corners).max(axis=1)  # Half width, half height of the jittered ink.
+  allowed = canvas / 2 * (1 - 2 * _MARGIN)
+  shrink = max(1.0, *(extent / allowed))
+  forward, extent = forward / shrink, extent / shrink
+  slack = np.minimum(allowed - extent, _MAX_TRANSLATION * canvas)
+  offset = canvas / 2 + (2 * u[6:8] - 1) * slack
+  inverse = np.linalg.inv(forward)
+  shift = np.array([half_w, half_h]) - inverse @ offset  # ink = inverse @ out + shift.
+  data = (inverse[0, 0], inverse[0, 1], shift[0], inverse[1, 0], inverse[1, 1], shift[1])
+  image = ink.transform((canvas, canvas), Image.Transform.AFFINE, tuple(float(v) for v in data),
+                        resample=Image.Resampling.BICUBIC)
+  return 255 - np.asarray(image.reduce(_SUPERSAMPLE), dtype=np.uint8)
+
+
+def default_cache_dir() -> str:
+  """``$L2F_TF_CACHE`` if set, else ``~/.cache/l2f_tf``."""
+  return os.environ.get(CACHE_ENV_VAR) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "l2f_tf")
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"ensure_glyphs: {name} must be an integer, got {value!r}.")  # noqa: TRY004
+  if value < low or (high is not None and value > high):
+    bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+    raise ValueError(f"ensure_glyphs: {name} must be {bounds}, got {value}.")
+  return int(value)
+
+
+def _check_fractions(split_fractions) -> tuple[float, float, float]:
+  try:
+    fractions = tuple(float(f) for f in split_fractions)
+  except (TypeError, ValueError):
+    fractions = ()
+  if len(fractions) != 3 or not all(0 < f < 1 for f in fractions) or not math.isclose(
+      sum(fractions), 1.0, abs_tol=1e-6):
+    raise ValueError("ensure_glyphs: split_fractions must be three positive (train, val, test) "
+                     f"fractions summing to 1, got {split_fractions!r}.")
+  return fractions
+
+
+def _dataset_name(params: dict) -> str:
+  """Readable folder name plus a hash of every parameter, `VERSION` and the fonts."""
+  key = json.dumps({**params, "version": VERSION, "fonts": _font_fingerprint()},
+                   sort_keys=True)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+  classes = "all" if params["num_classes"] is None else params["num_classes"]
+  return (f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
+          f"{params['image_size']}px_seed{params['seed']}_{digest}")
+
+
+def _host() -> str:
+  """This machine's name reduced to [A-Za-z0-9] (it is part of temporary folder names)."""
+  return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
+
+
+def _remove_stale_partials(cache_dir: str) -> None:
+  """Deletes temporary folders left by killed generations on this host (best effort)."""
+  host = _host()
+  for entry in os.listdir(cache_dir):
+    match = _PARTIAL_RE.match(entry)
+    if not match or match["host"] != host or os.name != "posix":
+      continue
+    try:
+      os.kill(int(match["pid"]), 0)
+      continue  # Its process still runs (maybe generating right now): leave it.
+    except ProcessLookupError:
+      pass
+    except (PermissionError, OverflowError):
+      continue
+    logging.info("Removing %s, left by an interrupted glyphs generation.", entry)
+    shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
+
+
+def _write_dataset(folder: str, splits: dict[str, list[Glyph]], params: dict) -> None:
+  """Renders every image of `splits` into `folder` and writes the metadata file."""
+  count, seed, size = params["instances_per_class"], params["seed"], params["image_size"]
+  width = max(4, len(str(count - 1)))
+  for split, glyphs in splits.items():
+    for glyph in glyphs:
+      class_dir = os.path.join(folder, split, glyph.name)
+      os.makedirs(class_dir)
+      for index in range(count):
+        rng = np.random.default_rng([seed, glyph.codepoint, index])
+        pixels = render_glyph(glyph.char, rng, size)
+        Image.fromarray(pixels).save(os.path.join(class_dir, f"{index:0{width}d}.png"))
+  metadata = {
+      "version": VERSION, "parameters": params, "fonts": list(FONT_FILES),
+      "splits": {split: [{"class": g.name, "char": g.char, "unicode_name": g.unicode_name}
+                         for g in glyphs] for split, glyphs in splits.items()},
+  }
+  with open(os.path.join(folder, METADATA_FILE), "w", encoding="utf-8") as f:
+    json.dump(metadata, f, indent=1, sort_keys=True)
+    f.write("\n")
+
+
+def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int | None = 600,
+                  instances_per_class: int = 20, image_size: int = 28, seed: int = 0,
+                  split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
+  """Returns the root of the glyphs dataset with these parameters, generating it if needed.
+
+  Generation happens once: the root's name holds a hash of every argument (but `cache_dir`),
+  `VERSION` and the font files, so a later call with the same arguments returns at once and
+  different arguments never share a folder. Images are written into a temporary sibling
+  folder renamed to the root when complete, so an interrupted generation never leaves a root
+  that looks complete. If another process (e.g. a pytest-xdist worker) finishes the same root
+  first, this process discards its copy and returns theirs (the files are identical).
+
+  Args:
+    cache_dir: Folder holding the datasets; None for `default_cache_dir()`
+      (``$L2F_TF_CACHE`` or ``~/.cache/l2f_tf``).
+    num_classes: Number of characters, drawn with a seeded shuffle from
+      `available_characters()`; None for all of them.
+    instances_per_class: Images per character.
+    image_size: Side of the square grayscale images.
+    seed: Seeds the choice and split of the characters and every image.
+    split_fractions: Fractions of the classes in (train, val, test); see `split_sizes`.
+
+  Returns:
+    The dataset root, holding ``{train,val,test}/<class>/<nnnn>.png`` (read it with
+    ``l2f_tf.data.readers.load_split(root, split, channels=1)``) and ``glyphs.json``.
+
+  Raises:
+    ValueError: If an argument is invalid, e.g. `num_classes` exceeds the characters
+      available (the message gives the maximum).
+  """
+  if num_classes is not None:
+    num_classes = _check_int("num_classes", num_classes, 3)
+  params = {
+      "num_classes": num_classes,
+      "instances_per_class": _check_int("instances_per_class", instances_per_class, 1),
+      "image_size": _check_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+      "seed": _check_int("seed", seed, 0),
+      "split_fractions": list(_check_fractions(split_fractions)),
+  }
+  if num_classes is not None:
+    split_sizes(num_classes, params["split_fractions"])
+  cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir or default_cache_dir())))
+  name = _dataset_name(params)
+  root = os.path.join(cache_dir, name)
+  if os.path.isdir(root):
+    logging.info("Glyphs dataset found at %s.", root)
+    return root
+
+  characters = available_characters()
+  if num_classes is not None and num_classes > len(characters):
+    raise ValueError(f"ensure_glyphs: num_classes={num_classes} exceeds the {len(characters)} "
+                     f"characters available; use at most {len(characters)} (or None for all).")
+  order = np.random.default_rng([params["seed"], 0]).permutation(len(characters))
+  chosen = [characters[i] for i in order[:num_classes or len(characters)]]
+  sizes = split_sizes(len(chosen), params["split_fractions"])
+  bounds = np.cumsum((0,) + sizes)
+  splits = {split: sorted(chosen[bounds[k]:bounds[k + 1]], key=lambda g: g.name)
+            for k, split in enumerate(SPLITS)}
+
+  os.makedirs(cache_dir, exist_ok=True)
+  _remove_stale_partials(cache_dir)
+  partial = os.path.join(cache_dir,
+                         f".{name}.partial-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+  logging.info("Generating the glyphs dataset (%d classes: %s; %d images of %dx%d each) in %s.",
+               len(chosen), ", ".join(f"{s} {n}" for s, n in zip(SPLITS, sizes)),
+               params["instances_per_class"], image_size, image_size, root)
+  start = time.time()
+  os.makedirs(partial)
+  try:
+    _write_dataset(partial, splits, params)
+    os.rename(partial, root)
+  except BaseException as e:
+    shutil.rmtree(partial, ignore_errors=True)
+    if isinstance(e, OSError) and os.path.isdir(root):
+      logging.info("Another process generated %s first; using it.", root)
+      return root
+    raise
+  logging.info("Generated %d images into %s in %.1f s.",
+               len(chosen) * params["instances_per_class"], root, time.time() - start)
+  return root

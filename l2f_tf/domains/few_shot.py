@@ -1,0 +1,171 @@
+"""The few-shot image classification domain (miniImageNet, tieredImageNet, Omniglot, glyphs).
+
+N-way K-shot episodes with Q queries per class come from the episodic tf.data pipeline over a
+dataset split read by `l2f_tf.data.readers` (the layout on disk is detected). The network is a
+gin-chosen backbone (conv4 or resnet12) with an N-way head; the per-task loss is the mean
+softmax cross-entropy over the query set and the evaluation metric is the query accuracy.
+
+Evaluation episodes are a pure function of (``eval_seed``, split): every model evaluated with
+the same config sees the same 600 validation and test episodes (paired comparisons).
+"""
+
+from typing import Callable, Dict, Optional, Sequence
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from l2f_tf.data import episodic, readers
+from l2f_tf.models.conv4 import conv4
+
+
+def cross_entropy(labels, logits):
+  """Mean softmax cross-entropy of one task's predictions."""
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=logits))
+
+
+def accuracy(labels, logits):
+  """Fraction of correctly classified examples of one task."""
+  predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+  return tf.reduce_mean(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
+
+
+@gin.configurable
+class FewShotClassification:
+  """N-way K-shot classification of images from a dataset on disk.
+
+  Args:
+    root: the dataset folder (any layout of `l2f_tf.data.readers`), or in gin a call such as
+      ``@ensure_glyphs()`` that returns one.
+    name: name of the dataset in results (e.g. "mini_imagenet").
+    num_ways: N, classes per task.
+    num_shots: K, support images per class.
+    num_queries: Q, query images per class (15 in the reference).
+    meta_batch_size: tasks per meta-iteration (2 for 5-shot, 4 for 1-shot in the reference).
+    image_size: images are resized to image_size x image_size.
+    channels: 1 or 3, or None for the format's default (1 for Omniglot, else 3).
+    normalization: "imagenet" (/255, ImageNet mean/std) or "unit" (/255 only).
+    backbone: ``backbone(num_classes=, image_shape=)`` -> Keras model (e.g. conv4, resnet12).
+    eval_seed: seed of the fixed validation and test episodes.
+    eval_batch_size: episodes per evaluation batch.
+    reader_options: extra arguments of the dataset reader (e.g. Omniglot's rotations).
+  """
+
+  metric_name = "accuracy"
+  eval_vectorized = False  # Tasks are adapted one at a time during evaluation (memory).
+  eval_distributions = ("test",)
+  validation_split = "val"
+
+  def __init__(self, root: str = gin.REQUIRED, name: str = "few_shot", num_ways: int = 5,
+               num_shots: int = 5, num_queries: int = 15, meta_batch_size: int = 2,
+               image_size: int = 84, channels: Optional[int] = None,
+               normalization: str = "imagenet", backbone: Callable[..., keras.Model] = conv4,
+               eval_seed: int = 20200614, eval_batch_size: int = 10,
+               reader_options: Optional[Dict] = None):
+    if normalization not in episodic.NORMALIZATIONS:
+      raise ValueError(f"FewShotClassification.normalization must be one of "
+                       f"{episodic.NORMALIZATIONS}, got {normalization!r}.")
+    if meta_batch_size < 1:
+      raise ValueError(f"FewShotClassification.meta_batch_size must be >= 1, got "
+                       f"{meta_batch_size}.")
+    self.root, self.name = root, name
+    self.num_ways, self.num_shots, self.num_queries = num_ways, num_shots, num_queries
+    self.meta_batch_size = meta_batch_size
+    self.image_size, self.normalization, self.backbone = image_size, normalization, backbone
+    self.eval_seed, self.eval_batch_size = eval_seed, eval_batch_size
+    self.reader_options = dict(reader_options or {})
+    self._channels = channels
+    self._samplers: Dict[str, episodic.EpisodeSampler] = {}
+
+  # --- data ------------------------------------------------------------------------------------
+  def sampler(self, split: str) -> episodic.EpisodeSampler:
+    """The (cached) episode sampler of a split; reads the split's index on first use."""
+    if split not in self._samplers:
+      index = readers.load_split(self.root, split, image_size=(self.image_size,) * 2,
+                                 channels=self._channels, **self.reader_options)
+      self._samplers[split] = episodic.EpisodeSampler(index, self.num_ways, self.num_shots,
+                                                      self.num_queries)
+    return self._samplers[split]
+
+  @property
+  def image_shape(self) -> Sequence[int]:
+    return self.sampler("train").image_shape
+
+  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    """Meta-batch s holds episodes s*T .. s*T+T-1 of the stream ``seed``: resuming is exact."""
+    return episodic.episode_dataset(
+        self.sampler("train"), seed, start=start_step * self.meta_batch_size,
+        batch_size=self.meta_batch_size, normalization=self.normalization)
+
+  def _split_seed(self, split: str) -> int:
+    return self.eval_seed + 1000 * readers.SPLITS.index(split)
+
+  def eval_batches(self, split: str, num_tasks: int, raw_pixels: bool = False) -> tf.data.Dataset:
+    """The first ``num_tasks`` fixed evaluation episodes of ``split`` ("val" or "test")."""
+    return episodic.episode_dataset(
+        self.sampler(split), self._split_seed(split), num_episodes=num_tasks,
+        batch_size=self.eval_batch_size, drop_remainder=False,
+        normalization=self.normalization, raw_pixels=raw_pixels)
+
+  def eval_episodes(self, split: str, num_tasks: int):
+    """(Episode of numpy arrays [num_tasks, ...], None): small evaluations and plots."""
+    return episodic.split_arrays(self.eval_batches(split, num_tasks)), None
+
+  # --- model, loss, metric ---------------------------------------------------------------------
+  def build_model(self) -> keras.Model:
+    return self.backbone(num_classes=self.num_ways, image_shape=tuple(self.image_shape))
+
+  @staticmethod
+  def loss_fn(labels, logits):
+    return cross_entropy(labels, logits)
+
+  @staticmethod
+  def task_metric(labels, logits):
+    """Per-task evaluation figure: query accuracy (higher is better)."""
+    return accuracy(labels, logits)
+
+  # --- export ----------------------------------------------------------------------------------
+  def export_signature(self):
+    """(support images [N*K, H, W, C], support labels [N*K], query images [Q', H, W, C]).
+
+    Images are pixel values in [0, 255] (uint8 cast to float32); the SavedModel normalises them
+    as in training (see :meth:`export_preprocess`).
+    """
+    shape = list(self.image_shape)
+    support = self.num_ways * self.num_shots
+    return [tf.TensorSpec([support, *shape], tf.float32, name="support_x"),
+            tf.TensorSpec([support], tf.int32, name="support_y"),
+            tf.TensorSpec([None, *shape], tf.float32, name="query_x")]
+
+  def export_description(self) -> str:
+    h, w, c = self.image_shape
+    return (f"{self.num_ways}-way {self.num_shots}-shot classification of {h}x{w}x{c} images "
+            f"with pixel values in [0, 255]: support_x [{self.num_ways * self.num_shots}, {h}, "
+            f"{w}, {c}], support_y labels in 0..{self.num_ways - 1}, query_x [any, {h}, {w}, {c}]")
+
+  def export_preprocess(self, images):
+    return episodic.normalize_images(images, self.normalization)
+
+  @property
+  def num_classes(self) -> int:
+    return self.num_ways
+
+  # --- figures ---------------------------------------------------------------------------------
+  def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 100) -> str:
+    """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner, and the mean
+    L2F gamma of each layer."""
+    from l2f_tf.train import evaluation, plots  # matplotlib is only needed for figures.
+    curves, gammas = {}, {}
+    episodes, _ = self.eval_episodes("test", num_tasks)
+    for label, learner in learners.items():
+      values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,
+                                           chunk_size=self.eval_batch_size, vectorized=False)
+      curves[label] = (values.mean(0), 1.96 * values.std(0, ddof=1) / np.sqrt(len(values)))
+      if learner.attenuation is not None:
+        gamma = [learner.attenuate(episodes.support_x[i], episodes.support_y[i])[1].numpy()
+                 for i in range(min(num_tasks, 20))]
+        gammas[label] = (learner.inner_variable_names, np.mean(gamma, axis=0))
+    return plots.plot_accuracy_by_steps(path, curves, gammas, title=f"{self.name}, "
+                                        f"{self.num_ways}-way {self.num_shots}-shot")

@@ -1,0 +1,140 @@
+"""Validation during training and the top-k checkpoints by validation score.
+
+The few-shot protocol of the reference code validates on 600 fixed episodes every epoch, keeps
+the best checkpoints, and tests with the top 3 ensembled (averaged logits). `Validator` computes
+the score; `BestCheckpoints` keeps the k best checkpoints in ``<root_dir>/best/`` with their
+scores in ``best/scores.json``, so that a resumed run still knows them.
+"""
+
+import glob
+import json
+import os
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+from absl import logging
+
+from l2f_tf.train import evaluation
+
+SCORES_NAME = "scores.json"
+LOWER_IS_BETTER = ("mse",)
+
+
+class BestCheckpoints:
+  """The ``keep`` checkpoints with the highest validation score (ties: the earlier wins).
+
+  Args:
+    directory: where the checkpoints and scores.json live.
+    keep: how many to keep.
+  """
+
+  def __init__(self, directory: str, keep: int = 3):
+    if keep < 1:
+      raise ValueError(f"BestCheckpoints.keep must be >= 1, got {keep}.")
+    self.directory, self.keep = directory, keep
+    os.makedirs(directory, exist_ok=True)
+
+  @property
+  def _scores_path(self) -> str:
+    return os.path.join(self.directory, SCORES_NAME)
+
+  def _load(self) -> Dict:
+    if not os.path.exists(self._scores_path):
+      return {"history": [], "best": []}
+    with open(self._scores_path) as f:
+      return json.load(f)
+
+  def _write(self, state: Dict) -> None:
+    tmp = self._scores_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(state, f, indent=2)
+    os.replace(tmp, self._scores_path)  # Atomic: a crash never leaves a half-written file.
+
+  def entries(self) -> List[Dict]:
+    """[{"step", "score", "path"}] of the kept checkpoints, best first."""
+    entries = [dict(e, path=os.path.join(self.directory, e["name"]))
+               for e in self._load()["best"]]
+    return sorted(entries, key=lambda e: (-e["score"], e["step"]))
+
+  def history(self) -> Dict[int, float]:
+    """step -> score of every validation recorded so far."""
+    return {e["step"]: e["score"] for e in self._load()["history"]}
+
+  def _delete(self, name: str) -> None:
+    for path in glob.glob(os.path.join(self.directory, name) + ".*"):
+      os.remove(path)
+
+  def record(self, step: int, score: float, checkpoint: tf.train.Checkpoint) -> bool:
+    """Records a validation; saves the current state if it is among the best ``keep``.
+
+    Returns whether the state was kept.
+    """
+    state = self._load()
+    candidate = {"step": int(step), "score": float(score), "name": f"ckpt-{step}"}
+    ranked = sorted([e for e in state["best"] if e["step"] != step] + [candidate],
+                    key=lambda e: (-e["score"], e["step"]))
+    kept, dropped = ranked[:self.keep], ranked[self.keep:]
+    is_kept = candidate in kept
+    if is_kept:
+      checkpoint.write(os.path.join(self.directory, candidate["name"]))
+    state["history"] = [e for e in state["history"] if e["step"] != step] + [
+        {"step": int(step), "score": float(score)}]
+    state["best"] = kept if is_kept else state["best"]
+    self._write(state)
+    for entry in dropped:
+      if entry is not candidate:
+        self._delete(entry["name"])
+    return is_kept
+
+  def forget_after(self, step: int) -> None:
+    """Drops records newer than ``step`` (a crash after validating, before the checkpoint)."""
+    state = self._load()
+    newer = [e for e in state["best"] if e["step"] > step]
+    for entry in newer:
+      self._delete(entry["name"])
+    if newer or any(e["step"] > step for e in state["history"]):
+      self._write({"history": [e for e in state["history"] if e["step"] <= step],
+                   "best": [e for e in state["best"] if e["step"] <= step]})
+
+
+class Validator:
+  """Mean metric on fixed validation episodes after the training number of inner steps.
+
+  Calling it returns a score where higher is better (the accuracy, or minus an error).
+
+  Args:
+    learner: the MetaLearner being trained.
+    domain: provides ``eval_batches(split, n)``, ``task_metric`` and ``metric_name``.
+    num_episodes: validation episodes (600 in the reference).
+    split: the validation split's name.
+    summary_dir: where the TensorBoard summaries go (None: none).
+  """
+
+  def __init__(self, learner, domain, num_episodes: int = 600, split: str = "val",
+               summary_dir: Optional[str] = None):
+    self.learner, self.domain = learner, domain
+    self.num_episodes, self.split = num_episodes, split
+    self.num_steps = learner.num_inner_steps
+    self._prediction_fn = None
+    self._writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
+
+  def __call__(self, step: int) -> float:
+    if self._prediction_fn is None:
+      self._prediction_fn = evaluation.make_prediction_fn(
+          self.learner, self.num_steps, getattr(self.domain, "eval_vectorized", True))
+    outputs, labels = evaluation.predictions(
+        self.learner, self.domain.eval_batches(self.split, self.num_episodes), self.num_steps,
+        prediction_fn=self._prediction_fn)
+    values = evaluation.metric_values(outputs, labels, self.domain.task_metric)
+    summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
+    name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"
+    figure = summary[name]
+    logging.info("Validation at step %d: %s %.4f +- %.4f (%d %s episodes)", step, name,
+                 figure["mean"], figure["ci95"], figure["n"], self.split)
+    if self._writer is not None:
+      with self._writer.as_default():
+        for key, value in summary.items():
+          tf.summary.scalar(f"{self.split}/{key}", value["mean"], step=step)
+      self._writer.flush()
+    # Scores are "higher is better": negate error metrics such as the sinusoid MSE.
+    return -figure["mean"] if self.domain.metric_name in LOWER_IS_BETTER else figure["mean"]

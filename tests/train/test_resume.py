@@ -98,6 +98,7 @@ def test_loop_chunks_stop_at_every_event():
   trainer.steps_per_call, trainer.num_iterations = 100, 1000
   trainer.summary_every, trainer.checkpoint_every = 50, 200
   trainer.always_first_order, trainer.first_order_until = False, 30
+  trainer.validator, trainer.validate_every = None, 500
   assert trainer._steps_until_event(1) == 29  # first -> second order at step 30
   assert trainer._steps_until_event(30) == 19  # step 49 writes summaries
   assert trainer._steps_until_event(50) == 49  # up to step 98; step 99 writes summaries
@@ -106,3 +107,5 @@ def test_loop_chunks_stop_at_every_event():
   trainer.summary_every = 0
   assert trainer._steps_until_event(150) == 50  # checkpoint when 200 are done
   assert trainer._steps_until_event(950) == 50
+  trainer.validator, trainer.validate_every = object(), 120
+  assert trainer._steps_until_event(100) == 20  # validation when 120 are done

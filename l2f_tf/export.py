@@ -33,6 +33,9 @@ class AdaptAndPredict(tf.Module):
     if learner.attenuation is not None:
       self.attenuation = learner.attenuation
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
+    classification = input_signature[1].dtype.is_integer
+    self.num_classes = tf.Variable(int(learner.model.output_shape[-1]) if classification else 0,
+                                   trainable=False, name="num_classes")
     self._learner = learner
     self._steps = num_steps
     self._preprocess = preprocess or (lambda x: x)
@@ -101,6 +104,7 @@ class LoadedLearner:
     self.path = path
     self._module = tf.saved_model.load(path)
     self.num_steps = int(self._module.num_steps.numpy())
+    self.num_classes = int(self._module.num_classes.numpy())  # 0: regression
     description = getattr(self._module, "description", None)
     self.description = description.numpy().decode() if description is not None else ""
     self._single = self._module.signatures["adapt_and_predict"]
@@ -124,6 +128,10 @@ class LoadedLearner:
       if spec.dtype.is_integer and not np.issubdtype(value.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class labels, got dtype {value.dtype}."
                          f"{self._about()}")
+      if name == "support_y" and self.num_classes and value.size and (
+          value.min() < 0 or value.max() >= self.num_classes):
+        raise ValueError(f"support_y labels must be in 0..{self.num_classes - 1}, got values "
+                         f"from {value.min()} to {value.max()}.{self._about()}")
       inputs[name] = tf.convert_to_tensor(value, spec.dtype)
     sx, sy, qx = (inputs[n].shape for n in names)
     leading = 2 if batched else 1  # [T, K] or [K]

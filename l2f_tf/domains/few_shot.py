@@ -51,6 +51,7 @@ class FewShotClassification:
     eval_seed: seed of the fixed validation and test episodes.
     eval_batch_size: episodes per evaluation batch.
     reader_options: extra arguments of the dataset reader (e.g. Omniglot's rotations).
+    plot_episodes: test episodes behind the accuracy-vs-steps figure.
   """
 
   metric_name = "accuracy"
@@ -63,7 +64,7 @@ class FewShotClassification:
                image_size: int = 84, channels: Optional[int] = None,
                normalization: str = "imagenet", backbone: Callable[..., keras.Model] = conv4,
                eval_seed: int = 20200614, eval_batch_size: int = 10,
-               reader_options: Optional[Dict] = None):
+               reader_options: Optional[Dict] = None, plot_episodes: int = 100):
     if normalization not in episodic.NORMALIZATIONS:
       raise ValueError(f"FewShotClassification.normalization must be one of "
                        f"{episodic.NORMALIZATIONS}, got {normalization!r}.")
@@ -77,6 +78,7 @@ class FewShotClassification:
     self.eval_seed, self.eval_batch_size = eval_seed, eval_batch_size
     self.reader_options = dict(reader_options or {})
     self._channels = channels
+    self.plot_episodes = plot_episodes
     self._samplers: Dict[str, episodic.EpisodeSampler] = {}
 
   # --- data ------------------------------------------------------------------------------------
@@ -153,11 +155,12 @@ class FewShotClassification:
     return self.num_ways
 
   # --- figures ---------------------------------------------------------------------------------
-  def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 100) -> str:
-    """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner, and the mean
-    L2F gamma of each layer."""
+  def plot(self, learners, path: str, num_steps: int = 5) -> str:
+    """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner on
+    ``plot_episodes`` test episodes, and the mean L2F gamma of each layer."""
     from l2f_tf.train import evaluation, plots  # matplotlib is only needed for figures.
     curves, gammas = {}, {}
+    num_tasks = self.plot_episodes
     episodes, _ = self.eval_episodes("test", num_tasks)
     for label, learner in learners.items():
       values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,

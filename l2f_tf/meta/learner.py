@@ -152,6 +152,23 @@ class MetaLearner:
                                                     training=training)
     return outputs
 
+  def outer_only_values(self) -> List[tf.Tensor]:
+    """Values of the trainable variables that the inner loop does not adapt (e.g. BN)."""
+    inner = set(self._inner_positions)
+    return [v.value for j, v in enumerate(self.model.trainable_variables) if j not in inner]
+
+  def loss_with_values(self, params, others, x, y) -> tf.Tensor:
+    """The loss with inner-loop tensors ``params`` and outer-only values ``others`` given (both
+    as tensors, so that a custom gradient can differentiate with respect to each)."""
+    values = [None] * len(self.model.trainable_variables)
+    for position, value in zip(self._inner_positions, params):
+      values[position] = value
+    rest = iter(others)
+    values = [v if v is not None else next(rest) for v in values]
+    non_trainable = [v.value for v in self.model.non_trainable_variables]
+    outputs, _ = self.model.stateless_call(values, non_trainable, x, training=True)
+    return self.loss_fn(y, outputs)
+
   def loss_at(self, params, x, y) -> tf.Tensor:
     return self.loss_fn(y, self.forward(params, x))
 

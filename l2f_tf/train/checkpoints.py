@@ -18,6 +18,14 @@ def make_checkpoint(learner, optimizer) -> tf.train.Checkpoint:
   return tf.train.Checkpoint(**parts)
 
 
+def make_weights_checkpoint(learner) -> tf.train.Checkpoint:
+  """The learner's weights only (no optimizer state): what evaluation and export need."""
+  parts = {"model": learner.model, "inner_lrs": learner.inner_lrs}
+  if learner.attenuation is not None:
+    parts["attenuation"] = learner.attenuation
+  return tf.train.Checkpoint(**parts)
+
+
 def restore_or_initialize(checkpoint: tf.train.Checkpoint, directory: str,
                           max_to_keep: int = 3) -> tf.train.CheckpointManager:
   """A CheckpointManager on ``directory`` that has restored the latest checkpoint, if any."""

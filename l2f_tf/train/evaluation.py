@@ -24,8 +24,15 @@ def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
   """A compiled fn: Episode [T, ...] -> query predictions after 0..max_steps steps [T, S+1, Q, ...].
 
   Adaptation runs first order: nothing is differentiated through it here, so the second-order
-  graph would only cost memory.
+  graph would only cost memory. The function is cached on the learner (tracing is slow).
   """
+  cache = learner.__dict__.setdefault("_prediction_fns", {})
+  if (max_steps, vectorized) not in cache:
+    cache[(max_steps, vectorized)] = _make_prediction_fn(learner, max_steps, vectorized)
+  return cache[(max_steps, vectorized)]
+
+
+def _make_prediction_fn(learner, max_steps: int, vectorized: bool):
 
   def one_task(task):
     support_x, support_y, query_x, _ = task

@@ -10,7 +10,7 @@ from absl import logging
 
 from l2f_tf import export as export_lib
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation, TaskIndependentAttenuation
-from l2f_tf.train import evaluation, validation
+from l2f_tf.train import checkpoints, evaluation, validation
 from l2f_tf.train.trainer import Trainer, build_learner
 
 CONFIG_NAME = "operative_config.gin"
@@ -50,17 +50,18 @@ def restore_learner(root_dir: str):
   config.parse([os.path.join(root_dir, CONFIG_NAME)], [])
   domain = config.configured_domain()
   learner = build_learner(domain)
-  trainer = Trainer(learner=learner, domain=domain, root_dir=root_dir)  # restores the latest
+  Trainer(learner=learner, domain=domain, root_dir=root_dir)  # restores the latest checkpoint
   best_dir = os.path.join(root_dir, "best")
   if os.path.isdir(best_dir):
     entries = validation.BestCheckpoints(best_dir).entries()
     if entries:
-      _restore(trainer, entries[0]["path"])
+      _restore(learner, entries[0]["path"])
   return domain, learner
 
 
-def _restore(trainer, path: str) -> None:
-  trainer.checkpoint.read(path).assert_existing_objects_matched()
+def _restore(learner, path: str) -> None:
+  """Loads the weights of a best-validated checkpoint into ``learner``."""
+  checkpoints.make_weights_checkpoint(learner).read(path).assert_existing_objects_matched()
 
 
 def evaluate_best(trainer, domain, distribution: str, num_tasks: int, steps: Sequence[int]):
@@ -75,7 +76,7 @@ def evaluate_best(trainer, domain, distribution: str, num_tasks: int, steps: Seq
   entries = trainer.best.entries()
   total, single, labels = None, None, None
   for entry in reversed(entries):
-    _restore(trainer, entry["path"])
+    _restore(trainer.learner, entry["path"])
     outputs, labels = evaluation.predictions(
         trainer.learner, domain.eval_batches(distribution, num_tasks), max(steps),
         vectorized=getattr(domain, "eval_vectorized", True))
@@ -141,7 +142,7 @@ def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Optional[Sequ
       evaluations[f"{distribution}_ensemble"] = ensemble
       results["validation"] = {
           "split": domain.validation_split, "episodes": num_val_episodes,
-          "history": trainer.best.history(),
+          "history": {str(k): v for k, v in sorted(trainer.best.history().items())},
           "ensembled_checkpoints": [{"step": e["step"], "score": e["score"]} for e in entries],
           "note": (f"'{distribution}' uses the best validated checkpoint (step "
                    f"{entries[0]['step']}, which is exported); '{distribution}_ensemble' "

@@ -67,6 +67,8 @@ def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   assert sorted(results["validation"]["history"]) == ["1", "2"]
   tags = summary_tags(os.path.join(root, "train"))
   assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6
+  assert {"query_accuracy_after_step/0", "query_accuracy_after_step/2",
+          "query_loss_after_step/2"} <= tags
   l2f = "l2f" in os.path.basename(gin_file)
   assert sum(t.startswith("gamma/") for t in tags) == (6 if l2f else 0)
   assert "val/accuracy_after_2_steps" in summary_tags(os.path.join(root, "eval"))

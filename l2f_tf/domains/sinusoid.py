@@ -41,6 +41,7 @@ class SinusoidRegression:
   name = "sinusoid"
   metric_name = "mse"
   eval_vectorized = True  # Evaluation adapts whole chunks of tasks with tf.vectorized_map.
+  metric_differs_from_loss = False  # The metric is the query MSE, already logged as the loss.
 
   def __init__(self, num_shots: int = 5, num_query_train=None, num_query_eval: int = 100,
                meta_batch_size: int = 25, train_tasks=None, eval_distributions=None,

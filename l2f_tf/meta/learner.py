@@ -68,11 +68,14 @@ class MetaLearner:
     attenuation: an :class:`Attenuation` (L2F and its ablations) or None (MAML).
     task_reduction: "mean" (MAML sinusoid) or "sum" (the L2F reference for classification) of
       the query losses over the tasks of a meta-batch.
+    metric_fn: optional ``metric_fn(y_true, y_pred)`` of one task (e.g. accuracy), logged after
+      each inner step at summary steps.
   """
 
   def __init__(self, model: keras.Model, loss_fn: Callable, num_inner_steps: int = 1,
                inner_lr: float = 0.01, learn_inner_lr: bool = False,
-               attenuation: Optional[Attenuation] = None, task_reduction: str = "mean"):
+               attenuation: Optional[Attenuation] = None, task_reduction: str = "mean",
+               metric_fn: Optional[Callable] = None):
     if task_reduction not in TASK_REDUCTIONS:
       raise ValueError(f"MetaLearner.task_reduction must be one of {TASK_REDUCTIONS}, "
                        f"got {task_reduction!r}.")
@@ -80,6 +83,7 @@ class MetaLearner:
       raise ValueError(f"MetaLearner.num_inner_steps must be >= 0, got {num_inner_steps}.")
     self.model = model
     self.loss_fn = loss_fn
+    self.metric_fn = metric_fn
     self.num_inner_steps = num_inner_steps
     self.task_reduction = task_reduction
     self.inner_variables = default_inner_loop_variables(model)
@@ -214,11 +218,19 @@ class MetaLearner:
     loss = self.loss_at(adaptation.fast_weights, query_x, query_y)
     metrics = {}
     if with_metrics:
-      metrics["query_loss_per_step"] = tf.stack(
-          [tf.stop_gradient(self.loss_at(p, query_x, query_y)) for p in adaptation.iterates])
-      if adaptation.gamma is not None:
-        metrics["gamma"] = tf.stop_gradient(adaptation.gamma)
+      metrics = self.step_metrics(adaptation.iterates, adaptation.gamma, query_x, query_y)
     return loss, metrics
+
+  def step_metrics(self, iterates, gamma, query_x, query_y):
+    """Diagnostics of one task: query loss (and ``metric_fn``) after each inner step, gamma."""
+    outputs = [tf.stop_gradient(self.forward(p, query_x)) for p in iterates]
+    metrics = {"query_loss_per_step": tf.stack([self.loss_fn(query_y, o) for o in outputs])}
+    if self.metric_fn is not None:
+      metrics["query_metric_per_step"] = tf.stack(
+          [tf.cast(self.metric_fn(query_y, o), outputs[0].dtype) for o in outputs])
+    if gamma is not None:
+      metrics["gamma"] = tf.stop_gradient(gamma)
+    return metrics
 
   def meta_loss(self, episodes: Episode, first_order: bool = False, with_metrics: bool = False):
     """The meta-objective over a batch of tasks (leading task axis of a static size).

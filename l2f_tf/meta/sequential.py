@@ -81,12 +81,7 @@ def task_query_loss(learner, support_x, support_y, query_x, query_y, first_order
                                             learner.inner_lrs.for_step(step), support_x,
                                             support_y))
   loss = learner.loss_at(iterates[-1], query_x, query_y)
-  metrics = {}
-  if with_metrics:
-    metrics["query_loss_per_step"] = tf.stack(
-        [tf.stop_gradient(learner.loss_at(p, query_x, query_y)) for p in iterates])
-    if gamma is not None:
-      metrics["gamma"] = tf.stop_gradient(gamma)
+  metrics = learner.step_metrics(iterates, gamma, query_x, query_y) if with_metrics else {}
   return loss, metrics
 
 
@@ -107,6 +102,8 @@ def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: b
   metric_shapes: Dict[str, List[int]] = {}
   if with_metrics:
     metric_shapes["query_loss_per_step"] = [learner.num_inner_steps + 1]
+    if learner.metric_fn is not None:
+      metric_shapes["query_metric_per_step"] = [learner.num_inner_steps + 1]
     if learner.attenuation is not None:
       metric_shapes["gamma"] = [len(learner.inner_variables)]
 

@@ -30,7 +30,9 @@ from l2f_tf.train.progress import Progress
 def build_learner(domain, seed: int = 0, learner_cls=MetaLearner) -> MetaLearner:
   """The domain's network wrapped in a (gin-configured) meta-learner, initialised from seed."""
   keras.utils.set_random_seed(seed)
-  return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn)
+  # The metric is logged after each inner step unless it is the loss itself (sinusoid MSE).
+  metric_fn = domain.task_metric if getattr(domain, "metric_differs_from_loss", True) else None
+  return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn, metric_fn=metric_fn)
 
 
 def tensor_summary_name(path: str) -> str:
@@ -224,6 +226,9 @@ class Trainer:
     tf.summary.scalar("meta_loss", loss, step=step)
     for k, value in enumerate(tf.unstack(metrics["query_loss_per_step"])):
       tf.summary.scalar(f"query_loss_after_step/{k}", value, step=step)
+    if "query_metric_per_step" in metrics:
+      for k, value in enumerate(tf.unstack(metrics["query_metric_per_step"])):
+        tf.summary.scalar(f"query_{self.domain.metric_name}_after_step/{k}", value, step=step)
     if "gamma" in metrics:
       for name, value in zip(names, tf.unstack(metrics["gamma"])):
         tf.summary.scalar(f"gamma/{name}", value, step=step)

@@ -11,12 +11,13 @@ through ``tf.vectorized_map`` when the domain allows it (sinusoid: fast) or one 
 with ``tf.map_fn`` (images: bounded memory).
 """
 
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
+from l2f_tf.train.progress import Progress
 from l2f_tf.train.stats import mean_and_ci95
 
 
@@ -58,15 +59,22 @@ def _batches(episodes: Union[Episode, Iterable[Episode]], chunk_size: int):
 
 
 def predictions(learner, episodes: Union[Episode, Iterable[Episode]], max_steps: int,
-                vectorized: bool = True, chunk_size: int = 100,
-                prediction_fn=None) -> Tuple[np.ndarray, np.ndarray]:
-  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks."""
+                vectorized: bool = True, chunk_size: int = 100, prediction_fn=None,
+                num_tasks: Optional[int] = None,
+                label: str = "evaluation task") -> Tuple[np.ndarray, np.ndarray]:
+  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks.
+
+  With ``num_tasks`` (the expected total), long evaluations log progress lines (tasks/s, ETA).
+  """
   prediction_fn = prediction_fn or make_prediction_fn(learner, max_steps, vectorized)
+  progress = Progress(num_tasks, label=label) if num_tasks else None
   outputs: List[np.ndarray] = []
   labels: List[np.ndarray] = []
   for batch in _batches(episodes, chunk_size):
     outputs.append(prediction_fn(batch).numpy())
     labels.append(np.asarray(batch.query_y))
+    if progress is not None:
+      progress.update(sum(len(o) for o in outputs))
   if not outputs:
     raise ValueError("No evaluation tasks were given.")
   return np.concatenate(outputs), np.concatenate(labels)
@@ -115,7 +123,8 @@ def evaluate(learner, domain, distribution: str, num_tasks: int,
   For classification domains the dict also has, per k, the reference's sqrt(p(1-p)) figure.
   """
   outputs, labels = predictions(learner, domain.eval_batches(distribution, num_tasks),
-                                max(steps), vectorized=getattr(domain, "eval_vectorized", True))
+                                max(steps), vectorized=getattr(domain, "eval_vectorized", True),
+                                num_tasks=num_tasks, label=f"{distribution} task")
   results = summarize(metric_values(outputs, labels, domain.task_metric), steps,
                       domain.metric_name)
   if domain.metric_name == "accuracy":

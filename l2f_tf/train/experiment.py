@@ -79,7 +79,8 @@ def evaluate_best(trainer, domain, distribution: str, num_tasks: int, steps: Seq
     _restore(trainer.learner, entry["path"])
     outputs, labels = evaluation.predictions(
         trainer.learner, domain.eval_batches(distribution, num_tasks), max(steps),
-        vectorized=getattr(domain, "eval_vectorized", True))
+        vectorized=getattr(domain, "eval_vectorized", True), num_tasks=num_tasks,
+        label=f"{distribution} episode (checkpoint {entry['step']})")
     total = outputs if total is None else total + outputs
     single = outputs
   figures = {}

@@ -124,7 +124,8 @@ class Validator:
           self.learner, self.num_steps, getattr(self.domain, "eval_vectorized", True))
     outputs, labels = evaluation.predictions(
         self.learner, self.domain.eval_batches(self.split, self.num_episodes), self.num_steps,
-        prediction_fn=self._prediction_fn)
+        prediction_fn=self._prediction_fn, num_tasks=self.num_episodes,
+        label=f"{self.split} episode")
     values = evaluation.metric_values(outputs, labels, self.domain.task_metric)
     summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"

@@ -76,3 +76,7 @@ def test_learner_can_overfit_one_episode(backbone, l2f):
   for _ in range(30):
     last = float(step())
   assert last < 0.5 * first
+  # Overfit: after adaptation every query of the episode is classified correctly.
+  adapted = learner.adapt(images[0], labels[0]).fast_weights
+  predicted = np.argmax(learner.forward(adapted, images[0]).numpy(), axis=-1)
+  np.testing.assert_array_equal(predicted, labels[0])

@@ -147,3 +147,23 @@ def test_ensemble_averages_the_logits_of_the_kept_checkpoints(dataset_root, tmp_
   p = best["accuracy_after_1_steps"]["mean"]
   assert best["accuracy_after_1_steps"]["sqrt_p_1_minus_p"] == pytest.approx(
       np.sqrt(p * (1 - p)))
+
+
+def test_vision_resume_equals_uninterrupted(dataset_root, tmp_path):
+  """Sequential meta-gradients, first- then second-order, validation: resuming is bitwise."""
+  domain = tiny_domain(dataset_root)
+
+  def run(root, stops):
+    for stop in stops:
+      learner = tiny_learner(domain)
+      validator = validation.Validator(learner, domain, num_episodes=2)
+      Trainer(learner, domain, root, num_iterations=stop, jit_compile=False,
+              first_order_until=1, sequential_tasks=True, validator=validator,
+              validate_every=2, checkpoint_every=2, summary_every=3).train()
+    return learner, validation.BestCheckpoints(os.path.join(root, "best")).history()
+
+  (a, history_a), (b, history_b) = run(str(tmp_path / "a"), [4]), run(str(tmp_path / "b"),
+                                                                       [2, 4])
+  for x, y in zip(a.meta_variables, b.meta_variables):
+    np.testing.assert_array_equal(x.numpy(), y.numpy())
+  assert history_a == history_b and sorted(history_a) == [2, 4]

@@ -1,0 +1,78 @@
+"""Diagonal-Gaussian policy math and the policy-gradient losses of MAML-RL / L2F-RL.
+
+The policy network outputs ``[mean, log_std]`` (see `l2f_tf.models.gaussian_policy`). Losses
+follow the ``loss_fn(y_true, y_pred)`` contract of `MetaLearner`, so the inner loop is the same
+code as for supervised domains: ``y_true`` packs, per time step, the action taken, its
+advantage and a validity mask, ``[actions, advantage, mask]`` ([M, action_dim + 2]), and
+``y_pred`` is the policy output on the matching observations ([M, 2 * action_dim]).
+
+  inner loss (REINFORCE):   -sum_t mask_t * log pi(a_t | s_t) * A_t / sum_t mask_t
+  outer surrogate (TRPO):   -sum_t mask_t * pi(a_t | s_t) / pi_old(a_t | s_t) * A_t / sum mask_t
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def split_output(output: tf.Tensor):
+  """[..., 2 * action_dim] policy output -> (mean, log_std), each [..., action_dim]."""
+  mean, log_std = tf.split(output, 2, axis=-1)
+  return mean, log_std
+
+
+def log_prob(actions: tf.Tensor, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
+  """Log-density of ``actions`` under N(mean, diag(exp(log_std)^2)), summed over action dims."""
+  z = (actions - mean) * tf.exp(-log_std)
+  return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.5 * math.log(2.0 * math.pi), axis=-1)
+
+
+def kl_divergence(mean_p, log_std_p, mean_q, log_std_q) -> tf.Tensor:
+  """KL(p || q) of two diagonal Gaussians, summed over action dims."""
+  var_p, var_q = tf.exp(2.0 * log_std_p), tf.exp(2.0 * log_std_q)
+  return tf.reduce_sum(log_std_q - log_std_p + (var_p + tf.square(mean_p - mean_q)) /
+                       (2.0 * var_q) - 0.5, axis=-1)
+
+
+def entropy(log_std: tf.Tensor) -> tf.Tensor:
+  """Entropy of a diagonal Gaussian, summed over action dims."""
+  return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
+
+
+def pack_targets(actions: tf.Tensor, advantages: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """[..., action_dim], [...], [...] -> y_true [..., action_dim + 2] for the losses below."""
+  dtype = actions.dtype
+  return tf.concat([actions, tf.cast(advantages, dtype)[..., None],
+                    tf.cast(mask, dtype)[..., None]], axis=-1)
+
+
+def unpack_targets(y_true: tf.Tensor):
+  """Inverse of :func:`pack_targets`: (actions, advantages, mask)."""
+  return y_true[..., :-2], y_true[..., -2], y_true[..., -1]
+
+
+def _masked_mean(values, mask):
+  return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def reinforce_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+  """The inner-loop loss: minus the advantage-weighted log-likelihood of the actions taken."""
+  actions, advantages, mask = unpack_targets(y_true)
+  mean, log_std = split_output(y_pred)
+  return -_masked_mean(log_prob(actions, mean, log_std) * advantages, mask)
+
+
+def surrogate_loss(y_true: tf.Tensor, y_pred: tf.Tensor, old_log_prob: tf.Tensor) -> tf.Tensor:
+  """TRPO's importance-weighted surrogate (to minimise) w.r.t. the sampling policy's log-probs."""
+  actions, advantages, mask = unpack_targets(y_true)
+  mean, log_std = split_output(y_pred)
+  ratio = tf.exp(log_prob(actions, mean, log_std) - old_log_prob)
+  return -_masked_mean(ratio * advantages, mask)
+
+
+def mean_kl(y_pred_old: tf.Tensor, y_pred: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """Mean KL(pi_old || pi) over valid time steps (the TRPO constraint)."""
+  mean_old, log_std_old = split_output(y_pred_old)
+  mean, log_std = split_output(y_pred)
+  return _masked_mean(kl_divergence(mean_old, log_std_old, mean, log_std), tf.cast(mask,
+                                                                                   mean.dtype))

@@ -25,6 +25,8 @@ _PUBLIC = {
     "Episode": "l2f_tf.data.episode",
     "SinusoidTasks": "l2f_tf.data.sinusoid",
     "SinusoidRegression": "l2f_tf.domains.sinusoid",
+    "FewShotClassification": "l2f_tf.domains.few_shot",
+    "ensure_glyphs": "l2f_tf.data.glyphs",
     "Trainer": "l2f_tf.train.trainer",
     "run_experiment": "l2f_tf.train.experiment",
     "restore_learner": "l2f_tf.train.experiment",

@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
 from l2f_tf.meta import inner_loop as inner_loop_lib
-from l2f_tf.meta.attenuation import Attenuation, prototype_mean_embedding
+from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
+                                     prototype_mean_embedding)
 
 TASK_REDUCTIONS = ("mean", "sum")
 
@@ -177,20 +178,34 @@ class MetaLearner:
     return self.loss_fn(y, self.forward(params, x))
 
   # --- adaptation ------------------------------------------------------------------------------
+  def task_embedding(self, support_x, support_y, theta=None) -> Optional[tf.Tensor]:
+    """The attenuation's task embedding (a constant), or None if it uses none.
+
+    L2F: the mean of each tensor's support-loss gradient at theta; Table 5: the mean class
+    prototype. Meta-RL computes it on trajectories of theta and then samples the inner loop's
+    data with theta_bar (see `l2f_tf.rl.meta_rl`).
+    """
+    theta = self.theta() if theta is None else list(theta)
+    if self.attenuation is None:
+      return None
+    if self.attenuation.needs_support_features:
+      return prototype_mean_embedding(self.features(theta, support_x), support_y,
+                                      int(self.model.output_shape[-1]))
+    if self.attenuation.needs_support_gradients:
+      # L2F's task embedding: gradients at theta with no second-order graph.
+      _, support_gradients = inner_loop_lib.gradients(
+          lambda p: self.loss_at(p, support_x, support_y), [tf.stop_gradient(t) for t in theta])
+      return gradient_mean_embedding(support_gradients)
+    return None
+
   def attenuate(self, support_x, support_y, theta=None, embedding=None):
     """theta_bar and gamma for one task (theta and None without attenuation)."""
     theta = self.theta() if theta is None else list(theta)
     if self.attenuation is None:
       return theta, None
-    support_gradients = None
-    if self.attenuation.needs_support_features and embedding is None:
-      embedding = prototype_mean_embedding(self.features(theta, support_x), support_y,
-                                           int(self.model.output_shape[-1]))
-    if self.attenuation.needs_support_gradients and embedding is None:
-      # L2F's task embedding: gradients at theta with no second-order graph.
-      _, support_gradients = inner_loop_lib.gradients(
-          lambda p: self.loss_at(p, support_x, support_y), [tf.stop_gradient(t) for t in theta])
-    return self.attenuation.attenuate(theta, support_gradients, embedding=embedding)
+    if embedding is None:
+      embedding = self.task_embedding(support_x, support_y, theta)
+    return self.attenuation.attenuate(theta, None, embedding=embedding)
 
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
             first_order: bool = False, theta=None, embedding=None) -> Adaptation:

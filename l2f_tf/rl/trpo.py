@@ -1,0 +1,288 @@
+"""Trust-region policy optimisation (TRPO) of variables, for the outer loop of MAML-TRPO.
+
+One TRPO step, as rllab's ConjugateGradientOptimizer takes it:
+  1. g = d loss / d theta at theta_old (loss = minus the surrogate objective);
+  2. s ~= H^{-1} g by conjugate gradient, where H is the Hessian of the mean KL between the old
+     and the current policy (its Fisher matrix) plus damping, used only through
+     Hessian-vector products;
+  3. full step = -sqrt(2 max_kl / (s^T H s)) s, the step whose quadratic KL model equals max_kl;
+  4. backtracking line search: theta_old + 0.8^k full step for k = 0..14, the first one that
+     lowers the loss and keeps KL <= max_kl is accepted, otherwise theta_old is restored.
+
+``loss_fn`` and ``kl_fn`` are zero-argument callables that read the current values of the
+variables, so they may contain anything differentiable, in particular MAML's inner adaptation
+step (a ``tf.GradientTape`` inside): Hessian-vector products differentiate through it (second
+order) with nested reverse-mode tapes.
+
+Everything here runs eagerly and inside ``tf.function``: conjugate gradient and the line search
+are ``tf.while_loop``s (Python loops when eager) with early exit, and the line search assigns
+the variables inside the loop. The variables must share one floating dtype (they are flattened
+into one vector).
+"""
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+Tensors = Sequence[Union[tf.Tensor, tf.Variable]]
+FlatFn = Callable[[tf.Tensor], tf.Tensor]
+
+# rllab adds this to s^T H s before dividing, so that a zero direction gives a finite step size.
+STEP_SIZE_EPSILON = 1e-8
+
+
+def flatten(tensors: Tensors) -> tf.Tensor:
+  """Concatenates the tensors (or variables), reshaped to vectors, into one vector."""
+  return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten(vector: tf.Tensor, like: Tensors) -> List[tf.Tensor]:
+  """Splits ``vector`` into tensors of the shapes of ``like`` (the inverse of :func:`flatten`)."""
+  sizes, shapes = [], []
+  for t in like:
+    static = t.shape
+    if static.is_fully_defined():
+      sizes.append(static.num_elements())
+      shapes.append(static.as_list())
+    else:
+      sizes.append(tf.size(t))
+      shapes.append(tf.shape(t))
+  parts = tf.split(vector, sizes, axis=0)
+  return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
+
+
+def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_sum(a * b)
+
+
+def tf_variables(variables: Tensors) -> List[Union[tf.Tensor, tf.Variable]]:
+  """Replaces Keras 3 variables by the ``tf.Variable`` they wrap (the TensorFlow backend's).
+
+  ``tf.GradientTape.watch`` rejects Keras 3 variables, but a Keras layer reads the wrapped
+  ``tf.Variable``, so watching, differentiating and assigning that one is equivalent.
+  """
+  unwrapped = []
+  for v in variables:
+    inner = getattr(v, "value", None)
+    if not isinstance(v, (tf.Variable, tf.Tensor)) and isinstance(inner, tf.Variable):
+      v = inner
+    unwrapped.append(v)
+  return unwrapped
+
+
+def conjugate_gradient(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
+                       residual_tol: float = 1e-10) -> tf.Tensor:
+  """Approximately solves A x = b for a symmetric positive-definite A given only x -> A x.
+
+  rllab's ``cg``: at most ``iterations`` iterations, each with one call of ``hvp_fn``, stopping
+  early once the squared residual norm is below ``residual_tol``. It is a ``tf.while_loop``, so
+  ``hvp_fn`` is traced once in graph mode however many iterations run. With b = 0 no iteration
+  runs and x = 0.
+
+  Args:
+    hvp_fn: maps a flat vector x to the flat vector A x.
+    b: the flat right-hand side.
+    iterations: maximum number of iterations (10 in TRPO).
+    residual_tol: early-stopping threshold on r^T r.
+
+  Returns:
+    The flat solution x, of the shape and dtype of b.
+  """
+  b = tf.convert_to_tensor(b)
+  tol = tf.constant(residual_tol, b.dtype)
+
+  def cond(i, x, r, p, rdotr):
+    del x, r, p
+    return tf.logical_and(i < iterations, rdotr >= tol)
+
+  def body(i, x, r, p, rdotr):
+    z = hvp_fn(p)
+    alpha = rdotr / _dot(p, z)
+    x = x + alpha * p
+    r = r - alpha * z
+    new_rdotr = _dot(r, r)
+    p = r + (new_rdotr / rdotr) * p
+    return i + 1, x, r, p, new_rdotr
+
+  _, x, _, _, _ = tf.while_loop(
+      cond, body, (tf.constant(0), tf.zeros_like(b), b, b, _dot(b, b)),
+      maximum_iterations=iterations)
+  return x
+
+
+def hessian_vector_product(kl_fn: Callable[[], tf.Tensor], variables: Tensors,
+                           damping: float = 1e-5) -> FlatFn:
+  """Returns v -> (H + damping I) v with H the Hessian of ``kl_fn()`` w.r.t. ``variables``.
+
+  Reverse-over-reverse: an outer tape differentiates (dKL/dtheta) . v, with dKL/dtheta computed
+  under an inner tape. This is Pearlmutter's trick, costs about two backward passes and needs
+  no Hessian. Reverse mode (not ``tf.autodiff.ForwardAccumulator``) is used because ``kl_fn``
+  may itself contain a differentiated inner step, and nested reverse tapes handle that third
+  level of differentiation through every op that has a gradient.
+
+  Args:
+    kl_fn: zero-argument callable returning the scalar KL (or any twice-differentiable scalar)
+      at the current values of ``variables``.
+    variables: ``tf.Variable``s or Keras 3 variables (or tensors that ``kl_fn`` closes over) to
+      differentiate with respect to; they are watched explicitly.
+    damping: multiple of the identity added to H (1e-5 in MAML-TRPO), which keeps conjugate
+      gradient well posed where the Fisher matrix is singular.
+
+  Returns:
+    A function mapping a flat vector v (of the variables' total size) to (H + damping I) v.
+  """
+  variables = tf_variables(variables)
+
+  def hvp(vector: tf.Tensor) -> tf.Tensor:
+    tangents = unflatten(vector, variables)
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+      outer.watch(variables)
+      with tf.GradientTape(watch_accessed_variables=False) as inner:
+        inner.watch(variables)
+        kl = kl_fn()
+      grads = inner.gradient(kl, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      grad_dot_v = tf.add_n([_dot(g, t) for g, t in zip(grads, tangents)])
+    hessian_v = outer.gradient(grad_dot_v, variables,
+                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return flatten(hessian_v) + tf.cast(damping, vector.dtype) * vector
+
+  return hvp
+
+
+def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Callable[[], tf.Tensor],
+                variables: Sequence[tf.Variable], full_step: tf.Tensor,
+                expected_improvement: Optional[tf.Tensor] = None, max_kl: float = 0.01,
+                max_backtracks: int = 15, backtrack_ratio: float = 0.8, accept_ratio: float = 0.0,
+                loss_before: Optional[tf.Tensor] = None
+               ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Backtracking line search along ``full_step`` under a KL constraint, assigning ``variables``.
+
+  For k = 0, ..., max_backtracks - 1 the variables are set to theta_old + ratio^k full_step and
+  the step is accepted as soon as loss < loss_old (more precisely loss_old - loss >
+  accept_ratio * ratio^k * expected_improvement, which is the plain improvement test of rllab
+  for the default accept_ratio = 0), kl <= max_kl and both are finite. If no step is accepted
+  the variables are restored to theta_old exactly (bit for bit).
+
+  It is a ``tf.while_loop`` with the assignments inside, so it runs eagerly (as a Python loop)
+  and inside ``tf.function``.
+
+  Args:
+    loss_fn: zero-argument callable, the loss (to minimise) at the current variables.
+    kl_fn: zero-argument callable, KL(pi_old || pi_current) at the current variables.
+    variables: the variables (``tf.Variable`` or Keras 3) to update, in the order of
+      ``full_step``.
+    full_step: flat vector added to the variables at k = 0.
+    expected_improvement: first-order predicted decrease of the loss for the full step
+      (-g . full_step); only used when accept_ratio > 0.
+    max_kl: the trust-region size (0.01 in MAML-TRPO).
+    max_backtracks: number of step sizes tried (15).
+    backtrack_ratio: step-size shrink factor (0.8).
+    accept_ratio: minimum fraction of the expected improvement required (0: any improvement).
+    loss_before: the loss at theta_old if already known, to save one evaluation.
+
+  Returns:
+    (accepted, backtracks, loss, kl): a bool scalar; int32 scalar, the k of the accepted step
+    (max_backtracks if none was accepted); the loss and KL at the final variables (loss_old and
+    0 when rejected, since theta_old is restored).
+  """
+  variables = tf_variables(variables)
+  old = [tf.identity(v) for v in variables]
+  old_flat = flatten(old)
+  dtype = old_flat.dtype
+  full_step = tf.cast(full_step, dtype)
+  loss_old = tf.cast(loss_fn() if loss_before is None else loss_before, dtype)
+  if expected_improvement is None:
+    expected_improvement = tf.zeros([], dtype)
+  expected_improvement = tf.cast(expected_improvement, dtype)
+  ratio = tf.constant(backtrack_ratio, dtype)
+  limit = tf.constant(max_kl, dtype)
+
+  def assign(flat):
+    for variable, value in zip(variables, unflatten(flat, variables)):
+      variable.assign(value)
+
+  def cond(k, accepted, loss, kl):
+    del loss, kl
+    return tf.logical_and(k < max_backtracks, tf.logical_not(accepted))
+
+  def body(k, accepted, loss, kl):
+    del accepted, loss, kl
+    fraction = tf.pow(ratio, tf.cast(k, dtype))
+    assign(old_flat + fraction * full_step)
+    loss = tf.cast(loss_fn(), dtype)
+    kl = tf.cast(kl_fn(), dtype)
+    improvement = loss_old - loss
+    accepted = tf.logical_and(
+        improvement > tf.constant(accept_ratio, dtype) * fraction * expected_improvement,
+        improvement > 0)
+    accepted = tf.logical_and(accepted, kl <= limit)
+    accepted = tf.logical_and(accepted, tf.logical_and(tf.math.is_finite(loss),
+                                                       tf.math.is_finite(kl)))
+    return k + 1, accepted, loss, kl
+
+  tries, accepted, loss, kl = tf.while_loop(
+      cond, body, (tf.constant(0), tf.constant(False), loss_old, tf.zeros([], dtype)),
+      maximum_iterations=max_backtracks)
+  # Restore theta_old when rejected; when accepted this re-assigns the current values. A
+  # where (not old + 0 * step) keeps the restoration exact even for non-finite steps.
+  assign(tf.where(accepted, flatten([tf.identity(v) for v in variables]), old_flat))
+  backtracks = tf.where(accepted, tries - 1, tf.constant(max_backtracks))
+  loss = tf.where(accepted, loss, loss_old)
+  kl = tf.where(accepted, kl, tf.zeros_like(kl))
+  return accepted, backtracks, loss, kl
+
+
+def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Callable[[], tf.Tensor],
+              variables: Sequence[tf.Variable], max_kl: float = 0.01, cg_iterations: int = 10,
+              damping: float = 1e-5, max_backtracks: int = 15, backtrack_ratio: float = 0.8,
+              cg_residual_tol: float = 1e-10,
+              accept_ratio: float = 0.0) -> Dict[str, tf.Tensor]:
+  """One TRPO update of ``variables`` (assigned in place), as rllab's TRPO takes it.
+
+  Args:
+    loss_fn: zero-argument callable, the loss to minimise (minus the surrogate objective, e.g.
+      -mean(pi(a|s) / pi_old(a|s) * A) of the adapted policies) at the current variables.
+    kl_fn: zero-argument callable, mean KL(pi_old || pi_current) on fixed data; 0 and minimal
+      at the current variables when the step starts, so its Hessian there is the Fisher matrix.
+    variables: the ``tf.Variable``s or Keras 3 variables to update (one floating dtype).
+    max_kl: trust-region size (0.01).
+    cg_iterations: conjugate-gradient iterations (10).
+    damping: damping added to the KL Hessian (1e-5).
+    max_backtracks: line-search steps (15).
+    backtrack_ratio: line-search shrink factor (0.8).
+    cg_residual_tol: conjugate-gradient early-stopping tolerance.
+    accept_ratio: see :func:`line_search` (0: any improvement is accepted).
+
+  Returns:
+    A dict of scalar diagnostics: loss_before, loss_after, kl (at the final variables),
+    backtracks, accepted, grad_norm, step_size (the multiplier of the CG direction) and
+    expected_improvement (-g . full_step).
+  """
+  variables = tf_variables(variables)
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(variables)
+    loss_before = loss_fn()
+  grads = tape.gradient(loss_before, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  grad = flatten(grads)
+  dtype = grad.dtype
+  hvp = hessian_vector_product(kl_fn, variables, damping)
+  direction = conjugate_gradient(hvp, grad, cg_iterations, cg_residual_tol)
+  curvature = _dot(direction, hvp(direction))
+  step_size = tf.sqrt(tf.constant(2.0 * max_kl, dtype)
+                      / (curvature + tf.constant(STEP_SIZE_EPSILON, dtype)))
+  full_step = -step_size * direction
+  expected_improvement = -_dot(grad, full_step)
+  accepted, backtracks, loss_after, kl = line_search(
+      loss_fn, kl_fn, variables, full_step, expected_improvement, max_kl=max_kl,
+      max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio, accept_ratio=accept_ratio,
+      loss_before=loss_before)
+  return {
+      "loss_before": tf.cast(loss_before, dtype),
+      "loss_after": loss_after,
+      "kl": kl,
+      "backtracks": backtracks,
+      "accepted": accepted,
+      "grad_norm": tf.norm(grad),
+      "step_size": step_size,
+      "expected_improvement": expected_improvement,
+  }

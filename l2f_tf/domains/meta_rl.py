@@ -1,0 +1,74 @@
+"""The meta-RL domain: which environment, how many tasks and trajectories, the policy network.
+
+Configured in gin (``run_experiment.domain = @MetaRLDomain()``); `run_experiment` hands a
+domain with ``is_rl`` to `l2f_tf.rl.experiment.run_meta_rl`, which trains it with TRPO in the
+outer loop (`l2f_tf.rl.trainer.MetaRLTrainer`).
+"""
+
+from typing import Sequence
+
+import gin
+import keras
+
+from l2f_tf.models.gaussian_policy import gaussian_policy
+from l2f_tf.rl import envs
+from l2f_tf.rl import policy_gradient as pg
+from l2f_tf.rl.sampler import Sampler
+
+
+@gin.configurable
+class MetaRLDomain:
+  """A meta-RL problem of REFERENCE.md 6.
+
+  Args:
+    env_name: "Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel" or "AntDir".
+    num_tasks: tasks per meta-iteration (20 for navigation, 40 for MuJoCo).
+    trajectories_per_task: trajectories per task and adaptation step (20).
+    horizon: episode length (100 for navigation, 200 for MuJoCo).
+    hidden_units: the Gaussian policy's hidden layers (64-64 tanh).
+    num_eval_tasks: held-out tasks of the final evaluation (a multiple of num_tasks).
+    eval_steps: adaptation steps evaluated (return after 0..eval_steps steps).
+    eval_seed: seed of the held-out tasks (the same for every model: paired comparisons).
+  """
+
+  is_rl = True
+  metric_name = "return"
+  metric_differs_from_loss = False  # No per-step supervised metric to log.
+
+  def __init__(self, env_name: str = "Navigation2D", num_tasks: int = 20,
+               trajectories_per_task: int = 20, horizon: int = 100,
+               hidden_units: Sequence[int] = (64, 64), num_eval_tasks: int = 40,
+               eval_steps: int = 3, eval_seed: int = 20200614):
+    if env_name not in envs.ENVIRONMENTS:
+      raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
+                       f"got {env_name!r}.")
+    if num_eval_tasks % num_tasks:
+      raise ValueError(f"MetaRLDomain.num_eval_tasks ({num_eval_tasks}) must be a multiple of "
+                       f"num_tasks ({num_tasks}).")
+    self.env_name, self.num_tasks = env_name, num_tasks
+    self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
+    self.hidden_units = tuple(hidden_units)
+    self.num_eval_tasks, self.eval_steps, self.eval_seed = num_eval_tasks, eval_steps, eval_seed
+    self._sampler = None
+
+  @property
+  def name(self) -> str:
+    return self.env_name
+
+  @property
+  def sampler(self) -> Sampler:
+    """The (cached) sampler; building MuJoCo simulators is slow."""
+    if self._sampler is None:
+      self._sampler = Sampler(self.env_name, self.num_tasks, self.trajectories_per_task,
+                              self.horizon, seed=0)
+    return self._sampler
+
+  def build_model(self) -> keras.Model:
+    return gaussian_policy(self.sampler.observation_size, self.sampler.action_size,
+                           hidden_units=self.hidden_units)
+
+  @staticmethod
+  def loss_fn(y_true, y_pred):
+    return pg.reinforce_loss(y_true, y_pred)
+
+  task_metric = None

@@ -1,0 +1,44 @@
+"""Every meta-RL gin file runs end to end (few tasks, short horizon) in a temp dir."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from l2f_tf import config
+from l2f_tf.train import experiment
+from tests.test_gin_files import summary_tags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RL_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "rl",
+                                                                           "*.gin"))
+                  if os.path.basename(p) != "setup.gin")
+TINY = ["MetaRLDomain.num_tasks = 2", "MetaRLDomain.trajectories_per_task = 2",
+        "MetaRLDomain.horizon = 5", "MetaRLDomain.num_eval_tasks = 2",
+        "MetaRLDomain.eval_steps = 2", "MetaRLDomain.hidden_units = (8, 8)",
+        "MetaRLTrainer.num_iterations = 2", "MetaRLTrainer.checkpoint_every = 1",
+        "MetaRLTrainer.log_every_seconds = 0"]
+
+
+def test_every_environment_has_both_learners():
+  assert len(RL_FILES) == 10
+
+
+@pytest.mark.parametrize("gin_file", RL_FILES)
+def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
+  root = str(tmp_path / "run")
+  config.setup_run(root, [os.path.join(REPO, gin_file)], TINY)
+  results = experiment.run_experiment(root)
+  l2f = os.path.basename(gin_file).endswith("_l2f.gin")
+  assert results["method"] == ("MAML+L2F" if l2f else "MAML")
+  assert results["meta_iterations"] == 2
+  assert sorted(results["evaluations"]["test"]) == [f"return_after_{k}_steps" for k in range(3)]
+  with open(os.path.join(root, "results.json")) as f:
+    assert json.load(f)["evaluations"]["test"]["return_after_1_steps"]["n"] == 2
+  assert os.path.getsize(os.path.join(root, "returns.png")) > 5_000
+  tags = summary_tags(os.path.join(root, "train"))
+  assert {"return_before_adaptation", "return_after_adaptation", "kl", "backtracks",
+          "env_steps_per_second"} <= tags
+  assert sum(t.startswith("gamma/") for t in tags) == (7 if l2f else 0)
+  assert "test/return_after_1_steps" in summary_tags(os.path.join(root, "eval"))

@@ -8,6 +8,7 @@ current adapted policy (L2F attenuates only before the first step).
 """
 
 import os
+import time
 from typing import Dict, Optional, Sequence
 
 import gin
@@ -38,13 +39,16 @@ class MetaRLTrainer:
     first_order: drop the second-order terms of the inner step from the outer update.
     checkpoint_every: iterations between checkpoints (also at the end and on Ctrl-C).
     log_every_seconds: seconds between progress lines.
+    max_seconds: stop (with a checkpoint) once this much training time has passed in this
+      call, even before num_iterations (for time-boxed benchmarks); None: no limit.
   """
 
   def __init__(self, learner, sampler: Sampler, root_dir: str, num_iterations: int = 500,
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8, first_order: bool = False,
-               checkpoint_every: int = 10, log_every_seconds: float = 10.0):
+               checkpoint_every: int = 10, log_every_seconds: float = 10.0,
+               max_seconds: Optional[float] = None):
     self.learner, self.sampler, self.root_dir = learner, sampler, root_dir
     self.num_iterations, self.seed = num_iterations, seed
     self.discount, self.gae_lambda = discount, gae_lambda
@@ -52,6 +56,7 @@ class MetaRLTrainer:
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
     self.first_order, self.checkpoint_every = first_order, checkpoint_every
     self.log_every_seconds = log_every_seconds
+    self.max_seconds = max_seconds
     self.task_env = envs.make_env(sampler.env_name, horizon=sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, "iteration": self.iteration}
@@ -134,6 +139,7 @@ class MetaRLTrainer:
     writer = tf.summary.create_file_writer(os.path.join(self.root_dir, "train"))
     progress = Progress(self.num_iterations, start, self.log_every_seconds,
                         label="meta-iteration")
+    started = time.perf_counter()
     try:
       with writer.as_default():
         for i in range(start, self.num_iterations):
@@ -145,6 +151,10 @@ class MetaRLTrainer:
           progress.update(i + 1, f"return {result['return_before_adaptation']:.2f} -> "
                           f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
                           f"{result['env_steps_per_second']:.0f} env steps/s")
+          if self.max_seconds is not None and time.perf_counter() - started > self.max_seconds:
+            logging.info("Stopping after %d meta-iterations: MetaRLTrainer.max_seconds = %s.",
+                         i + 1, self.max_seconds)
+            break
     except KeyboardInterrupt:
       self.manager.save(checkpoint_number=self.step)
       logging.warning("Interrupted: saved a checkpoint at iteration %d.", self.step)

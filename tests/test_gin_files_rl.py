@@ -37,6 +37,7 @@ def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
   with open(os.path.join(root, "results.json")) as f:
     assert json.load(f)["evaluations"]["test"]["return_after_1_steps"]["n"] == 2
   assert os.path.getsize(os.path.join(root, "returns.png")) > 5_000
+  assert os.path.exists(os.path.join(root, "saved_model", "saved_model.pb"))
   tags = summary_tags(os.path.join(root, "train"))
   assert {"return_before_adaptation", "return_after_adaptation", "kl", "backtracks",
           "env_steps_per_second"} <= tags

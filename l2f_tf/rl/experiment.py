@@ -2,8 +2,9 @@
 
 Called by `l2f_tf.train.experiment.run_experiment` for a domain with ``is_rl``. Writes, next to
 the checkpoints and TensorBoard logs, ``results.json`` (average return on held-out tasks after
-0..k adaptation steps, 95% CI over tasks) and ``returns.png`` (return vs adaptation steps; for
-2D navigation also trajectories before and after one step, with the goals).
+0..k adaptation steps, 95% CI over tasks), ``returns.png`` (return vs adaptation steps; for
+2D navigation also trajectories before and after one step, with the goals) and
+``saved_model/`` (`l2f_tf.rl.export`: act, and adapt from trajectories then act).
 """
 
 import json
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl
 from l2f_tf.rl.trainer import MetaRLTrainer
 from l2f_tf.train.trainer import build_learner
@@ -51,6 +53,10 @@ def run_meta_rl(root_dir: str, domain) -> dict:
   with open(os.path.join(root_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   write_eval_summaries(root_dir, step, evaluation)
+  rl_export.export(learner, os.path.join(root_dir, "saved_model"),
+                   domain.sampler.observation_size, domain.sampler.action_size,
+                   discount=trainer.discount, gae_lambda=trainer.gae_lambda,
+                   config_path=os.path.join(root_dir, "operative_config.gin"))
   plot_returns(os.path.join(root_dir, "returns.png"), {label: evaluation}, trainer,
                domain.name)
   for name, value in evaluation.items():

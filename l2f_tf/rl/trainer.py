@@ -151,6 +151,8 @@ class MetaRLTrainer:
           progress.update(i + 1, f"return {result['return_before_adaptation']:.2f} -> "
                           f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
                           f"{result['env_steps_per_second']:.0f} env steps/s")
+          if i == start:  # The first iteration traced and compiled the TRPO step.
+            progress.restart(i + 1)
           if self.max_seconds is not None and time.perf_counter() - started > self.max_seconds:
             logging.info("Stopping after %d meta-iterations: MetaRLTrainer.max_seconds = %s.",
                          i + 1, self.max_seconds)

@@ -86,3 +86,31 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
   _, advantages, flat_mask = pg.unpack_targets(batch.y[0])
   np.testing.assert_array_equal(flat_mask.numpy(), mask[0].reshape(-1))
   assert float(tf.reduce_sum(advantages * flat_mask)) == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
+  from l2f_tf.rl import export as rl_export
+  from l2f_tf.rl import returns as returns_lib
+  trainer = make_trainer(tmp_path, l2f)
+  learner = trainer.learner
+  path = rl_export.export(learner, str(tmp_path / "saved_model"), 2, 2)
+  loaded = tf.saved_model.load(path)
+  rng = np.random.default_rng(0)
+  obs = rng.normal(size=(3, 5, 2)).astype(np.float32)
+  actions = rng.normal(size=(3, 5, 2)).astype(np.float32)
+  rewards = rng.normal(size=(3, 5)).astype(np.float32)
+  mask = np.ones((3, 5), np.float32)
+  mask[0, 3:] = 0
+  query = rng.normal(size=(4, 2)).astype(np.float32)
+  acted = loaded.signatures["act"](observations=tf.constant(query))
+  mean, log_std = pg.split_output(learner.forward(learner.theta(), query))
+  np.testing.assert_allclose(acted["mean"].numpy(), mean.numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(acted["log_std"].numpy(), log_std.numpy()[0], atol=1e-7)
+  adapted = loaded.adapt_and_act(obs, actions, rewards, mask, query)
+  advantages = returns_lib.advantages_for_task(obs, rewards, mask).advantages
+  y = tf.reshape(pg.pack_targets(actions, advantages, mask), [15, 4])
+  fast = learner.adapt(tf.reshape(obs, [15, 2]), y).fast_weights
+  expected, _ = pg.split_output(learner.forward(fast, query))
+  np.testing.assert_allclose(adapted["mean"].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(adapted["mean"].numpy(), acted["mean"].numpy())

@@ -1,0 +1,75 @@
+"""Export of a meta-trained policy as a SavedModel that acts and adapts.
+
+Signatures (all float32):
+  * ``act``: observations [B, obs_dim] -> {"mean" [B, act_dim], "log_std" [act_dim]}: the
+    meta-policy theta (before any adaptation; act with ``mean`` or sample with ``log_std``);
+  * ``adapt_and_act``: trajectories of one task - observations [N, H, obs_dim], actions
+    [N, H, act_dim], rewards [N, H], mask [N, H] (1 for real steps, 0 for padding) - and
+    query observations [B, obs_dim] -> the adapted policy's {"mean", "log_std"} on the query.
+    Advantages are computed inside as in training (linear baseline refit, GAE, normalisation);
+    L2F's embedding and the inner step(s) both use these trajectories.
+The training config is stored in ``assets.extra/operative_config.gin``.
+"""
+
+import os
+import shutil
+from typing import Optional
+
+import tensorflow as tf
+
+from l2f_tf.rl import policy_gradient as pg
+from l2f_tf.rl import returns as returns_lib
+
+CONFIG_NAME = "operative_config.gin"
+
+
+class PolicyModule(tf.Module):
+  """The saved module: the learner's variables plus the act / adapt graphs."""
+
+  def __init__(self, learner, observation_dim: int, action_dim: int, num_steps: int,
+               discount: float, gae_lambda: float):
+    super().__init__(name="meta_policy")
+    self.model, self.inner_lrs = learner.model, learner.inner_lrs
+    if learner.attenuation is not None:
+      self.attenuation = learner.attenuation
+    self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
+    self._learner, self._steps = learner, num_steps
+    self._discount, self._gae_lambda = discount, gae_lambda
+    obs = lambda *shape: tf.TensorSpec([*shape, observation_dim], tf.float32)
+    self.act = tf.function(self._act, input_signature=[obs(None)])
+    self.adapt_and_act = tf.function(self._adapt_and_act, input_signature=[
+        obs(None, None), tf.TensorSpec([None, None, action_dim], tf.float32, name="actions"),
+        tf.TensorSpec([None, None], tf.float32, name="rewards"),
+        tf.TensorSpec([None, None], tf.float32, name="mask"), obs(None)])
+
+  def _outputs(self, params, observations):
+    mean, log_std = pg.split_output(self._learner.forward(params, observations))
+    return {"mean": mean, "log_std": log_std[0]}
+
+  def _act(self, observations):
+    return self._outputs(self._learner.theta(), observations)
+
+  def _adapt_and_act(self, observations, actions, rewards, mask, query_observations):
+    advantages = returns_lib.advantages_for_task(observations, rewards, mask, self._discount,
+                                                 self._gae_lambda).advantages
+    y = pg.pack_targets(actions, advantages, mask)
+    flat = lambda t: tf.reshape(t, [-1, t.shape[-1]])
+    adaptation = self._learner.adapt(flat(observations), flat(y), num_steps=self._steps)
+    return self._outputs(adaptation.fast_weights, query_observations)
+
+
+def export(learner, path: str, observation_dim: int, action_dim: int,
+           num_steps: Optional[int] = None, discount: float = 0.99, gae_lambda: float = 1.0,
+           config_path: Optional[str] = None) -> str:
+  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``."""
+  num_steps = learner.num_inner_steps if num_steps is None else num_steps
+  module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda)
+  if os.path.exists(path):
+    shutil.rmtree(path)
+  tf.saved_model.save(module, path, signatures={"serving_default": module.act,
+                                                "act": module.act,
+                                                "adapt_and_act": module.adapt_and_act})
+  if config_path and os.path.exists(config_path):
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    shutil.copy(config_path, os.path.join(path, "assets.extra", CONFIG_NAME))
+  return path

@@ -26,11 +26,7 @@ def results_table(run_dirs: List[str]) -> str:
   """A text table of every run's results.json (test distributions x metrics)."""
   lines = []
   for run_dir in run_dirs:
-    path = os.path.join(run_dir, "results.json")
-    if not os.path.exists(path):
-      raise ValueError(f"{path} is missing: run_experiment.py has not finished in {run_dir}.")
-    with open(path) as f:
-      results = json.load(f)
+    results = _load_results(run_dir)
     for distribution, figures in results["evaluations"].items():
       cells = ", ".join(f"{name}={v['mean']:.4f}+-{v['ci95']:.4f}" for name, v in figures.items())
       lines.append(f"{results['method']:>10} [{os.path.basename(run_dir.rstrip('/'))}] "
@@ -38,7 +34,20 @@ def results_table(run_dirs: List[str]) -> str:
   return "\n".join(lines)
 
 
+def _load_results(run_dir: str) -> Dict:
+  path = os.path.join(run_dir, "results.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{path} is missing: run_experiment.py has not finished in {run_dir}.")
+  with open(path) as f:
+    return json.load(f)
+
+
 def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
+  """A figure of every run on the same test tasks (meta-RL: from the runs' results.json)."""
+  results = [_load_results(run_dir) for run_dir in run_dirs]
+  from l2f_tf.rl import experiment as rl_experiment  # pylint: disable=import-outside-toplevel
+  if results[0]["metric"] == rl_experiment.RETURN_METRIC:
+    return rl_experiment.compare_figure(results, output)
   learners: Dict[str, object] = {}
   domain = None
   for run_dir in run_dirs:

@@ -4,6 +4,7 @@ import glob
 import json
 import os
 
+import gin
 import pytest
 
 from l2f_tf import config
@@ -43,3 +44,18 @@ def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
           "env_steps_per_second"} <= tags
   assert sum(t.startswith("gamma/") for t in tags) == (7 if l2f else 0)
   assert "test/return_after_1_steps" in summary_tags(os.path.join(root, "eval"))
+
+
+def test_compare_two_rl_runs(tmp_path):
+  from l2f_tf import compare
+  roots = []
+  for name in ("navigation2d_maml", "navigation2d_l2f"):
+    root = str(tmp_path / name)
+    gin.clear_config()
+    config.setup_run(root, [os.path.join(REPO, "gin", "rl", f"{name}.gin")],
+                     TINY + ["MetaRLTrainer.num_iterations = 1"])
+    experiment.run_experiment(root)
+    roots.append(root)
+  assert "MAML+L2F [navigation2d_l2f] test: return_after_0_steps=" in compare.results_table(roots)
+  png = compare.compare_figure(roots, str(tmp_path / "cmp.png"))
+  assert os.path.getsize(png) > 5_000

@@ -19,6 +19,8 @@ from l2f_tf.rl import meta_rl
 from l2f_tf.rl.trainer import MetaRLTrainer
 from l2f_tf.train.trainer import build_learner
 
+RETURN_METRIC = "average undiscounted return per trajectory"
+
 
 def write_eval_summaries(root_dir: str, step: int, evaluation) -> None:
   writer = tf.summary.create_file_writer(os.path.join(root_dir, "eval"))
@@ -26,6 +28,17 @@ def write_eval_summaries(root_dir: str, step: int, evaluation) -> None:
     for name, value in evaluation.items():
       tf.summary.scalar(f"test/{name}", value["mean"], step=step)
   writer.flush()
+
+
+def compare_figure(results, path: str) -> str:
+  """Return vs adaptation steps of several finished runs (their results.json dicts)."""
+  evaluations = {}
+  for result in results:
+    label = result["method"]
+    while label in evaluations:
+      label += "'"
+    evaluations[label] = result["evaluations"]["test"]
+  return plot_returns(path, evaluations, None, results[0]["domain"])
 
 
 def run_meta_rl(root_dir: str, domain) -> dict:
@@ -46,7 +59,7 @@ def run_meta_rl(root_dir: str, domain) -> dict:
       "method": label,
       "domain": domain.name,
       "meta_iterations": step,
-      "metric": "average undiscounted return per trajectory",
+      "metric": RETURN_METRIC,
       "error_bars": "ci95 = 1.96 * sample std / sqrt(n) over held-out tasks",
       "evaluations": {"test": evaluation},
   }
@@ -65,9 +78,10 @@ def run_meta_rl(root_dir: str, domain) -> dict:
 
 
 def plot_returns(path: str, evaluations, trainer, env_name: str) -> str:
-  """Return vs adaptation steps per learner; 2D navigation adds trajectories with goals."""
+  """Return vs adaptation steps per learner; with a trainer, 2D navigation adds trajectories
+  before and after one step, with the goals."""
   from l2f_tf.train.plots import plt  # matplotlib only for figures
-  navigation = env_name == "Navigation2D"
+  navigation = env_name == "Navigation2D" and trainer is not None
   fig, axes = plt.subplots(1, 2 if navigation else 1, figsize=(11 if navigation else 5.5, 4),
                            squeeze=False)
   ax = axes[0][0]

@@ -29,6 +29,7 @@ class MetaRLDomain:
     num_eval_tasks: held-out tasks of the final evaluation (a multiple of num_tasks).
     eval_steps: adaptation steps evaluated (return after 0..eval_steps steps).
     eval_seed: seed of the held-out tasks (the same for every model: paired comparisons).
+    num_workers: MuJoCo only: worker processes that step the simulators (0: in-process).
   """
 
   is_rl = True
@@ -38,7 +39,7 @@ class MetaRLDomain:
   def __init__(self, env_name: str = "Navigation2D", num_tasks: int = 20,
                trajectories_per_task: int = 20, horizon: int = 100,
                hidden_units: Sequence[int] = (64, 64), num_eval_tasks: int = 40,
-               eval_steps: int = 3, eval_seed: int = 20200614):
+               eval_steps: int = 3, eval_seed: int = 20200614, num_workers: int = 0):
     if env_name not in envs.ENVIRONMENTS:
       raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
                        f"got {env_name!r}.")
@@ -49,6 +50,7 @@ class MetaRLDomain:
     self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
     self.hidden_units = tuple(hidden_units)
     self.num_eval_tasks, self.eval_steps, self.eval_seed = num_eval_tasks, eval_steps, eval_seed
+    self.num_workers = num_workers
     self._sampler = None
 
   @property
@@ -60,7 +62,7 @@ class MetaRLDomain:
     """The (cached) sampler; building MuJoCo simulators is slow."""
     if self._sampler is None:
       self._sampler = Sampler(self.env_name, self.num_tasks, self.trajectories_per_task,
-                              self.horizon, seed=0)
+                              self.horizon, seed=0, num_workers=self.num_workers)
     return self._sampler
 
   def build_model(self) -> keras.Model:

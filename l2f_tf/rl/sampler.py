@@ -64,7 +64,7 @@ class Sampler:
   """
 
   def __init__(self, env_name: str, num_tasks: int, trajectories_per_task: int, horizon: int,
-               seed: base.Seed = 0):
+               seed: base.Seed = 0, num_workers: int = 0):
     """Builds the environments.
 
     Args:
@@ -75,6 +75,9 @@ class Sampler:
       horizon: H, the episode length (episodes may end earlier).
       seed: seeds the environments' construction and the seeds of `sample` calls made without
         one, so a run that never passes a seed is still reproducible.
+      num_workers: MuJoCo only: step the simulators in this many worker processes (each owns
+        a contiguous slice of the T * N environments; same results as in-process, which
+        0 means). Worth it when the simulators, not the policy, dominate (Ant, many cores).
     """
     if env_name not in envs.ENVIRONMENTS:
       raise ValueError(f"Unknown environment {env_name!r}; choose one of "
@@ -89,6 +92,7 @@ class Sampler:
     self._horizon = base.check_horizon(horizon)
     self._rng = np.random.default_rng(seed)
     self.last_steps_per_second = float("nan")
+    self._workers = None
     if env_name == NAVIGATION:
       self._batched_env = envs.BatchedNavigation2D(self._num_tasks, self._per_task,
                                                    horizon=self._horizon, seed=seed)
@@ -96,9 +100,13 @@ class Sampler:
       spec_env = self._batched_env
     else:
       self._batched_env = None
-      self._envs = [envs.make_env(env_name, horizon=self._horizon, seed=seed)
-                    for _ in range(self._num_tasks * self._per_task)]
-      spec_env = self._envs[0]
+      count = self._num_tasks * self._per_task
+      self._workers = _WorkerPool(env_name, self._horizon, seed, count, num_workers) \
+          if num_workers > 0 else None
+      self._envs = [] if self._workers else [
+          envs.make_env(env_name, horizon=self._horizon, seed=seed) for _ in range(count)]
+      spec_env = self._envs[0] if self._envs else envs.make_env(env_name,
+                                                                horizon=self._horizon)
     self._observation_spec = spec_env.observation_spec()
     self._action_spec = spec_env.action_spec()
 
@@ -167,6 +175,8 @@ class Sampler:
     start = time.perf_counter()
     if self._batched_env is not None:
       step_fn = self._navigation_steps(tasks)
+    elif self._workers is not None:
+      step_fn = self._workers.steps(tasks, self._per_task, reset_seeds, self.observation_size)
     else:
       step_fn = self._mujoco_steps(tasks, reset_seeds)
     trajectories = self._roll_out(step_fn, policy_fn, noise)
@@ -182,6 +192,9 @@ class Sampler:
     """Releases the MuJoCo simulators (nothing to release for navigation)."""
     for env in self._envs:
       env.close()
+    if getattr(self, "_workers", None) is not None:
+      self._workers.close()
+      self._workers = None
 
   def _roll_out(self, steps, policy_fn: PolicyFn, noise: np.ndarray) -> Trajectories:
     """Runs the lock-step loop shared by both kinds of environment.
@@ -282,3 +295,74 @@ class Sampler:
         step_type[i] = time_step.step_type
       action, running = yield observation.copy(), reward.copy(), step_type.copy()
 
+
+
+def _worker(connection, env_name: str, horizon: int, seed, count: int) -> None:
+  """A worker process: owns `count` simulators and steps them on request."""
+  environments = [envs.make_env(env_name, horizon=horizon, seed=seed) for _ in range(count)]
+  while True:
+    command, payload = connection.recv()
+    if command == "reset":
+      observations = []
+      for env, (task, reset_seed) in zip(environments, payload):
+        env.set_task(task)
+        env.seed(int(reset_seed))
+        observations.append(env.reset().observation)
+      connection.send(np.stack(observations))
+    elif command == "step":
+      actions, running = payload
+      observation = np.zeros((count, environments[0].observation_spec().shape[0]), np.float32)
+      reward = np.zeros(count, np.float32)
+      step_type = np.zeros(count, np.int32)
+      for i in np.flatnonzero(running):
+        time_step = environments[i].step(actions[i])
+        observation[i], reward[i], step_type[i] = (time_step.observation, time_step.reward,
+                                                  time_step.step_type)
+      connection.send((observation, reward, step_type))
+    else:
+      for env in environments:
+        env.close()
+      connection.close()
+      return
+
+
+class _WorkerPool:
+  """Worker processes (spawned: safe next to TensorFlow) that own slices of the simulators."""
+
+  def __init__(self, env_name: str, horizon: int, seed, count: int, num_workers: int):
+    import multiprocessing  # pylint: disable=import-outside-toplevel
+    context = multiprocessing.get_context("spawn")
+    bounds = np.linspace(0, count, min(num_workers, count) + 1).astype(int)
+    self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    self.connections, self.processes = [], []
+    for piece in self.slices:
+      parent, child = context.Pipe()
+      process = context.Process(target=_worker, daemon=True,
+                                args=(child, env_name, horizon, seed, piece.stop - piece.start))
+      process.start()
+      self.connections.append(parent)
+      self.processes.append(process)
+
+  def steps(self, tasks, per_task: int, reset_seeds: np.ndarray, observation_size: int):
+    """The `_roll_out` step generator, with every slice stepped by its own process."""
+    del observation_size
+    for connection, piece in zip(self.connections, self.slices):
+      connection.send(("reset", [(tasks[i // per_task], reset_seeds[i])
+                                 for i in range(piece.start, piece.stop)]))
+    observation = np.concatenate([c.recv() for c in self.connections]).astype(np.float32)
+    action, running = yield observation
+    while True:
+      for connection, piece in zip(self.connections, self.slices):
+        connection.send(("step", (action[piece], running[piece])))
+      parts = [c.recv() for c in self.connections]
+      action, running = yield tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
+  def close(self) -> None:
+    for connection, process in zip(self.connections, self.processes):
+      try:
+        connection.send(("close", None))
+      except (BrokenPipeError, OSError):
+        pass
+      process.join(timeout=10)
+      if process.is_alive():
+        process.terminate()

@@ -173,3 +173,22 @@ def test_bad_tasks_and_settings_raise():
     sampler_lib.Sampler("Navigation2D", T, 0, H)
   with pytest.raises(ValueError, match="horizon"):
     sampler_lib.Sampler("Navigation2D", T, N, 0)
+
+
+@pytest.mark.parametrize("env_name", ["HalfCheetahVel", "AntDir"])
+def test_worker_processes_give_the_same_batch(env_name):
+  """MuJoCo simulators stepped in 2 spawned worker processes: identical trajectories."""
+  in_process = sampler_lib.Sampler(env_name, num_tasks=2, trajectories_per_task=2, horizon=6, seed=0)
+  workers = sampler_lib.Sampler(env_name, num_tasks=2, trajectories_per_task=2, horizon=6, seed=0,
+                    num_workers=2)
+  try:
+    tasks = in_process._envs[0].sample_tasks(2, seed=3)
+    policy = lambda obs: (np.tanh(obs[..., :in_process.action_size]),
+                          np.full((2, in_process.action_size), -1.0, np.float32))
+    a = in_process.sample(tasks, policy, seed=5)
+    b = workers.sample(tasks, policy, seed=5)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  finally:
+    in_process.close()
+    workers.close()

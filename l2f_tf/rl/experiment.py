@@ -91,6 +91,7 @@ def plot_returns(path: str, evaluations, trainer, env_name: str) -> str:
     cis = [evaluation[f"return_after_{k}_steps"]["ci95"] for k in steps]
     ax.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=label)
   ax.set_xlabel("adaptation steps")
+  ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
   ax.set_ylabel("average return (95% CI)")
   ax.set_title(env_name)
   ax.legend(fontsize=8)

@@ -78,12 +78,17 @@ def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
   """
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   module = AdaptAndPredict(learner, input_signature, num_steps, preprocess, description)
+  return save(module, path, {"serving_default": module.adapt_and_predict,
+                             "adapt_and_predict": module.adapt_and_predict,
+                             "adapt_and_predict_batch": module.adapt_and_predict_batch},
+              config_path)
+
+
+def save(module: tf.Module, path: str, signatures, config_path: Optional[str] = None) -> str:
+  """Saves ``module`` to ``path`` (replacing it), with the run's gin config in assets.extra/."""
   if os.path.exists(path):
     shutil.rmtree(path)
-  tf.saved_model.save(module, path, signatures={
-      "serving_default": module.adapt_and_predict,
-      "adapt_and_predict": module.adapt_and_predict,
-      "adapt_and_predict_batch": module.adapt_and_predict_batch})
+  tf.saved_model.save(module, path, signatures=signatures)
   if config_path and os.path.exists(config_path):
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     shutil.copy(config_path, os.path.join(path, "assets.extra", CONFIG_NAME))

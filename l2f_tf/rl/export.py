@@ -11,16 +11,13 @@ Signatures (all float32):
 The training config is stored in ``assets.extra/operative_config.gin``.
 """
 
-import os
-import shutil
 from typing import Optional
 
 import tensorflow as tf
 
+from l2f_tf import export as export_lib
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
-
-CONFIG_NAME = "operative_config.gin"
 
 
 class PolicyModule(tf.Module):
@@ -64,12 +61,5 @@ def export(learner, path: str, observation_dim: int, action_dim: int,
   """Writes the SavedModel to ``path`` (replacing it) and returns ``path``."""
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda)
-  if os.path.exists(path):
-    shutil.rmtree(path)
-  tf.saved_model.save(module, path, signatures={"serving_default": module.act,
-                                                "act": module.act,
-                                                "adapt_and_act": module.adapt_and_act})
-  if config_path and os.path.exists(config_path):
-    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
-    shutil.copy(config_path, os.path.join(path, "assets.extra", CONFIG_NAME))
-  return path
+  return export_lib.save(module, path, {"serving_default": module.act, "act": module.act,
+                                        "adapt_and_act": module.adapt_and_act}, config_path)

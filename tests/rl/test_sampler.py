@@ -178,9 +178,9 @@ def test_bad_tasks_and_settings_raise():
 @pytest.mark.parametrize("env_name", ["HalfCheetahVel", "AntDir"])
 def test_worker_processes_give_the_same_batch(env_name):
   """MuJoCo simulators stepped in 2 spawned worker processes: identical trajectories."""
-  in_process = sampler_lib.Sampler(env_name, num_tasks=2, trajectories_per_task=2, horizon=6, seed=0)
-  workers = sampler_lib.Sampler(env_name, num_tasks=2, trajectories_per_task=2, horizon=6, seed=0,
-                    num_workers=2)
+  options = dict(num_tasks=2, trajectories_per_task=2, horizon=6, seed=0)
+  in_process = sampler_lib.Sampler(env_name, **options)
+  workers = sampler_lib.Sampler(env_name, num_workers=2, **options)
   try:
     tasks = in_process._envs[0].sample_tasks(2, seed=3)
     policy = lambda obs: (np.tanh(obs[..., :in_process.action_size]),

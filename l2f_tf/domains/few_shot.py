@@ -150,10 +150,6 @@ class FewShotClassification:
   def export_preprocess(self, images):
     return episodic.normalize_images(images, self.normalization)
 
-  @property
-  def num_classes(self) -> int:
-    return self.num_ways
-
   # --- figures ---------------------------------------------------------------------------------
   def plot(self, learners, path: str, num_steps: int = 5) -> str:
     """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner on

@@ -176,7 +176,7 @@ class Sampler:
     if self._batched_env is not None:
       step_fn = self._navigation_steps(tasks)
     elif self._workers is not None:
-      step_fn = self._workers.steps(tasks, self._per_task, reset_seeds, self.observation_size)
+      step_fn = self._workers.steps(tasks, self._per_task, reset_seeds)
     else:
       step_fn = self._mujoco_steps(tasks, reset_seeds)
     trajectories = self._roll_out(step_fn, policy_fn, noise)
@@ -343,9 +343,8 @@ class _WorkerPool:
       self.connections.append(parent)
       self.processes.append(process)
 
-  def steps(self, tasks, per_task: int, reset_seeds: np.ndarray, observation_size: int):
+  def steps(self, tasks, per_task: int, reset_seeds: np.ndarray):
     """The `_roll_out` step generator, with every slice stepped by its own process."""
-    del observation_size
     for connection, piece in zip(self.connections, self.slices):
       connection.send(("reset", [(tasks[i // per_task], reset_seeds[i])
                                  for i in range(piece.start, piece.stop)]))

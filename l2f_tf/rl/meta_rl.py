@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
 from l2f_tf.rl.sampler import Trajectories
@@ -108,15 +109,49 @@ def start_params(learner, num_tasks: int, embeddings=None) -> List[tf.Tensor]:
       for i in range(num_tasks)])
 
 
+def vectorized_forward(learner, stacked_params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
+  """Policy outputs [T, M, out] of per-task parameters (leading task axis) on x [T, M, obs].
+
+  One batched graph for all T tasks (``tf.vectorized_map`` turns the per-task matmuls into
+  batched ones) instead of T copies of the network: the TRPO step evaluates it some 15 times
+  per meta-iteration, so per-op overhead matters more than arithmetic on a CPU.
+  """
+  return tf.vectorized_map(lambda args: learner.forward(args[0], args[1]),
+                           (list(stacked_params), x))
+
+
+def _per_task(fn, *stacked):
+  """fn applied to every task's slice of the stacked tensors, batched."""
+  return tf.vectorized_map(lambda args: fn(*args), stacked)
+
+
 def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
                 first_order: bool = False):
-  """Per-task fast weights and gammas from the tasks' support trajectories."""
-  adaptations = [learner.adapt(batch.x[i], batch.y[i], num_steps=num_steps,
-                               first_order=first_order,
-                               embedding=None if embeddings is None else embeddings[i])
-                 for i in range(batch.x.shape[0])]
-  gammas = [a.gamma for a in adaptations]
-  return [a.fast_weights for a in adaptations], gammas
+  """(stacked fast weights, gammas [T, L] or None) of every task from its support trajectories.
+
+  The same code path as ``MetaLearner.adapt`` (``learner.attenuate``, then
+  ``inner_loop.inner_loop`` with the learner's rates), run on all tasks at once: the inner
+  loss is the sum of the per-task REINFORCE losses, whose gradient w.r.t. the stacked
+  parameters is every task's own gradient, since task t's loss depends only on slice t.
+  """
+  num_tasks = batch.x.shape[0]
+  num_steps = learner.num_inner_steps if num_steps is None else num_steps
+  starts, gammas = [], []
+  for i in range(num_tasks):
+    theta_bar, gamma = learner.attenuate(
+        None, None, embedding=None if embeddings is None else embeddings[i])
+    starts.append(theta_bar)
+    gammas.append(gamma)
+  start = stack_params(starts)
+
+  def support_loss(params):
+    outputs = vectorized_forward(learner, params, batch.x)
+    return tf.reduce_sum(_per_task(learner.loss_fn, batch.y, outputs))
+
+  iterates = inner_loop_lib.inner_loop(support_loss, start, num_steps, learner.inner_lrs,
+                                       first_order=first_order)
+  stacked_gammas = None if gammas[0] is None else tf.stack(gammas)
+  return iterates[-1], stacked_gammas
 
 
 def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
@@ -124,15 +159,16 @@ def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
   """(surrogate, mean KL) of the adapted policies on the query trajectories, averaged over
   tasks; both are differentiable w.r.t. theta and phi through the inner step."""
   fast, _ = adapt_tasks(learner, support, embeddings, first_order=first_order)
-  surrogates, kls = [], []
-  for i, params in enumerate(fast):
-    outputs = learner.forward(params, query.x[i])
-    actions, _, mask = pg.unpack_targets(query.y[i])
-    mean_old, log_std_old = pg.split_output(old_outputs[i])
+  outputs = vectorized_forward(learner, fast, query.x)
+
+  def task_terms(y, output, old):
+    actions, _, mask = pg.unpack_targets(y)
+    mean_old, log_std_old = pg.split_output(old)
     old_log_prob = pg.log_prob(actions, mean_old, log_std_old)
-    surrogates.append(pg.surrogate_loss(query.y[i], outputs, old_log_prob))
-    kls.append(pg.mean_kl(old_outputs[i], outputs, mask))
-  return tf.reduce_mean(tf.stack(surrogates)), tf.reduce_mean(tf.stack(kls))
+    return pg.surrogate_loss(y, output, old_log_prob), pg.mean_kl(old, output, mask)
+
+  surrogates, kls = _per_task(task_terms, query.y, outputs, old_outputs)
+  return tf.reduce_mean(surrogates), tf.reduce_mean(kls)
 
 
 def summarize_returns(batch: TaskBatch) -> Dict[str, float]:

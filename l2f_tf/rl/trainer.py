@@ -74,6 +74,11 @@ class MetaRLTrainer:
     # The whole TRPO step (gradient, conjugate gradient on KL Hessian-vector products through
     # the inner step, line search) is one compiled graph: ~10x faster than eager.
     self._trpo_step = tf.function(self._trpo_step_graph, reduce_retracing=True)
+    self._adapt = tf.function(
+        lambda x, y, embeddings: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
+                                                     embeddings), reduce_retracing=True)
+    self._forward = tf.function(lambda params, x: meta_rl.vectorized_forward(learner, params, x),
+                                reduce_retracing=True)
 
   @property
   def step(self) -> int:
@@ -103,26 +108,25 @@ class MetaRLTrainer:
     tasks = self.task_env.sample_tasks(self.sampler.num_tasks, seed=[self.seed, i])
     embeddings, start = self._start(tasks, seed=[self.seed, i, 2])
     support = self.sample(tasks, start, seed=[self.seed, i, 0])
-    fast, gammas = meta_rl.adapt_tasks(self.learner, support, embeddings)
-    query = self.sample(tasks, meta_rl.stack_params(fast), seed=[self.seed, i, 1])
-    old = tf.stack([tf.stop_gradient(self.learner.forward(p, query.x[t]))
-                    for t, p in enumerate(fast)])
+    fast, gammas = self._adapt(support.x, support.y, embeddings)
+    query = self.sample(tasks, fast, seed=[self.seed, i, 1])
+    old = self._forward(fast, query.x)
     diagnostics = self._trpo_step(support.x, support.y, query.x, query.y, old, embeddings)
     result = {"return_before_adaptation": meta_rl.summarize_returns(support)["mean"],
               "return_after_adaptation": meta_rl.summarize_returns(query)["mean"],
               "env_steps_per_second": self.sampler.last_steps_per_second}
     result.update({k: float(v) for k, v in diagnostics.items()})
-    if gammas[0] is not None:
-      result["gamma"] = np.mean([g.numpy() for g in gammas], axis=0)
+    if gammas is not None:
+      result["gamma"] = np.mean(gammas.numpy(), axis=0)
     return result
 
   def _trpo_step_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
     support = meta_rl.TaskBatch(support_x, support_y, None)
     query = meta_rl.TaskBatch(query_x, query_y, None)
+    # One callable for (surrogate, KL): they share the inner adaptation of every task.
     objective = lambda: meta_rl.outer_objective(self.learner, support, query, old, embeddings,
                                                 self.first_order)
-    return trpo.trpo_step(lambda: objective()[0], lambda: objective()[1], self.tf_variables,
-                          **self.trpo_options)
+    return trpo.trpo_step(objective, None, self.tf_variables, **self.trpo_options)
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     names = [n.replace(":", "_") for n in self.learner.inner_variable_names]

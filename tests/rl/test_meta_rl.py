@@ -13,6 +13,7 @@ from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.gaussian_policy import gaussian_policy
 from l2f_tf.rl import meta_rl
 from l2f_tf.rl import policy_gradient as pg
+from l2f_tf.rl import trpo
 from l2f_tf.rl.sampler import Sampler
 from l2f_tf.rl.trainer import MetaRLTrainer
 
@@ -114,3 +115,67 @@ def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
   expected, _ = pg.split_output(learner.forward(fast, query))
   np.testing.assert_allclose(adapted["mean"].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
   assert not np.allclose(adapted["mean"].numpy(), acted["mean"].numpy())
+
+
+def random_task_batch(rng, num_tasks=2, steps=10):
+  obs = tf.constant(rng.normal(size=(num_tasks, steps, 2)))
+  y = pg.pack_targets(tf.constant(rng.normal(size=(num_tasks, steps, 2))),
+                      tf.constant(rng.normal(size=(num_tasks, steps))),
+                      tf.ones((num_tasks, steps), tf.float64))
+  return meta_rl.TaskBatch(obs, y, None)
+
+
+def float64_learner(l2f, num_inner_steps=1):
+  keras.utils.set_random_seed(1)
+  return MetaLearner(gaussian_policy(2, 2, hidden_units=(5, 4), dtype="float64"),
+                     pg.reinforce_loss, num_inner_steps=num_inner_steps, inner_lr=0.5,
+                     attenuation=TaskConditionedAttenuation(dtype="float64") if l2f else None)
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_batched_adaptation_equals_per_task_adaptation(l2f):
+  learner = float64_learner(l2f, num_inner_steps=2)
+  support = random_task_batch(np.random.default_rng(0), num_tasks=3)
+  embeddings = meta_rl.task_embeddings(learner, support)
+  fast, gammas = meta_rl.adapt_tasks(learner, support, embeddings)
+  assert (gammas is not None) == l2f
+  for t in range(3):
+    adaptation = learner.adapt(support.x[t], support.y[t],
+                               embedding=None if embeddings is None else embeddings[t])
+    for stacked, single in zip(fast, adaptation.fast_weights):
+      np.testing.assert_allclose(stacked[t].numpy(), single.numpy(), rtol=1e-12, atol=1e-15)
+    if l2f:
+      np.testing.assert_allclose(gammas[t].numpy(), adaptation.gamma.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differences(l2f):
+  # Second order: d surrogate(theta'(theta, phi)) / d (theta, phi) in float64, embeddings held
+  # constant as in training; the first-order gradient differs.
+  rng = np.random.default_rng(0)
+  learner = float64_learner(l2f)
+  support, query = random_task_batch(rng), random_task_batch(rng)
+  embeddings = meta_rl.task_embeddings(learner, support)
+  fast, _ = meta_rl.adapt_tasks(learner, support, embeddings)
+  old = meta_rl.vectorized_forward(learner, fast, query.x) + 0.1
+  variables = trpo.tf_variables(learner.meta_variables)
+  surrogate = lambda first_order=False: meta_rl.outer_objective(
+      learner, support, query, old, embeddings, first_order)[0]
+  with tf.GradientTape(persistent=True) as tape:
+    second, first = surrogate(), surrogate(first_order=True)
+  grads, first_grads = tape.gradient(second, variables), tape.gradient(first, variables)
+  eps, differs = 1e-6, []
+  for variable, grad, first_grad in zip(variables, grads, first_grads):
+    base = variable.numpy().copy()
+    for i in range(min(base.size, 3)):
+      values = []
+      for sign in (1.0, -1.0):
+        shifted = base.copy().reshape(-1)
+        shifted[i] += sign * eps
+        variable.assign(shifted.reshape(base.shape))
+        values.append(float(surrogate()))
+      variable.assign(base)
+      fd = (values[0] - values[1]) / (2 * eps)
+      assert grad.numpy().reshape(-1)[i] == pytest.approx(fd, rel=1e-5, abs=1e-9)
+      differs.append(abs(first_grad.numpy().reshape(-1)[i] - fd) > 1e-6)
+  assert any(differs)

@@ -59,3 +59,25 @@ def test_compare_two_rl_runs(tmp_path):
   assert "MAML+L2F [navigation2d_l2f] test: return_after_0_steps=" in compare.results_table(roots)
   png = compare.compare_figure(roots, str(tmp_path / "cmp.png"))
   assert os.path.getsize(png) > 5_000
+
+
+def test_lvc_inner_objective_from_a_binding(tmp_path):
+  import numpy as np
+  import tensorflow as tf
+  from l2f_tf.domains.meta_rl import MetaRLDomain
+  from l2f_tf.rl import policy_gradient as pg
+  root = str(tmp_path / "run")
+  config.setup_run(root, [os.path.join(REPO, "gin", "rl", "navigation2d_l2f.gin")],
+                   TINY + ["MetaRLDomain.inner_objective = 'lvc'",
+                           "MetaRLTrainer.num_iterations = 1"])
+  assert experiment.run_experiment(root)["meta_iterations"] == 1
+  with open(os.path.join(root, "operative_config.gin")) as f:
+    assert "MetaRLDomain.inner_objective = 'lvc'" in f.read()
+  rng = np.random.default_rng(0)
+  y = pg.pack_targets(tf.constant(rng.normal(size=(5, 2))), tf.constant(rng.normal(size=5)),
+                      tf.ones(5, tf.float64))
+  y_pred = tf.constant(rng.normal(size=(5, 4)))
+  for name, loss in (("lvc", pg.lvc_loss), ("reinforce", pg.reinforce_loss)):
+    assert float(MetaRLDomain(inner_objective=name).loss_fn(y, y_pred)) == float(loss(y, y_pred))
+  with pytest.raises(ValueError, match="inner_objective must be one of"):
+    MetaRLDomain(inner_objective="dice")

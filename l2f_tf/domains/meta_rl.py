@@ -15,6 +15,8 @@ from l2f_tf.rl import envs
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl.sampler import Sampler
 
+INNER_OBJECTIVES = {"reinforce": pg.reinforce_loss, "lvc": pg.lvc_loss}
+
 
 @gin.configurable
 class MetaRLDomain:
@@ -30,6 +32,10 @@ class MetaRLDomain:
     eval_steps: adaptation steps evaluated (return after 0..eval_steps steps).
     eval_seed: seed of the held-out tasks (the same for every model: paired comparisons).
     num_workers: MuJoCo only: worker processes that step the simulators (0: in-process).
+    inner_objective: the inner-loop loss: "reinforce" (MAML-RL's, the reference) or "lvc"
+      (ProMP's low-variance curvature: the same inner step, plus the second-order term of the
+      support data's dependence on theta in the meta-gradient; see
+      `l2f_tf.rl.policy_gradient.lvc_loss`).
   """
 
   is_rl = True
@@ -39,7 +45,8 @@ class MetaRLDomain:
   def __init__(self, env_name: str = "Navigation2D", num_tasks: int = 20,
                trajectories_per_task: int = 20, horizon: int = 100,
                hidden_units: Sequence[int] = (64, 64), num_eval_tasks: int = 40,
-               eval_steps: int = 3, eval_seed: int = 20200614, num_workers: int = 0):
+               eval_steps: int = 3, eval_seed: int = 20200614, num_workers: int = 0,
+               inner_objective: str = "reinforce"):
     if env_name not in envs.ENVIRONMENTS:
       raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
                        f"got {env_name!r}.")
@@ -50,7 +57,11 @@ class MetaRLDomain:
     self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
     self.hidden_units = tuple(hidden_units)
     self.num_eval_tasks, self.eval_steps, self.eval_seed = num_eval_tasks, eval_steps, eval_seed
+    if inner_objective not in INNER_OBJECTIVES:
+      raise ValueError(f"MetaRLDomain.inner_objective must be one of {sorted(INNER_OBJECTIVES)}, "
+                       f"got {inner_objective!r}.")
     self.num_workers = num_workers
+    self.inner_objective = inner_objective
     self._sampler = None
 
   @property
@@ -69,8 +80,8 @@ class MetaRLDomain:
     return gaussian_policy(self.sampler.observation_size, self.sampler.action_size,
                            hidden_units=self.hidden_units)
 
-  @staticmethod
-  def loss_fn(y_true, y_pred):
-    return pg.reinforce_loss(y_true, y_pred)
+  def loss_fn(self, y_true, y_pred):
+    """The inner-loop loss (its gradient is the policy gradient for either objective)."""
+    return INNER_OBJECTIVES[self.inner_objective](y_true, y_pred)
 
   task_metric = None

@@ -7,6 +7,7 @@ advantage and a validity mask, ``[actions, advantage, mask]`` ([M, action_dim + 
 ``y_pred`` is the policy output on the matching observations ([M, 2 * action_dim]).
 
   inner loss (REINFORCE):   -sum_t mask_t * log pi(a_t | s_t) * A_t / sum_t mask_t
+  inner loss (LVC):         -sum_t mask_t * pi(a_t | s_t) / stop(pi(a_t | s_t)) * A_t / sum mask_t
   outer surrogate (TRPO):   -sum_t mask_t * pi(a_t | s_t) / pi_old(a_t | s_t) * A_t / sum mask_t
 """
 
@@ -60,6 +61,23 @@ def reinforce_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
   actions, advantages, mask = unpack_targets(y_true)
   mean, log_std = split_output(y_pred)
   return -_masked_mean(log_prob(actions, mean, log_std) * advantages, mask)
+
+
+def lvc_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+  """ProMP's low-variance-curvature (LVC) inner loss (Rothfuss et al., ICLR 2019).
+
+  Its value is minus the mean advantage and its gradient equals :func:`reinforce_loss`'s, so
+  the inner step, the adapted policy and every return are unchanged. Only its second
+  derivative differs: it adds sum_t A_t grad log pi_t grad log pi_t^T, the per-step part of
+  the dependence of the support trajectories' distribution on theta, which MAML's REINFORCE
+  inner loss drops. The meta-gradient through the inner step then credits the pre-update
+  policy for the data it collects (exploration) instead of treating that data as fixed.
+  """
+  actions, advantages, mask = unpack_targets(y_true)
+  mean, log_std = split_output(y_pred)
+  log_likelihood = log_prob(actions, mean, log_std)
+  ratio = tf.exp(log_likelihood - tf.stop_gradient(log_likelihood))
+  return -_masked_mean(ratio * advantages, mask)
 
 
 def surrogate_loss(y_true: tf.Tensor, y_pred: tf.Tensor, old_log_prob: tf.Tensor) -> tf.Tensor:

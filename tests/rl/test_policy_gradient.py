@@ -102,3 +102,36 @@ def test_surrogate_gradient_at_the_sampling_policy_is_the_policy_gradient():
                   tape.gradient(reinforce, model.trainable_variables)):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
   assert float(pg.mean_kl(out, out, y[:, -1])) == pytest.approx(0.0)
+
+
+def test_lvc_loss_has_the_reinforce_gradient_and_adds_the_score_outer_product_curvature():
+  obs, y = batch(m=6)
+  del obs
+  actions, advantages, mask = pg.unpack_targets(y)
+  outputs = tf.Variable(RNG.normal(size=(6, 4)))
+
+  def derivatives(loss_fn):
+    with tf.GradientTape() as outer:
+      with tf.GradientTape() as inner:
+        loss = loss_fn(y, outputs)
+      grad = inner.gradient(loss, outputs)
+    return loss, grad, outer.jacobian(grad, outputs)  # [6, 4, 6, 4]
+
+  lvc, lvc_grad, lvc_hessian = derivatives(pg.lvc_loss)
+  reinforce, reinforce_grad, reinforce_hessian = derivatives(pg.reinforce_loss)
+  count = float(tf.reduce_sum(mask))
+  # Value: minus the mean advantage over valid steps (every ratio is 1).
+  assert float(lvc) == pytest.approx(-float(tf.reduce_sum(advantages * mask)) / count)
+  np.testing.assert_allclose(lvc_grad.numpy(), reinforce_grad.numpy(), rtol=1e-12, atol=1e-15)
+  # Curvature: REINFORCE's plus -sum_t mask_t A_t s_t s_t^T / count, s_t = d log pi_t / d out_t.
+  with tf.GradientTape() as tape:
+    mean, log_std = pg.split_output(outputs)
+    log_likelihood = pg.log_prob(actions, mean, log_std)
+  scores = tape.jacobian(log_likelihood, outputs).numpy()  # [6, 6, 4], row t nonzero only at t
+  extra = np.zeros((6, 4, 6, 4))
+  for t in range(6):
+    s = scores[t, t]
+    extra[t, :, t, :] = -float(mask[t] * advantages[t]) * np.outer(s, s) / count
+  np.testing.assert_allclose(lvc_hessian.numpy() - reinforce_hessian.numpy(), extra, rtol=1e-10,
+                             atol=1e-12)
+  assert np.abs(extra).max() > 1e-3

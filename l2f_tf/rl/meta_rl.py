@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2f_tf.meta import inner_loop as inner_loop_lib
+from l2f_tf.meta.attenuation import gradient_mean_embedding
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
 from l2f_tf.rl.sampler import Trajectories
@@ -95,11 +96,24 @@ def uses_embedding(learner) -> bool:
 
 
 def task_embeddings(learner, probe: TaskBatch):
-  """[T, E] L2F task embeddings from trajectories of theta, or None if the learner needs none."""
+  """[T, E] L2F task embeddings from trajectories of theta, or None if the learner needs none.
+
+  L2F's gradient-mean embedding is computed for all tasks at once: the gradient of the sum of
+  the per-task inner losses w.r.t. theta tiled over tasks is every task's own gradient.
+  """
   if not uses_embedding(learner):
     return None
-  return tf.stack([learner.task_embedding(probe.x[i], probe.y[i])
-                   for i in range(probe.x.shape[0])])
+  attenuation = learner.attenuation
+  if attenuation.needs_support_features:  # Table 5's prototype embedding (classification).
+    return tf.stack([learner.task_embedding(probe.x[i], probe.y[i])
+                     for i in range(probe.x.shape[0])])
+  theta = tile_params([tf.stop_gradient(t) for t in learner.theta()], probe.x.shape[0])
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(theta)
+    outputs = vectorized_forward(learner, theta, probe.x)
+    loss = tf.reduce_sum(_per_task(learner.loss_fn, probe.y, outputs))
+  gradients = tape.gradient(loss, theta)
+  return tf.vectorized_map(gradient_mean_embedding, gradients)
 
 
 def start_params(learner, num_tasks: int, embeddings=None) -> List[tf.Tensor]:

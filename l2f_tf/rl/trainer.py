@@ -77,6 +77,8 @@ class MetaRLTrainer:
     self._adapt = tf.function(
         lambda x, y, embeddings: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
                                                      embeddings), reduce_retracing=True)
+    self._embed_and_attenuate = tf.function(self._embed_and_attenuate_graph,
+                                            reduce_retracing=True)
     self._forward = tf.function(lambda params, x: meta_rl.vectorized_forward(learner, params, x),
                                 reduce_retracing=True)
 
@@ -97,11 +99,14 @@ class MetaRLTrainer:
   # --- one meta-iteration ----------------------------------------------------------------------
   def _start(self, tasks, seed):
     """(embeddings or None, stacked theta_bar): L2F probes theta's trajectories first."""
-    embeddings = None
-    if meta_rl.uses_embedding(self.learner):
-      probe = self.sample(tasks, self._theta_for_all_tasks(), seed=seed)
-      embeddings = meta_rl.task_embeddings(self.learner, probe)
-    return embeddings, meta_rl.start_params(self.learner, len(tasks), embeddings)
+    if not meta_rl.uses_embedding(self.learner):
+      return None, self._theta_for_all_tasks()
+    probe = self.sample(tasks, self._theta_for_all_tasks(), seed=seed)
+    return self._embed_and_attenuate(probe.x, probe.y)
+
+  def _embed_and_attenuate_graph(self, probe_x, probe_y):
+    embeddings = meta_rl.task_embeddings(self.learner, meta_rl.TaskBatch(probe_x, probe_y, None))
+    return embeddings, meta_rl.start_params(self.learner, probe_x.shape[0], embeddings)
 
   def train_iteration(self, i: int) -> Dict[str, float]:
     """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""

@@ -179,3 +179,15 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
       assert grad.numpy().reshape(-1)[i] == pytest.approx(fd, rel=1e-5, abs=1e-9)
       differs.append(abs(first_grad.numpy().reshape(-1)[i] - fd) > 1e-6)
   assert any(differs)
+
+
+def test_batched_task_embeddings_equal_the_learners():
+  learner = float64_learner(l2f=True)
+  probe = random_task_batch(np.random.default_rng(2), num_tasks=3)
+  embeddings = meta_rl.task_embeddings(learner, probe)
+  assert embeddings.shape == (3, 7)
+  for t in range(3):
+    np.testing.assert_allclose(embeddings[t].numpy(),
+                               learner.task_embedding(probe.x[t], probe.y[t]).numpy(),
+                               rtol=1e-12, atol=1e-15)
+  assert meta_rl.task_embeddings(float64_learner(l2f=False), probe) is None

@@ -140,23 +140,27 @@ def _per_task(fn, *stacked):
 
 
 def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
-                first_order: bool = False):
+                first_order: bool = False, start=None):
   """(stacked fast weights, gammas [T, L] or None) of every task from its support trajectories.
 
   The same code path as ``MetaLearner.adapt`` (``learner.attenuate``, then
   ``inner_loop.inner_loop`` with the learner's rates), run on all tasks at once: the inner
   loss is the sum of the per-task REINFORCE losses, whose gradient w.r.t. the stacked
   parameters is every task's own gradient, since task t's loss depends only on slice t.
+  With ``start`` (stacked parameters) given, the steps start there without attenuation
+  (evaluation's later adaptation steps) and the gammas are None.
   """
   num_tasks = batch.x.shape[0]
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
-  starts, gammas = [], []
-  for i in range(num_tasks):
-    theta_bar, gamma = learner.attenuate(
-        None, None, embedding=None if embeddings is None else embeddings[i])
-    starts.append(theta_bar)
-    gammas.append(gamma)
-  start = stack_params(starts)
+  gammas = [None]
+  if start is None:
+    starts, gammas = [], []
+    for i in range(num_tasks):
+      theta_bar, gamma = learner.attenuate(
+          None, None, embedding=None if embeddings is None else embeddings[i])
+      starts.append(theta_bar)
+      gammas.append(gamma)
+    start = stack_params(starts)
 
   def support_loss(params):
     outputs = vectorized_forward(learner, params, batch.x)

@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.rl import envs
 from l2f_tf.rl import meta_rl, trpo
 from l2f_tf.rl.sampler import Sampler
@@ -77,6 +76,10 @@ class MetaRLTrainer:
     self._adapt = tf.function(
         lambda x, y, embeddings: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
                                                      embeddings), reduce_retracing=True)
+    self._step_from = tf.function(
+        lambda params, x, y: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
+                                                 num_steps=1, start=params)[0],
+        reduce_retracing=True)
     self._embed_and_attenuate = tf.function(self._embed_and_attenuate_graph,
                                             reduce_retracing=True)
     self._forward = tf.function(lambda params, x: meta_rl.vectorized_forward(learner, params, x),
@@ -197,26 +200,16 @@ class MetaRLTrainer:
       for k in range(num_steps + 1):
         batch = self.sample(tasks, params, seed=[seed, r, k])
         returns[k].extend(batch.returns.mean(axis=1))
-        if k < num_steps:
-          fast = []
-          for t in range(per_round):
-            if k == 0:  # From theta_bar, exactly as in training.
-              fast.append(self.learner.adapt(
-                  batch.x[t], batch.y[t], num_steps=1,
-                  embedding=None if embeddings is None else embeddings[t]).fast_weights)
-            else:
-              fast.append(self._plain_step([p[t] for p in params], batch.x[t], batch.y[t]))
-          params = meta_rl.stack_params(fast)
+        if k == 0:  # From theta_bar, exactly as in training.
+          params, _ = self._adapt(batch.x, batch.y, embeddings)
+        elif k < num_steps:  # Later steps: plain policy-gradient steps, no attenuation.
+          params = self._step_from(params, batch.x, batch.y)
     results = {}
     for k, values in enumerate(returns):
       values = np.asarray(values)
       std = values.std(ddof=1) if len(values) > 1 else 0.0
       results[f"return_after_{k}_steps"] = {"mean": float(values.mean()),
                                             "ci95": float(1.96 * std / np.sqrt(len(values))),
-                                            "n": int(len(values))}
+                                            "n": int(len(values)),
+                                            "per_task": [float(v) for v in values]}
     return results
-
-  def _plain_step(self, params: Sequence[tf.Tensor], x, y):
-    """One policy-gradient step from ``params`` without attenuation (later adaptation steps)."""
-    _, grads = inner_loop_lib.gradients(lambda p: self.learner.loss_at(p, x, y), list(params))
-    return inner_loop_lib.sgd_step(list(params), grads, self.learner.inner_lrs.for_step(0))

@@ -70,6 +70,7 @@ def test_evaluation_reports_returns_after_each_step(tmp_path):
   results = make_trainer(tmp_path).evaluate(num_tasks=4, num_steps=3)
   assert sorted(results) == [f"return_after_{k}_steps" for k in range(4)]
   assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in results.values())
+  assert all(np.mean(r["per_task"]) == pytest.approx(r["mean"]) for r in results.values())
   with pytest.raises(ValueError, match="multiple"):
     make_trainer(tmp_path / "x").evaluate(num_tasks=3)
 

@@ -9,6 +9,7 @@ the checkpoints and TensorBoard logs, ``results.json`` (average return on held-o
 
 import json
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -52,13 +53,17 @@ def run_meta_rl(root_dir: str, domain) -> dict:
   learner = build_learner(domain)
   label = learner_label(learner)
   trainer = MetaRLTrainer(learner=learner, sampler=domain.sampler, root_dir=root_dir)
+  started = time.perf_counter()
   step = trainer.train()
+  train_seconds = time.perf_counter() - started
   logging.info("Evaluating on %d held-out tasks...", domain.num_eval_tasks)
   evaluation = trainer.evaluate(domain.num_eval_tasks, domain.eval_steps, domain.eval_seed)
   results = {
       "method": label,
       "domain": domain.name,
       "meta_iterations": step,
+      "inner_objective": domain.inner_objective,
+      "train_seconds": train_seconds,  # of this call (a resumed run counts its last part)
       "metric": RETURN_METRIC,
       "error_bars": "ci95 = 1.96 * sample std / sqrt(n) over held-out tasks",
       "evaluations": {"test": evaluation},

@@ -9,7 +9,7 @@ current adapted policy (L2F attenuates only before the first step).
 
 import os
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import gin
 import numpy as np

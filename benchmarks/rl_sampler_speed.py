@@ -1,4 +1,4 @@
-"""Environment steps per second of the meta-RL sampler on 2D navigation, policy calls included.
+"""Environment steps per second of the meta-RL sampler, policy calls included.
 
 The meta-RL loop needs >= 50,000 navigation steps/s from `Sampler.sample`, counting the time of
 the policy: here a 64-64 tanh Keras MLP run by a `tf.function` once per time step for all
@@ -10,6 +10,11 @@ Run from the repository root (with the package installed, or with PYTHONPATH=.):
 
   python benchmarks/rl_sampler_speed.py [--num_tasks=20] [--trajectories_per_task=20]
       [--horizon=100] [--repeats=5]
+  python benchmarks/rl_sampler_speed.py --env_name=HalfCheetahVel --horizon=200 \
+      --num_workers=0 --num_workers=2
+
+With several --num_workers values (MuJoCo environments only) each is timed: 0 steps the
+simulators in-process, k > 0 in k spawned worker processes (`Sampler(num_workers=k)`).
 """
 
 import time
@@ -29,6 +34,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_tasks", 20, "Tasks per meta-batch (T).")
 flags.DEFINE_integer("trajectories_per_task", 20, "Trajectories per task (N).")
 flags.DEFINE_integer("horizon", 100, "Episode length (H).")
+flags.DEFINE_string("env_name", "Navigation2D", "Environment (l2f_tf.rl.envs.ENVIRONMENTS).")
+flags.DEFINE_multi_integer("num_workers", [0], "Simulator worker processes (MuJoCo only).")
 flags.DEFINE_integer("repeats", 5, "Timed `sample` calls per policy (after one warm-up call).")
 
 
@@ -78,19 +85,21 @@ def steps_per_second(sampler: Sampler, tasks, policy_fn, repeats: int) -> float:
 def main(argv):
   del argv
   num_tasks, per_task = FLAGS.num_tasks, FLAGS.trajectories_per_task
-  sampler = Sampler("Navigation2D", num_tasks, per_task, FLAGS.horizon, seed=0)
-  tasks = envs.sample_goal_tasks(num_tasks, seed=0)
-  setting = (f"Navigation2D, {num_tasks} tasks x {per_task} trajectories x horizon "
-             f"{FLAGS.horizon}")
-  policies = [
-      ("64-64 tanh Keras MLP (tf.function)",
-       mlp_policy_fn(num_tasks, sampler.observation_size, sampler.action_size)),
-      ("random policy (numpy baseline)", random_policy_fn(num_tasks, sampler.action_size)),
-  ]
-  print(setting)
-  for label, policy_fn in policies:
-    rate = steps_per_second(sampler, tasks, policy_fn, FLAGS.repeats)
-    print(f"  {label:40s} {rate:12,.0f} env steps/s")
+  tasks = envs.make_env(FLAGS.env_name).sample_tasks(num_tasks, seed=0)
+  for workers in FLAGS.num_workers:
+    sampler = Sampler(FLAGS.env_name, num_tasks, per_task, FLAGS.horizon, seed=0,
+                      num_workers=workers)
+    print(f"{FLAGS.env_name}, {num_tasks} tasks x {per_task} trajectories x horizon "
+          f"{FLAGS.horizon}, {workers or 'no'} worker processes")
+    policies = [
+        ("64-64 tanh Keras MLP (tf.function)",
+         mlp_policy_fn(num_tasks, sampler.observation_size, sampler.action_size)),
+        ("random policy (numpy baseline)", random_policy_fn(num_tasks, sampler.action_size)),
+    ]
+    for label, policy_fn in policies:
+      rate = steps_per_second(sampler, tasks, policy_fn, FLAGS.repeats)
+      print(f"  {label:40s} {rate:12,.0f} env steps/s")
+    sampler.close()
 
 
 if __name__ == "__main__":

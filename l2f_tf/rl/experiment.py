@@ -34,8 +34,11 @@ def write_eval_summaries(root_dir: str, step: int, evaluation) -> None:
 def compare_figure(results, path: str) -> str:
   """Return vs adaptation steps of several finished runs (their results.json dicts)."""
   evaluations = {}
+  objectives = {result.get("inner_objective", "reinforce") for result in results}
   for result in results:
     label = result["method"]
+    if len(objectives) > 1:  # e.g. MAML (reinforce) vs MAML (lvc)
+      label += f" ({result.get('inner_objective', 'reinforce')})"
     while label in evaluations:
       label += "'"
     evaluations[label] = result["evaluations"]["test"]

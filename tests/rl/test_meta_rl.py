@@ -192,3 +192,18 @@ def test_batched_task_embeddings_equal_the_learners():
                                learner.task_embedding(probe.x[t], probe.y[t]).numpy(),
                                rtol=1e-12, atol=1e-15)
   assert meta_rl.task_embeddings(float64_learner(l2f=False), probe) is None
+
+
+def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, monkeypatch):
+  from l2f_tf.rl import experiment as rl_experiment
+  seen = {}
+  monkeypatch.setattr(rl_experiment, "plot_returns",
+                      lambda path, evaluations, trainer, env: seen.update(evaluations) or path)
+  test = {f"return_after_{k}_steps": {"mean": -k, "ci95": 1.0, "n": 2} for k in range(2)}
+  run = lambda method, objective: {"method": method, "domain": "Navigation2D",
+                                   "inner_objective": objective, "evaluations": {"test": test}}
+  rl_experiment.compare_figure([run("MAML", "reinforce"), run("MAML", "lvc")], "x.png")
+  assert sorted(seen) == ["MAML (lvc)", "MAML (reinforce)"]
+  seen.clear()
+  rl_experiment.compare_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
+  assert sorted(seen) == ["MAML", "MAML+L2F"]

@@ -29,7 +29,9 @@ def results_table(run_dirs: List[str]) -> str:
     results = _load_results(run_dir)
     for distribution, figures in results["evaluations"].items():
       cells = ", ".join(f"{name}={v['mean']:.4f}+-{v['ci95']:.4f}" for name, v in figures.items())
-      lines.append(f"{results['method']:>10} [{os.path.basename(run_dir.rstrip('/'))}] "
+      objective = results.get("inner_objective")  # meta-RL runs
+      method = results["method"] + (f" ({objective})" if objective else "")
+      lines.append(f"{method:>10} [{os.path.basename(run_dir.rstrip('/'))}] "
                    f"{distribution}: {cells}")
   return "\n".join(lines)
 

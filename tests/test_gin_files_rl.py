@@ -19,7 +19,8 @@ TINY = ["MetaRLDomain.num_tasks = 2", "MetaRLDomain.trajectories_per_task = 2",
         "MetaRLDomain.horizon = 5", "MetaRLDomain.num_eval_tasks = 2",
         "MetaRLDomain.eval_steps = 2", "MetaRLDomain.hidden_units = (8, 8)",
         "MetaRLTrainer.num_iterations = 2", "MetaRLTrainer.checkpoint_every = 1",
-        "MetaRLTrainer.log_every_seconds = 0"]
+        "MetaRLTrainer.log_every_seconds = 0",
+        "MetaRLDomain.num_workers = 0"]  # worker processes: tests/rl/test_sampler.py
 
 
 def test_every_environment_has_both_learners():
@@ -56,7 +57,8 @@ def test_compare_two_rl_runs(tmp_path):
                      TINY + ["MetaRLTrainer.num_iterations = 1"])
     experiment.run_experiment(root)
     roots.append(root)
-  assert "MAML+L2F [navigation2d_l2f] test: return_after_0_steps=" in compare.results_table(roots)
+  assert ("MAML+L2F (reinforce) [navigation2d_l2f] test: return_after_0_steps="
+          in compare.results_table(roots))
   png = compare.compare_figure(roots, str(tmp_path / "cmp.png"))
   assert os.path.getsize(png) > 5_000
 

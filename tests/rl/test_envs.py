@@ -268,3 +268,14 @@ def test_building_writes_no_mujoco_log(tmp_path, monkeypatch):
     envs.make_env(name, seed=0)
   assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
   assert mujoco.get_mju_user_warning() is previous
+
+
+def test_a_mujoco_warning_is_logged_once_however_many_envs_are_built(monkeypatch):
+  from l2f_tf.rl.envs import mujoco_tasks
+  logged = []
+  monkeypatch.setattr(mujoco_tasks, "_LOGGED_WARNINGS", set())
+  monkeypatch.setattr(mujoco_tasks.logging, "info", lambda fmt, *args: logged.append(fmt % args))
+  for _ in range(3):
+    envs.make_env("HalfCheetahVel", seed=0)
+  assert len(logged) == len(set(logged)) >= 1
+  assert all(line.startswith("MuJoCo: ") for line in logged)

@@ -29,16 +29,27 @@ from l2f_tf.rl.envs import base
 DEFAULT_HORIZON = 200
 
 
+_LOGGED_WARNINGS = set()
+
+
+def _log_once(message: str) -> None:
+  """Logs each distinct MuJoCo warning once per process (a sampler builds hundreds of envs)."""
+  if message not in _LOGGED_WARNINGS:
+    _LOGGED_WARNINGS.add(message)
+    logging.info("MuJoCo: %s", message)
+
+
 @contextlib.contextmanager
 def _mujoco_warnings_to_logging():
   """Sends MuJoCo warnings to absl logging, not to MUJOCO_LOG.TXT in the working directory.
 
   Gymnasium's half_cheetah.xml uses a compiler attribute MuJoCo 4 deprecates (settotalmass), so
   otherwise every HalfCheetah built appends a line to MUJOCO_LOG.TXT wherever the user runs.
+  Each distinct message is logged once per process.
   The previous handler is restored on exit; warnings while simulating are left to MuJoCo.
   """
   previous = mujoco.get_mju_user_warning()
-  mujoco.set_mju_user_warning(lambda message: logging.info("MuJoCo: %s", message))
+  mujoco.set_mju_user_warning(_log_once)
   try:
     yield
   finally:

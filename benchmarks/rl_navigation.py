@@ -39,6 +39,8 @@ MINUTES = flags.DEFINE_float("max_minutes_per_method", 30.0, "Training time box 
 EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 200, "Held-out tasks (multiple of 20).")
 OBJECTIVE = flags.DEFINE_enum("inner_objective", "reinforce", ["reinforce", "lvc"],
                               "Inner-loop loss (MetaRLDomain.inner_objective).")
+SEED = flags.DEFINE_integer("seed", 0, "Training seed (MetaRLTrainer.seed and build_learner.seed: "
+                            "tasks, sampling noise, initial weights); the held-out tasks stay.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
 EVAL_SEED = 20200614  # MetaRLDomain.eval_seed: the held-out tasks of the evaluation
 
@@ -90,16 +92,19 @@ def main(argv):
                       f"MetaRLTrainer.max_seconds = {60 * MINUTES.value}",
                       f"MetaRLDomain.num_eval_tasks = {EVAL_TASKS.value}",
                       f"MetaRLDomain.eval_seed = {EVAL_SEED}",
-                      f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'"])
+                      f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
+                      f"MetaRLTrainer.seed = {SEED.value}",
+                      f"build_learner.seed = {SEED.value}"])
     results[label] = experiment.run_experiment(root)
   baselines, speed = reference_returns(EVAL_TASKS.value)
   r_mean, _ = ci(baselines["random"])
   o_mean, _ = ci(baselines["oracle"])
-  print(f"\n2D navigation, inner objective {OBJECTIVE.value}, {EVAL_TASKS.value} held-out tasks, "
+  print(f"\n2D navigation, inner objective {OBJECTIVE.value}, seed {SEED.value}, "
+        f"{EVAL_TASKS.value} held-out tasks, "
         f"average return (95% CI) on {os.cpu_count()} CPU cores")
   print(f"{'method':>10} {'iterations':>10} {'minutes':>8} "
         + " ".join(f"{f'{k} steps':>16}" for k in range(4)) + f" {'gap closed (1 step)':>20}")
-  summary = {"inner_objective": OBJECTIVE.value, "methods": {}}
+  summary = {"inner_objective": OBJECTIVE.value, "seed": SEED.value, "methods": {}}
   for label, result in results.items():
     test = result["evaluations"]["test"]
     cells = [f"{test[f'return_after_{k}_steps']['mean']:8.2f} +- "

@@ -207,3 +207,24 @@ def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, mon
   seen.clear()
   rl_experiment.compare_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
   assert sorted(seen) == ["MAML", "MAML+L2F"]
+
+
+def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
+  rng = np.random.default_rng(4)
+  support, query = random_task_batch(rng), random_task_batch(rng)
+  learners = {}
+  for name, loss in (("reinforce", pg.reinforce_loss), ("lvc", pg.lvc_loss)):
+    keras.utils.set_random_seed(1)
+    learners[name] = MetaLearner(gaussian_policy(2, 2, hidden_units=(5, 4), dtype="float64"),
+                                 loss, num_inner_steps=1, inner_lr=0.5)
+  fast = {name: meta_rl.adapt_tasks(learner, support)[0] for name, learner in learners.items()}
+  for a, b in zip(fast["reinforce"], fast["lvc"]):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+  old = meta_rl.vectorized_forward(learners["lvc"], fast["lvc"], query.x)
+  grads = {}
+  for name, learner in learners.items():
+    variables = trpo.tf_variables(learner.meta_variables)
+    with tf.GradientTape() as tape:
+      surrogate, _ = meta_rl.outer_objective(learner, support, query, old)
+    grads[name] = trpo.flatten(tape.gradient(surrogate, variables)).numpy()
+  assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)

@@ -7,8 +7,10 @@ Per meta-iteration, for a meta-batch of T tasks (REFERENCE.md 6):
   2. sample N trajectories per task with theta_bar_i: the task's "support set"; advantages
      from a linear baseline refit per task, GAE and normalisation;
   3. adapt: one (or more) policy-gradient steps from theta_bar_i on the support set, with the
-     REINFORCE loss (`l2f_tf.rl.policy_gradient.reinforce_loss`) - `MetaLearner.adapt` with
-     the embedding of step 1, i.e. the same inner-loop code as the supervised domains;
+     learner's inner loss (`l2f_tf.rl.policy_gradient.reinforce_loss`, or `lvc_loss`: the
+     same step, different curvature) - `learner.attenuate` with the embedding of step 1 and
+     `inner_loop.inner_loop`, the supervised domains' inner-loop code, batched over the tasks
+     (`adapt_tasks`, equal to `MetaLearner.adapt` per task);
   4. sample N trajectories per task with the adapted policy theta'_i (the "query set");
   5. one TRPO step on the post-adaptation surrogate w.r.t. theta and the attenuator phi: the
      surrogate and the KL constraint are recomputed through steps 1-3 (embeddings held

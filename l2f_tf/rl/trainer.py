@@ -200,9 +200,11 @@ class MetaRLTrainer:
       for k in range(num_steps + 1):
         batch = self.sample(tasks, params, seed=[seed, r, k])
         returns[k].extend(batch.returns.mean(axis=1))
+        if k == num_steps:
+          break
         if k == 0:  # From theta_bar, exactly as in training.
           params, _ = self._adapt(batch.x, batch.y, embeddings)
-        elif k < num_steps:  # Later steps: plain policy-gradient steps, no attenuation.
+        else:  # Later steps: plain policy-gradient steps, no attenuation.
           params = self._step_from(params, batch.x, batch.y)
     results = {}
     for k, values in enumerate(returns):

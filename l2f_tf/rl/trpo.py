@@ -12,7 +12,9 @@ One TRPO step, as rllab's ConjugateGradientOptimizer takes it:
 ``loss_fn`` and ``kl_fn`` are zero-argument callables that read the current values of the
 variables, so they may contain anything differentiable, in particular MAML's inner adaptation
 step (a ``tf.GradientTape`` inside): Hessian-vector products differentiate through it (second
-order) with nested reverse-mode tapes.
+order) with nested reverse-mode tapes. :func:`trpo_step` evaluates the objective once for the
+loss, its gradient and every Hessian-vector product (:func:`recorded_curvature`), and once per
+line-search step; given a callable returning (loss, kl), each evaluation is one forward pass.
 
 Everything here runs eagerly and inside ``tf.function``: conjugate gradient and the line search
 are ``tf.while_loop``s (Python loops when eager) with early exit, and the line search assigns

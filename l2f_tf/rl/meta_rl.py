@@ -118,11 +118,17 @@ def task_embeddings(learner, probe: TaskBatch):
   return tf.vectorized_map(gradient_mean_embedding, gradients)
 
 
+def attenuated_starts(learner, num_tasks: int, embeddings=None):
+  """(stacked theta_bar_i, gammas [T, L] or None): theta and None for MAML."""
+  starts, gammas = zip(*[
+      learner.attenuate(None, None, embedding=None if embeddings is None else embeddings[i])
+      for i in range(num_tasks)])
+  return stack_params(starts), None if gammas[0] is None else tf.stack(gammas)
+
+
 def start_params(learner, num_tasks: int, embeddings=None) -> List[tf.Tensor]:
   """Stacked theta_bar_i (theta for MAML): the policies that sample the support sets."""
-  return stack_params([
-      learner.attenuate(None, None, embedding=None if embeddings is None else embeddings[i])[0]
-      for i in range(num_tasks)])
+  return attenuated_starts(learner, num_tasks, embeddings)[0]
 
 
 def vectorized_forward(learner, stacked_params: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
@@ -154,15 +160,9 @@ def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
   """
   num_tasks = batch.x.shape[0]
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
-  gammas = [None]
+  gammas = None
   if start is None:
-    starts, gammas = [], []
-    for i in range(num_tasks):
-      theta_bar, gamma = learner.attenuate(
-          None, None, embedding=None if embeddings is None else embeddings[i])
-      starts.append(theta_bar)
-      gammas.append(gamma)
-    start = stack_params(starts)
+    start, gammas = attenuated_starts(learner, num_tasks, embeddings)
 
   def support_loss(params):
     outputs = vectorized_forward(learner, params, batch.x)
@@ -170,8 +170,7 @@ def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
 
   iterates = inner_loop_lib.inner_loop(support_loss, start, num_steps, learner.inner_lrs,
                                        first_order=first_order)
-  stacked_gammas = None if gammas[0] is None else tf.stack(gammas)
-  return iterates[-1], stacked_gammas
+  return iterates[-1], gammas
 
 
 def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,

@@ -31,12 +31,17 @@ TASK_REDUCTIONS = ("mean", "sum")
 
 
 def default_inner_loop_variables(model: keras.Model) -> List[keras.Variable]:
-  """Trainable variables of ``model`` except those of batch-normalisation layers."""
+  """Trainable variables of ``model`` except those of normalisation layers.
+
+  Excluded are the variables of Keras' ``BatchNormalization`` and of every layer with a true
+  ``outer_loop_only`` attribute (the library's exactly differentiable ``BatchNorm``).
+  """
   if hasattr(model, "inner_loop_variables"):
     return list(model.inner_loop_variables)
   excluded = set()
   for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
-    if isinstance(layer, keras.layers.BatchNormalization):
+    if (isinstance(layer, keras.layers.BatchNormalization)
+        or getattr(layer, "outer_loop_only", False)):
       excluded.update(id(v) for v in layer.trainable_variables)
   return [v for v in model.trainable_variables if id(v) not in excluded]
 

@@ -1,8 +1,8 @@
 """The 4-conv backbone of the reference few-shot classification code (MAML / MAML++ / L2F).
 
 4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2], flatten,
-dense to N classes; Glorot-uniform initialisation. Batch norm always normalises with the
-statistics of the current batch (the learner calls the model with training=True); its
+dense to N classes; Glorot-uniform initialisation. Batch norm (:class:`BatchNorm`, exact to
+any order of differentiation) always normalises with the statistics of the current batch; its
 scale/offset are trained by the outer loop only, so the inner loop adapts 6 tensors: the 4
 conv kernels, the dense kernel and the dense bias (one L2F gamma each).
 """
@@ -12,16 +12,19 @@ from typing import Sequence
 import gin
 import keras
 
+from l2f_tf.models.batch_norm import BatchNorm
+from l2f_tf.models.pooling import MaxPool
+
 
 def conv_bn_block(x, filters: int, name: str, pool: bool = True, activation: bool = True):
   """conv 3x3 (no bias) -> batch norm -> [leaky ReLU] -> [max-pool 2]."""
   x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer="glorot_uniform", name=f"{name}_conv")(x)
-  x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+  x = BatchNorm(name=f"{name}_bn")(x)
   if activation:
     x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"{name}_relu")(x)
   if pool:
-    x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = MaxPool(2, name=f"{name}_pool")(x)
   return x
 
 

@@ -12,19 +12,21 @@ from typing import Sequence
 import gin
 import keras
 
+from l2f_tf.models.batch_norm import BatchNorm
 from l2f_tf.models.conv4 import conv_bn_block
+from l2f_tf.models.pooling import MaxPool
 
 
 def residual_block(x, filters: int, name: str, pool: bool):
   shortcut = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_shortcut_conv")(x)
-  shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+  shortcut = BatchNorm(name=f"{name}_shortcut_bn")(shortcut)
   y = conv_bn_block(x, filters, name=f"{name}_a", pool=False)
   y = conv_bn_block(y, filters, name=f"{name}_b", pool=False)
   y = conv_bn_block(y, filters, name=f"{name}_c", pool=False, activation=False)
   y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
   y = keras.layers.LeakyReLU(negative_slope=0.1, name=f"{name}_relu")(y)
   if pool:
-    y = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(y)
+    y = MaxPool(2, name=f"{name}_pool")(y)
   return y
 
 

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from l2f_tf.data.episode import Episode
 from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation, gradient_mean_embedding
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.mlp import mlp
+from tests import gradient_check
 
 EPS = 1e-6
 
@@ -133,7 +135,6 @@ def test_l2f_meta_gradient_wrt_attenuator_matches_finite_differences():
 def test_meta_loss_gradient_of_l2f_flows_to_theta_and_phi():
   learner = make_learner(TaskConditionedAttenuation(dtype="float64"))
   sx, sy, qx, qy = tiny_task(4)
-  from l2f_tf.data.episode import Episode
   batch = Episode(*(tf.constant(np.stack([a, a])) for a in (sx, sy, qx, qy)))
   with tf.GradientTape() as tape:
     loss, metrics = learner.meta_loss(batch, with_metrics=True)
@@ -141,3 +142,18 @@ def test_meta_loss_gradient_of_l2f_flows_to_theta_and_phi():
   assert all(g is not None for g in grads)
   assert metrics["query_loss_per_step"].shape == (3,)
   assert metrics["gamma"].shape == (6,)
+
+
+@pytest.mark.parametrize("path", ["plain", "compiled", "xla", "sequential"])
+@pytest.mark.parametrize("l2f", [False, True], ids=["maml", "l2f"])
+def test_mlp_meta_gradient_on_every_path_matches_finite_differences(l2f, path):
+  """The sinusoid trainer compiles with XLA; the vision one runs the sequential path."""
+  attenuation = TaskConditionedAttenuation(dtype="float64") if l2f else None
+  learner = make_learner(attenuation, activation="tanh")
+  tasks = [tiny_task(s) for s in (5, 6, 7)]
+  batch = Episode(*(tf.constant(np.stack(field)) for field in zip(*tasks)))
+  analytic = gradient_check.analytic_meta_gradient(learner, batch, path)
+  value_fn = gradient_check.meta_loss_value_fn(learner, batch,
+                                               gradient_check.fixed_embeddings(learner, batch))
+  rows = gradient_check.directional_derivatives(value_fn, learner.meta_variables, seed=4)
+  gradient_check.assert_matches_reference(analytic, rows)

@@ -22,6 +22,8 @@ _PUBLIC = {
     "TaskConditionedAttenuation": "l2f_tf.meta.attenuation",
     "TaskIndependentAttenuation": "l2f_tf.meta.attenuation",
     "degree_of_conflict": "l2f_tf.meta.analysis",
+    "BatchNorm": "l2f_tf.models.batch_norm",
+    "MaxPool": "l2f_tf.models.pooling",
     "Episode": "l2f_tf.data.episode",
     "SinusoidTasks": "l2f_tf.data.sinusoid",
     "SinusoidRegression": "l2f_tf.domains.sinusoid",

@@ -21,6 +21,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 import gin
 import keras
 import tensorflow as tf
+from absl import logging
 
 from l2f_tf.data.episode import Episode
 from l2f_tf.meta import inner_loop as inner_loop_lib
@@ -44,6 +45,27 @@ def default_inner_loop_variables(model: keras.Model) -> List[keras.Variable]:
         or getattr(layer, "outer_loop_only", False)):
       excluded.update(id(v) for v in layer.trainable_variables)
   return [v for v in model.trainable_variables if id(v) not in excluded]
+
+
+# Keras layers whose derivatives are right to first order only (see l2f_tf.models): the
+# library's BatchNorm and MaxPool replace them in backbones meant for second-order MAML.
+_INEXACT_SECOND_ORDER = {
+    "BatchNormalization": "its variance is taken around stop_gradient(mean), so second-order "
+                          "meta-gradients miss a term; use l2f_tf.BatchNorm",
+    "MaxPooling2D": "under XLA (jit_compile=True) its second derivative picks window maxima "
+                    "at bfloat16 precision; use l2f_tf.MaxPool",
+}
+
+
+def warn_about_inexact_layers(model: keras.Model) -> List[str]:
+  """Logs (and returns) a warning per Keras layer type that breaks exact second order."""
+  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  found = {type(layer).__name__ for layer in layers}
+  messages = [f"Model {model.name!r} has a keras.layers.{name}: {why}."
+              for name, why in _INEXACT_SECOND_ORDER.items() if name in found]
+  for message in messages:
+    logging.warning(message)
+  return messages
 
 
 class Adaptation(NamedTuple):
@@ -93,6 +115,7 @@ class MetaLearner:
     self.num_inner_steps = num_inner_steps
     self.task_reduction = task_reduction
     self.inner_variables = default_inner_loop_variables(model)
+    warn_about_inexact_layers(model)
     if not self.inner_variables:
       raise ValueError(f"Model {model.name!r} has no inner-loop variables: build it first "
                        "(start it with keras.Input or call it once on a batch).")

@@ -1,21 +1,73 @@
 """Non-overlapping max pooling whose derivatives are exact to any order, compiled or not.
 
-MAML's second order differentiates the gradient of max pooling once more. TensorFlow's
-``MaxPool`` op gets that from ``MaxPoolGradGrad``, which is exact in ordinary graphs but, under
-XLA (``jit_compile=True``), picks the window maximum after rounding the inputs to bfloat16
-(7 mantissa bits), so whenever two values of a window agree to ~3 significant digits it routes
-the second-order term through the wrong element: on conv4 that made the XLA-compiled
-second-order meta-gradient wrong by 1-15%. XLA also has no float64 ``MaxPoolGradGrad``.
+MAML's second order differentiates the gradient of max pooling once more. TensorFlow gets that
+from ``MaxPoolGradGrad``, which is exact in ordinary graphs but, under XLA
+(``jit_compile=True``), picks the window maximum after rounding the inputs to bfloat16 (7
+mantissa bits): whenever two values of a window agree to ~3 significant digits it routes the
+second-order term through the wrong element. On conv4 that made the XLA-compiled second-order
+meta-gradient wrong by 1-15%. XLA also has no float64 ``MaxPoolGradGrad``.
 
-:class:`MaxPool` instead reshapes each ``size x size`` window onto its own axes and takes
-``reduce_max``. Its gradient is the upstream gradient times a constant mask of the maxima
-(split evenly between exact ties), built from ordinary element-wise ops, so every derivative is
-exact in any dtype, with or without XLA. Like Keras' ``MaxPooling2D(size)`` with 'valid'
-padding, trailing rows/columns that do not fill a window are dropped (84 -> 42 -> 21 -> 10 -> 5).
+:class:`MaxPool` uses TensorFlow's ``MaxPool`` op and, outside XLA, its registered gradients
+(exact to any order, and the fastest). While tracing for XLA it keeps the fast ``MaxPool``
+forward and ``MaxPoolGrad`` backward passes (exact under XLA too) and replaces only the
+derivative of the backward pass. That derivative is linear: it reads the incoming
+second-order gradient at each window's maximum. It is computed with each ``size x size``
+window reshaped onto its own axes and a mask of the maxima (``x == max``), ordinary
+element-wise ops that are exact in any dtype. (For exact ties within a window, which
+real-valued activations practically never have, the mask splits the value evenly where
+``MaxPoolGrad`` picks one element; both are valid derivatives of the kink.) Like Keras'
+``MaxPooling2D(size)`` with 'valid' padding, trailing rows/columns that do not fill a window
+are dropped (84 -> 42 -> 21 -> 10 -> 5).
 """
 
 import keras
-from keras import ops
+import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+
+
+def _in_xla_context() -> bool:
+  """True while tracing for XLA (inside ``tf.function(jit_compile=True)``)."""
+  graph = tf.compat.v1.get_default_graph()
+  return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+
+
+def _windows(x, size: int, h: int, w: int):
+  """[B, h*size(+), w*size(+), C] -> [B, h, size, w, size, C] (trailing rows/columns cut)."""
+  channels = x.shape[-1]
+  return tf.reshape(x[:, :h * size, :w * size, :], (-1, h, size, w, size, channels))
+
+
+def _select_at_maxima(x, y, ddx, size: int):
+  """For each window: ddx at the maximum of x (y = the window maxima), as a [B, h, w, C]."""
+  h, w = y.shape[1], y.shape[2]
+  mask = tf.cast(tf.equal(_windows(x, size, h, w), y[:, :, None, :, None, :]), ddx.dtype)
+  count = tf.reduce_sum(mask, axis=(2, 4))
+  return tf.reduce_sum(mask * _windows(ddx, size, h, w), axis=(2, 4)) / count
+
+
+def max_pool(x: tf.Tensor, size: int) -> tf.Tensor:
+  """``size x size`` max pooling with stride ``size``, 'valid' padding, NHWC."""
+  window = [1, size, size, 1]
+  if not _in_xla_context():  # TensorFlow's own gradients are exact (and fastest) here.
+    return tf.nn.max_pool2d(x, window, window, "VALID")
+
+  @tf.custom_gradient
+  def backward(x, y, dy):
+    dx = tf.raw_ops.MaxPoolGrad(orig_input=x, orig_output=y, grad=dy, ksize=window,
+                                strides=window, padding="VALID")
+
+    def second_order(ddx):
+      # dx is linear in dy; its routing is piecewise constant in x (and y).
+      return tf.zeros_like(x), tf.zeros_like(y), _select_at_maxima(x, y, ddx, size)
+
+    return dx, second_order
+
+  @tf.custom_gradient
+  def pool(x):
+    y = tf.nn.max_pool2d(x, window, window, "VALID")
+    return y, lambda dy: backward(x, y, dy)
+
+  return pool(x)
 
 
 @keras.saving.register_keras_serializable(package="l2f_tf")
@@ -29,15 +81,10 @@ class MaxPool(keras.layers.Layer):
     self.size = int(size)
 
   def call(self, inputs):
-    s = self.size
-    _, height, width, channels = inputs.shape
-    if height is None or width is None or channels is None:
+    if any(d is None for d in inputs.shape[1:]):
       raise ValueError(f"{self.name}: height, width and channels must be known, got "
                        f"{inputs.shape}.")
-    h, w = height // s, width // s
-    x = inputs[:, :h * s, :w * s, :]
-    x = ops.reshape(x, (-1, h, s, w, s, channels))
-    return ops.max(x, axis=(2, 4))
+    return max_pool(inputs, self.size)
 
   def compute_output_shape(self, input_shape):
     batch, height, width, channels = input_shape

@@ -1,13 +1,16 @@
-"""BatchNorm and MaxPool: forward values, exact second derivatives, saving, inner-loop rule."""
+"""BatchNorm and MaxPool: forward values, exact second derivatives, saving, inner-loop rule,
+and the learner's warning about the Keras layers they replace."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf.meta.learner import default_inner_loop_variables
+from l2f_tf.meta.learner import default_inner_loop_variables, warn_about_inexact_layers
 from l2f_tf.models.batch_norm import BatchNorm
+from l2f_tf.models.conv4 import conv4
 from l2f_tf.models.pooling import MaxPool
+from l2f_tf.models.resnet12 import resnet12
 
 
 def test_batch_norm_forward_is_the_batch_statistics_formula():
@@ -32,8 +35,10 @@ def test_batch_norm_equals_keras_batch_normalization_in_training_mode():
   np.testing.assert_allclose(ours(x).numpy(), theirs(x, training=True).numpy(), atol=2e-6)
 
 
-def second_derivative_error(layer_fn, x):
-  """Max relative error of d/dx <v, d/dx sum(w * f(x))> against central differences."""
+def second_derivative_error(layer_fn, x, jit_compile=None):
+  """Max relative error of d/dx <v, d/dx sum(w * f(x))> against central differences; the
+  whole computation runs eagerly (jit_compile None) or in one tf.function (with or without
+  XLA), as a meta-training step does."""
   rng = np.random.default_rng(2)
   weights = tf.constant(rng.normal(size=layer_fn(x).shape))
   v = tf.constant(rng.normal(size=x.shape))
@@ -44,11 +49,17 @@ def second_derivative_error(layer_fn, x):
       y = tf.reduce_sum(weights * tf.sin(layer_fn(x)))
     return tf.reduce_sum(v * tape.gradient(y, x))
 
+  def second_order(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      value = directional_gradient(x)
+    return tape.gradient(value, x)
+
+  if jit_compile is not None:
+    directional_gradient = tf.function(directional_gradient, jit_compile=jit_compile)
+    second_order = tf.function(second_order, jit_compile=jit_compile)
   x = tf.constant(x)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    value = directional_gradient(x)
-  analytic = tape.gradient(value, x).numpy()
+  analytic = second_order(x).numpy()
   u = rng.normal(size=x.shape)
   h = 1e-6
   numeric = (directional_gradient(x + h * u) - directional_gradient(x - h * u)).numpy() / (2 * h)
@@ -63,15 +74,14 @@ def test_batch_norm_second_derivative_is_exact_and_keras_is_not():
   assert second_derivative_error(lambda t: theirs(t, training=True), x) > 1e-3
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", [None, False, True])
 def test_max_pool_matches_keras_and_has_exact_second_derivatives(jit_compile):
   x = np.random.default_rng(4).normal(size=(2, 7, 6, 3))  # odd height: last row dropped
   layer = MaxPool(2, dtype="float64")
   np.testing.assert_array_equal(layer(x).numpy(),
                                 keras.layers.MaxPooling2D(2, dtype="float64")(x).numpy())
   assert layer.compute_output_shape((None, 7, 6, 3)) == (None, 3, 3, 3)
-  fn = tf.function(layer, jit_compile=jit_compile)
-  assert second_derivative_error(fn, x) < 1e-7
+  assert second_derivative_error(layer, x, jit_compile) < 1e-7
 
 
 def test_xla_max_pool_grad_grad_picks_wrong_maxima():
@@ -105,3 +115,16 @@ def test_layers_serialise_and_batch_norm_is_outer_loop_only():
       (3, 3, 1, 2), (8, 2), (2,)]
   with pytest.raises(ValueError, match="size"):
     MaxPool(0)
+
+
+def test_learner_warns_about_keras_layers_that_break_second_order():
+  inputs = keras.Input((8, 8, 1))
+  x = keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 3)(inputs))
+  x = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(x))
+  keras_model = keras.Model(inputs, keras.layers.Dense(2)(x), name="mine")
+  messages = warn_about_inexact_layers(keras_model)
+  assert len(messages) == 2
+  assert "l2f_tf.BatchNorm" in messages[0] and "l2f_tf.MaxPool" in messages[1]
+  assert warn_about_inexact_layers(conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)) == []
+  assert warn_about_inexact_layers(
+      resnet12(num_classes=2, image_shape=(16, 16, 1), channels=(2, 2, 2, 2))) == []

@@ -19,7 +19,7 @@ on the task's tape, so the attenuator gets its gradient as before; learnable inn
 rates and the outer-loop-only batch-norm scale/offset are inputs of the checkpointed step and
 get exact gradients too. First order has nothing to recompute and uses the plain inner loop.
 
-Measured with ``benchmarks/vision_step.py`` (see the README); the time cost is ~20% more CPU.
+Measured with ``benchmarks/vision_step.py`` (see the README); the time cost is ~25% more CPU.
 """
 
 from typing import Dict, List

@@ -73,7 +73,7 @@ class Trainer:
       is always validated. The ``keep_best`` best states are kept in ``<root_dir>/best/``.
     keep_best: how many of the best validated checkpoints to keep (3 in the reference).
     sequential_tasks: compute the meta-gradient task by task with recomputed inner steps
-      (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~20% more CPU.
+      (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~25% more CPU.
       Used for images; the sinusoid's tiny tasks are faster all at once.
   """
 

@@ -4,9 +4,9 @@
   python benchmarks/vision_step.py --case=5,5,0,0,1  # one case: shots, steps, first_order,
                                                      # jit, sequential
 
-Reference configuration (REFERENCE.md 3): 5-way 5-shot, 15 queries per class, 84x84x3 images,
-conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also first order and
-1-shot (meta-batch 4). Episodes are random images: the cost does not depend on their content.
+Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
+84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
+first order and 1-shot (meta-batch 4). Episodes are random images: the cost does not depend on their content.
 Peak memory is the process's maximum resident set size (ru_maxrss), so each case runs alone.
 "sequential" is the library's default for images (``Trainer.sequential_tasks``): tasks one at a
 time with recomputed inner steps (`l2f_tf.meta.sequential`); "plain" is one tape around

@@ -20,7 +20,7 @@ INNER_OBJECTIVES = {"reinforce": pg.reinforce_loss, "lvc": pg.lvc_loss}
 
 @gin.configurable
 class MetaRLDomain:
-  """A meta-RL problem of REFERENCE.md 6.
+  """A meta-RL problem with the reference settings (docs/settings.md, section 5).
 
   Args:
     env_name: "Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel" or "AntDir".

@@ -16,19 +16,27 @@ Per task, with theta the inner-loop tensors:
 and the meta-loss is the query loss at theta', reduced over the tasks of the meta-batch.
 """
 
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Protocol, Sequence
 
 import gin
 import keras
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf.data.episode import Episode
 from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
                                      prototype_mean_embedding)
 
 TASK_REDUCTIONS = ("mean", "sum")
+
+
+class EpisodeBatch(Protocol):
+  """What the meta-objective reads from a batch of tasks (``l2f_tf.data.episode.Episode`` is
+  one): the four tensors of every task, stacked on a leading task axis of static size."""
+  support_x: tf.Tensor
+  support_y: tf.Tensor
+  query_x: tf.Tensor
+  query_y: tf.Tensor
 
 
 def default_inner_loop_variables(model: keras.Model) -> List[keras.Variable]:
@@ -275,7 +283,8 @@ class MetaLearner:
       metrics["gamma"] = tf.stop_gradient(gamma)
     return metrics
 
-  def meta_loss(self, episodes: Episode, first_order: bool = False, with_metrics: bool = False):
+  def meta_loss(self, episodes: EpisodeBatch, first_order: bool = False,
+                with_metrics: bool = False):
     """The meta-objective over a batch of tasks (leading task axis of a static size).
 
     Returns:
@@ -300,7 +309,7 @@ class MetaLearner:
                  for key in per_task_metrics[0]}
     return meta_loss, metrics
 
-  def per_task_meta_gradients(self, episodes: Episode, first_order: bool = False):
+  def per_task_meta_gradients(self, episodes: EpisodeBatch, first_order: bool = False):
     """d L_query(f_theta'_i) / d theta for each task i (for the degree of conflict)."""
     gradients = []
     for i in range(episodes.support_x.shape[0]):

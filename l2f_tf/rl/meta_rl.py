@@ -1,6 +1,6 @@
 """MAML-TRPO and MAML+L2F-TRPO: one meta-iteration of meta-reinforcement learning.
 
-Per meta-iteration, for a meta-batch of T tasks (REFERENCE.md 6):
+Per meta-iteration, for a meta-batch of T tasks (settings: docs/settings.md, section 5):
   1. L2F only: sample N trajectories per task with theta and compute each task's embedding
      (the mean of each tensor's gradient of the inner REINFORCE loss at theta, a constant);
      gamma_i = sigmoid(MLP(e_i)), theta_bar_i = gamma_i * theta. MAML: theta_bar_i = theta.

@@ -107,7 +107,7 @@ def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Optional[Sequ
   evaluated and exported at the final step.
 
   Args:
-    root_dir: the run directory (see DESIGN.md "Run layout").
+    root_dir: the run directory (its layout: README, "What a run writes").
     domain: the problem, e.g. ``@SinusoidRegression()``.
     eval_steps: inner-step counts at which the metric is reported (default 1..training steps).
     num_eval_tasks: evaluation tasks per distribution (the same tasks for every model).

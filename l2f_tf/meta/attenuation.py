@@ -16,8 +16,9 @@ The ablations of the paper are configurations of the two classes here, not copie
     :class:`TaskIndependentAttenuation` with ``scope`` network / layer / filter / parameter.
 
 Every attenuation is a Keras layer whose weights (phi) are trained by the outer loop and saved
-with the checkpoint. ``__call__`` maps (theta tensors, support-gradient tensors) to
-(theta_bar tensors, gamma), where gamma is the tensor of attenuation values to log.
+with the checkpoint. ``attenuate(theta, embedding)`` maps the theta tensors and the task
+embedding (the learner computes it) to (theta_bar tensors, gamma), where gamma is the tensor
+of attenuation values to log.
 """
 
 from typing import Sequence
@@ -55,13 +56,13 @@ def prototype_mean_embedding(features: tf.Tensor, labels: tf.Tensor,
 
 
 class Attenuation(keras.layers.Layer):
-  """Base class: maps theta (and the support gradients at theta) to theta_bar.
+  """Base class: maps theta (and the task embedding) to theta_bar.
 
   Subclasses set ``needs_support_gradients`` (or ``needs_support_features``) and implement
     * ``build_for(param_shapes, embedding_dim=None)``: create the weights phi for inner-loop
       tensors of these shapes (and a feature embedding of that size, if it uses one);
-    * ``attenuate(params, support_gradients, embedding=None) -> (theta_bar, gamma)``, gamma being
-      the values to log, one per tensor (shape [L]).
+    * ``attenuate(params, embedding=None) -> (theta_bar, gamma)``, gamma being the values to
+      log, one per tensor (shape [L]).
   """
 
   needs_support_gradients = False
@@ -119,19 +120,16 @@ class TaskConditionedAttenuation(Attenuation):
       return raw, None
     return raw[:self.num_tensors], raw[self.num_tensors:]
 
-  def attenuate(self, params, support_gradients, embedding=None):
+  def attenuate(self, params, embedding=None):
     """theta_bar^j = gamma^j * theta^j (+ delta^j for the affine variant).
 
     Args:
       params: theta, the inner-loop tensors.
-      support_gradients: d L_support / d theta at theta (used only through their means).
-      embedding: the task embedding if already computed (the prototype embedding always is;
-        tests hold the gradient embedding fixed for finite differences).
+      embedding: the task embedding (``MetaLearner.task_embedding``: the gradient means or the
+        prototype mean), a constant.
     """
     if embedding is None:
-      if support_gradients is None:
-        raise ValueError(f"The {self.embedding} attenuation needs an embedding.")
-      embedding = gradient_mean_embedding(support_gradients)
+      raise ValueError(f"The {self.embedding} attenuation needs a task embedding.")
     gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.compute_dtype))
     theta_bar = []
     for j, p in enumerate(params):
@@ -171,8 +169,8 @@ class TaskIndependentAttenuation(Attenuation):
           for j, shape in enumerate(param_shapes)]
     self.built = True
 
-  def attenuate(self, params, support_gradients=None, embedding=None):
-    del support_gradients, embedding  # Task-independent.
+  def attenuate(self, params, embedding=None):
+    del embedding  # Task-independent.
     factors = [f.value for f in self.factors]
     if self.scope == "network":
       factors = factors * len(params)

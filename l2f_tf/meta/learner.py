@@ -241,7 +241,7 @@ class MetaLearner:
       return theta, None
     if embedding is None:
       embedding = self.task_embedding(support_x, support_y, theta)
-    return self.attenuation.attenuate(theta, None, embedding=embedding)
+    return self.attenuation.attenuate(theta, embedding=embedding)
 
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
             first_order: bool = False, theta=None, embedding=None) -> Adaptation:

@@ -89,7 +89,7 @@ def test_affine_variant_adds_delta():
   params = [tf.ones((2, 3)), tf.zeros((3,))]
   attenuation.build_for([(2, 3), (3,)])
   gamma, delta = attenuation.gamma_from_embedding(tf.constant([0.5, -0.5]))
-  theta_bar, _ = attenuation.attenuate(params, None, embedding=tf.constant([0.5, -0.5]))
+  theta_bar, _ = attenuation.attenuate(params, embedding=tf.constant([0.5, -0.5]))
   np.testing.assert_allclose(theta_bar[1].numpy(), np.full(3, delta[1].numpy()), rtol=1e-6)
   np.testing.assert_allclose(theta_bar[0].numpy(), np.full((2, 3), gamma[0] + delta[0]),
                              rtol=1e-6)

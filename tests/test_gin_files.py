@@ -21,8 +21,14 @@ TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Trainer.chec
         "SinusoidRegression.meta_batch_size = 3", "Trainer.log_every_seconds = 0"]
 
 
-def test_every_experiment_file_is_listed():
-  assert len(GIN_FILES) == 14
+def test_every_sinusoid_experiment_of_the_paper_has_a_gin_file():
+  """Table 7 rows and the Table 4 / Table 6 ablations (extra files are welcome)."""
+  expected = [f"gin/sinusoid/{m}_{k}shot.gin" for m in ("maml", "l2f") for k in (5, 10, 20)]
+  expected += [f"gin/sinusoid/ablations/task_independent_{s}.gin"
+               for s in ("network", "layer", "filter", "parameter")]
+  expected += [f"gin/sinusoid/ablations/task_conditioned_{t}.gin"
+               for t in ("unconstrained", "affine")]
+  assert not sorted(set(expected) - set(GIN_FILES))
 
 
 @pytest.mark.parametrize("gin_file", GIN_FILES)

@@ -43,9 +43,17 @@ def glyph_cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp("glyph_cache"))
 
 
-def test_every_file_is_listed():
-  assert len(GLYPH_FILES) == 4
-  assert len(DATASET_FILES) == 16 + 19  # Tables 1-2 rows; Table 3-6 ablations
+def test_every_few_shot_experiment_of_the_paper_has_a_gin_file():
+  """Tables 1-2 (every MAML / MAML+L2F row), Tables 3-6 ablations, and the glyphs files."""
+  methods, shots = ("maml", "l2f"), (1, 5)
+  expected = {f"gin/glyphs/{m}_{k}shot.gin" for m in methods for k in shots}
+  expected |= {f"gin/{d}/{b}_{m}_{k}shot.gin" for d in ("mini_imagenet", "tiered_imagenet")
+               for b in ("conv4", "resnet12") for m in methods for k in shots}
+  ablations = [f"{m}_{n}steps" for m in methods for n in range(1, 7)]  # Table 3
+  ablations += [f"task_independent_{s}" for s in ("filter", "layer", "network", "parameter")]
+  ablations += ["l2f_prototype_embedding", "l2f_unconstrained", "l2f_affine"]  # Tables 5, 6
+  expected |= {f"gin/mini_imagenet/ablations/{a}.gin" for a in ablations}
+  assert not sorted(expected - set(GLYPH_FILES + DATASET_FILES))
 
 
 @pytest.mark.parametrize("gin_file", GLYPH_FILES)

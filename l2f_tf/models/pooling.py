@@ -22,11 +22,18 @@ are dropped (84 -> 42 -> 21 -> 10 -> 5).
 
 import keras
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+
+try:  # TensorFlow's own test for "tracing for XLA"; not public API.
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+except ImportError:  # pragma: no cover
+  control_flow_util = None
 
 
 def _in_xla_context() -> bool:
-  """True while tracing for XLA (inside ``tf.function(jit_compile=True)``)."""
+  """True while tracing for XLA (inside ``tf.function(jit_compile=True)``). If TensorFlow no
+  longer offers the test, the XLA-safe path (exact everywhere, a little slower) is used."""
+  if control_flow_util is None:  # pragma: no cover
+    return True
   graph = tf.compat.v1.get_default_graph()
   return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 from l2f_tf.meta.learner import default_inner_loop_variables, warn_about_inexact_layers
 from l2f_tf.models.batch_norm import BatchNorm
 from l2f_tf.models.conv4 import conv4
+from l2f_tf.models import pooling
 from l2f_tf.models.pooling import MaxPool
 from l2f_tf.models.resnet12 import resnet12
 
@@ -128,3 +129,12 @@ def test_learner_warns_about_keras_layers_that_break_second_order():
   assert warn_about_inexact_layers(conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)) == []
   assert warn_about_inexact_layers(
       resnet12(num_classes=2, image_shape=(16, 16, 1), channels=(2, 2, 2, 2))) == []
+
+
+def test_max_pool_xla_safe_path_is_exact_outside_xla_too(monkeypatch):
+  """The mask-based second derivative (used under XLA, or if TensorFlow's XLA test is gone)."""
+  monkeypatch.setattr(pooling, "_in_xla_context", lambda: True)
+  x = np.random.default_rng(6).normal(size=(2, 5, 4, 2))
+  layer = MaxPool(2, dtype="float64")
+  assert second_derivative_error(layer, x) < 1e-7
+  assert second_derivative_error(layer, x, jit_compile=False) < 1e-7

@@ -7,9 +7,14 @@ same code with ``tf.stop_gradient`` on the inner gradients, which drops exactly 
 
 Learning rates are either fixed (one float, as in MAML) or learnable per tensor and per step (the
 "LSLR" of MAML++), held by :class:`InnerLearningRates`.
+
+Second order, a step can also be *recomputed* (``inner_loop(..., recompute_inputs=...)``): it is
+then one ``tf.custom_gradient`` op that keeps only its inputs (the small parameter tensors) and
+recomputes the step in its backward pass, which is how ``l2f_tf.meta.sequential`` fits the
+vision meta-gradient in a third of the memory. The values and gradients are the same.
 """
 
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -59,6 +64,13 @@ def gradients(loss_fn: Callable[[Params], tf.Tensor], params: Params):
   return loss, tape.gradient(loss, params)
 
 
+def as_rate(lr, dtype) -> tf.Tensor:
+  """A learning rate (Python float or tensor) as a tensor of ``dtype``. A Python float becomes
+  a tensor of that dtype directly: tf.cast would first make it float32 and lose precision in
+  float64 runs."""
+  return tf.cast(lr, dtype) if tf.is_tensor(lr) else tf.constant(lr, dtype)
+
+
 def sgd_step(params: Params, grads: Sequence[tf.Tensor], learning_rates: Sequence,
              first_order: bool = False) -> Params:
   """theta' = theta - lr * g for every tensor; stop_gradient on g when first order."""
@@ -70,31 +82,83 @@ def sgd_step(params: Params, grads: Sequence[tf.Tensor], learning_rates: Sequenc
           "inner loop (model attribute `inner_loop_variables`).")
     if first_order:
       g = tf.stop_gradient(g)
-    # A Python float must become a tensor of p's dtype directly: tf.cast would first make it a
-    # float32 tensor and lose precision in float64 runs.
-    lr = tf.cast(lr, p.dtype) if tf.is_tensor(lr) else tf.constant(lr, p.dtype)
-    new_params.append(p - lr * g)
+    new_params.append(p - as_rate(lr, p.dtype) * g)
   return new_params
 
 
-def inner_loop(loss_fn: Callable[[Params], tf.Tensor], initial_params: Params, num_steps: int,
-               learning_rates: InnerLearningRates, first_order: bool = False) -> List[Params]:
+def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: Params,
+                        inputs: Params, learning_rates: Sequence) -> Params:
+  """The second-order SGD step ``theta - lr * d loss_fn(theta, inputs) / d theta`` as one op
+  that keeps only its inputs and recomputes itself in the backward pass.
+
+  Args:
+    loss_fn: ``loss_fn(params, inputs)``, the support loss.
+    params: theta, the tensors the step updates.
+    inputs: the other tensors the loss depends on that need gradients (outer-loop-only
+      weights such as batch-norm scale/offset), passed explicitly because a custom gradient
+      only differentiates with respect to its arguments.
+    learning_rates: per tensor; learnable rates get their gradients too.
+  """
+  n, m = len(params), len(inputs)
+  lrs = [as_rate(lr, p.dtype) for lr, p in zip(learning_rates, params)]
+
+  def update(args):
+    p, others = list(args[:n]), list(args[n:n + m])
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(p)
+      loss = loss_fn(p, others)
+    return sgd_step(p, tape.gradient(loss, p), args[n + m:])
+
+  @tf.custom_gradient
+  def step(*args):
+    new = update(args)  # Nothing of this forward pass is kept.
+
+    def grad_fn(*dys):
+      # Recompute only once the incoming gradients exist: without this control dependency the
+      # executor would recompute every step as early as possible and keep them all.
+      with tf.control_dependencies(dys):
+        recompute_from = [tf.identity(a) for a in args]
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(recompute_from)
+        recomputed = update(recompute_from)
+      return tape.gradient(recomputed, recompute_from, output_gradients=list(dys),
+                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return new, grad_fn
+
+  return list(step(*params, *inputs, *lrs))
+
+
+def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
+               learning_rates: InnerLearningRates, first_order: bool = False,
+               recompute_inputs: Optional[Params] = None) -> List[Params]:
   """Runs ``num_steps`` SGD steps on the support loss from ``initial_params``.
 
   Args:
-    loss_fn: maps a list of parameter tensors to the scalar support loss.
+    loss_fn: maps a list of parameter tensors to the scalar support loss; with
+      ``recompute_inputs``, ``loss_fn(params, recompute_inputs)``.
     initial_params: the starting point (theta for MAML, theta_bar for L2F).
     num_steps: number of SGD steps.
     learning_rates: rates per step and tensor.
     first_order: drop second-order terms (stop_gradient on the inner gradients).
+    recompute_inputs: if given (second order only), every step is a
+      :func:`recomputed_sgd_step` and these are the other tensors the loss depends on.
 
   Returns:
     The list of iterates ``[params_0, params_1, ..., params_num_steps]``.
   """
+  recompute = recompute_inputs is not None and not first_order
+  if recompute_inputs is not None and first_order:  # Nothing to recompute first order.
+    inputs, loss_of_params_and_inputs = list(recompute_inputs), loss_fn
+    loss_fn = lambda p: loss_of_params_and_inputs(p, inputs)
   iterates = [list(initial_params)]
   params = list(initial_params)
   for step in range(num_steps):
-    _, grads = gradients(loss_fn, params)
-    params = sgd_step(params, grads, learning_rates.for_step(step), first_order)
+    rates = learning_rates.for_step(step)
+    if recompute:
+      params = recomputed_sgd_step(loss_fn, params, list(recompute_inputs), rates)
+    else:
+      _, grads = gradients(loss_fn, params)
+      params = sgd_step(params, grads, rates, first_order)
     iterates.append(params)
   return iterates

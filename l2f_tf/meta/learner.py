@@ -244,7 +244,8 @@ class MetaLearner:
     return self.attenuation.attenuate(theta, embedding=embedding)
 
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
-            first_order: bool = False, theta=None, embedding=None) -> Adaptation:
+            first_order: bool = False, theta=None, embedding=None,
+            recompute: bool = False) -> Adaptation:
     """Adapts to one task (support_x: [K, ...]) and returns every iterate.
 
     Args:
@@ -253,19 +254,27 @@ class MetaLearner:
       first_order: drop second-order terms.
       theta: the initialisation to adapt from; defaults to the current variables.
       embedding: a fixed L2F task embedding (tests hold it constant for finite differences).
+      recompute: second order, make each step one op that recomputes itself in the backward
+        pass (same values and gradients, far less memory; ``l2f_tf.meta.sequential``).
     """
     num_steps = self.num_inner_steps if num_steps is None else num_steps
     theta_bar, gamma = self.attenuate(support_x, support_y, theta, embedding)
-    iterates = inner_loop_lib.inner_loop(
-        lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps, self.inner_lrs,
-        first_order=first_order)
+    if recompute:
+      iterates = inner_loop_lib.inner_loop(
+          lambda p, others: self.loss_with_values(p, others, support_x, support_y), theta_bar,
+          num_steps, self.inner_lrs, first_order=first_order,
+          recompute_inputs=self.outer_only_values())
+    else:
+      iterates = inner_loop_lib.inner_loop(
+          lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps,
+          self.inner_lrs, first_order=first_order)
     return Adaptation(iterates, gamma)
 
   # --- meta-objective --------------------------------------------------------------------------
   def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,
-                      with_metrics=False):
+                      with_metrics=False, recompute=False):
     """Query loss after adaptation for one task, plus optional per-step losses and gamma."""
-    adaptation = self.adapt(support_x, support_y, first_order=first_order)
+    adaptation = self.adapt(support_x, support_y, first_order=first_order, recompute=recompute)
     loss = self.loss_at(adaptation.fast_weights, query_x, query_y)
     metrics = {}
     if with_metrics:

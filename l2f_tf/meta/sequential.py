@@ -8,15 +8,13 @@ loss and gradients (to float round-off) in under 2 GB:
 
 1. Tasks run one after another in a ``tf.while_loop`` (``parallel_iterations=1``), each with
    its own tape; their gradients are accumulated. One task's activations are alive at a time.
-2. Second order, each inner SGD step ``theta_{k+1} = theta_k - lr * dL_support/dtheta_k`` is one
-   ``tf.custom_gradient`` op that keeps only its inputs (the small parameter tensors). Its
-   backward pass recomputes the step and differentiates it (a Hessian-vector product), under a
-   control dependency on the incoming gradient: without it the executor would recompute every
-   step as early as possible and keep them all, undoing the saving.
+2. Second order, each inner SGD step is recomputed in the backward pass
+   (``MetaLearner.adapt(recompute=True)``, i.e. ``inner_loop.recomputed_sgd_step``): it keeps
+   only its inputs, the small parameter tensors.
 
 The L2F attenuation (gamma from the MLP of the support-gradient embedding) stays an ordinary op
 on the task's tape, so the attenuator gets its gradient as before; learnable inner learning
-rates and the outer-loop-only batch-norm scale/offset are inputs of the checkpointed step and
+rates and the outer-loop-only batch-norm scale/offset are inputs of the recomputed step and
 get exact gradients too. First order has nothing to recompute and uses the plain inner loop.
 
 Measured with ``benchmarks/vision_step.py`` (see the README); the time cost is ~25% more CPU.
@@ -29,60 +27,6 @@ import tensorflow as tf
 from l2f_tf.meta import analysis
 
 _ZERO = tf.UnconnectedGradients.ZERO
-
-
-def checkpointed_sgd_step(learner, params: List[tf.Tensor], learning_rates, x, y):
-  """theta - lr * grad L_support(theta), recomputed in the backward pass (second order)."""
-  others = learner.outer_only_values()
-  n, m = len(params), len(others)
-  lrs = [tf.cast(lr, p.dtype) if tf.is_tensor(lr) else tf.constant(lr, p.dtype)
-         for lr, p in zip(learning_rates, params)]
-
-  def update(args):
-    p, o, lr = list(args[:n]), list(args[n:n + m]), list(args[n + m:])
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(p)
-      loss = learner.loss_with_values(p, o, x, y)
-    grads = tape.gradient(loss, p)
-    if any(g is None for g in grads):
-      raise ValueError("An inner-loop parameter has no gradient from the support loss.")
-    return [pi - li * gi for pi, li, gi in zip(p, lr, grads)]
-
-  @tf.custom_gradient
-  def step(*args):
-    new = update(args)  # Nothing of this forward pass is kept.
-
-    def grad_fn(*dys):
-      # Recompute only once the incoming gradients exist (see the module docstring).
-      with tf.control_dependencies(dys):
-        inputs = [tf.identity(a) for a in args]
-      with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(inputs)
-        recomputed = update(inputs)
-      return tape.gradient(recomputed, inputs, output_gradients=list(dys),
-                           unconnected_gradients=_ZERO)
-
-    return new, grad_fn
-
-  return list(step(*params, *others, *lrs))
-
-
-def task_query_loss(learner, support_x, support_y, query_x, query_y, first_order: bool,
-                    with_metrics: bool):
-  """``MetaLearner.task_query_loss`` with checkpointed inner steps (second order)."""
-  if first_order:
-    adaptation = learner.adapt(support_x, support_y, first_order=True)
-    iterates, gamma = adaptation.iterates, adaptation.gamma
-  else:
-    theta_bar, gamma = learner.attenuate(support_x, support_y)
-    iterates = [theta_bar]
-    for step in range(learner.num_inner_steps):
-      iterates.append(checkpointed_sgd_step(learner, iterates[-1],
-                                            learner.inner_lrs.for_step(step), support_x,
-                                            support_y))
-  loss = learner.loss_at(iterates[-1], query_x, query_y)
-  metrics = learner.step_metrics(iterates, gamma, query_x, query_y) if with_metrics else {}
-  return loss, metrics
 
 
 def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: bool = False):
@@ -110,7 +54,8 @@ def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: b
   def body(i, total, grads, metrics, task_grads_ta):
     task = [field[i] for field in episodes]
     with tf.GradientTape() as tape:
-      loss, task_metrics = task_query_loss(learner, *task, first_order, with_metrics)
+      loss, task_metrics = learner.task_query_loss(*task, first_order=first_order,
+                                                   with_metrics=with_metrics, recompute=True)
       loss = loss * scale
     task_grads = tape.gradient(loss, variables, unconnected_gradients=_ZERO)
     metrics = {k: metrics[k] + tf.cast(tf.reshape(task_metrics[k], metric_shapes[k]),

@@ -19,6 +19,7 @@ from absl import logging
 from l2f_tf.rl import envs
 from l2f_tf.rl import meta_rl, trpo
 from l2f_tf.rl.sampler import Sampler
+from l2f_tf.train import checkpoints
 from l2f_tf.train.progress import Progress
 
 
@@ -37,6 +38,7 @@ class MetaRLTrainer:
       15, 0.8).
     first_order: drop the second-order terms of the inner step from the outer update.
     checkpoint_every: iterations between checkpoints (also at the end and on Ctrl-C).
+    max_checkpoints: checkpoints kept.
     log_every_seconds: seconds between progress lines.
     max_seconds: stop (with a checkpoint) once this much training time has passed in this
       call, even before num_iterations (for time-boxed benchmarks); None: no limit.
@@ -46,8 +48,8 @@ class MetaRLTrainer:
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8, first_order: bool = False,
-               checkpoint_every: int = 10, log_every_seconds: float = 10.0,
-               max_seconds: Optional[float] = None):
+               checkpoint_every: int = 10, max_checkpoints: int = 3,
+               log_every_seconds: float = 10.0, max_seconds: Optional[float] = None):
     self.learner, self.sampler, self.root_dir = learner, sampler, root_dir
     self.num_iterations, self.seed = num_iterations, seed
     self.discount, self.gae_lambda = discount, gae_lambda
@@ -62,11 +64,8 @@ class MetaRLTrainer:
     if learner.attenuation is not None:
       parts["attenuation"] = learner.attenuation
     self.checkpoint = tf.train.Checkpoint(**parts)
-    self.manager = tf.train.CheckpointManager(self.checkpoint,
-                                              os.path.join(root_dir, "checkpoints"), 3)
-    if self.manager.latest_checkpoint:
-      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-      logging.info("Resumed from %s", self.manager.latest_checkpoint)
+    self.manager = checkpoints.restore_or_initialize(
+        self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = meta_rl.stacked_policy_fn(learner)

@@ -228,3 +228,10 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
       surrogate, _ = meta_rl.outer_objective(learner, support, query, old)
     grads[name] = trpo.flatten(tape.gradient(surrogate, variables)).numpy()
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
+
+
+def test_resuming_into_another_learner_names_the_folder_to_fix(tmp_path):
+  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
+  make_trainer(tmp_path, l2f=False, num_iterations=1).train()
+  with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
+    make_trainer(tmp_path, l2f=True, num_iterations=2)

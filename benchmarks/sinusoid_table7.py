@@ -30,7 +30,7 @@ from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.train import evaluation, experiment
-from l2f_tf.train.stats import mean_and_ci95
+from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train.trainer import Trainer
 
 ROOT = flags.DEFINE_string("root_dir", "runs/table7", "Where the six runs live.")

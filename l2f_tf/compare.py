@@ -9,12 +9,12 @@ the first run's domain (so its evaluation tasks) and draws every learner on each
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
-import json
 import os
 from typing import Dict, List
 
 from absl import app, flags
 
+from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import experiment
 
 RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
@@ -37,11 +37,7 @@ def results_table(run_dirs: List[str]) -> str:
 
 
 def _load_results(run_dir: str) -> Dict:
-  path = os.path.join(run_dir, "results.json")
-  if not os.path.exists(path):
-    raise ValueError(f"{path} is missing: run_experiment.py has not finished in {run_dir}.")
-  with open(path) as f:
-    return json.load(f)
+  return RunFolder(run_dir).read_results()
 
 
 def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:

@@ -13,10 +13,10 @@ import gin
 from absl import logging
 
 from l2f_tf import configurables  # noqa: F401  (registers every configurable)
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 DEFAULT_GIN_FILE = os.path.join(GIN_DIR, "sinusoid", "l2f_5shot.gin")
-CONFIG_NAME = "operative_config.gin"
 
 
 class _QuietGinIncludes(std_logging.Filter):
@@ -46,7 +46,7 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
 def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str]) -> str:
   """Parses the config of a new or resumed run and writes operative_config.gin; returns it."""
   os.makedirs(root_dir, exist_ok=True)
-  config_path = os.path.join(root_dir, CONFIG_NAME)
+  config_path = RunFolder(root_dir).config
   if os.path.exists(config_path):
     logging.info("Resuming %s: using its %s (plus command-line bindings); --gin_file is not "
                  "re-read.", root_dir, CONFIG_NAME)

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 from l2f_tf import config, export
 from l2f_tf.data.episode import Episode
-from l2f_tf.train.stats import mean_and_ci95
+from l2f_tf.stats import mean_and_ci95
 
 SAVED_MODEL = flags.DEFINE_string("saved_model", None, "A run's saved_model/ directory.")
 NUM_TASKS = flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-CONFIG_NAME = "operative_config.gin"
+from l2f_tf.run_folder import CONFIG_NAME
 
 
 class AdaptAndPredict(tf.Module):

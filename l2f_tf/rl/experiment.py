@@ -7,8 +7,6 @@ the checkpoints and TensorBoard logs, ``results.json`` (average return on held-o
 ``saved_model/`` (`l2f_tf.rl.export`: act, and adapt from trajectories then act).
 """
 
-import json
-import os
 import time
 
 import numpy as np
@@ -18,17 +16,11 @@ from absl import logging
 from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl
 from l2f_tf.rl.trainer import MetaRLTrainer
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train.evaluation import write_eval_summaries
 from l2f_tf.train.trainer import build_learner
 
 RETURN_METRIC = "average undiscounted return per trajectory"
-
-
-def write_eval_summaries(root_dir: str, step: int, evaluation) -> None:
-  writer = tf.summary.create_file_writer(os.path.join(root_dir, "eval"))
-  with writer.as_default():
-    for name, value in evaluation.items():
-      tf.summary.scalar(f"test/{name}", value["mean"], step=step)
-  writer.flush()
 
 
 def compare_figure(results, path: str) -> str:
@@ -71,14 +63,14 @@ def run_meta_rl(root_dir: str, domain) -> dict:
       "error_bars": "ci95 = 1.96 * sample std / sqrt(n) over held-out tasks",
       "evaluations": {"test": evaluation},
   }
-  with open(os.path.join(root_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  write_eval_summaries(root_dir, step, evaluation)
-  rl_export.export(learner, os.path.join(root_dir, "saved_model"),
+  folder = RunFolder(root_dir)
+  folder.write_results(results)
+  write_eval_summaries(folder.eval_summaries, step, results["evaluations"])
+  rl_export.export(learner, folder.saved_model,
                    domain.sampler.observation_size, domain.sampler.action_size,
                    discount=trainer.discount, gae_lambda=trainer.gae_lambda,
-                   config_path=os.path.join(root_dir, "operative_config.gin"))
-  plot_returns(os.path.join(root_dir, "returns.png"), {label: evaluation}, trainer,
+                   config_path=folder.config)
+  plot_returns(folder.figure("returns.png"), {label: evaluation}, trainer,
                domain.name)
   for name, value in evaluation.items():
     logging.info("%s: %.3f +- %.3f (n=%d)", name, value["mean"], value["ci95"], value["n"])

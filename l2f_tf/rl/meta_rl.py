@@ -35,6 +35,7 @@ from l2f_tf.meta.attenuation import gradient_mean_embedding
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
 from l2f_tf.rl.sampler import Trajectories
+from l2f_tf.stats import mean_and_ci95
 
 
 class TaskBatch(NamedTuple):
@@ -192,7 +193,4 @@ def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
 
 def summarize_returns(batch: TaskBatch) -> Dict[str, float]:
   """Mean undiscounted return per trajectory and its 95% CI over tasks."""
-  per_task = batch.returns.mean(axis=1)
-  n = len(per_task)
-  std = per_task.std(ddof=1) if n > 1 else 0.0
-  return {"mean": float(per_task.mean()), "ci95": float(1.96 * std / np.sqrt(n)), "n": n}
+  return mean_and_ci95(batch.returns.mean(axis=1))

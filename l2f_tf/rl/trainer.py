@@ -7,7 +7,6 @@ before adaptation and after 1..k policy-gradient steps, each step on fresh traje
 current adapted policy (L2F attenuates only before the first step).
 """
 
-import os
 import time
 from typing import Dict, Optional
 
@@ -19,8 +18,10 @@ from absl import logging
 from l2f_tf.rl import envs
 from l2f_tf.rl import meta_rl, trpo
 from l2f_tf.rl.sampler import Sampler
+from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints
 from l2f_tf.train.progress import Progress
+from l2f_tf.stats import mean_and_ci95
 
 
 @gin.configurable
@@ -65,7 +66,7 @@ class MetaRLTrainer:
       parts["attenuation"] = learner.attenuation
     self.checkpoint = tf.train.Checkpoint(**parts)
     self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
+        self.checkpoint, RunFolder(root_dir).checkpoints, max_checkpoints)
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = meta_rl.stacked_policy_fn(learner)
@@ -147,7 +148,7 @@ class MetaRLTrainer:
   def train(self) -> int:
     """Trains from the restored iteration to ``num_iterations``; returns the final one."""
     start = self.step
-    writer = tf.summary.create_file_writer(os.path.join(self.root_dir, "train"))
+    writer = tf.summary.create_file_writer(RunFolder(self.root_dir).train_summaries)
     progress = Progress(self.num_iterations, start, self.log_every_seconds,
                         label="meta-iteration")
     started = time.perf_counter()
@@ -205,12 +206,6 @@ class MetaRLTrainer:
           params, _ = self._adapt(batch.x, batch.y, embeddings)
         else:  # Later steps: plain policy-gradient steps, no attenuation.
           params = self._step_from(params, batch.x, batch.y)
-    results = {}
-    for k, values in enumerate(returns):
-      values = np.asarray(values)
-      std = values.std(ddof=1) if len(values) > 1 else 0.0
-      results[f"return_after_{k}_steps"] = {"mean": float(values.mean()),
-                                            "ci95": float(1.96 * std / np.sqrt(len(values))),
-                                            "n": int(len(values)),
-                                            "per_task": [float(v) for v in values]}
-    return results
+    return {f"return_after_{k}_steps": {**mean_and_ci95(values),
+                                        "per_task": [float(v) for v in values]}
+            for k, values in enumerate(returns)}

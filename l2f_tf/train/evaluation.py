@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
 from l2f_tf.train.progress import Progress
-from l2f_tf.train.stats import mean_and_ci95
+from l2f_tf.stats import mean_and_ci95
 
 
 def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
@@ -132,3 +132,14 @@ def evaluate(learner, domain, distribution: str, num_tasks: int,
       results[f"accuracy_after_{k}_steps"]["sqrt_p_1_minus_p"] = prediction_std(
           outputs[:, k], labels)
   return results
+
+
+def write_eval_summaries(summary_dir: str, step: int,
+                         evaluations: Dict[str, Dict[str, Dict]]) -> None:
+  """TensorBoard scalars ``<distribution>/<figure>`` (the means) of a run's final evaluation."""
+  writer = tf.summary.create_file_writer(summary_dir)
+  with writer.as_default():
+    for distribution, figures in evaluations.items():
+      for name, value in figures.items():
+        tf.summary.scalar(f"{distribution}/{name}", value["mean"], step=step)
+  writer.flush()

@@ -1,19 +1,16 @@
 """One experiment end to end: train (or resume), evaluate, write results, export, plot."""
 
-import json
 import os
 from typing import Optional, Sequence
 
 import gin
-import tensorflow as tf
 from absl import logging
 
 from l2f_tf import export as export_lib
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation, TaskIndependentAttenuation
+from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
 from l2f_tf.train.trainer import Trainer, build_learner
-
-CONFIG_NAME = "operative_config.gin"
 
 
 def learner_label(learner) -> str:
@@ -29,15 +26,6 @@ def learner_label(learner) -> str:
   return f"MAML+{type(attenuation).__name__}"
 
 
-def write_eval_summaries(root_dir: str, step: int, results) -> None:
-  writer = tf.summary.create_file_writer(os.path.join(root_dir, "eval"))
-  with writer.as_default():
-    for distribution, figures in results.items():
-      for name, value in figures.items():
-        tf.summary.scalar(f"{distribution}/{name}", value["mean"], step=step)
-  writer.flush()
-
-
 def restore_learner(root_dir: str):
   """(domain, learner) of a finished or running experiment.
 
@@ -47,13 +35,13 @@ def restore_learner(root_dir: str):
   """
   from l2f_tf import config  # Local import: config imports this module.
   gin.clear_config()
-  config.parse([os.path.join(root_dir, CONFIG_NAME)], [])
+  folder = RunFolder(root_dir)
+  config.parse([folder.config], [])
   domain = config.configured_domain()
   learner = build_learner(domain)
   Trainer(learner=learner, domain=domain, root_dir=root_dir)  # restores the latest checkpoint
-  best_dir = os.path.join(root_dir, "best")
-  if os.path.isdir(best_dir):
-    entries = validation.BestCheckpoints(best_dir).entries()
+  if os.path.isdir(folder.best):
+    entries = validation.BestCheckpoints(folder.best).entries()
     if entries:
       _restore(learner, entries[0]["path"])
   return domain, learner
@@ -121,12 +109,13 @@ def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Optional[Sequ
   if getattr(domain, "is_rl", False):
     from l2f_tf.rl import experiment as rl_experiment  # Local: RL pulls in tf-agents/MuJoCo.
     return rl_experiment.run_meta_rl(root_dir, domain)
+  folder = RunFolder(root_dir)
   learner = build_learner(domain)
   eval_steps = list(eval_steps or range(1, max(learner.num_inner_steps, 1) + 1))
   validator = None
   if getattr(domain, "validation_split", None):
     validator = validation.Validator(learner, domain, num_val_episodes, domain.validation_split,
-                                     summary_dir=os.path.join(root_dir, "eval"))
+                                     summary_dir=folder.eval_summaries)
   trainer = Trainer(learner=learner, domain=domain, root_dir=root_dir, validator=validator)
   step = trainer.train()
   results = {
@@ -157,15 +146,14 @@ def run_experiment(root_dir: str, domain=gin.REQUIRED, eval_steps: Optional[Sequ
       evaluations[distribution] = evaluation.evaluate(learner, domain, distribution,
                                                       num_eval_tasks, eval_steps)
   results["evaluations"] = evaluations
-  with open(os.path.join(root_dir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  write_eval_summaries(root_dir, step, evaluations)
-  export_lib.export(learner, os.path.join(root_dir, "saved_model"), domain.export_signature(),
-                    export_steps, config_path=os.path.join(root_dir, CONFIG_NAME),
+  folder.write_results(results)
+  evaluation.write_eval_summaries(folder.eval_summaries, step, evaluations)
+  export_lib.export(learner, folder.saved_model, domain.export_signature(),
+                    export_steps, config_path=folder.config,
                     preprocess=getattr(domain, "export_preprocess", None),
                     description=domain.export_description())
   if plot and hasattr(domain, "plot"):
-    domain.plot({results["method"]: learner}, os.path.join(root_dir, "test_tasks.png"),
+    domain.plot({results["method"]: learner}, folder.figure("test_tasks.png"),
                 num_steps=max(eval_steps))
   for distribution, figures in evaluations.items():
     for name, value in figures.items():

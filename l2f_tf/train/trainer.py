@@ -12,7 +12,6 @@ only at summary steps. Between events (summaries, checkpoints, the first- to sec
 switch) up to ``steps_per_call`` plain steps run inside one compiled loop.
 """
 
-import os
 from typing import Dict, Optional
 
 import gin
@@ -22,6 +21,7 @@ from absl import logging
 
 from l2f_tf.meta import analysis, sequential
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, validation
 from l2f_tf.train.progress import Progress
 
@@ -106,14 +106,14 @@ class Trainer:
     self.optimizer.build(learner.meta_variables)
     self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
     self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, os.path.join(root_dir, "checkpoints"), max_checkpoints)
+        self.checkpoint, RunFolder(root_dir).checkpoints, max_checkpoints)
     self.sequential_tasks = sequential_tasks
     self.validator, self.validate_every = validator, validate_every
     self.best = None
     if validator is not None:
       if validate_every < 1:
         raise ValueError(f"Trainer.validate_every must be >= 1, got {validate_every}.")
-      self.best = validation.BestCheckpoints(os.path.join(root_dir, "best"), keep_best)
+      self.best = validation.BestCheckpoints(RunFolder(root_dir).best, keep_best)
       self.weights_checkpoint = checkpoints.make_weights_checkpoint(learner)
       self.best.forget_after(self.step)
     self._steps: Dict = {}
@@ -262,7 +262,7 @@ class Trainer:
       return start
     dataset = self.domain.train_dataset(self.seed, start_step=start)
     iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-    writer = tf.summary.create_file_writer(os.path.join(self.root_dir, "train"))
+    writer = tf.summary.create_file_writer(RunFolder(self.root_dir).train_summaries)
     progress = Progress(self.num_iterations, start, self.log_every_seconds, label="meta-iteration")
     step, loss = start, None
     compiled_before = set()

@@ -5,7 +5,7 @@ import pytest
 
 from l2f_tf.train import progress as progress_lib
 from l2f_tf.train.progress import Progress, format_duration
-from l2f_tf.train.stats import mean_and_ci95
+from l2f_tf.stats import mean_and_ci95
 
 
 def test_ci95_is_1_96_standard_errors():

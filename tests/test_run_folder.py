@@ -1,0 +1,38 @@
+"""RunFolder: the layout of a run directory and atomic results."""
+
+import json
+import os
+
+import pytest
+
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder
+
+
+def test_layout_names_every_output(tmp_path):
+  folder = RunFolder(tmp_path)
+  assert folder.config == os.path.join(tmp_path, CONFIG_NAME) == os.path.join(
+      tmp_path, "operative_config.gin")
+  names = [folder.checkpoints, folder.train_summaries, folder.eval_summaries, folder.best,
+           folder.results, folder.saved_model, folder.figure("returns.png")]
+  assert [os.path.relpath(p, tmp_path) for p in names] == [
+      "checkpoints", "train", "eval", "best", "results.json", "saved_model", "returns.png"]
+  assert not os.listdir(tmp_path)  # naming a path creates nothing
+
+
+def test_results_are_written_atomically_and_read_back(tmp_path, monkeypatch):
+  folder = RunFolder(tmp_path / "run")
+  with pytest.raises(ValueError, match="results.json is missing.*re-run"):
+    folder.read_results()
+  folder.write_results({"method": "MAML", "value": 1.5})
+  assert folder.read_results() == {"method": "MAML", "value": 1.5}
+
+  def crash(*args, **kwargs):
+    raise RuntimeError("killed while writing")
+
+  monkeypatch.setattr(json, "dump", crash)
+  with pytest.raises(RuntimeError):
+    folder.write_results({"method": "MAML+L2F"})
+  monkeypatch.undo()
+  # The old file is intact and no temporary file is left behind.
+  assert folder.read_results() == {"method": "MAML", "value": 1.5}
+  assert sorted(os.listdir(folder.root)) == ["results.json"]

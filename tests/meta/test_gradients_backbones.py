@@ -120,3 +120,19 @@ def test_first_order_meta_gradient_matches_finite_differences(backbone, path):
   learner = make_learner(backbone, l2f=True)
   analytic = analytic_meta_gradient(learner, make_batch(2), path, first_order=True)
   assert_matches_reference(analytic, reference(backbone, True, 2, first_order=True))
+
+
+def test_this_check_catches_keras_batch_normalization(monkeypatch):
+  """The check has teeth: with Keras' BatchNormalization (variance around stop_gradient(mean))
+  in conv4, the second-order meta-gradient disagrees with the finite differences."""
+  from l2f_tf.models import conv4 as conv4_module  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(conv4_module, "BatchNorm",
+                      lambda name: keras.layers.BatchNormalization(epsilon=1e-5, name=name))
+  learner = make_learner("conv4", l2f=False)
+  assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in learner.model.layers)
+  batch = make_batch(0)
+  analytic = analytic_meta_gradient(learner, batch, "plain")
+  rows = directional_derivatives(meta_loss_value_fn(learner, batch, [None] * NUM_TASKS),
+                                 learner.meta_variables, seed=0)
+  with pytest.raises(AssertionError, match="analytic vs finite difference"):
+    assert_matches_reference(analytic, rows)

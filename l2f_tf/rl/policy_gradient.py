@@ -35,11 +35,6 @@ def kl_divergence(mean_p, log_std_p, mean_q, log_std_q) -> tf.Tensor:
                        (2.0 * var_q) - 0.5, axis=-1)
 
 
-def entropy(log_std: tf.Tensor) -> tf.Tensor:
-  """Entropy of a diagonal Gaussian, summed over action dims."""
-  return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
-
-
 def pack_targets(actions: tf.Tensor, advantages: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
   """[..., action_dim], [...], [...] -> y_true [..., action_dim + 2] for the losses below."""
   dtype = actions.dtype

@@ -112,45 +112,6 @@ def conjugate_gradient(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
   return x
 
 
-def hessian_vector_product(kl_fn: Callable[[], tf.Tensor], variables: Tensors,
-                           damping: float = 1e-5) -> FlatFn:
-  """Returns v -> (H + damping I) v with H the Hessian of ``kl_fn()`` w.r.t. ``variables``.
-
-  Reverse-over-reverse: an outer tape differentiates (dKL/dtheta) . v, with dKL/dtheta computed
-  under an inner tape. This is Pearlmutter's trick, costs about two backward passes and needs
-  no Hessian. Reverse mode (not ``tf.autodiff.ForwardAccumulator``) is used because ``kl_fn``
-  may itself contain a differentiated inner step, and nested reverse tapes handle that third
-  level of differentiation through every op that has a gradient.
-
-  Args:
-    kl_fn: zero-argument callable returning the scalar KL (or any twice-differentiable scalar)
-      at the current values of ``variables``.
-    variables: ``tf.Variable``s or Keras 3 variables (or tensors that ``kl_fn`` closes over) to
-      differentiate with respect to; they are watched explicitly.
-    damping: multiple of the identity added to H (1e-5 in MAML-TRPO), which keeps conjugate
-      gradient well posed where the Fisher matrix is singular.
-
-  Returns:
-    A function mapping a flat vector v (of the variables' total size) to (H + damping I) v.
-  """
-  variables = tf_variables(variables)
-
-  def hvp(vector: tf.Tensor) -> tf.Tensor:
-    tangents = unflatten(vector, variables)
-    with tf.GradientTape(watch_accessed_variables=False) as outer:
-      outer.watch(variables)
-      with tf.GradientTape(watch_accessed_variables=False) as inner:
-        inner.watch(variables)
-        kl = kl_fn()
-      grads = inner.gradient(kl, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-      grad_dot_v = tf.add_n([_dot(g, t) for g, t in zip(grads, tangents)])
-    hessian_v = outer.gradient(grad_dot_v, variables,
-                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return flatten(hessian_v) + tf.cast(damping, vector.dtype) * vector
-
-  return hvp
-
-
 def _objective(loss_fn, kl_fn):
   """One callable returning (loss, kl): ``loss_fn`` itself when ``kl_fn`` is None."""
   if kl_fn is None:
@@ -167,8 +128,9 @@ def recorded_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
   inner adaptation of every task) recorded by a persistent tape, together with dKL/dtheta;
   every Hessian-vector product is then a single vector-Jacobian product of that recorded
   gradient (H is symmetric), so conjugate gradient re-runs neither the forward pass nor the
-  first backward pass. :func:`hessian_vector_product` recomputes both on every call; this is
-  the same product at about half the cost. Works eagerly and in ``tf.function`` (the products
+  first backward pass (a recomputing product, reverse-over-reverse on a fresh tape each call,
+  costs about twice as much). Reverse mode handles the third level of differentiation that
+  MAML's differentiated inner step adds. Works eagerly and in ``tf.function`` (the products
   may be taken inside a ``tf.while_loop``).
 
   Args:

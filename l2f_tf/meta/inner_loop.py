@@ -141,21 +141,20 @@ def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
     num_steps: number of SGD steps.
     learning_rates: rates per step and tensor.
     first_order: drop second-order terms (stop_gradient on the inner gradients).
-    recompute_inputs: if given (second order only), every step is a
-      :func:`recomputed_sgd_step` and these are the other tensors the loss depends on.
+    recompute_inputs: if given (second order only: first order has nothing to recompute),
+      every step is a :func:`recomputed_sgd_step` and these are the other tensors the loss
+      depends on.
 
   Returns:
     The list of iterates ``[params_0, params_1, ..., params_num_steps]``.
   """
-  recompute = recompute_inputs is not None and not first_order
-  if recompute_inputs is not None and first_order:  # Nothing to recompute first order.
-    inputs, loss_of_params_and_inputs = list(recompute_inputs), loss_fn
-    loss_fn = lambda p: loss_of_params_and_inputs(p, inputs)
+  if recompute_inputs is not None and first_order:
+    raise ValueError("inner_loop: recompute_inputs is for second order only.")
   iterates = [list(initial_params)]
   params = list(initial_params)
   for step in range(num_steps):
     rates = learning_rates.for_step(step)
-    if recompute:
+    if recompute_inputs is not None:
       params = recomputed_sgd_step(loss_fn, params, list(recompute_inputs), rates)
     else:
       _, grads = gradients(loss_fn, params)

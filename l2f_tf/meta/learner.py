@@ -255,15 +255,15 @@ class MetaLearner:
       theta: the initialisation to adapt from; defaults to the current variables.
       embedding: a fixed L2F task embedding (tests hold it constant for finite differences).
       recompute: second order, make each step one op that recomputes itself in the backward
-        pass (same values and gradients, far less memory; ``l2f_tf.meta.sequential``).
+        pass (same values and gradients, far less memory; ``l2f_tf.meta.sequential``); first
+        order has nothing to recompute and ignores it.
     """
     num_steps = self.num_inner_steps if num_steps is None else num_steps
     theta_bar, gamma = self.attenuate(support_x, support_y, theta, embedding)
-    if recompute:
+    if recompute and not first_order:
       iterates = inner_loop_lib.inner_loop(
           lambda p, others: self.loss_with_values(p, others, support_x, support_y), theta_bar,
-          num_steps, self.inner_lrs, first_order=first_order,
-          recompute_inputs=self.outer_only_values())
+          num_steps, self.inner_lrs, recompute_inputs=self.outer_only_values())
     else:
       iterates = inner_loop_lib.inner_loop(
           lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps,

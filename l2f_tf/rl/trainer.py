@@ -52,6 +52,7 @@ class MetaRLTrainer:
                checkpoint_every: int = 10, max_checkpoints: int = 3,
                log_every_seconds: float = 10.0, max_seconds: Optional[float] = None):
     self.learner, self.sampler, self.root_dir = learner, sampler, root_dir
+    self.folder = RunFolder(root_dir)
     self.num_iterations, self.seed = num_iterations, seed
     self.discount, self.gae_lambda = discount, gae_lambda
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
@@ -66,7 +67,7 @@ class MetaRLTrainer:
       parts["attenuation"] = learner.attenuation
     self.checkpoint = tf.train.Checkpoint(**parts)
     self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, RunFolder(root_dir).checkpoints, max_checkpoints)
+        self.checkpoint, self.folder.checkpoints, max_checkpoints)
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = meta_rl.stacked_policy_fn(learner)
@@ -148,7 +149,7 @@ class MetaRLTrainer:
   def train(self) -> int:
     """Trains from the restored iteration to ``num_iterations``; returns the final one."""
     start = self.step
-    writer = tf.summary.create_file_writer(RunFolder(self.root_dir).train_summaries)
+    writer = tf.summary.create_file_writer(self.folder.train_summaries)
     progress = Progress(self.num_iterations, start, self.log_every_seconds,
                         label="meta-iteration")
     started = time.perf_counter()

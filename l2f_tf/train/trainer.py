@@ -86,6 +86,7 @@ class Trainer:
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, sequential_tasks: bool = False):
     self.learner, self.domain, self.root_dir = learner, domain, root_dir
+    self.folder = RunFolder(root_dir)
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
@@ -106,14 +107,14 @@ class Trainer:
     self.optimizer.build(learner.meta_variables)
     self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
     self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, RunFolder(root_dir).checkpoints, max_checkpoints)
+        self.checkpoint, self.folder.checkpoints, max_checkpoints)
     self.sequential_tasks = sequential_tasks
     self.validator, self.validate_every = validator, validate_every
     self.best = None
     if validator is not None:
       if validate_every < 1:
         raise ValueError(f"Trainer.validate_every must be >= 1, got {validate_every}.")
-      self.best = validation.BestCheckpoints(RunFolder(root_dir).best, keep_best)
+      self.best = validation.BestCheckpoints(self.folder.best, keep_best)
       self.weights_checkpoint = checkpoints.make_weights_checkpoint(learner)
       self.best.forget_after(self.step)
     self._steps: Dict = {}
@@ -262,7 +263,7 @@ class Trainer:
       return start
     dataset = self.domain.train_dataset(self.seed, start_step=start)
     iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-    writer = tf.summary.create_file_writer(RunFolder(self.root_dir).train_summaries)
+    writer = tf.summary.create_file_writer(self.folder.train_summaries)
     progress = Progress(self.num_iterations, start, self.log_every_seconds, label="meta-iteration")
     step, loss = start, None
     compiled_before = set()

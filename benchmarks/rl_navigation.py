@@ -89,8 +89,8 @@ def main(argv):
     gin.clear_config()
     config.setup_run(root, [os.path.join(config.GIN_DIR, "rl", f"navigation2d_{prefix}.gin")],
                      [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
-                      f"MetaRLTrainer.max_seconds = {60 * MINUTES.value}",
-                      f"MetaRLDomain.num_eval_tasks = {EVAL_TASKS.value}",
+                      f"Runner.max_seconds = {60 * MINUTES.value}",
+                      f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
                       f"MetaRLDomain.eval_seed = {EVAL_SEED}",
                       f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
                       f"MetaRLTrainer.seed = {SEED.value}",

@@ -29,8 +29,10 @@ from l2f_tf import compare, config
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.train import evaluation, experiment
+from l2f_tf.meta import evaluation
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import experiment
+from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
 ROOT = flags.DEFINE_string("root_dir", "runs/table7", "Where the six runs live.")
@@ -75,7 +77,7 @@ def paired_differences(root: str):
   for shots in SHOTS:
     values = {}
     for method, prefix in METHODS.items():
-      domain, learner = experiment.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
+      domain, learner = config.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
       episodes, _ = domain.eval_episodes("test", EVAL_TASKS.value)
       values[method] = evaluation.per_task_metrics(learner, episodes, domain.task_metric,
                                                    max(STEPS))
@@ -129,7 +131,8 @@ def throughput(l2f: bool, jit_compile: bool, iterations: int = 3000):
   rates = []
   with tempfile.TemporaryDirectory() as root:
     trainer = Trainer(learner, domain, root, num_iterations=iterations, summary_every=0,
-                      checkpoint_every=10**9, jit_compile=jit_compile, log_every_seconds=1e9)
+                      jit_compile=jit_compile)
+    runner = Runner(trainer, checkpoint_every=10**9, log_every_seconds=1e9)
     step_fn = trainer.train_step_fn(first_order=False, with_metrics=False)
     batch = next(iter(domain.train_dataset(seed=0)))
     step_fn(batch)  # trace and compile
@@ -146,12 +149,12 @@ def throughput(l2f: bool, jit_compile: bool, iterations: int = 3000):
       trainer.steps_per_call = steps_per_call
       trainer.optimizer.iterations.assign(0)
       trainer.num_iterations = 201
-      trainer.train()  # compile the loop's own pieces
+      runner.train()  # compile the loop's own pieces
 
       def time_loop():
         trainer.num_iterations += iterations
         start = time.perf_counter()
-        trainer.train()
+        runner.train()
         return iterations / (time.perf_counter() - start)
 
       rates.append(median_of(time_loop))

@@ -29,9 +29,14 @@ _PUBLIC = {
     "SinusoidRegression": "l2f_tf.domains.sinusoid",
     "FewShotClassification": "l2f_tf.domains.few_shot",
     "ensure_glyphs": "l2f_tf.data.glyphs",
+    "MetaRLDomain": "l2f_tf.domains.meta_rl",
+    "Domain": "l2f_tf.domains.base",
+    "SupervisedDomain": "l2f_tf.domains.base",
     "Trainer": "l2f_tf.train.trainer",
+    "MetaRLTrainer": "l2f_tf.train.meta_rl_trainer",
+    "Runner": "l2f_tf.train.runner",
     "run_experiment": "l2f_tf.train.experiment",
-    "restore_learner": "l2f_tf.train.experiment",
+    "restore_learner": "l2f_tf.config",
     "export": "l2f_tf.export",
 }
 

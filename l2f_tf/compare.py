@@ -14,8 +14,8 @@ from typing import Dict, List
 
 from absl import app, flags
 
+from l2f_tf import config, plots
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import experiment
 
 RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
 FIGURE = flags.DEFINE_string("figure", None, "PNG path for the figure (optional).")
@@ -43,19 +43,32 @@ def _load_results(run_dir: str) -> Dict:
 def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
   """A figure of every run on the same test tasks (meta-RL: from the runs' results.json)."""
   results = [_load_results(run_dir) for run_dir in run_dirs]
-  from l2f_tf.rl import experiment as rl_experiment  # pylint: disable=import-outside-toplevel
-  if results[0]["metric"] == rl_experiment.RETURN_METRIC:
-    return rl_experiment.compare_figure(results, output)
+  if results[0]["metric"] == "return":
+    return returns_figure(results, output)
   learners: Dict[str, object] = {}
   domain = None
   for run_dir in run_dirs:
-    run_domain, learner = experiment.restore_learner(run_dir)
+    run_domain, learner = config.restore_learner(run_dir)
     domain = domain or run_domain
-    label = experiment.learner_label(learner)
+    label = learner.method_name
     if label in learners:
       label = f"{label} ({os.path.basename(run_dir.rstrip('/'))})"
     learners[label] = learner
   return domain.plot(learners, output, num_steps=num_steps)
+
+
+def returns_figure(results: List[Dict], path: str) -> str:
+  """Return vs adaptation steps of several finished meta-RL runs (their results.json)."""
+  evaluations = {}
+  objectives = {result.get("inner_objective", "reinforce") for result in results}
+  for result in results:
+    label = result["method"]
+    if len(objectives) > 1:  # e.g. MAML (reinforce) vs MAML (lvc)
+      label += f" ({result.get('inner_objective', 'reinforce')})"
+    while label in evaluations:
+      label += "'"
+    evaluations[label] = result["evaluations"]["test"]
+  return plots.plot_returns(path, evaluations, results[0]["domain"])
 
 
 def main(argv):

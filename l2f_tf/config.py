@@ -1,4 +1,4 @@
-"""Gin set-up shared by the command-line entry points.
+"""Gin set-up shared by the command-line entry points, and reopening a finished run.
 
 A run directory keeps the full config it was started with (operative_config.gin). Running the
 same command again reloads that file, with command-line bindings applied on top, so a resumed
@@ -14,6 +14,8 @@ from absl import logging
 
 from l2f_tf import configurables  # noqa: F401  (registers every configurable)
 from l2f_tf.run_folder import CONFIG_NAME, RunFolder
+from l2f_tf.train import checkpoints, validation
+from l2f_tf.train.experiment import build_learner
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 DEFAULT_GIN_FILE = os.path.join(GIN_DIR, "sinusoid", "l2f_5shot.gin")
@@ -61,3 +63,25 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
 def configured_domain():
   """A new instance of the domain bound to ``run_experiment.domain`` in the parsed config."""
   return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
+
+
+def restore_learner(root_dir: str):
+  """(domain, learner) of a finished or running experiment.
+
+  The weights are those the run exports: its best validated checkpoint when it validates
+  (few-shot classification), else its latest checkpoint. Parses the run's
+  operative_config.gin (replacing the current gin config).
+  """
+  gin.clear_config()
+  folder = RunFolder(root_dir)
+  parse([folder.config], [])
+  domain = configured_domain()
+  learner = build_learner(domain)
+  entries = validation.BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) \
+      else []
+  path = entries[0]["path"] if entries else checkpoints.latest(folder.checkpoints)
+  if path is None:
+    raise ValueError(f"{folder.checkpoints} holds no checkpoint: run_experiment.py has not "
+                     f"trained in {root_dir} yet.")
+  checkpoints.restore_weights(learner, path)
+  return domain, learner

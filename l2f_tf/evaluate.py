@@ -21,7 +21,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from l2f_tf import config, export
-from l2f_tf.data.episode import Episode
+from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.meta.evaluation import batches
 from l2f_tf.stats import mean_and_ci95
 
 SAVED_MODEL = flags.DEFINE_string("saved_model", None, "A run's saved_model/ directory.")
@@ -46,16 +47,20 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   gin.clear_config()
   config.parse([loaded.config_path], list(gin_bindings))
   domain = config.configured_domain()
+  if not isinstance(domain, SupervisedDomain):
+    raise ValueError(f"{path} was trained on {type(domain).__name__}, not on a supervised "
+                     "domain; its act/adapt_and_act signatures are documented in the README "
+                     "(Meta-reinforcement learning).")
   domain.eval_seed = seed
   known = list(domain.eval_distributions)
-  if getattr(domain, "validation_split", None):
+  if domain.validation_split:
     known.append(domain.validation_split)
   results = {}
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in known:
       raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
     values = []
-    for batch in _chunks(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
+    for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
                          batch_size):
       predictions = loaded.predict_batch(*(np.asarray(field) for field in batch[:3]))
       values.extend(float(domain.task_metric(y, p))
@@ -63,14 +68,6 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
     name = f"{domain.metric_name}_after_{loaded.num_steps}_steps"
     results[distribution] = {name: mean_and_ci95(np.array(values))}
   return results
-
-
-def _chunks(episodes, batch_size: int):
-  """Batches of at most ``batch_size`` tasks from an Episode or an iterable of Episodes."""
-  batches = [episodes] if isinstance(episodes, Episode) else episodes
-  for batch in batches:
-    for start in range(0, int(batch.support_x.shape[0]), batch_size):
-      yield Episode(*(field[start:start + batch_size] for field in batch))
 
 
 def main(argv):

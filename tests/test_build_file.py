@@ -1,4 +1,5 @@
-"""BUILD has a target for every module, test file and entry point (and nothing stale)."""
+"""BUILD states the real import graph: a target for every module, test file and entry point,
+deps equal to the imports, no cycle."""
 
 import os
 import re
@@ -34,3 +35,42 @@ def test_deps_follow_imports():
   learner_rule = text[text.index('name = "l2f_tf_meta_learner"'):].split(")")[0]
   assert ":l2f_tf_meta_attenuation" in learner_rule
   assert ":l2f_tf_meta_inner_loop" in learner_rule
+
+
+def test_the_check_fails_when_build_and_imports_disagree():
+  text = build_targets.render()
+  rule = text[text.index('name = "l2f_tf_meta_learner"'):].split(")")[0]
+  missing = text.replace(rule, rule.replace('":l2f_tf_meta_attenuation", ', ""))
+  assert missing != text
+  assert build_targets.problems(missing) == [
+      "BUILD is out of date: run python tools/build_targets.py"]
+  assert build_targets.problems(text) == []
+
+
+def test_the_library_graph_has_no_cycle_and_the_check_catches_one():
+  with open(os.path.join(REPO, "BUILD")) as f:
+    graph = build_targets.dependency_graph(f.read())
+  assert graph["l2f_tf_meta_learner"] == ["l2f_tf_meta_attenuation", "l2f_tf_meta_inner_loop"]
+  assert build_targets.cycles(graph) == []
+  # A planted cycle: the algorithm core importing the trainer that imports it.
+  graph["l2f_tf_meta_learner"] = graph["l2f_tf_meta_learner"] + ["l2f_tf_train_trainer"]
+  found = build_targets.cycles(graph)
+  assert len(found) == 1 and {"l2f_tf_meta_learner", "l2f_tf_train_trainer"} <= set(found[0])
+  assert build_targets.cycles({"a": ["a"]}) == [["a"]]
+
+
+def test_layers_import_only_downwards():
+  """meta/ imports no data, model, RL, training or domain code; data/ and models/ import no
+  algorithm; rl/ does not import train/ (targets are named after their folders)."""
+  with open(os.path.join(REPO, "BUILD")) as f:
+    graph = build_targets.dependency_graph(f.read())
+  forbidden = {"l2f_tf_meta_": ("data", "models", "rl", "train", "domains"),
+               "l2f_tf_data_": ("meta", "rl", "train", "domains"),
+               "l2f_tf_models_": ("meta", "rl", "train", "domains", "data"),
+               "l2f_tf_rl_": ("train", "domains"),
+               "l2f_tf_domains_": ("train",)}
+  for target, deps in graph.items():
+    for prefix, parts in forbidden.items():
+      if target.startswith(prefix):
+        bad = [d for d in deps if any(d.startswith(f"l2f_tf_{p}") for p in parts)]
+        assert not bad, f"{target} imports {bad}"

@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
 def test_saved_model_predictions_equal_in_process_learner(exported):
   learner, loaded, episodes = exported
   assert loaded.num_steps == 3
-  task = episodes.task(0)
+  task = type(episodes)(*(field[0] for field in episodes))
   expected = learner.forward(learner.adapt(task.support_x, task.support_y,
                                            num_steps=3).fast_weights, task.query_x).numpy()
   before = learner.forward(learner.theta(), task.query_x).numpy()
@@ -42,7 +42,7 @@ def test_saved_model_predictions_equal_in_process_learner(exported):
 
 def test_wrong_shapes_get_a_clear_error(exported):
   _, loaded, episodes = exported
-  task = episodes.task(0)
+  task = type(episodes)(*(field[0] for field in episodes))
   with pytest.raises(ValueError, match=r"support_x has shape \[5, 2\].*expects support_x \[\?, 1\]"):
     loaded.predict(np.zeros((5, 2)), task.support_y, task.query_x)
   with pytest.raises(ValueError, match="same number of examples"):

@@ -16,9 +16,9 @@ GIN_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "sinusoid", "**",
                                                               "*.gin"), recursive=True)
     if os.path.basename(p) != "setup.gin" and "learners" not in p)
-TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Trainer.checkpoint_every = 2",
+TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
         "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
-        "SinusoidRegression.meta_batch_size = 3", "Trainer.log_every_seconds = 0"]
+        "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0"]
 
 
 def test_every_sinusoid_experiment_of_the_paper_has_a_gin_file():

@@ -15,11 +15,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RL_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "rl",
                                                                            "*.gin"))
                   if os.path.basename(p) != "setup.gin")
-TINY = ["MetaRLDomain.num_tasks = 2", "MetaRLDomain.trajectories_per_task = 2",
-        "MetaRLDomain.horizon = 5", "MetaRLDomain.num_eval_tasks = 2",
-        "MetaRLDomain.eval_steps = 2", "MetaRLDomain.hidden_units = (8, 8)",
-        "MetaRLTrainer.num_iterations = 2", "MetaRLTrainer.checkpoint_every = 1",
-        "MetaRLTrainer.log_every_seconds = 0",
+TINY = ["MetaRLDomain.meta_batch_size = 2", "MetaRLDomain.trajectories_per_task = 2",
+        "MetaRLDomain.horizon = 5", "run_experiment.num_eval_tasks = 2",
+        "run_experiment.eval_steps = (1, 2)", "MetaRLDomain.hidden_units = (8, 8)",
+        "MetaRLTrainer.num_iterations = 2", "Runner.checkpoint_every = 1",
+        "Runner.log_every_seconds = 0",
         "MetaRLDomain.num_workers = 0"]  # worker processes: tests/rl/test_sampler.py
 
 

@@ -14,7 +14,7 @@ import pytest
 from l2f_tf import config, evaluate, export
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation, TaskIndependentAttenuation
 from l2f_tf.train import experiment
-from l2f_tf.train.trainer import build_learner
+from l2f_tf.train.experiment import build_learner
 from tests.fake_images import write_class_folders
 from tests.test_gin_files import summary_tags
 
@@ -31,10 +31,10 @@ GLYPH_FILES = gin_files("glyphs")
 DATASET_FILES = gin_files("mini_imagenet") + gin_files("tiered_imagenet")
 # Tiny, but through every stage: first- and second-order steps, validation, top-k, ensemble.
 TINY = ["Trainer.num_iterations = 2", "Trainer.first_order_until = 1",
-        "Trainer.validate_every = 1", "Trainer.checkpoint_every = 1", "Trainer.summary_every = 2",
-        "Trainer.keep_best = 2", "Trainer.log_every_seconds = 0",
+        "Trainer.validate_every = 1", "Runner.checkpoint_every = 1", "Trainer.summary_every = 2",
+        "Trainer.keep_best = 2", "Runner.log_every_seconds = 0",
         "MetaLearner.num_inner_steps = 2", "conv4.filters = 4",
-        "run_experiment.num_val_episodes = 3", "run_experiment.num_eval_tasks = 4",
+        "Trainer.num_val_episodes = 3", "run_experiment.num_eval_tasks = 4",
         "FewShotClassification.eval_batch_size = 2", "FewShotClassification.plot_episodes = 3"]
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from l2f_tf.data import episodic, readers
+from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.meta import evaluation
 from l2f_tf.models.conv4 import conv4
 
 
@@ -33,7 +35,7 @@ def accuracy(labels, logits):
 
 
 @gin.configurable
-class FewShotClassification:
+class FewShotClassification(SupervisedDomain):
   """N-way K-shot classification of images from a dataset on disk.
 
   Args:
@@ -55,6 +57,7 @@ class FewShotClassification:
   """
 
   metric_name = "accuracy"
+  log_metric_per_step = True
   eval_vectorized = False  # Tasks are adapted one at a time during evaluation (memory).
   eval_distributions = ("test",)
   validation_split = "val"
@@ -154,7 +157,7 @@ class FewShotClassification:
   def plot(self, learners, path: str, num_steps: int = 5) -> str:
     """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner on
     ``plot_episodes`` test episodes, and the mean L2F gamma of each layer."""
-    from l2f_tf.train import evaluation, plots  # matplotlib is only needed for figures.
+    from l2f_tf import plots  # Imported here: matplotlib is only needed for figures.
     curves, gammas = {}, {}
     num_tasks = self.plot_episodes
     episodes, _ = self.eval_episodes("test", num_tasks)

@@ -1,8 +1,7 @@
 """The meta-RL domain: which environment, how many tasks and trajectories, the policy network.
 
-Configured in gin (``run_experiment.domain = @MetaRLDomain()``); `run_experiment` hands a
-domain with ``is_rl`` to `l2f_tf.rl.experiment.run_meta_rl`, which trains it with TRPO in the
-outer loop (`l2f_tf.rl.trainer.MetaRLTrainer`).
+Configured in gin (``run_experiment.domain = @MetaRLDomain()`` with
+``run_experiment.trainer = @MetaRLTrainer``, which trains it with TRPO in the outer loop).
 """
 
 from typing import Sequence
@@ -10,6 +9,7 @@ from typing import Sequence
 import gin
 import keras
 
+from l2f_tf.domains.base import Domain
 from l2f_tf.models.gaussian_policy import gaussian_policy
 from l2f_tf.rl import envs
 from l2f_tf.rl import policy_gradient as pg
@@ -19,17 +19,15 @@ INNER_OBJECTIVES = {"reinforce": pg.reinforce_loss, "lvc": pg.lvc_loss}
 
 
 @gin.configurable
-class MetaRLDomain:
+class MetaRLDomain(Domain):
   """A meta-RL problem with the reference settings (docs/settings.md, section 5).
 
   Args:
     env_name: "Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel" or "AntDir".
-    num_tasks: tasks per meta-iteration (20 for navigation, 40 for MuJoCo).
+    meta_batch_size: tasks per meta-iteration (20 for navigation, 40 for MuJoCo).
     trajectories_per_task: trajectories per task and adaptation step (20).
     horizon: episode length (100 for navigation, 200 for MuJoCo).
     hidden_units: the Gaussian policy's hidden layers (64-64 tanh).
-    num_eval_tasks: held-out tasks of the final evaluation (a multiple of num_tasks).
-    eval_steps: adaptation steps evaluated (return after 0..eval_steps steps).
     eval_seed: seed of the held-out tasks (the same for every model: paired comparisons).
     num_workers: MuJoCo only: worker processes that step the simulators (0: in-process).
     inner_objective: the inner-loop loss: "reinforce" (MAML-RL's, the reference) or "lvc"
@@ -38,25 +36,21 @@ class MetaRLDomain:
       `l2f_tf.rl.policy_gradient.lvc_loss`).
   """
 
-  is_rl = True
   metric_name = "return"
-  metric_differs_from_loss = False  # No per-step supervised metric to log.
 
-  def __init__(self, env_name: str = "Navigation2D", num_tasks: int = 20,
+  def __init__(self, env_name: str = "Navigation2D", meta_batch_size: int = 20,
                trajectories_per_task: int = 20, horizon: int = 100,
-               hidden_units: Sequence[int] = (64, 64), num_eval_tasks: int = 40,
-               eval_steps: int = 3, eval_seed: int = 20200614, num_workers: int = 0,
-               inner_objective: str = "reinforce"):
+               hidden_units: Sequence[int] = (64, 64), eval_seed: int = 20200614,
+               num_workers: int = 0, inner_objective: str = "reinforce"):
     if env_name not in envs.ENVIRONMENTS:
       raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
                        f"got {env_name!r}.")
-    if num_eval_tasks % num_tasks:
-      raise ValueError(f"MetaRLDomain.num_eval_tasks ({num_eval_tasks}) must be a multiple of "
-                       f"num_tasks ({num_tasks}).")
-    self.env_name, self.num_tasks = env_name, num_tasks
+    if meta_batch_size < 1:
+      raise ValueError(f"MetaRLDomain.meta_batch_size must be >= 1, got {meta_batch_size}.")
+    self.env_name, self.meta_batch_size = env_name, meta_batch_size
     self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
     self.hidden_units = tuple(hidden_units)
-    self.num_eval_tasks, self.eval_steps, self.eval_seed = num_eval_tasks, eval_steps, eval_seed
+    self.eval_seed = eval_seed
     if inner_objective not in INNER_OBJECTIVES:
       raise ValueError(f"MetaRLDomain.inner_objective must be one of {sorted(INNER_OBJECTIVES)}, "
                        f"got {inner_objective!r}.")
@@ -72,7 +66,7 @@ class MetaRLDomain:
   def sampler(self) -> Sampler:
     """The (cached) sampler; building MuJoCo simulators is slow."""
     if self._sampler is None:
-      self._sampler = Sampler(self.env_name, self.num_tasks, self.trajectories_per_task,
+      self._sampler = Sampler(self.env_name, self.meta_batch_size, self.trajectories_per_task,
                               self.horizon, seed=0, num_workers=self.num_workers)
     return self._sampler
 
@@ -83,5 +77,3 @@ class MetaRLDomain:
   def loss_fn(self, y_true, y_pred):
     """The inner-loop loss (its gradient is the policy gradient for either objective)."""
     return INNER_OBJECTIVES[self.inner_objective](y_true, y_pred)
-
-  task_metric = None

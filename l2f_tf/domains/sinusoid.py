@@ -1,8 +1,8 @@
 """The sinusoid-regression domain: model, loss, task streams and metric for the trainer.
 
-A domain is what the generic training loop needs to know about a problem: how to build the
-network, the per-task loss and evaluation metric, the stream of training meta-batches, the fixed
-evaluation episodes, and the input signature of the exported model.
+The :class:`~l2f_tf.domains.base.SupervisedDomain` interface: the network, the per-task loss
+and evaluation metric, the stream of training meta-batches, the fixed evaluation episodes, the
+input signature of the exported model and a figure of a few test tasks.
 """
 
 from typing import Dict
@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from l2f_tf.data import sinusoid
 from l2f_tf.data.episode import Episode
+from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.models.mlp import mlp
 
 
@@ -22,7 +23,7 @@ def mse(y_true, y_pred):
 
 
 @gin.configurable
-class SinusoidRegression:
+class SinusoidRegression(SupervisedDomain):
   """K-shot sinusoid regression (MAML / L2F Table 7).
 
   Args:
@@ -41,7 +42,7 @@ class SinusoidRegression:
   name = "sinusoid"
   metric_name = "mse"
   eval_vectorized = True  # Evaluation adapts whole chunks of tasks with tf.vectorized_map.
-  metric_differs_from_loss = False  # The metric is the query MSE, already logged as the loss.
+  log_metric_per_step = False  # The metric is the query MSE, already logged as the loss.
 
   def __init__(self, num_shots: int = 5, num_query_train=None, num_query_eval: int = 100,
                meta_batch_size: int = 25, train_tasks=None, eval_distributions=None,
@@ -98,7 +99,7 @@ class SinusoidRegression:
 
   def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 4) -> str:
     """PNG of a few test tasks: truth, support points, predictions before/after adaptation."""
-    from l2f_tf.train import plots  # Imported here: matplotlib is only needed for figures.
+    from l2f_tf import plots  # Imported here: matplotlib is only needed for figures.
     episodes, params = self.eval_episodes("test", num_tasks)
     return plots.plot_sinusoid_tasks(path, episodes, params, learners, num_steps=num_steps,
                                      num_tasks=num_tasks, x_range=self.train_tasks.x_range)

@@ -68,6 +68,11 @@ class Attenuation(keras.layers.Layer):
   needs_support_gradients = False
   needs_support_features = False
 
+  @property
+  def method_name(self) -> str:
+    """The variant's name in results tables ("L2F", "task-independent(layer)", ...)."""
+    return type(self).__name__
+
 
 class TaskConditionedAttenuation(Attenuation):
   """L2F: gamma from an MLP of the task's mean support gradients (one gamma per tensor).
@@ -96,6 +101,10 @@ class TaskConditionedAttenuation(Attenuation):
     self.embedding = embedding
     self.needs_support_gradients = embedding == "gradient_mean"
     self.needs_support_features = embedding == "prototype_mean"
+
+  @property
+  def method_name(self) -> str:
+    return "L2F" if self.transform == "sigmoid" else f"task-conditioned({self.transform})"
 
   def build_for(self, param_shapes, embedding_dim=None):
     num_tensors = len(param_shapes)
@@ -153,6 +162,10 @@ class TaskIndependentAttenuation(Attenuation):
     if scope not in SCOPES:
       raise ValueError(f"TaskIndependentAttenuation.scope must be one of {SCOPES}, got {scope!r}.")
     self.scope = scope
+
+  @property
+  def method_name(self) -> str:
+    return f"task-independent({self.scope})"
 
   def build_for(self, param_shapes, embedding_dim=None):
     del embedding_dim  # No task embedding.

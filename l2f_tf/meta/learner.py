@@ -142,6 +142,11 @@ class MetaLearner:
     self.inner_lrs = inner_loop_lib.InnerLearningRates(len(shapes), max(num_inner_steps, 1),
                                                        inner_lr, learn_inner_lr)
 
+  @property
+  def method_name(self) -> str:
+    """The method as in the paper's tables: "MAML", "MAML+L2F", "MAML+task-independent(layer)"."""
+    return "MAML" if self.attenuation is None else f"MAML+{self.attenuation.method_name}"
+
   # --- variables -------------------------------------------------------------------------------
   @property
   def network_variables(self) -> List[keras.Variable]:

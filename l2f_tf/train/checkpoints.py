@@ -1,29 +1,37 @@
-"""Checkpointing of everything a meta-learning run needs to resume exactly.
+"""Checkpoints: what a run saves to resume exactly, and what evaluation and export restore.
 
-The step is the optimizer's iteration counter, incremented inside the compiled train step, so a
-checkpoint can never hold weights of step s with a counter of s-1. Data streams are stateless
-functions of the step, so no RNG state is needed.
+A training checkpoint holds the learner's weights (theta, the attenuator, the inner learning
+rates) plus the trainer's state: the outer optimizer for supervised training (its iteration
+counter is the step, incremented inside the compiled train step, so a checkpoint can never hold
+the weights of step s with a counter of s-1), the iteration counter for meta-RL. Data streams
+and sampling noise are stateless functions of the step, so no RNG state is needed.
 """
 
 import os
+from typing import Optional
 
 import tensorflow as tf
 from absl import logging
 
 
-def make_checkpoint(learner, optimizer) -> tf.train.Checkpoint:
-  parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, "optimizer": optimizer}
+def make_checkpoint(learner, **state) -> tf.train.Checkpoint:
+  """A checkpoint of the learner's weights plus ``state`` (e.g. ``optimizer=...``); without
+  state, the weights only (what evaluation and export need)."""
+  parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, **state}
   if learner.attenuation is not None:
     parts["attenuation"] = learner.attenuation
   return tf.train.Checkpoint(**parts)
 
 
-def make_weights_checkpoint(learner) -> tf.train.Checkpoint:
-  """The learner's weights only (no optimizer state): what evaluation and export need."""
-  parts = {"model": learner.model, "inner_lrs": learner.inner_lrs}
-  if learner.attenuation is not None:
-    parts["attenuation"] = learner.attenuation
-  return tf.train.Checkpoint(**parts)
+def restore_weights(learner, path: str) -> None:
+  """Loads the weights of the checkpoint at ``path`` (a prefix such as ``.../ckpt-500``) into
+  ``learner``; optimizer or counter state in the file is ignored."""
+  make_checkpoint(learner).read(path).assert_existing_objects_matched()
+
+
+def latest(directory: str) -> Optional[str]:
+  """The prefix of the newest checkpoint in ``directory``, or None."""
+  return tf.train.latest_checkpoint(directory)
 
 
 def restore_or_initialize(checkpoint: tf.train.Checkpoint, directory: str,

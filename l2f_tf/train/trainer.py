@@ -1,4 +1,7 @@
-"""The meta-training loop: one compiled train step, summaries, checkpoints, progress.
+"""Supervised meta-training (sinusoid, few-shot classification): the step and the evaluation.
+
+The :class:`~l2f_tf.train.runner.Runner` runs the loop (checkpoints, progress, Ctrl-C); this
+trainer supplies the meta-iterations, the validation, the evaluation, the export and the figure.
 
 The step computes the meta-loss over a meta-batch of tasks and applies one outer update of
 theta, the attenuator phi and learnable inner learning rates. It runs under the current
@@ -6,48 +9,36 @@ theta, the attenuator phi and learnable inner learning rates. It runs under the 
 meta-gradient all-reduced, so multi-device training is configuration, not a rewrite.
 
 Two traces of the step exist, both applying the same update: the plain one, and one that also
-returns diagnostics (query loss after each inner step, gamma), used every ``summary_every``
-steps. The degree of conflict needs per-task meta-gradients, so it has its own function, run
-only at summary steps. Between events (summaries, checkpoints, the first- to second-order
-switch) up to ``steps_per_call`` plain steps run inside one compiled loop.
+returns diagnostics (query loss after each inner step, gamma, and the degree of conflict, from
+per-task meta-gradients), used every ``summary_every`` steps. Between events (summaries,
+checkpoints, validation, the first- to second-order switch) up to ``steps_per_call`` plain
+steps run inside one compiled loop.
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import gin
 import keras
 import tensorflow as tf
 from absl import logging
 
+from l2f_tf import export as export_lib
+from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis, sequential
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints, validation
-from l2f_tf.train.progress import Progress
-
-
-@gin.configurable
-def build_learner(domain, seed: int = 0, learner_cls=MetaLearner) -> MetaLearner:
-  """The domain's network wrapped in a (gin-configured) meta-learner, initialised from seed."""
-  keras.utils.set_random_seed(seed)
-  # The metric is logged after each inner step unless it is the loss itself (sinusoid MSE).
-  metric_fn = domain.task_metric if getattr(domain, "metric_differs_from_loss", True) else None
-  return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn, metric_fn=metric_fn)
-
-
-def tensor_summary_name(path: str) -> str:
-  """A TensorBoard-friendly name for a variable path like 'mlp/dense1/kernel'."""
-  return path.replace(":", "_")
+from l2f_tf.train import checkpoints, evaluation, validation
+from l2f_tf.train.runner import Chunk, write_per_tensor
 
 
 @gin.configurable
 class Trainer:
-  """Meta-trains a learner on a domain's stream of meta-batches.
+  """Meta-trains a learner on a supervised domain's stream of meta-batches.
 
   Args:
     learner: the MetaLearner.
-    domain: provides ``train_dataset(seed, start_step)``.
-    root_dir: run directory (checkpoints/ and train/ are written there).
+    domain: a `l2f_tf.domains.base.SupervisedDomain`.
+    root_dir: the run directory (train/ summaries, best/ validated checkpoints, eval/).
     num_iterations: meta-iterations in total (a resumed run continues to this number).
     outer_lr: learning rate of the outer loop.
     outer_optimizer: "adam" (the paper's) or "sgd".
@@ -57,41 +48,43 @@ class Trainer:
     always_first_order: first order for the whole run (FOMAML).
     network_grad_clip: element-wise clip of the network's meta-gradients to [-c, c] (the
       attenuator and inner learning rates are not clipped); None disables.
-    checkpoint_every: steps between checkpoints (also saved at the end and on Ctrl-C).
     summary_every: steps between TensorBoard summaries (gammas, per-step losses, conflict).
-    max_checkpoints: checkpoints kept.
     seed: seed of the training task stream.
     jit_compile: compile the train step with XLA.
-    log_every_seconds: seconds between progress lines.
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
       their exact steps. 1 runs every step from Python.
-    validator: ``validator(step) -> score`` (higher is better), e.g. a
-      :class:`~l2f_tf.train.validation.Validator`; None disables validation.
+    validator: ``validator(step) -> score`` (higher is better). None: a
+      :class:`~l2f_tf.train.validation.Validator` on ``num_val_episodes`` episodes of the
+      domain's validation split when it has one, else no validation.
     validate_every: steps between validations (an epoch in the reference: 500); the last step
       is always validated. The ``keep_best`` best states are kept in ``<root_dir>/best/``.
-    keep_best: how many of the best validated checkpoints to keep (3 in the reference).
+    keep_best: how many of the best validated checkpoints to keep (3 in the reference); the
+      evaluation reports the best alone and the ``keep_best`` ensembled.
+    num_val_episodes: validation episodes (600 in the reference); 0 disables validation.
     sequential_tasks: compute the meta-gradient task by task with recomputed inner steps
       (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~25% more CPU.
       Used for images; the sinusoid's tiny tasks are faster all at once.
   """
 
-  def __init__(self, learner: MetaLearner, domain, root_dir: str, num_iterations: int = 70000,
-               outer_lr: float = 1e-3, outer_optimizer: str = "adam", cosine_decay: bool = False,
-               first_order_until: int = 0,
+  def __init__(self, learner: MetaLearner, domain: SupervisedDomain, root_dir: str,
+               num_iterations: int = 70000, outer_lr: float = 1e-3, outer_optimizer: str = "adam",
+               cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
-               checkpoint_every: int = 1000, summary_every: int = 100, max_checkpoints: int = 3,
-               seed: int = 0, jit_compile: bool = True, log_every_seconds: float = 10.0,
+               summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
-               keep_best: int = 3, sequential_tasks: bool = False):
-    self.learner, self.domain, self.root_dir = learner, domain, root_dir
+               keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False):
+    if not isinstance(domain, SupervisedDomain):
+      raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "
+                       "For meta-RL bind run_experiment.trainer = @MetaRLTrainer.")
+    self.learner, self.domain = learner, domain
     self.folder = RunFolder(root_dir)
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
-    self.checkpoint_every, self.summary_every = checkpoint_every, summary_every
-    self.seed, self.jit_compile, self.log_every_seconds = seed, jit_compile, log_every_seconds
+    self.summary_every = summary_every
+    self.seed, self.jit_compile = seed, jit_compile
     if steps_per_call < 1:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call
@@ -105,21 +98,23 @@ class Trainer:
                        f"{outer_optimizer!r}.")
     self.optimizer = optimizers[outer_optimizer](learning_rate)
     self.optimizer.build(learner.meta_variables)
-    self.checkpoint = checkpoints.make_checkpoint(learner, self.optimizer)
-    self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, self.folder.checkpoints, max_checkpoints)
+    self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer)
     self.sequential_tasks = sequential_tasks
+    if validator is None and domain.validation_split and num_val_episodes > 0:
+      validator = validation.Validator(learner, domain, num_val_episodes,
+                                       domain.validation_split,
+                                       summary_dir=self.folder.eval_summaries)
     self.validator, self.validate_every = validator, validate_every
+    self.num_val_episodes = num_val_episodes
     self.best = None
     if validator is not None:
       if validate_every < 1:
         raise ValueError(f"Trainer.validate_every must be >= 1, got {validate_every}.")
       self.best = validation.BestCheckpoints(self.folder.best, keep_best)
-      self.weights_checkpoint = checkpoints.make_weights_checkpoint(learner)
-      self.best.forget_after(self.step)
+    self._iterator = None
+    self._compiled = set()
     self._steps: Dict = {}
     self._loops: Dict = {}
-    self._conflict_fns: Dict = {}
 
   @property
   def step(self) -> int:
@@ -145,6 +140,9 @@ class Trainer:
                                           with_metrics=with_metrics)
         scaled = loss * scale
       grads = tape.gradient(scaled, variables)
+      if with_metrics:  # The sequential path has the per-task gradients anyway.
+        metrics["degree_of_conflict"] = analysis.degree_of_conflict(
+            learner.per_task_meta_gradients(episodes, first_order=first_order))
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if replicas > 1:
       # Clipping applies to the meta-gradient of the whole meta-batch, so sum first. The Keras
@@ -198,32 +196,24 @@ class Trainer:
       self._loops[first_order] = loop
     return self._loops[first_order]
 
-  def _steps_until_event(self, step: int) -> int:
-    """Meta-iterations that can run in one loop call from ``step`` (no event in between)."""
-    limit = min(self.steps_per_call, self.num_iterations - step)
+  def _steps_until_event(self, step: int, limit: int) -> int:
+    """Meta-iterations that can run in one loop call from ``step`` (at most ``limit``, the
+    runner's next checkpoint or the end) with no summary, validation or first- to
+    second-order switch in between."""
+    limit = min(limit, self.steps_per_call)
     if self.summary_every > 0:
       # Stop before the next step s with (s + 1) % summary_every == 0: it writes summaries.
       next_summary = (step + self.summary_every) // self.summary_every * self.summary_every - 1
       limit = min(limit, next_summary - step)
-    if self.checkpoint_every > 0:
-      # Stop right after the step that completes a multiple of checkpoint_every.
-      limit = min(limit, (step // self.checkpoint_every + 1) * self.checkpoint_every - step)
     if self.validator is not None:
       limit = min(limit, (step // self.validate_every + 1) * self.validate_every - step)
     if not self.always_first_order and step < self.first_order_until:
       limit = min(limit, self.first_order_until - step)
     return max(limit, 1)
 
-  def conflict_fn(self, first_order: bool):
-    if first_order not in self._conflict_fns:
-      self._conflict_fns[first_order] = tf.function(
-          lambda episodes: analysis.degree_of_conflict(
-              self.learner.per_task_meta_gradients(episodes, first_order=first_order)))
-    return self._conflict_fns[first_order]
-
   # --- loop ------------------------------------------------------------------------------------
-  def _write_summaries(self, step, loss, metrics, episodes, first_order):
-    names = [tensor_summary_name(n) for n in self.learner.inner_variable_names]
+  def _write_summaries(self, step, loss, metrics):
+    names = self.learner.inner_variable_names
     tf.summary.scalar("meta_loss", loss, step=step)
     for k, value in enumerate(tf.unstack(metrics["query_loss_per_step"])):
       tf.summary.scalar(f"query_loss_after_step/{k}", value, step=step)
@@ -231,16 +221,10 @@ class Trainer:
       for k, value in enumerate(tf.unstack(metrics["query_metric_per_step"])):
         tf.summary.scalar(f"query_{self.domain.metric_name}_after_step/{k}", value, step=step)
     if "gamma" in metrics:
-      for name, value in zip(names, tf.unstack(metrics["gamma"])):
-        tf.summary.scalar(f"gamma/{name}", value, step=step)
-    # Conflict between the tasks of one replica's share of the meta-batch.
-    if "degree_of_conflict" in metrics:  # computed by the sequential step
-      conflict = metrics["degree_of_conflict"]
-    else:
-      local_episodes = self.strategy.experimental_local_results(episodes)[0]
-      conflict = self.conflict_fn(first_order)(local_episodes)
-    for name, value in zip(names, tf.unstack(conflict)):
-      tf.summary.scalar(f"degree_of_conflict/{name}", value, step=step)
+      write_per_tensor("gamma", names, tf.unstack(metrics["gamma"]), step)
+    # Conflict between the tasks of each replica's share of the meta-batch, averaged.
+    write_per_tensor("degree_of_conflict", names, tf.unstack(metrics["degree_of_conflict"]),
+                     step)
     learning_rate = self.optimizer.learning_rate
     tf.summary.scalar("outer_lr", learning_rate, step=step)
     if self.learner.inner_lr_variables:
@@ -248,66 +232,97 @@ class Trainer:
 
   def _validate(self, step: int) -> None:
     score = self.validator(step)
-    if self.best.record(step, score, self.weights_checkpoint):
+    if self.best.record(step, score, checkpoints.make_checkpoint(self.learner)):
       logging.info("Step %d is among the %d best validated checkpoints (score %.4f).", step,
                    self.best.keep, score)
 
-  def train(self) -> int:
-    """Trains from the restored step to ``num_iterations``; returns the final step."""
-    start = self.step
-    if (self.validator is not None and start > 0 and start not in self.best.history() and
-        (start % self.validate_every == 0 or start >= self.num_iterations)):
-      self._validate(start)  # Interrupted during this validation: it was not recorded.
-    if start >= self.num_iterations:
-      logging.info("Training already finished at step %d.", start)
-      return start
-    dataset = self.domain.train_dataset(self.seed, start_step=start)
-    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
-    writer = tf.summary.create_file_writer(self.folder.train_summaries)
-    progress = Progress(self.num_iterations, start, self.log_every_seconds, label="meta-iteration")
-    step, loss = start, None
-    compiled_before = set()
-    try:
-      with writer.as_default():
-        while step < self.num_iterations:
-          first_order = self.first_order_at(step)
-          with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
-          chunk = 1 if (with_metrics or step == start) else self._steps_until_event(step)
-          if chunk > 1:
-            loss = self.train_loop_fn(first_order)(iterator, tf.constant(chunk))
-          else:
-            episodes = next(iterator)
-            loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
-          step += chunk
-          compiled = ("loop", first_order) if chunk > 1 else ("step", first_order, with_metrics)
-          if compiled not in compiled_before:
-            # The first call of a compiled function includes tracing and XLA compilation: keep
-            # it out of the steps/s and ETA estimates.
-            compiled_before.add(compiled)
-            logging.info("Compiled the %s (%s order%s) by meta-iteration %d.", compiled[0],
-                         "first" if first_order else "second",
-                         ", with summaries" if with_metrics else "", step)
-            progress.restart(step)
-          if with_metrics:
-            self._write_summaries(step, loss, metrics, episodes, first_order)
-            if progress.steps_per_second:
-              tf.summary.scalar("meta_iterations_per_second", progress.steps_per_second, step)
-          if self.validator is not None and (step % self.validate_every == 0 or
-                                             step == self.num_iterations):
-            # Before the regular checkpoint: a crash in between repeats this validation.
-            self._validate(step)
-            progress.restart(step)  # Keep validation time out of steps/s and the ETA.
-          if step % self.checkpoint_every == 0:
-            self.manager.save(checkpoint_number=step)
-          progress.update(step, f"meta-loss {float(loss):.4f}")
-    except KeyboardInterrupt:
-      self.manager.save(checkpoint_number=self.step)
-      logging.warning("Interrupted: saved a checkpoint at step %d; run the same command to "
-                      "resume.", self.step)
-      raise
-    if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
-        f"-{step}"):
-      self.manager.save(checkpoint_number=step)
-    progress.update(step, f"meta-loss {float(loss):.4f}", force=True)
-    writer.flush()
-    return step
+  def _due_for_validation(self, step: int) -> bool:
+    return self.validator is not None and (step % self.validate_every == 0 or
+                                           step >= self.num_iterations)
+
+  def begin(self) -> None:
+    """Forgets validations newer than the restored step (a crash after validating, before the
+    checkpoint) and repeats a validation that was interrupted."""
+    if self.validator is None:
+      return
+    step = self.step
+    self.best.forget_after(step)
+    if step > 0 and step not in self.best.history() and self._due_for_validation(step):
+      self._validate(step)
+
+  def run(self, limit: int) -> Chunk:
+    """Runs 1..limit meta-iterations: one compiled loop call between events, or one step that
+    writes summaries; validates when an epoch ends."""
+    step = self.step
+    if self._iterator is None:
+      dataset = self.domain.train_dataset(self.seed, start_step=step)
+      self._iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+      self._compiled = set()
+    first_order = self.first_order_at(step)
+    with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
+    chunk = 1 if (with_metrics or not self._compiled) else self._steps_until_event(step, limit)
+    if chunk > 1:
+      loss = self.train_loop_fn(first_order)(self._iterator, tf.constant(chunk))
+    else:
+      episodes = next(self._iterator)
+      loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
+    step += chunk
+    restart_timing = False
+    compiled = ("loop", first_order) if chunk > 1 else ("step", first_order, with_metrics)
+    if compiled not in self._compiled:
+      # The first call of a compiled function includes tracing and XLA compilation.
+      self._compiled.add(compiled)
+      logging.info("Compiled the %s (%s order%s) by meta-iteration %d.", compiled[0],
+                   "first" if first_order else "second",
+                   ", with summaries" if with_metrics else "", step)
+      restart_timing = True
+    if with_metrics:
+      self._write_summaries(step, loss, metrics)
+    if self._due_for_validation(step):
+      # Before the runner's checkpoint: a crash in between repeats this validation.
+      self._validate(step)
+      restart_timing = True
+    return Chunk(chunk, f"meta-loss {float(loss):.4f}", restart_timing)
+
+  # --- after training --------------------------------------------------------------------------
+  def evaluate(self, num_tasks: int, steps: Sequence[int]):
+    """Figures on ``num_tasks`` fixed tasks of every evaluation distribution.
+
+    With validation (few-shot classification, the reference protocol): the best validated
+    checkpoint (which stays loaded, so it is the one exported) and the top ``keep_best``
+    ensembled by averaging their logits. Otherwise the final weights.
+    """
+    evaluations, extra = {}, {}
+    entries = self.best.entries() if self.best is not None else []
+    for distribution in self.domain.eval_distributions:
+      logging.info("Evaluating on %d %s tasks...", num_tasks, distribution)
+      if entries:
+        best, ensemble = evaluation.evaluate_checkpoints(
+            self.learner, self.domain, distribution, num_tasks, steps, entries,
+            lambda path: checkpoints.restore_weights(self.learner, path))
+        evaluations[distribution] = best
+        evaluations[f"{distribution}_ensemble"] = ensemble
+        extra["validation"] = {
+            "split": self.domain.validation_split, "episodes": self.num_val_episodes,
+            "history": {str(k): v for k, v in sorted(self.best.history().items())},
+            "ensembled_checkpoints": [{"step": e["step"], "score": e["score"]}
+                                      for e in entries],
+            "note": (f"'{distribution}' uses the best validated checkpoint (step "
+                     f"{entries[0]['step']}, which is exported); '{distribution}_ensemble' "
+                     f"averages the logits of the {len(entries)} best. sqrt_p_1_minus_p is the "
+                     "reference code's +- figure."),
+        }
+      else:
+        evaluations[distribution] = evaluation.evaluate(self.learner, self.domain, distribution,
+                                                        num_tasks, steps)
+    return evaluations, extra
+
+  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
+    return export_lib.export(self.learner, path, self.domain.export_signature(), num_steps,
+                             config_path=config_path, preprocess=self.domain.export_preprocess,
+                             description=self.domain.export_description())
+
+  def plot(self, folder: RunFolder, evaluations, num_steps: int) -> Optional[str]:
+    del evaluations  # The domain's figure recomputes its few tasks, with the predictions.
+    return self.domain.plot({self.learner.method_name: self.learner},
+                            folder.figure("test_tasks.png"), num_steps=num_steps)

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from absl import logging
 
+from l2f_tf.meta import evaluation as meta_evaluation
 from l2f_tf.train import evaluation
 
 SCORES_NAME = "scores.json"
@@ -115,18 +116,13 @@ class Validator:
     self.learner, self.domain = learner, domain
     self.num_episodes, self.split = num_episodes, split
     self.num_steps = learner.num_inner_steps
-    self._prediction_fn = None
     self._writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
 
   def __call__(self, step: int) -> float:
-    if self._prediction_fn is None:
-      self._prediction_fn = evaluation.make_prediction_fn(
-          self.learner, self.num_steps, getattr(self.domain, "eval_vectorized", True))
-    outputs, labels = evaluation.predictions(
-        self.learner, self.domain.eval_batches(self.split, self.num_episodes), self.num_steps,
-        prediction_fn=self._prediction_fn, num_tasks=self.num_episodes,
+    outputs, labels = evaluation.domain_predictions(
+        self.learner, self.domain, self.split, self.num_episodes, self.num_steps,
         label=f"{self.split} episode")
-    values = evaluation.metric_values(outputs, labels, self.domain.task_metric)
+    values = meta_evaluation.metric_values(outputs, labels, self.domain.task_metric)
     summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"
     figure = summary[name]

@@ -17,8 +17,7 @@ def test_same_seed_same_tasks_other_seed_other_tasks():
     np.testing.assert_array_equal(x.numpy(), y.numpy())
   assert not np.allclose(a.support_x.numpy(), c.support_x.numpy())
   assert a.support_x.shape == (4, 5, 1) and a.query_y.shape == (4, 7, 1)
-  assert (a.num_tasks, a.num_support, a.num_query) == (4, 5, 7)
-  assert a.task(2).support_x.shape == (5, 1)
+  assert a.support_y.shape == (4, 5, 1) and a.query_x.shape == (4, 7, 1)
 
 
 def test_labels_are_the_sinusoid_of_the_inputs():

@@ -1,7 +1,5 @@
-"""MAML-TRPO / MAML+L2F-TRPO on a tiny Navigation2D: training, resume, evaluation."""
-
-import glob
-import os
+"""The pieces of MAML-TRPO / MAML+L2F-TRPO: batched adaptation, task embeddings, the outer
+objective and its gradients, the exported policy (the trainer: tests/train/)."""
 
 import keras
 import numpy as np
@@ -14,65 +12,13 @@ from l2f_tf.models.gaussian_policy import gaussian_policy
 from l2f_tf.rl import meta_rl
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import trpo
-from l2f_tf.rl.sampler import Sampler
-from l2f_tf.rl.trainer import MetaRLTrainer
 
 
-def make_trainer(root, l2f=True, num_iterations=2):
+def policy_learner(l2f=True):
   keras.utils.set_random_seed(0)
-  learner = MetaLearner(gaussian_policy(2, 2, hidden_units=(8, 8)), pg.reinforce_loss,
-                        num_inner_steps=1, inner_lr=0.1,
-                        attenuation=TaskConditionedAttenuation() if l2f else None)
-  sampler = Sampler("Navigation2D", num_tasks=2, trajectories_per_task=3, horizon=6, seed=0)
-  return MetaRLTrainer(learner, sampler, str(root), num_iterations=num_iterations,
-                       checkpoint_every=1, log_every_seconds=0)
-
-
-@pytest.mark.parametrize("l2f", [False, True])
-def test_training_logs_and_respects_the_kl_limit(l2f, tmp_path):
-  trainer = make_trainer(tmp_path, l2f)
-  result = trainer.train_iteration(0)
-  assert result["kl"] <= 0.01 + 1e-6
-  assert result["accepted"] in (0.0, 1.0) and 0 <= result["backtracks"] <= 15
-  assert ("gamma" in result) == l2f
-  if l2f:
-    assert result["gamma"].shape == (7,)
-  assert trainer.train() == 2
-  assert glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
-  assert os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint"))
-
-
-def test_resume_equals_uninterrupted(tmp_path):
-  straight = make_trainer(tmp_path / "a", num_iterations=3)
-  straight.train()
-  first = make_trainer(tmp_path / "b", num_iterations=2)
-  first.train()
-  resumed = make_trainer(tmp_path / "b", num_iterations=3)
-  assert resumed.step == 2
-  resumed.train()
-  for a, b in zip(straight.learner.meta_variables, resumed.learner.meta_variables):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_l2f_samples_the_support_set_with_theta_bar(tmp_path):
-  trainer = make_trainer(tmp_path)
-  tasks = trainer.task_env.sample_tasks(2, seed=1)
-  embeddings, start = trainer._start(tasks, seed=[0, 0, 2])
-  assert embeddings.shape == (2, 7)
-  theta = trainer.learner.theta()
-  for i in range(2):
-    gamma = trainer.learner.attenuation.gamma_from_embedding(embeddings[i])[0].numpy()
-    for j, t in enumerate(theta):
-      np.testing.assert_allclose(start[j][i].numpy(), gamma[j] * t.numpy(), rtol=1e-6)
-
-
-def test_evaluation_reports_returns_after_each_step(tmp_path):
-  results = make_trainer(tmp_path).evaluate(num_tasks=4, num_steps=3)
-  assert sorted(results) == [f"return_after_{k}_steps" for k in range(4)]
-  assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in results.values())
-  assert all(np.mean(r["per_task"]) == pytest.approx(r["mean"]) for r in results.values())
-  with pytest.raises(ValueError, match="multiple"):
-    make_trainer(tmp_path / "x").evaluate(num_tasks=3)
+  return MetaLearner(gaussian_policy(2, 2, hidden_units=(8, 8)), pg.reinforce_loss,
+                     num_inner_steps=1, inner_lr=0.1,
+                     attenuation=TaskConditionedAttenuation() if l2f else None)
 
 
 def test_task_batch_flattens_trajectories_and_packs_targets():
@@ -94,8 +40,7 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
 def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
   from l2f_tf.rl import export as rl_export
   from l2f_tf.rl import returns as returns_lib
-  trainer = make_trainer(tmp_path, l2f)
-  learner = trainer.learner
+  learner = policy_learner(l2f)
   path = rl_export.export(learner, str(tmp_path / "saved_model"), 2, 2)
   loaded = tf.saved_model.load(path)
   rng = np.random.default_rng(0)
@@ -194,21 +139,6 @@ def test_batched_task_embeddings_equal_the_learners():
   assert meta_rl.task_embeddings(float64_learner(l2f=False), probe) is None
 
 
-def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, monkeypatch):
-  from l2f_tf.rl import experiment as rl_experiment
-  seen = {}
-  monkeypatch.setattr(rl_experiment, "plot_returns",
-                      lambda path, evaluations, trainer, env: seen.update(evaluations) or path)
-  test = {f"return_after_{k}_steps": {"mean": -k, "ci95": 1.0, "n": 2} for k in range(2)}
-  run = lambda method, objective: {"method": method, "domain": "Navigation2D",
-                                   "inner_objective": objective, "evaluations": {"test": test}}
-  rl_experiment.compare_figure([run("MAML", "reinforce"), run("MAML", "lvc")], "x.png")
-  assert sorted(seen) == ["MAML (lvc)", "MAML (reinforce)"]
-  seen.clear()
-  rl_experiment.compare_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
-  assert sorted(seen) == ["MAML", "MAML+L2F"]
-
-
 def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
   rng = np.random.default_rng(4)
   support, query = random_task_batch(rng), random_task_batch(rng)
@@ -228,10 +158,3 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
       surrogate, _ = meta_rl.outer_objective(learner, support, query, old)
     grads[name] = trpo.flatten(tape.gradient(surrogate, variables)).numpy()
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
-
-
-def test_resuming_into_another_learner_names_the_folder_to_fix(tmp_path):
-  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
-  make_trainer(tmp_path, l2f=False, num_iterations=1).train()
-  with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
-    make_trainer(tmp_path, l2f=True, num_iterations=2)

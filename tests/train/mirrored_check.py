@@ -20,6 +20,7 @@ tf.config.set_logical_device_configuration(CPUS[0], [tf.config.LogicalDeviceConf
 from l2f_tf.domains.sinusoid import SinusoidRegression  # noqa: E402
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation  # noqa: E402
 from l2f_tf.meta.learner import MetaLearner  # noqa: E402
+from l2f_tf.train.runner import Runner  # noqa: E402
 from l2f_tf.train.trainer import Trainer  # noqa: E402
 
 
@@ -29,10 +30,10 @@ def run(strategy, task_reduction, num_iterations=3, clip=None):
     domain = SinusoidRegression(num_shots=3, meta_batch_size=4)
     learner = MetaLearner(domain.build_model(), domain.loss_fn, task_reduction=task_reduction,
                           attenuation=TaskConditionedAttenuation())
-    trainer = Trainer(learner, domain, tempfile.mkdtemp(), num_iterations=num_iterations, jit_compile=False,
-                      summary_every=2, outer_lr=0.1, outer_optimizer="sgd",
+    trainer = Trainer(learner, domain, tempfile.mkdtemp(), num_iterations=num_iterations,
+                      jit_compile=False, summary_every=2, outer_lr=0.1, outer_optimizer="sgd",
                       network_grad_clip=clip)
-  trainer.train()
+  Runner(trainer).train()
   return np.concatenate([v.numpy().ravel() for v in learner.meta_variables])
 
 

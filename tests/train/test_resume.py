@@ -1,4 +1,7 @@
-"""Interrupted-and-resumed training reaches the same weights as uninterrupted training."""
+"""Interrupted-and-resumed training reaches the same weights as uninterrupted training.
+
+The Runner owns checkpoints, Ctrl-C and the final save for every trainer; these tests drive it
+with the supervised Trainer (tests/rl/test_meta_rl.py does the same with the meta-RL one)."""
 
 import numpy as np
 import pytest
@@ -6,6 +9,7 @@ import pytest
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
 
@@ -16,8 +20,8 @@ def train(root_dir, num_iterations, seed=0):
   learner = MetaLearner(domain.build_model(), domain.loss_fn,
                         attenuation=TaskConditionedAttenuation(), learn_inner_lr=True)
   trainer = Trainer(learner, domain, str(root_dir), num_iterations=num_iterations,
-                    checkpoint_every=4, summary_every=3, jit_compile=False, first_order_until=5)
-  trainer.train()
+                    summary_every=3, jit_compile=False, first_order_until=5)
+  Runner(trainer, checkpoint_every=4).train()
   return [v.numpy() for v in learner.meta_variables + trainer.optimizer.variables]
 
 
@@ -83,9 +87,9 @@ def test_compiled_multi_step_loop_equals_step_by_step(tmp_path):
     learner = MetaLearner(domain.build_model(), domain.loss_fn,
                           attenuation=TaskConditionedAttenuation())
     trainer = Trainer(learner, domain, str(tmp_path / name), num_iterations=23,
-                      checkpoint_every=10, summary_every=7, jit_compile=False,
-                      first_order_until=4, steps_per_call=steps_per_call)
-    assert trainer.train() == 23
+                      summary_every=7, jit_compile=False, first_order_until=4,
+                      steps_per_call=steps_per_call)
+    assert Runner(trainer, checkpoint_every=10).train() == 23
     results.append([v.numpy() for v in learner.meta_variables])
     assert sorted(p.name for p in (tmp_path / name / "checkpoints").glob("*.index")) == \
         ["ckpt-10.index", "ckpt-20.index", "ckpt-23.index"]
@@ -96,16 +100,34 @@ def test_compiled_multi_step_loop_equals_step_by_step(tmp_path):
 def test_loop_chunks_stop_at_every_event():
   trainer = Trainer.__new__(Trainer)
   trainer.steps_per_call, trainer.num_iterations = 100, 1000
-  trainer.summary_every, trainer.checkpoint_every = 50, 200
+  trainer.summary_every = 50
   trainer.always_first_order, trainer.first_order_until = False, 30
   trainer.validator, trainer.validate_every = None, 500
-  assert trainer._steps_until_event(1) == 29  # first -> second order at step 30
-  assert trainer._steps_until_event(30) == 19  # step 49 writes summaries
-  assert trainer._steps_until_event(50) == 49  # up to step 98; step 99 writes summaries
-  assert trainer._steps_until_event(150) == 49
-  assert trainer._steps_until_event(190) == 9  # ... and a checkpoint after step 199 (= 200 done)
+  # The runner's limit is the next checkpoint (every 200 here) or the end.
+  assert trainer._steps_until_event(1, 199) == 29  # first -> second order at step 30
+  assert trainer._steps_until_event(30, 170) == 19  # step 49 writes summaries
+  assert trainer._steps_until_event(50, 150) == 49  # up to step 98; step 99 writes summaries
+  assert trainer._steps_until_event(150, 50) == 49
+  assert trainer._steps_until_event(190, 10) == 9  # ... and a checkpoint when 200 are done
   trainer.summary_every = 0
-  assert trainer._steps_until_event(150) == 50  # checkpoint when 200 are done
-  assert trainer._steps_until_event(950) == 50
+  assert trainer._steps_until_event(150, 50) == 50
+  assert trainer._steps_until_event(950, 50) == 50
+  assert trainer._steps_until_event(300, 1000) == 100  # at most steps_per_call
   trainer.validator, trainer.validate_every = object(), 120
-  assert trainer._steps_until_event(100) == 20  # validation when 120 are done
+  assert trainer._steps_until_event(100, 100) == 20  # validation when 120 are done
+
+
+def test_runner_checkpoints_on_its_schedule_and_at_the_end(tmp_path):
+  """Checkpoints at every multiple of checkpoint_every and at the final step, with the
+  trainer's chunks cut at the checkpoint boundaries."""
+  domain = SinusoidRegression(num_shots=3, meta_batch_size=4)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn)
+  trainer = Trainer(learner, domain, str(tmp_path), num_iterations=11, summary_every=0,
+                    jit_compile=False, steps_per_call=100)
+  chunks = []
+  original = trainer.run
+  trainer.run = lambda limit: chunks.append(limit) or original(limit)
+  assert Runner(trainer, checkpoint_every=5, max_checkpoints=5).train() == 11
+  assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == \
+      ["ckpt-10.index", "ckpt-11.index", "ckpt-5.index"]
+  assert chunks == [5, 4, 5, 1]  # step 0 alone (compiles), then up to each checkpoint

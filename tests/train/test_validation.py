@@ -12,7 +12,9 @@ from l2f_tf.domains.few_shot import FewShotClassification
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.conv4 import conv4
-from l2f_tf.train import evaluation, experiment, validation
+from l2f_tf.meta import evaluation
+from l2f_tf.train import checkpoints, validation
+from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 from tests.fake_images import write_class_folders
 
@@ -77,9 +79,8 @@ def test_trainer_validates_every_epoch_and_at_the_end(dataset_root, tmp_path):
   trainer = Trainer(learner, domain, str(tmp_path), num_iterations=7, jit_compile=False,
                     always_first_order=True,
                     validator=lambda step: calls.append(step) or validator(step),
-                    validate_every=3, keep_best=2, checkpoint_every=3, summary_every=0,
-                    steps_per_call=5)
-  trainer.train()
+                    validate_every=3, keep_best=2, summary_every=0, steps_per_call=5)
+  Runner(trainer, checkpoint_every=3).train()
   assert calls == [3, 6, 7]
   assert sorted(trainer.best.history()) == [3, 6, 7]
   assert len(trainer.best.entries()) == 2
@@ -105,17 +106,16 @@ def test_an_interrupted_validation_is_repeated_on_resume(dataset_root, tmp_path)
   trainer = Trainer(tiny_learner(domain), domain, str(tmp_path), num_iterations=6,
                     jit_compile=False,
                     always_first_order=True, validator=first, validate_every=2,
-                    checkpoint_every=100,
                     summary_every=0)
   with pytest.raises(KeyboardInterrupt):
-    trainer.train()
+    Runner(trainer, checkpoint_every=100).train()
   assert trainer.step == 4  # Ctrl-C saved a checkpoint at step 4
   second = Interrupt(at=None)
   trainer = Trainer(tiny_learner(domain), domain, str(tmp_path), num_iterations=6,
                     jit_compile=False,
                     always_first_order=True, validator=second, validate_every=2,
-                    checkpoint_every=100, summary_every=0)
-  trainer.train()
+                    summary_every=0)
+  Runner(trainer, checkpoint_every=100).train()
   assert second.calls == [4, 6]
   assert sorted(trainer.best.history()) == [2, 4, 6]
 
@@ -128,13 +128,16 @@ def test_ensemble_averages_the_logits_of_the_kept_checkpoints(dataset_root, tmp_
                     always_first_order=True, validator=lambda step: next(scores),
                     validate_every=1, keep_best=2,
                     summary_every=0)
-  trainer.train()
-  assert [e["step"] for e in trainer.best.entries()] == [2, 3]
-  best, ensemble, entries = experiment.evaluate_best(trainer, domain, "test", 6, [1])
+  Runner(trainer).train()
+  entries = trainer.best.entries()
+  assert [e["step"] for e in entries] == [2, 3]
+  evaluations, extra = trainer.evaluate(6, [1])
+  best, ensemble = evaluations["test"], evaluations["test_ensemble"]
+  assert [e["step"] for e in extra["validation"]["ensembled_checkpoints"]] == [2, 3]
   # By hand: predictions of each kept checkpoint, averaged.
   outputs = []
   for entry in entries:
-    trainer.weights_checkpoint.read(entry["path"]).assert_consumed()
+    checkpoints.restore_weights(learner, entry["path"])
     outputs.append(evaluation.predictions(learner, domain.eval_batches("test", 6), 1,
                                           vectorized=False)[0])
   _, labels = evaluation.predictions(learner, domain.eval_batches("test", 6), 1,
@@ -157,9 +160,9 @@ def test_vision_resume_equals_uninterrupted(dataset_root, tmp_path):
     for stop in stops:
       learner = tiny_learner(domain)
       validator = validation.Validator(learner, domain, num_episodes=2)
-      Trainer(learner, domain, root, num_iterations=stop, jit_compile=False,
-              first_order_until=1, sequential_tasks=True, validator=validator,
-              validate_every=2, checkpoint_every=2, summary_every=3).train()
+      Runner(Trainer(learner, domain, root, num_iterations=stop, jit_compile=False,
+                     first_order_until=1, sequential_tasks=True, validator=validator,
+                     validate_every=2, summary_every=3), checkpoint_every=2).train()
     return learner, validation.BestCheckpoints(os.path.join(root, "best")).history()
 
   (a, history_a), (b, history_b) = run(str(tmp_path / "a"), [4]), run(str(tmp_path / "b"),

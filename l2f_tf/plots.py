@@ -1,6 +1,7 @@
-"""Figures: sinusoid tasks before/after adaptation; few-shot accuracy vs inner steps."""
+"""Figures: sinusoid tasks before/after adaptation, few-shot accuracy vs inner steps, meta-RL
+return vs adaptation steps (with 2D-navigation paths)."""
 
-from typing import Dict
+from typing import Dict, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -59,6 +60,17 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
   return path
 
 
+def _curves_by_steps(ax, curves: Dict[str, tuple], xlabel: str, ylabel: str, title: str) -> None:
+  """One error-bar curve per label: (steps, means, 95% CIs)."""
+  for label, (steps, means, cis) in curves.items():
+    ax.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=label)
+  ax.set_xlabel(xlabel)
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+
+
 def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str, tuple],
                            title: str = "") -> str:
   """Saves a PNG: accuracy (mean, 95% CI) vs inner steps per learner; mean gamma per layer.
@@ -71,15 +83,9 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
   """
   panels = 2 if gammas else 1
   fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
-  ax = axes[0][0]
-  for label, (mean, ci) in curves.items():
-    steps = np.arange(len(mean))
-    ax.errorbar(steps, 100 * mean, yerr=100 * ci, marker="o", capsize=3, label=label)
-  ax.set_xlabel("inner steps")
-  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-  ax.set_ylabel("query accuracy (%), 95% CI")
-  ax.set_title(title)
-  ax.legend(fontsize=8)
+  _curves_by_steps(axes[0][0], {label: (np.arange(len(mean)), 100 * mean, 100 * ci)
+                                 for label, (mean, ci) in curves.items()},
+                   "inner steps", "query accuracy (%), 95% CI", title)
   if gammas:
     ax = axes[0][1]
     width = 0.8 / len(gammas)
@@ -91,6 +97,42 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
     ax.set_ylabel("mean gamma over test tasks")
     ax.set_title("attenuation per layer")
     ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
+                 paths: Optional[Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = None
+                 ) -> str:
+  """Saves a PNG: average return (95% CI) vs adaptation steps per learner.
+
+  Args:
+    path: output PNG.
+    evaluations: label -> {"return_after_<k>_steps": {"mean", "ci95"}}.
+    title: figure title (the environment).
+    paths: 2D navigation only: per task (positions before adaptation [H, 2], positions after
+      one step [H', 2], goal [2]), drawn in a second panel.
+  """
+  fig, axes = plt.subplots(1, 2 if paths else 1, figsize=(11 if paths else 5.5, 4),
+                           squeeze=False)
+  curves = {}
+  for label, evaluation in evaluations.items():
+    steps = sorted(int(k.split("_")[2]) for k in evaluation)
+    curves[label] = (steps, [evaluation[f"return_after_{k}_steps"]["mean"] for k in steps],
+                     [evaluation[f"return_after_{k}_steps"]["ci95"] for k in steps])
+  _curves_by_steps(axes[0][0], curves, "adaptation steps", "average return (95% CI)", title)
+  if paths:
+    ax = axes[0][1]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for i, (before, after, goal) in enumerate(paths):
+      color = colors[i % len(colors)]
+      ax.plot(before[:, 0], before[:, 1], ":", color=color)
+      ax.plot(after[:, 0], after[:, 1], "-", color=color)
+      ax.scatter([goal[0]], [goal[1]], marker="*", s=120, color=color)
+    ax.set_title("before (dotted) / after one step (solid); stars: goals")
+    ax.set_aspect("equal")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from l2f_tf.train import progress as progress_lib
-from l2f_tf.train.progress import Progress, format_duration
+from l2f_tf import progress as progress_lib
+from l2f_tf.progress import Progress, format_duration
 from l2f_tf.stats import mean_and_ci95
 
 

@@ -1,4 +1,9 @@
-"""The meta-RL training loop: sample, adapt, sample again, one TRPO step; checkpoints, logs.
+"""Meta-RL training (MAML-TRPO, MAML+L2F-TRPO): the meta-iteration and the evaluation.
+
+The :class:`~l2f_tf.train.runner.Runner` runs the loop (checkpoints, progress, Ctrl-C); this
+trainer supplies one meta-iteration (sample, adapt, sample again, one TRPO step), the
+evaluation on held-out tasks, the export (`l2f_tf.rl.export`) and the figure (return vs
+adaptation steps; for 2D navigation also paths before and after one step, with the goals).
 
 Meta-iteration ``i`` draws its tasks and all its sampling noise from ``(seed, i)``, so a run
 resumed from the checkpoint of iteration ``i`` continues exactly as an uninterrupted one.
@@ -7,21 +12,23 @@ before adaptation and after 1..k policy-gradient steps, each step on fresh traje
 current adapted policy (L2F attenuates only before the first step).
 """
 
-import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import gin
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
+from l2f_tf import plots
+from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.rl import envs
+from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl, trpo
-from l2f_tf.rl.sampler import Sampler
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints
-from l2f_tf.train.progress import Progress
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import checkpoints
+from l2f_tf.train.runner import Chunk, write_per_tensor
+
+RETURN_DEFINITION = "average undiscounted return per trajectory"
 
 
 @gin.configurable
@@ -29,45 +36,35 @@ class MetaRLTrainer:
   """MAML-TRPO (or MAML+L2F-TRPO when the learner attenuates) on a meta-RL environment.
 
   Args:
-    learner: a MetaLearner over a Gaussian policy with ``loss_fn=reinforce_loss``.
-    sampler: the :class:`~l2f_tf.rl.sampler.Sampler` (its num_tasks is the meta-batch).
-    root_dir: run directory (checkpoints/, train/).
+    learner: a MetaLearner over the domain's Gaussian policy with the domain's inner loss.
+    domain: the `l2f_tf.domains.meta_rl.MetaRLDomain` (environment, meta-batch, sampler).
+    root_dir: the run directory.
     num_iterations: meta-iterations in total (500 in the reference).
     seed: seed of the tasks and the sampling noise of every iteration.
     discount, gae_lambda: advantage estimation (0.99, 1.0).
     max_kl, cg_iterations, cg_damping, max_backtracks, backtrack_ratio: TRPO (0.01, 10, 1e-5,
       15, 0.8).
     first_order: drop the second-order terms of the inner step from the outer update.
-    checkpoint_every: iterations between checkpoints (also at the end and on Ctrl-C).
-    max_checkpoints: checkpoints kept.
-    log_every_seconds: seconds between progress lines.
-    max_seconds: stop (with a checkpoint) once this much training time has passed in this
-      call, even before num_iterations (for time-boxed benchmarks); None: no limit.
   """
 
-  def __init__(self, learner, sampler: Sampler, root_dir: str, num_iterations: int = 500,
+  def __init__(self, learner, domain: MetaRLDomain, root_dir: str, num_iterations: int = 500,
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
-               max_backtracks: int = 15, backtrack_ratio: float = 0.8, first_order: bool = False,
-               checkpoint_every: int = 10, max_checkpoints: int = 3,
-               log_every_seconds: float = 10.0, max_seconds: Optional[float] = None):
-    self.learner, self.sampler, self.root_dir = learner, sampler, root_dir
+               max_backtracks: int = 15, backtrack_ratio: float = 0.8,
+               first_order: bool = False):
+    if not isinstance(domain, MetaRLDomain):
+      raise ValueError(f"MetaRLTrainer trains meta-RL domains; {type(domain).__name__} is not "
+                       "one. For supervised domains bind run_experiment.trainer = @Trainer.")
+    self.learner, self.domain, self.sampler = learner, domain, domain.sampler
     self.folder = RunFolder(root_dir)
     self.num_iterations, self.seed = num_iterations, seed
     self.discount, self.gae_lambda = discount, gae_lambda
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
-    self.first_order, self.checkpoint_every = first_order, checkpoint_every
-    self.log_every_seconds = log_every_seconds
-    self.max_seconds = max_seconds
-    self.task_env = envs.make_env(sampler.env_name, horizon=sampler.horizon)
+    self.first_order = first_order
+    self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-    parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, "iteration": self.iteration}
-    if learner.attenuation is not None:
-      parts["attenuation"] = learner.attenuation
-    self.checkpoint = tf.train.Checkpoint(**parts)
-    self.manager = checkpoints.restore_or_initialize(
-        self.checkpoint, self.folder.checkpoints, max_checkpoints)
+    self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = meta_rl.stacked_policy_fn(learner)
@@ -98,7 +95,7 @@ class MetaRLTrainer:
                                  dtype=tf.as_dtype(self.learner.model.dtype))
 
   def _theta_for_all_tasks(self):
-    return meta_rl.tile_params(self.learner.theta(), self.sampler.num_tasks)
+    return meta_rl.tile_params(self.learner.theta(), self.domain.meta_batch_size)
 
   # --- one meta-iteration ----------------------------------------------------------------------
   def _start(self, tasks, seed):
@@ -114,7 +111,7 @@ class MetaRLTrainer:
 
   def train_iteration(self, i: int) -> Dict[str, float]:
     """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""
-    tasks = self.task_env.sample_tasks(self.sampler.num_tasks, seed=[self.seed, i])
+    tasks = self.task_env.sample_tasks(self.domain.meta_batch_size, seed=[self.seed, i])
     embeddings, start = self._start(tasks, seed=[self.seed, i, 2])
     support = self.sample(tasks, start, seed=[self.seed, i, 0])
     fast, gammas = self._adapt(support.x, support.y, embeddings)
@@ -138,61 +135,51 @@ class MetaRLTrainer:
     return trpo.trpo_step(objective, None, self.tf_variables, **self.trpo_options)
 
   def _write_summaries(self, step: int, result: Dict) -> None:
-    names = [n.replace(":", "_") for n in self.learner.inner_variable_names]
     for key, value in result.items():
       if key == "gamma":
-        for name, g in zip(names, value):
-          tf.summary.scalar(f"gamma/{name}", g, step=step)
+        write_per_tensor("gamma", self.learner.inner_variable_names, value, step)
       else:
         tf.summary.scalar(key, value, step=step)
 
-  def train(self) -> int:
-    """Trains from the restored iteration to ``num_iterations``; returns the final one."""
-    start = self.step
-    writer = tf.summary.create_file_writer(self.folder.train_summaries)
-    progress = Progress(self.num_iterations, start, self.log_every_seconds,
-                        label="meta-iteration")
-    started = time.perf_counter()
-    try:
-      with writer.as_default():
-        for i in range(start, self.num_iterations):
-          result = self.train_iteration(i)
-          self.iteration.assign(i + 1)
-          self._write_summaries(i + 1, result)
-          if (i + 1) % self.checkpoint_every == 0:
-            self.manager.save(checkpoint_number=i + 1)
-          progress.update(i + 1, f"return {result['return_before_adaptation']:.2f} -> "
-                          f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
-                          f"{result['env_steps_per_second']:.0f} env steps/s")
-          if i == start:  # The first iteration traced and compiled the TRPO step.
-            progress.restart(i + 1)
-          if self.max_seconds is not None and time.perf_counter() - started > self.max_seconds:
-            logging.info("Stopping after %d meta-iterations: MetaRLTrainer.max_seconds = %s.",
-                         i + 1, self.max_seconds)
-            break
-    except KeyboardInterrupt:
-      self.manager.save(checkpoint_number=self.step)
-      logging.warning("Interrupted: saved a checkpoint at iteration %d.", self.step)
-      raise
-    if self.step and (self.manager.latest_checkpoint is None or
-                      not self.manager.latest_checkpoint.endswith(f"-{self.step}")):
-      self.manager.save(checkpoint_number=self.step)
-    writer.flush()
-    return self.step
+  def begin(self) -> None:
+    """Nothing to prepare: every iteration draws its tasks and noise from (seed, iteration)."""
+
+  def run(self, limit: int) -> Chunk:
+    """One meta-iteration (the TRPO step is the unit of work; ``limit`` is at least 1)."""
+    del limit
+    i = self.step
+    result = self.train_iteration(i)
+    self.iteration.assign(i + 1)
+    self._write_summaries(i + 1, result)
+    return Chunk(1, f"return {result['return_before_adaptation']:.2f} -> "
+                 f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
+                 f"{result['env_steps_per_second']:.0f} env steps/s")
 
   # --- evaluation ------------------------------------------------------------------------------
-  def evaluate(self, num_tasks: Optional[int] = None, num_steps: int = 3,
-               seed: int = 20200614) -> Dict[str, Dict]:
-    """Average return on held-out tasks after 0..num_steps adaptation steps (95% CI over tasks).
+  def evaluate(self, num_tasks: int, steps: Sequence[int] = (1, 2, 3)):
+    """({"test": figures}, extra results): the average return on ``num_tasks`` held-out tasks
+    (the domain's ``eval_seed``) after 0 and each of ``steps`` adaptation steps."""
+    returns = self.held_out_returns(num_tasks, max(steps), self.domain.eval_seed)
+    figures = {f"return_after_{k}_steps": {**mean_and_ci95(values),
+                                           "per_task": [float(v) for v in values]}
+               for k, values in enumerate(returns) if k == 0 or k in steps}
+    return {"test": figures}, {"metric_definition": RETURN_DEFINITION,
+                               "inner_objective": self.domain.inner_objective}
 
-    Uses the sampler's meta-batch size per round; ``num_tasks`` (a multiple of it) tasks in
-    total.
+  def held_out_returns(self, num_tasks: Optional[int] = None, num_steps: int = 3,
+                       seed: int = 20200614):
+    """[num_steps + 1] lists of per-task average returns after 0..num_steps adaptation steps.
+
+    Each step is on fresh trajectories of the current adapted policy; L2F attenuates only
+    before the first. Tasks come ``meta_batch_size`` at a time, so ``num_tasks`` must be a
+    multiple of it.
     """
-    per_round = self.sampler.num_tasks
+    per_round = self.domain.meta_batch_size
     num_tasks = num_tasks or per_round
     if num_tasks % per_round:
-      raise ValueError(f"num_tasks ({num_tasks}) must be a multiple of the sampler's "
-                       f"num_tasks ({per_round}).")
+      raise ValueError(f"The number of evaluation tasks ({num_tasks}, "
+                       f"run_experiment.num_eval_tasks) must be a multiple of "
+                       f"MetaRLDomain.meta_batch_size ({per_round}).")
     returns = [[] for _ in range(num_steps + 1)]
     for r in range(num_tasks // per_round):
       tasks = self.task_env.sample_tasks(per_round, seed=[seed, r])
@@ -207,6 +194,36 @@ class MetaRLTrainer:
           params, _ = self._adapt(batch.x, batch.y, embeddings)
         else:  # Later steps: plain policy-gradient steps, no attenuation.
           params = self._step_from(params, batch.x, batch.y)
-    return {f"return_after_{k}_steps": {**mean_and_ci95(values),
-                                        "per_task": [float(v) for v in values]}
-            for k, values in enumerate(returns)}
+    return [np.asarray(values) for values in returns]
+
+  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
+    return rl_export.export(self.learner, path, self.sampler.observation_size,
+                            self.sampler.action_size, num_steps=num_steps,
+                            discount=self.discount, gae_lambda=self.gae_lambda,
+                            config_path=config_path)
+
+  def plot(self, folder: RunFolder, evaluations, num_steps: int) -> str:
+    """returns.png: return vs adaptation steps; for 2D navigation also paths of a few
+    held-out tasks before and after one step."""
+    del num_steps  # The evaluation's steps.
+    paths = self.navigation_paths() if self.sampler.env_name == "Navigation2D" else None
+    return plots.plot_returns(folder.figure("returns.png"),
+                              {self.learner.method_name: evaluations["test"]},
+                              self.domain.name, paths)
+
+  def navigation_paths(self, num_tasks: int = 3, seed: int = 7):
+    """[(positions before adaptation, positions after one step, goal)] of the first
+    trajectory of a few held-out tasks (2D navigation)."""
+    per_round = self.domain.meta_batch_size
+    tasks = self.task_env.sample_tasks(per_round, seed=[seed, 0])
+    embeddings, start = self._start(tasks, seed=[seed, 0, 9])
+    before = self.sampler.sample(tasks, lambda o: self.policy(start, tf.constant(o)),
+                                 seed=[seed, 0, 0])
+    batch = meta_rl.to_task_batch(before, self.discount, self.gae_lambda,
+                                  dtype=tf.as_dtype(self.learner.model.dtype))
+    adapted, _ = self._adapt(batch.x, batch.y, embeddings)
+    after = self.sampler.sample(tasks, lambda o: self.policy(adapted, tf.constant(o)),
+                                seed=[seed, 0, 1])
+    first = lambda trajectories, i: trajectories.observations[i, 0][trajectories.mask[i, 0] > 0]
+    return [(first(before, i), first(after, i), np.asarray(tasks[i]["goal"]))
+            for i in range(min(num_tasks, per_round))]

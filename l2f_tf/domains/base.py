@@ -1,0 +1,87 @@
+"""The Domain interface: what the trainers and the experiment runner know about a problem.
+
+Every domain subclasses :class:`Domain` (meta-RL) or :class:`SupervisedDomain` (sinusoid
+regression, few-shot classification). The runner and the trainers read only the attributes and
+methods declared here, so a new problem is a new subclass and nothing else changes. The names
+are the same in every domain: ``meta_batch_size`` is the number of tasks of one meta-iteration,
+``eval_seed`` picks the held-out evaluation tasks (the same for every model, so that results
+are paired comparisons).
+"""
+
+from typing import Callable, Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+
+class Domain:
+  """A meta-learning problem: a network, a per-task loss and a task distribution.
+
+  Attributes:
+    name: the problem's name in results and figures.
+    metric_name: the evaluation figure's name ("mse", "accuracy", "return").
+    meta_batch_size: tasks per meta-iteration.
+    eval_seed: seed of the held-out evaluation tasks.
+    log_metric_per_step: whether training logs ``task_metric`` after each inner step (False
+      when the metric is the loss itself, or when there is none).
+  """
+
+  name: str = "domain"
+  metric_name: str = "loss"
+  meta_batch_size: int = 1
+  eval_seed: int = 20200614
+  log_metric_per_step: bool = False
+
+  def build_model(self) -> keras.Model:
+    """A new network for this problem (the learner's theta)."""
+    raise NotImplementedError(f"{type(self).__name__} must define build_model().")
+
+  def loss_fn(self, y_true, y_pred) -> tf.Tensor:
+    """The inner-loop loss of one task."""
+    raise NotImplementedError(f"{type(self).__name__} must define loss_fn().")
+
+  task_metric: Optional[Callable] = None
+  """``task_metric(y_true, y_pred)``: the per-task evaluation figure, or None."""
+
+
+class SupervisedDomain(Domain):
+  """A problem whose tasks are (support, query) sets of labelled examples.
+
+  Attributes:
+    eval_distributions: the task distributions (or dataset splits) of the final evaluation.
+    validation_split: the split validated during training, or None (no validation).
+    eval_vectorized: evaluation adapts a batch of tasks with ``tf.vectorized_map`` (fast) or
+      one task after the other (bounded memory, for images).
+  """
+
+  eval_distributions: Sequence[str] = ("test",)
+  validation_split: Optional[str] = None
+  eval_vectorized: bool = True
+
+  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    """Meta-batches of training tasks; meta-batch s is a pure function of (seed, s)."""
+    raise NotImplementedError(f"{type(self).__name__} must define train_dataset().")
+
+  def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False):
+    """The first ``num_tasks`` fixed evaluation tasks of ``distribution``: one batch of tasks
+    (support_x, support_y, query_x, query_y with a leading task axis) or an iterable of them.
+    ``raw_pixels``: images as stored, before normalisation (what a SavedModel receives)."""
+    raise NotImplementedError(f"{type(self).__name__} must define eval_batches().")
+
+  def export_signature(self) -> Sequence[tf.TensorSpec]:
+    """TensorSpecs of (support_x, support_y, query_x) of one task in the SavedModel."""
+    raise NotImplementedError(f"{type(self).__name__} must define export_signature().")
+
+  def export_description(self) -> str:
+    """What the SavedModel's inputs are, in words (stored in it)."""
+    return f"{self.name}: support_x, support_y and query_x of one task"
+
+  def export_preprocess(self, x: tf.Tensor) -> tf.Tensor:
+    """Applied to support_x and query_x inside the SavedModel (e.g. pixel normalisation)."""
+    return x
+
+  def plot(self, learners: Dict[str, object], path: str, num_steps: int = 5) -> Optional[str]:
+    """Saves a figure of a few test tasks for every learner (label -> learner); returns its
+    path, or None when the domain has no figure."""
+    del learners, path, num_steps
+    return None

@@ -1,0 +1,105 @@
+"""A meta-learner's predictions on fixed tasks after 0, 1, ..., S inner steps.
+
+Every task is adapted on its own (the code that trains, first order since nothing is
+differentiated through it here) and its query predictions after each number of steps are kept;
+per-task metrics come from those predictions. Keeping predictions, not only metrics, lets the
+few-shot protocol ensemble several checkpoints by averaging their logits.
+
+Tasks arrive in batches: one batch of tasks with a leading task axis (any NamedTuple with the
+fields ``support_x, support_y, query_x, query_y``), or an iterable of them, e.g. a tf.data
+stream of image episodes that does not fit in memory. Within a batch, tasks run through
+``tf.vectorized_map`` (small tasks: fast) or one after the other with ``tf.map_fn`` (images:
+bounded memory).
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from l2f_tf.progress import Progress
+
+
+def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
+  """A compiled fn: tasks [T, ...] -> query predictions after 0..max_steps steps [T, S+1, Q, ...].
+
+  The function is cached on the learner (tracing is slow).
+  """
+  cache = learner.__dict__.setdefault("_prediction_fns", {})
+  if (max_steps, vectorized) not in cache:
+    cache[(max_steps, vectorized)] = _make_prediction_fn(learner, max_steps, vectorized)
+  return cache[(max_steps, vectorized)]
+
+
+def _make_prediction_fn(learner, max_steps: int, vectorized: bool):
+
+  def one_task(task):
+    support_x, support_y, query_x, _ = task
+    adaptation = learner.adapt(support_x, support_y, num_steps=max_steps, first_order=True)
+    return tf.stack([learner.forward(params, query_x) for params in adaptation.iterates])
+
+  def predict(episodes):
+    if vectorized:
+      return tf.vectorized_map(one_task, tuple(episodes))
+    return tf.map_fn(one_task, tuple(episodes), parallel_iterations=1,
+                     fn_output_signature=tf.as_dtype(learner.model.dtype))
+
+  return tf.function(predict)
+
+
+def is_task_batch(episodes) -> bool:
+  """Whether ``episodes`` is one batch of tasks (rather than an iterable of batches)."""
+  return hasattr(episodes, "support_x") and hasattr(episodes, "query_y")
+
+
+def batches(episodes, chunk_size: int):
+  """Batches of at most ``chunk_size`` tasks from one batch or an iterable of batches."""
+  for batch in ([episodes] if is_task_batch(episodes) else episodes):
+    num_tasks = int(batch.support_x.shape[0])
+    if num_tasks <= chunk_size:
+      yield batch
+      continue
+    for start in range(0, num_tasks, chunk_size):
+      yield type(batch)(*(field[start:start + chunk_size] for field in batch))
+
+
+def predictions(learner, episodes, max_steps: int, vectorized: bool = True,
+                chunk_size: int = 100, prediction_fn=None, num_tasks: Optional[int] = None,
+                label: str = "evaluation task") -> Tuple[np.ndarray, np.ndarray]:
+  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks.
+
+  With ``num_tasks`` (the expected total), long evaluations log progress lines (tasks/s, ETA).
+  """
+  prediction_fn = prediction_fn or make_prediction_fn(learner, max_steps, vectorized)
+  progress = Progress(num_tasks, label=label) if num_tasks else None
+  outputs: List[np.ndarray] = []
+  labels: List[np.ndarray] = []
+  for batch in batches(episodes, chunk_size):
+    outputs.append(prediction_fn(batch).numpy())
+    labels.append(np.asarray(batch.query_y))
+    if progress is not None:
+      progress.update(sum(len(o) for o in outputs))
+  if not outputs:
+    raise ValueError("No evaluation tasks were given.")
+  return np.concatenate(outputs), np.concatenate(labels)
+
+
+_METRIC_FNS: Dict = {}
+
+
+def metric_values(outputs: np.ndarray, labels: np.ndarray, task_metric) -> np.ndarray:
+  """[n, S+1] metric of each task after each number of steps, from its predictions."""
+  if task_metric not in _METRIC_FNS:
+    _METRIC_FNS[task_metric] = tf.function(
+        lambda y, p: tf.vectorized_map(lambda t: task_metric(*t), (y, p)),
+        reduce_retracing=True)
+  metric = _METRIC_FNS[task_metric]
+  columns = [metric(labels, outputs[:, k]).numpy() for k in range(outputs.shape[1])]
+  return np.stack(columns, axis=1).astype(np.float64)
+
+
+def per_task_metrics(learner, episodes, task_metric, max_steps: int, chunk_size: int = 100,
+                     vectorized: bool = True) -> np.ndarray:
+  """[num_tasks, max_steps + 1] metric values (column k: after k inner steps)."""
+  outputs, labels = predictions(learner, episodes, max_steps, vectorized, chunk_size)
+  return metric_values(outputs, labels, task_metric)

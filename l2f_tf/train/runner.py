@@ -1,0 +1,199 @@
+"""The experiment runner: one training loop and one experiment flow for every kind of trainer.
+
+A trainer (:class:`MetaTrainer`: the supervised `l2f_tf.train.trainer.Trainer` or the meta-RL
+`l2f_tf.train.meta_rl_trainer.MetaRLTrainer`, chosen in gin with ``run_experiment.trainer``)
+supplies what differs: its meta-iterations, its evaluation, its export and its figure. The
+:class:`Runner` owns everything else, once:
+
+* the run folder (`l2f_tf.run_folder.RunFolder`) and its checkpoints, restored on
+  construction, so the same command resumes an interrupted run exactly;
+* the loop skeleton: TensorBoard writer for train/, progress lines (meta-iterations/s, ETA),
+  a checkpoint every ``checkpoint_every`` meta-iterations, one on Ctrl-C and one at the end,
+  and an optional time limit;
+* the experiment flow (:meth:`Runner.run`): train -> evaluate -> results.json and eval/
+  summaries -> SavedModel -> figure.
+"""
+
+import time
+from typing import Dict, NamedTuple, Optional, Protocol, Sequence, Tuple
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+from l2f_tf.progress import Progress
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import checkpoints
+from l2f_tf.train.evaluation import write_eval_summaries
+
+ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
+
+
+def write_per_tensor(prefix: str, names: Sequence[str], values, step: int) -> None:
+  """TensorBoard scalars ``<prefix>/<tensor path>``, one per inner-loop tensor (gamma, degree of
+  conflict), in the default writer."""
+  for name, value in zip(names, values):
+    tf.summary.scalar(f"{prefix}/{name.replace(':', '_')}", value, step=step)
+
+
+class Chunk(NamedTuple):
+  """What one call of :meth:`MetaTrainer.run` did.
+
+  Attributes:
+    steps: meta-iterations run (at least 1).
+    message: a short status for the progress line (e.g. the meta-loss).
+    restart_timing: the call included one-off work (tracing, compilation, validation) that
+      must stay out of the meta-iterations/s and ETA estimates.
+  """
+  steps: int
+  message: str = ""
+  restart_timing: bool = False
+
+
+class MetaTrainer(Protocol):
+  """What a trainer supplies to the :class:`Runner`.
+
+  Attributes:
+    learner: the MetaLearner being trained.
+    domain: the problem (`l2f_tf.domains.base.Domain`).
+    folder: the run folder.
+    num_iterations: meta-iterations in total (a resumed run continues to this number).
+    checkpoint: every piece of state needed to resume exactly (weights, optimizer, counter).
+    step: meta-iterations done so far (restored with the checkpoint).
+  """
+  learner: object
+  domain: object
+  folder: RunFolder
+  num_iterations: int
+  checkpoint: tf.train.Checkpoint
+
+  @property
+  def step(self) -> int:
+    ...
+
+  def begin(self) -> None:
+    """Called once after the checkpoint is restored, before the first meta-iteration."""
+
+  def run(self, limit: int) -> Chunk:
+    """Runs between 1 and ``limit`` meta-iterations from ``step``; writes its own
+    TensorBoard summaries (the train/ writer is the default writer)."""
+
+  def evaluate(self, num_tasks: int, steps: Sequence[int]) -> Tuple[Dict, Dict]:
+    """(evaluations {distribution: {figure: {mean, ci95, n}}}, extra results.json entries)."""
+
+  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
+    """Writes the SavedModel of the trained learner to ``path``."""
+
+  def plot(self, folder: RunFolder, evaluations: Dict, num_steps: int) -> Optional[str]:
+    """Saves the run's figure into ``folder``; returns its path (None: no figure)."""
+
+
+@gin.configurable
+class Runner:
+  """Trains a :class:`MetaTrainer` with checkpoints and progress, then runs the experiment flow.
+
+  Args:
+    trainer: the trainer; its folder is the run folder.
+    checkpoint_every: meta-iterations between checkpoints (also saved at the end and on
+      Ctrl-C, so an interruption loses at most this many).
+    max_checkpoints: checkpoints kept.
+    log_every_seconds: seconds between progress lines.
+    max_seconds: stop training (with a checkpoint) once this much time has passed in this call,
+      even before ``num_iterations`` (time-boxed benchmarks); None: no limit.
+  """
+
+  def __init__(self, trainer: MetaTrainer, checkpoint_every: int = 1000,
+               max_checkpoints: int = 3, log_every_seconds: float = 10.0,
+               max_seconds: Optional[float] = None):
+    if checkpoint_every < 1:
+      raise ValueError(f"Runner.checkpoint_every must be >= 1, got {checkpoint_every}.")
+    self.trainer, self.folder = trainer, trainer.folder
+    self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
+    self.max_seconds = max_seconds
+    self.manager = checkpoints.restore_or_initialize(
+        trainer.checkpoint, self.folder.checkpoints, max_checkpoints)
+
+  def save(self) -> None:
+    """A checkpoint of the current step, unless the latest one already is of this step."""
+    step = self.trainer.step
+    latest = self.manager.latest_checkpoint
+    if latest is None or not latest.endswith(f"-{step}"):
+      self.manager.save(checkpoint_number=step)
+
+  def train(self) -> int:
+    """Trains from the restored step to ``trainer.num_iterations``; returns the final step."""
+    trainer = self.trainer
+    trainer.begin()
+    start, total = trainer.step, trainer.num_iterations
+    if start >= total:
+      logging.info("Training already finished at meta-iteration %d.", start)
+      return start
+    writer = tf.summary.create_file_writer(self.folder.train_summaries)
+    progress = Progress(total, start, self.log_every_seconds, label="meta-iteration")
+    started = time.perf_counter()
+    step, chunk = start, None
+    try:
+      with writer.as_default():
+        while step < total:
+          next_checkpoint = (step // self.checkpoint_every + 1) * self.checkpoint_every
+          chunk = trainer.run(min(total, next_checkpoint) - step)
+          step = trainer.step
+          if chunk.restart_timing or step == start + chunk.steps:
+            progress.restart(step)  # The first call traces and compiles.
+          if step % self.checkpoint_every == 0:
+            self.save()
+          if progress.update(step, chunk.message) and progress.steps_per_second:
+            tf.summary.scalar("meta_iterations_per_second", progress.steps_per_second, step)
+          if self.max_seconds is not None and time.perf_counter() - started > self.max_seconds:
+            logging.info("Stopping after meta-iteration %d: Runner.max_seconds = %s.", step,
+                         self.max_seconds)
+            break
+    except KeyboardInterrupt:
+      self.save()
+      logging.warning("Interrupted: saved a checkpoint at meta-iteration %d; run the same "
+                      "command to resume.", trainer.step)
+      raise
+    self.save()
+    progress.update(step, chunk.message, force=True)
+    writer.flush()
+    return step
+
+  def run(self, eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
+          export_steps: Optional[int] = None, plot: bool = True) -> Dict:
+    """Trains (or resumes), evaluates, writes results.json and eval/ summaries, exports the
+    SavedModel and saves the figure; returns the results.
+
+    Args:
+      eval_steps: adaptation-step counts at which the metric is reported, besides 0 (default
+        1..the training number of inner steps).
+      num_eval_tasks: held-out evaluation tasks per distribution (the same for every model).
+      export_steps: inner steps baked into the SavedModel (default: the training setting).
+      plot: save the trainer's figure.
+    """
+    trainer = self.trainer
+    started = time.perf_counter()
+    step = self.train()
+    train_seconds = time.perf_counter() - started
+    eval_steps = sorted(set(eval_steps or range(1, max(trainer.learner.num_inner_steps, 1) + 1)))
+    logging.info("Evaluating on %d tasks per distribution...", num_eval_tasks)
+    evaluations, extra = trainer.evaluate(num_eval_tasks, eval_steps)
+    results = {
+        "method": trainer.learner.method_name,
+        "domain": trainer.domain.name,
+        "meta_iterations": step,
+        "train_seconds": train_seconds,  # of this call (a resumed run counts its last part)
+        "metric": trainer.domain.metric_name,
+        "error_bars": ERROR_BARS,
+        **extra,
+        "evaluations": evaluations,
+    }
+    self.folder.write_results(results)
+    write_eval_summaries(self.folder.eval_summaries, step, evaluations)
+    trainer.export(self.folder.saved_model, export_steps, self.folder.config)
+    if plot:
+      trainer.plot(self.folder, evaluations, max(eval_steps))
+    for distribution, figures in evaluations.items():
+      for name, value in figures.items():
+        logging.info("%s %s: %.4f +- %.4f (n=%d)", distribution, name, value["mean"],
+                     value["ci95"], value["n"])
+    return results

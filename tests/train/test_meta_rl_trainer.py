@@ -1,0 +1,157 @@
+"""The meta-RL trainer on a tiny Navigation2D, driven by the same Runner as supervised training:
+training, Ctrl-C, resume, evaluation, figure, the returns comparison of finished runs."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from l2f_tf.domains.meta_rl import MetaRLDomain
+from l2f_tf.domains.sinusoid import SinusoidRegression
+from l2f_tf.meta.attenuation import TaskConditionedAttenuation
+from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
+from l2f_tf.train.runner import Runner
+from l2f_tf.train.trainer import Trainer
+
+
+def tiny_domain():
+  return MetaRLDomain("Navigation2D", meta_batch_size=2, trajectories_per_task=3, horizon=6,
+                      hidden_units=(8, 8))
+
+
+def make_trainer(root, l2f=True, num_iterations=2):
+  domain = tiny_domain()
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1,
+                        attenuation=TaskConditionedAttenuation() if l2f else None)
+  return MetaRLTrainer(learner, domain, str(root), num_iterations=num_iterations)
+
+
+def train(trainer) -> int:
+  return Runner(trainer, checkpoint_every=1, log_every_seconds=0).train()
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_training_logs_and_respects_the_kl_limit(l2f, tmp_path):
+  trainer = make_trainer(tmp_path, l2f)
+  result = trainer.train_iteration(0)
+  assert result["kl"] <= 0.01 + 1e-6
+  assert result["accepted"] in (0.0, 1.0) and 0 <= result["backtracks"] <= 15
+  assert ("gamma" in result) == l2f
+  if l2f:
+    assert result["gamma"].shape == (7,)
+  assert train(trainer) == 2
+  assert glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
+  assert sorted(p for p in os.listdir(tmp_path / "checkpoints") if p.endswith(".index")) == \
+      ["ckpt-1.index", "ckpt-2.index"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+  straight = make_trainer(tmp_path / "a", num_iterations=3)
+  train(straight)
+  train(make_trainer(tmp_path / "b", num_iterations=2))
+  resumed = make_trainer(tmp_path / "b", num_iterations=3)
+  runner = Runner(resumed, checkpoint_every=1)
+  assert resumed.step == 2  # restored when the runner was built
+  runner.train()
+  for a, b in zip(straight.learner.meta_variables, resumed.learner.meta_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_ctrl_c_saves_the_interrupted_iteration(tmp_path, monkeypatch):
+  trainer = make_trainer(tmp_path, l2f=False, num_iterations=5)
+  original = trainer.train_iteration
+
+  def interrupted(i):
+    if i == 2:
+      raise KeyboardInterrupt
+    return original(i)
+
+  monkeypatch.setattr(trainer, "train_iteration", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    Runner(trainer, checkpoint_every=100).train()
+  assert (tmp_path / "checkpoints" / "ckpt-2.index").exists()
+  assert make_trainer(tmp_path, l2f=False).step == 0  # nothing restored without a Runner
+  resumed = make_trainer(tmp_path, l2f=False, num_iterations=5)
+  Runner(resumed)
+  assert resumed.step == 2
+
+
+def test_max_seconds_stops_early_with_a_checkpoint(tmp_path):
+  trainer = make_trainer(tmp_path, l2f=False, num_iterations=50)
+  assert Runner(trainer, max_seconds=0.0).train() == 1
+  assert (tmp_path / "checkpoints" / "ckpt-1.index").exists()
+
+
+def test_l2f_samples_the_support_set_with_theta_bar(tmp_path):
+  trainer = make_trainer(tmp_path)
+  tasks = trainer.task_env.sample_tasks(2, seed=1)
+  embeddings, start = trainer._start(tasks, seed=[0, 0, 2])
+  assert embeddings.shape == (2, 7)
+  theta = trainer.learner.theta()
+  for i in range(2):
+    gamma = trainer.learner.attenuation.gamma_from_embedding(embeddings[i])[0].numpy()
+    for j, t in enumerate(theta):
+      np.testing.assert_allclose(start[j][i].numpy(), gamma[j] * t.numpy(), rtol=1e-6)
+
+
+def test_evaluation_reports_returns_after_the_requested_steps(tmp_path):
+  trainer = make_trainer(tmp_path)
+  evaluations, extra = trainer.evaluate(4, steps=[1, 3])
+  results = evaluations["test"]
+  assert sorted(results) == [f"return_after_{k}_steps" for k in (0, 1, 3)]
+  assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in results.values())
+  assert all(np.mean(r["per_task"]) == pytest.approx(r["mean"]) for r in results.values())
+  assert extra["inner_objective"] == "reinforce"
+  # Step k of the report is step k of the held-out adaptation, whatever steps are listed.
+  returns = trainer.held_out_returns(4, 3, trainer.domain.eval_seed)
+  assert results["return_after_3_steps"]["mean"] == pytest.approx(np.mean(returns[3]))
+  with pytest.raises(ValueError, match="multiple of MetaRLDomain.meta_batch_size"):
+    trainer.evaluate(3, steps=[1])
+
+
+def test_navigation_figure_has_paths_and_goals(tmp_path):
+  trainer = make_trainer(tmp_path)
+  paths = trainer.navigation_paths(num_tasks=2)
+  assert len(paths) == 2
+  for before, after, goal in paths:
+    assert before.shape[1] == 2 and after.shape[1] == 2 and goal.shape == (2,)
+    np.testing.assert_allclose(before[0], [0.0, 0.0])  # every episode starts at the origin
+  evaluations, _ = trainer.evaluate(2, steps=[1])
+  from l2f_tf.run_folder import RunFolder
+  png = trainer.plot(RunFolder(str(tmp_path)), evaluations, 1)
+  assert png.endswith("returns.png") and os.path.getsize(png) > 5_000
+
+
+def test_resuming_into_another_learner_names_the_folder_to_fix(tmp_path):
+  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
+  train(make_trainer(tmp_path, l2f=False, num_iterations=1))
+  with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
+    Runner(make_trainer(tmp_path, l2f=True, num_iterations=2))
+
+
+def test_a_trainer_refuses_the_other_kind_of_domain(tmp_path):
+  rl, sinusoid = tiny_domain(), SinusoidRegression()
+  with pytest.raises(ValueError, match="run_experiment.trainer = @MetaRLTrainer"):
+    Trainer(MetaLearner(rl.build_model(), rl.loss_fn), rl, str(tmp_path))
+  with pytest.raises(ValueError, match="run_experiment.trainer = @Trainer"):
+    MetaRLTrainer(MetaLearner(sinusoid.build_model(), sinusoid.loss_fn), sinusoid,
+                  str(tmp_path))
+
+
+def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, monkeypatch):
+  from l2f_tf import compare
+  seen = {}
+  monkeypatch.setattr(compare.plots, "plot_returns",
+                      lambda path, evaluations, title: seen.update(evaluations) or path)
+  test = {f"return_after_{k}_steps": {"mean": -k, "ci95": 1.0, "n": 2} for k in range(2)}
+  run = lambda method, objective: {"method": method, "domain": "Navigation2D",
+                                   "inner_objective": objective, "evaluations": {"test": test}}
+  compare.returns_figure([run("MAML", "reinforce"), run("MAML", "lvc")], "x.png")
+  assert sorted(seen) == ["MAML (lvc)", "MAML (reinforce)"]
+  seen.clear()
+  compare.returns_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
+  assert sorted(seen) == ["MAML", "MAML+L2F"]

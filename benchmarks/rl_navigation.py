@@ -12,6 +12,8 @@ N(0, 0.1^2), clipped; and uniform on the action box), an oracle's (it knows the 
 straight at full speed: action = clip(goal - position)), the fraction of the random-to-oracle
 gap each method closes after one step, and the sampler's environment steps per second.
 
+--averaging=trajectory (the default, MAML-RL's) averages every loss within each trajectory,
+then over trajectories; step averages over all valid steps.
 --inner_objective=reinforce is MAML-RL's inner loss (the reference); lvc is ProMP's
 low-variance-curvature loss: the same inner step, a meta-gradient that also credits the
 support data's dependence on theta (see l2f_tf.rl.policy_gradient.lvc_loss).
@@ -39,6 +41,9 @@ MINUTES = flags.DEFINE_float("max_minutes_per_method", 30.0, "Training time box 
 EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 200, "Held-out tasks (multiple of 20).")
 OBJECTIVE = flags.DEFINE_enum("inner_objective", "reinforce", ["reinforce", "lvc"],
                               "Inner-loop loss (MetaRLDomain.inner_objective).")
+AVERAGING = flags.DEFINE_enum("averaging", "trajectory", ["trajectory", "step"],
+                              "How losses, KL and advantage normalisation average over a task's "
+                              "trajectories (MetaRLDomain.averaging).")
 SEED = flags.DEFINE_integer("seed", 0, "Training seed (MetaRLTrainer.seed and build_learner.seed: "
                             "tasks, sampling noise, initial weights); the held-out tasks stay.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
@@ -93,18 +98,21 @@ def main(argv):
                       f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
                       f"MetaRLDomain.eval_seed = {EVAL_SEED}",
                       f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
+                      f"MetaRLDomain.averaging = '{AVERAGING.value}'",
                       f"MetaRLTrainer.seed = {SEED.value}",
                       f"build_learner.seed = {SEED.value}"])
     results[label] = experiment.run_experiment(root)
   baselines, speed = reference_returns(EVAL_TASKS.value)
   r_mean, _ = ci(baselines["random"])
   o_mean, _ = ci(baselines["oracle"])
-  print(f"\n2D navigation, inner objective {OBJECTIVE.value}, seed {SEED.value}, "
+  print(f"\n2D navigation, inner objective {OBJECTIVE.value}, {AVERAGING.value} averaging, "
+        f"seed {SEED.value}, "
         f"{EVAL_TASKS.value} held-out tasks, "
         f"average return (95% CI) on {os.cpu_count()} CPU cores")
   print(f"{'method':>10} {'iterations':>10} {'minutes':>8} "
         + " ".join(f"{f'{k} steps':>16}" for k in range(4)) + f" {'gap closed (1 step)':>20}")
-  summary = {"inner_objective": OBJECTIVE.value, "seed": SEED.value, "methods": {}}
+  summary = {"inner_objective": OBJECTIVE.value, "averaging": AVERAGING.value,
+             "seed": SEED.value, "methods": {}}
   for label, result in results.items():
     test = result["evaluations"]["test"]
     cells = [f"{test[f'return_after_{k}_steps']['mean']:8.2f} +- "

@@ -37,6 +37,7 @@ def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
   l2f = os.path.basename(gin_file).endswith("_l2f.gin")
   assert results["method"] == ("MAML+L2F" if l2f else "MAML")
   assert results["meta_iterations"] == 2
+  assert results["averaging"] == "trajectory"
   assert sorted(results["evaluations"]["test"]) == [f"return_after_{k}_steps" for k in range(3)]
   with open(os.path.join(root, "results.json")) as f:
     assert json.load(f)["evaluations"]["test"]["return_after_1_steps"]["n"] == 2
@@ -85,3 +86,5 @@ def test_lvc_inner_objective_from_a_binding(tmp_path):
     assert float(MetaRLDomain(inner_objective=name).loss_fn(y, y_pred)) == float(loss(y, y_pred))
   with pytest.raises(ValueError, match="inner_objective must be one of"):
     MetaRLDomain(inner_objective="dice")
+  with pytest.raises(ValueError, match="MetaRLDomain.averaging must be one of"):
+    MetaRLDomain(averaging="episode")

@@ -13,6 +13,7 @@ from l2f_tf.domains.base import Domain
 from l2f_tf.models.gaussian_policy import gaussian_policy
 from l2f_tf.rl import envs
 from l2f_tf.rl import policy_gradient as pg
+from l2f_tf.rl import returns as returns_lib
 from l2f_tf.rl.sampler import Sampler
 
 INNER_OBJECTIVES = {"reinforce": pg.reinforce_loss, "lvc": pg.lvc_loss}
@@ -34,6 +35,10 @@ class MetaRLDomain(Domain):
       (ProMP's low-variance curvature: the same inner step, plus the second-order term of the
       support data's dependence on theta in the meta-gradient; see
       `l2f_tf.rl.policy_gradient.lvc_loss`).
+    averaging: how the inner loss, the TRPO surrogate and KL, and the advantage normalisation
+      average over a task's trajectories: "trajectory" (MAML-RL's: within each trajectory,
+      then over trajectories) or "step" (over all valid steps, so trajectories that end early
+      at the goal weigh less).
   """
 
   metric_name = "return"
@@ -41,7 +46,8 @@ class MetaRLDomain(Domain):
   def __init__(self, env_name: str = "Navigation2D", meta_batch_size: int = 20,
                trajectories_per_task: int = 20, horizon: int = 100,
                hidden_units: Sequence[int] = (64, 64), eval_seed: int = 20200614,
-               num_workers: int = 0, inner_objective: str = "reinforce"):
+               num_workers: int = 0, inner_objective: str = "reinforce",
+               averaging: str = "trajectory"):
     if env_name not in envs.ENVIRONMENTS:
       raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
                        f"got {env_name!r}.")
@@ -56,6 +62,10 @@ class MetaRLDomain(Domain):
                        f"got {inner_objective!r}.")
     self.num_workers = num_workers
     self.inner_objective = inner_objective
+    if averaging not in returns_lib.AVERAGING:
+      raise ValueError(f"MetaRLDomain.averaging must be one of {returns_lib.AVERAGING}, got "
+                       f"{averaging!r}.")
+    self.averaging = averaging
     self._sampler = None
 
   @property

@@ -24,14 +24,14 @@ class PolicyModule(tf.Module):
   """The saved module: the learner's variables plus the act / adapt graphs."""
 
   def __init__(self, learner, observation_dim: int, action_dim: int, num_steps: int,
-               discount: float, gae_lambda: float):
+               discount: float, gae_lambda: float, averaging: str = "trajectory"):
     super().__init__(name="meta_policy")
     self.model, self.inner_lrs = learner.model, learner.inner_lrs
     if learner.attenuation is not None:
       self.attenuation = learner.attenuation
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
     self._learner, self._steps = learner, num_steps
-    self._discount, self._gae_lambda = discount, gae_lambda
+    self._discount, self._gae_lambda, self._averaging = discount, gae_lambda, averaging
     obs = lambda *shape: tf.TensorSpec([*shape, observation_dim], tf.float32)
     self.act = tf.function(self._act, input_signature=[obs(None)])
     self.adapt_and_act = tf.function(self._adapt_and_act, input_signature=[
@@ -48,8 +48,9 @@ class PolicyModule(tf.Module):
 
   def _adapt_and_act(self, observations, actions, rewards, mask, query_observations):
     advantages = returns_lib.advantages_for_task(observations, rewards, mask, self._discount,
-                                                 self._gae_lambda).advantages
-    y = pg.pack_targets(actions, advantages, mask)
+                                                 self._gae_lambda,
+                                                 averaging=self._averaging).advantages
+    y = pg.pack_targets(actions, advantages, returns_lib.step_weights(mask, self._averaging))
     flat = lambda t: tf.reshape(t, [-1, t.shape[-1]])
     adaptation = self._learner.adapt(flat(observations), flat(y), num_steps=self._steps)
     return self._outputs(adaptation.fast_weights, query_observations)
@@ -57,9 +58,13 @@ class PolicyModule(tf.Module):
 
 def export(learner, path: str, observation_dim: int, action_dim: int,
            num_steps: Optional[int] = None, discount: float = 0.99, gae_lambda: float = 1.0,
-           config_path: Optional[str] = None) -> str:
-  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``."""
+           config_path: Optional[str] = None, averaging: str = "trajectory") -> str:
+  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
+
+  The adaptation inside it computes advantages and averages as training did (``discount``,
+  ``gae_lambda``, ``averaging``)."""
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
-  module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda)
+  module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda,
+                        averaging)
   return export_lib.save(module, path, {"serving_default": module.act, "act": module.act,
                                         "adapt_and_act": module.adapt_and_act}, config_path)

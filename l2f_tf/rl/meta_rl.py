@@ -52,17 +52,22 @@ class TaskBatch(NamedTuple):
 
 
 def to_task_batch(trajectories: Trajectories, discount: float = 0.99, gae_lambda: float = 1.0,
-                  dtype=tf.float32) -> TaskBatch:
-  """Advantages per task and the flattening into (x, y) for the inner / outer losses."""
+                  dtype=tf.float32, averaging: str = "trajectory") -> TaskBatch:
+  """Advantages per task and the flattening into (x, y) for the inner / outer losses.
+
+  ``averaging`` sets how the advantage normalisation and every loss average over the task's
+  trajectories (`l2f_tf.rl.returns.step_weights`): "trajectory" (MAML-RL's) or "step".
+  """
   obs = tf.constant(trajectories.observations, dtype)
   rewards = tf.constant(trajectories.rewards, dtype)
   mask = tf.constant(trajectories.mask, dtype)
   actions = tf.constant(trajectories.actions, dtype)
   num_tasks, per_task, horizon = trajectories.mask.shape
   advantages = tf.stack([
-      returns_lib.advantages_for_task(obs[i], rewards[i], mask[i], discount,
-                                      gae_lambda).advantages for i in range(num_tasks)])
-  y = pg.pack_targets(actions, advantages, mask)
+      returns_lib.advantages_for_task(obs[i], rewards[i], mask[i], discount, gae_lambda,
+                                      averaging=averaging).advantages
+      for i in range(num_tasks)])
+  y = pg.pack_targets(actions, advantages, returns_lib.step_weights(mask, averaging))
   flat = lambda t: tf.reshape(t, [num_tasks, per_task * horizon, t.shape[-1]])
   episode_returns = np.sum(trajectories.rewards * trajectories.mask, axis=-1)
   return TaskBatch(flat(obs), flat(y), episode_returns)
@@ -182,10 +187,10 @@ def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
   outputs = vectorized_forward(learner, fast, query.x)
 
   def task_terms(y, output, old):
-    actions, _, mask = pg.unpack_targets(y)
+    actions, _, weights = pg.unpack_targets(y)
     mean_old, log_std_old = pg.split_output(old)
     old_log_prob = pg.log_prob(actions, mean_old, log_std_old)
-    return pg.surrogate_loss(y, output, old_log_prob), pg.mean_kl(old, output, mask)
+    return pg.surrogate_loss(y, output, old_log_prob), pg.mean_kl(old, output, weights)
 
   surrogates, kls = _per_task(task_terms, query.y, outputs, old_outputs)
   return tf.reduce_mean(surrogates), tf.reduce_mean(kls)

@@ -4,7 +4,11 @@ MAML-TRPO adapts the policy to a task with one step of vanilla policy gradient. 
 come from this per-task chain, as in rllab (and the reference MAML code built on it):
 
   rewards -> discounted reward-to-go -> linear feature baseline fitted by regularised least
-  squares -> generalised advantage estimation (GAE) -> normalisation over the valid steps.
+  squares -> generalised advantage estimation (GAE) -> normalisation.
+
+Averages over a batch of trajectories (the advantage normalisation here, the losses of
+`l2f_tf.rl.policy_gradient`) follow :func:`step_weights`: by default MAML-RL's mean within each
+trajectory, then over trajectories; optionally the mean over all valid steps.
 
 A batch of N trajectories of at most H steps is stored as dense, padded tensors: rewards [N, H],
 observations [N, H, obs_dim] and a float mask [N, H] that is 1 while the episode runs and 0 after
@@ -174,24 +178,54 @@ def gae(rewards: tf.Tensor, values: tf.Tensor, mask: tf.Tensor, discount: Scalar
   return _discounted_sum(deltas, _as(discount, dtype) * _as(gae_lambda, dtype)) * mask
 
 
-def normalize_advantages(advantages: tf.Tensor, mask: tf.Tensor,
+AVERAGING = ("trajectory", "step")
+
+
+def step_weights(mask: tf.Tensor, averaging: str = "trajectory") -> tf.Tensor:
+  """[N, H] weights w such that sum(w * v) / sum(w) is the average of v over a batch.
+
+  * ``"trajectory"`` (MAML-RL's): the mean over each trajectory's valid steps, then the mean
+    over trajectories: w = mask / (valid steps of the trajectory). Every trajectory counts the
+    same, however early it ended.
+  * ``"step"``: the mean over all valid steps: w = mask. A long trajectory counts more than one
+    that ended early (e.g. at the goal).
+
+  The two are equal when no trajectory ends early. Padded steps have weight 0.
+  """
+  if averaging not in AVERAGING:
+    raise ValueError(f"averaging must be one of {AVERAGING}, got {averaging!r}.")
+  mask = tf.cast(mask, mask.dtype if mask.dtype.is_floating else tf.float32)
+  if averaging == "step":
+    return mask
+  lengths = tf.reduce_sum(mask, axis=-1, keepdims=True)
+  return mask / tf.maximum(lengths, tf.ones_like(lengths))
+
+
+def weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+  """sum(values * weights) / sum(weights): with :func:`step_weights`, the batch average."""
+  weights = tf.cast(weights, values.dtype)
+  return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights),
+                                                      _as(1e-12, values.dtype))
+
+
+def normalize_advantages(advantages: tf.Tensor, weights: tf.Tensor,
                          epsilon: float = 1e-8) -> tf.Tensor:
-  """(A - mean) / (std + epsilon) with mean and (population) std over the valid entries only.
+  """(A - mean) / (std + epsilon), mean and (population) std averaged with ``weights``.
 
   Args:
     advantages: [N, H] advantages.
-    mask: [N, H] float mask.
-    epsilon: added to the standard deviation, as rllab does.
+    weights: [N, H] averaging weights (:func:`step_weights`; a 0/1 mask averages over steps).
+    epsilon: added to the standard deviation, as rllab and MAML-RL do.
 
   Returns:
-    [N, H] normalised advantages, 0 where ``mask`` is 0.
+    [N, H] normalised advantages, 0 where ``weights`` is 0.
   """
   dtype = advantages.dtype
-  mask = tf.cast(mask, dtype)
-  count = tf.maximum(tf.reduce_sum(mask), _as(1.0, dtype))
-  mean = tf.reduce_sum(advantages * mask) / count
-  centred = (advantages - mean) * mask
-  std = tf.sqrt(tf.reduce_sum(centred ** 2) / count)
+  weights = tf.cast(weights, dtype)
+  valid = tf.cast(weights > 0, dtype)
+  mean = weighted_mean(advantages, weights)
+  centred = (advantages - mean) * valid
+  std = tf.sqrt(weighted_mean(centred ** 2, weights))
   return centred / (std + _as(epsilon, dtype))
 
 
@@ -210,7 +244,8 @@ class TaskAdvantages(NamedTuple):
 
 def advantages_for_task(observations: tf.Tensor, rewards: tf.Tensor, mask: tf.Tensor,
                         discount: Scalar = 0.99, gae_lambda: Scalar = 1.0,
-                        normalize: bool = True, reg_coeff: float = 1e-5) -> TaskAdvantages:
+                        normalize: bool = True, reg_coeff: float = 1e-5,
+                        averaging: str = "trajectory") -> TaskAdvantages:
   """The per-task chain of MAML-TRPO: returns -> baseline fit -> GAE -> normalisation.
 
   The baseline is refitted on this batch (the trajectories of one task) before it predicts
@@ -225,6 +260,7 @@ def advantages_for_task(observations: tf.Tensor, rewards: tf.Tensor, mask: tf.Te
     gae_lambda: lambda (1.0 in MAML-TRPO).
     normalize: whether to normalise the advantages over the valid steps.
     reg_coeff: initial ridge regulariser of the baseline fit.
+    averaging: how the normalisation averages (:func:`step_weights`).
 
   Returns:
     A :class:`TaskAdvantages` (advantages, values, returns).
@@ -238,5 +274,5 @@ def advantages_for_task(observations: tf.Tensor, rewards: tf.Tensor, mask: tf.Te
   values = baseline_values(features, coeffs)
   advantages = gae(rewards, values, mask, discount, gae_lambda)
   if normalize:
-    advantages = normalize_advantages(advantages, mask)
+    advantages = normalize_advantages(advantages, step_weights(mask, averaging))
   return TaskAdvantages(advantages, values, returns)

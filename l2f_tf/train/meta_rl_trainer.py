@@ -92,7 +92,8 @@ class MetaRLTrainer:
     trajectories = self.sampler.sample(
         tasks, lambda obs: self.policy(stacked_params, tf.constant(obs)), seed=seed)
     return meta_rl.to_task_batch(trajectories, self.discount, self.gae_lambda,
-                                 dtype=tf.as_dtype(self.learner.model.dtype))
+                                 dtype=tf.as_dtype(self.learner.model.dtype),
+                                 averaging=self.domain.averaging)
 
   def _theta_for_all_tasks(self):
     return meta_rl.tile_params(self.learner.theta(), self.domain.meta_batch_size)
@@ -164,7 +165,8 @@ class MetaRLTrainer:
                                            "per_task": [float(v) for v in values]}
                for k, values in enumerate(returns) if k == 0 or k in steps}
     return {"test": figures}, {"metric_definition": RETURN_DEFINITION,
-                               "inner_objective": self.domain.inner_objective}
+                               "inner_objective": self.domain.inner_objective,
+                               "averaging": self.domain.averaging}
 
   def held_out_returns(self, num_tasks: Optional[int] = None, num_steps: int = 3,
                        seed: int = 20200614):
@@ -200,7 +202,7 @@ class MetaRLTrainer:
     return rl_export.export(self.learner, path, self.sampler.observation_size,
                             self.sampler.action_size, num_steps=num_steps,
                             discount=self.discount, gae_lambda=self.gae_lambda,
-                            config_path=config_path)
+                            config_path=config_path, averaging=self.domain.averaging)
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> str:
     """returns.png: return vs adaptation steps; for 2D navigation also paths of a few
@@ -220,7 +222,8 @@ class MetaRLTrainer:
     before = self.sampler.sample(tasks, lambda o: self.policy(start, tf.constant(o)),
                                  seed=[seed, 0, 0])
     batch = meta_rl.to_task_batch(before, self.discount, self.gae_lambda,
-                                  dtype=tf.as_dtype(self.learner.model.dtype))
+                                  dtype=tf.as_dtype(self.learner.model.dtype),
+                                  averaging=self.domain.averaging)
     adapted, _ = self._adapt(batch.x, batch.y, embeddings)
     after = self.sampler.sample(tasks, lambda o: self.policy(adapted, tf.constant(o)),
                                 seed=[seed, 0, 1])

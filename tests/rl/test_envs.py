@@ -79,7 +79,7 @@ def test_navigation_clips_actions_to_max_speed():
   np.testing.assert_allclose(step.reward, -np.hypot(0.43, 0.5), rtol=1e-6)
 
 
-def test_navigation_terminates_within_goal_radius():
+def test_navigation_terminates_within_the_goal_square():
   env = navigation(goal=[0.1, 0.05])
   step = env.step(np.array([0.1, 0.045], np.float32))  # 0.005 from the goal
   assert int(step.step_type) == LAST and step.discount == 0.0
@@ -87,6 +87,20 @@ def test_navigation_terminates_within_goal_radius():
   env = navigation(goal=[0.1, 0.07])
   step = env.step(np.array([0.1, 0.05], np.float32))  # 0.02 from the goal: keep going
   assert int(step.step_type) == MID and step.discount == 1.0
+  # |dx| = |dy| = 0.009: 0.0127 away, outside a disc of radius 0.01 but inside MAML-RL's
+  # square |dx| < 0.01 and |dy| < 0.01, so the episode ends (single and batched alike).
+  env = navigation(goal=[0.109, 0.059])
+  step = env.step(np.array([0.1, 0.05], np.float32))
+  assert int(step.step_type) == LAST
+  np.testing.assert_allclose(step.reward, -np.hypot(0.009, 0.009), rtol=1e-4)
+  batched = envs.BatchedNavigation2D(1, 1)
+  batched.set_tasks([{"goal": np.array([0.109, 0.059])}])
+  batched.reset()
+  step = batched.step(np.array([[0.1, 0.05]], np.float32))
+  assert int(step.step_type[0]) == LAST
+  # 0.011 in one coordinate: outside the square although only 0.011 away.
+  env = navigation(goal=[0.111, 0.05])
+  assert int(env.step(np.array([0.1, 0.05], np.float32)).step_type) == MID
 
 
 def test_batched_navigation_equals_single_environments():

@@ -31,9 +31,10 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
   batch = meta_rl.to_task_batch(Trajectories(obs, actions, rewards, mask, int(mask.sum())))
   assert batch.x.shape == (2, 12, 2) and batch.y.shape == (2, 12, 4)
   np.testing.assert_array_equal(batch.returns, np.full((2, 3), 3.0))
-  _, advantages, flat_mask = pg.unpack_targets(batch.y[0])
-  np.testing.assert_array_equal(flat_mask.numpy(), mask[0].reshape(-1))
-  assert float(tf.reduce_sum(advantages * flat_mask)) == pytest.approx(0.0, abs=1e-5)
+  _, advantages, weights = pg.unpack_targets(batch.y[0])
+  # Per-trajectory averaging: each trajectory's 3 valid steps weigh 1/3 each.
+  np.testing.assert_allclose(weights.numpy(), mask[0].reshape(-1) / 3.0, rtol=1e-6)
+  assert float(tf.reduce_sum(advantages * weights)) == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("l2f", [False, True])
@@ -56,7 +57,8 @@ def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
   np.testing.assert_allclose(acted["log_std"].numpy(), log_std.numpy()[0], atol=1e-7)
   adapted = loaded.adapt_and_act(obs, actions, rewards, mask, query)
   advantages = returns_lib.advantages_for_task(obs, rewards, mask).advantages
-  y = tf.reshape(pg.pack_targets(actions, advantages, mask), [15, 4])
+  weights = returns_lib.step_weights(tf.constant(mask))  # trajectory 0 ended after 3 steps
+  y = tf.reshape(pg.pack_targets(actions, advantages, weights), [15, 4])
   fast = learner.adapt(tf.reshape(obs, [15, 2]), y).fast_weights
   expected, _ = pg.split_output(learner.forward(fast, query))
   np.testing.assert_allclose(adapted["mean"].numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)

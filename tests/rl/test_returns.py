@@ -190,7 +190,8 @@ def test_advantages_for_task_chain(dtype):
                              (expected_returns - out.values.numpy()) * mask,
                              rtol=1e-4, atol=1e-4)
   normalized = returns_lib.advantages_for_task(tf.constant(observations), tf.constant(rewards),
-                                               tf.constant(mask)).advantages.numpy()
+                                               tf.constant(mask),
+                                               averaging="step").advantages.numpy()
   assert abs(normalized[mask == 1].mean()) < 1e-5
   assert np.all(normalized[mask == 0] == 0)
 

@@ -81,7 +81,7 @@ def test_episodes_reaching_the_goal_end_early_and_are_padded():
     np.testing.assert_array_equal(array[batch.mask == 0], 0.0)
   np.testing.assert_array_equal(batch.rewards[batch.mask == 0], 0.0)
   last = batch.rewards[np.arange(T), 0, lengths - 1]
-  assert np.all(-last < navigation.GOAL_RADIUS)  # the last real step is at the goal
+  assert np.all(-last < np.sqrt(2) * navigation.GOAL_TOLERANCE)  # the last step is at the goal
 
 
 def test_logged_actions_are_unclipped_and_rewards_match_the_environment():

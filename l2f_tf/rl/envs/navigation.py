@@ -3,7 +3,8 @@
 A point agent starts at the origin and must reach a goal drawn from U[-0.5, 0.5]^2 per task.
 The action is a velocity, clipped to [-0.1, 0.1]^2; the reward is minus the distance to the goal
 after the move; an episode ends after `horizon` steps, or with a termination when the agent is
-within 0.01 of the goal. The observation is the agent's position.
+within 0.01 of the goal in both coordinates (|dx| < 0.01 and |dy| < 0.01: a square, as in
+MAML-RL, not a disc). The observation is the agent's position.
 
 `Navigation2D` is the reference single environment. `BatchedNavigation2D` steps every
 trajectory of every task of a meta-batch in one numpy call (the same arithmetic, row by row),
@@ -21,7 +22,7 @@ from l2f_tf.rl.envs import base
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_SPEED = 0.1
-GOAL_RADIUS = 0.01
+GOAL_TOLERANCE = 0.01  # per coordinate: the goal region is a square
 DEFAULT_HORIZON = 100
 
 
@@ -41,6 +42,11 @@ def _goal_of(task: base.Task) -> np.ndarray:
   if goal.shape != (2,) or not np.all(np.isfinite(goal)):
     raise ValueError(f"A navigation goal is 2 finite numbers, got {task['goal']!r}.")
   return goal
+
+
+def _at_goal(position: np.ndarray, goal: np.ndarray) -> np.ndarray:
+  """Whether |dx| < 0.01 and |dy| < 0.01 (over the last axis)."""
+  return np.all(np.abs(position - goal) < GOAL_TOLERANCE, axis=-1)
 
 
 def _distance(position: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -86,7 +92,8 @@ class Navigation2D(base.MetaPyEnvironment):
   def _advance(self, action):
     self._position = self._position + action
     distance = _distance(self._position, self._task["goal"])
-    return self._position.astype(np.float32), -distance, bool(distance < GOAL_RADIUS)
+    done = bool(_at_goal(self._position, self._task["goal"]))
+    return self._position.astype(np.float32), -distance, done
 
 
 class BatchedNavigation2D(py_environment.PyEnvironment):
@@ -191,7 +198,7 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
     self._position = np.where(restart[:, None], 0.0, self._position + action)
     self._elapsed = np.where(restart, 0, self._elapsed + 1)
     distance = _distance(self._position, self._goals)
-    reached = moving & (distance < GOAL_RADIUS)
+    reached = moving & _at_goal(self._position, self._goals)
     timed_out = moving & ~reached & (self._elapsed >= self._horizon)
     self._ended = reached | timed_out
     step_type = np.where(restart, ts.StepType.FIRST,

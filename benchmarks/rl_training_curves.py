@@ -47,7 +47,9 @@ def label_of(run_dir: str) -> str:
     return run_dir
   with open(path) as f:
     results = json.load(f)
-  return f"{results['method']} ({results.get('inner_objective', 'reinforce')})"
+  averaging = results.get("averaging", "step")  # runs from before the option averaged by step
+  return (f"{results['method']} ({results.get('inner_objective', 'reinforce')}, "
+          f"{averaging} averaging)")
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -1,0 +1,92 @@
+"""MAML-TRPO vs MAML+L2F-TRPO on MuJoCo direction / velocity tasks, on the same held-out tasks.
+
+  # The reference settings (meta-batch 40, 20 trajectories, horizon 200, 500 meta-iterations):
+  python benchmarks/rl_mujoco.py --env=halfcheetah_vel --root_dir=runs/rl_mujoco
+  # Scaled to a small machine (state the cut when you quote the figures):
+  python benchmarks/rl_mujoco.py --env=halfcheetah_dir --meta_batch_size=10 --iterations=60 \
+      --num_eval_tasks=40 --root_dir=runs/rl_mujoco_small
+
+For each learner it trains gin/rl/<env>_{maml,l2f}.gin (resuming a finished or interrupted run
+from its checkpoint), evaluates on ``--num_eval_tasks`` held-out tasks (the same tasks for both
+learners: ``MetaRLDomain.eval_seed``) and prints the average return before and after one
+adaptation step (95% CI over tasks), the improvement from adaptation, and the paired
+difference L2F - MAML after one step (95% CI over the same tasks). Writes summary.json.
+"""
+
+import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+import json
+import os
+
+import gin
+import numpy as np
+from absl import app, flags, logging
+
+from l2f_tf import config
+from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import experiment
+
+ENV = flags.DEFINE_enum("env", "halfcheetah_vel",
+                        ["halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir"],
+                        "Environment (gin/rl/<env>_{maml,l2f}.gin).")
+ROOT = flags.DEFINE_string("root_dir", "runs/rl_mujoco", "Where the runs go (<root>/<env>/...).")
+ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per learner.")
+META_BATCH = flags.DEFINE_integer("meta_batch_size", 40, "Tasks per meta-iteration.")
+EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 40,
+                                  "Held-out tasks (a multiple of --meta_batch_size).")
+MINUTES = flags.DEFINE_float("max_minutes_per_method", None, "Optional training time box.")
+WORKERS = flags.DEFINE_integer("num_workers", 2, "Simulator worker processes (0: in-process).")
+SEED = flags.DEFINE_integer("seed", 0, "Training seed (tasks, sampling noise, initial weights).")
+METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
+
+
+def train_and_evaluate(label: str, prefix: str) -> dict:
+  root = os.path.join(ROOT.value, ENV.value, prefix)
+  bindings = [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
+              f"MetaRLDomain.meta_batch_size = {META_BATCH.value}",
+              f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
+              "run_experiment.eval_steps = (1,)",
+              f"MetaRLDomain.num_workers = {WORKERS.value}",
+              f"MetaRLTrainer.seed = {SEED.value}", f"build_learner.seed = {SEED.value}"]
+  if MINUTES.value:
+    bindings.append(f"Runner.max_seconds = {60 * MINUTES.value}")
+  gin.clear_config()
+  config.setup_run(root, [os.path.join(config.GIN_DIR, "rl", f"{ENV.value}_{prefix}.gin")],
+                   bindings)
+  logging.info("Training %s on %s in %s", label, ENV.value, root)
+  return experiment.run_experiment(root)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  results = {label: train_and_evaluate(label, prefix) for label, prefix in METHODS.items()}
+  print(f"\n{ENV.value}: meta-batch {META_BATCH.value}, seed {SEED.value}, "
+        f"{EVAL_TASKS.value} held-out tasks, average return (95% CI over tasks)")
+  print(f"{'method':>10} {'iterations':>10} {'minutes':>8} {'0 steps':>18} {'1 step':>18} "
+        f"{'1 step - 0 steps':>18}")
+  summary = {"env": ENV.value, "meta_batch_size": META_BATCH.value, "seed": SEED.value,
+             "num_eval_tasks": EVAL_TASKS.value, "methods": {}}
+  after = {}
+  for label, result in results.items():
+    test = result["evaluations"]["test"]
+    before = np.array(test["return_after_0_steps"]["per_task"])
+    after[label] = np.array(test["return_after_1_steps"]["per_task"])
+    cells = [mean_and_ci95(v) for v in (before, after[label], after[label] - before)]
+    minutes = result["train_seconds"] / 60
+    print(f"{label:>10} {result['meta_iterations']:>10} {minutes:8.1f} " +
+          " ".join(f"{c['mean']:9.2f} +- {c['ci95']:5.2f}" for c in cells))
+    summary["methods"][label] = {"meta_iterations": result["meta_iterations"],
+                                 "train_minutes": minutes, "before": cells[0],
+                                 "after_1_step": cells[1], "improvement": cells[2]}
+  difference = mean_and_ci95(after["MAML+L2F"] - after["MAML"])
+  print(f"L2F - MAML after 1 step, paired over the same tasks: {difference['mean']:+.2f} +- "
+        f"{difference['ci95']:.2f}")
+  summary["l2f_minus_maml_after_1_step"] = difference
+  os.makedirs(os.path.join(ROOT.value, ENV.value), exist_ok=True)
+  with open(os.path.join(ROOT.value, ENV.value, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

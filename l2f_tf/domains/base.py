@@ -8,13 +8,14 @@ are the same in every domain: ``meta_batch_size`` is the number of tasks of one 
 are paired comparisons).
 """
 
+import abc
 from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 
-class Domain:
+class Domain(abc.ABC):
   """A meta-learning problem: a network, a per-task loss and a task distribution.
 
   Attributes:
@@ -32,13 +33,13 @@ class Domain:
   eval_seed: int = 20200614
   log_metric_per_step: bool = False
 
+  @abc.abstractmethod
   def build_model(self) -> keras.Model:
     """A new network for this problem (the learner's theta)."""
-    raise NotImplementedError(f"{type(self).__name__} must define build_model().")
 
+  @abc.abstractmethod
   def loss_fn(self, y_true, y_pred) -> tf.Tensor:
     """The inner-loop loss of one task."""
-    raise NotImplementedError(f"{type(self).__name__} must define loss_fn().")
 
   task_metric: Optional[Callable] = None
   """``task_metric(y_true, y_pred)``: the per-task evaluation figure, or None."""
@@ -58,19 +59,19 @@ class SupervisedDomain(Domain):
   validation_split: Optional[str] = None
   eval_vectorized: bool = True
 
+  @abc.abstractmethod
   def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
     """Meta-batches of training tasks; meta-batch s is a pure function of (seed, s)."""
-    raise NotImplementedError(f"{type(self).__name__} must define train_dataset().")
 
+  @abc.abstractmethod
   def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False):
     """The first ``num_tasks`` fixed evaluation tasks of ``distribution``: one batch of tasks
     (support_x, support_y, query_x, query_y with a leading task axis) or an iterable of them.
     ``raw_pixels``: images as stored, before normalisation (what a SavedModel receives)."""
-    raise NotImplementedError(f"{type(self).__name__} must define eval_batches().")
 
+  @abc.abstractmethod
   def export_signature(self) -> Sequence[tf.TensorSpec]:
     """TensorSpecs of (support_x, support_y, query_x) of one task in the SavedModel."""
-    raise NotImplementedError(f"{type(self).__name__} must define export_signature().")
 
   def export_description(self) -> str:
     """What the SavedModel's inputs are, in words (stored in it)."""

@@ -179,21 +179,38 @@ def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
   return iterates[-1], gammas
 
 
+def adapted_outputs(learner, support: TaskBatch, query: TaskBatch, embeddings=None,
+                    first_order: bool = False) -> tf.Tensor:
+  """Outputs [T, M, 2 * action_dim] of every task's adapted policy on its query observations,
+  differentiable w.r.t. theta and phi through the inner step."""
+  fast, _ = adapt_tasks(learner, support, embeddings, first_order=first_order)
+  return vectorized_forward(learner, fast, query.x)
+
+
+def surrogate(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:
+  """TRPO's surrogate loss of the adapted policies (``outputs``), averaged over tasks."""
+  def task_surrogate(y, output, old):
+    actions, _, _ = pg.unpack_targets(y)
+    mean_old, log_std_old = pg.split_output(old)
+    return pg.surrogate_loss(y, output, pg.log_prob(actions, mean_old, log_std_old))
+
+  return tf.reduce_mean(_per_task(task_surrogate, query.y, outputs, old_outputs))
+
+
+def mean_kl(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:
+  """KL(pi_old || pi) of the adapted policies, step-weighted within tasks, averaged over tasks."""
+  def task_kl(y, output, old):
+    return pg.mean_kl(old, output, pg.unpack_targets(y)[2])
+
+  return tf.reduce_mean(_per_task(task_kl, query.y, outputs, old_outputs))
+
+
 def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
                     embeddings=None, first_order: bool = False):
   """(surrogate, mean KL) of the adapted policies on the query trajectories, averaged over
   tasks; both are differentiable w.r.t. theta and phi through the inner step."""
-  fast, _ = adapt_tasks(learner, support, embeddings, first_order=first_order)
-  outputs = vectorized_forward(learner, fast, query.x)
-
-  def task_terms(y, output, old):
-    actions, _, weights = pg.unpack_targets(y)
-    mean_old, log_std_old = pg.split_output(old)
-    old_log_prob = pg.log_prob(actions, mean_old, log_std_old)
-    return pg.surrogate_loss(y, output, old_log_prob), pg.mean_kl(old, output, weights)
-
-  surrogates, kls = _per_task(task_terms, query.y, outputs, old_outputs)
-  return tf.reduce_mean(surrogates), tf.reduce_mean(kls)
+  outputs = adapted_outputs(learner, support, query, embeddings, first_order)
+  return surrogate(query, outputs, old_outputs), mean_kl(query, outputs, old_outputs)
 
 
 def summarize_returns(batch: TaskBatch) -> Dict[str, float]:

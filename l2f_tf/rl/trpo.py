@@ -158,6 +158,65 @@ def recorded_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
   return loss, loss_grads, hvp
 
 
+def fisher_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
+                     output_kl: Callable[[tf.Tensor], tf.Tensor], variables: Tensors,
+                     damping: float = 1e-5) -> Tuple[tf.Tensor, List[tf.Tensor], FlatFn]:
+  """(loss, d loss / d variables, v -> (F + damping I) v) in the Gauss-Newton (Fisher) form.
+
+  ``objective_fn`` returns (loss, z): the loss and the policy outputs z (the distribution
+  parameters, e.g. [mean, log_std] per step), and ``output_kl(z)`` is the KL from the fixed
+  old outputs to z. With J = dz / dtheta (through MAML's inner step: second order) and
+  M = d^2 KL / dz^2 (elementwise for diagonal Gaussians), the product is
+
+      F v = J^T (M (J v)),
+
+  which equals the KL's Hessian when the step starts at the old policy (dKL/dz = 0 there,
+  so the term with d^2 z / dtheta^2 vanishes): the same products as
+  :func:`recorded_curvature`, without differentiating through the inner step a third time.
+  One evaluation of the objective is recorded; per product J v is one vector-Jacobian
+  product of the recorded J^T u (linear in a dummy u), M (J v) a second derivative of the
+  small output KL, and J^T (.) one vector-Jacobian product of the recorded forward pass.
+
+  Args:
+    objective_fn: zero-argument callable returning (loss, outputs) at the current variables.
+    output_kl: callable, outputs -> scalar KL(old || outputs), minimal (0) at the outputs of
+      the current variables.
+    variables: ``tf.Variable``s or Keras 3 variables.
+    damping: multiple of the identity added to F.
+
+  Returns:
+    (loss, loss gradients (one per variable, zeros where unconnected), hvp).
+  """
+  variables = tf_variables(variables)
+  zero = tf.UnconnectedGradients.ZERO
+  with tf.GradientTape(watch_accessed_variables=False, persistent=True) as forward:
+    forward.watch(variables)
+    loss, outputs = objective_fn()
+  loss_grads = forward.gradient(loss, variables, unconnected_gradients=zero)
+  dual = tf.zeros_like(outputs)
+  with tf.GradientTape(watch_accessed_variables=False, persistent=True) as linear:
+    linear.watch(dual)
+    j_transpose_dual = forward.gradient(outputs, variables, output_gradients=dual,
+                                        unconnected_gradients=zero)
+  # M as a recorded second derivative: d/dz (dKL/dz . w) for any w.
+  point = tf.identity(outputs)
+  with tf.GradientTape(watch_accessed_variables=False, persistent=True) as second:
+    second.watch(point)
+    with tf.GradientTape(watch_accessed_variables=False) as first:
+      first.watch(point)
+      kl = output_kl(point)
+    kl_gradient = first.gradient(kl, point)
+
+  def hvp(vector: tf.Tensor) -> tf.Tensor:
+    jv = linear.gradient(j_transpose_dual, dual, output_gradients=unflatten(vector, variables),
+                         unconnected_gradients=zero)
+    mjv = second.gradient(kl_gradient, point, output_gradients=jv, unconnected_gradients=zero)
+    fv = forward.gradient(outputs, variables, output_gradients=mjv, unconnected_gradients=zero)
+    return flatten(fv) + tf.cast(damping, vector.dtype) * vector
+
+  return loss, loss_grads, hvp
+
+
 def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.Tensor]],
                 variables: Sequence[tf.Variable], full_step: tf.Tensor,
                 expected_improvement: Optional[tf.Tensor] = None, max_kl: float = 0.01,
@@ -246,8 +305,9 @@ def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], t
 def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.Tensor]],
               variables: Sequence[tf.Variable], max_kl: float = 0.01, cg_iterations: int = 10,
               damping: float = 1e-5, max_backtracks: int = 15, backtrack_ratio: float = 0.8,
-              cg_residual_tol: float = 1e-10,
-              accept_ratio: float = 0.0) -> Dict[str, tf.Tensor]:
+              cg_residual_tol: float = 1e-10, accept_ratio: float = 0.0,
+              output_kl: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+             ) -> Dict[str, tf.Tensor]:
   """One TRPO update of ``variables`` (assigned in place), as rllab's TRPO takes it.
 
   The loss, its gradient and the KL's Hessian-vector products all come from one recorded
@@ -269,15 +329,30 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
     backtrack_ratio: line-search shrink factor (0.8).
     cg_residual_tol: conjugate-gradient early-stopping tolerance.
     accept_ratio: see :func:`line_search` (0: any improvement is accepted).
+    output_kl: None for the KL's exact Hessian-vector products (:func:`recorded_curvature`).
+      Given, ``loss_fn`` returns (loss, policy outputs), ``kl_fn`` must be None, the KL is
+      ``output_kl(outputs)`` and the products take the Gauss-Newton (Fisher) form
+      (:func:`fisher_curvature`): the same matrix at the old policy, computed without the
+      third derivative through the inner step.
 
   Returns:
     A dict of scalar diagnostics: loss_before, loss_after, kl (at the final variables),
     backtracks, accepted, grad_norm, step_size (the multiplier of the CG direction) and
     expected_improvement (-g . full_step).
   """
-  objective_fn = _objective(loss_fn, kl_fn)
   variables = tf_variables(variables)
-  loss_before, grads, hvp = recorded_curvature(objective_fn, variables, damping)
+  if output_kl is None:
+    objective_fn = _objective(loss_fn, kl_fn)
+    loss_before, grads, hvp = recorded_curvature(objective_fn, variables, damping)
+  else:
+    if kl_fn is not None:
+      raise ValueError("trpo_step: with output_kl, loss_fn returns (loss, outputs) and the KL "
+                       "is output_kl(outputs); pass kl_fn=None.")
+    loss_before, grads, hvp = fisher_curvature(loss_fn, output_kl, variables, damping)
+
+    def objective_fn():
+      loss, outputs = loss_fn()
+      return loss, output_kl(outputs)
   grad = flatten(grads)
   dtype = grad.dtype
   direction = conjugate_gradient(hvp, grad, cg_iterations, cg_residual_tol)

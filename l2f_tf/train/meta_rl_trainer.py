@@ -12,7 +12,7 @@ before adaptation and after 1..k policy-gradient steps, each step on fresh traje
 current adapted policy (L2F attenuates only before the first step).
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import gin
 import numpy as np
@@ -29,6 +29,18 @@ from l2f_tf.train import checkpoints
 from l2f_tf.train.runner import Chunk, write_per_tensor
 
 RETURN_DEFINITION = "average undiscounted return per trajectory"
+CURVATURES = ("hessian", "fisher")
+
+
+class IterationBatch(NamedTuple):
+  """What one TRPO step needs: support and query trajectories (``meta_rl.TaskBatch``), the
+  adapted policies' outputs on the query observations [T, M, 2 * action_dim] (pi_old), the
+  L2F task embeddings (None for MAML) and the attenuation gammas [T, L] (None for MAML)."""
+  support: meta_rl.TaskBatch
+  query: meta_rl.TaskBatch
+  old_outputs: tf.Tensor
+  embeddings: Optional[tf.Tensor]
+  gammas: Optional[tf.Tensor]
 
 
 @gin.configurable
@@ -45,13 +57,21 @@ class MetaRLTrainer:
     max_kl, cg_iterations, cg_damping, max_backtracks, backtrack_ratio: TRPO (0.01, 10, 1e-5,
       15, 0.8).
     first_order: drop the second-order terms of the inner step from the outer update.
+    curvature: how conjugate gradient multiplies by the KL's curvature. "fisher" (default):
+      the Gauss-Newton form J^T M J v (J: Jacobian of the adapted policies' outputs through
+      the inner step, M: the Gaussian KL's Hessian in those outputs), which is the KL's
+      Hessian at the old policy, where TRPO takes it, and ~1.5x faster; "hessian":
+      differentiates the KL gradient through the inner step once more (third order).
+      benchmarks/trpo_curvature.py times both on the same batch.
   """
 
   def __init__(self, learner, domain: MetaRLDomain, root_dir: str, num_iterations: int = 500,
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8,
-               first_order: bool = False):
+               first_order: bool = False, curvature: str = "fisher"):
+    if curvature not in CURVATURES:
+      raise ValueError(f"MetaRLTrainer.curvature = {curvature!r}; use one of {CURVATURES}.")
     if not isinstance(domain, MetaRLDomain):
       raise ValueError(f"MetaRLTrainer trains meta-RL domains; {type(domain).__name__} is not "
                        "one. For supervised domains bind run_experiment.trainer = @Trainer.")
@@ -61,7 +81,7 @@ class MetaRLTrainer:
     self.discount, self.gae_lambda = discount, gae_lambda
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
-    self.first_order = first_order
+    self.first_order, self.curvature = first_order, curvature
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
@@ -110,26 +130,45 @@ class MetaRLTrainer:
     embeddings = meta_rl.task_embeddings(self.learner, meta_rl.TaskBatch(probe_x, probe_y, None))
     return embeddings, meta_rl.start_params(self.learner, probe_x.shape[0], embeddings)
 
-  def train_iteration(self, i: int) -> Dict[str, float]:
-    """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""
+  def sample_iteration(self, i: int) -> IterationBatch:
+    """Meta-iteration i's data: its tasks' support trajectories (of theta, or theta_bar for
+    L2F), the adapted policies' query trajectories and their outputs there."""
     tasks = self.task_env.sample_tasks(self.domain.meta_batch_size, seed=[self.seed, i])
     embeddings, start = self._start(tasks, seed=[self.seed, i, 2])
     support = self.sample(tasks, start, seed=[self.seed, i, 0])
     fast, gammas = self._adapt(support.x, support.y, embeddings)
     query = self.sample(tasks, fast, seed=[self.seed, i, 1])
     old = self._forward(fast, query.x)
-    diagnostics = self._trpo_step(support.x, support.y, query.x, query.y, old, embeddings)
-    result = {"return_before_adaptation": meta_rl.summarize_returns(support)["mean"],
-              "return_after_adaptation": meta_rl.summarize_returns(query)["mean"],
+    return IterationBatch(support, query, old, embeddings, gammas)
+
+  def update(self, batch: IterationBatch) -> Dict[str, tf.Tensor]:
+    """One compiled TRPO step of theta (and phi) on the batch; its diagnostics."""
+    return self._trpo_step(batch.support.x, batch.support.y, batch.query.x, batch.query.y,
+                           batch.old_outputs, batch.embeddings)
+
+  def train_iteration(self, i: int) -> Dict[str, float]:
+    """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""
+    batch = self.sample_iteration(i)
+    diagnostics = self.update(batch)
+    result = {"return_before_adaptation": meta_rl.summarize_returns(batch.support)["mean"],
+              "return_after_adaptation": meta_rl.summarize_returns(batch.query)["mean"],
               "env_steps_per_second": self.sampler.last_steps_per_second}
     result.update({k: float(v) for k, v in diagnostics.items()})
-    if gammas is not None:
-      result["gamma"] = np.mean(gammas.numpy(), axis=0)
+    if batch.gammas is not None:
+      result["gamma"] = np.mean(batch.gammas.numpy(), axis=0)
     return result
 
   def _trpo_step_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
     support = meta_rl.TaskBatch(support_x, support_y, None)
     query = meta_rl.TaskBatch(query_x, query_y, None)
+    if self.curvature == "fisher":
+      def loss_and_outputs():
+        outputs = meta_rl.adapted_outputs(self.learner, support, query, embeddings,
+                                          self.first_order)
+        return meta_rl.surrogate(query, outputs, old), outputs
+
+      return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
+                            output_kl=lambda o: meta_rl.mean_kl(query, o, old))
     # One callable for (surrogate, KL): they share the inner adaptation of every task.
     objective = lambda: meta_rl.outer_objective(self.learner, support, query, old, embeddings,
                                                 self.first_order)

@@ -160,3 +160,74 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
       surrogate, _ = meta_rl.outer_objective(learner, support, query, old)
     grads[name] = trpo.flatten(tape.gradient(surrogate, variables)).numpy()
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
+
+
+def kl_gradient(learner, support, query, old, embeddings, variables):
+  with tf.GradientTape() as tape:
+    kl = meta_rl.mean_kl(query, meta_rl.adapted_outputs(learner, support, query, embeddings),
+                         old)
+  return trpo.flatten(tape.gradient(kl, variables,
+                                    unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
+  # The Gauss-Newton products TRPO can use (MetaRLTrainer.curvature = "fisher") equal the
+  # KL's Hessian through the inner step at the old policy: central differences of the KL
+  # gradient along random directions, float64, for theta and (with L2F) phi.
+  rng = np.random.default_rng(0)
+  learner = float64_learner(l2f)
+  support, query = random_task_batch(rng), random_task_batch(rng)
+  query = meta_rl.TaskBatch(query.x, pg.pack_targets(
+      *pg.unpack_targets(query.y)[:2], tf.constant(rng.uniform(0.1, 1.0, size=(2, 10)))), None)
+  embeddings = meta_rl.task_embeddings(learner, support)
+  old = meta_rl.adapted_outputs(learner, support, query, embeddings)
+  variables = trpo.tf_variables(learner.meta_variables)
+
+  def objective():
+    outputs = meta_rl.adapted_outputs(learner, support, query, embeddings)
+    return meta_rl.surrogate(query, outputs, old), outputs
+
+  _, _, hvp = trpo.fisher_curvature(objective, lambda o: meta_rl.mean_kl(query, o, old),
+                                    variables, damping=0.0)
+  base = [v.numpy().copy() for v in variables]
+  eps = 1e-5
+  for _ in range(2):
+    direction = rng.normal(size=int(trpo.flatten(variables).shape[0]))
+    gradients = []
+    for sign in (1.0, -1.0):
+      for variable, start, delta in zip(variables, base, trpo.unflatten(
+          tf.constant(sign * eps * direction), variables)):
+        variable.assign(start + delta.numpy())
+      gradients.append(kl_gradient(learner, support, query, old, embeddings, variables).numpy())
+    for variable, start in zip(variables, base):
+      variable.assign(start)
+    expected = (gradients[0] - gradients[1]) / (2 * eps)
+    got = hvp(tf.constant(direction)).numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_first_order_fisher_products_equal_the_exact_first_order_products(l2f):
+  rng = np.random.default_rng(1)
+  learner = float64_learner(l2f)
+  support, query = random_task_batch(rng), random_task_batch(rng)
+  embeddings = meta_rl.task_embeddings(learner, support)
+  old = meta_rl.adapted_outputs(learner, support, query, embeddings, first_order=True)
+  variables = trpo.tf_variables(learner.meta_variables)
+
+  def objective():
+    outputs = meta_rl.adapted_outputs(learner, support, query, embeddings, first_order=True)
+    return meta_rl.surrogate(query, outputs, old), outputs
+
+  loss, grads, fisher = trpo.fisher_curvature(
+      objective, lambda o: meta_rl.mean_kl(query, o, old), variables, damping=1e-4)
+  exact_loss, exact_grads, exact = trpo.recorded_curvature(
+      lambda: meta_rl.outer_objective(learner, support, query, old, embeddings, True),
+      variables, damping=1e-4)
+  np.testing.assert_allclose(loss.numpy(), exact_loss.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(trpo.flatten(grads).numpy(), trpo.flatten(exact_grads).numpy(),
+                             rtol=1e-10, atol=1e-14)
+  v = tf.constant(rng.normal(size=int(trpo.flatten(variables).shape[0])))
+  np.testing.assert_allclose(fisher(v).numpy(), exact(v).numpy(), rtol=1e-8, atol=1e-12)

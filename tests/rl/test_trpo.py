@@ -355,3 +355,97 @@ def test_trpo_step_on_keras_variables_eager_equals_graph():
   for eager, graph in zip(run(False), run(True)):
     # float32: conjugate gradient amplifies the rounding differences of eager vs graph.
     np.testing.assert_allclose(eager, graph, rtol=1e-4, atol=2e-5)
+
+
+# --- Gauss-Newton (Fisher) products ---------------------------------------------------------
+
+def gaussian_through_an_inner_step():
+  """(theta, outputs_fn, kl_of(outputs), kl_fn): a Gaussian whose [mean, log_std] come from a
+  MAML-style differentiated inner step; the KL is from the outputs at theta's current value."""
+  theta = tf.Variable([0.3, -0.5, 0.8, 0.1], dtype=tf.float64)
+  x = tf.constant([[1.0, 0.5, -0.2, 0.3], [0.1, -1.0, 0.7, -0.4], [0.4, 0.3, 0.9, 0.2]],
+                  tf.float64)
+
+  def outputs_fn():
+    with tf.GradientTape() as tape:
+      tape.watch(theta)
+      inner = tf.reduce_sum(tf.tanh(tf.linalg.matvec(x, theta)) ** 2)
+    adapted = theta - 0.3 * tape.gradient(inner, theta)
+    mean = tf.tanh(tf.linalg.matvec(x, adapted))
+    log_std = 0.5 * tf.sin(tf.linalg.matvec(x, adapted[::-1]))
+    return tf.stack([mean, log_std], axis=-1)  # [3 steps, 2]
+
+  old = tf.constant(outputs_fn().numpy())
+  weights = tf.constant([0.5, 0.25, 0.25], tf.float64)
+
+  def kl_of(outputs):
+    from l2f_tf.rl import policy_gradient as pg
+    return pg.mean_kl(old, outputs, weights)
+
+  return theta, outputs_fn, kl_of, lambda: kl_of(outputs_fn())
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_fisher_products_equal_finite_differences_of_the_kl_gradient(in_graph):
+  # At the old policy the Gauss-Newton product J^T M J v is the KL's Hessian (second order
+  # through the inner step): checked against central differences in float64.
+  theta, outputs_fn, kl_of, kl_fn = gaussian_through_an_inner_step()
+  loss_fn = lambda outputs: tf.reduce_sum(tf.sin(outputs))
+  vectors = tf.constant([[0.2, -1.0, 0.5, 0.3], [1.0, 0.0, -0.3, -0.7]], tf.float64)
+
+  def fisher():
+    def objective():
+      outputs = outputs_fn()
+      return loss_fn(outputs), outputs
+    loss, grads, hvp = trpo.fisher_curvature(objective, kl_of, [theta], 1e-3)
+    return loss, grads[0], tf.map_fn(hvp, vectors)  # a while loop in graph mode
+
+  loss, grad, products = (tf.function(fisher) if in_graph else fisher)()
+  with tf.GradientTape() as tape:
+    expected_loss = loss_fn(outputs_fn())
+  np.testing.assert_allclose(loss.numpy(), expected_loss.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(grad.numpy(), tape.gradient(expected_loss, theta).numpy(),
+                             rtol=1e-12)
+  hessian = finite_difference_hessian(kl_fn, theta)
+  assert np.abs(hessian).max() > 1e-2  # a real curvature, not a vanishing one
+  for v, product in zip(vectors.numpy(), products):
+    np.testing.assert_allclose(product.numpy(), hessian @ v + 1e-3 * v, rtol=1e-6, atol=1e-9)
+
+
+def test_fisher_products_differ_from_the_hessian_away_from_the_old_policy():
+  # The Gauss-Newton form drops d^2 z / dtheta^2 . dKL/dz, which is zero only at the old
+  # policy: one step away the two matrices differ (so the test above is not vacuous).
+  theta, outputs_fn, kl_of, kl_fn = gaussian_through_an_inner_step()
+  theta.assign_add([0.3, -0.2, 0.1, 0.4])
+  v = tf.constant([0.2, -1.0, 0.5, 0.3], tf.float64)
+  _, _, fisher = trpo.fisher_curvature(lambda: (tf.zeros([], tf.float64), outputs_fn()), kl_of,
+                                       [theta], 0.0)
+  hessian = finite_difference_hessian(kl_fn, theta)
+  assert np.abs(fisher(v).numpy() - hessian @ v.numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_trpo_step_with_fisher_products_equals_the_exact_step(in_graph):
+  results = []
+  for use_fisher in (False, True):
+    theta, outputs_fn, kl_of, _ = gaussian_through_an_inner_step()
+    surrogate = lambda outputs: -tf.reduce_sum(outputs[:, 0] * tf.constant([1.0, -0.5, 0.3],
+                                                                          tf.float64))
+    if use_fisher:
+      step = lambda: trpo.trpo_step(lambda: (surrogate(outputs_fn()), outputs_fn()), None,
+                                    [theta], output_kl=kl_of)
+    else:
+      step = lambda: trpo.trpo_step(
+          lambda: (lambda o: (surrogate(o), kl_of(o)))(outputs_fn()), None, [theta])
+    diagnostics = (tf.function(step) if in_graph else step)()
+    assert bool(diagnostics["accepted"])
+    results.append((theta.numpy().copy(), float(diagnostics["step_size"])))
+  np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-9)
+  assert results[1][1] == pytest.approx(results[0][1], rel=1e-9)
+
+
+def test_trpo_step_with_output_kl_refuses_a_separate_kl_fn():
+  theta, outputs_fn, kl_of, kl_fn = gaussian_through_an_inner_step()
+  with pytest.raises(ValueError, match="kl_fn=None"):
+    trpo.trpo_step(lambda: (tf.zeros([], tf.float64), outputs_fn()), kl_fn, [theta],
+                   output_kl=kl_of)

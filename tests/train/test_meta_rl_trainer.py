@@ -22,12 +22,12 @@ def tiny_domain():
                       hidden_units=(8, 8))
 
 
-def make_trainer(root, l2f=True, num_iterations=2):
+def make_trainer(root, l2f=True, num_iterations=2, **options):
   domain = tiny_domain()
   keras.utils.set_random_seed(0)
   learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1,
                         attenuation=TaskConditionedAttenuation() if l2f else None)
-  return MetaRLTrainer(learner, domain, str(root), num_iterations=num_iterations)
+  return MetaRLTrainer(learner, domain, str(root), num_iterations=num_iterations, **options)
 
 
 def train(trainer) -> int:
@@ -155,3 +155,27 @@ def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, mon
   seen.clear()
   compare.returns_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
   assert sorted(seen) == ["MAML", "MAML+L2F"]
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_fisher_curvature_takes_the_same_trpo_step(l2f, tmp_path):
+  # The Gauss-Newton products are the KL's Hessian at the old policy, so the compiled TRPO
+  # step moves the weights to the same place (up to float32 rounding in conjugate gradient).
+  flat = lambda trainer: np.concatenate([v.numpy().ravel() for v in trainer.learner.meta_variables])
+  results = {}
+  for curvature in ("hessian", "fisher"):
+    trainer = make_trainer(tmp_path / curvature, l2f, curvature=curvature)
+    before = flat(trainer)
+    diagnostics = trainer.train_iteration(0)
+    results[curvature] = (flat(trainer) - before, diagnostics)
+  step, fisher_step = results["hessian"][0], results["fisher"][0]
+  assert np.linalg.norm(step) > 0.1
+  assert np.linalg.norm(fisher_step - step) < 1e-2 * np.linalg.norm(step)
+  assert results["fisher"][1]["step_size"] == pytest.approx(results["hessian"][1]["step_size"],
+                                                            rel=1e-3)
+  assert results["fisher"][1]["accepted"] == results["hessian"][1]["accepted"] == 1.0
+
+
+def test_an_unknown_curvature_names_the_choices(tmp_path):
+  with pytest.raises(ValueError, match="MetaRLTrainer.curvature.*hessian.*fisher"):
+    make_trainer(tmp_path, curvature="newton")

@@ -15,6 +15,15 @@ def format_duration(seconds: float) -> str:
   return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def rate_text_of(rate: Optional[float], unit: str) -> str:
+  """"12.3 steps/s", or "20.4 s/step" below one per second (never a rounded "0.0 steps/s")."""
+  if not rate:
+    return "-"
+  if rate >= 1.0:
+    return f"{rate:.1f} {unit}s/s"
+  return f"{1.0 / rate:.1f} s/{unit}"
+
+
 class Progress:
   """Tracks throughput since the last report and logs "step i/n, steps/s, ETA".
 
@@ -22,12 +31,14 @@ class Progress:
     total: the final step.
     start: the first step (a resumed run starts after 0).
     every_seconds: minimum time between two log lines.
-    label: what is being counted.
+    label: what the line counts, e.g. "meta-iteration" or "test episode (checkpoint 100)".
+    unit: the singular noun of the rate (default: ``label``), e.g. "episode".
   """
 
   def __init__(self, total: int, start: int = 0, every_seconds: float = 10.0,
-               label: str = "step"):
+               label: str = "step", unit: Optional[str] = None):
     self.total, self.label, self.every_seconds = total, label, every_seconds
+    self.unit = unit or label
     self._last_step, self._last_time = start, time.perf_counter()
     self.steps_per_second: Optional[float] = None
 
@@ -46,7 +57,7 @@ class Progress:
     self._last_step, self._last_time = step, now
     rate = self.steps_per_second
     eta = format_duration((self.total - step) / rate) if rate else "?"
-    rate_text = f"{rate:.1f} {self.label}s/s" if rate else "-"
+    rate_text = rate_text_of(rate, self.unit)
     percent = 100.0 * step / max(self.total, 1)
     logging.info("%s %d/%d (%.1f%%) %s | %s | ETA %s", self.label, step, self.total, percent,
                  message, rate_text, eta)

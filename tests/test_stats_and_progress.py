@@ -34,3 +34,18 @@ def test_progress_reports_rate_and_eta(monkeypatch):
   progress._last_time -= 1.0  # pylint: disable=protected-access
   progress.update(600)
   assert progress.steps_per_second == pytest.approx(100.0, rel=0.05)
+
+
+def test_progress_rate_reads_seconds_per_step_when_slow_and_names_its_unit(monkeypatch):
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+  progress = Progress(total=80, every_seconds=0.0, label="meta-iteration")
+  progress._last_time -= 40.0  # two iterations in 40 s  # pylint: disable=protected-access
+  progress.update(2)
+  assert "20.0 s/meta-iteration" in lines[-1] and "0.0 meta-iterations/s" not in lines[-1]
+  evaluation = Progress(total=600, every_seconds=0.0, label="test episode (checkpoint 100)",
+                        unit="episode")
+  evaluation._last_time -= 1.0  # pylint: disable=protected-access
+  evaluation.update(30)
+  assert "test episode (checkpoint 100) 30/600" in lines[-1]
+  assert "30.0 episodes/s" in lines[-1] and ")s/s" not in lines[-1]

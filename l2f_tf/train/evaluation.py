@@ -43,12 +43,12 @@ def figures(outputs: np.ndarray, labels: np.ndarray, domain, steps: Sequence[int
 
 
 def domain_predictions(learner, domain, distribution: str, num_tasks: int, max_steps: int,
-                       label: str = "") -> Tuple[np.ndarray, np.ndarray]:
+                       label: str = "", unit: str = "task") -> Tuple[np.ndarray, np.ndarray]:
   """(predictions, labels) of the learner on ``num_tasks`` fixed tasks of ``distribution``."""
   return meta_evaluation.predictions(
       learner, domain.eval_batches(distribution, num_tasks), max_steps,
       vectorized=domain.eval_vectorized, num_tasks=num_tasks,
-      label=label or f"{distribution} task")
+      label=label or f"{distribution} task", unit=unit)
 
 
 def evaluate(learner, domain, distribution: str, num_tasks: int,
@@ -72,7 +72,7 @@ def evaluate_checkpoints(learner, domain, distribution: str, num_tasks: int,
     restore(entry["path"])
     outputs, labels = domain_predictions(
         learner, domain, distribution, num_tasks, max(steps),
-        label=f"{distribution} episode (checkpoint {entry['step']})")
+        label=f"{distribution} episode (checkpoint {entry['step']})", unit="episode")
     total = outputs if total is None else total + outputs
     single = outputs
   return (figures(single, labels, domain, steps),

@@ -129,10 +129,15 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
     for i, (before, after, goal) in enumerate(paths):
       color = colors[i % len(colors)]
       ax.plot(before[:, 0], before[:, 1], ":", color=color)
-      ax.plot(after[:, 0], after[:, 1], "-", color=color)
+      ax.plot(after[:, 0], after[:, 1], "-", color=color, label=f"task {i}")
       ax.scatter([goal[0]], [goal[1]], marker="*", s=120, color=color)
-    ax.set_title("before (dotted) / after one step (solid); stars: goals")
+    # Legend entries for the line styles and the goal marker, in neutral colour.
+    ax.plot([], [], ":", color="gray", label="before adaptation")
+    ax.plot([], [], "-", color="gray", label="after one step")
+    ax.scatter([], [], marker="*", s=120, color="gray", label="goal")
+    ax.set_title("trajectories of held-out tasks, from the start (0, 0)")
     ax.set_aspect("equal")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

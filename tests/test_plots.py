@@ -1,0 +1,25 @@
+"""Figures read back: the plotted values are the inputs, and legends name what is drawn."""
+
+import numpy as np
+
+from l2f_tf import plots
+
+
+def test_returns_figure_plots_the_evaluated_returns_and_labels_the_navigation_paths(
+    tmp_path, monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots.plt, "close", figures.append)
+  evaluations = {"MAML": {f"return_after_{k}_steps": {"mean": -10.0 + k, "ci95": 0.5, "n": 4}
+                          for k in range(3)}}
+  before = np.array([[0.0, 0.0], [0.1, 0.0], [0.2, 0.1]])
+  after = np.array([[0.0, 0.0], [0.2, 0.2], [0.4, 0.4]])
+  path = plots.plot_returns(str(tmp_path / "returns.png"), evaluations, "Navigation2D",
+                            paths=[(before, after, np.array([0.4, 0.4]))])
+  assert (tmp_path / "returns.png").exists() and path.endswith("returns.png")
+  curves_axis, paths_axis = figures[0].axes[:2]
+  curve = [c for c in curves_axis.containers if c.get_label() == "MAML"][0]  # an errorbar
+  np.testing.assert_allclose(np.asarray(curve.lines[0].get_ydata(), float), [-10.0, -9.0, -8.0])
+  drawn = {line.get_label(): line for line in paths_axis.get_lines()}
+  np.testing.assert_allclose(drawn["task 0"].get_xydata(), after)
+  legend = [text.get_text() for text in paths_axis.get_legend().get_texts()]
+  assert {"task 0", "before adaptation", "after one step", "goal"} <= set(legend)

@@ -53,8 +53,11 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
     ax.set_title(f"task {i}: A={float(params.amplitude[i]):.2f}, "
                  f"phase={float(params.phase[i]):.2f}")
     ax.set_xlabel("x")
-  axes[0][0].legend(fontsize=7, loc="lower left")
-  fig.tight_layout()
+  # One legend for all panels, below them, so that it hides no task's data.
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 6),
+             frameon=False)
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path

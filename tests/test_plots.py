@@ -23,3 +23,18 @@ def test_returns_figure_plots_the_evaluated_returns_and_labels_the_navigation_pa
   np.testing.assert_allclose(drawn["task 0"].get_xydata(), after)
   legend = [text.get_text() for text in paths_axis.get_legend().get_texts()]
   assert {"task 0", "before adaptation", "after one step", "goal"} <= set(legend)
+
+
+def test_sinusoid_figure_has_one_legend_below_the_panels(tmp_path, monkeypatch):
+  from l2f_tf.domains.sinusoid import SinusoidRegression
+  from l2f_tf.meta.learner import MetaLearner
+  figures = []
+  monkeypatch.setattr(plots.plt, "close", figures.append)
+  domain = SinusoidRegression(num_shots=5)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.01)
+  domain.plot({"MAML": learner}, str(tmp_path / "test_tasks.png"), num_steps=1, num_tasks=2)
+  figure = figures[0]
+  assert all(ax.get_legend() is None for ax in figure.axes)  # no panel's data is covered
+  legend = [text.get_text() for text in figure.legends[0].get_texts()]
+  assert legend == ["true function", "MAML: start of inner loop", "MAML: after 1 step",
+                    "support points"]

@@ -46,15 +46,18 @@ def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
   if results[0]["metric"] == "return":
     return returns_figure(results, output)
   learners: Dict[str, object] = {}
+  evaluations: Dict[str, Dict] = {}
   domain = None
-  for run_dir in run_dirs:
+  for run_dir, run_results in zip(run_dirs, results):
     run_domain, learner = config.restore_learner(run_dir)
     domain = domain or run_domain
     label = learner.method_name
     if label in learners:
       label = f"{label} ({os.path.basename(run_dir.rstrip('/'))})"
     learners[label] = learner
-  return domain.plot(learners, output, num_steps=num_steps)
+    if "test" in run_results.get("evaluations", {}):
+      evaluations[label] = run_results["evaluations"]["test"]  # the figure draws these
+  return domain.plot(learners, output, num_steps=num_steps, evaluations=evaluations)
 
 
 def returns_figure(results: List[Dict], path: str) -> str:

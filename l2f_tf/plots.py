@@ -74,20 +74,31 @@ def _curves_by_steps(ax, curves: Dict[str, tuple], xlabel: str, ylabel: str, tit
   ax.legend(fontsize=8)
 
 
+def curve_from_figures(figures: Dict[str, Dict], metric: str) -> Tuple[list, list, list]:
+  """(steps, means, 95% CIs) of results.json figures {"<metric>_after_<k>_steps": {...}}."""
+  prefix = f"{metric}_after_"
+  steps = sorted(int(name[len(prefix):].split("_")[0]) for name in figures
+                 if name.startswith(prefix) and name.endswith("_steps"))
+  if not steps:
+    raise ValueError(f"No '{prefix}<k>_steps' figures to plot among {sorted(figures)}.")
+  return (steps, [figures[f"{prefix}{k}_steps"]["mean"] for k in steps],
+          [figures[f"{prefix}{k}_steps"]["ci95"] for k in steps])
+
+
 def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str, tuple],
                            title: str = "") -> str:
   """Saves a PNG: accuracy (mean, 95% CI) vs inner steps per learner; mean gamma per layer.
 
   Args:
     path: output PNG.
-    curves: label -> (mean [S+1], ci95 [S+1]) of the accuracy after 0..S inner steps.
+    curves: label -> (steps, mean, ci95), the accuracy (a fraction) after those inner steps.
     gammas: label -> (tensor names, mean gamma per tensor), for attenuating learners.
     title: figure title.
   """
   panels = 2 if gammas else 1
   fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
-  _curves_by_steps(axes[0][0], {label: (np.arange(len(mean)), 100 * mean, 100 * ci)
-                                 for label, (mean, ci) in curves.items()},
+  _curves_by_steps(axes[0][0], {label: (steps, 100 * np.asarray(mean), 100 * np.asarray(ci))
+                                 for label, (steps, mean, ci) in curves.items()},
                    "inner steps", "query accuracy (%), 95% CI", title)
   if gammas:
     ax = axes[0][1]

@@ -38,3 +38,28 @@ def test_sinusoid_figure_has_one_legend_below_the_panels(tmp_path, monkeypatch):
   legend = [text.get_text() for text in figure.legends[0].get_texts()]
   assert legend == ["true function", "MAML: start of inner loop", "MAML: after 1 step",
                     "support points"]
+
+
+def test_few_shot_figure_draws_the_numbers_of_results_json(tmp_path, monkeypatch):
+  # The figure of a run is drawn from its evaluation (the same tasks and numbers as
+  # results.json), not from a separate, smaller set of episodes.
+  from l2f_tf.domains.few_shot import FewShotClassification
+  from l2f_tf.meta.learner import MetaLearner
+  from l2f_tf.models.conv4 import conv4
+  from tests.fake_images import write_class_folders
+  root = write_class_folders(str(tmp_path / "mini"), classes=(6, 5, 5), images_per_class=8,
+                             size=16)
+  domain = FewShotClassification(root=root, num_ways=3, num_shots=2, num_queries=3,
+                                 meta_batch_size=2, image_size=16, eval_batch_size=4,
+                                 backbone=lambda **kw: conv4(filters=4, **kw))
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1)
+  figures = []
+  monkeypatch.setattr(plots.plt, "close", figures.append)
+  results = {f"accuracy_after_{k}_steps": {"mean": m, "ci95": 0.01, "n": 600}
+             for k, m in ((0, 0.2), (1, 0.5), (5, 0.7473))}
+  domain.plot({"MAML": learner}, str(tmp_path / "test_tasks.png"), num_steps=5,
+              evaluations={"MAML": results})
+  curve = figures[0].axes[0].containers[0]
+  np.testing.assert_allclose(np.asarray(curve.lines[0].get_xydata(), float),
+                             [[0, 20.0], [1, 50.0], [5, 74.73]])
+  assert "test episodes" not in figures[0].axes[0].get_title()

@@ -154,20 +154,33 @@ class FewShotClassification(SupervisedDomain):
     return episodic.normalize_images(images, self.normalization)
 
   # --- figures ---------------------------------------------------------------------------------
-  def plot(self, learners, path: str, num_steps: int = 5) -> str:
-    """PNG: test accuracy (95% CI) after 0..num_steps inner steps per learner on
-    ``plot_episodes`` test episodes, and the mean L2F gamma of each layer."""
+  def plot(self, learners, path: str, num_steps: int = 5, evaluations=None) -> str:
+    """PNG: test accuracy (95% CI) vs inner steps per learner, and the mean L2F gamma of each
+    layer.
+
+    A learner with ``evaluations`` (label -> its test figures from results.json) is drawn
+    at exactly those steps and numbers; one without is evaluated after 0..num_steps steps on
+    ``plot_episodes`` test episodes (the title then says how many)."""
     from l2f_tf import plots  # Imported here: matplotlib is only needed for figures.
     curves, gammas = {}, {}
+    evaluations = evaluations or {}
     num_tasks = self.plot_episodes
     episodes, _ = self.eval_episodes("test", num_tasks)
+    recomputed = False
     for label, learner in learners.items():
-      values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,
-                                           chunk_size=self.eval_batch_size, vectorized=False)
-      curves[label] = (values.mean(0), 1.96 * values.std(0, ddof=1) / np.sqrt(len(values)))
+      if label in evaluations:
+        curves[label] = plots.curve_from_figures(evaluations[label], "accuracy")
+      else:
+        values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,
+                                             chunk_size=self.eval_batch_size, vectorized=False)
+        curves[label] = (np.arange(num_steps + 1), values.mean(0),
+                         1.96 * values.std(0, ddof=1) / np.sqrt(len(values)))
+        recomputed = True
       if learner.attenuation is not None:
         gamma = [learner.attenuate(episodes.support_x[i], episodes.support_y[i])[1].numpy()
                  for i in range(min(num_tasks, 20))]
         gammas[label] = (learner.inner_variable_names, np.mean(gamma, axis=0))
-    return plots.plot_accuracy_by_steps(path, curves, gammas, title=f"{self.name}, "
-                                        f"{self.num_ways}-way {self.num_shots}-shot")
+    title = f"{self.name}, {self.num_ways}-way {self.num_shots}-shot"
+    if recomputed:
+      title += f" ({num_tasks} test episodes)"
+    return plots.plot_accuracy_by_steps(path, curves, gammas, title=title)

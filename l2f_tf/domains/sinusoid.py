@@ -97,8 +97,11 @@ class SinusoidRegression(SupervisedDomain):
     return ("sinusoid regression: support_x and support_y [K, 1] (any K, trained with "
             f"K={self.num_shots}), query_x [Q, 1]")
 
-  def plot(self, learners, path: str, num_steps: int = 5, num_tasks: int = 4) -> str:
-    """PNG of a few test tasks: truth, support points, predictions before/after adaptation."""
+  def plot(self, learners, path: str, num_steps: int = 5, evaluations=None,
+           num_tasks: int = 4) -> str:
+    """PNG of a few test tasks: truth, support points, predictions before/after adaptation
+    (it draws predictions, not the metric, so ``evaluations`` is not used)."""
+    del evaluations
     from l2f_tf import plots  # Imported here: matplotlib is only needed for figures.
     episodes, params = self.eval_episodes("test", num_tasks)
     return plots.plot_sinusoid_tasks(path, episodes, params, learners, num_steps=num_steps,

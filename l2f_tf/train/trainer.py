@@ -323,6 +323,9 @@ class Trainer:
                              description=self.domain.export_description())
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> Optional[str]:
-    del evaluations  # The domain's figure recomputes its few tasks, with the predictions.
-    return self.domain.plot({self.learner.method_name: self.learner},
-                            folder.figure("test_tasks.png"), num_steps=num_steps)
+    # The loaded weights are the ones evaluated as "test" (the best checkpoint when the run
+    # validates), so the figure draws results.json's numbers.
+    label, figures = self.learner.method_name, evaluations.get("test")
+    return self.domain.plot({label: self.learner}, folder.figure("test_tasks.png"),
+                            num_steps=num_steps,
+                            evaluations={label: figures} if figures else None)

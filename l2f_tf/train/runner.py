@@ -26,6 +26,8 @@ from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints
 from l2f_tf.train.evaluation import write_eval_summaries
 
+# Where Runner's cumulative training time sits in a checkpoint.
+TRAIN_SECONDS_KEY = "train_seconds/.ATTRIBUTES/VARIABLE_VALUE"
 ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
 
 
@@ -110,11 +112,23 @@ class Runner:
     self.trainer, self.folder = trainer, trainer.folder
     self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
     self.max_seconds = max_seconds
+    self._clock = None  # updates train_seconds while train() runs
     self.manager = checkpoints.restore_or_initialize(
         trainer.checkpoint, self.folder.checkpoints, max_checkpoints)
+    # Training time summed over every call that trained this run (a resumed run counts its
+    # earlier parts too), saved with each checkpoint; attached after the restore above so
+    # that checkpoints written before it existed still load (it then starts at 0).
+    self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                     name="train_seconds")
+    trainer.checkpoint.train_seconds = self.train_seconds
+    latest = self.manager.latest_checkpoint
+    if latest and TRAIN_SECONDS_KEY in dict(tf.train.list_variables(latest)):
+      self.train_seconds.assign(tf.train.load_variable(latest, TRAIN_SECONDS_KEY))
 
   def save(self) -> None:
     """A checkpoint of the current step, unless the latest one already is of this step."""
+    if self._clock is not None:
+      self._clock()
     step = self.trainer.step
     latest = self.manager.latest_checkpoint
     if latest is None or not latest.endswith(f"-{step}"):
@@ -131,6 +145,8 @@ class Runner:
     writer = tf.summary.create_file_writer(self.folder.train_summaries)
     progress = Progress(total, start, self.log_every_seconds, label="meta-iteration")
     started = time.perf_counter()
+    before = float(self.train_seconds.numpy())
+    self._clock = lambda: self.train_seconds.assign(before + time.perf_counter() - started)
     step, chunk = start, None
     try:
       with writer.as_default():
@@ -171,9 +187,7 @@ class Runner:
       plot: save the trainer's figure.
     """
     trainer = self.trainer
-    started = time.perf_counter()
     step = self.train()
-    train_seconds = time.perf_counter() - started
     eval_steps = sorted(set(eval_steps or range(1, max(trainer.learner.num_inner_steps, 1) + 1)))
     logging.info("Evaluating on %d tasks per distribution...", num_eval_tasks)
     evaluations, extra = trainer.evaluate(num_eval_tasks, eval_steps)
@@ -181,7 +195,7 @@ class Runner:
         "method": trainer.learner.method_name,
         "domain": trainer.domain.name,
         "meta_iterations": step,
-        "train_seconds": train_seconds,  # of this call (a resumed run counts its last part)
+        "train_seconds": float(self.train_seconds.numpy()),  # all calls that trained it
         "metric": trainer.domain.metric_name,
         "error_bars": ERROR_BARS,
         **extra,

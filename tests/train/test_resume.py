@@ -131,3 +131,37 @@ def test_runner_checkpoints_on_its_schedule_and_at_the_end(tmp_path):
   assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == \
       ["ckpt-10.index", "ckpt-11.index", "ckpt-5.index"]
   assert chunks == [5, 4, 5, 1]  # step 0 alone (compiles), then up to each checkpoint
+
+
+def test_training_time_adds_up_over_resumed_calls(tmp_path, monkeypatch):
+  # results.json's train_seconds is the training time of every call that trained the run,
+  # saved with the checkpoints; a checkpoint written before the counter existed still loads.
+  import time as time_lib
+  import keras
+  from l2f_tf.train import runner as runner_lib
+  from l2f_tf.train import checkpoints
+
+  def make(root, num_iterations):
+    keras.utils.set_random_seed(0)
+    domain = SinusoidRegression(num_shots=3, meta_batch_size=4)
+    learner = MetaLearner(domain.build_model(), domain.loss_fn)
+    return Trainer(learner, domain, str(root), num_iterations=num_iterations, jit_compile=False)
+
+  clock = iter(range(0, 10000, 100))  # every perf_counter() call advances 100 s
+  monkeypatch.setattr(runner_lib.time, "perf_counter", lambda: float(next(clock)))
+  first = Runner(make(tmp_path, 2), checkpoint_every=2)
+  first.train()
+  spent = float(first.train_seconds.numpy())
+  assert spent > 0
+  second = Runner(make(tmp_path, 4), checkpoint_every=2)
+  # Restored from the last checkpoint (saved at step 2, just before the end of the call).
+  assert 0 < float(second.train_seconds.numpy()) <= spent
+  second.train()
+  assert float(second.train_seconds.numpy()) > spent
+  monkeypatch.setattr(runner_lib.time, "perf_counter", time_lib.perf_counter)
+  # A run whose checkpoint has no counter (written by an older version) resumes from 0 s.
+  old = make(tmp_path / "old", 4)
+  checkpoints.restore_or_initialize(old.checkpoint, str(tmp_path / "old" / "checkpoints")
+                                    ).save(checkpoint_number=0)
+  resumed = Runner(make(tmp_path / "old", 4), checkpoint_every=2)
+  assert float(resumed.train_seconds.numpy()) == 0.0

@@ -301,7 +301,10 @@ def _worker(connection, env_name: str, horizon: int, seed, count: int) -> None:
   """A worker process: owns `count` simulators and steps them on request."""
   environments = [envs.make_env(env_name, horizon=horizon, seed=seed) for _ in range(count)]
   while True:
-    command, payload = connection.recv()
+    try:
+      command, payload = connection.recv()
+    except EOFError:  # the parent went away (exited or dropped the pool): stop quietly
+      command, payload = "close", None
     if command == "reset":
       observations = []
       for env, (task, reset_seed) in zip(environments, payload):

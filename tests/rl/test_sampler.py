@@ -192,3 +192,19 @@ def test_worker_processes_give_the_same_batch(env_name):
   finally:
     in_process.close()
     workers.close()
+
+
+def test_a_worker_whose_parent_goes_away_exits_cleanly():
+  # Dropping a pool without close() (e.g. the first of two experiments in one process) used
+  # to leave every worker printing an EOFError traceback; now it exits with status 0.
+  import multiprocessing
+  from l2f_tf.rl import sampler as sampler_lib
+  context = multiprocessing.get_context("spawn")
+  parent, child = context.Pipe()
+  process = context.Process(target=sampler_lib._worker,  # pylint: disable=protected-access
+                            args=(child, "Navigation2D", 5, 0, 1), daemon=True)
+  process.start()
+  child.close()
+  parent.close()
+  process.join(timeout=60)
+  assert process.exitcode == 0

@@ -23,9 +23,11 @@ import time
 
 import gin
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from l2f_tf import config
+from l2f_tf.rl import trpo
 from l2f_tf.train import checkpoints
 from l2f_tf.train import experiment
 from l2f_tf.train.meta_rl_trainer import CURVATURES, MetaRLTrainer
@@ -52,15 +54,13 @@ def build(curvature: str, root: str) -> MetaRLTrainer:
 
 
 def flat(trainer: MetaRLTrainer) -> np.ndarray:
-  return np.concatenate([v.numpy().ravel() for v in trainer.learner.meta_variables])
+  return trpo.flatten(trainer.tf_variables).numpy()
 
 
 def assign(trainer: MetaRLTrainer, values: np.ndarray) -> None:
-  offset = 0
-  for variable in trainer.learner.meta_variables:
-    size = int(np.prod(variable.shape))
-    variable.assign(values[offset:offset + size].reshape(variable.shape))
-    offset += size
+  for variable, value in zip(trainer.tf_variables,
+                             trpo.unflatten(tf.constant(values), trainer.tf_variables)):
+    variable.assign(value)
 
 
 def main(argv):

@@ -131,11 +131,8 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
   """
   fig, axes = plt.subplots(1, 2 if paths else 1, figsize=(11 if paths else 5.5, 4),
                            squeeze=False)
-  curves = {}
-  for label, evaluation in evaluations.items():
-    steps = sorted(int(k.split("_")[2]) for k in evaluation)
-    curves[label] = (steps, [evaluation[f"return_after_{k}_steps"]["mean"] for k in steps],
-                     [evaluation[f"return_after_{k}_steps"]["ci95"] for k in steps])
+  curves = {label: curve_from_figures(evaluation, "return")
+            for label, evaluation in evaluations.items()}
   _curves_by_steps(axes[0][0], curves, "adaptation steps", "average return (95% CI)", title)
   if paths:
     ax = axes[0][1]

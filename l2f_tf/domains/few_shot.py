@@ -165,7 +165,10 @@ class FewShotClassification(SupervisedDomain):
     curves, gammas = {}, {}
     evaluations = evaluations or {}
     num_tasks = self.plot_episodes
-    episodes, _ = self.eval_episodes("test", num_tasks)
+    # Episodes are read only when a learner needs them (no results to draw, or gammas).
+    needed = any(label not in evaluations or learner.attenuation is not None
+                 for label, learner in learners.items())
+    episodes = self.eval_episodes("test", num_tasks)[0] if needed else None
     recomputed = False
     for label, learner in learners.items():
       if label in evaluations:

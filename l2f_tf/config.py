@@ -14,7 +14,7 @@ from absl import logging
 
 from l2f_tf import configurables  # noqa: F401  (registers every configurable)
 from l2f_tf.run_folder import CONFIG_NAME, RunFolder
-from l2f_tf.train import checkpoints, validation
+from l2f_tf.train import checkpoints, distribution, validation
 from l2f_tf.train.experiment import build_learner
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
@@ -55,9 +55,21 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
     parse([config_path], gin_bindings)
   else:
     parse(list(gin_files) or [DEFAULT_GIN_FILE], gin_bindings)
-  with open(config_path, "w") as f:
-    f.write(gin.config_str())
+  if distribution.is_chief_task(configured_strategy_name()):  # Other workers write nothing here.
+    # Atomically (a temporary file, then a rename): another worker may be reading it.
+    tmp = f"{config_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      f.write(gin.config_str())
+    os.replace(tmp, config_path)
   return config_path
+
+
+def configured_strategy_name() -> str:
+  """The strategy bound to ``run_experiment.strategy`` in the parsed config ("default")."""
+  try:
+    return gin.query_parameter("run_experiment.strategy")
+  except ValueError:
+    return "default"
 
 
 def configured_domain():

@@ -132,8 +132,10 @@ def normalize_images(images: tf.Tensor, normalization: Optional[str] = "imagenet
 def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                     num_episodes: Optional[int] = None, batch_size: int = 1,
                     drop_remainder: bool = True, normalization: Optional[str] = "imagenet",
-                    raw_pixels: bool = False, prefetch: bool = True) -> tf.data.Dataset:
-  """Batches of episodes ``start, start+1, ...`` of the stream ``seed``.
+                    raw_pixels: bool = False, prefetch: bool = True,
+                    episodes: Optional[tf.data.Dataset] = None) -> tf.data.Dataset:
+  """Batches of episodes ``start, start+1, ...`` (or the numbers in ``episodes``) of the
+  stream ``seed``.
 
   Args:
     sampler: the split's :class:`EpisodeSampler`.
@@ -146,6 +148,8 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
     raw_pixels: yield float32 pixel values in [0, 255] instead (for an exported model, which
       normalises inside).
     prefetch: prefetch batches in the background.
+    episodes: a dataset of int64 episode numbers to load instead of ``start`` and
+      ``num_episodes`` (a worker's share of each meta-batch).
 
   Returns:
     A dataset of :class:`Episode` with fixed shapes.
@@ -168,7 +172,9 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                       tf.ensure_shape(query_y, [n * q]))
     return episode
 
-  if num_episodes is None:
+  if episodes is not None:
+    dataset = episodes
+  elif num_episodes is None:
     dataset = tf.data.Dataset.counter(start)
   else:
     dataset = tf.data.Dataset.range(start, start + num_episodes)

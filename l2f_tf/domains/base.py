@@ -9,7 +9,7 @@ are paired comparisons).
 """
 
 import abc
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -45,6 +45,17 @@ class Domain(abc.ABC):
   """``task_metric(y_true, y_pred)``: the per-task evaluation figure, or None."""
 
 
+def check_task_share(tasks: Optional[Tuple[int, int]], meta_batch_size: int) -> Tuple[int, int]:
+  """(first, count) of a share of a meta-batch, checked; (0, meta_batch_size) for None."""
+  if tasks is None:
+    return 0, meta_batch_size
+  first, count = tasks
+  if first < 0 or count < 1 or first + count > meta_batch_size:
+    raise ValueError(f"Tasks {first}..{first + count - 1} are not a share of a meta-batch of "
+                     f"{meta_batch_size} tasks.")
+  return first, count
+
+
 class SupervisedDomain(Domain):
   """A problem whose tasks are (support, query) sets of labelled examples.
 
@@ -60,8 +71,14 @@ class SupervisedDomain(Domain):
   eval_vectorized: bool = True
 
   @abc.abstractmethod
-  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
-    """Meta-batches of training tasks; meta-batch s is a pure function of (seed, s)."""
+  def train_dataset(self, seed: int, start_step: int = 0,
+                    tasks: Optional[Tuple[int, int]] = None) -> tf.data.Dataset:
+    """Meta-batches of training tasks; meta-batch s is a pure function of (seed, s).
+
+    ``tasks = (first, count)``: element s holds only tasks ``first .. first + count - 1`` of
+    meta-batch s (a worker's or a device's share when training is distributed; the shares
+    of all workers together are exactly the meta-batch of one-device training). None: all
+    ``meta_batch_size`` tasks."""
 
   @abc.abstractmethod
   def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False):

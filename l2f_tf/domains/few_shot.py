@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2f_tf.data import episodic, readers
-from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.domains.base import SupervisedDomain, check_task_share
 from l2f_tf.meta import evaluation
 from l2f_tf.models.conv4 import conv4
 
@@ -98,11 +98,15 @@ class FewShotClassification(SupervisedDomain):
   def image_shape(self) -> Sequence[int]:
     return self.sampler("train").image_shape
 
-  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
-    """Meta-batch s holds episodes s*T .. s*T+T-1 of the stream ``seed``: resuming is exact."""
-    return episodic.episode_dataset(
-        self.sampler("train"), seed, start=start_step * self.meta_batch_size,
-        batch_size=self.meta_batch_size, normalization=self.normalization)
+  def train_dataset(self, seed: int, start_step: int = 0, tasks=None) -> tf.data.Dataset:
+    """Meta-batch s holds episodes s*T .. s*T+T-1 of the stream ``seed``: resuming is exact.
+    A share (``tasks = (first, count)``) loads episodes s*T+first .. s*T+first+count-1 only."""
+    size = self.meta_batch_size
+    first, count = check_task_share(tasks, size)
+    numbers = tf.data.Dataset.counter(start_step).flat_map(
+        lambda s: tf.data.Dataset.range(s * size + first, s * size + first + count))
+    return episodic.episode_dataset(self.sampler("train"), seed, episodes=numbers,
+                                    batch_size=count, normalization=self.normalization)
 
   def _split_seed(self, split: str) -> int:
     return self.eval_seed + 1000 * readers.SPLITS.index(split)

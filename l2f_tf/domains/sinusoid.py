@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from l2f_tf.data import sinusoid
 from l2f_tf.data.episode import Episode
-from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.domains.base import SupervisedDomain, check_task_share
 from l2f_tf.models.mlp import mlp
 
 
@@ -71,10 +71,15 @@ class SinusoidRegression(SupervisedDomain):
     """Per-task evaluation figure: the query MSE (lower is better)."""
     return mse(y_true, y_pred)
 
-  def train_dataset(self, seed: int, start_step: int = 0) -> tf.data.Dataset:
-    """Meta-batch s of the stream is a pure function of (seed, s): resuming is exact."""
-    return sinusoid.episode_dataset(self.train_tasks, self.meta_batch_size, self.num_shots,
-                                    self.num_query_train, seed, start_step, dtype=self.dtype)
+  def train_dataset(self, seed: int, start_step: int = 0, tasks=None) -> tf.data.Dataset:
+    """Meta-batch s of the stream is a pure function of (seed, s): resuming is exact. A share
+    (``tasks``) is sliced out of the whole meta-batch, which is cheap to draw."""
+    first, count = check_task_share(tasks, self.meta_batch_size)
+    dataset = sinusoid.episode_dataset(self.train_tasks, self.meta_batch_size, self.num_shots,
+                                       self.num_query_train, seed, start_step, dtype=self.dtype)
+    if tasks is None:
+      return dataset
+    return dataset.map(lambda episode: Episode(*[f[first:first + count] for f in episode]))
 
   def eval_episodes(self, distribution: str, num_tasks: int, offset: int = 0):
     """(Episode, task parameters) of ``num_tasks`` fixed evaluation tasks."""

@@ -35,17 +35,26 @@ def latest(directory: str) -> Optional[str]:
 
 
 def restore_or_initialize(checkpoint: tf.train.Checkpoint, directory: str,
-                          max_to_keep: int = 3) -> tf.train.CheckpointManager:
-  """A CheckpointManager on ``directory`` that has restored the latest checkpoint, if any."""
+                          max_to_keep: int = 3,
+                          restore_from: Optional[str] = None) -> tf.train.CheckpointManager:
+  """A CheckpointManager saving to ``directory`` that has restored the latest checkpoint of
+  ``restore_from`` (default: ``directory``), if any.
+
+  A non-chief worker of a multi-worker run saves to a scratch directory (every worker takes
+  part in a save, TensorFlow's rule for multi-worker checkpoints) but restores from the
+  chief's, so that all workers resume from the same state.
+  """
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(directory), max_to_keep)
-  if manager.latest_checkpoint:
-    status = checkpoint.restore(manager.latest_checkpoint)
+  restore_from = restore_from or directory
+  path = latest(restore_from)
+  if path:
+    status = checkpoint.restore(path)
     try:
       status.assert_existing_objects_matched()
     except AssertionError as error:
       raise ValueError(
-          f"The checkpoint {manager.latest_checkpoint} does not match this configuration "
-          f"(was it written with another model or learner?). Use a new --root_dir or delete "
-          f"{directory}. Details: {error}") from error
-    logging.info("Resumed from %s", manager.latest_checkpoint)
+          f"The checkpoint {path} does not match this configuration (was it written with "
+          f"another model or learner?). Use a new --root_dir or delete {restore_from}. "
+          f"Details: {error}") from error
+    logging.info("Resumed from %s", path)
   return manager

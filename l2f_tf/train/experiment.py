@@ -14,6 +14,8 @@ import keras
 
 from l2f_tf.domains.base import Domain
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import distribution
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
@@ -29,7 +31,8 @@ def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner) -> Met
 @gin.configurable
 def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer,
                    eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
-                   export_steps: Optional[int] = None, plot: bool = True):
+                   export_steps: Optional[int] = None, plot: bool = True,
+                   strategy: str = "default"):
   """Trains (resuming from root_dir if possible), then evaluates, exports and plots.
 
   Args:
@@ -42,10 +45,36 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
     num_eval_tasks: held-out evaluation tasks per distribution (the same tasks for every model).
     export_steps: inner steps baked into the SavedModel (default: the training setting).
     plot: save the run's figure.
+    strategy: the ``tf.distribute`` strategy that trains, by name (see
+      `l2f_tf.train.distribution`; ``--strategy`` on the command line). In a multi-worker run
+      only the chief evaluates and writes the run folder; the other workers train, then wait
+      for the chief to finish.
 
   Returns:
-    The results dictionary written to results.json.
+    The results dictionary written to results.json (empty on a non-chief worker).
   """
-  learner = build_learner(domain)
-  runner = Runner(trainer(learner=learner, domain=domain, root_dir=root_dir))
-  return runner.run(eval_steps, num_eval_tasks, export_steps, plot)
+  distributed = distribution.make_strategy(strategy)
+  chief = distribution.is_chief(distributed)
+  multi_worker = distribution.is_multi_worker(distributed)
+  with distributed.scope():
+    learner = build_learner(domain)
+    trained = trainer(learner=learner, domain=domain,
+                      root_dir=distribution.write_root(root_dir, distributed))
+    runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints)
+  if multi_worker and runner.max_seconds is not None:
+    raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': workers "
+                     "would stop at different steps. Set Trainer.num_iterations instead.")
+  try:
+    if chief:
+      results = runner.run(eval_steps, num_eval_tasks, export_steps, plot)
+    else:
+      runner.train()
+      results = {}
+    distribution.barrier(distributed)  # The others wait for the chief's evaluation.
+  except distribution.WORKER_LOST as error:
+    if not multi_worker:
+      raise
+    raise RuntimeError(distribution.worker_lost_message(error, root_dir)) from error
+  finally:
+    distribution.remove_scratch(root_dir, distributed)
+  return results

@@ -75,6 +75,11 @@ class MetaRLTrainer:
     if not isinstance(domain, MetaRLDomain):
       raise ValueError(f"MetaRLTrainer trains meta-RL domains; {type(domain).__name__} is not "
                        "one. For supervised domains bind run_experiment.trainer = @Trainer.")
+    if tf.distribute.has_strategy():
+      raise ValueError(
+          f"MetaRLTrainer does not support strategy "
+          f"{type(tf.distribute.get_strategy()).__name__}: its sampling runs in local worker "
+          "processes and its TRPO step on one device. Use --strategy=default (the default).")
     self.learner, self.domain, self.sampler = learner, domain, domain.sampler
     self.folder = RunFolder(root_dir)
     self.num_iterations, self.seed = num_iterations, seed

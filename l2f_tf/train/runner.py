@@ -102,11 +102,13 @@ class Runner:
     log_every_seconds: seconds between progress lines.
     max_seconds: stop training (with a checkpoint) once this much time has passed in this call,
       even before ``num_iterations`` (time-boxed benchmarks); None: no limit.
+    restore_from: the checkpoint directory to resume from, when it is not the trainer's own
+      (a non-chief worker resumes from the chief's checkpoints).
   """
 
   def __init__(self, trainer: MetaTrainer, checkpoint_every: int = 1000,
                max_checkpoints: int = 3, log_every_seconds: float = 10.0,
-               max_seconds: Optional[float] = None):
+               max_seconds: Optional[float] = None, restore_from: Optional[str] = None):
     if checkpoint_every < 1:
       raise ValueError(f"Runner.checkpoint_every must be >= 1, got {checkpoint_every}.")
     self.trainer, self.folder = trainer, trainer.folder
@@ -114,14 +116,14 @@ class Runner:
     self.max_seconds = max_seconds
     self._clock = None  # updates train_seconds while train() runs
     self.manager = checkpoints.restore_or_initialize(
-        trainer.checkpoint, self.folder.checkpoints, max_checkpoints)
+        trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
     # Training time summed over every call that trained this run (a resumed run counts its
     # earlier parts too), saved with each checkpoint; attached after the restore above so
     # that checkpoints written before it existed still load (it then starts at 0).
     self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name="train_seconds")
     trainer.checkpoint.train_seconds = self.train_seconds
-    latest = self.manager.latest_checkpoint
+    latest = checkpoints.latest(restore_from or self.folder.checkpoints)
     if latest and TRAIN_SECONDS_KEY in dict(tf.train.list_variables(latest)):
       self.train_seconds.assign(tf.train.load_variable(latest, TRAIN_SECONDS_KEY))
 

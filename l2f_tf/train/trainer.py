@@ -88,7 +88,13 @@ class Trainer:
     if steps_per_call < 1:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call
-    self.strategy = tf.distribute.get_strategy()
+    self.strategy = tf.distribute.get_strategy()  # The one whose scope builds the trainer.
+    replicas = self.strategy.num_replicas_in_sync
+    if domain.meta_batch_size % replicas:
+      raise ValueError(
+          f"The meta-batch of {domain.meta_batch_size} tasks does not split evenly across the "
+          f"{replicas} replicas of the {type(self.strategy).__name__}: set the domain's "
+          f"meta_batch_size to a multiple of {replicas} (or use fewer devices).")
     learning_rate = outer_lr
     if cosine_decay:
       learning_rate = keras.optimizers.schedules.CosineDecay(outer_lr, num_iterations)
@@ -211,6 +217,20 @@ class Trainer:
       limit = min(limit, self.first_order_until - step)
     return max(limit, 1)
 
+  def replica_dataset(self, context: tf.distribute.InputContext, start_step: int):
+    """The training stream of one input pipeline (one per worker), as one element per local
+    replica and meta-iteration: replica r of R holds tasks r*T/R .. (r+1)*T/R - 1 of each
+    meta-batch of T tasks. The worker reads only its replicas' tasks."""
+    replicas = context.num_replicas_in_sync
+    local = replicas // context.num_input_pipelines
+    per_replica = self.domain.meta_batch_size // replicas
+    first = context.input_pipeline_id * local * per_replica
+    share = None if replicas == 1 else (first, local * per_replica)
+    dataset = self.domain.train_dataset(self.seed, start_step=start_step, tasks=share)
+    if local > 1:  # Consecutive elements go to consecutive local replicas.
+      dataset = dataset.unbatch().batch(per_replica, drop_remainder=True)
+    return dataset
+
   # --- loop ------------------------------------------------------------------------------------
   def _write_summaries(self, step, loss, metrics):
     names = self.learner.inner_variable_names
@@ -255,8 +275,8 @@ class Trainer:
     writes summaries; validates when an epoch ends."""
     step = self.step
     if self._iterator is None:
-      dataset = self.domain.train_dataset(self.seed, start_step=step)
-      self._iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+      self._iterator = iter(self.strategy.distribute_datasets_from_function(
+          lambda context: self.replica_dataset(context, step)))
       self._compiled = set()
     first_order = self.first_order_at(step)
     with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0

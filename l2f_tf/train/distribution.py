@@ -1,0 +1,185 @@
+"""Which hardware trains a run: the ``tf.distribute`` strategy, chosen by name in gin or on the
+command line (``--strategy`` / ``run_experiment.strategy``), and what each worker may write.
+
+Strategies (:data:`STRATEGIES`):
+
+* ``default``: TensorFlow's default strategy (one device, no replication).
+* ``one_device``: ``OneDeviceStrategy`` on the first GPU, else the CPU.
+* ``mirrored``: ``MirroredStrategy`` over all local GPUs; on a machine without GPUs over
+  ``num_cpu_devices`` logical CPU devices (for testing the multi-replica path on a laptop).
+* ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster and this process's place in it
+  come from the ``TF_CONFIG`` environment variable (every worker runs the same command).
+* ``tpu``: ``TPUStrategy`` on the TPU named by ``tpu_address`` (code path only: no TPU was
+  available to test it).
+
+The supervised trainer splits each meta-batch's tasks across the replicas and all-reduces the
+meta-gradient, so the update equals the one-device update. In a multi-worker run the chief
+(task ``chief``, or ``worker`` 0 when the cluster has no chief) writes the run folder; the other
+workers write to a scratch folder (:func:`scratch_dir`) that is removed when they finish, and
+restore checkpoints from the chief's folder (so the run directory must be on a filesystem every
+worker sees: one machine, or a shared disk).
+"""
+
+import json
+import os
+import shutil
+from typing import Optional
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+SCRATCH_PREFIX = "workertemp_"
+
+
+def _check_name(name: str) -> None:
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {name!r}: --strategy / run_experiment.strategy must be "
+                     f"one of {', '.join(STRATEGIES)}.")
+
+
+def tf_config_task(name: str):
+  """(task type, task index, cluster dict) of this process in a multi-worker run, read from
+  ``TF_CONFIG`` without initialising TensorFlow; (None, 0, {}) for the other strategies."""
+  _check_name(name)
+  if name != "multi_worker":
+    return None, 0, {}
+  raw = os.environ.get("TF_CONFIG")
+  if not raw:
+    raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable, e.g. "
+                     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}\' on the first host (index 1 on '
+                     "the second). See README, Scaling out.")
+  try:
+    spec = json.loads(raw)
+    task = spec["task"]
+    cluster = spec["cluster"]
+    return task["type"], int(task["index"]), cluster
+  except (ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"TF_CONFIG is not valid ({error}): it must be JSON with a 'cluster' of "
+                     "job name -> list of host:port and a 'task' {'type', 'index'}; got "
+                     f"{raw!r}.") from error
+
+
+def is_chief_task(name: str) -> bool:
+  """Whether this process writes the run folder, decided from the strategy name and TF_CONFIG
+  alone (before any strategy exists; used to write operative_config.gin once)."""
+  task_type, index, cluster = tf_config_task(name)
+  if task_type is None:
+    return True
+  if task_type == "chief":
+    return True
+  return task_type == "worker" and index == 0 and "chief" not in cluster
+
+
+def _use_logical_cpus(count: int) -> None:
+  """Splits the CPU into ``count`` logical devices (must happen before TensorFlow runs)."""
+  cpus = tf.config.list_physical_devices("CPU")
+  current = tf.config.get_logical_device_configuration(cpus[0])
+  if current and len(current) == count:
+    return
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+  except RuntimeError as error:
+    raise RuntimeError(
+        f"Cannot split the CPU into {count} devices: TensorFlow has already started. Create the "
+        "strategy (make_strategy) before building models or running any TensorFlow op.") from error
+
+
+@gin.configurable
+def make_strategy(name: str = "default", num_cpu_devices: int = 2,
+                  tpu_address: str = "",
+                  collective_timeout: Optional[float] = None) -> tf.distribute.Strategy:
+  """The ``tf.distribute.Strategy`` called ``name`` (see the module docstring).
+
+  Args:
+    name: one of :data:`STRATEGIES`.
+    num_cpu_devices: for ``mirrored`` on a machine without GPUs: logical CPU devices to
+      replicate over (each runs its share of a meta-batch's tasks).
+    tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
+    collective_timeout: for ``multi_worker``: seconds after which a collective operation
+      (the meta-gradient all-reduce) that has not completed fails with an error instead of
+      waiting forever for a worker that died; None waits (TensorFlow's health check still
+      aborts the run once a worker stops answering). Set it above the time of the slowest
+      step, including the first step's compilation.
+  """
+  _check_name(name)
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    if tf.config.list_physical_devices("GPU"):
+      return tf.distribute.MirroredStrategy()
+    if num_cpu_devices < 1:
+      raise ValueError(f"make_strategy.num_cpu_devices must be >= 1, got {num_cpu_devices}.")
+    _use_logical_cpus(num_cpu_devices)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:num_cpu_devices]
+    logging.info("No GPU: mirroring over %d logical CPU devices.", len(devices))
+    return tf.distribute.MirroredStrategy(devices)
+  if name == "multi_worker":
+    tf_config_task(name)  # A clear error when TF_CONFIG is missing or malformed.
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  # name == "tpu": untested here (no TPU).
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, RuntimeError, tf.errors.OpError) as error:
+    raise RuntimeError(f"No TPU found for strategy 'tpu' (make_strategy.tpu_address = "
+                       f"{tpu_address!r}): {error}") from error
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run folder (always, except non-chief workers)."""
+  return not is_multi_worker(strategy) or strategy.extended.should_checkpoint
+
+
+def scratch_dir(root_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """Where a non-chief worker writes what the chief writes to ``root_dir``."""
+  return os.path.join(root_dir, f"{SCRATCH_PREFIX}{strategy.cluster_resolver.task_id}")
+
+
+def write_root(root_dir: str, strategy: tf.distribute.Strategy) -> str:
+  """The folder this process writes its run files to: ``root_dir`` on the chief."""
+  return root_dir if is_chief(strategy) else scratch_dir(root_dir, strategy)
+
+
+def remove_scratch(root_dir: str, strategy: tf.distribute.Strategy) -> None:
+  """Deletes a non-chief worker's scratch folder (nothing on the chief)."""
+  if not is_chief(strategy):
+    shutil.rmtree(scratch_dir(root_dir, strategy), ignore_errors=True)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+  """Returns once every worker has reached it (an all-reduce of ones); a no-op off
+  multi-worker. Non-chief workers wait here while the chief evaluates and exports, so that
+  nobody sees them vanish as a failure."""
+  if is_multi_worker(strategy):
+    tf.function(lambda: strategy.reduce("sum", strategy.run(lambda: tf.ones([])), axis=None))()
+
+
+WORKER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.FailedPreconditionError,
+               tf.errors.InternalError)
+
+
+def worker_lost_message(error: Exception, root_dir: str) -> str:
+  """What a worker reports when a collective failed because another worker is gone."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  keys = ("peer", "is down", "Connection", "Deadline", "timed out", "abort")
+  detail = next((line for line in lines if any(k in line for k in keys)),
+                lines[0] if lines else "")
+  return (f"A worker of this multi-worker run stopped answering ({type(error).__name__}: "
+          f"{detail}). Training stopped; the last checkpoint in "
+          f"{os.path.join(root_dir, 'checkpoints')} is kept. Start every worker again with the "
+          "same command to resume from it.")

@@ -164,8 +164,15 @@ def barrier(strategy: tf.distribute.Strategy) -> None:
   """Returns once every worker has reached it (an all-reduce of ones); a no-op off
   multi-worker. Non-chief workers wait here while the chief evaluates and exports, so that
   nobody sees them vanish as a failure."""
-  if is_multi_worker(strategy):
-    tf.function(lambda: strategy.reduce("sum", strategy.run(lambda: tf.ones([])), axis=None))()
+  if not is_multi_worker(strategy):
+    return
+
+  @tf.function
+  def all_reduce_ones():
+    ones = strategy.run(tf.ones, args=([],))
+    return strategy.reduce("sum", ones, axis=None)
+
+  all_reduce_ones()
 
 
 WORKER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,

@@ -50,7 +50,9 @@ class Trainer:
       attenuator and inner learning rates are not clipped); None disables.
     summary_every: steps between TensorBoard summaries (gammas, per-step losses, conflict).
     seed: seed of the training task stream.
-    jit_compile: compile the train step with XLA.
+    jit_compile: compile each replica's meta-gradient computation with XLA (the all-reduce
+      across replicas and the optimizer update stay outside it: XLA has no collectives on
+      CPUs).
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
@@ -84,11 +86,12 @@ class Trainer:
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
     self.summary_every = summary_every
-    self.seed, self.jit_compile = seed, jit_compile
+    self.seed = seed
     if steps_per_call < 1:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call
     self.strategy = tf.distribute.get_strategy()  # The one whose scope builds the trainer.
+    self.jit_compile = jit_compile
     replicas = self.strategy.num_replicas_in_sync
     if domain.meta_batch_size % replicas:
       raise ValueError(
@@ -130,12 +133,13 @@ class Trainer:
     return self.always_first_order or step < self.first_order_until
 
   # --- compiled functions ----------------------------------------------------------------------
-  def _replica_step(self, episodes, first_order: bool, with_metrics: bool):
+  def _replica_gradients(self, episodes, first_order: bool, with_metrics: bool):
+    """(loss, meta-gradients, metrics) of this replica's tasks; a gradient is None for a
+    variable the loss does not reach. This is the part XLA compiles (``jit_compile``): it has
+    no collective, which XLA cannot compile on CPUs."""
     learner = self.learner
-    variables = learner.meta_variables
-    replicas = self.strategy.num_replicas_in_sync
-    # Replicas hold T / R tasks each; their gradients are summed below.
-    scale = 1.0 / replicas if learner.task_reduction == "mean" else 1.0
+    # Replicas hold T / R tasks each; their gradients are summed in _replica_step.
+    scale = 1.0 / self.strategy.num_replicas_in_sync if learner.task_reduction == "mean" else 1.0
     if self.sequential_tasks:
       loss, grads, metrics = sequential.meta_gradients(learner, episodes, first_order,
                                                        with_metrics)
@@ -145,11 +149,18 @@ class Trainer:
         loss, metrics = learner.meta_loss(episodes, first_order=first_order,
                                           with_metrics=with_metrics)
         scaled = loss * scale
-      grads = tape.gradient(scaled, variables)
+      grads = tape.gradient(scaled, learner.meta_variables)
       if with_metrics:  # The sequential path has the per-task gradients anyway.
         metrics["degree_of_conflict"] = analysis.degree_of_conflict(
             learner.per_task_meta_gradients(episodes, first_order=first_order))
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    return loss, list(grads), metrics
+
+  def _replica_step(self, gradients_fn, episodes):
+    """Sums the replicas' meta-gradients, clips the sum, applies the outer update."""
+    learner = self.learner
+    replicas = self.strategy.num_replicas_in_sync
+    loss, grads, metrics = gradients_fn(episodes)
+    pairs = [(g, v) for g, v in zip(grads, learner.meta_variables) if g is not None]
     if replicas > 1:
       # Clipping applies to the meta-gradient of the whole meta-batch, so sum first. The Keras
       # optimizer sums the replicas' gradients again, hence the division by their number.
@@ -166,13 +177,13 @@ class Trainer:
 
   def _distributed_step(self, first_order: bool, with_metrics: bool):
     """One meta-iteration on every replica, with loss and metrics reduced across replicas."""
-    replica_step = tf.function(
-        lambda episodes: self._replica_step(episodes, first_order, with_metrics),
+    gradients_fn = tf.function(
+        lambda episodes: self._replica_gradients(episodes, first_order, with_metrics),
         jit_compile=self.jit_compile)
     reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
 
     def step(episodes):
-      loss, metrics = self.strategy.run(replica_step, args=(episodes,))
+      loss, metrics = self.strategy.run(self._replica_step, args=(gradients_fn, episodes))
       loss = self.strategy.reduce(reduction, loss, axis=None)
       metrics = {key: self.strategy.reduce("mean", value, axis=None)
                  for key, value in metrics.items()}

@@ -24,15 +24,17 @@ from l2f_tf.train.runner import Runner  # noqa: E402
 from l2f_tf.train.trainer import Trainer  # noqa: E402
 
 
-def run(strategy, task_reduction, num_iterations=3, clip=None):
+def run(strategy, task_reduction, num_iterations=3, clip=None, sequential=False,
+        meta_batch_size=4, jit_compile=False):
   with strategy.scope():
     keras.utils.set_random_seed(0)
-    domain = SinusoidRegression(num_shots=3, meta_batch_size=4)
+    domain = SinusoidRegression(num_shots=3, meta_batch_size=meta_batch_size)
     learner = MetaLearner(domain.build_model(), domain.loss_fn, task_reduction=task_reduction,
                           attenuation=TaskConditionedAttenuation())
     trainer = Trainer(learner, domain, tempfile.mkdtemp(), num_iterations=num_iterations,
-                      jit_compile=False, summary_every=2, outer_lr=0.1, outer_optimizer="sgd",
-                      network_grad_clip=clip)
+                      jit_compile=jit_compile, summary_every=2, outer_lr=0.1,
+                      outer_optimizer="sgd", network_grad_clip=clip,
+                      sequential_tasks=sequential, steps_per_call=2)
   Runner(trainer).train()
   return np.concatenate([v.numpy().ravel() for v in learner.meta_variables])
 
@@ -40,13 +42,26 @@ def run(strategy, task_reduction, num_iterations=3, clip=None):
 def main():
   report = {}
   initial = run(tf.distribute.get_strategy(), "mean", num_iterations=0)
-  # A clip of 0.05 is active on many entries: it must act on the summed meta-gradient.
-  for reduction, clip in (("mean", None), ("sum", None), ("sum", 0.05)):
-    single = run(tf.distribute.get_strategy(), reduction, clip=clip)
-    mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), reduction, clip=clip)
+  mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  # A clip of 0.05 is active on many entries: it must act on the summed meta-gradient. The
+  # task-by-task (sequential) path and the XLA-compiled step are split the same way.
+  cases = [("mean", None, False, False), ("sum", None, False, False),
+           ("sum", 0.05, False, False), ("mean", 0.05, True, False), ("sum", None, False, True)]
+  for reduction, clip, sequential, jit in cases:
+    single = run(tf.distribute.get_strategy(), reduction, clip=clip, sequential=sequential,
+                 jit_compile=jit)
+    mirrored = run(mirrored_strategy, reduction, clip=clip, sequential=sequential,
+                   jit_compile=jit)
     diff = np.abs(single - mirrored)
-    report[f"{reduction}, clip {clip}"] = {"max_diff": float(diff.max()),
-                         "max_change": float(np.abs(single - initial).max())}
+    name = f"{reduction}, clip {clip}" + (", sequential" if sequential else "") + \
+        (", jit" if jit else "")
+    report[name] = {"max_diff": float(diff.max()),
+                    "max_change": float(np.abs(single - initial).max())}
+  try:  # 3 tasks cannot be split over 2 replicas.
+    run(mirrored_strategy, "mean", meta_batch_size=3)
+    report["indivisible_error"] = ""
+  except ValueError as error:
+    report["indivisible_error"] = str(error)
   print(json.dumps(report))
 
 

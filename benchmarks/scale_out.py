@@ -14,16 +14,18 @@ measures the cost of splitting and all-reducing, not a speed-up: that needs one 
 or machine) per replica.
 """
 
-import json
+import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
 from absl import app, flags
+
+from l2f_tf.train import distribution
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = flags.DEFINE_list("strategies", ["default", "mirrored", "multi_worker"],
@@ -57,16 +59,6 @@ def rate_of(log_text):
   return float(value) if unit == "meta-iterations/s" else 1.0 / float(value)
 
 
-def free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def run_case(work, strategy, extra, devices):
   root = os.path.join(work, strategy)
   shutil.rmtree(root, ignore_errors=True)
@@ -76,11 +68,9 @@ def run_case(work, strategy, extra, devices):
     if out.returncode:
       raise RuntimeError(out.stderr[-3000:])
     return rate_of(out.stderr)
-  hosts = [f"127.0.0.1:{p}" for p in free_ports(devices)]
   workers = []
-  for index in range(devices):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}))
+  for tf_config in distribution.local_tf_configs(devices):
+    env = dict(os.environ, TF_CONFIG=tf_config)
     workers.append(subprocess.Popen(command(root, strategy, extra), env=env, cwd=REPO,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True))

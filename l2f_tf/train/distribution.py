@@ -23,7 +23,8 @@ worker sees: one machine, or a shared disk).
 import json
 import os
 import shutil
-from typing import Optional
+import socket
+from typing import List, Optional
 
 import gin
 import tensorflow as tf
@@ -71,6 +72,19 @@ def is_chief_task(name: str) -> bool:
   if task_type == "chief":
     return True
   return task_type == "worker" and index == 0 and "chief" not in cluster
+
+
+def local_tf_configs(num_workers: int) -> List[str]:
+  """TF_CONFIG values of a ``num_workers``-worker cluster on this machine (127.0.0.1, free
+  ports), worker i's at index i: for trying multi-worker training on one machine."""
+  sockets = [socket.socket() for _ in range(num_workers)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  hosts = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+  for s in sockets:
+    s.close()
+  return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+          for i in range(num_workers)]
 
 
 def _use_logical_cpus(count: int) -> None:

@@ -112,3 +112,9 @@ def test_few_shot_workers_read_only_their_episodes(tmp_path):
                                       whole[step][field][first:first + count])
   with pytest.raises(ValueError, match="not a share of a meta-batch of 4 tasks"):
     few_shot_domain.train_dataset(seed=5, tasks=(3, 2))
+
+
+def test_tpu_without_a_tpu_says_so():
+  """The TPU path is code only here (no TPU): asking for it fails with a clear message."""
+  with pytest.raises(RuntimeError, match="No TPU found for strategy 'tpu'"):
+    distribution.make_strategy("tpu")

@@ -50,9 +50,9 @@ class Trainer:
       attenuator and inner learning rates are not clipped); None disables.
     summary_every: steps between TensorBoard summaries (gammas, per-step losses, conflict).
     seed: seed of the training task stream.
-    jit_compile: compile each replica's meta-gradient computation with XLA (the all-reduce
-      across replicas and the optimizer update stay outside it: XLA has no collectives on
-      CPUs).
+    jit_compile: compile the step with XLA (with several replicas, each replica's
+      meta-gradient computation: the all-reduce and the update stay outside, since XLA has no
+      collective ops on CPUs).
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
@@ -135,8 +135,8 @@ class Trainer:
   # --- compiled functions ----------------------------------------------------------------------
   def _replica_gradients(self, episodes, first_order: bool, with_metrics: bool):
     """(loss, meta-gradients, metrics) of this replica's tasks; a gradient is None for a
-    variable the loss does not reach. This is the part XLA compiles (``jit_compile``): it has
-    no collective, which XLA cannot compile on CPUs."""
+    variable the loss does not reach. It has no collective op, so XLA (``jit_compile``) can
+    compile it on any device."""
     learner = self.learner
     # Replicas hold T / R tasks each; their gradients are summed in _replica_step.
     scale = 1.0 / self.strategy.num_replicas_in_sync if learner.task_reduction == "mean" else 1.0
@@ -177,13 +177,18 @@ class Trainer:
 
   def _distributed_step(self, first_order: bool, with_metrics: bool):
     """One meta-iteration on every replica, with loss and metrics reduced across replicas."""
+    # XLA compiles the whole replica step (gradients and update) on one replica, and only
+    # the gradients on several: XLA has no collective ops on CPUs.
+    whole = self.jit_compile and self.strategy.num_replicas_in_sync == 1
     gradients_fn = tf.function(
         lambda episodes: self._replica_gradients(episodes, first_order, with_metrics),
-        jit_compile=self.jit_compile)
+        jit_compile=self.jit_compile and not whole)
+    replica_step = tf.function(lambda episodes: self._replica_step(gradients_fn, episodes),
+                               jit_compile=whole)
     reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
 
     def step(episodes):
-      loss, metrics = self.strategy.run(self._replica_step, args=(gradients_fn, episodes))
+      loss, metrics = self.strategy.run(replica_step, args=(episodes,))
       loss = self.strategy.reduce(reduction, loss, axis=None)
       metrics = {key: self.strategy.reduce("mean", value, axis=None)
                  for key, value in metrics.items()}

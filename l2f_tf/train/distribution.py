@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import socket
-from typing import List, Optional
+from typing import List
 
 import gin
 import tensorflow as tf
@@ -104,8 +104,7 @@ def _use_logical_cpus(count: int) -> None:
 
 @gin.configurable
 def make_strategy(name: str = "default", num_cpu_devices: int = 2,
-                  tpu_address: str = "",
-                  collective_timeout: Optional[float] = None) -> tf.distribute.Strategy:
+                  tpu_address: str = "") -> tf.distribute.Strategy:
   """The ``tf.distribute.Strategy`` called ``name`` (see the module docstring).
 
   Args:
@@ -113,11 +112,10 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2,
     num_cpu_devices: for ``mirrored`` on a machine without GPUs: logical CPU devices to
       replicate over (each runs its share of a meta-batch's tasks).
     tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
-    collective_timeout: for ``multi_worker``: seconds after which a collective operation
-      (the meta-gradient all-reduce) that has not completed fails with an error instead of
-      waiting forever for a worker that died; None waits (TensorFlow's health check still
-      aborts the run once a worker stops answering). Set it above the time of the slowest
-      step, including the first step's compilation.
+
+  Under ``multi_worker`` a worker that dies (crash, SIGKILL, lost host) is noticed by
+  TensorFlow's coordination service, which aborts the others' pending all-reduce: they raise
+  an error (see :data:`WORKER_LOST`) within seconds instead of waiting forever.
   """
   _check_name(name)
   if name == "default":
@@ -136,8 +134,7 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2,
     return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker":
     tf_config_task(name)  # A clear error when TF_CONFIG is missing or malformed.
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy()
   # name == "tpu": untested here (no TPU).
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)

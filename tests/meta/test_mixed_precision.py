@@ -257,6 +257,18 @@ def test_float16_inner_loss_scale_keeps_small_support_gradients():
   assert errors["scaled"] < 1e-2 < errors["unscaled"], errors
 
 
+def test_clip_of_a_loss_scaled_gradient_scales_the_limit_and_keeps_overflows():
+  """Clipping must not turn an overflowed (infinite) gradient into a finite one, or the
+  loss-scaling optimizer would apply it instead of skipping the step."""
+  gradient = tf.constant([3.0, -40.0, np.inf, -np.inf])
+  scale = tf.constant(2.0 ** 10)
+  clipped = precision.clip_gradient(gradient * scale, 10.0, scale) / scale
+  np.testing.assert_array_equal(clipped.numpy(), [3.0, -10.0, np.inf, -np.inf])
+  assert np.isnan(precision.clip_gradient(tf.constant([np.nan]), 10.0, scale).numpy()).all()
+  np.testing.assert_array_equal(precision.clip_gradient(gradient, 10.0).numpy(),
+                                [3.0, -10.0, 10.0, -10.0])  # Without loss scaling: as before.
+
+
 class RandomImages(SupervisedDomain):
   """The tiny conv4 problem above as a domain: the same meta-batch at every step."""
 

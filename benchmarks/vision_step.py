@@ -3,6 +3,8 @@
   python benchmarks/vision_step.py                   # every case, each in a fresh process
   python benchmarks/vision_step.py --case=5,5,0,0,1  # one case: shots, steps, first_order,
                                                      # jit, sequential
+  python benchmarks/vision_step.py --precision=mixed_bfloat16  # bfloat16 compute, float32
+                                                               # weights (l2f_tf.precision)
 
 Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
 84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from l2f_tf import precision
 from l2f_tf.data.episode import Episode
 from l2f_tf.meta import sequential
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
@@ -37,6 +40,9 @@ from l2f_tf.models.conv4 import conv4
 CASE = flags.DEFINE_string("case", None,
                            "shots,inner_steps,first_order,jit,sequential (one case).")
 REPEATS = flags.DEFINE_integer("repeats", 5, "Timed meta-iterations per case.")
+PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                              "Keras dtype policy of the network (mixed_float16 is for GPUs and "
+                              "needs the Trainer's loss scaling).")
 
 WAYS, QUERIES, SIZE = 5, 15, 84
 CASES = [  # (label, shots, meta-batch, inner steps, first order, jit, sequential)
@@ -55,11 +61,12 @@ def cross_entropy(y, logits):
 
 
 def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
-            sequential_tasks: bool, repeats: int):
+            sequential_tasks: bool, repeats: int, precision_name: str = "float32"):
   keras.utils.set_random_seed(0)
-  learner = MetaLearner(conv4(num_classes=WAYS, image_shape=(SIZE, SIZE, 3), filters=48),
-                        cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
-                        attenuation=TaskConditionedAttenuation(), task_reduction="sum")
+  with precision.policy_scope(precision_name):
+    learner = MetaLearner(conv4(num_classes=WAYS, image_shape=(SIZE, SIZE, 3), filters=48),
+                          cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
+                          attenuation=TaskConditionedAttenuation(), task_reduction="sum")
   optimizer = keras.optimizers.Adam(1e-3)
   rng = np.random.default_rng(0)
 
@@ -102,16 +109,17 @@ def main(argv):
     shots, steps, first_order, jit, lean = (int(v) for v in CASE.value.split(","))
     meta_batch = 2 if shots == 5 else 4
     print(json.dumps(measure(shots, meta_batch, steps, bool(first_order), bool(jit),
-                             bool(lean), REPEATS.value)))
+                             bool(lean), REPEATS.value, PRECISION.value)))
     return
   print(f"conv4-48, {WAYS}-way, {QUERIES} queries/class, {SIZE}x{SIZE}, 5 inner steps, MAML+L2F, "
-        f"{os.cpu_count()} CPU cores")
+        f"{PRECISION.value}, {os.cpu_count()} CPU cores")
   print(f"{'case':>22} {'meta-gradient':>14} {'XLA':>5} {'s/meta-iteration':>17} "
         f"{'first call s':>13} {'peak MB':>8}")
   for label, shots, _, steps, first_order, jit, lean in CASES:
     out = subprocess.run([sys.executable, os.path.abspath(__file__),
                           f"--case={shots},{steps},{int(first_order)},{int(jit)},{int(lean)}",
-                          f"--repeats={REPEATS.value}"], capture_output=True, text=True)
+                          f"--repeats={REPEATS.value}", f"--precision={PRECISION.value}"],
+                         capture_output=True, text=True)
     kind = "sequential" if lean else "plain"
     if out.returncode:
       print(f"{label:>22} {kind:>14} {str(jit):>5} failed: "

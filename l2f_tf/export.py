@@ -57,7 +57,7 @@ class AdaptAndPredict(tf.Module):
     return {"predictions": self._learner.forward(adaptation.fast_weights, query_x)}
 
   def _batch(self, support_x, support_y, query_x):
-    dtype = tf.as_dtype(self._learner.model.dtype)
+    dtype = self._learner.dtype
     return tf.map_fn(lambda t: self._single(*t), (support_x, support_y, query_x),
                      fn_output_signature={"predictions": dtype})
 

@@ -60,7 +60,8 @@ class SinusoidRegression(SupervisedDomain):
     self.dtype = tf.as_dtype(dtype)
 
   def build_model(self) -> keras.Model:
-    return mlp(dtype=self.dtype.name)
+    # float32 data: the model follows the global dtype policy (float32 or mixed precision).
+    return mlp(dtype=None if self.dtype == tf.float32 else self.dtype.name)
 
   @staticmethod
   def loss_fn(y_true, y_pred):

@@ -113,9 +113,11 @@ class TaskConditionedAttenuation(Attenuation):
     inputs = embedding_dim if self.needs_support_features else num_tensors
     outputs = 2 * num_tensors if self.transform == "affine" else num_tensors
     self.num_tensors = num_tensors
+    # The MLP computes in its variables' dtype (float32 also under a mixed precision policy):
+    # it is tiny, and gamma multiplies every weight of theta.
     self.hidden = keras.layers.Dense(self.hidden_units or num_tensors, activation="relu",
-                                     dtype=self.dtype_policy, name="attenuator_hidden")
-    self.out = keras.layers.Dense(outputs, dtype=self.dtype_policy, name="attenuator_out")
+                                     dtype=self.dtype, name="attenuator_hidden")
+    self.out = keras.layers.Dense(outputs, dtype=self.dtype, name="attenuator_out")
     self.hidden.build((1, inputs))
     self.out.build((1, self.hidden.units))
     self.built = True
@@ -139,7 +141,7 @@ class TaskConditionedAttenuation(Attenuation):
     """
     if embedding is None:
       raise ValueError(f"The {self.embedding} attenuation needs a task embedding.")
-    gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.compute_dtype))
+    gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.dtype))
     theta_bar = []
     for j, p in enumerate(params):
       value = tf.cast(gamma[j], p.dtype) * p

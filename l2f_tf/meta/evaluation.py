@@ -42,7 +42,7 @@ def _make_prediction_fn(learner, max_steps: int, vectorized: bool):
     if vectorized:
       return tf.vectorized_map(one_task, tuple(episodes))
     return tf.map_fn(one_task, tuple(episodes), parallel_iterations=1,
-                     fn_output_signature=tf.as_dtype(learner.model.dtype))
+                     fn_output_signature=learner.dtype)
 
   return tf.function(predict)
 

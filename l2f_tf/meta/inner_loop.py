@@ -56,12 +56,21 @@ class InnerLearningRates(keras.layers.Layer):
     return [values[row, j] for j in range(self.num_tensors)]
 
 
-def gradients(loss_fn: Callable[[Params], tf.Tensor], params: Params):
-  """Returns (loss, d loss / d params) for a loss of explicit parameter tensors."""
+def gradients(loss_fn: Callable[[Params], tf.Tensor], params: Params, loss_scale: float = 1.0):
+  """Returns (loss, d loss / d params) for a loss of explicit parameter tensors.
+
+  ``loss_scale`` (mixed_float16, see ``l2f_tf.precision``): the gradient is taken of the loss
+  times this static factor and divided by it, so that float16 backprop does not underflow; a
+  power of two keeps both exact.
+  """
   with tf.GradientTape(watch_accessed_variables=False) as tape:
     tape.watch(params)
     loss = loss_fn(params)
-  return loss, tape.gradient(loss, params)
+    scaled = loss * loss_scale if loss_scale != 1.0 else loss
+  grads = tape.gradient(scaled, params)
+  if loss_scale != 1.0:
+    grads = [None if g is None else g / loss_scale for g in grads]
+  return loss, grads
 
 
 def as_rate(lr, dtype) -> tf.Tensor:
@@ -87,7 +96,8 @@ def sgd_step(params: Params, grads: Sequence[tf.Tensor], learning_rates: Sequenc
 
 
 def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: Params,
-                        inputs: Params, learning_rates: Sequence) -> Params:
+                        inputs: Params, learning_rates: Sequence,
+                        loss_scale: float = 1.0) -> Params:
   """The second-order SGD step ``theta - lr * d loss_fn(theta, inputs) / d theta`` as one op
   that keeps only its inputs and recomputes itself in the backward pass.
 
@@ -98,16 +108,15 @@ def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: 
       weights such as batch-norm scale/offset), passed explicitly because a custom gradient
       only differentiates with respect to its arguments.
     learning_rates: per tensor; learnable rates get their gradients too.
+    loss_scale: static loss scale of the support gradient (see :func:`gradients`).
   """
   n, m = len(params), len(inputs)
   lrs = [as_rate(lr, p.dtype) for lr, p in zip(learning_rates, params)]
 
   def update(args):
     p, others = list(args[:n]), list(args[n:n + m])
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(p)
-      loss = loss_fn(p, others)
-    return sgd_step(p, tape.gradient(loss, p), args[n + m:])
+    _, grads = gradients(lambda q: loss_fn(q, others), p, loss_scale)
+    return sgd_step(p, grads, args[n + m:])
 
   @tf.custom_gradient
   def step(*args):
@@ -131,7 +140,8 @@ def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: 
 
 def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
                learning_rates: InnerLearningRates, first_order: bool = False,
-               recompute_inputs: Optional[Params] = None) -> List[Params]:
+               recompute_inputs: Optional[Params] = None,
+               loss_scale: float = 1.0) -> List[Params]:
   """Runs ``num_steps`` SGD steps on the support loss from ``initial_params``.
 
   Args:
@@ -144,6 +154,7 @@ def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
     recompute_inputs: if given (second order only: first order has nothing to recompute),
       every step is a :func:`recomputed_sgd_step` and these are the other tensors the loss
       depends on.
+    loss_scale: static loss scale of the support gradients (see :func:`gradients`).
 
   Returns:
     The list of iterates ``[params_0, params_1, ..., params_num_steps]``.
@@ -155,9 +166,9 @@ def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
   for step in range(num_steps):
     rates = learning_rates.for_step(step)
     if recompute_inputs is not None:
-      params = recomputed_sgd_step(loss_fn, params, list(recompute_inputs), rates)
+      params = recomputed_sgd_step(loss_fn, params, list(recompute_inputs), rates, loss_scale)
     else:
-      _, grads = gradients(loss_fn, params)
+      _, grads = gradients(loss_fn, params, loss_scale)
       params = sgd_step(params, grads, rates, first_order)
     iterates.append(params)
   return iterates

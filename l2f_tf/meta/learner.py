@@ -14,6 +14,10 @@ Per task, with theta the inner-loop tensors:
   MAML+L2F:  g = grad L_support(theta) (constant); theta_bar = attenuate(theta, g);
              theta'  = inner_loop(theta_bar)
 and the meta-loss is the query loss at theta', reduced over the tasks of the meta-batch.
+
+Under mixed precision (``l2f_tf.precision``) the network computes in bfloat16 or float16 but
+its variables, the fast weights, its outputs as seen here (:meth:`MetaLearner.forward` casts
+them), the losses and the metrics are in :attr:`MetaLearner.dtype`, the variables' float32.
 """
 
 from typing import Callable, List, NamedTuple, Optional, Protocol, Sequence
@@ -23,6 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from l2f_tf import precision
 from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
                                      prototype_mean_embedding)
@@ -106,12 +111,15 @@ class MetaLearner:
       the query losses over the tasks of a meta-batch.
     metric_fn: optional ``metric_fn(y_true, y_pred)`` of one task (e.g. accuracy), logged after
       each inner step at summary steps.
+    inner_loss_scale: static factor of the support loss in the inner loop's gradients (undone
+      on the gradients); None: ``precision.FLOAT16_INNER_LOSS_SCALE`` when the model computes
+      in float16 (mixed_float16, where small gradients underflow), else 1.
   """
 
   def __init__(self, model: keras.Model, loss_fn: Callable, num_inner_steps: int = 1,
                inner_lr: float = 0.01, learn_inner_lr: bool = False,
                attenuation: Optional[Attenuation] = None, task_reduction: str = "mean",
-               metric_fn: Optional[Callable] = None):
+               metric_fn: Optional[Callable] = None, inner_loss_scale: Optional[float] = None):
     if task_reduction not in TASK_REDUCTIONS:
       raise ValueError(f"MetaLearner.task_reduction must be one of {TASK_REDUCTIONS}, "
                        f"got {task_reduction!r}.")
@@ -127,6 +135,9 @@ class MetaLearner:
     if not self.inner_variables:
       raise ValueError(f"Model {model.name!r} has no inner-loop variables: build it first "
                        "(start it with keras.Input or call it once on a batch).")
+    self.dtype = tf.as_dtype(self.inner_variables[0].dtype)
+    self.inner_loss_scale = float(precision.default_inner_loss_scale(model)
+                                  if inner_loss_scale is None else inner_loss_scale)
     position = {id(v): i for i, v in enumerate(model.trainable_variables)}
     self._inner_positions = [position[id(v)] for v in self.inner_variables]
     shapes = [tuple(v.shape) for v in self.inner_variables]
@@ -175,14 +186,19 @@ class MetaLearner:
     return [v.value for v in self.inner_variables]
 
   # --- functional forward pass -----------------------------------------------------------------
+  # ``self.dtype`` (set in __init__) is the dtype of theta, the fast weights, the outputs of the
+  # methods below and so of every loss and metric: the variables' dtype, float32 also under a
+  # mixed precision whose layers compute in bfloat16 or float16 (``model.dtype`` would not do:
+  # a functional model's own policy need not be its layers').
   def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
-    """The model's output at inner-loop parameters ``params`` (other weights as they are)."""
+    """The model's output at inner-loop parameters ``params`` (other weights as they are), in
+    ``self.dtype``."""
     values = [v.value for v in self.model.trainable_variables]
     for position, value in zip(self._inner_positions, params):
       values[position] = value
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     outputs, _ = self.model.stateless_call(values, non_trainable, x, training=training)
-    return outputs
+    return tf.cast(outputs, self.dtype)
 
   def features(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
     """The input of the model's last layer at inner-loop parameters ``params``."""
@@ -196,7 +212,7 @@ class MetaLearner:
     non_trainable = [v.value for v in self._feature_model.non_trainable_variables]
     outputs, _ = self._feature_model.stateless_call(trainable, non_trainable, x,
                                                     training=training)
-    return outputs
+    return tf.cast(outputs, self.dtype)
 
   def outer_only_values(self) -> List[tf.Tensor]:
     """Values of the trainable variables that the inner loop does not adapt (e.g. BN)."""
@@ -213,7 +229,7 @@ class MetaLearner:
     values = [v if v is not None else next(rest) for v in values]
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     outputs, _ = self.model.stateless_call(values, non_trainable, x, training=True)
-    return self.loss_fn(y, outputs)
+    return self.loss_fn(y, tf.cast(outputs, self.dtype))
 
   def loss_at(self, params, x, y) -> tf.Tensor:
     return self.loss_fn(y, self.forward(params, x))
@@ -235,7 +251,8 @@ class MetaLearner:
     if self.attenuation.needs_support_gradients:
       # L2F's task embedding: gradients at theta with no second-order graph.
       _, support_gradients = inner_loop_lib.gradients(
-          lambda p: self.loss_at(p, support_x, support_y), [tf.stop_gradient(t) for t in theta])
+          lambda p: self.loss_at(p, support_x, support_y), [tf.stop_gradient(t) for t in theta],
+          self.inner_loss_scale)
       return gradient_mean_embedding(support_gradients)
     return None
 
@@ -268,11 +285,12 @@ class MetaLearner:
     if recompute and not first_order:
       iterates = inner_loop_lib.inner_loop(
           lambda p, others: self.loss_with_values(p, others, support_x, support_y), theta_bar,
-          num_steps, self.inner_lrs, recompute_inputs=self.outer_only_values())
+          num_steps, self.inner_lrs, recompute_inputs=self.outer_only_values(),
+          loss_scale=self.inner_loss_scale)
     else:
       iterates = inner_loop_lib.inner_loop(
           lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps,
-          self.inner_lrs, first_order=first_order)
+          self.inner_lrs, first_order=first_order, loss_scale=self.inner_loss_scale)
     return Adaptation(iterates, gamma)
 
   # --- meta-objective --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ get exact gradients too. First order has nothing to recompute and uses the plain
 Measured with ``benchmarks/vision_step.py`` (see the README); the time cost is ~25% more CPU.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
@@ -29,12 +29,17 @@ from l2f_tf.meta import analysis
 _ZERO = tf.UnconnectedGradients.ZERO
 
 
-def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: bool = False):
+def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: bool = False,
+                   loss_scale: Optional[tf.Tensor] = None):
   """(meta-loss, gradients w.r.t. ``learner.meta_variables``, metrics), tasks in sequence.
 
   The same figures as a tape around ``learner.meta_loss``; with ``with_metrics`` the metrics
   also hold the degree of conflict per inner-loop tensor (from the per-task gradients, which
   this loop has anyway). Call inside a ``tf.function``.
+
+  ``loss_scale`` (mixed_float16's dynamic loss scale, see ``l2f_tf.precision``): the gradients
+  are those of the meta-loss times this factor (left for the optimizer to unscale); the
+  returned meta-loss is not scaled.
   """
   variables = learner.meta_variables
   num_tasks = episodes.support_x.shape[0]
@@ -57,7 +62,8 @@ def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: b
       loss, task_metrics = learner.task_query_loss(*task, first_order=first_order,
                                                    with_metrics=with_metrics, recompute=True)
       loss = loss * scale
-    task_grads = tape.gradient(loss, variables, unconnected_gradients=_ZERO)
+      scaled = loss if loss_scale is None else loss * tf.cast(loss_scale, loss.dtype)
+    task_grads = tape.gradient(scaled, variables, unconnected_gradients=_ZERO)
     metrics = {k: metrics[k] + tf.cast(tf.reshape(task_metrics[k], metric_shapes[k]),
                                        tf.float32) for k in metrics}
     if with_metrics:
@@ -69,7 +75,7 @@ def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: b
   task_grads_ta = [tf.TensorArray(variables[j].dtype, size=num_tasks if with_metrics else 0,
                                   element_shape=variables[j].shape)
                    for j in inner_positions] if with_metrics else []
-  init = (tf.constant(0), tf.constant(0.0, variables[0].dtype),
+  init = (tf.constant(0), tf.constant(0.0, learner.dtype),
           [tf.zeros_like(v) for v in variables],
           {k: tf.zeros(s, tf.float32) for k, s in metric_shapes.items()}, task_grads_ta)
   _, total, grads, metrics, task_grads_ta = tf.while_loop(

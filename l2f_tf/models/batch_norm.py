@@ -18,6 +18,11 @@ query set when predicting), as the few-shot meta-learning codes do; there are no
 averages, so ``training`` does not change anything. ``gamma`` and ``beta`` are trained by the
 outer loop only: the layer says so with ``outer_loop_only = True``, which
 ``MetaLearner`` reads when it picks the inner-loop tensors.
+
+Under mixed precision (``l2f_tf.precision``) the layer receives bfloat16 or float16 inputs but
+computes the statistics and the normalisation in float32 (as Keras' own batch norm does: a
+mean over many low-precision values loses digits, and float16 squares overflow), with float32
+``gamma`` and ``beta``, and returns its compute dtype.
 """
 
 import keras
@@ -44,16 +49,23 @@ class BatchNorm(keras.layers.Layer):
     if channels is None:
       raise ValueError(f"{self.name}: the channel (last) axis must be known, got input shape "
                        f"{input_shape}.")
-    self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-    self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+    # autocast=False: read at the variables' dtype (float32), not the compute dtype.
+    self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma",
+                                 autocast=False)
+    self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta",
+                                autocast=False)
 
   def call(self, inputs, training=None):  # pylint: disable=unused-argument
+    input_dtype = inputs.dtype
+    if input_dtype in ("float16", "bfloat16"):
+      inputs = ops.cast(inputs, "float32")
     axes = tuple(range(len(inputs.shape) - 1))
     mean = ops.mean(inputs, axis=axes, keepdims=True)
     centred = inputs - mean
     variance = ops.mean(ops.square(centred), axis=axes, keepdims=True)
-    scale = ops.rsqrt(variance + ops.cast(self.epsilon, inputs.dtype)) * self.gamma
-    return centred * scale + self.beta
+    scale = (ops.rsqrt(variance + ops.cast(self.epsilon, inputs.dtype))
+             * ops.cast(self.gamma, inputs.dtype))
+    return ops.cast(centred * scale + ops.cast(self.beta, inputs.dtype), input_dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import gin
 import keras
 
-from l2f_tf.domains.base import Domain
+from l2f_tf import precision as precision_lib
+from l2f_tf.domains.base import Domain, SupervisedDomain
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import distribution
@@ -21,11 +22,22 @@ from l2f_tf.train.trainer import Trainer
 
 
 @gin.configurable
-def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner) -> MetaLearner:
-  """The domain's network wrapped in a (gin-configured) meta-learner, initialised from seed."""
+def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner,
+                  precision: Optional[str] = None) -> MetaLearner:
+  """The domain's network wrapped in a (gin-configured) meta-learner, initialised from seed.
+
+  The network and the attenuator are built under the Keras dtype policy ``precision`` (None:
+  gin's ``precision.name``, float32 by default; see `l2f_tf.precision`), and the global policy
+  is restored afterwards.
+  """
+  precision = precision_lib.configured() if precision is None else precision_lib.check(precision)
+  if precision != "float32" and not isinstance(domain, SupervisedDomain):
+    raise ValueError(f"Precision {precision!r} is implemented for supervised domains only; "
+                     f"{type(domain).__name__} trains in float32.")
   keras.utils.set_random_seed(seed)
   metric_fn = domain.task_metric if domain.log_metric_per_step else None
-  return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn, metric_fn=metric_fn)
+  with precision_lib.policy_scope(precision):
+    return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn, metric_fn=metric_fn)
 
 
 @gin.configurable

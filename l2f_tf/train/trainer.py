@@ -23,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from l2f_tf import export as export_lib
+from l2f_tf import precision
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis, sequential
 from l2f_tf.meta.learner import MetaLearner
@@ -105,7 +106,9 @@ class Trainer:
     if outer_optimizer not in optimizers:
       raise ValueError(f"Trainer.outer_optimizer must be one of {sorted(optimizers)}, got "
                        f"{outer_optimizer!r}.")
-    self.optimizer = optimizers[outer_optimizer](learning_rate)
+    # mixed_float16 (l2f_tf.precision): wrapped in a dynamic loss-scaling optimizer.
+    self.optimizer = precision.with_loss_scaling(optimizers[outer_optimizer](learning_rate),
+                                                 learner.model)
     self.optimizer.build(learner.meta_variables)
     self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer)
     self.sequential_tasks = sequential_tasks
@@ -140,15 +143,18 @@ class Trainer:
     learner = self.learner
     # Replicas hold T / R tasks each; their gradients are summed in _replica_step.
     scale = 1.0 / self.strategy.num_replicas_in_sync if learner.task_reduction == "mean" else 1.0
+    # mixed_float16: gradients of the loss times the dynamic loss scale, unscaled (or the step
+    # skipped) by the optimizer. None otherwise.
+    loss_scale = precision.dynamic_loss_scale(self.optimizer)
     if self.sequential_tasks:
       loss, grads, metrics = sequential.meta_gradients(learner, episodes, first_order,
-                                                       with_metrics)
+                                                       with_metrics, loss_scale=loss_scale)
       grads = [g * scale for g in grads] if scale != 1.0 else grads
     else:
       with tf.GradientTape() as tape:
         loss, metrics = learner.meta_loss(episodes, first_order=first_order,
                                           with_metrics=with_metrics)
-        scaled = loss * scale
+        scaled = loss * scale if loss_scale is None else loss * scale * loss_scale
       grads = tape.gradient(scaled, learner.meta_variables)
       if with_metrics:  # The sequential path has the per-task gradients anyway.
         metrics["degree_of_conflict"] = analysis.degree_of_conflict(
@@ -160,6 +166,7 @@ class Trainer:
     learner = self.learner
     replicas = self.strategy.num_replicas_in_sync
     loss, grads, metrics = gradients_fn(episodes)
+    loss_scale = precision.dynamic_loss_scale(self.optimizer)  # None unless mixed_float16
     pairs = [(g, v) for g, v in zip(grads, learner.meta_variables) if g is not None]
     if replicas > 1:
       # Clipping applies to the meta-gradient of the whole meta-batch, so sum first. The Keras
@@ -169,7 +176,8 @@ class Trainer:
     network = {id(v) for v in learner.network_variables}
     if self.network_grad_clip is not None:
       c = self.network_grad_clip
-      pairs = [(tf.clip_by_value(g, -c, c) if id(v) in network else g, v) for g, v in pairs]
+      pairs = [(precision.clip_gradient(g, c, loss_scale) if id(v) in network else g, v)
+               for g, v in pairs]
     if replicas > 1:
       pairs = [(g / replicas, v) for g, v in pairs]
     self.optimizer.apply_gradients(pairs)
@@ -210,7 +218,7 @@ class Trainer:
 
       @tf.function
       def loop(iterator, n):
-        loss = tf.constant(0.0, self.learner.model.dtype)
+        loss = tf.constant(0.0, self.learner.dtype)
         for _ in tf.range(n):
           loss, _ = step(next(iterator))
         return loss

@@ -1,0 +1,131 @@
+"""The precision of a run: float32, or mixed precision (low-precision compute, float32 weights).
+
+Chosen in gin with ``precision.name`` (or ``build_learner.precision``):
+  * "float32": everything in float32 (the default);
+  * "mixed_bfloat16": layers compute in bfloat16, variables are float32. bfloat16 has float32's
+    exponent range, so nothing overflows or underflows that would not in float32; it keeps 8
+    significant bits;
+  * "mixed_float16": layers compute in float16, variables are float32, and gradients are
+    loss-scaled (float16's 5 exponent bits underflow below ~6e-8). Meant for GPUs.
+
+The name is a Keras dtype policy: the network (and the L2F attenuator) are built under it
+(:func:`policy_scope`). What stays in float32 under a mixed policy, and where:
+  * every variable (theta, batch-norm scale/offset, the attenuator, the inner learning rates)
+    and the inner loop's fast weights: a layer casts its weights to its compute dtype inside its
+    call, so the gradient of a low-precision forward pass w.r.t. a float32 weight is float32;
+  * losses and metrics: ``MetaLearner.forward`` casts the network's outputs to the variables'
+    dtype, so the support loss, the query meta-loss and the metrics are computed and reduced
+    in float32;
+  * the attenuator's MLP and gamma (``l2f_tf.meta.attenuation``): tiny, and gamma scales every
+    weight;
+  * batch-norm statistics and normalisation (``l2f_tf.models.batch_norm``).
+
+Loss scaling ("mixed_float16" only): the inner loop scales the support loss by a static factor
+(``MetaLearner.inner_loss_scale``, :data:`FLOAT16_INNER_LOSS_SCALE` by default) and unscales its
+gradient; the trainer scales the meta-loss by a dynamic loss scale, kept by a
+:class:`LossScaleOptimizer` that unscales the meta-gradient, skips the update and halves the
+scale when the meta-gradient is not finite (:func:`with_loss_scaling`).
+"""
+
+import contextlib
+from typing import Iterator, Optional
+
+import gin
+import keras
+import tensorflow as tf
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+# The inner loop's static loss scale under float16: a power of two (scaling and unscaling are
+# exact) that lifts activation gradients of order 1e-6..1e-4 out of float16's subnormal range
+# while a cross-entropy's gradient (at most 1 per logit) stays far below float16's 65504.
+FLOAT16_INNER_LOSS_SCALE = 2.0 ** 10
+
+
+def check(name: str) -> str:
+  """``name`` if it is one of :data:`PRECISIONS`; a ValueError naming them otherwise."""
+  if name not in PRECISIONS:
+    raise ValueError(f"Unknown precision {name!r}: choose one of {', '.join(PRECISIONS)}.")
+  return name
+
+
+@gin.configurable("precision")
+def configured(name: str = "float32") -> str:
+  """The precision of the run as configured in gin (``precision.name``), checked."""
+  return check(name)
+
+
+@contextlib.contextmanager
+def policy_scope(name: str) -> Iterator[None]:
+  """Layers created inside use the Keras dtype policy ``name``; the global policy is restored
+  on exit (models built later, e.g. by other tests in the process, are unaffected)."""
+  check(name)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
+def computes_in_float16(model: keras.Model) -> bool:
+  """Whether a layer of ``model`` computes in float16 (mixed_float16): its gradients then need
+  loss scaling."""
+  # pylint: disable-next=protected-access
+  layers = model._flatten_layers(include_self=True, recursive=True)
+  return any(layer.compute_dtype == "float16" for layer in layers)
+
+
+def default_inner_loss_scale(model: keras.Model) -> float:
+  """The inner loop's static loss scale for ``model``: 1 unless it computes in float16."""
+  return FLOAT16_INNER_LOSS_SCALE if computes_in_float16(model) else 1.0
+
+
+class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+  """Keras' dynamic loss scaling, except that a skipped update still counts as an iteration.
+
+  The trainer's step is the optimizer's iteration counter, and the data stream and summaries
+  are functions of the step: counting a skipped meta-iteration (its meta-batch was consumed)
+  keeps step == meta-batches read, so a resumed run reads the same meta-batches as an
+  uninterrupted one. Adam's bias correction then sees one more step than updates, which only
+  matters in the first few hundred steps.
+  """
+
+  def _stateful_handle_non_finite_grads(self):
+    super()._stateful_handle_non_finite_grads()
+    self.iterations.assign_add(1)
+
+
+def with_loss_scaling(optimizer: keras.optimizers.Optimizer, model: keras.Model,
+                      initial_scale: float = 2.0 ** 15,
+                      dynamic_growth_steps: int = 2000) -> keras.optimizers.Optimizer:
+  """``optimizer`` wrapped in a :class:`LossScaleOptimizer` if ``model`` computes in float16,
+  else ``optimizer`` itself. The wrapper expects gradients of the loss times
+  :func:`dynamic_loss_scale`; it halves the scale and skips the update on a non-finite
+  gradient, and doubles it after ``dynamic_growth_steps`` finite ones."""
+  if not computes_in_float16(model):
+    return optimizer
+  return LossScaleOptimizer(optimizer, initial_scale=initial_scale,
+                            dynamic_growth_steps=dynamic_growth_steps)
+
+
+def dynamic_loss_scale(optimizer) -> Optional[tf.Tensor]:
+  """The current loss scale (float32) of a built loss-scaling optimizer, else None."""
+  if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return None
+  return optimizer.dynamic_scale.value
+
+
+def clip_gradient(gradient: tf.Tensor, limit: float,
+                  loss_scale: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Element-wise clip to [-limit, limit] of a gradient that may still be loss-scaled.
+
+  With a ``loss_scale`` (a power of two, so the scaling is exact) the limit is scaled alike
+  and non-finite entries are kept, so that the loss-scaling optimizer still sees them and skips
+  the step (a plain clip would turn an overflowed inf into a finite value).
+  """
+  if loss_scale is None:
+    return tf.clip_by_value(gradient, -limit, limit)
+  scaled_limit = tf.cast(limit * loss_scale, gradient.dtype)
+  clipped = tf.clip_by_value(gradient, -scaled_limit, scaled_limit)
+  return tf.where(tf.math.is_finite(gradient), clipped, gradient)

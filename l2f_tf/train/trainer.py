@@ -69,6 +69,11 @@ class Trainer:
     sequential_tasks: compute the meta-gradient task by task with recomputed inner steps
       (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~25% more CPU.
       Used for images; the sinusoid's tiny tasks are faster all at once.
+    landscape: at summary steps, also log the inner loop's landscape measures
+      (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
+      step's tasks, under ``landscape/`` in TensorBoard. Off by default: a summary step then
+      costs about twice a plain one, and compiling it takes longer.
+    landscape_multipliers: the multiples of the inner step at which the landscape is probed.
   """
 
   def __init__(self, learner: MetaLearner, domain: SupervisedDomain, root_dir: str,
@@ -77,7 +82,9 @@ class Trainer:
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
                summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
-               keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False):
+               keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
+               landscape: bool = False,
+               landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "
                        "For meta-RL bind run_experiment.trainer = @MetaRLTrainer.")
@@ -112,6 +119,11 @@ class Trainer:
     self.optimizer.build(learner.meta_variables)
     self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer)
     self.sequential_tasks = sequential_tasks
+    self.landscape = landscape
+    self.landscape_multipliers = tuple(float(m) for m in landscape_multipliers)
+    if landscape and (not self.landscape_multipliers or min(self.landscape_multipliers) <= 0):
+      raise ValueError("Trainer.landscape_multipliers must be positive multiples of the inner "
+                       f"step, got {tuple(landscape_multipliers)}.")
     if validator is None and domain.validation_split and num_val_episodes > 0:
       validator = validation.Validator(learner, domain, num_val_episodes,
                                        domain.validation_split,
@@ -211,6 +223,20 @@ class Trainer:
       self._steps[key] = tf.function(self._distributed_step(first_order, with_metrics))
     return self._steps[key]
 
+  def landscape_fn(self):
+    """A compiled fn: the step's episodes -> the landscape measures at theta (before the
+    step's update), averaged over the tasks of every replica. Not XLA-compiled: it is called
+    once per summary step, and XLA would spend minutes on its many gradient graphs."""
+    if "landscape" not in self._steps:
+      replica_fn = lambda episodes: tf.reduce_mean(analysis.batch_landscape(
+          self.learner, episodes, self.landscape_multipliers), axis=0)
+      @tf.function
+      def landscape(episodes):
+        values = self.strategy.run(replica_fn, args=(episodes,))
+        return self.strategy.reduce("mean", values, axis=None)
+      self._steps["landscape"] = landscape
+    return self._steps["landscape"]
+
   def train_loop_fn(self, first_order: bool):
     """A compiled loop: ``fn(iterator, n)`` runs n meta-iterations, returns the last loss."""
     if first_order not in self._loops:
@@ -269,6 +295,9 @@ class Trainer:
     # Conflict between the tasks of each replica's share of the meta-batch, averaged.
     write_per_tensor("degree_of_conflict", names, tf.unstack(metrics["degree_of_conflict"]),
                      step)
+    if "landscape" in metrics:  # Before the step's update, on its tasks.
+      for name, value in zip(analysis.LANDSCAPE_MEASURES, tf.unstack(metrics["landscape"])):
+        tf.summary.scalar(f"landscape/{name}", value, step=step)
     learning_rate = self.optimizer.learning_rate
     tf.summary.scalar("outer_lr", learning_rate, step=step)
     if self.learner.inner_lr_variables:
@@ -309,7 +338,10 @@ class Trainer:
       loss = self.train_loop_fn(first_order)(self._iterator, tf.constant(chunk))
     else:
       episodes = next(self._iterator)
+      landscape = self.landscape_fn()(episodes) if with_metrics and self.landscape else None
       loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
+      if landscape is not None:
+        metrics["landscape"] = landscape
     step += chunk
     restart_timing = False
     compiled = ("loop", first_order) if chunk > 1 else ("step", first_order, with_metrics)

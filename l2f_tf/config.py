@@ -77,8 +77,9 @@ def configured_domain():
   return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
 
 
-def restore_learner(root_dir: str):
-  """(domain, learner) of a finished or running experiment.
+def restore_learner(root_dir: str, gin_bindings: Sequence[str] = ()):
+  """(domain, learner) of a finished or running experiment (``gin_bindings`` on top of its
+  config, e.g. a dataset root on this machine).
 
   The weights are those the run exports: its best validated checkpoint when it validates
   (few-shot classification), else its latest checkpoint. Parses the run's
@@ -86,7 +87,7 @@ def restore_learner(root_dir: str):
   """
   gin.clear_config()
   folder = RunFolder(root_dir)
-  parse([folder.config], [])
+  parse([folder.config], list(gin_bindings))
   domain = configured_domain()
   learner = build_learner(domain)
   entries = validation.BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) \

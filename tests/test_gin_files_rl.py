@@ -19,7 +19,7 @@ TINY = ["MetaRLDomain.meta_batch_size = 2", "MetaRLDomain.trajectories_per_task 
         "MetaRLDomain.horizon = 5", "run_experiment.num_eval_tasks = 2",
         "run_experiment.eval_steps = (1, 2)", "MetaRLDomain.hidden_units = (8, 8)",
         "MetaRLTrainer.num_iterations = 2", "Runner.checkpoint_every = 1",
-        "Runner.log_every_seconds = 0",
+        "Runner.log_every_seconds = 0", "MetaRLTrainer.conflict_every = 2",
         "MetaRLDomain.num_workers = 0"]  # worker processes: tests/rl/test_sampler.py
 
 
@@ -47,6 +47,7 @@ def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
   assert {"return_before_adaptation", "return_after_adaptation", "kl", "backtracks",
           "env_steps_per_second"} <= tags
   assert sum(t.startswith("gamma/") for t in tags) == (7 if l2f else 0)
+  assert sum(t.startswith("degree_of_conflict/") for t in tags) == 7  # At iteration 2.
   assert "test/return_after_1_steps" in summary_tags(os.path.join(root, "eval"))
 
 

@@ -187,14 +187,39 @@ def adapted_outputs(learner, support: TaskBatch, query: TaskBatch, embeddings=No
   return vectorized_forward(learner, fast, query.x)
 
 
-def surrogate(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:
-  """TRPO's surrogate loss of the adapted policies (``outputs``), averaged over tasks."""
+def task_surrogates(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:
+  """[T] TRPO's surrogate loss of each task's adapted policy (``outputs``)."""
   def task_surrogate(y, output, old):
     actions, _, _ = pg.unpack_targets(y)
     mean_old, log_std_old = pg.split_output(old)
     return pg.surrogate_loss(y, output, pg.log_prob(actions, mean_old, log_std_old))
 
-  return tf.reduce_mean(_per_task(task_surrogate, query.y, outputs, old_outputs))
+  return _per_task(task_surrogate, query.y, outputs, old_outputs)
+
+
+def surrogate(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:
+  """TRPO's surrogate loss of the adapted policies (``outputs``), averaged over tasks."""
+  return tf.reduce_mean(task_surrogates(query, outputs, old_outputs))
+
+
+def per_task_meta_gradients(learner, support: TaskBatch, query: TaskBatch, old_outputs,
+                            embeddings=None, first_order: bool = False):
+  """d surrogate_t / d theta for every task t (the degree of conflict's u_t, up to sign):
+  [T][num inner tensors]. Each task adapts from its own copy of theta (attenuated by its own
+  gamma for L2F), so the gradient of the sum of the task surrogates w.r.t. copy t is task t's
+  own meta-gradient: one batched backward pass for all tasks."""
+  num_tasks = support.x.shape[0]
+  copies = tile_params([tf.stop_gradient(t) for t in learner.theta()], num_tasks)
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(copies)
+    starts = [learner.attenuate(None, None, theta=[c[i] for c in copies],
+                                embedding=None if embeddings is None else embeddings[i])[0]
+              for i in range(num_tasks)]
+    fast, _ = adapt_tasks(learner, support, first_order=first_order, start=stack_params(starts))
+    loss = tf.reduce_sum(task_surrogates(query, vectorized_forward(learner, fast, query.x),
+                                         old_outputs))
+  gradients = tape.gradient(loss, copies)
+  return [[g[i] for g in gradients] for i in range(num_tasks)]
 
 
 def mean_kl(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.Tensor:

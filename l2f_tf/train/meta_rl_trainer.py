@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from l2f_tf import plots
 from l2f_tf.domains.meta_rl import MetaRLDomain
+from l2f_tf.meta import analysis
 from l2f_tf.rl import envs
 from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl, trpo
@@ -63,13 +64,16 @@ class MetaRLTrainer:
       Hessian at the old policy, where TRPO takes it, and ~1.5x faster; "hessian":
       differentiates the KL gradient through the inner step once more (third order).
       benchmarks/trpo_curvature.py times both on the same batch.
+    conflict_every: every this many meta-iterations, log the degree of conflict per layer
+      (``l2f_tf.meta.analysis``) between the tasks' meta-gradients of the TRPO surrogate, at
+      theta before the step; 0 turns it off.
   """
 
   def __init__(self, learner, domain: MetaRLDomain, root_dir: str, num_iterations: int = 500,
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8,
-               first_order: bool = False, curvature: str = "fisher"):
+               first_order: bool = False, curvature: str = "fisher", conflict_every: int = 10):
     if curvature not in CURVATURES:
       raise ValueError(f"MetaRLTrainer.curvature = {curvature!r}; use one of {CURVATURES}.")
     if not isinstance(domain, MetaRLDomain):
@@ -87,6 +91,9 @@ class MetaRLTrainer:
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
     self.first_order, self.curvature = first_order, curvature
+    if conflict_every < 0:
+      raise ValueError(f"MetaRLTrainer.conflict_every must be >= 0, got {conflict_every}.")
+    self.conflict_every = conflict_every
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
@@ -105,6 +112,7 @@ class MetaRLTrainer:
         reduce_retracing=True)
     self._embed_and_attenuate = tf.function(self._embed_and_attenuate_graph,
                                             reduce_retracing=True)
+    self._conflict = tf.function(self._conflict_graph, reduce_retracing=True)
     self._forward = tf.function(lambda params, x: meta_rl.vectorized_forward(learner, params, x),
                                 reduce_retracing=True)
 
@@ -151,9 +159,23 @@ class MetaRLTrainer:
     return self._trpo_step(batch.support.x, batch.support.y, batch.query.x, batch.query.y,
                            batch.old_outputs, batch.embeddings)
 
+  def _conflict_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
+    gradients = meta_rl.per_task_meta_gradients(
+        self.learner, meta_rl.TaskBatch(support_x, support_y, None),
+        meta_rl.TaskBatch(query_x, query_y, None), old, embeddings, self.first_order)
+    return analysis.degree_of_conflict(gradients)
+
+  def degree_of_conflict(self, batch: IterationBatch) -> np.ndarray:
+    """[num inner tensors] degree of conflict (degrees) of the batch's tasks at theta."""
+    return self._conflict(batch.support.x, batch.support.y, batch.query.x, batch.query.y,
+                          batch.old_outputs, batch.embeddings).numpy()
+
   def train_iteration(self, i: int) -> Dict[str, float]:
     """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""
     batch = self.sample_iteration(i)
+    conflict = None
+    if self.conflict_every and (i + 1) % self.conflict_every == 0:
+      conflict = self.degree_of_conflict(batch)  # Before the step changes theta.
     diagnostics = self.update(batch)
     result = {"return_before_adaptation": meta_rl.summarize_returns(batch.support)["mean"],
               "return_after_adaptation": meta_rl.summarize_returns(batch.query)["mean"],
@@ -161,6 +183,8 @@ class MetaRLTrainer:
     result.update({k: float(v) for k, v in diagnostics.items()})
     if batch.gammas is not None:
       result["gamma"] = np.mean(batch.gammas.numpy(), axis=0)
+    if conflict is not None:
+      result["degree_of_conflict"] = conflict
     return result
 
   def _trpo_step_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
@@ -181,8 +205,8 @@ class MetaRLTrainer:
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     for key, value in result.items():
-      if key == "gamma":
-        write_per_tensor("gamma", self.learner.inner_variable_names, value, step)
+      if key in ("gamma", "degree_of_conflict"):
+        write_per_tensor(key, self.learner.inner_variable_names, value, step)
       else:
         tf.summary.scalar(key, value, step=step)
 

@@ -129,6 +129,37 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
   assert any(differs)
 
 
+@pytest.mark.parametrize("l2f", [False, True])
+def test_per_task_meta_gradients_match_finite_differences_of_each_tasks_surrogate(l2f):
+  # The degree of conflict's u_t for meta-RL: d surrogate_t(theta'_t(theta)) / d theta in
+  # float64, second order through the inner step (and gamma_t * theta for L2F).
+  rng = np.random.default_rng(3)
+  learner = float64_learner(l2f)
+  support, query = random_task_batch(rng, num_tasks=3), random_task_batch(rng, num_tasks=3)
+  embeddings = meta_rl.task_embeddings(learner, support)
+  fast, _ = meta_rl.adapt_tasks(learner, support, embeddings)
+  old = meta_rl.vectorized_forward(learner, fast, query.x) + 0.1
+  gradients = meta_rl.per_task_meta_gradients(learner, support, query, old, embeddings)
+  # Every task's surrogate at once (compiled; it reads the variables at each call).
+  values_fn = tf.function(lambda: meta_rl.task_surrogates(
+      query, meta_rl.adapted_outputs(learner, support, query, embeddings), old))
+  eps = 1e-6
+  for j, variable in enumerate(learner.inner_variables):
+    base = variable.numpy().copy()
+    for i in range(min(base.size, 2)):
+      values = []
+      for sign in (1.0, -1.0):
+        shifted = base.copy().reshape(-1)
+        shifted[i] += sign * eps
+        variable.assign(shifted.reshape(base.shape))
+        values.append(values_fn().numpy())
+      variable.assign(base)
+      fd = (values[0] - values[1]) / (2 * eps)
+      for t in range(3):
+        assert gradients[t][j].numpy().reshape(-1)[i] == pytest.approx(fd[t], rel=1e-5,
+                                                                       abs=1e-9)
+
+
 def test_batched_task_embeddings_equal_the_learners():
   learner = float64_learner(l2f=True)
   probe = random_task_batch(np.random.default_rng(2), num_tasks=3)

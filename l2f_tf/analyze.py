@@ -1,0 +1,241 @@
+"""The paper's analysis figures for one or more finished runs (MAML and MAML+L2F overlaid).
+
+  python -m l2f_tf.analyze --run_dir=runs/glyphs_maml_5shot --run_dir=runs/glyphs_l2f_5shot \
+      --out_dir=runs/analysis_glyphs_5shot
+
+writes to ``--out_dir`` (each figure only when some run has what it needs):
+
+| file | paper | from |
+| --- | --- | --- |
+| landscape.png | Fig. 2 | ``landscape/`` summaries (train with ``Trainer.landscape = True``) |
+| conflict_over_training.png | Fig. 3(a) | ``degree_of_conflict/`` summaries (every run) |
+| conflict_per_task.png | Fig. 3(c) | each supervised run's checkpoint on ``--num_tasks`` test tasks |
+| gamma_per_layer.png | Fig. 3(d) | each L2F supervised run's checkpoint on the test tasks |
+| gamma_over_training.png | (meta-RL) | ``gamma/`` summaries of L2F runs |
+| manual_attenuation_<run>.png | Fig. 3(b) | each MAML supervised run's checkpoint, one layer scaled |
+| analysis.json | | every number plotted, with 95% CIs over tasks |
+
+Supervised runs are restored like ``evaluate``'s runs (the best validated checkpoint when the
+run validates, else the latest); their tasks are the domain's fixed evaluation tasks (the same
+for every run of the domain, so the sweep's differences are paired). Meta-RL runs contribute
+their summaries only.
+"""
+
+import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+
+import json
+import os
+import re
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import gin
+import numpy as np
+from absl import app, flags, logging
+
+from l2f_tf import config
+from l2f_tf.analysis import figures, measures, summaries
+from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.meta import analysis as meta_analysis
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.stats import mean_and_ci95
+
+RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "A run folder (repeat to overlay runs).")
+OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the figures and analysis.json go.")
+NUM_TASKS = flags.DEFINE_integer("num_tasks", 100, "Fixed test tasks of the checkpoint "
+                                 "measures (per-task conflict, gamma, landscape, the sweep).")
+DISTRIBUTION = flags.DEFINE_string("distribution", "test", "Task distribution or split.")
+FIRST_ORDER = flags.DEFINE_bool("first_order", False, "First-order per-task meta-gradients "
+                                "for the per-task conflict (less memory on large images).")
+SWEEP_GAMMAS = flags.DEFINE_list("sweep_gammas", [str(g) for g in measures.DEFAULT_SWEEP_GAMMAS],
+                                 "The manual gammas of the attenuation sweep.")
+SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", None, "Inner steps of the sweep's "
+                                   "adaptation (default: the run's training steps).")
+GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Bindings on top of every run's "
+                                         "config, e.g. a dataset root on this machine.")
+
+
+def describe(run_dir: str) -> Dict[str, str]:
+  """{"kind": "supervised" | "meta_rl", "method": "MAML" | "MAML+L2F" | ..., "label"} from the
+  run's operative config (no model is built)."""
+  folder = RunFolder(run_dir)
+  if not os.path.exists(folder.config):
+    raise ValueError(f"{run_dir} is not a run folder: {folder.config} is missing.")
+  gin.clear_config()
+  config.parse([folder.config], [])
+  trainer = gin.query_parameter("run_experiment.trainer")
+  kind = "meta_rl" if "MetaRLTrainer" in str(trainer) else "supervised"
+  try:
+    attenuation = gin.query_parameter("MetaLearner.attenuation")
+  except ValueError:
+    attenuation = None
+  method = "MAML" if attenuation is None else "MAML+L2F"
+  if attenuation is not None and "task_conditioned" not in str(attenuation):
+    method = f"MAML+{re.sub(r'[@()]', '', str(attenuation))}"
+  gin.clear_config()
+  name = os.path.basename(os.path.normpath(run_dir))
+  return {"kind": kind, "method": method, "label": f"{method} ({name})"}
+
+
+def _summary_series(run_dir: str) -> Dict[str, summaries.Series]:
+  folder = RunFolder(run_dir)
+  try:
+    return summaries.read_scalars(folder.train_summaries)
+  except ValueError as error:
+    logging.warning("%s", error)
+    return {}
+
+
+def _as_json(series: Dict[str, summaries.Series]) -> Dict:
+  return {name: {"steps": steps.tolist(), "values": values.tolist()}
+          for name, (steps, values) in series.items()}
+
+
+def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
+  return {name: mean_and_ci95(values[:, j]) for j, name in enumerate(names)}
+
+
+def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_order: bool,
+                        sweep_gammas: Sequence[float], sweep_steps: Optional[int],
+                        gin_bindings: Sequence[str] = ()) -> Dict:
+  """The measures on a supervised run's restored learner: per-task conflict, gamma (L2F),
+  landscape at the checkpoint and the attenuation sweep (MAML). Arrays are kept under "_"."""
+  domain, learner = config.restore_learner(run_dir, gin_bindings)
+  if not isinstance(domain, SupervisedDomain):
+    raise ValueError(f"{run_dir} is not a supervised run.")
+  if num_tasks < domain.meta_batch_size:
+    raise ValueError(f"--num_tasks={num_tasks} is fewer than one meta-batch of {run_dir} "
+                     f"({domain.meta_batch_size} tasks), which the per-task conflict needs.")
+  names = learner.inner_variable_names
+  result = {"tensors": names, "distribution": distribution, "num_tasks": num_tasks, "_": {}}
+  episodes = domain.eval_batches(distribution, num_tasks)
+  if not measures.meta_evaluation.is_task_batch(episodes):
+    episodes = list(episodes)  # Read the image episodes once for every measure.
+  logging.info("%s: per-task conflict on %d %s tasks...", run_dir, num_tasks, distribution)
+  conflicts = measures.per_task_conflicts(learner, episodes, domain.meta_batch_size, first_order)
+  result["per_task_conflict"] = _stats_per_tensor(conflicts, names)
+  result["per_task_conflict"]["meta_batch_size"] = domain.meta_batch_size
+  result["_"]["conflict"] = conflicts
+  logging.info("%s: landscape at the checkpoint...", run_dir)
+  landscape = measures.landscapes(learner, episodes)
+  result["landscape_at_checkpoint"] = {
+      name: mean_and_ci95(landscape[:, j])
+      for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
+  if learner.attenuation is not None:
+    gammas = measures.gammas(learner, episodes)
+    result["gamma"] = _stats_per_tensor(gammas, names)
+    result["_"]["gamma"] = gammas
+  else:
+    steps = learner.num_inner_steps if sweep_steps is None else sweep_steps
+    logging.info("%s: attenuation sweep (%d layers x %d gammas, %d steps)...", run_dir,
+                 len(measures.layer_groups(names)), len(sweep_gammas), steps)
+    sweep = measures.attenuation_sweep(learner, episodes, domain.task_metric, steps,
+                                       sweep_gammas, vectorized=domain.eval_vectorized)
+    result["attenuation_sweep"] = {
+        "metric": f"{domain.metric_name}_after_{steps}_steps", "layers": sweep["layers"],
+        "gammas": sweep["gammas"], "unscaled": mean_and_ci95(sweep["reference"]),
+        "mean": sweep["mean"].tolist(), "paired_difference": sweep["paired_difference"]}
+    result["_"]["sweep"] = sweep
+  result["metric_name"] = domain.metric_name
+  return result
+
+
+def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
+            distribution: str = "test", first_order: bool = False,
+            sweep_gammas: Sequence[float] = measures.DEFAULT_SWEEP_GAMMAS,
+            sweep_steps: Optional[int] = None, gin_bindings: Sequence[str] = ()) -> Dict:
+  """Writes the figures and analysis.json of the runs to ``out_dir``; returns
+  {"figures": [paths], "runs": {label: numbers}}."""
+  if not run_dirs:
+    raise ValueError("Give at least one --run_dir.")
+  os.makedirs(out_dir, exist_ok=True)
+  runs, written = {}, []
+  landscape, conflict, gamma_series = {}, {}, {}
+  conflict_per_task, gamma_per_task, names_of = {}, {}, {}
+  for run_dir in run_dirs:
+    info = describe(run_dir)
+    label = info["label"]
+    series = _summary_series(run_dir)
+    entry = dict(info, run_dir=run_dir)
+    found = summaries.per_tensor(series, "landscape")
+    if found:
+      landscape[label] = found
+      entry["landscape_over_training"] = _as_json(found)
+    found = summaries.per_tensor(series, "degree_of_conflict")
+    if found:
+      conflict[label] = found
+      entry["conflict_over_training"] = _as_json(found)
+    found = summaries.per_tensor(series, "gamma")
+    if found:
+      gamma_series[label] = found
+    if info["kind"] == "supervised":
+      measured = checkpoint_measures(run_dir, num_tasks, distribution, first_order,
+                                     sweep_gammas, sweep_steps, gin_bindings)
+      arrays = measured.pop("_")
+      entry.update(measured)
+      names_of[label] = measured["tensors"]
+      conflict_per_task[label] = arrays["conflict"]
+      if "gamma" in arrays:
+        gamma_per_task[label] = arrays["gamma"]
+      if "sweep" in arrays:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(os.path.normpath(run_dir)))
+        written.append(figures.plot_attenuation_sweep(
+            os.path.join(out_dir, f"manual_attenuation_{name}.png"), arrays["sweep"],
+            measured["metric_name"], f"{label}: one layer's initialisation scaled by gamma "
+            f"({num_tasks} {distribution} tasks)"))
+    elif found:
+      entry["gamma_over_training"] = _as_json(found)
+    runs[label] = entry
+  if landscape:
+    written.append(figures.plot_landscape(os.path.join(out_dir, "landscape.png"), landscape))
+  if conflict:
+    written.append(figures.plot_per_layer_over_training(
+        os.path.join(out_dir, "conflict_over_training.png"), conflict,
+        "degree of conflict (degrees)", "degree of conflict per layer over meta-training"))
+  rl_gammas = {label: s for label, s in gamma_series.items()
+               if runs[label]["kind"] == "meta_rl"}
+  if rl_gammas:
+    written.append(figures.plot_per_layer_over_training(
+        os.path.join(out_dir, "gamma_over_training.png"), rl_gammas, "gamma",
+        "gamma per layer over meta-training (mean over the meta-batch)"))
+  if conflict_per_task:
+    names = next(iter(names_of.values()))
+    written.append(figures.plot_distributions_per_tensor(
+        os.path.join(out_dir, "conflict_per_task.png"), conflict_per_task, names,
+        "angle to the meta-batch's meta-gradient (degrees)",
+        f"per-task conflict on {num_tasks} {distribution} tasks"))
+  if gamma_per_task:
+    names = names_of[next(iter(gamma_per_task))]
+    written.append(figures.plot_distributions_per_tensor(
+        os.path.join(out_dir, "gamma_per_layer.png"), gamma_per_task, names, "gamma",
+        f"gamma per layer over {num_tasks} {distribution} tasks"))
+  result = {"figures": [os.path.basename(p) for p in written], "runs": runs}
+  path = os.path.join(out_dir, "analysis.json")
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(tmp, path)
+  result["figures"] = written
+  return result
+
+
+def main(argv):
+  del argv
+  if not RUN_DIRS.value or not OUT_DIR.value:
+    raise app.UsageError("Give --run_dir (one or more) and --out_dir.")
+  try:
+    gammas = [float(g) for g in SWEEP_GAMMAS.value]
+  except ValueError as error:
+    raise app.UsageError(f"--sweep_gammas must be numbers: {error}") from None
+  try:
+    result = analyze(RUN_DIRS.value, OUT_DIR.value, NUM_TASKS.value, DISTRIBUTION.value,
+                     FIRST_ORDER.value, gammas, SWEEP_STEPS.value, GIN_BINDINGS.value)
+  except ValueError as error:  # A mistake of the user's: the message names the fix.
+    sys.exit(f"analyze: {error}")
+  for path in result["figures"]:
+    print(path)
+  print(os.path.join(OUT_DIR.value, "analysis.json"))
+
+
+if __name__ == "__main__":
+  app.run(main)

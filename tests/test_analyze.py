@@ -1,0 +1,89 @@
+"""python -m l2f_tf.analyze end to end: tiny MAML and L2F sinusoid runs trained with the
+landscape logged, and a meta-RL run folder whose summaries the test writes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from l2f_tf import analyze, config
+from l2f_tf.train import experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
+        "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
+        "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0",
+        "Trainer.landscape = True", "Trainer.steps_per_call = 1"]
+
+
+@pytest.fixture(scope="module")
+def sinusoid_runs(tmp_path_factory):
+  roots = []
+  for method in ("maml", "l2f"):
+    root = str(tmp_path_factory.mktemp("runs") / method)
+    gin.clear_config()  # A module fixture runs outside the per-test clearing.
+    config.setup_run(root, [os.path.join(REPO, f"gin/sinusoid/{method}_5shot.gin")], TINY)
+    experiment.run_experiment(root)
+    roots.append(root)
+  gin.clear_config()
+  return roots
+
+
+def test_analyze_writes_every_figure_of_two_supervised_runs(sinusoid_runs, tmp_path):
+  out = str(tmp_path / "analysis")
+  result = analyze.analyze(sinusoid_runs, out, num_tasks=6, sweep_gammas=(0.0, 0.5, 1.0))
+  names = sorted(os.path.basename(p) for p in result["figures"])
+  assert names == ["conflict_over_training.png", "conflict_per_task.png", "gamma_per_layer.png",
+                   "landscape.png", "manual_attenuation_maml.png"]
+  for path in result["figures"]:
+    assert os.path.getsize(path) > 10_000, path
+  with open(os.path.join(out, "analysis.json")) as f:
+    saved = json.load(f)
+  maml, l2f = saved["runs"]["MAML (maml)"], saved["runs"]["MAML+L2F (l2f)"]
+  # Summaries at steps 2 and 4, six measures; conflict per tensor.
+  assert maml["landscape_over_training"]["beta_smoothness"]["steps"] == [2, 4]
+  assert len(l2f["conflict_over_training"]) == 6
+  assert set(l2f["gamma"]) == set(l2f["tensors"]) and "attenuation_sweep" not in l2f
+  assert l2f["per_task_conflict"]["dense1/kernel"]["n"] == 6
+  sweep = maml["attenuation_sweep"]
+  assert sweep["layers"] == ["dense1", "dense2", "output"] and sweep["gammas"] == [0, 0.5, 1]
+  assert sweep["metric"] == "mse_after_2_steps"
+  # The same 6 test tasks as the run's own evaluation: the unscaled figure is results.json's.
+  with open(os.path.join(sinusoid_runs[0], "results.json")) as f:
+    evaluated = json.load(f)["evaluations"]["test"]["mse_after_2_steps"]["mean"]
+  assert sweep["unscaled"]["mean"] == pytest.approx(evaluated, rel=1e-6)
+  for row in sweep["paired_difference"]:
+    assert row[-1]["mean"] == 0.0 and row[-1]["ci95"] == 0.0
+
+
+def test_analyze_reads_a_meta_rl_runs_summaries(tmp_path):
+  root = str(tmp_path / "nav_l2f")
+  config.setup_run(root, [os.path.join(REPO, "gin/rl/navigation2d_l2f.gin")], [])
+  writer = tf.summary.create_file_writer(os.path.join(root, "train"))
+  with writer.as_default():
+    for step in range(1, 6):
+      for name in ("dense1/kernel", "output/bias"):
+        tf.summary.scalar(f"gamma/{name}", 0.1 * step, step=step)
+        tf.summary.scalar(f"degree_of_conflict/{name}", 10.0 * step, step=step)
+  writer.close()
+  out = str(tmp_path / "analysis")
+  result = analyze.analyze([root], out)
+  assert sorted(os.path.basename(p) for p in result["figures"]) == [
+      "conflict_over_training.png", "gamma_over_training.png"]
+  run = result["runs"]["MAML+L2F (nav_l2f)"]
+  assert run["kind"] == "meta_rl"
+  np.testing.assert_allclose(run["gamma_over_training"]["output/bias"]["values"],
+                             [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_command_line_names_what_to_fix(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "l2f_tf.analyze",
+                        f"--run_dir={tmp_path / 'nowhere'}", f"--out_dir={tmp_path}"],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 1 and "is not a run folder" in out.stderr
+  assert "Traceback" not in out.stderr

@@ -122,6 +122,14 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
       name: mean_and_ci95(landscape[:, j])
       for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
   if learner.attenuation is not None:
+    # The same weights without the attenuation: what gamma alone does to the landscape.
+    unattenuated = measures.landscapes(learner, episodes, attenuate=False)
+    result["landscape_at_checkpoint_without_attenuation"] = {
+        name: mean_and_ci95(unattenuated[:, j])
+        for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
+    result["landscape_attenuated_minus_unattenuated"] = {
+        name: mean_and_ci95(landscape[:, j] - unattenuated[:, j])
+        for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
     gammas = measures.gammas(learner, episodes)
     result["gamma"] = _stats_per_tensor(gammas, names)
     result["_"]["gamma"] = gammas

@@ -50,6 +50,11 @@ def test_analyze_writes_every_figure_of_two_supervised_runs(sinusoid_runs, tmp_p
   assert len(l2f["conflict_over_training"]) == 6
   assert set(l2f["gamma"]) == set(l2f["tensors"]) and "attenuation_sweep" not in l2f
   assert l2f["per_task_conflict"]["dense1/kernel"]["n"] == 6
+  for name, value in l2f["landscape_attenuated_minus_unattenuated"].items():
+    assert value["mean"] == pytest.approx(
+        l2f["landscape_at_checkpoint"][name]["mean"]
+        - l2f["landscape_at_checkpoint_without_attenuation"][name]["mean"], abs=1e-9)
+  assert "landscape_at_checkpoint_without_attenuation" not in maml
   sweep = maml["attenuation_sweep"]
   assert sweep["layers"] == ["dense1", "dense2", "output"] and sweep["gammas"] == [0, 0.5, 1]
   assert sweep["metric"] == "mse_after_2_steps"

@@ -100,10 +100,13 @@ def per_task_conflicts(learner, episodes, meta_batch_size: int,
 
 
 def landscapes(learner, episodes, multipliers: Sequence[float] =
-               analysis.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50) -> np.ndarray:
+               analysis.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50,
+               attenuate: bool = True) -> np.ndarray:
   """[num_tasks, len(LANDSCAPE_MEASURES)] landscape of the inner loop on each task, averaged
-  over its inner steps (``l2f_tf.meta.analysis.task_landscape``)."""
-  fn = tf.function(lambda batch: analysis.batch_landscape(learner, batch, multipliers))
+  over its inner steps (``l2f_tf.meta.analysis.task_landscape``); ``attenuate=False``: an L2F
+  learner's loop from theta, without its attenuation."""
+  fn = tf.function(lambda batch: analysis.batch_landscape(learner, batch, multipliers,
+                                                          attenuate))
   return _over_batches(fn, episodes, chunk_size)
 
 

@@ -130,21 +130,24 @@ def inner_loop_landscape(loss_fn: Callable, initial_params: Sequence[tf.Tensor],
 
 
 def task_landscape(learner, support_x, support_y,
-                   multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS) -> tf.Tensor:
+                   multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS,
+                   attenuate: bool = True) -> tf.Tensor:
   """:func:`inner_loop_landscape` of a MetaLearner's inner loop on one task (from theta_bar,
   the attenuated initialisation, for L2F), averaged over its inner steps: a vector of the
-  :data:`LANDSCAPE_MEASURES`."""
-  theta_bar, _ = learner.attenuate(support_x, support_y)
+  :data:`LANDSCAPE_MEASURES`. ``attenuate=False`` starts an L2F learner's loop from theta
+  instead: the same weights without the attenuation, a controlled comparison."""
+  theta_bar = learner.attenuate(support_x, support_y)[0] if attenuate else learner.theta()
   rows = inner_loop_landscape(lambda p: learner.loss_at(p, support_x, support_y), theta_bar,
                               max(learner.num_inner_steps, 1), learner.inner_lrs, multipliers)
   return tf.reduce_mean(rows, axis=0)
 
 
-def batch_landscape(learner, episodes, multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS
-                   ) -> tf.Tensor:
+def batch_landscape(learner, episodes, multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS,
+                    attenuate: bool = True) -> tf.Tensor:
   """:func:`task_landscape` of every task of a batch (leading task axis):
   [num_tasks, len(LANDSCAPE_MEASURES)]. Tasks run one after another in a ``tf.map_fn`` (one
   task's graph, whatever the number of tasks; memory of one task at a time)."""
-  return tf.map_fn(lambda task: task_landscape(learner, task[0], task[1], multipliers),
+  return tf.map_fn(lambda task: task_landscape(learner, task[0], task[1], multipliers,
+                                               attenuate),
                    (episodes.support_x, episodes.support_y), parallel_iterations=1,
                    fn_output_signature=tf.TensorSpec([len(LANDSCAPE_MEASURES)], learner.dtype))

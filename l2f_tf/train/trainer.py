@@ -71,8 +71,9 @@ class Trainer:
       Used for images; the sinusoid's tiny tasks are faster all at once.
     landscape: at summary steps, also log the inner loop's landscape measures
       (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
-      step's tasks, under ``landscape/`` in TensorBoard. Off by default: a summary step then
-      costs about twice a plain one, and compiling it takes longer.
+      step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard. It
+      costs a few plain steps' time once per ``summary_every`` steps, about 1% of training
+      (``benchmarks/landscape_cost.py``), and is not XLA-compiled.
     landscape_multipliers: the multiples of the inner step at which the landscape is probed.
   """
 
@@ -83,7 +84,7 @@ class Trainer:
                summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
-               landscape: bool = False,
+               landscape: bool = True,
                landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "

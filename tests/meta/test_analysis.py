@@ -107,6 +107,9 @@ def test_task_landscape_of_l2f_starts_from_the_attenuated_initialisation():
       lambda p: learner.loss_at(p, x, y), learner.theta(), 2, learner.inner_lrs, MULTIPLIERS),
                               axis=0)
   assert not np.allclose(from_theta.numpy(), expected.numpy())
+  np.testing.assert_allclose(  # The controlled comparison: same weights, no attenuation.
+      analysis.task_landscape(learner, x, y, MULTIPLIERS, attenuate=False).numpy(),
+      from_theta.numpy(), rtol=1e-12)
 
 
 def test_batch_landscape_has_one_row_per_task_in_task_order():

@@ -16,7 +16,7 @@ writes to ``--out_dir`` (each figure only when some run has what it needs):
 | analysis.json | | every number plotted, with 95% CIs over tasks |
 
 Supervised runs are restored like ``evaluate``'s runs (the best validated checkpoint when the
-run validates, else the latest); their tasks are the domain's fixed evaluation tasks (the same
+run validates, else the latest; ``--step=N``: any kept checkpoint); their tasks are the domain's fixed evaluation tasks (the same
 for every run of the domain, so the sweep's differences are paired). Meta-RL runs contribute
 their summaries only.
 """
@@ -51,6 +51,8 @@ SWEEP_GAMMAS = flags.DEFINE_list("sweep_gammas", [str(g) for g in measures.DEFAU
                                  "The manual gammas of the attenuation sweep.")
 SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", None, "Inner steps of the sweep's "
                                    "adaptation (default: the run's training steps).")
+STEP = flags.DEFINE_integer("step", None, "Restore every supervised run's checkpoint of this "
+                            "meta-iteration (default: the weights the run exports).")
 GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Bindings on top of every run's "
                                          "config, e.g. a dataset root on this machine.")
 
@@ -97,17 +99,18 @@ def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
 
 def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_order: bool,
                         sweep_gammas: Sequence[float], sweep_steps: Optional[int],
-                        gin_bindings: Sequence[str] = ()) -> Dict:
+                        gin_bindings: Sequence[str] = (), step: Optional[int] = None) -> Dict:
   """The measures on a supervised run's restored learner: per-task conflict, gamma (L2F),
   landscape at the checkpoint and the attenuation sweep (MAML). Arrays are kept under "_"."""
-  domain, learner = config.restore_learner(run_dir, gin_bindings)
+  domain, learner = config.restore_learner(run_dir, gin_bindings, step)
   if not isinstance(domain, SupervisedDomain):
     raise ValueError(f"{run_dir} is not a supervised run.")
   if num_tasks < domain.meta_batch_size:
     raise ValueError(f"--num_tasks={num_tasks} is fewer than one meta-batch of {run_dir} "
                      f"({domain.meta_batch_size} tasks), which the per-task conflict needs.")
   names = learner.inner_variable_names
-  result = {"tensors": names, "distribution": distribution, "num_tasks": num_tasks, "_": {}}
+  result = {"tensors": names, "distribution": distribution, "num_tasks": num_tasks,
+            "checkpoint_step": "exported weights" if step is None else step, "_": {}}
   episodes = domain.eval_batches(distribution, num_tasks)
   if not measures.meta_evaluation.is_task_batch(episodes):
     episodes = list(episodes)  # Read the image episodes once for every measure.
@@ -151,7 +154,8 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
 def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
             distribution: str = "test", first_order: bool = False,
             sweep_gammas: Sequence[float] = measures.DEFAULT_SWEEP_GAMMAS,
-            sweep_steps: Optional[int] = None, gin_bindings: Sequence[str] = ()) -> Dict:
+            sweep_steps: Optional[int] = None, gin_bindings: Sequence[str] = (),
+            step: Optional[int] = None) -> Dict:
   """Writes the figures and analysis.json of the runs to ``out_dir``; returns
   {"figures": [paths], "runs": {label: numbers}}."""
   if not run_dirs:
@@ -178,7 +182,7 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
       gamma_series[label] = found
     if info["kind"] == "supervised":
       measured = checkpoint_measures(run_dir, num_tasks, distribution, first_order,
-                                     sweep_gammas, sweep_steps, gin_bindings)
+                                     sweep_gammas, sweep_steps, gin_bindings, step)
       arrays = measured.pop("_")
       entry.update(measured)
       names_of[label] = measured["tensors"]
@@ -237,7 +241,8 @@ def main(argv):
     raise app.UsageError(f"--sweep_gammas must be numbers: {error}") from None
   try:
     result = analyze(RUN_DIRS.value, OUT_DIR.value, NUM_TASKS.value, DISTRIBUTION.value,
-                     FIRST_ORDER.value, gammas, SWEEP_STEPS.value, GIN_BINDINGS.value)
+                     FIRST_ORDER.value, gammas, SWEEP_STEPS.value, GIN_BINDINGS.value,
+                     STEP.value)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"analyze: {error}")
   for path in result["figures"]:

@@ -5,9 +5,10 @@ same command again reloads that file, with command-line bindings applied on top,
 run is the same experiment even if the gin files have been edited since.
 """
 
+import glob
 import logging as std_logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import gin
 from absl import logging
@@ -77,24 +78,43 @@ def configured_domain():
   return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
 
 
-def restore_learner(root_dir: str, gin_bindings: Sequence[str] = ()):
+def restore_learner(root_dir: str, gin_bindings: Sequence[str] = (),
+                    step: Optional[int] = None):
   """(domain, learner) of a finished or running experiment (``gin_bindings`` on top of its
   config, e.g. a dataset root on this machine).
 
   The weights are those the run exports: its best validated checkpoint when it validates
-  (few-shot classification), else its latest checkpoint. Parses the run's
-  operative_config.gin (replacing the current gin config).
+  (few-shot classification), else its latest checkpoint; or, with ``step``, the checkpoint of
+  that meta-iteration (in checkpoints/ or best/). Parses the run's operative_config.gin
+  (replacing the current gin config).
   """
   gin.clear_config()
   folder = RunFolder(root_dir)
   parse([folder.config], list(gin_bindings))
   domain = configured_domain()
   learner = build_learner(domain)
-  entries = validation.BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) \
-      else []
-  path = entries[0]["path"] if entries else checkpoints.latest(folder.checkpoints)
+  if step is not None:
+    path = _checkpoint_of_step(folder, step)
+  else:
+    entries = validation.BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) \
+        else []
+    path = entries[0]["path"] if entries else checkpoints.latest(folder.checkpoints)
   if path is None:
     raise ValueError(f"{folder.checkpoints} holds no checkpoint: run_experiment.py has not "
                      f"trained in {root_dir} yet.")
   checkpoints.restore_weights(learner, path)
   return domain, learner
+
+
+def _checkpoint_of_step(folder: RunFolder, step: int) -> str:
+  """The path of the checkpoint of meta-iteration ``step`` in checkpoints/ or best/."""
+  found = {}
+  for directory in (folder.checkpoints, folder.best):
+    for index in glob.glob(os.path.join(directory, "ckpt-*.index")):
+      number = os.path.basename(index)[len("ckpt-"):-len(".index")]
+      if number.isdigit():
+        found.setdefault(int(number), index[:-len(".index")])
+  if step not in found:
+    raise ValueError(f"{folder.root} has no checkpoint of step {step}; it keeps steps "
+                     f"{sorted(found) or 'none'}.")
+  return found[step]

@@ -66,6 +66,17 @@ def test_analyze_writes_every_figure_of_two_supervised_runs(sinusoid_runs, tmp_p
     assert row[-1]["mean"] == 0.0 and row[-1]["ci95"] == 0.0
 
 
+def test_analyze_measures_any_kept_checkpoint(sinusoid_runs, tmp_path):
+  result = analyze.analyze(sinusoid_runs[1:], str(tmp_path), num_tasks=3, step=2)
+  run = result["runs"]["MAML+L2F (l2f)"]
+  assert run["checkpoint_step"] == 2
+  _, learner = config.restore_learner(sinusoid_runs[1], step=2)
+  _, final = config.restore_learner(sinusoid_runs[1])
+  assert not np.allclose(learner.theta()[0].numpy(), final.theta()[0].numpy())
+  with pytest.raises(ValueError, match=r"no checkpoint of step 3; it keeps steps \[2, 4\]"):
+    config.restore_learner(sinusoid_runs[1], step=3)
+
+
 def test_analyze_reads_a_meta_rl_runs_summaries(tmp_path):
   root = str(tmp_path / "nav_l2f")
   config.setup_run(root, [os.path.join(REPO, "gin/rl/navigation2d_l2f.gin")], [])

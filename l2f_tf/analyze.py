@@ -40,21 +40,27 @@ from l2f_tf.meta import analysis as meta_analysis
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 
-RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "A run folder (repeat to overlay runs).")
-OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the figures and analysis.json go.")
-NUM_TASKS = flags.DEFINE_integer("num_tasks", 100, "Fixed test tasks of the checkpoint "
-                                 "measures (per-task conflict, gamma, landscape, the sweep).")
-DISTRIBUTION = flags.DEFINE_string("distribution", "test", "Task distribution or split.")
-FIRST_ORDER = flags.DEFINE_bool("first_order", False, "First-order per-task meta-gradients "
-                                "for the per-task conflict (less memory on large images).")
-SWEEP_GAMMAS = flags.DEFINE_list("sweep_gammas", [str(g) for g in measures.DEFAULT_SWEEP_GAMMAS],
-                                 "The manual gammas of the attenuation sweep.")
-SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", None, "Inner steps of the sweep's "
-                                   "adaptation (default: the run's training steps).")
-STEP = flags.DEFINE_integer("step", None, "Restore every supervised run's checkpoint of this "
-                            "meta-iteration (default: the weights the run exports).")
-GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Bindings on top of every run's "
-                                         "config, e.g. a dataset root on this machine.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when this module runs as a program (so that tests
+  can import it beside ``evaluate`` and ``compare``, which define flags of the same names)."""
+  flags.DEFINE_multi_string("run_dir", [], "A run folder (repeat to overlay runs).")
+  flags.DEFINE_string("out_dir", None, "Where the figures and analysis.json go.")
+  flags.DEFINE_integer("num_tasks", 100, "Fixed test tasks of the checkpoint measures "
+                       "(per-task conflict, gamma, landscape, the sweep).")
+  flags.DEFINE_string("distribution", "test", "Task distribution or split.")
+  flags.DEFINE_bool("first_order", False, "First-order per-task meta-gradients for the "
+                    "per-task conflict (less memory on large images).")
+  flags.DEFINE_list("sweep_gammas", [str(g) for g in measures.DEFAULT_SWEEP_GAMMAS],
+                    "The manual gammas of the attenuation sweep.")
+  flags.DEFINE_integer("sweep_steps", None, "Inner steps of the sweep's adaptation (default: "
+                       "the run's training steps).")
+  flags.DEFINE_integer("step", None, "Restore every supervised run's checkpoint of this "
+                       "meta-iteration (default: the weights the run exports).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Bindings on top of every run's config, e.g. a "
+                            "dataset root on this machine.")
 
 
 def describe(run_dir: str) -> Dict[str, str]:
@@ -233,22 +239,23 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
 
 def main(argv):
   del argv
-  if not RUN_DIRS.value or not OUT_DIR.value:
+  if not FLAGS.run_dir or not FLAGS.out_dir:
     raise app.UsageError("Give --run_dir (one or more) and --out_dir.")
   try:
-    gammas = [float(g) for g in SWEEP_GAMMAS.value]
+    gammas = [float(g) for g in FLAGS.sweep_gammas]
   except ValueError as error:
     raise app.UsageError(f"--sweep_gammas must be numbers: {error}") from None
   try:
-    result = analyze(RUN_DIRS.value, OUT_DIR.value, NUM_TASKS.value, DISTRIBUTION.value,
-                     FIRST_ORDER.value, gammas, SWEEP_STEPS.value, GIN_BINDINGS.value,
-                     STEP.value)
+    result = analyze(FLAGS.run_dir, FLAGS.out_dir, FLAGS.num_tasks, FLAGS.distribution,
+                     FLAGS.first_order, gammas, FLAGS.sweep_steps, FLAGS.gin_bindings,
+                     FLAGS.step)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"analyze: {error}")
   for path in result["figures"]:
     print(path)
-  print(os.path.join(OUT_DIR.value, "analysis.json"))
+  print(os.path.join(FLAGS.out_dir, "analysis.json"))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -47,6 +47,7 @@ def test_gin_file_runs_end_to_end(gin_file, tmp_path):
   assert {"meta_loss", "outer_lr", "query_loss_after_step/0",
           "query_loss_after_step/1"} <= tags
   assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6
+  assert sum(t.startswith("landscape/") for t in tags) == 6  # On in gin/sinusoid/setup.gin.
   expected_gammas = 0 if os.path.basename(gin_file).startswith("maml") else 6
   assert sum(t.startswith("gamma/") for t in tags) == expected_gammas
 

@@ -75,6 +75,7 @@ def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   assert sorted(results["validation"]["history"]) == ["1", "2"]
   tags = summary_tags(os.path.join(root, "train"))
   assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6
+  assert sum(t.startswith("landscape/") for t in tags) == 6  # conv4 with batch norm.
   assert {"query_accuracy_after_step/0", "query_accuracy_after_step/2",
           "query_loss_after_step/2"} <= tags
   l2f = "l2f" in os.path.basename(gin_file)

@@ -72,8 +72,10 @@ class Trainer:
     landscape: at summary steps, also log the inner loop's landscape measures
       (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
       step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard. It
-      costs a few plain steps' time once per ``summary_every`` steps, about 1% of training
-      (``benchmarks/landscape_cost.py``), and is not XLA-compiled.
+      costs a few plain steps' time once per ``summary_every`` steps, 1-3% of training, plus
+      2-12 s of tracing once per trainer (``benchmarks/landscape_cost.py``), and is not
+      XLA-compiled. Every experiment's gin setup file turns it on; off here so that a Trainer
+      built in Python (tests, notebooks) does not pay the tracing unasked.
     landscape_multipliers: the multiples of the inner step at which the landscape is probed.
   """
 
@@ -84,7 +86,7 @@ class Trainer:
                summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
-               landscape: bool = True,
+               landscape: bool = False,
                landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "

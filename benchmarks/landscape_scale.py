@@ -39,23 +39,18 @@ def main(argv):
   scaled = [MATCH.value in name for name in names]
   if not any(scaled):
     raise app.UsageError(f"No inner-loop tensor matches --match={MATCH.value!r}: {names}")
-  originals = [v.numpy().copy() for v in learner.inner_variables]
   first = next(iter(meta_evaluation.batches(episodes, 1)))
   print(f"{RUN_DIR.value}: {sum(scaled)} tensors scaled ({MATCH.value!r}), "
         f"{NUM_TASKS.value} test tasks")
   print("| scale | support loss at theta (task 0) | " +
         " | ".join(analysis.LANDSCAPE_MEASURES) + " |")
   print("| --- " * (len(analysis.LANDSCAPE_MEASURES) + 2) + "|")
-  try:
-    for c in (float(s) for s in SCALES.value):
-      for variable, value, hit in zip(learner.inner_variables, originals, scaled):
-        variable.assign(value * c if hit else value)
+  for c in (float(s) for s in SCALES.value):
+    with measures.scaled_inner_variables(learner,
+                                         {j: c for j, hit in enumerate(scaled) if hit}):
       loss = float(learner.loss_at(learner.theta(), first.support_x[0], first.support_y[0]))
       means = measures.landscapes(learner, episodes).mean(axis=0)
-      print(f"| {c:g} | {loss:.4f} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-  finally:
-    for variable, value in zip(learner.inner_variables, originals):
-      variable.assign(value)
+    print(f"| {c:g} | {loss:.4f} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,8 @@ def _as_json(series: Dict[str, summaries.Series]) -> Dict:
 
 
 def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
+  """{name: mean and 95% CI over tasks} of the columns of values [num_tasks, len(names)]
+  (one column per tensor or per landscape measure)."""
   return {name: mean_and_ci95(values[:, j]) for j, name in enumerate(names)}
 
 
@@ -127,18 +129,15 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
   result["_"]["conflict"] = conflicts
   logging.info("%s: landscape at the checkpoint...", run_dir)
   landscape = measures.landscapes(learner, episodes)
-  result["landscape_at_checkpoint"] = {
-      name: mean_and_ci95(landscape[:, j])
-      for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
+  result["landscape_at_checkpoint"] = _stats_per_tensor(landscape,
+                                                        meta_analysis.LANDSCAPE_MEASURES)
   if learner.attenuation is not None:
     # The same weights without the attenuation: what gamma alone does to the landscape.
     unattenuated = measures.landscapes(learner, episodes, attenuate=False)
-    result["landscape_at_checkpoint_without_attenuation"] = {
-        name: mean_and_ci95(unattenuated[:, j])
-        for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
-    result["landscape_attenuated_minus_unattenuated"] = {
-        name: mean_and_ci95(landscape[:, j] - unattenuated[:, j])
-        for j, name in enumerate(meta_analysis.LANDSCAPE_MEASURES)}
+    result["landscape_at_checkpoint_without_attenuation"] = _stats_per_tensor(
+        unattenuated, meta_analysis.LANDSCAPE_MEASURES)
+    result["landscape_attenuated_minus_unattenuated"] = _stats_per_tensor(
+        landscape - unattenuated, meta_analysis.LANDSCAPE_MEASURES)
     gammas = measures.gammas(learner, episodes)
     result["gamma"] = _stats_per_tensor(gammas, names)
     result["_"]["gamma"] = gammas

@@ -13,6 +13,7 @@ domain's ``eval_batches`` gives them), and returns numpy arrays with one row per
 """
 
 import collections
+import contextlib
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
@@ -52,6 +53,21 @@ def meta_batches(episodes, size: int) -> Iterable:
       yield type(merged)(*(f[:size] for f in merged))
       rest = type(merged)(*(f[size:] for f in merged))
       pending = [rest] if int(rest.support_x.shape[0]) else []
+
+
+@contextlib.contextmanager
+def scaled_inner_variables(learner, scales: Dict[int, float]):
+  """Within the block, inner-loop tensor j of ``learner`` holds its value times ``scales[j]``
+  (the others unchanged); every inner-loop variable gets its value back on exit, also on an
+  error. Evaluating inside the block runs the learner's own code on the scaled weights."""
+  originals = [tf.constant(v.numpy()) for v in learner.inner_variables]
+  try:
+    for j, scale in scales.items():
+      learner.inner_variables[j].assign(originals[j] * tf.cast(scale, originals[j].dtype))
+    yield
+  finally:
+    for variable, value in zip(learner.inner_variables, originals):
+      variable.assign(value)
 
 
 def _over_batches(fn, episodes, chunk_size: int) -> np.ndarray:
@@ -130,7 +146,6 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
     # An iterable of batches: keep them, every setting evaluates the same tasks.
     episodes = list(episodes)
   groups = layer_groups(learner.inner_variable_names)
-  originals = [tf.constant(v.numpy()) for v in learner.inner_variables]
   prediction_fn = meta_evaluation.make_prediction_fn(learner, num_steps, vectorized)
 
   def metric_now() -> np.ndarray:
@@ -140,17 +155,10 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
 
   reference = metric_now()
   values = np.zeros([len(groups), len(gammas_to_try), len(reference)])
-  try:
-    for row, indices in enumerate(groups.values()):
-      for column, gamma in enumerate(gammas_to_try):
-        for j in indices:
-          learner.inner_variables[j].assign(originals[j] * tf.cast(gamma, originals[j].dtype))
+  for row, indices in enumerate(groups.values()):
+    for column, gamma in enumerate(gammas_to_try):
+      with scaled_inner_variables(learner, {j: gamma for j in indices}):
         values[row, column] = metric_now()
-        for j in indices:
-          learner.inner_variables[j].assign(originals[j])
-  finally:
-    for variable, value in zip(learner.inner_variables, originals):
-      variable.assign(value)
   return {"layers": list(groups), "gammas": [float(g) for g in gammas_to_try],
           "values": values, "reference": reference, "mean": values.mean(axis=2),
           "paired_difference": [[mean_and_ci95(values[r, c] - reference)

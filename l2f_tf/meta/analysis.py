@@ -90,6 +90,12 @@ def landscape_along_step(loss_fn: Callable, params: Sequence[tf.Tensor], learnin
   Returns:
     A vector of the :data:`LANDSCAPE_MEASURES`, in their order.
   """
+  return _landscape_and_step(loss_fn, params, learning_rates, multipliers)[0]
+
+
+def _landscape_and_step(loss_fn, params, learning_rates, multipliers):
+  """(:func:`landscape_along_step`'s measures, the SGD step lr * g per tensor), so that the
+  inner loop can take its step without differentiating the loss at p_k again."""
   if not multipliers or min(multipliers) <= 0:
     raise ValueError(f"Landscape step multipliers must be positive, got {tuple(multipliers)}.")
   params = [tf.stop_gradient(p) for p in params]
@@ -107,9 +113,10 @@ def landscape_along_step(loss_fn: Callable, params: Sequence[tf.Tensor], learnin
     changes.append(change)
     betas.append(tf.math.divide_no_nan(change, distance))
   losses, changes = tf.stack(losses), tf.stack(changes)
-  return tf.stack([tf.reduce_min(losses), tf.reduce_max(losses),
-                   tf.reduce_max(losses) - tf.reduce_min(losses), tf.reduce_min(changes),
-                   tf.reduce_max(changes), tf.reduce_max(tf.stack(betas))])
+  measures = tf.stack([tf.reduce_min(losses), tf.reduce_max(losses),
+                       tf.reduce_max(losses) - tf.reduce_min(losses), tf.reduce_min(changes),
+                       tf.reduce_max(changes), tf.reduce_max(tf.stack(betas))])
+  return measures, steps
 
 
 def inner_loop_landscape(loss_fn: Callable, initial_params: Sequence[tf.Tensor], num_steps: int,
@@ -122,10 +129,10 @@ def inner_loop_landscape(loss_fn: Callable, initial_params: Sequence[tf.Tensor],
   """
   params, rows = [tf.stop_gradient(p) for p in initial_params], []
   for k in range(num_steps):
-    rates = learning_rates.for_step(k)
-    rows.append(landscape_along_step(loss_fn, params, rates, multipliers))
-    _, grads = inner_loop_lib.gradients(loss_fn, params)
-    params = [tf.stop_gradient(p) for p in inner_loop_lib.sgd_step(params, grads, rates)]
+    measures, steps = _landscape_and_step(loss_fn, params, learning_rates.for_step(k),
+                                          multipliers)
+    rows.append(measures)
+    params = [p - s for p, s in zip(params, steps)]  # The SGD step p_k - lr * g_k.
   return tf.stack(rows)
 
 

@@ -72,8 +72,8 @@ class Trainer:
     landscape: at summary steps, also log the inner loop's landscape measures
       (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
       step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard. It
-      costs a few plain steps' time once per ``summary_every`` steps, 1-3% of training, plus
-      2-12 s of tracing once per trainer (``benchmarks/landscape_cost.py``), and is not
+      costs a few plain steps' time once per ``summary_every`` steps, 1-2% of training, plus
+      2-9 s of tracing once per trainer (``benchmarks/landscape_cost.py``), and is not
       XLA-compiled. Every experiment's gin setup file turns it on; off here so that a Trainer
       built in Python (tests, notebooks) does not pay the tracing unasked.
     landscape_multipliers: the multiples of the inner step at which the landscape is probed.

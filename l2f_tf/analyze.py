@@ -23,7 +23,6 @@ their summaries only.
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
-import json
 import os
 import re
 import sys
@@ -33,7 +32,7 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config
+from l2f_tf import atomic, config
 from l2f_tf.analysis import figures, measures, summaries
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis as meta_analysis
@@ -227,11 +226,7 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
         os.path.join(out_dir, "gamma_per_layer.png"), gamma_per_task, names, "gamma",
         f"gamma per layer over {num_tasks} {distribution} tasks"))
   result = {"figures": [os.path.basename(p) for p in written], "runs": runs}
-  path = os.path.join(out_dir, "analysis.json")
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, path)
+  atomic.write_json(os.path.join(out_dir, "analysis.json"), result, indent=1)
   result["figures"] = written
   return result
 

@@ -11,6 +11,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from l2f_tf import atomic  # noqa: E402
 from l2f_tf.data.sinusoid import SinusoidTasks  # noqa: E402
 
 
@@ -58,8 +59,7 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
   fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 6),
              frameon=False)
   fig.tight_layout(rect=(0, 0.1, 1, 1))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
   return path
 
 
@@ -112,8 +112,7 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
     ax.set_title("attenuation per layer")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
   return path
 
 
@@ -150,6 +149,13 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
     ax.set_aspect("equal")
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  save_figure(fig, path)
+  return path
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> str:
+  """Saves ``fig`` to ``path`` atomically (a kill never leaves half an image) and closes it."""
+  with atomic.path_for(path) as tmp:
+    fig.savefig(tmp, dpi=dpi)
   plt.close(fig)
   return path

@@ -8,18 +8,34 @@
 <root>/results.json           the final evaluation (mean, 95% CI, n)
 <root>/saved_model/           the exported learner
 <root>/<name>.png             figures
+<root>/stages.json            which after-training stages are finished, and for which step
+<root>/.lock                  held by the one process running in the folder
 ```
+
+Every file here is written atomically (`l2f_tf.atomic`): a temporary name, then a rename.
 
 Supervised and meta-RL experiments, the configuration code, the export and the comparison
 tool all find these paths here, so a change of layout is a change of this file only.
 """
 
+import errno
+import fcntl
 import json
 import os
-import tempfile
-from typing import Any, Dict
+import socket
+from typing import Any, Dict, Optional
+
+from absl import logging
+
+from l2f_tf import atomic
 
 CONFIG_NAME = "operative_config.gin"
+LOCK_NAME = ".lock"
+STAGES_NAME = "stages.json"
+
+
+class RunFolderError(ValueError):
+  """The run folder cannot be used (not a folder, not writable, or in use by another run)."""
 
 
 class RunFolder:
@@ -63,20 +79,48 @@ class RunFolder:
     """The path of a figure, e.g. ``figure("test_tasks.png")``."""
     return self._path(name)
 
-  def write_results(self, results: Dict[str, Any]) -> str:
-    """Writes results.json atomically (a temporary file in the folder, then a rename), so a
-    crash never leaves half a file."""
-    os.makedirs(self.root, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=self.root)
+  @property
+  def stages(self) -> str:
+    return self._path(STAGES_NAME)
+
+  def prepare(self) -> None:
+    """Creates the folder, or says clearly why it cannot be used."""
+    if os.path.exists(self.root) and not os.path.isdir(self.root):
+      raise RunFolderError(f"--root_dir {self.root} is a file, not a folder: choose another "
+                           "--root_dir.")
     try:
-      with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-      os.replace(tmp, self.results)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    return self.results
+      os.makedirs(self.root, exist_ok=True)
+    except OSError as error:
+      raise RunFolderError(f"Cannot create the run folder {self.root} ({error.strerror}): "
+                           "choose a --root_dir you can write to.") from error
+    if not os.access(self.root, os.W_OK | os.X_OK):
+      raise RunFolderError(f"The run folder {self.root} is not writable: choose a --root_dir "
+                           "you can write to, or fix its permissions.")
+
+  def write_results(self, results: Dict[str, Any]) -> str:
+    """Writes results.json atomically, so a crash never leaves half a file."""
+    return atomic.write_json(self.results, results)
+
+  def finished_stages(self) -> Dict[str, Any]:
+    """stage name -> the key it was finished with (see :meth:`finish_stage`)."""
+    if not os.path.exists(self.stages):
+      return {}
+    try:
+      with open(self.stages) as f:
+        return json.load(f)
+    except ValueError:  # Written atomically, so only a hand edit gets here: redo the stages.
+      logging.warning("%s is not valid JSON; the stages after training run again.",
+                      self.stages)
+      return {}
+
+  def stage_done(self, name: str, key: Any) -> bool:
+    """Whether stage ``name`` (evaluate, export, plot) was finished with this ``key`` (what it
+    depends on: the trained step and its settings)."""
+    return self.finished_stages().get(name) == json.loads(json.dumps(key))
+
+  def finish_stage(self, name: str, key: Any) -> None:
+    """Records that stage ``name`` finished with ``key`` (after its outputs are in place)."""
+    atomic.write_json(self.stages, {**self.finished_stages(), name: key})
 
   def read_results(self) -> Dict[str, Any]:
     if not os.path.exists(self.results):
@@ -84,3 +128,56 @@ class RunFolder:
                        f"{self.root} (re-run its command to finish it).")
     with open(self.results) as f:
       return json.load(f)
+
+
+class RunLock:
+  """One run per folder: an exclusive ``flock`` on ``<root>/.lock``, which names its holder.
+
+  The operating system releases the lock when its process dies, however it dies (even
+  ``kill -9``), so a lock is never stuck; the file then still names the dead process, and the
+  next run takes it over with a warning. Held for the lifetime of the process that acquired it
+  (or until :meth:`release`).
+  """
+
+  def __init__(self, root: str):
+    self.path = os.path.join(root, LOCK_NAME)
+    self._fd: Optional[int] = None
+
+  def acquire(self) -> "RunLock":
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = _read_holder(fd)
+      os.close(fd)
+      if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      raise RunFolderError(
+          f"Another run is using {os.path.dirname(self.path)}: {holder or 'a process'} holds "
+          f"{self.path}. Wait for it to finish (or stop it), or choose another --root_dir."
+      ) from None
+    previous = _read_holder(fd)
+    if previous:
+      logging.warning("Taking over the run folder lock %s from %s, which is no longer "
+                      "running.", self.path, previous)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.ftruncate(self._fd, 0)  # A clean exit leaves nothing to take over.
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def __enter__(self) -> "RunLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _read_holder(fd: int) -> str:
+  return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()

@@ -1,6 +1,5 @@
 """RunFolder: the layout of a run directory and atomic results."""
 
-import json
 import os
 
 import pytest
@@ -29,7 +28,7 @@ def test_results_are_written_atomically_and_read_back(tmp_path, monkeypatch):
   def crash(*args, **kwargs):
     raise RuntimeError("killed while writing")
 
-  monkeypatch.setattr(json, "dump", crash)
+  monkeypatch.setattr(os, "fsync", crash)  # after the new text is in the temporary file
   with pytest.raises(RuntimeError):
     folder.write_results({"method": "MAML+L2F"})
   monkeypatch.undo()

@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
 import numpy as np  # noqa: E402
 
+from l2f_tf import atomic  # noqa: E402
+
 Series = Tuple[np.ndarray, np.ndarray]  # (steps, values)
 
 # (title, y label, lower tag, upper tag or None for a line): the landscape/ scalars.
@@ -27,7 +29,8 @@ LANDSCAPE_PANELS = (
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with atomic.path_for(path) as tmp:  # a kill never leaves half an image
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
   return path
 

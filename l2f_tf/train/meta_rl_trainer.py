@@ -266,6 +266,9 @@ class MetaRLTrainer:
           params = self._step_from(params, batch.x, batch.y)
     return [np.asarray(values) for values in returns]
 
+  def use_final_weights(self) -> None:
+    """The final weights are the ones exported, and they are loaded already."""
+
   def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
     return rl_export.export(self.learner, path, self.sampler.observation_size,
                             self.sampler.action_size, num_steps=num_steps,

@@ -8,12 +8,18 @@ supplies what differs: its meta-iterations, its evaluation, its export and its f
 * the run folder (`l2f_tf.run_folder.RunFolder`) and its checkpoints, restored on
   construction, so the same command resumes an interrupted run exactly;
 * the loop skeleton: TensorBoard writer for train/, progress lines (meta-iterations/s, ETA),
-  a checkpoint every ``checkpoint_every`` meta-iterations, one on Ctrl-C and one at the end,
-  and an optional time limit;
+  a checkpoint every ``checkpoint_every`` meta-iterations, one on Ctrl-C
+  (`l2f_tf.train.interrupts`) and one at the end, and an optional time limit;
 * the experiment flow (:meth:`Runner.run`): train -> evaluate -> results.json and eval/
-  summaries -> SavedModel -> figure.
+  summaries -> SavedModel -> figure. Each stage after training writes its outputs atomically
+  and is then recorded in stages.json with what it depended on (the step and its settings),
+  so that a run killed at any point finishes, when its command runs again, exactly the stages
+  it had not finished, without training again and without trusting a half-written file.
 """
 
+import hashlib
+import json
+import os
 import time
 from typing import Dict, NamedTuple, Optional, Protocol, Sequence, Tuple
 
@@ -21,9 +27,10 @@ import gin
 import tensorflow as tf
 from absl import logging
 
+from l2f_tf import atomic
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints
+from l2f_tf.train import checkpoints, interrupts
 from l2f_tf.train.evaluation import write_eval_summaries
 
 # Where Runner's cumulative training time sits in a checkpoint.
@@ -83,6 +90,11 @@ class MetaTrainer(Protocol):
   def evaluate(self, num_tasks: int, steps: Sequence[int]) -> Tuple[Dict, Dict]:
     """(evaluations {distribution: {figure: {mean, ci95, n}}}, extra results.json entries)."""
 
+  def use_final_weights(self) -> None:
+    """Loads the weights the run exports and plots (the best validated checkpoint when the
+    trainer validates) into the learner, also when the evaluation that selects them was
+    finished by an earlier call."""
+
   def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
     """Writes the SavedModel of the trained learner to ``path``."""
 
@@ -115,6 +127,7 @@ class Runner:
     self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
     self.max_seconds = max_seconds
     self._clock = None  # updates train_seconds while train() runs
+    self.interrupts = interrupts.InterruptWatcher(lambda: self.manager.latest_checkpoint)
     self.manager = checkpoints.restore_or_initialize(
         trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
     # Training time summed over every call that trained this run (a resumed run counts its
@@ -151,7 +164,7 @@ class Runner:
     self._clock = lambda: self.train_seconds.assign(before + time.perf_counter() - started)
     step, chunk = start, None
     try:
-      with writer.as_default():
+      with writer.as_default(), self.interrupts.active(graceful=True):
         while step < total:
           next_checkpoint = (step // self.checkpoint_every + 1) * self.checkpoint_every
           chunk = trainer.run(min(total, next_checkpoint) - step)
@@ -162,11 +175,16 @@ class Runner:
             self.save()
           if progress.update(step, chunk.message) and progress.steps_per_second:
             tf.summary.scalar("meta_iterations_per_second", progress.steps_per_second, step)
+          if self.interrupts.requested:
+            self.save()
+            raise interrupts.Interrupted(
+                f"Interrupted: saved a checkpoint at meta-iteration {step}; run the same "
+                "command to resume.")
           if self.max_seconds is not None and time.perf_counter() - started > self.max_seconds:
             logging.info("Stopping after meta-iteration %d: Runner.max_seconds = %s.", step,
                          self.max_seconds)
             break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Outside the main thread, where Ctrl-C is not watched.
       self.save()
       logging.warning("Interrupted: saved a checkpoint at meta-iteration %d; run the same "
                       "command to resume.", trainer.step)
@@ -188,9 +206,43 @@ class Runner:
       export_steps: inner steps baked into the SavedModel (default: the training setting).
       plot: save the trainer's figure.
     """
-    trainer = self.trainer
+    trainer, folder = self.trainer, self.folder
     step = self.train()
     eval_steps = sorted(set(eval_steps or range(1, max(trainer.learner.num_inner_steps, 1) + 1)))
+    with self.interrupts.active(graceful=False):
+      results = self._evaluate_stage(step, eval_steps, num_eval_tasks)
+      evaluations = results["evaluations"]
+      export_key = {"step": step, "export_steps": export_steps}
+      if folder.stage_done("export", export_key) and os.path.isdir(folder.saved_model):
+        logging.info("The SavedModel of meta-iteration %d is already in %s.", step,
+                     folder.saved_model)
+      else:
+        trainer.use_final_weights()
+        with atomic.folder_for(folder.saved_model) as tmp:
+          trainer.export(tmp, export_steps, folder.config)
+        folder.finish_stage("export", export_key)
+      plot_key = {"step": step, "num_steps": max(eval_steps),  # and the numbers it draws:
+                  "evaluations": hashlib.sha256(json.dumps(evaluations, sort_keys=True).encode()
+                                                ).hexdigest()}
+      if plot and not folder.stage_done("plot", plot_key):
+        trainer.use_final_weights()
+        trainer.plot(folder, evaluations, max(eval_steps))
+        folder.finish_stage("plot", plot_key)
+    for distribution, figures in evaluations.items():
+      for name, value in figures.items():
+        logging.info("%s %s: %.4f +- %.4f (n=%d)", distribution, name, value["mean"],
+                     value["ci95"], value["n"])
+    return results
+
+  def _evaluate_stage(self, step: int, eval_steps: Sequence[int], num_eval_tasks: int) -> Dict:
+    """results.json (and the eval/ summaries) of meta-iteration ``step``: read back when an
+    earlier call finished them with the same settings, else evaluated and written."""
+    trainer, folder = self.trainer, self.folder
+    key = {"step": step, "eval_steps": list(eval_steps), "num_eval_tasks": num_eval_tasks}
+    if folder.stage_done("evaluate", key) and os.path.exists(folder.results):
+      logging.info("results.json of meta-iteration %d is already written; not evaluating "
+                   "again.", step)
+      return folder.read_results()
     logging.info("Evaluating on %d tasks per distribution...", num_eval_tasks)
     evaluations, extra = trainer.evaluate(num_eval_tasks, eval_steps)
     results = {
@@ -203,13 +255,7 @@ class Runner:
         **extra,
         "evaluations": evaluations,
     }
-    self.folder.write_results(results)
-    write_eval_summaries(self.folder.eval_summaries, step, evaluations)
-    trainer.export(self.folder.saved_model, export_steps, self.folder.config)
-    if plot:
-      trainer.plot(self.folder, evaluations, max(eval_steps))
-    for distribution, figures in evaluations.items():
-      for name, value in figures.items():
-        logging.info("%s %s: %.4f +- %.4f (n=%d)", distribution, name, value["mean"],
-                     value["ci95"], value["n"])
+    folder.write_results(results)
+    write_eval_summaries(folder.eval_summaries, step, evaluations)
+    folder.finish_stage("evaluate", key)
     return results

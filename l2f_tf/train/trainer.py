@@ -396,6 +396,13 @@ class Trainer:
                                                         num_tasks, steps)
     return evaluations, extra
 
+  def use_final_weights(self) -> None:
+    """Loads the best validated checkpoint when the run validates (what :meth:`evaluate`
+    leaves loaded); otherwise the final weights are already loaded."""
+    entries = self.best.entries() if self.best is not None else []
+    if entries:
+      checkpoints.restore_weights(self.learner, entries[0]["path"])
+
   def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
     return export_lib.export(self.learner, path, self.domain.export_signature(), num_steps,
                              config_path=config_path, preprocess=self.domain.export_preprocess,

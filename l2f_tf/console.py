@@ -1,0 +1,149 @@
+"""What a command-line run prints: its own lines, without the third-party noise of every start.
+
+Importing TensorFlow on a CPU-only machine prints C++ log lines that no environment variable
+silences any more (TensorFlow logs them before its logging is initialised): "could not find
+cuda drivers", "failed call to cuInit", "oneDNN custom operations are on", and the notice
+that comes with them. tf-agents pulls in gym, which prints a deprecation banner. During a run,
+TensorFlow's Python modules log INFO lines about SavedModel internals (sharding callbacks,
+renamed signature inputs, fingerprints).
+
+:func:`quiet_third_party` removes exactly those: a line filter on file descriptor 2 (where the
+C++ code writes) drops lines that match :data:`NOISE`, and a logging filter drops INFO records
+of modules that are not l2f_tf's. Warnings and errors of every library still show, and so does
+every line that is not on the list. ``--third_party_logs`` on the command line (or
+``L2F_THIRD_PARTY_LOGS=1`` in the environment) turns the filter off.
+
+Call it first thing in an entry point, before TensorFlow is imported. It does not import
+TensorFlow itself.
+"""
+
+import atexit
+import logging as std_logging
+import os
+import re
+import sys
+import threading
+from typing import Optional, Sequence
+
+from absl import logging as absl_logging  # light: absl does not import TensorFlow
+
+# Lines of third-party start-up noise (matched anywhere in a line of stderr).
+NOISE = (
+    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    r"cudart_stub\.cc.*Could not find cuda drivers",
+    r"cuda_platform\.cc.*failed call to cuInit",
+    r"cuda_executor\.cc.*failed call to cuInit",
+    r"port\.cc.*oneDNN custom operations are on",
+    r"cpu_feature_guard\.cc.*This TensorFlow binary is optimized",
+    r"cpu_feature_guard\.cc.*To enable the following instructions",
+    r"Gym has been unmaintained since 2022",
+    r"Please upgrade to Gymnasium, the maintained drop-in replacement of Gym",
+    r"See the migration guide at https://gymnasium\.farama\.org/introduction/migration_guide/",
+)
+FLAG = "--third_party_logs"
+ENV = "L2F_THIRD_PARTY_LOGS"
+
+_NOISE_RE = re.compile("|".join(NOISE))
+_installed: Optional["_StderrFilter"] = None
+
+
+def is_noise(line: str) -> bool:
+  """Whether ``line`` is third-party start-up noise that the filter drops."""
+  return bool(_NOISE_RE.search(line))
+
+
+class _StderrFilter:
+  """Routes file descriptor 2 through a pipe; a thread copies every line that is not noise to
+  the real stderr. At exit (and on :meth:`close`) the pipe is drained, so nothing printed last
+  (a traceback, a final message) is lost."""
+
+  def __init__(self):
+    sys.stderr.flush()
+    self._real = os.dup(2)
+    read_end, self._write_end = os.pipe()
+    os.dup2(self._write_end, 2)
+    self._thread = threading.Thread(target=self._copy, args=(read_end,), daemon=True,
+                                    name="l2f_tf-stderr-filter")
+    self._thread.start()
+
+  def _copy(self, read_end: int) -> None:
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+      pending = b""
+      while True:
+        chunk = pipe.read(65536)
+        if not chunk:
+          break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+          self._emit(line + b"\n")
+      if pending:
+        self._emit(pending)
+
+  def _emit(self, line: bytes) -> None:
+    if not is_noise(line.decode("utf-8", "replace")):
+      os.write(self._real, line)
+
+  def close(self) -> None:
+    """Puts the real stderr back on descriptor 2 and copies what is still in the pipe."""
+    try:
+      sys.stderr.flush()
+    except (OSError, ValueError):
+      pass
+    if self._write_end is None:
+      return
+    os.dup2(self._real, 2)
+    os.close(self._write_end)
+    self._write_end = None
+    self._thread.join(timeout=5)
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps INFO (and lower) records logged by l2f_tf's code or the entry script; keeps every
+  WARNING and above. Decided by the source file, since TensorFlow logs through absl too."""
+
+  def __init__(self):
+    super().__init__()
+    self._package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    self._script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    path = os.path.abspath(record.pathname) if record.pathname else ""
+    return path.startswith(self._package) or path == self._script
+
+
+def wanted(argv: Sequence[str] = None) -> bool:
+  """Whether the third-party noise should be filtered (no ``--third_party_logs`` flag and no
+  ``L2F_THIRD_PARTY_LOGS=1``)."""
+  argv = sys.argv if argv is None else argv
+  if os.environ.get(ENV, "").strip() not in ("", "0"):
+    return False
+  return not any(a == FLAG or a.startswith(FLAG + "=") and a.split("=", 1)[1] not in
+                 ("0", "false", "False") for a in argv)
+
+
+def quiet_third_party(argv: Sequence[str] = None) -> bool:
+  """Installs the stderr line filter and the INFO filter (once per process) unless
+  :func:`wanted` says no; returns whether they are on."""
+  global _installed
+  if not wanted(argv):
+    return False
+  if _installed is None:
+    _installed = _StderrFilter()
+    atexit.register(_installed.close)
+    info_filter = _OwnInfoOnly()
+    for name in ("", "tensorflow"):  # TensorFlow's logger has a handler of its own.
+      logger = std_logging.getLogger(name)
+      logger.addFilter(info_filter)
+      for handler in logger.handlers:
+        handler.addFilter(info_filter)
+    absl_logging.get_absl_handler().addFilter(info_filter)
+  return True
+
+
+def flush() -> None:
+  """Copies everything written so far to the real stderr (before ``os._exit``)."""
+  if _installed is not None:
+    _installed.close()

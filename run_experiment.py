@@ -42,9 +42,7 @@ def define_flags():
   flags.DEFINE_bool("resume", False, "Continue the run in --root_dir with its own "
                     "operative_config.gin even if --gin_file or --gin_bindings describe another "
                     "experiment (bindings apply on top); without it such a run is refused.")
-  flags.DEFINE_bool("third_party_logs", False, "Show the start-up noise of TensorFlow, CUDA "
-                    "and gym, and TensorFlow's INFO lines (hidden by default; warnings and "
-                    "errors always show).")
+  console.define_flag()
 
 
 def user_message(error: BaseException) -> str:

@@ -22,6 +22,10 @@ their summaries only.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from l2f_tf import console
+
+if __name__ == "__main__":
+  console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
 import os
 import re
@@ -252,4 +256,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
+  console.define_flag()
   app.run(main)

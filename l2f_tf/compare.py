@@ -8,6 +8,10 @@ the first run's domain (so its evaluation tasks) and draws every learner on each
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from l2f_tf import console
+
+if __name__ == "__main__":
+  console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
 import os
 from typing import Dict, List
@@ -84,4 +88,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  console.define_flag()
   app.run(main)

@@ -25,6 +25,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from absl import flags
 from absl import logging as absl_logging  # light: absl does not import TensorFlow
 
 # Lines of third-party start-up noise (matched anywhere in a line of stderr).
@@ -141,6 +142,15 @@ def quiet_third_party(argv: Sequence[str] = None) -> bool:
         handler.addFilter(info_filter)
     absl_logging.get_absl_handler().addFilter(info_filter)
   return True
+
+
+def define_flag() -> None:
+  """Defines ``--third_party_logs`` for absl (once), so that an entry point accepts it; its
+  value is read from the command line by :func:`wanted` before absl parses it."""
+  if "third_party_logs" not in flags.FLAGS:
+    flags.DEFINE_bool("third_party_logs", False, "Show the start-up noise of TensorFlow, CUDA "
+                      "and gym, and TensorFlow's INFO lines (hidden by default; warnings and "
+                      "errors always show).")
 
 
 def flush() -> None:

@@ -1,0 +1,124 @@
+"""Atomic writes (l2f_tf.atomic), the run-folder lock and the record of finished stages."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from l2f_tf import atomic
+from l2f_tf.run_folder import RunFolder, RunFolderError, RunLock
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+  path = str(tmp_path / "results.json")
+  atomic.write_json(path, {"a": 1})
+  with pytest.raises(RuntimeError):
+    with atomic.path_for(path) as tmp:
+      with open(tmp, "w") as f:
+        f.write('{"a": ')  # half a file
+      raise RuntimeError("killed while writing")
+  assert open(path).read() == '{\n  "a": 1\n}\n'
+  assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_the_temporary_name_keeps_the_extension(tmp_path):
+  with atomic.path_for(str(tmp_path / "figure.png")) as tmp:
+    assert tmp.endswith(".png") and os.path.dirname(tmp) == str(tmp_path)
+    open(tmp, "wb").close()
+  assert os.listdir(tmp_path) == ["figure.png"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+  path = str(tmp_path / "saved_model")
+  for version in ("old", "new"):
+    with atomic.folder_for(path) as tmp:
+      os.makedirs(os.path.join(tmp, "variables"))
+      with open(os.path.join(tmp, "saved_model.pb"), "w") as f:
+        f.write(version)
+  assert open(os.path.join(path, "saved_model.pb")).read() == "new"
+  with pytest.raises(RuntimeError):
+    with atomic.folder_for(path) as tmp:
+      os.makedirs(tmp)
+      raise RuntimeError("killed while exporting")
+  assert open(os.path.join(path, "saved_model.pb")).read() == "new"
+  assert os.listdir(tmp_path) == ["saved_model"]
+
+
+def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
+  (tmp_path / ".results.json.abc.tmp.json").write_text("{")
+  (tmp_path / ".saved_model.xyz.tmp").mkdir()
+  (tmp_path / "results.json").write_text("{}")
+  assert atomic.remove_leftovers(str(tmp_path)) == 2
+  assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_stages_are_done_only_for_the_same_key(tmp_path):
+  folder = RunFolder(str(tmp_path))
+  assert not folder.stage_done("evaluate", {"step": 3})
+  folder.finish_stage("evaluate", {"step": 3, "eval_steps": (1, 2)})
+  folder.finish_stage("export", {"step": 3})
+  assert folder.stage_done("evaluate", {"step": 3, "eval_steps": [1, 2]})
+  assert not folder.stage_done("evaluate", {"step": 4, "eval_steps": [1, 2]})
+  assert folder.stage_done("export", {"step": 3})
+
+
+def test_a_root_dir_that_is_a_file_or_cannot_be_created_is_named(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(RunFolderError, match="is a file, not a folder"):
+    RunFolder(str(tmp_path / "file")).prepare()
+  with pytest.raises(RunFolderError, match="Cannot create the run folder"):
+    RunFolder(str(tmp_path / "file" / "run")).prepare()
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from l2f_tf.run_folder import RunLock
+    RunLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_one_run_per_folder_and_a_dead_holder_is_taken_over(tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunFolderError, match=f"Another run is using .*PID {holder.pid}"):
+      RunLock(str(tmp_path)).acquire()
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  # The OS released the dead holder's lock; its PID is still written in the file.
+  assert f"PID {holder.pid}" in (tmp_path / ".lock").read_text()
+  with RunLock(str(tmp_path)) as lock:
+    assert f"PID {os.getpid()}" in (tmp_path / ".lock").read_text()
+    assert lock.path == str(tmp_path / ".lock")
+  assert (tmp_path / ".lock").read_text() == ""  # released cleanly: nothing to take over
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_by_the_command(tmp_path):
+  """run_experiment.py names the process that holds the folder, exits 1, and writes nothing
+  into the folder."""
+  holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "run_experiment.py", f"--root_dir={tmp_path}",
+         "--gin_bindings=Trainer.num_iterations = 1"],
+        capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=300)
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  assert result.returncode == 1, result.stderr
+  assert f"Another run is using {tmp_path}: PID {holder.pid}" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert sorted(os.listdir(tmp_path)) == [".lock"]
+  assert time.time() - started < 120

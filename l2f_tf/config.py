@@ -7,11 +7,13 @@ run is the same experiment even if the gin files have been edited since.
 
 import atexit
 import collections.abc
+import difflib
 import fnmatch
 import glob
 import inspect
 import logging as std_logging
 import os
+import re
 import types
 import typing
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -57,9 +59,30 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings))
   except (ValueError, KeyError, TypeError, SyntaxError) as error:
-    raise ValueError(f"Bad gin configuration ({error}). Check the --gin_bindings and gin files "
-                     f"{list(gin_files)}; every binding must name a configurable of l2f_tf, "
-                     "e.g. Trainer.num_iterations = 1000.") from error
+    raise ValueError(f"Bad gin configuration ({error}).{_suggestion(str(error))} Check the "
+                     f"--gin_bindings and gin files {list(gin_files)}; every binding must name "
+                     "a configurable of l2f_tf, e.g. Trainer.num_iterations = 1000.") from error
+
+
+def _suggestion(message: str) -> str:
+  """" Did you mean ...?" for a misspelt configurable or parameter in a gin error message."""
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
+  parameter = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'",
+                        message)
+  if parameter:
+    match = registry.get_match(parameter.group(1))
+    if match is None:
+      return ""
+    target = match.wrapped.__init__ if inspect.isclass(match.wrapped) else match.wrapped
+    names = list(inspect.signature(target).parameters)
+    close = difflib.get_close_matches(parameter.group(2), names, n=3)
+  else:
+    configurable = re.search(r"No configurable matching '([\w.]+)'", message)
+    if not configurable:
+      return ""
+    names = sorted({m.name for _, m in registry.items()})
+    close = difflib.get_close_matches(configurable.group(1), names, n=3)
+  return f" Did you mean {' or '.join(close)}?" if close else ""
 
 
 # Bindings that may differ when a trained run is resumed: how long it trains, how it is

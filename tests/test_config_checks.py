@@ -56,8 +56,12 @@ def test_well_typed_bindings_and_every_gin_file_pass():
 def test_typos_in_paths_and_bindings_name_the_fix(tmp_path):
   with pytest.raises(ValueError, match="--gin_file gin/sinusoid/maml_5shto.gin does not exist"):
     config.setup_run(str(tmp_path), ["gin/sinusoid/maml_5shto.gin"], [])
-  with pytest.raises(ValueError, match="Bad gin configuration.*num_iteratons"):
+  with pytest.raises(ValueError, match="(?s)Bad gin configuration.*num_iteratons.*Did you mean "
+                                       "num_iterations\\?"):
     config.setup_run(str(tmp_path), [MAML], ["Trainer.num_iteratons = 3"])
+  with pytest.raises(ValueError, match="(?s)No configurable matching 'Trainr'.*Did you mean "
+                                       "Trainer"):
+    config.setup_run(str(tmp_path), [MAML], ["Trainr.num_iterations = 3"])
 
 
 def test_a_trained_folder_refuses_another_experiment(tmp_path):

@@ -38,6 +38,7 @@ from absl import app, flags, logging
 
 from l2f_tf import atomic, config
 from l2f_tf.analysis import figures, measures, summaries
+from l2f_tf.data import episodic
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis as meta_analysis
 from l2f_tf.run_folder import RunFolder
@@ -124,7 +125,8 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
             "checkpoint_step": "exported weights" if step is None else step, "_": {}}
   episodes = domain.eval_batches(distribution, num_tasks)
   if not measures.meta_evaluation.is_task_batch(episodes):
-    episodes = list(episodes)  # Read the image episodes once for every measure.
+    with episodic.raise_data_errors():
+      episodes = list(episodes)  # Read the image episodes once for every measure.
   logging.info("%s: per-task conflict on %d %s tasks...", run_dir, num_tasks, distribution)
   conflicts = measures.per_task_conflicts(learner, episodes, domain.meta_batch_size, first_order)
   result["per_task_conflict"] = _stats_per_tensor(conflicts, names)

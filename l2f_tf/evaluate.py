@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from l2f_tf import config, export
+from l2f_tf.data import episodic
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta.evaluation import batches
 from l2f_tf.stats import mean_and_ci95
@@ -60,11 +61,12 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
     if distribution not in known:
       raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
     values = []
-    for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
-                         batch_size):
-      predictions = loaded.predict_batch(*(np.asarray(field) for field in batch[:3]))
-      values.extend(float(domain.task_metric(y, p))
-                    for y, p in zip(np.asarray(batch.query_y), predictions))
+    with episodic.raise_data_errors():
+      for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
+                           batch_size):
+        predictions = loaded.predict_batch(*(np.asarray(field) for field in batch[:3]))
+        values.extend(float(domain.task_metric(y, p))
+                      for y, p in zip(np.asarray(batch.query_y), predictions))
     name = f"{domain.metric_name}_after_{loaded.num_steps}_steps"
     results[distribution] = {name: mean_and_ci95(np.array(values))}
   return results

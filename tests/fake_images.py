@@ -1,5 +1,6 @@
 """Tiny image datasets written by tests in the real on-disk layouts."""
 
+import io
 import os
 
 import numpy as np
@@ -31,6 +32,13 @@ def write_class_folders(root: str, classes=(6, 5, 5), images_per_class: int = 8,
         Image.fromarray(coded_image(s, c, i, size)).save(
             os.path.join(folder, f"n{s:02d}{c:06d}_{i:04d}{extension}"))
   return root
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+  """PNG bytes of a uint8 H x W (x 3) array."""
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format="PNG")
+  return buffer.getvalue()
 
 
 def decode_codes(images: np.ndarray):

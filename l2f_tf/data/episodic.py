@@ -8,7 +8,10 @@ with the same seed sees the same evaluation episodes (paired comparisons).
 Images are decoded lazily, episode by episode, by the dataset readers (`l2f_tf.data.readers`),
 in parallel tf.data map calls (Pillow releases the GIL while decoding), so a split never has
 to fit in memory. An image that cannot be decoded is skipped with a warning (once per image)
-and replaced by another image of the same class. Pixels leave the reader as uint8 and are
+and replaced by another image of the same class; a class left with fewer than K + Q readable
+images raises a `DatasetError` naming its bad files. tf.data reports that error as a
+`tf.errors.OpError` holding a traceback: `raise_data_errors` turns it back into the
+`DatasetError` around code that iterates over episodes. Pixels leave the reader as uint8 and are
 scaled to [0, 1] and normalised (ImageNet mean/std for the ImageNet sets) in TensorFlow.
 
 Layout of one episode (labels 0..N-1; support and query are class-major):
@@ -18,6 +21,8 @@ Layout of one episode (labels 0..N-1; support and query are class-major):
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 from typing import Optional, Tuple
 
@@ -28,11 +33,12 @@ from absl import logging
 from l2f_tf.data.episode import Episode
 from l2f_tf.data.readers import (ClassIndex, DatasetError, ImageDecodeError,
                                  check_enough_classes, check_enough_images, load_image)
-from l2f_tf.data.readers.common import describe_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", "unit")
+# A DatasetError (or subclass) raised in a numpy_function, as tf.data's OpError quotes it.
+_QUOTED_ERROR = re.compile(r"\b(?:DatasetError|ImageDecodeError): ([^\n]+)")
 
 
 class EpisodeSampler:
@@ -54,11 +60,12 @@ class EpisodeSampler:
       if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     check_enough_classes(class_index, num_ways)
-    check_enough_images(class_index, num_shots + num_queries)
+    check_enough_images(class_index, num_shots + num_queries,
+                        needed_as=f"num_shots={num_shots} + num_queries={num_queries}")
     self.class_index = class_index
     self.num_ways, self.num_shots, self.num_queries = num_ways, num_shots, num_queries
     self._classes = [class_index[name] for name in class_index.class_names]
-    self._bad_sources = set()
+    self._bad_sources = {}  # (class id, image id) -> its ImageDecodeError.
     self._lock = threading.Lock()
 
   @property
@@ -78,26 +85,30 @@ class EpisodeSampler:
     sources = self._classes[class_id]
     images = []
     for image_id in order:
-      source = sources[image_id]
       key = (class_id, int(image_id))
       if key in self._bad_sources:
         continue
       try:
-        images.append(load_image(source, self.class_index.image_size,
+        images.append(load_image(sources[image_id], self.class_index.image_size,
                                  self.class_index.channels))
       except ImageDecodeError as error:
         with self._lock:
           if key not in self._bad_sources:
-            self._bad_sources.add(key)
-            logging.warning("Skipping image %s: %s", describe_source(source), error)
+            self._bad_sources[key] = error
+            logging.warning("Skipping an unreadable image (another of its class replaces it): "
+                            "%s", error)
         continue
       if len(images) == needed:
         return np.stack(images)
+    bad = [error for (c, _), error in sorted(self._bad_sources.items()) if c == class_id]
+    first = f" (first: {bad[0].image}: {bad[0].problem})" if bad else ""
     name = self.class_index.class_names[class_id]
     raise DatasetError(
         f"Class {name!r} in split {self.class_index.split!r} of {self.class_index.root} has "
-        f"fewer than {needed} readable images (shots + queries) after skipping unreadable "
-        "files: restore its images or lower num_shots/num_queries.")
+        f"{len(images)} readable images, fewer than the {needed} needed (num_shots="
+        f"{self.num_shots} + num_queries={self.num_queries}): {len(bad)} of its "
+        f"{len(sources)} images cannot be decoded{first}; re-extract them or lower "
+        "num_shots/num_queries.")
 
   def load(self, seed: int, episode: int):
     """uint8 support_x, int32 support_y, uint8 query_x, int32 query_y of one episode."""
@@ -108,6 +119,24 @@ class EpisodeSampler:
     support = per_class[:, :k].reshape(n * k, *per_class.shape[2:])
     query = per_class[:, k:].reshape(n * self.num_queries, *per_class.shape[2:])
     return support, labels(k), query, labels(self.num_queries)
+
+
+@contextlib.contextmanager
+def raise_data_errors():
+  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes as the DatasetError.
+
+  An exception of `EpisodeSampler.load` reaches the code iterating over the dataset as a
+  `tf.errors.OpError` whose message quotes the Python traceback; inside this context its
+  one-line message is raised again as a `DatasetError` (a ValueError) from the OpError. Other
+  errors pass unchanged.
+  """
+  try:
+    yield
+  except tf.errors.OpError as error:
+    quoted = _QUOTED_ERROR.search(error.message or "")
+    if quoted is None:
+      raise
+    raise DatasetError(quoted.group(1).strip()) from error
 
 
 def normalize_images(images: tf.Tensor, normalization: Optional[str] = "imagenet") -> tf.Tensor:

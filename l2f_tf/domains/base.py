@@ -44,6 +44,13 @@ class Domain(abc.ABC):
   task_metric: Optional[Callable] = None
   """``task_metric(y_true, y_pred)``: the per-task evaluation figure, or None."""
 
+  def check_data(self) -> None:
+    """Raises a ValueError naming the fix if the domain's data cannot serve the whole run.
+
+    Called once before training, so that a bad dataset fails at once rather than at the first
+    validation or the final evaluation. Default: nothing to check.
+    """
+
 
 def check_task_share(tasks: Optional[Tuple[int, int]], meta_batch_size: int) -> Tuple[int, int]:
   """(first, count) of a share of a meta-batch, checked; (0, meta_batch_size) for None."""

@@ -41,7 +41,8 @@ class FewShotClassification(SupervisedDomain):
   Args:
     root: the dataset folder (any layout of `l2f_tf.data.readers`), or in gin a call such as
       ``@ensure_glyphs()`` that returns one.
-    name: name of the dataset in results (e.g. "mini_imagenet").
+    name: name of the dataset in results (e.g. "mini_imagenet"); "mini_imagenet",
+      "tiered_imagenet" and "omniglot" also make a root holding another of these an error.
     num_ways: N, classes per task.
     num_shots: K, support images per class.
     num_queries: Q, query images per class (15 in the reference).
@@ -85,14 +86,32 @@ class FewShotClassification(SupervisedDomain):
     self._samplers: Dict[str, episodic.EpisodeSampler] = {}
 
   # --- data ------------------------------------------------------------------------------------
+  def _new_sampler(self, split: str) -> episodic.EpisodeSampler:
+    """Reads the split's index (checked against `name` if that is one of readers.DATASETS)."""
+    index = readers.load_split(self.root, split, image_size=(self.image_size,) * 2,
+                               channels=self._channels, dataset=self.name,
+                               **self.reader_options)
+    return episodic.EpisodeSampler(index, self.num_ways, self.num_shots, self.num_queries)
+
   def sampler(self, split: str) -> episodic.EpisodeSampler:
     """The (cached) episode sampler of a split; reads the split's index on first use."""
     if split not in self._samplers:
-      index = readers.load_split(self.root, split, image_size=(self.image_size,) * 2,
-                                 channels=self._channels, **self.reader_options)
-      self._samplers[split] = episodic.EpisodeSampler(index, self.num_ways, self.num_shots,
-                                                      self.num_queries)
+      self._samplers[split] = self._new_sampler(split)
     return self._samplers[split]
+
+  def check_data(self) -> None:
+    """Reads every split the run uses (train, validation, evaluation) and decodes the first
+    image of each class: a missing or mislaid dataset, an unreadable file, a class with fewer
+    than num_shots + num_queries images fail here, before training. The train and validation
+    samplers are kept; evaluation splits are read again when evaluated (a pickled split can
+    take GBs of memory)."""
+    splits = dict.fromkeys(["train", self.validation_split, *self.eval_distributions])
+    for split in filter(None, splits):
+      if split in ("train", self.validation_split):
+        sampler = self.sampler(split)
+      else:
+        sampler = self._samplers.get(split) or self._new_sampler(split)
+      readers.check_first_images(sampler.class_index)
 
   @property
   def image_shape(self) -> Sequence[int]:

@@ -48,9 +48,7 @@ class MetaRLDomain(Domain):
                hidden_units: Sequence[int] = (64, 64), eval_seed: int = 20200614,
                num_workers: int = 0, inner_objective: str = "reinforce",
                averaging: str = "trajectory"):
-    if env_name not in envs.ENVIRONMENTS:
-      raise ValueError(f"MetaRLDomain.env_name must be one of {sorted(envs.ENVIRONMENTS)}, "
-                       f"got {env_name!r}.")
+    envs.check_env_name(env_name, "MetaRLDomain.env_name")
     if meta_batch_size < 1:
       raise ValueError(f"MetaRLDomain.meta_batch_size must be >= 1, got {meta_batch_size}.")
     self.env_name, self.meta_batch_size = env_name, meta_batch_size

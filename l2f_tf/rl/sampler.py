@@ -79,9 +79,7 @@ class Sampler:
         a contiguous slice of the T * N environments; same results as in-process, which
         0 means). Worth it when the simulators, not the policy, dominate (Ant, many cores).
     """
-    if env_name not in envs.ENVIRONMENTS:
-      raise ValueError(f"Unknown environment {env_name!r}; choose one of "
-                       f"{sorted(envs.ENVIRONMENTS)}.")
+    envs.check_env_name(env_name)
     for name, value in (("num_tasks", num_tasks), ("trajectories_per_task",
                                                     trajectories_per_task)):
       if int(value) != value or value < 1:

@@ -13,6 +13,7 @@ import gin
 import keras
 
 from l2f_tf import precision as precision_lib
+from l2f_tf.data import episodic
 from l2f_tf.domains.base import Domain, SupervisedDomain
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
@@ -68,6 +69,7 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
   distributed = distribution.make_strategy(strategy)
   chief = distribution.is_chief(distributed)
   multi_worker = distribution.is_multi_worker(distributed)
+  domain.check_data()  # A bad dataset fails now, not at the first validation or the end.
   with distributed.scope():
     learner = build_learner(domain)
     trained = trainer(learner=learner, domain=domain,
@@ -77,11 +79,12 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
     raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': workers "
                      "would stop at different steps. Set Trainer.num_iterations instead.")
   try:
-    if chief:
-      results = runner.run(eval_steps, num_eval_tasks, export_steps, plot)
-    else:
-      runner.train()
-      results = {}
+    with episodic.raise_data_errors():
+      if chief:
+        results = runner.run(eval_steps, num_eval_tasks, export_steps, plot)
+      else:
+        runner.train()
+        results = {}
     distribution.barrier(distributed)  # The others wait for the chief's evaluation.
   except distribution.WORKER_LOST as error:
     if not multi_worker:

@@ -104,7 +104,8 @@ def test_a_class_with_too_few_readable_images_names_the_class(tmp_path):
   with open(os.path.join(root, "train", "n00000001", "n00000001_0003.png"), "wb") as f:
     f.write(b"not a png")
   s = sampler(root, n=3, k=2, q=3)
-  with pytest.raises(readers.DatasetError, match="n00000001.*fewer than 5 readable"):
+  with pytest.raises(readers.DatasetError, match=r"'n00000001'.* 4 readable images, fewer "
+                     r"than the 5 needed .*n00000001_0003.png: it is not a JPEG or PNG image"):
     s.load(0, 0)
 
 

@@ -17,7 +17,7 @@ SMALL_SPLIT_SIZES = {"train": 17, "val": 5, "test": 8}  # 30 x (0.6, 0.15, 0.25)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _files(root):
+def files_of(root):
   """Maps each file's path relative to `root` to its bytes."""
   found = {}
   for folder, _, names in os.walk(root):
@@ -108,10 +108,10 @@ def test_images_are_strokes_that_vary_within_and_differ_across_classes(small_roo
 def test_same_arguments_give_identical_files_and_another_seed_differs(small_root, tmp_path):
   again = glyphs.ensure_glyphs(tmp_path / "a", **SMALL)
   assert os.path.basename(again) == os.path.basename(small_root)
-  assert _files(again) == _files(small_root)
+  assert files_of(again) == files_of(small_root)
   other = glyphs.ensure_glyphs(tmp_path / "b", seed=1, **SMALL)
   assert os.path.basename(other) != os.path.basename(small_root)
-  files, other_files = _files(small_root), _files(other)
+  files, other_files = files_of(small_root), files_of(other)
   assert set(other_files) != set(files)  # Other characters and splits.
   common = [p for p in other_files if p.endswith(".png") and p in files]
   assert all(other_files[p] != files[p] for p in common)
@@ -183,7 +183,7 @@ def test_leftover_of_a_killed_generation_is_ignored_and_removed(small_root, tmp_
     (partial / "train" / "latin_U0041").mkdir(parents=True)
     (partial / "train" / "latin_U0041" / "0000.png").write_bytes(b"truncated")
   root = glyphs.ensure_glyphs(tmp_path, **SMALL)
-  assert _files(root) == _files(small_root)
+  assert files_of(root) == files_of(small_root)
   assert not dead.exists()  # Its process is gone: removed.
   assert live.exists()  # Its process may still be writing: kept.
 
@@ -199,7 +199,7 @@ def test_losing_the_race_to_another_process_uses_its_root(small_root, tmp_path, 
   monkeypatch.setattr(glyphs, "_write_dataset", write_while_another_process_finishes)
   assert glyphs.ensure_glyphs(tmp_path, **SMALL) == str(final)
   assert os.listdir(tmp_path) == [final.name]  # This process's copy is discarded.
-  assert _files(final) == _files(small_root)
+  assert files_of(final) == files_of(small_root)
 
 
 def test_two_processes_generating_at_once(small_root, tmp_path):
@@ -212,7 +212,7 @@ def test_two_processes_generating_at_once(small_root, tmp_path):
   roots = {out.strip() for out, _ in outputs}
   assert roots == {str(tmp_path / os.path.basename(small_root))}
   assert os.listdir(tmp_path) == [os.path.basename(small_root)]
-  assert _files(roots.pop()) == _files(small_root)
+  assert files_of(roots.pop()) == files_of(small_root)
 
 
 def test_does_not_import_tensorflow(tmp_path):

@@ -28,11 +28,12 @@ from typing import Any, Union
 
 import numpy as np
 from absl import logging
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_LFS_POINTER = b"version https://git-lfs"
 
 
 class DatasetError(ValueError):
@@ -40,7 +41,16 @@ class DatasetError(ValueError):
 
 
 class ImageDecodeError(DatasetError):
-  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt)."""
+  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt).
+
+  Attributes:
+    image: The image's name (its path, or ``<file>[<index>]`` for an image inside a file).
+    problem: What is wrong with it, in words (e.g. "it is truncated").
+  """
+
+  def __init__(self, message: str, image: str = "", problem: str = ""):
+    super().__init__(message)
+    self.image, self.problem = image, problem
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,8 +178,74 @@ def load_pickle(path: str) -> Any:
     raise DatasetError(f"{path} does not exist: check the dataset root.") from None
   except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, ValueError,
           TypeError, IndexError) as e:
-    raise DatasetError(f"{path} could not be unpickled ({type(e).__name__}: {e}): it is "
-                       "truncated or not the expected file; download or extract it again.") from e
+    fallback = None
+    if isinstance(e, pickle.UnpicklingError):
+      fallback = f"it is not a pickle, or a damaged one ({str(e).rstrip('.')})"
+    elif isinstance(e, (ImportError, AttributeError)):
+      fallback = f"it refers to code this Python lacks ({type(e).__name__}: {e})"
+    problem = file_problem(read_head(path), e, "download it again or re-create it", fallback)
+    raise DatasetError(f"Cannot unpickle {path}: {problem}.") from e
+
+
+def read_head(path: str, size: int = 64) -> bytes | None:
+  """The first `size` bytes of the file `path`, or None if it cannot be read."""
+  try:
+    with open(path, "rb") as f:
+      return f.read(size)
+  except OSError:
+    return None
+
+
+def file_problem(head: bytes | None, error: BaseException, fix: str,
+                 fallback: str | None = None) -> str:
+  """What makes a data file unreadable and what to do, as the end of an error message.
+
+  Args:
+    head: The file's first bytes (see `read_head`), or None if unknown. An empty file, a Git
+      LFS pointer or an HTML page (a failed download) is recognised from them.
+    error: The exception reading the file raised; "truncated" in its message (or an EOFError)
+      gives "it is truncated".
+    fix: What to do, e.g. "download it again" (a Git LFS pointer has a fix of its own).
+    fallback: The words for any other error; default "<error type>: <error message>".
+
+  Returns:
+    "<what is wrong>; <what to do>", e.g. "it is truncated; download it again".
+  """
+  if head is not None:
+    if not head:
+      return f"the file is empty; {fix}"
+    if head.startswith(_LFS_POINTER):
+      return "it is a Git LFS pointer, not the data; run `git lfs pull` in its repository"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+      return f"it is an HTML page, not the data (a failed download); {fix}"
+  text = str(error).strip().rstrip(".")
+  if isinstance(error, EOFError) or "truncated" in text.lower():
+    problem = "it is truncated"
+  else:
+    problem = fallback or (f"{type(error).__name__}: {text}" if text else type(error).__name__)
+  return f"{problem}; {fix}"
+
+
+def _decode_error(source: Source, error: BaseException) -> ImageDecodeError:
+  """The ImageDecodeError of `source`: names the image, what is wrong and what to do."""
+  base = source
+  while isinstance(base, Rotated):
+    base = base.source
+  name = describe_source(source)
+  fallback = None
+  if isinstance(error, UnidentifiedImageError):
+    fallback = "it is not a JPEG or PNG image"
+  elif isinstance(error, OSError) and isinstance(base, (str, os.PathLike)):
+    fallback = str(error).replace(f" '{os.fspath(base)}'", "").strip() or None
+  if isinstance(base, (str, os.PathLike)):
+    head, fix = read_head(os.fspath(base)), "re-extract it from the dataset archive, or delete it"
+  elif isinstance(base, ArrayRef):
+    head, fix = None, f"download {base.origin} again or re-create it"
+  else:
+    head, fix = None, "re-encode it"
+  problem = file_problem(head, error, fix, fallback)
+  return ImageDecodeError(f"Cannot decode image {name}: {problem}.", name,
+                          problem.partition("; ")[0])
 
 
 def _is_encoded(item: Any) -> bool:
@@ -197,8 +273,10 @@ def _open_pil(source: Source) -> Image.Image:
     image = Image.open(io.BytesIO(data))
   elif isinstance(item, np.ndarray):
     if item.dtype != np.uint8:
-      raise ImageDecodeError(f"Image {describe_source(source)} has dtype {item.dtype}; "
-                             "expected uint8 pixels: re-create the file with uint8 images.")
+      name = describe_source(source)
+      raise ImageDecodeError(f"Image {name} has dtype {item.dtype}; expected uint8 pixels: "
+                             "re-create the file with uint8 images.", name,
+                             f"it has dtype {item.dtype}")
     if item.ndim == 3 and item.shape[-1] == 1:
       item = item[..., 0]  # Pillow reads H x W (not H x W x 1) as grayscale.
     return Image.fromarray(np.ascontiguousarray(item))
@@ -233,12 +311,11 @@ def load_image(source: Source, size: Sequence[int] | None = None, channels: int 
   except DatasetError:
     raise
   except FileNotFoundError:
-    raise ImageDecodeError(f"Image file {describe_source(source)} does not exist: restore it "
-                           "or re-extract the dataset.") from None
+    name = describe_source(source)
+    raise ImageDecodeError(f"Image file {name} does not exist: restore it or re-extract the "
+                           "dataset.", name, "it does not exist") from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ImageDecodeError(
-        f"Cannot decode image {describe_source(source)} ({e}): the file is unreadable or "
-        "truncated; re-extract it, or skip it with load_image_or_none().") from e
+    raise _decode_error(source, e) from e
   return np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], channels)
 
 
@@ -275,10 +352,11 @@ def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | No
 
 
 def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
-                        root: str | None = None) -> None:
+                        root: str | None = None, needed_as: str = "shots + queries") -> None:
   """Raises DatasetError if any class has fewer than `min_images` (K + Q) images.
 
-  The message names the smallest offending class and how many classes are short.
+  The message names the smallest offending class, its count, `min_images` (spelt out as
+  `needed_as`, e.g. "num_shots=5 + num_queries=15") and how many classes are short.
   """
   split = split or getattr(class_index, "split", "?")
   root = root or getattr(class_index, "root", "?")
@@ -289,8 +367,30 @@ def check_enough_images(class_index: ClassIndex, min_images: int, split: str | N
     others = f" (and {len(short) - 1} other classes)" if len(short) > 1 else ""
     raise DatasetError(
         f"Class {name!r} in split {split!r} of {root} has {count} images{others}, fewer "
-        f"than the {min_images} needed per class (shots + queries): lower num_shots or "
+        f"than the {min_images} needed per class ({needed_as}): lower num_shots or "
         "num_queries, or restore the missing images.")
+
+
+def check_first_images(class_index: ClassIndex) -> None:
+  """Decodes the first image of every class; raises the ImageDecodeError of the first that fails.
+
+  One decode per class (a rotated class reuses its file's check) is cheap next to training, and
+  catches a dataset whose files are unreadable throughout (Git LFS pointers, an interrupted
+  extraction, the wrong files) before training starts. Later bad images are met lazily.
+  """
+  checked = set()
+  for sources in class_index.values():
+    if not sources:
+      continue
+    source = sources[0]
+    base = source.source if isinstance(source, Rotated) else source
+    if isinstance(base, (str, os.PathLike)):
+      key = os.fspath(base)
+    else:
+      key = (id(base.store), base.index) if isinstance(base, ArrayRef) else id(base)
+    if key not in checked:
+      checked.add(key)
+      load_image(base, None, class_index.channels)
 
 
 def list_images(directory: str) -> list[str]:

@@ -145,7 +145,24 @@ def read_folders_split(root: str, split: str,
   if not classes:
     raise common.DatasetError(f"{split_dir} contains no class folders: expected "
                               f"{split_dir}/<wnid>/<image>.jpg.")
+  if not any(classes.values()):
+    raise common.DatasetError(_no_images(split_dir, sorted(classes)[0]))
   return _make_index(classes, root, split, FOLDERS_FORMAT, image_size)
+
+
+def _no_images(split_dir: str, first_class: str) -> str:
+  """Why no class folder of `split_dir` holds an image, judged by its first one, and the fix."""
+  with os.scandir(os.path.join(split_dir, first_class)) as scanned:
+    entries = [e for e in scanned if not e.name.startswith(".")]
+  if any(e.is_dir() for e in entries):
+    return (f"The class folders of {split_dir} hold folders, not images: the dataset is one "
+            f"level deeper; use root={split_dir}.")
+  suffixes = sorted({os.path.splitext(e.name)[1].lower() or e.name for e in entries})
+  if suffixes:
+    return (f"The class folders of {split_dir} hold no .jpg, .jpeg or .png images (found "
+            f"{', '.join(suffixes[:5])} files): convert the images to JPEG or PNG.")
+  return (f"The class folders of {split_dir} are empty: extract the images into "
+          f"{split_dir}/<wnid>/.")
 
 
 def read_pickle_split(root: str, split: str,

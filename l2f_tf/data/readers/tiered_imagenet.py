@@ -113,9 +113,12 @@ def open_npz_array(path: str, key: str = "images"):
         header_length = stream.tell() if info.compress_type == zipfile.ZIP_STORED else None
   except FileNotFoundError:
     raise common.DatasetError(f"{path} does not exist: check the dataset root.") from None
+  except common.DatasetError:
+    raise
   except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-    raise common.DatasetError(f"{path} is not a valid .npz file ({e}); it is probably "
-                              "truncated: download or extract it again.") from e
+    problem = common.file_problem(common.read_head(path), e, "download it again or re-create it",
+                                  "it is truncated or not a zip archive")
+    raise common.DatasetError(f"{path} is not a valid .npz file: {problem}.") from e
   if header_length is None or dtype.hasobject:
     return _LazyNpzMember(path, key, shape, dtype)
   # The data of an uncompressed member sits in the zip file after its local header.
@@ -128,8 +131,8 @@ def open_npz_array(path: str, key: str = "images"):
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
                      order="F" if fortran_order else "C")
   except ValueError as e:  # The file is shorter than its header says.
-    raise common.DatasetError(f"{path} is truncated ({e}): download or extract it "
-                              "again.") from e
+    raise common.DatasetError(f"{path} is truncated (its images end early): download it "
+                              "again or re-create it.") from e
 
 
 def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray, list | None]:

@@ -7,6 +7,8 @@ by the name the experiment configs use; `BatchedNavigation2D` is the vectorised 
 the sampler uses for speed.
 """
 
+import difflib
+
 from l2f_tf.rl.envs.base import MetaPyEnvironment
 from l2f_tf.rl.envs.mujoco_tasks import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
 from l2f_tf.rl.envs.navigation import BatchedNavigation2D, Navigation2D, sample_goal_tasks
@@ -18,6 +20,23 @@ ENVIRONMENTS = {
     "AntVel": AntVel,
     "AntDir": AntDir,
 }
+
+
+def check_env_name(name, setting: str = "environment") -> str:
+  """Returns `name` if it is one of `ENVIRONMENTS`, else raises a ValueError listing them.
+
+  Args:
+    name: the environment's name, as the experiment configs spell it.
+    setting: what the name was given as, for the message (e.g. "MetaRLDomain.env_name").
+  """
+  if isinstance(name, str) and name in ENVIRONMENTS:
+    return name
+  by_lower = {known.lower(): known for known in ENVIRONMENTS}
+  close = ([by_lower[name.lower()]] if isinstance(name, str) and name.lower() in by_lower else
+           difflib.get_close_matches(str(name), sorted(ENVIRONMENTS), n=2, cutoff=0.6))
+  hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+  raise ValueError(f"Unknown {setting} {name!r}: {hint}Known environments: "
+                   f"{', '.join(sorted(ENVIRONMENTS))}.")
 
 
 def make_env(name: str, horizon: int = None, seed=None) -> MetaPyEnvironment:
@@ -33,12 +52,11 @@ def make_env(name: str, horizon: int = None, seed=None) -> MetaPyEnvironment:
   Returns:
     The environment, with a task already set.
   """
-  if name not in ENVIRONMENTS:
-    raise ValueError(f"Unknown environment {name!r}; choose one of {sorted(ENVIRONMENTS)}.")
+  check_env_name(name)
   kwargs = {} if horizon is None else {"horizon": horizon}
   return ENVIRONMENTS[name](seed=seed, **kwargs)
 
 
 __all__ = ["ENVIRONMENTS", "AntDir", "AntVel", "BatchedNavigation2D", "HalfCheetahDir",
-           "HalfCheetahVel", "MetaPyEnvironment", "Navigation2D", "make_env",
+           "HalfCheetahVel", "MetaPyEnvironment", "Navigation2D", "check_env_name", "make_env",
            "sample_goal_tasks"]

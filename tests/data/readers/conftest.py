@@ -4,9 +4,10 @@ import io
 import pickle
 import struct
 
-import numpy as np
 import pytest
 from PIL import Image
+
+from tests import fake_images
 
 
 class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
@@ -82,10 +83,4 @@ def write_solid_image():
 @pytest.fixture
 def encode_png():
   """Returns encode(pixels) -> PNG bytes of a uint8 H x W (x 3) array."""
-
-  def encode(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-  return encode
+  return fake_images.encode_png

@@ -75,12 +75,17 @@ def _cache(split, solid_color):
   return {"image_data": image_data, "class_dict": class_dict}
 
 
+def write_cache_pickles(root, solid_color):
+  """The cache-pickle layout of `CLASSES` in `root` (a pathlib.Path); returns `root`."""
+  for split, name in [("train", "train"), ("val", "validation"), ("test", "test")]:
+    with open(root / f"mini-imagenet-cache-{name}.pkl", "wb") as f:
+      pickle.dump(_cache(split, solid_color), f, protocol=pickle.HIGHEST_PROTOCOL)
+  return root
+
+
 @pytest.fixture
 def pickle_root(tmp_path, solid_color):
-  for split, name in [("train", "train"), ("val", "validation"), ("test", "test")]:
-    with open(tmp_path / f"mini-imagenet-cache-{name}.pkl", "wb") as f:
-      pickle.dump(_cache(split, solid_color), f, protocol=pickle.HIGHEST_PROTOCOL)
-  return tmp_path
+  return write_cache_pickles(tmp_path, solid_color)
 
 
 @pytest.mark.parametrize("root_fixture, format_name", [

@@ -9,6 +9,7 @@ import pytest
 
 from l2f_tf.data import readers
 from l2f_tf.data.readers import tiered_imagenet
+from tests import fake_images
 
 # Classes per split (label_specific_str) and their higher-level categories; 4 images each.
 NAMES = {"train": ["n201", "n202", "n203"], "val": ["n301", "n302"], "test": ["n401", "n402"]}
@@ -46,13 +47,19 @@ def _write_pickle(path, obj):
     pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-@pytest.fixture
-def png_root(tmp_path, encode_png):
+def write_png_pickle_root(root):
+  """The PNG-pickle layout of `NAMES` in `root` (a pathlib.Path); returns `root`."""
   for split in NAMES:
     images, labels = _split_data(split)
-    _write_pickle(tmp_path / f"{split}_images_png.pkl", [encode_png(im) for im in images])
-    _write_pickle(tmp_path / f"{split}_labels.pkl", _labels_dict(labels, split))
-  return tmp_path
+    _write_pickle(root / f"{split}_images_png.pkl",
+                  [fake_images.encode_png(im) for im in images])
+    _write_pickle(root / f"{split}_labels.pkl", _labels_dict(labels, split))
+  return root
+
+
+@pytest.fixture
+def png_root(tmp_path):
+  return write_png_pickle_root(tmp_path)
 
 
 @pytest.fixture

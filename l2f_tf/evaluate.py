@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command line's flags, defined only when this module runs as a program (so that tests
-  can import it beside ``analyze`` and ``compare``, which define flags of the same names)."""
+  can import it beside ``analyze``, which defines flags of the same names)."""
   flags.DEFINE_string("saved_model", None, "A run folder, or its saved_model/ directory.")
   flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")
   flags.DEFINE_integer("seed", 1, "Seed of the fresh tasks.")

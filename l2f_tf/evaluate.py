@@ -1,20 +1,30 @@
 """Evaluates an exported SavedModel on fresh tasks or episodes of a dataset split.
 
-  python -m l2f_tf.evaluate --saved_model=runs/l2f_5shot/saved_model --num_tasks=600
+  python -m l2f_tf.evaluate --saved_model=runs/l2f_5shot --num_tasks=600
   python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
       --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
 
+``--saved_model`` is a run folder (its saved_model/ is evaluated) or a SavedModel directory.
 The task distribution (or dataset) is rebuilt from the training config stored inside the
 SavedModel (assets.extra/operative_config.gin), with ``--gin_bindings`` on top (e.g. the dataset
 root on this machine). ``--seed`` picks the tasks (the training run's own evaluation used the
 domain's ``eval_seed``; pass that value to reproduce it). Prints and optionally writes JSON: the
 metric after the SavedModel's number of inner steps, mean with 95% CI over tasks.
+
+A mistake of the user's (a run folder that has no saved_model/ yet, a path that is not a
+SavedModel, a meta-RL export, an unknown --distribution) exits with status 1 and one line
+``evaluate: ...`` naming what to do, without a traceback.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from l2f_tf import console
+
+if __name__ == "__main__":
+  console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
 import json
 import os
+import sys
 
 import gin
 import numpy as np
@@ -22,36 +32,44 @@ from absl import app, flags, logging
 
 from l2f_tf import config, export
 from l2f_tf.data import episodic
-from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta.evaluation import batches
 from l2f_tf.stats import mean_and_ci95
 
-SAVED_MODEL = flags.DEFINE_string("saved_model", None, "A run's saved_model/ directory.")
-NUM_TASKS = flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")
-SEED = flags.DEFINE_integer("seed", 1, "Seed of the fresh tasks.")
-DISTRIBUTIONS = flags.DEFINE_multi_string("distribution", [], "Task distributions (sinusoid) or "
-                                          "dataset splits (images) to evaluate (default: all "
-                                          "of the domain's test distributions).")
-GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Bindings applied on top of the "
-                                         "SavedModel's config, e.g. the dataset root.")
-OUTPUT = flags.DEFINE_string("output", None, "Optional JSON output path.")
-BATCH = flags.DEFINE_integer("batch_size", 100, "Tasks per SavedModel call.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when this module runs as a program (so that tests
+  can import it beside ``analyze``, which defines flags of the same names)."""
+  flags.DEFINE_string("saved_model", None, "A run folder, or its saved_model/ directory.")
+  flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")
+  flags.DEFINE_integer("seed", 1, "Seed of the fresh tasks.")
+  flags.DEFINE_multi_string("distribution", [], "Task distributions (sinusoid) or dataset "
+                            "splits (images) to evaluate (default: all of the domain's test "
+                            "distributions).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Bindings applied on top of the SavedModel's "
+                            "config, e.g. the dataset root.")
+  flags.DEFINE_string("output", None, "Optional JSON output path.")
+  flags.DEFINE_integer("batch_size", 100, "Tasks per SavedModel call.")
 
 
 def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
                          batch_size: int = 100, gin_bindings=()):
-  """{distribution: {metric_after_N_steps: {mean, ci95, n}}} of the SavedModel on fresh tasks."""
+  """{distribution: {metric_after_N_steps: {mean, ci95, n}}} of the SavedModel on fresh tasks.
+
+  ``path``: a run folder or its saved_model/. Raises ValueError naming the fix for a mistake
+  of the user's."""
   loaded = export.load(path)
+  if isinstance(loaded, export.LoadedPolicy):
+    raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
+                     "SavedModels. The run's results.json holds its returns on held-out tasks; "
+                     "load the policy with l2f_tf.export.load (act, adapt_and_act).")
   if not os.path.exists(loaded.config_path):
     raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
                      "run_experiment.py, so its task distribution is unknown.")
   gin.clear_config()
   config.parse([loaded.config_path], list(gin_bindings))
   domain = config.configured_domain()
-  if not isinstance(domain, SupervisedDomain):
-    raise ValueError(f"{path} was trained on {type(domain).__name__}, not on a supervised "
-                     "domain; its act/adapt_and_act signatures are documented in the README "
-                     "(Meta-reinforcement learning).")
   domain.eval_seed = seed
   known = list(domain.eval_distributions)
   if domain.validation_split:
@@ -74,17 +92,22 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
 
 def main(argv):
   del argv
-  if not SAVED_MODEL.value:
-    raise app.UsageError("--saved_model is required (a run's saved_model/ directory).")
-  results = evaluate_saved_model(SAVED_MODEL.value, NUM_TASKS.value, SEED.value,
-                                 DISTRIBUTIONS.value, BATCH.value, GIN_BINDINGS.value)
+  if not FLAGS.saved_model:
+    raise app.UsageError("--saved_model is required (a run folder or its saved_model/).")
+  try:
+    results = evaluate_saved_model(FLAGS.saved_model, FLAGS.num_tasks, FLAGS.seed,
+                                   FLAGS.distribution, FLAGS.batch_size, FLAGS.gin_bindings)
+  except ValueError as error:  # A mistake of the user's: the message names the fix.
+    sys.exit(f"evaluate: {error}")
   text = json.dumps(results, indent=2)
   print(text)
-  if OUTPUT.value:
-    with open(OUTPUT.value, "w") as f:
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
       f.write(text)
-    logging.info("Wrote %s", OUTPUT.value)
+    logging.info("Wrote %s", FLAGS.output)
 
 
 if __name__ == "__main__":
+  define_flags()
+  console.define_flag()
   app.run(main)

@@ -10,8 +10,9 @@ from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def sinusoid_export(path: str, config_path=None):
+  """(domain, learner): a small L2F sinusoid learner, theta moved away from its
+  initialisation, exported to ``path`` with 3 inner steps (and ``config_path``'s config)."""
   keras.utils.set_random_seed(3)
   domain = SinusoidRegression(num_shots=5)
   learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=2,
@@ -19,8 +20,14 @@ def exported(tmp_path_factory):
   # Move theta away from its initialisation so the comparison is not trivial.
   for v in learner.meta_variables:
     v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype(np.float32))
+  export.export_for_domain(learner, domain, path, num_steps=3, config_path=config_path)
+  return domain, learner
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("export") / "saved_model")
-  export.export(learner, path, domain.export_signature(), num_steps=3)
+  domain, learner = sinusoid_export(path)
   episodes, _ = domain.eval_episodes("test", 3)
   return learner, export.load(path), episodes
 

@@ -105,6 +105,12 @@ class SupervisedDomain(Domain):
     """Applied to support_x and query_x inside the SavedModel (e.g. pixel normalisation)."""
     return x
 
+  def export_input_range(self) -> Optional[Tuple[float, float]]:
+    """(low, high) of the support_x / query_x values the SavedModel expects (what
+    :meth:`export_preprocess` takes, e.g. (0, 255) for pixel values), or None (any). Inputs
+    outside it, or all in [0, 1] when high > 1, get a warning printed once by the SavedModel."""
+    return None
+
   def plot(self, learners: Dict[str, object], path: str, num_steps: int = 5,
            evaluations: Optional[Dict[str, Dict]] = None) -> Optional[str]:
     """Saves a figure of a few test tasks for every learner (label -> learner); returns its

@@ -176,6 +176,11 @@ class FewShotClassification(SupervisedDomain):
   def export_preprocess(self, images):
     return episodic.normalize_images(images, self.normalization)
 
+  def export_input_range(self):
+    """Pixel values: :meth:`export_preprocess` divides by 255 (then, for "imagenet", applies the
+    ImageNet mean and std), so images scaled to [0, 1] or normalised would be wrong."""
+    return (0.0, 255.0)
+
   # --- figures ---------------------------------------------------------------------------------
   def plot(self, learners, path: str, num_steps: int = 5, evaluations=None) -> str:
     """PNG: test accuracy (95% CI) vs inner steps per learner, and the mean L2F gamma of each

@@ -273,7 +273,8 @@ class MetaRLTrainer:
     return rl_export.export(self.learner, path, self.sampler.observation_size,
                             self.sampler.action_size, num_steps=num_steps,
                             discount=self.discount, gae_lambda=self.gae_lambda,
-                            config_path=config_path, averaging=self.domain.averaging)
+                            config_path=config_path, averaging=self.domain.averaging,
+                            name=self.domain.name)
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> str:
     """returns.png: return vs adaptation steps; for 2D navigation also paths of a few

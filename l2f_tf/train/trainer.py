@@ -404,9 +404,7 @@ class Trainer:
       checkpoints.restore_weights(self.learner, entries[0]["path"])
 
   def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
-    return export_lib.export(self.learner, path, self.domain.export_signature(), num_steps,
-                             config_path=config_path, preprocess=self.domain.export_preprocess,
-                             description=self.domain.export_description())
+    return export_lib.export_for_domain(self.learner, self.domain, path, num_steps, config_path)
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> Optional[str]:
     # The loaded weights are the ones evaluated as "test" (the best checkpoint when the run

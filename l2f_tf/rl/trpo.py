@@ -337,8 +337,10 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
 
   Returns:
     A dict of scalar diagnostics: loss_before, loss_after, kl (at the final variables),
-    backtracks, accepted, grad_norm, step_size (the multiplier of the CG direction) and
-    expected_improvement (-g . full_step).
+    backtracks, accepted, grad_norm, step_size (the multiplier of the CG direction),
+    expected_improvement (-g . full_step) and finite: whether the loss, its gradient and the
+    full step were finite. When they were not, no line search runs and the variables are
+    left as they were (accepted is False).
   """
   variables = tf_variables(variables)
   if output_kl is None:
@@ -361,10 +363,22 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
                       / (curvature + tf.constant(STEP_SIZE_EPSILON, dtype)))
   full_step = -step_size * direction
   expected_improvement = -_dot(grad, full_step)
-  accepted, backtracks, loss_after, kl = line_search(
-      objective_fn, None, variables, full_step, expected_improvement, max_kl=max_kl,
-      max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio, accept_ratio=accept_ratio,
-      loss_before=loss_before)
+  # The line search would reject a non-finite step anyway (NaN comparisons are false and it
+  # requires a finite loss and KL), but it would spend max_backtracks evaluations on it.
+  finite = tf.reduce_all(tf.math.is_finite(
+      tf.concat([[tf.cast(loss_before, dtype)], grad, full_step], axis=0)))
+
+  def search():
+    return line_search(
+        objective_fn, None, variables, full_step, expected_improvement, max_kl=max_kl,
+        max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio,
+        accept_ratio=accept_ratio, loss_before=loss_before)
+
+  def reject():
+    return (tf.constant(False), tf.constant(max_backtracks), tf.cast(loss_before, dtype),
+            tf.zeros([], dtype))
+
+  accepted, backtracks, loss_after, kl = tf.cond(finite, search, reject)
   return {
       "loss_before": tf.cast(loss_before, dtype),
       "loss_after": loss_after,
@@ -374,4 +388,5 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
       "grad_norm": tf.norm(grad),
       "step_size": step_size,
       "expected_improvement": expected_improvement,
+      "finite": finite,
   }

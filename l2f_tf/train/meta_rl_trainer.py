@@ -10,6 +10,10 @@ resumed from the checkpoint of iteration ``i`` continues exactly as an uninterru
 Evaluation (:meth:`MetaRLTrainer.evaluate`) reports the average return on held-out tasks
 before adaptation and after 1..k policy-gradient steps, each step on fresh trajectories of the
 current adapted policy (L2F attenuates only before the first step).
+
+A meta-iteration whose surrogate loss, policy gradient or TRPO step is not finite leaves the
+weights alone (the counter still advances); the trainer's
+:class:`~l2f_tf.train.guard.NonFiniteGuard` counts it and stops training per its policy.
 """
 
 from typing import Dict, NamedTuple, Optional, Sequence
@@ -27,6 +31,7 @@ from l2f_tf.rl import meta_rl, trpo
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import checkpoints
+from l2f_tf.train.guard import NonFiniteGuard
 from l2f_tf.train.runner import Chunk, write_per_tensor
 
 RETURN_DEFINITION = "average undiscounted return per trajectory"
@@ -67,13 +72,19 @@ class MetaRLTrainer:
     conflict_every: every this many meta-iterations, log the degree of conflict per layer
       (``l2f_tf.meta.analysis``) between the tasks' meta-gradients of the TRPO surrogate, at
       theta before the step; 0 turns it off.
+    guard: what to do with a meta-iteration whose surrogate loss, policy gradient or TRPO step
+      is not finite (no line search runs for it, so the weights are never changed): a
+      :class:`~l2f_tf.train.guard.NonFiniteGuard`; None: one configured in gin
+      (``NonFiniteGuard.policy``, ``NonFiniteGuard.max_consecutive``; by default skip the
+      iteration, stop after 10 in a row).
   """
 
   def __init__(self, learner, domain: MetaRLDomain, root_dir: str, num_iterations: int = 500,
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8,
-               first_order: bool = False, curvature: str = "fisher", conflict_every: int = 10):
+               first_order: bool = False, curvature: str = "fisher", conflict_every: int = 10,
+               guard: Optional[NonFiniteGuard] = None):
     if curvature not in CURVATURES:
       raise ValueError(f"MetaRLTrainer.curvature = {curvature!r}; use one of {CURVATURES}.")
     if not isinstance(domain, MetaRLDomain):
@@ -94,6 +105,7 @@ class MetaRLTrainer:
     if conflict_every < 0:
       raise ValueError(f"MetaRLTrainer.conflict_every must be >= 0, got {conflict_every}.")
     self.conflict_every = conflict_every
+    self.guard = NonFiniteGuard() if guard is None else guard
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
@@ -171,7 +183,9 @@ class MetaRLTrainer:
                           batch.old_outputs, batch.embeddings).numpy()
 
   def train_iteration(self, i: int) -> Dict[str, float]:
-    """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics."""
+    """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics (with
+    ``finite``: 1.0 when the step's loss, gradient and direction were finite, else 0.0 and
+    the weights are unchanged)."""
     batch = self.sample_iteration(i)
     conflict = None
     if self.conflict_every and (i + 1) % self.conflict_every == 0:
@@ -218,11 +232,17 @@ class MetaRLTrainer:
     del limit
     i = self.step
     result = self.train_iteration(i)
-    self.iteration.assign(i + 1)
+    finite = result.pop("finite") == 1.0
+    self.iteration.assign(i + 1)  # Also when the step was skipped: its tasks were drawn.
     self._write_summaries(i + 1, result)
-    return Chunk(1, f"return {result['return_before_adaptation']:.2f} -> "
-                 f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
-                 f"{result['env_steps_per_second']:.0f} env steps/s")
+    # Raises NonFiniteError when training must stop (the runner then saves no checkpoint).
+    self.guard.after_step(i + 1, finite, summarize=True)
+    message = (f"return {result['return_before_adaptation']:.2f} -> "
+               f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
+               f"{result['env_steps_per_second']:.0f} env steps/s")
+    if self.guard.total:
+      message += f", {self.guard.total} non-finite iterations skipped"
+    return Chunk(1, message)
 
   # --- evaluation ------------------------------------------------------------------------------
   def evaluate(self, num_tasks: int, steps: Sequence[int] = (1, 2, 3)):

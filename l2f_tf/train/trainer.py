@@ -13,9 +13,13 @@ returns diagnostics (query loss after each inner step, gamma, and the degree of 
 per-task meta-gradients), used every ``summary_every`` steps. Between events (summaries,
 checkpoints, validation, the first- to second-order switch) up to ``steps_per_call`` plain
 steps run inside one compiled loop.
+
+A step whose meta-loss or meta-gradient is not finite applies no update (the step counter
+still advances); the trainer's :class:`~l2f_tf.train.guard.NonFiniteGuard` counts such steps
+and stops training per its policy (``l2f_tf.train.guard``).
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import gin
 import keras
@@ -29,7 +33,26 @@ from l2f_tf.meta import analysis, sequential
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
+from l2f_tf.train.guard import NonFiniteGuard, all_finite
 from l2f_tf.train.runner import Chunk, write_per_tensor
+
+
+class LoopResult(NamedTuple):
+  """What one call of the compiled multi-step loop (:meth:`Trainer.train_loop_fn`) did.
+
+  Attributes:
+    loss: the meta-loss of the last step run.
+    steps: steps run (fewer than asked when the guard's limit of consecutive non-finite steps
+      was reached: no step runs after that one).
+    skipped: steps whose meta-loss or meta-gradient was non-finite (update not applied).
+    consecutive: non-finite steps in a row at the end, counting the ones before the call.
+    last_skipped: the position (1..steps) of the last skipped step in the call, 0 if none.
+  """
+  loss: tf.Tensor
+  steps: tf.Tensor
+  skipped: tf.Tensor
+  consecutive: tf.Tensor
+  last_skipped: tf.Tensor
 
 
 @gin.configurable
@@ -77,6 +100,13 @@ class Trainer:
       XLA-compiled. Every experiment's gin setup file turns it on; off here so that a Trainer
       built in Python (tests, notebooks) does not pay the tracing unasked.
     landscape_multipliers: the multiples of the inner step at which the landscape is probed.
+    guard: what to do with a step whose meta-loss or meta-gradient is not finite (its update
+      is never applied): a :class:`~l2f_tf.train.guard.NonFiniteGuard`; None: one configured
+      in gin (``NonFiniteGuard.policy``, ``NonFiniteGuard.max_consecutive``; by default skip
+      the step, stop after 10 in a row). Under mixed_float16 only the meta-loss is checked:
+      the loss-scaling optimizer skips non-finite (loss-scaled) meta-gradients by itself and
+      halves the scale, which is its normal search for the scale, not divergence, so those
+      steps are not counted.
   """
 
   def __init__(self, learner: MetaLearner, domain: SupervisedDomain, root_dir: str,
@@ -87,7 +117,8 @@ class Trainer:
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
                landscape: bool = False,
-               landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS):
+               landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS,
+               guard: Optional[NonFiniteGuard] = None):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "
                        "For meta-RL bind run_experiment.trainer = @MetaRLTrainer.")
@@ -133,6 +164,7 @@ class Trainer:
                                        summary_dir=self.folder.eval_summaries)
     self.validator, self.validate_every = validator, validate_every
     self.num_val_episodes = num_val_episodes
+    self.guard = NonFiniteGuard() if guard is None else guard
     self.best = None
     if validator is not None:
       if validate_every < 1:
@@ -177,17 +209,27 @@ class Trainer:
     return loss, list(grads), metrics
 
   def _replica_step(self, gradients_fn, episodes):
-    """Sums the replicas' meta-gradients, clips the sum, applies the outer update."""
+    """Sums the replicas' meta-gradients, checks them, clips the sum, applies the outer update
+    if the meta-loss and the meta-gradient are finite; returns (loss, metrics, finite)."""
     learner = self.learner
     replicas = self.strategy.num_replicas_in_sync
     loss, grads, metrics = gradients_fn(episodes)
     loss_scale = precision.dynamic_loss_scale(self.optimizer)  # None unless mixed_float16
     pairs = [(g, v) for g, v in zip(grads, learner.meta_variables) if g is not None]
+    # 1 where this replica's meta-loss is not finite; summed with the gradients, so that every
+    # replica takes the same decision.
+    bad_loss = tf.cast(tf.logical_not(tf.math.is_finite(loss)), loss.dtype)
     if replicas > 1:
       # Clipping applies to the meta-gradient of the whole meta-batch, so sum first. The Keras
       # optimizer sums the replicas' gradients again, hence the division by their number.
-      summed = tf.distribute.get_replica_context().all_reduce("sum", [g for g, _ in pairs])
-      pairs = [(g, v) for g, (_, v) in zip(summed, pairs)]
+      summed = tf.distribute.get_replica_context().all_reduce(
+          "sum", [g for g, _ in pairs] + [bad_loss])
+      pairs, bad_loss = [(g, v) for g, (_, v) in zip(summed, pairs)], summed[-1]
+    # Checked before the clip, which would turn an inf into a finite value. Under
+    # mixed_float16 the loss-scaling optimizer skips non-finite (scaled) gradients itself.
+    finite = tf.equal(bad_loss, 0)
+    if loss_scale is None:
+      finite = tf.logical_and(finite, all_finite([g for g, _ in pairs]))
     network = {id(v) for v in learner.network_variables}
     if self.network_grad_clip is not None:
       c = self.network_grad_clip
@@ -195,11 +237,39 @@ class Trainer:
                for g, v in pairs]
     if replicas > 1:
       pairs = [(g / replicas, v) for g, v in pairs]
-    self.optimizer.apply_gradients(pairs)
-    return loss, metrics
+    self._apply_if(finite, pairs)
+    return loss, metrics, finite
+
+  def _apply_if(self, finite, pairs) -> None:
+    """The outer update if ``finite``; else only the step counter's increment (the skipped
+    step consumed its meta-batch, and the data stream is keyed on the counter)."""
+    optimizer = self.optimizer
+    grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+
+    def apply(grads):
+      optimizer.apply_gradients(zip(grads, variables))
+
+    def skip():
+      optimizer.iterations.assign_add(1)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(finite, lambda: apply(grads), skip)
+      return
+
+    # A strategy that synchronises with merge_call (MirroredStrategy, MultiWorkerMirrored)
+    # cannot have a cond whose branch calls merge_call (apply_gradients does) in a replica
+    # context: the cond runs in the cross-replica context (as Keras' LossScaleOptimizer does).
+    def cross_replica(distribution, finite, grads):
+      finite = distribution.experimental_local_results(finite)[0]  # The same on every replica.
+      tf.cond(finite, lambda: distribution.extended.call_for_each_replica(apply, args=(grads,)),
+              skip)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
   def _distributed_step(self, first_order: bool, with_metrics: bool):
-    """One meta-iteration on every replica, with loss and metrics reduced across replicas."""
+    """One meta-iteration on every replica: (loss, metrics) reduced across replicas, and
+    whether the meta-loss and meta-gradient were finite (else no update was applied; under
+    mixed_float16 the loss-scaling optimizer may also skip a finite-loss step)."""
     # XLA compiles the whole replica step (gradients and update) on one replica, and only
     # the gradients on several: XLA has no collective ops on CPUs.
     whole = self.jit_compile and self.strategy.num_replicas_in_sync == 1
@@ -211,11 +281,12 @@ class Trainer:
     reduction = "sum" if self.learner.task_reduction == "sum" else "mean"
 
     def step(episodes):
-      loss, metrics = self.strategy.run(replica_step, args=(episodes,))
+      loss, metrics, finite = self.strategy.run(replica_step, args=(episodes,))
       loss = self.strategy.reduce(reduction, loss, axis=None)
       metrics = {key: self.strategy.reduce("mean", value, axis=None)
                  for key, value in metrics.items()}
-      return loss, metrics
+      # Every replica took the same decision.
+      return loss, metrics, self.strategy.experimental_local_results(finite)[0]
 
     return step
 
@@ -241,16 +312,25 @@ class Trainer:
     return self._steps["landscape"]
 
   def train_loop_fn(self, first_order: bool):
-    """A compiled loop: ``fn(iterator, n)`` runs n meta-iterations, returns the last loss."""
+    """A compiled loop: ``fn(iterator, n, consecutive, limit)`` runs up to n meta-iterations,
+    returns a :class:`LoopResult`. ``consecutive`` is the number of non-finite steps in a row
+    before the call; the loop stops after the step that brings it to ``limit`` (the guard's),
+    so that no later step runs."""
     if first_order not in self._loops:
       step = self._distributed_step(first_order, with_metrics=False)
 
       @tf.function
-      def loop(iterator, n):
+      def loop(iterator, n, consecutive, limit):
         loss = tf.constant(0.0, self.learner.dtype)
-        for _ in tf.range(n):
-          loss, _ = step(next(iterator))
-        return loss
+        steps, skipped, last_skipped = tf.constant(0), tf.constant(0), tf.constant(0)
+        while tf.logical_and(steps < n, consecutive < limit):
+          loss, _, finite = step(next(iterator))
+          steps += 1
+          bad = 1 - tf.cast(finite, tf.int32)
+          skipped += bad
+          consecutive = (consecutive + 1) * bad
+          last_skipped = tf.where(finite, last_skipped, steps)
+        return LoopResult(loss, steps, skipped, consecutive, last_skipped)
 
       self._loops[first_order] = loop
     return self._loops[first_order]
@@ -337,15 +417,23 @@ class Trainer:
     first_order = self.first_order_at(step)
     with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
     chunk = 1 if (with_metrics or not self._compiled) else self._steps_until_event(step, limit)
+    guard = self.guard
     if chunk > 1:
-      loss = self.train_loop_fn(first_order)(self._iterator, tf.constant(chunk))
+      result = self.train_loop_fn(first_order)(
+          self._iterator, tf.constant(chunk), tf.constant(guard.consecutive),
+          tf.constant(guard.limit))
+      loss, skipped = result.loss, int(result.skipped)
+      consecutive, last_skipped = int(result.consecutive), step + int(result.last_skipped)
+      ran = int(result.steps)  # Fewer than chunk when the guard's limit stopped the loop.
     else:
       episodes = next(self._iterator)
       landscape = self.landscape_fn()(episodes) if with_metrics and self.landscape else None
-      loss, metrics = self.train_step_fn(first_order, with_metrics)(episodes)
+      loss, metrics, finite = self.train_step_fn(first_order, with_metrics)(episodes)
       if landscape is not None:
         metrics["landscape"] = landscape
-    step += chunk
+      ran, skipped = 1, 0 if bool(finite) else 1
+      consecutive, last_skipped = (guard.consecutive + 1) * skipped, step + 1
+    step += ran
     restart_timing = False
     compiled = ("loop", first_order) if chunk > 1 else ("step", first_order, with_metrics)
     if compiled not in self._compiled:
@@ -357,11 +445,16 @@ class Trainer:
       restart_timing = True
     if with_metrics:
       self._write_summaries(step, loss, metrics)
+    # Raises NonFiniteError when training must stop (the runner then saves no checkpoint).
+    guard.record(step, skipped, consecutive, last_skipped, summarize=with_metrics)
     if self._due_for_validation(step):
       # Before the runner's checkpoint: a crash in between repeats this validation.
       self._validate(step)
       restart_timing = True
-    return Chunk(chunk, f"meta-loss {float(loss):.4f}", restart_timing)
+    message = f"meta-loss {float(loss):.4f}"
+    if guard.total:
+      message += f", {guard.total} non-finite steps skipped"
+    return Chunk(ran, message, restart_timing)
 
   # --- after training --------------------------------------------------------------------------
   def evaluate(self, num_tasks: int, steps: Sequence[int]):

@@ -24,7 +24,7 @@ import sys  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from l2f_tf import config  # noqa: E402
-from l2f_tf.train import distribution, experiment, interrupts  # noqa: E402
+from l2f_tf.train import distribution, experiment, guard, interrupts  # noqa: E402
 
 
 def define_flags():
@@ -67,6 +67,13 @@ def main(argv):
   except KeyboardInterrupt:
     interrupts.exit_now("Interrupted before training started or after it ended; run the same "
                         "command to go on.")
+  except guard.NonFiniteError as error:
+    then = ("run the same command to resume from it" if error.last_checkpoint else
+            "no checkpoint was written yet, so the same command starts afresh")
+    logging.error("%s To go on, lower Trainer.outer_lr or the inner learning rate, set "
+                  "Trainer.network_grad_clip, or check the data (a --gin_bindings that changes "
+                  "the experiment needs --resume); then %s.", user_message(error), then)
+    sys.exit(1)
   except ValueError as error:  # User errors: the message names the fix.
     logging.error("%s", user_message(error))
     logging.debug("Where it was raised:", exc_info=True)

@@ -30,7 +30,7 @@ from absl import logging
 from l2f_tf import atomic
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints, interrupts
+from l2f_tf.train import checkpoints, guard, interrupts
 from l2f_tf.train.evaluation import write_eval_summaries
 
 # Where Runner's cumulative training time sits in a checkpoint.
@@ -184,6 +184,8 @@ class Runner:
             logging.info("Stopping after meta-iteration %d: Runner.max_seconds = %s.", step,
                          self.max_seconds)
             break
+    except guard.NonFiniteError as error:  # No checkpoint: the last one on disk is good.
+      raise error.with_checkpoint(self.manager.latest_checkpoint) from None
     except KeyboardInterrupt:  # Outside the main thread, where Ctrl-C is not watched.
       self.save()
       logging.warning("Interrupted: saved a checkpoint at meta-iteration %d; run the same "

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import guard
 from l2f_tf.train.runner import Chunk, Runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -136,3 +137,20 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_quickly_without_a_traceback(tmp_pat
   assert "Traceback" not in stderr
   step = int(stderr.split("saved a checkpoint at meta-iteration ")[1].split(";")[0])
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{step}")
+
+
+def test_a_non_finite_stop_names_the_last_good_checkpoint_and_saves_none(tmp_path):
+  trainer = FakeTrainer(tmp_path, num_iterations=10)
+
+  def diverging(limit):
+    trainer.counter.assign_add(1)
+    if trainer.step == 3:
+      raise guard.NonFiniteError(3, consecutive=1, policy="stop")
+    return Chunk(1)
+
+  trainer.run = diverging
+  with pytest.raises(guard.NonFiniteError, match=r"meta-iteration 3 .*The last good checkpoint "
+                                                 r"is .*ckpt-2\.") as error:
+    Runner(trainer, checkpoint_every=2).train()
+  assert error.value.step == 3 and error.value.last_checkpoint.endswith("ckpt-2")
+  assert tf.train.latest_checkpoint(trainer.folder.checkpoints).endswith("ckpt-2")

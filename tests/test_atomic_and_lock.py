@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from l2f_tf import atomic
+from l2f_tf import atomic, config
 from l2f_tf.run_folder import RunFolder, RunFolderError, RunLock
 
 
@@ -122,3 +122,29 @@ def test_a_second_run_into_a_busy_folder_is_refused_by_the_command(tmp_path):
   assert "Traceback" not in result.stderr
   assert sorted(os.listdir(tmp_path)) == [".lock"]
   assert time.time() - started < 120
+
+
+def test_a_bad_dataset_root_is_one_line_and_the_fixed_command_starts_afresh(tmp_path):
+  """The command line turns a user error into one line and exit status 1 (no traceback); the
+  folder it leaves never trained, so the corrected command is not refused as another
+  experiment."""
+  root = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "run_experiment.py", f"--root_dir={root}",
+       "--gin_file=gin/mini_imagenet/conv4_l2f_5shot.gin",
+       f"--gin_bindings=FewShotClassification.root = '{tmp_path / 'missing'}'"],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+  assert result.returncode == 1, result.stderr
+  assert f"Dataset root {tmp_path / 'missing'} does not exist" in result.stderr
+  assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
+  assert sorted(os.listdir(root)) == [".lock", "operative_config.gin"]
+  try:
+    config.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])  # not refused
+  finally:
+    config.release_locks()
+
+
+def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):
+  monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
+  with pytest.raises(RunFolderError, match="is not writable: choose a --root_dir"):
+    RunFolder(str(tmp_path)).prepare()

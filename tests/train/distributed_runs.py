@@ -37,7 +37,10 @@ def glyph_run(cache_dir):
       "Trainer.validate_every = 2", "Runner.checkpoint_every = 2", "Trainer.summary_every = 2",
       "Trainer.num_val_episodes = 3", "run_experiment.num_eval_tasks = 4",
       "MetaLearner.num_inner_steps = 2", "conv4.filters = 4", "Runner.log_every_seconds = 0",
-      "FewShotClassification.eval_batch_size = 2", "FewShotClassification.plot_episodes = 3"])
+      "FewShotClassification.eval_batch_size = 2", "FewShotClassification.plot_episodes = 3",
+      # Logging only, and seconds of tracing per process; the sinusoid runs keep it on under
+      # every strategy, and tests/test_gin_files_vision.py checks it on the glyphs.
+      "Trainer.landscape = False"])
 
 
 def start_workers(root, gin_file, bindings, logs):

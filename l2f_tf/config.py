@@ -134,7 +134,7 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   folder.prepare()  # Only now: a config error leaves no new folder behind.
   if distribution.is_chief_task(configured_strategy_name()):  # Other workers write nothing here.
     _hold_lock(folder)
-    removed = atomic.remove_leftovers(folder.root)
+    removed = folder.remove_leftovers()
     if removed:
       logging.info("Removed %d temporary file(s) left in %s by an interrupted run.", removed,
                    root_dir)

@@ -20,8 +20,10 @@ tool all find these paths here, so a change of layout is a change of this file o
 
 import errno
 import fcntl
+import glob
 import json
 import os
+import shutil
 import socket
 from typing import Any, Dict, Optional
 
@@ -96,6 +98,17 @@ class RunFolder:
     if not os.access(self.root, os.W_OK | os.X_OK):
       raise RunFolderError(f"The run folder {self.root} is not writable: choose a --root_dir "
                            "you can write to, or fix its permissions.")
+
+  def remove_leftovers(self) -> int:
+    """Deletes what a killed run left half-written: temporary files of `l2f_tf.atomic` in the
+    folder, and TensorFlow's ``<checkpoint>_temp`` folders of a checkpoint save that never
+    finished (in checkpoints/ and best/). Returns how many. Only under the folder's lock."""
+    removed = atomic.remove_leftovers(self.root)
+    for directory in (self.checkpoints, self.best):
+      for path in glob.glob(os.path.join(directory, "*_temp")):
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
 
   def write_results(self, results: Dict[str, Any]) -> str:
     """Writes results.json atomically, so a crash never leaves half a file."""

@@ -148,3 +148,15 @@ def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):
   monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
   with pytest.raises(RunFolderError, match="is not writable: choose a --root_dir"):
     RunFolder(str(tmp_path)).prepare()
+
+
+def test_a_checkpoint_save_cut_short_leaves_nothing_behind(tmp_path):
+  """TensorFlow writes a checkpoint into <prefix>_temp/ before merging it; a kill there leaves
+  that folder, which the next run deletes (the kill fuzzing found it)."""
+  folder = RunFolder(str(tmp_path))
+  for directory in (folder.checkpoints, folder.best):
+    os.makedirs(os.path.join(directory, "ckpt-4_temp"))
+  open(os.path.join(folder.checkpoints, "ckpt-2.index"), "w").close()
+  (tmp_path / ".stages.json.x.tmp.json").write_text("{")
+  assert folder.remove_leftovers() == 3
+  assert os.listdir(folder.checkpoints) == ["ckpt-2.index"] and os.listdir(folder.best) == []

@@ -1,0 +1,27 @@
+"""Kill and resume: tiny sinusoid, glyphs and 2D-navigation runs SIGKILLed at random moments and
+re-run with the same command end exactly as uninterrupted runs (tests/kill_resume.py).
+
+Three kills per domain, the three domains at once (each fuzzes in its own folders); the full
+fuzzing, 20 kills per domain, is benchmarks/kill_resume.py (docs/robustness.md)."""
+
+from tests import kill_resume
+
+KILLS = 3
+CHECKS = ("weights", "results", "best", "saved_model", "figure", "stages")
+
+
+def test_killed_runs_resume_to_the_results_of_an_uninterrupted_run(tmp_path):
+  reports = kill_resume.run(str(tmp_path / "fuzz"), kill_resume.DOMAINS, kills=KILLS, seed=0,
+                            parallel=len(kill_resume.DOMAINS), say=lambda text: None)
+  summary = kill_resume.table(reports)
+  for report in reports:
+    problems = "\n".join(report.problems)
+    assert len(report.kills) == KILLS, summary
+    assert report.resumes >= KILLS and report.resumes_ok == report.resumes, problems
+    assert report.folders, problems
+    for check in CHECKS:
+      assert report.all_equal(check), f"{report.experiment.name} {check}:\n{problems}"
+    # No temporary file survives, not even TensorFlow's <checkpoint>_temp/ of a killed save
+    # (the next run removes it: RunFolder.remove_leftovers).
+    leftovers = [path for comparison in report.comparisons for path in comparison["leftovers"]]
+    assert not leftovers, problems

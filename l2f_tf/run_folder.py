@@ -101,13 +101,20 @@ class RunFolder:
 
   def remove_leftovers(self) -> int:
     """Deletes what a killed run left half-written: temporary files of `l2f_tf.atomic` in the
-    folder, and TensorFlow's ``<checkpoint>_temp`` folders of a checkpoint save that never
-    finished (in checkpoints/ and best/). Returns how many. Only under the folder's lock."""
+    folder, TensorFlow's ``<checkpoint>_temp`` folders of a checkpoint save that never
+    finished, and data files of a pruned checkpoint whose index is gone (in checkpoints/ and
+    best/). Returns how many. Only under the folder's lock."""
     removed = atomic.remove_leftovers(self.root)
     for directory in (self.checkpoints, self.best):
       for path in glob.glob(os.path.join(directory, "*_temp")):
         shutil.rmtree(path, ignore_errors=True)
         removed += 1
+      # A kill while TensorFlow prunes an old checkpoint (index first, then data) leaves its
+      # data without an index, which no later save removes.
+      for path in glob.glob(os.path.join(directory, "*.data-*")):
+        if not os.path.exists(path.split(".data-")[0] + ".index"):
+          os.remove(path)
+          removed += 1
     return removed
 
   def write_results(self, results: Dict[str, Any]) -> str:

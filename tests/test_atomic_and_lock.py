@@ -156,7 +156,9 @@ def test_a_checkpoint_save_cut_short_leaves_nothing_behind(tmp_path):
   folder = RunFolder(str(tmp_path))
   for directory in (folder.checkpoints, folder.best):
     os.makedirs(os.path.join(directory, "ckpt-4_temp"))
-  open(os.path.join(folder.checkpoints, "ckpt-2.index"), "w").close()
+  for name in ("ckpt-2.index", "ckpt-2.data-00000-of-00001", "ckpt-1.data-00000-of-00001"):
+    open(os.path.join(folder.checkpoints, name), "w").close()  # ckpt-1: pruned half-way
   (tmp_path / ".stages.json.x.tmp.json").write_text("{")
-  assert folder.remove_leftovers() == 3
-  assert os.listdir(folder.checkpoints) == ["ckpt-2.index"] and os.listdir(folder.best) == []
+  assert folder.remove_leftovers() == 4
+  assert sorted(os.listdir(folder.checkpoints)) == ["ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+  assert os.listdir(folder.best) == []

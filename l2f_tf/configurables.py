@@ -6,8 +6,8 @@ import gin
 from l2f_tf.data import glyphs, sinusoid  # noqa: F401
 from l2f_tf.domains import few_shot, meta_rl  # noqa: F401
 from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
-from l2f_tf.meta import attenuation, learner  # noqa: F401
-from l2f_tf.models import conv4, gaussian_policy, mlp, resnet12  # noqa: F401
+from l2f_tf.meta import attenuation, learner, leo  # noqa: F401
+from l2f_tf.models import conv4, gaussian_policy, leo_network, mlp, resnet12  # noqa: F401
 from l2f_tf.train import experiment, guard, meta_rl_trainer, runner, trainer  # noqa: F401
 
 # The embedded dataset's generator, for gin: FewShotClassification.root = @ensure_glyphs().

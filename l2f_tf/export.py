@@ -73,7 +73,10 @@ class AdaptAndPredict(tf.Module):
       self.attenuation = learner.attenuation
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
     classification = input_signature[1].dtype.is_integer
-    self._num_classes = int(learner.model.output_shape[-1]) if classification else 0
+    num_classes = getattr(learner, "num_classes", None)  # LEO's; else the model's output.
+    if classification and num_classes is None:
+      num_classes = learner.model.output_shape[-1]
+    self._num_classes = int(num_classes) if classification else 0
     self.num_classes = tf.Variable(self._num_classes, trainable=False, name="num_classes")
     # Set once the input-range warning has been printed (once per loaded model).
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")

@@ -20,6 +20,8 @@ def make_checkpoint(learner, **state) -> tf.train.Checkpoint:
   parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, **state}
   if learner.attenuation is not None:
     parts["attenuation"] = learner.attenuation
+  if getattr(learner, "rng", None) is not None:  # LEO's sampling state: exact resumption.
+    parts["rng"] = learner.rng
   return tf.train.Checkpoint(**parts)
 
 

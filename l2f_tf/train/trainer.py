@@ -72,6 +72,9 @@ class Trainer:
     always_first_order: first order for the whole run (FOMAML).
     network_grad_clip: element-wise clip of the network's meta-gradients to [-c, c] (the
       attenuator and inner learning rates are not clipped); None disables.
+    network_grad_norm_clip: then clip each of those meta-gradient tensors to this l2 norm
+      (``tf.clip_by_norm``; LEO's published setting, after an element-wise clip); None
+      disables.
     summary_every: steps between TensorBoard summaries (gammas, per-step losses, conflict).
     seed: seed of the training task stream.
     jit_compile: compile the step with XLA (with several replicas, each replica's
@@ -113,6 +116,7 @@ class Trainer:
                num_iterations: int = 70000, outer_lr: float = 1e-3, outer_optimizer: str = "adam",
                cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
+               network_grad_norm_clip: Optional[float] = None,
                summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
@@ -127,6 +131,7 @@ class Trainer:
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
+    self.network_grad_norm_clip = network_grad_norm_clip
     self.summary_every = summary_every
     self.seed = seed
     if steps_per_call < 1:
@@ -154,6 +159,12 @@ class Trainer:
     self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer)
     self.sequential_tasks = sequential_tasks
     self.landscape = landscape
+    for option, value, supported in (
+        ("sequential_tasks", sequential_tasks, "supports_sequential_tasks"),
+        ("landscape", landscape, "supports_landscape")):
+      if value and not getattr(learner, supported, True):
+        raise ValueError(f"Trainer.{option} = True is not available for "
+                         f"{learner.method_name}: set Trainer.{option} = False.")
     self.landscape_multipliers = tuple(float(m) for m in landscape_multipliers)
     if landscape and (not self.landscape_multipliers or min(self.landscape_multipliers) <= 0):
       raise ValueError("Trainer.landscape_multipliers must be positive multiples of the inner "
@@ -235,6 +246,11 @@ class Trainer:
       c = self.network_grad_clip
       pairs = [(precision.clip_gradient(g, c, loss_scale) if id(v) in network else g, v)
                for g, v in pairs]
+    if self.network_grad_norm_clip is not None:
+      c = self.network_grad_norm_clip
+      if loss_scale is not None:
+        c = c * loss_scale
+      pairs = [(tf.clip_by_norm(g, c) if id(v) in network else g, v) for g, v in pairs]
     if replicas > 1:
       pairs = [(g / replicas, v) for g, v in pairs]
     self._apply_if(finite, pairs)
@@ -374,7 +390,11 @@ class Trainer:
       for k, value in enumerate(tf.unstack(metrics["query_metric_per_step"])):
         tf.summary.scalar(f"query_{self.domain.metric_name}_after_step/{k}", value, step=step)
     if "gamma" in metrics:
-      write_per_tensor("gamma", names, tf.unstack(metrics["gamma"]), step)
+      # One gamma per inner-loop tensor (L2F), or per attenuated point (LEO+L2F).
+      write_per_tensor("gamma", getattr(self.learner, "gamma_names", names),
+                       tf.unstack(metrics["gamma"]), step)
+    if "kl" in metrics:  # LEO: the KL of the sampled latent codes to N(0, I).
+      tf.summary.scalar("latent_kl", metrics["kl"], step=step)
     # Conflict between the tasks of each replica's share of the meta-batch, averaged.
     write_per_tensor("degree_of_conflict", names, tf.unstack(metrics["degree_of_conflict"]),
                      step)

@@ -1,0 +1,540 @@
+"""LEO (Rusu et al., ICLR 2019) and LEO+L2F: adaptation in a learned latent space.
+
+LEO does not adapt a shared initialisation of a network. For each N-way K-shot task on
+pre-computed embeddings x (D-dim), with its networks (`l2f_tf.models.leo_network`):
+
+  codes      c_nk = encode(dropout(x_nk))                            [N, K, L]
+  relation   r_nk = mean_j MLP([c_nk, c_j])  over all N*K support examples j
+  latent     (mu_n, sigma_n) = split(mean_k r_nk); z_nk ~ N(mu_n, sigma_n) (training; the mean
+             at test), KL(z) = mean(log N(z; mu, sigma) - log N(z; 0, I)) (a one-sample estimate)
+  weights    (m_nk, s_nk) = split(decode(z_nk)); w_nk ~ N(m_nk, s_nk) (training; the mean at test)
+  logits     of an example x: x . w_n with w_n = mean_k w_nk (one weight vector per class)
+  inner loop 5 steps on the codes: z <- z - alpha_z * d L_support(w(z)) / dz (decoding again
+             each step), then 5 fine-tuning steps on the decoded weights:
+             w <- w - alpha_w * d L_support(w) / dw
+  meta-loss  L_query(w) + beta KL + gamma ||z_0 - stop_gradient(z_5)||^2 (mean) over the tasks'
+             mean, + lambda_1 l2 of the networks + lambda_2 orthogonality of the decoder
+
+Settings and details follow LEO's published code: the spreads are
+``sigma = max(exp(raw) - (1 - offset), 1e-10)`` with offset 0 for the codes and
+``sqrt(2 / (N + D))`` for the weights; the learning rates alpha_z (one per latent dimension,
+initialised at 1) and alpha_w (one per embedding dimension, initialised at 0.001) are learned;
+the inner-loop loss is the SUM of the support examples' cross-entropies (the reference
+differentiates the vector of per-example losses, which sums them), the query loss their mean;
+every (class, shot) pair carries its own code and weight sample, averaged into the class's
+weight vector (so at test, where all K copies are equal, a step moves the class's code by
+alpha / K times the gradient with respect to it); dropout (0.5) on the embeddings wherever
+they enter in training (encoder, every support loss, the query loss).
+l2 = sum of ||W||^2 / 2 over the networks' matrices; orthogonality = mean((C - I)^2) with C the
+cosine-similarity matrix of the decoder's rows.
+
+LEO+L2F (the L2F paper reports it but gives no formulas; this is our design). L2F attenuates
+the point an inner loop starts from with gamma = sigmoid(MLP(mean support gradient)), computed
+per task from the gradient at that point, held constant. LEO has two inner loops, so there are
+two such points (``LEOAttenuation.points``): the latent codes z_0 before the latent loop, and
+the decoded weights before fine-tuning. At each, the support-loss gradient at the start is
+summarised by its mean, either per tensor (one gamma for the whole code / weight tensor, L2F's
+"one gamma per layer") or per dimension (one gamma per latent / embedding dimension, the unit
+LEO itself gives its own learning rate; the default), and start <- gamma * start. The
+attenuator is trained by the meta-loss like LEO's networks. See docs/leo.md.
+
+Randomness (codes and weights sampled, dropout) only exists in training (:meth:`LEO.meta_loss`)
+and comes from a ``tf.random.Generator`` seeded by ``LEO.seed`` and saved with the checkpoint,
+so a resumed run draws the same numbers as an uninterrupted one. :meth:`LEO.adapt` (evaluation,
+export, the figures) is deterministic.
+"""
+
+import math
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import gin
+import keras
+import tensorflow as tf
+
+from l2f_tf.meta.learner import Adaptation
+
+POINTS = ("latents", "weights")
+GRANULARITIES = ("dimension", "tensor")
+
+
+def gaussian_parameters(params: tf.Tensor, stddev_offset: float = 0.0):
+  """[.., 2M] -> (mean [.., M], sigma [.., M]) with sigma = max(exp(raw) - (1 - offset), 1e-10)."""
+  mean, raw = tf.split(params, 2, axis=-1)
+  sigma = tf.maximum(tf.exp(raw) - (1.0 - stddev_offset), 1e-10)
+  return mean, sigma
+
+
+def sample_kl(samples: tf.Tensor, mean: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+  """One-sample estimate of KL(N(mean, sigma) || N(0, I)), averaged over the elements:
+  mean(log N(s; mean, sigma) - log N(s; 0, 1))."""
+  log_q = -0.5 * tf.square((samples - mean) / sigma) - tf.math.log(sigma)
+  log_p = -0.5 * tf.square(samples)
+  return tf.reduce_mean(log_q - log_p)
+
+
+def orthogonality(weight: tf.Tensor) -> tf.Tensor:
+  """mean((C - I)^2) with C_ij the cosine similarity of rows i and j of ``weight``."""
+  norms = tf.norm(weight, axis=1, keepdims=True) + 1e-32
+  correlation = tf.matmul(weight, weight, transpose_b=True) / tf.matmul(norms, norms,
+                                                                        transpose_b=True)
+  identity = tf.eye(int(weight.shape[0]), dtype=weight.dtype)
+  return tf.reduce_mean(tf.square(correlation - identity))
+
+
+class Noise:
+  """Training-time randomness of LEO from one ``tf.random.Generator``: dropout masks and
+  standard normal draws. ``None`` in its place means evaluation (no dropout, means)."""
+
+  def __init__(self, generator: tf.random.Generator, dropout_rate: float):
+    self.generator, self.dropout_rate = generator, float(dropout_rate)
+
+  def dropout(self, x: tf.Tensor) -> tf.Tensor:
+    if self.dropout_rate <= 0.0:
+      return x
+    keep = self.generator.uniform(tf.shape(x), dtype=x.dtype) >= self.dropout_rate
+    return tf.where(keep, x / (1.0 - self.dropout_rate), tf.zeros_like(x))
+
+  def normal(self, like: tf.Tensor) -> tf.Tensor:
+    return self.generator.normal(tf.shape(like), dtype=like.dtype)
+
+
+class LEOLearningRates(keras.layers.Layer):
+  """LEO's learned inner learning rates: one per latent dimension (initialised at
+  ``latent_lr``) and one per embedding dimension for fine-tuning (at ``finetuning_lr``)."""
+
+  def __init__(self, num_latents: int, embedding_dim: int, latent_lr: float,
+               finetuning_lr: float, learn: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.latent = self.add_weight(shape=(num_latents,), name="latent_lr", trainable=learn,
+                                  initializer=keras.initializers.Constant(latent_lr))
+    self.finetuning = self.add_weight(shape=(embedding_dim,), name="finetuning_lr",
+                                      trainable=learn,
+                                      initializer=keras.initializers.Constant(finetuning_lr))
+    self.built = True
+
+
+class LEOAttenuation(keras.layers.Layer):
+  """L2F for LEO: gamma = sigmoid(MLP(mean support gradient)) times each inner loop's start.
+
+  Args:
+    points: where to attenuate: "latents" (the codes before the latent loop) and/or "weights"
+      (the decoded weights before fine-tuning).
+    granularity: "dimension" (one gamma per latent / embedding dimension, from the gradient's
+      mean over classes and shots in that dimension) or "tensor" (one gamma per start tensor,
+      from its gradient's overall mean: L2F's one gamma per layer).
+    hidden_units: width of each MLP's hidden layer; None: the input size up to 64 (for
+      "tensor": 1, as L2F's hidden layer has one unit per tensor).
+  """
+
+  def __init__(self, points: Sequence[str] = POINTS, granularity: str = "dimension",
+               hidden_units: Optional[int] = None, **kwargs):
+    super().__init__(**kwargs)
+    points = tuple(points)
+    unknown = [p for p in points if p not in POINTS]
+    if not points or unknown or len(set(points)) != len(points):
+      raise ValueError(f"leo_attenuation.points must be a non-empty subset of {POINTS}, got "
+                       f"{points!r}.")
+    if granularity not in GRANULARITIES:
+      raise ValueError(f"leo_attenuation.granularity must be one of {GRANULARITIES}, got "
+                       f"{granularity!r}.")
+    self.points = tuple(p for p in POINTS if p in points)
+    self.granularity, self.hidden_units = granularity, hidden_units
+
+  @property
+  def method_name(self) -> str:
+    name = "L2F" if self.granularity == "dimension" else "L2F(tensor)"
+    return name if self.points == POINTS else f"{name}[{self.points[0]} only]"
+
+  def build_for(self, num_latents: int, embedding_dim: int) -> None:
+    sizes = {"latents": num_latents, "weights": embedding_dim}
+    for point in self.points:
+      inputs = 1 if self.granularity == "tensor" else sizes[point]
+      hidden = self.hidden_units or min(inputs, 64)
+      dense_in = keras.layers.Dense(hidden, activation="relu", dtype=self.dtype,
+                                    name=f"{point}_hidden")
+      dense_out = keras.layers.Dense(inputs, dtype=self.dtype, name=f"{point}_out")
+      dense_in.build((1, inputs))
+      dense_out.build((1, hidden))
+      setattr(self, f"{point}_hidden", dense_in)
+      setattr(self, f"{point}_out", dense_out)
+    self.built = True
+
+  def embedding(self, gradient: tf.Tensor) -> tf.Tensor:
+    """The task embedding of a start's support gradient [N, K, M] (held constant): its mean,
+    overall ([1]) or per dimension ([M])."""
+    gradient = tf.stop_gradient(gradient)
+    if self.granularity == "tensor":
+      return tf.reshape(tf.reduce_mean(gradient), [1])
+    return tf.reduce_mean(tf.reshape(gradient, [-1, gradient.shape[-1]]), axis=0)
+
+  def attenuate(self, point: str, start: tf.Tensor, gradient: tf.Tensor):
+    """(gamma * start, gamma) for one point; gamma is [1] or [M], broadcast over [N, K, M]."""
+    hidden = getattr(self, f"{point}_hidden")
+    out = getattr(self, f"{point}_out")
+    embedding = tf.cast(self.embedding(gradient), self.dtype)
+    gamma = tf.sigmoid(out(hidden(embedding[None, :])))[0]
+    return tf.cast(gamma, start.dtype) * start, gamma
+
+
+@gin.configurable
+def leo_attenuation(points: Sequence[str] = POINTS, granularity: str = "dimension",
+                    hidden_units: Optional[int] = None) -> LEOAttenuation:
+  """LEO+L2F's attenuation for gin: ``LEO.attenuation = @leo_attenuation()``."""
+  return LEOAttenuation(points=points, granularity=granularity, hidden_units=hidden_units)
+
+
+class TaskResult(NamedTuple):
+  """One task's adaptation with everything the meta-loss needs.
+
+  Attributes:
+    iterates: [w_0], [w_1], ...: each class's weight vectors [N, D] after 0, 1, ... steps.
+    gamma: the mean gamma of each attenuated point, [P], or None (LEO).
+    kl: the KL estimate of the sampled codes (0 in evaluation).
+    encoder_penalty: mean((z_0 - stop_gradient(z_end))^2) of the latent loop.
+    embeddings: point -> the support gradient its gamma was computed from (a constant).
+    gradients: the inner loop's gradients, latent steps then fine-tuning steps.
+    adapted_latents: the codes after the latent loop (the encoder penalty's constant target).
+  """
+  iterates: List[List[tf.Tensor]]
+  gamma: Optional[tf.Tensor]
+  kl: tf.Tensor
+  encoder_penalty: tf.Tensor
+  embeddings: Dict[str, tf.Tensor]
+  gradients: List[tf.Tensor]
+  adapted_latents: tf.Tensor
+
+
+class Constants(NamedTuple):
+  """Values :meth:`LEO.adapt_task` uses instead of computing them (the finite-difference
+  tests hold them at a base point): the attenuation's support gradients by point, the encoder
+  penalty's target (the adapted codes, a constant of the meta-gradient) and, for first order,
+  the inner loop's gradients (None: computed)."""
+  embeddings: Dict[str, tf.Tensor]
+  adapted_latents: tf.Tensor
+  gradients: Optional[List[tf.Tensor]] = None
+
+
+@gin.configurable
+class LEO:
+  """LEO, or LEO+L2F with an ``attenuation``; the same interface as ``MetaLearner``.
+
+  Args:
+    model: a `l2f_tf.models.leo_network.LEONetwork` (encoder, relation network, decoder).
+    loss_fn: ``loss_fn(labels, logits)``, the mean query loss of one task (cross-entropy).
+    metric_fn: ``metric_fn(labels, logits)`` of one task (accuracy), logged per inner step.
+    num_latent_steps: gradient steps on the latent codes (5).
+    num_finetuning_steps: gradient steps on the decoded weights after them (5).
+    latent_lr: initial learning rate of the latent steps (1.0), per latent dimension.
+    finetuning_lr: initial learning rate of fine-tuning (0.001), per embedding dimension.
+    learn_inner_lr: learn both learning rates (LEO does).
+    dropout_rate: dropout on the embeddings in training (0.5).
+    kl_weight: beta, weight of the codes' KL to N(0, I) (1e-3).
+    encoder_penalty_weight: gamma, weight of the codes' distance to their adapted values (1e-9).
+    l2_penalty_weight: lambda_1, weight of the networks' l2 (1e-8).
+    orthogonality_penalty_weight: lambda_2, weight of the decoder's orthogonality (1e-3).
+    attenuation: a :class:`LEOAttenuation` (LEO+L2F) or None (LEO).
+    sample: sample codes and weights in training (LEO); False uses the means (the gradient
+      tests switch sampling and dropout off to compare with finite differences).
+    seed: seed of the training-time randomness.
+  """
+
+  task_reduction = "mean"
+  supports_sequential_tasks = False  # Trainer.sequential_tasks needs MetaLearner's structure.
+  supports_landscape = False  # The landscape measures probe a single inner loop over theta.
+
+  def __init__(self, model, loss_fn: Callable, metric_fn: Optional[Callable] = None,
+               num_latent_steps: int = 5, num_finetuning_steps: int = 5,
+               latent_lr: float = 1.0, finetuning_lr: float = 0.001,
+               learn_inner_lr: bool = True, dropout_rate: float = 0.5,
+               kl_weight: float = 1e-3, encoder_penalty_weight: float = 1e-9,
+               l2_penalty_weight: float = 1e-8, orthogonality_penalty_weight: float = 1e-3,
+               attenuation: Optional[LEOAttenuation] = None, sample: bool = True,
+               seed: int = 0):
+    for name in ("encode", "relate", "decode", "num_classes", "embedding_dim", "num_latents"):
+      if not hasattr(model, name):
+        raise ValueError(f"LEO needs LEO's networks (bind FewShotEmbeddings.network = "
+                         f"@leo_network); got {type(model).__name__}, which has no {name!r}.")
+    if num_latent_steps < 0 or num_finetuning_steps < 0:
+      raise ValueError("LEO.num_latent_steps and LEO.num_finetuning_steps must be >= 0, got "
+                       f"{num_latent_steps} and {num_finetuning_steps}.")
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f"LEO.dropout_rate must be in [0, 1), got {dropout_rate}.")
+    self.model, self.loss_fn, self.metric_fn = model, loss_fn, metric_fn
+    self.num_classes, self.embedding_dim = model.num_classes, model.embedding_dim
+    self.num_latents = model.num_latents
+    self.num_latent_steps, self.num_finetuning_steps = num_latent_steps, num_finetuning_steps
+    self.num_inner_steps = num_latent_steps + num_finetuning_steps
+    self.dropout_rate = dropout_rate
+    self.kl_weight, self.encoder_penalty_weight = kl_weight, encoder_penalty_weight
+    self.l2_penalty_weight = l2_penalty_weight
+    self.orthogonality_penalty_weight = orthogonality_penalty_weight
+    self.sample, self.seed = sample, seed
+    self.dtype = tf.as_dtype(model.encoder.dtype)
+    self.inner_lrs = LEOLearningRates(self.num_latents, self.embedding_dim, latent_lr,
+                                      finetuning_lr, learn_inner_lr, dtype=self.dtype.name,
+                                      name="leo_inner_lrs")
+    self.attenuation = attenuation
+    if attenuation is not None:
+      attenuation.build_for(self.num_latents, self.embedding_dim)
+    self.rng = tf.random.Generator.from_seed(seed)
+    self.weight_stddev_offset = math.sqrt(2.0 / (self.num_classes + self.embedding_dim))
+
+  @property
+  def method_name(self) -> str:
+    return "LEO" if self.attenuation is None else f"LEO+{self.attenuation.method_name}"
+
+  # --- variables -------------------------------------------------------------------------------
+  @property
+  def inner_variables(self) -> List[keras.Variable]:
+    """LEO's network matrices: what maps a task to its starting point (the per-tensor
+    summaries, e.g. the degree of conflict, are about them)."""
+    return list(self.model.weight_matrices)
+
+  @property
+  def inner_variable_names(self) -> List[str]:
+    return [v.path for v in self.inner_variables]
+
+  @property
+  def gamma_names(self) -> List[str]:
+    """The names of the logged gamma values: one per attenuated point."""
+    return list(self.attenuation.points) if self.attenuation is not None else []
+
+  @property
+  def attenuator_variables(self) -> List[keras.Variable]:
+    return list(self.attenuation.trainable_variables) if self.attenuation is not None else []
+
+  @property
+  def inner_lr_variables(self) -> List[keras.Variable]:
+    return list(self.inner_lrs.trainable_variables)
+
+  @property
+  def meta_variables(self) -> List[keras.Variable]:
+    return list(self.model.trainable_variables) + self.attenuator_variables + \
+        self.inner_lr_variables
+
+  @property
+  def network_variables(self) -> List[keras.Variable]:
+    """The variables the trainer's meta-gradient clipping applies to: all of them, as in LEO's
+    published code (element-wise, then per-tensor norm)."""
+    return self.meta_variables
+
+  # --- pieces ----------------------------------------------------------------------------------
+  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = False):
+    """Logits of embeddings ``x`` [Q, D] for class weight vectors ``params[0]`` [N, D]."""
+    del training  # LEO's test-time forward pass has no randomness.
+    return tf.matmul(tf.cast(x, self.dtype), params[0], transpose_b=True)
+
+  def loss_at(self, params, x, y) -> tf.Tensor:
+    return self.loss_fn(y, self.forward(params, x))
+
+  def _by_class(self, support_x, support_y) -> tf.Tensor:
+    """Support embeddings [N*K, D] -> [N, K, D], class n holding the examples labelled n
+    (every class needs K examples)."""
+    n = self.num_classes
+    total = support_x.shape[0]
+    if total is None or total % n:
+      raise ValueError(f"LEO needs N*K support examples with K per class for N={n} classes; "
+                       f"got a support set of {total}.")
+    order = tf.argsort(tf.cast(support_y, tf.int32), stable=True)
+    x = tf.gather(tf.cast(support_x, self.dtype), order)
+    return tf.reshape(x, [n, total // n, self.embedding_dim])
+
+  def _support_loss(self, x, weights, noise: Optional[Noise]) -> tf.Tensor:
+    """Sum over the support examples [N, K, D] of the cross-entropy of logits x . mean_k w_nk
+    (weights [N, K, D]), labels the class index."""
+    if noise is not None:
+      x = noise.dropout(x)
+    logits = tf.einsum("nkd,cd->nkc", x, tf.reduce_mean(weights, axis=1))
+    labels = tf.broadcast_to(tf.range(self.num_classes)[:, None], tf.shape(logits)[:2])
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                        logits=logits))
+
+  def _decode(self, z, noise: Optional[Noise]) -> tf.Tensor:
+    """Codes [N, K, L] -> classifier weights [N, K, D] (sampled in training)."""
+    mean, sigma = gaussian_parameters(self.model.decode(z), self.weight_stddev_offset)
+    if noise is None or not self.sample:
+      return mean
+    return mean + sigma * noise.normal(mean)
+
+  def _encode(self, x, noise: Optional[Noise]) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Support embeddings [N, K, D] -> (codes z_0 [N, K, L], KL estimate)."""
+    n, k = self.num_classes, x.shape[1]
+    codes = self.model.encode(noise.dropout(x) if noise is not None else x)
+    related = self.model.relate(tf.reshape(codes, [n * k, self.num_latents]))
+    per_class = tf.reduce_mean(tf.reshape(related, [n, k, 2 * self.num_latents]), axis=1,
+                               keepdims=True)
+    mean, sigma = gaussian_parameters(tf.tile(per_class, [1, k, 1]))
+    if noise is None or not self.sample:
+      return mean, tf.constant(0.0, self.dtype)
+    z = mean + sigma * noise.normal(mean)
+    return z, sample_kl(z, mean, sigma)
+
+  def _gradient(self, loss_fn, point, first_order: bool):
+    """(loss, d loss / d point): second order unless ``first_order`` (the gradient is then a
+    constant of the meta-gradient)."""
+    with tf.GradientTape() as tape:
+      tape.watch(point)
+      loss = loss_fn(point)
+    gradient = tape.gradient(loss, point)
+    return loss, tf.stop_gradient(gradient) if first_order else gradient
+
+  def _attenuate(self, name, start, loss_fn, gammas, embeddings, constants):
+    """``start`` attenuated at point ``name`` if the attenuation has it (gamma appended, the
+    support gradient it came from stored in ``embeddings``)."""
+    if self.attenuation is None or name not in self.attenuation.points:
+      return start
+    if constants is not None:
+      gradient = constants.embeddings[name]
+    else:
+      _, gradient = self._gradient(loss_fn, tf.stop_gradient(start), first_order=True)
+    embeddings[name] = gradient
+    start, gamma = self.attenuation.attenuate(name, start, gradient)
+    gammas.append(tf.reduce_mean(gamma))
+    return start
+
+  def _step_gradient(self, loss_fn, point, first_order, gradients, constants):
+    """The inner gradient at ``point`` (or the constant one being replayed), stored."""
+    k = len(gradients)
+    if constants is not None and constants.gradients is not None:
+      gradient = constants.gradients[k]
+    else:
+      _, gradient = self._gradient(loss_fn, point, first_order)
+    gradients.append(gradient)
+    return gradient
+
+  def adapt_task(self, support_x, support_y, num_steps: int, first_order: bool = False,
+                 noise: Optional[Noise] = None,
+                 constants: Optional[Constants] = None) -> TaskResult:
+    """Both inner loops of one task; ``num_steps`` counts latent steps, then fine-tuning.
+
+    ``noise``: training randomness (None: deterministic); ``constants``: values to use instead
+    of the attenuation's and (first order) the inner loop's gradients."""
+    x = self._by_class(support_x, support_y)
+    latent_steps = min(num_steps, self.num_latent_steps)
+    finetuning_steps = num_steps - latent_steps
+    gammas, embeddings, gradients = [], {}, []
+    z, kl = self._encode(x, noise)
+    weights_loss = lambda w: self._support_loss(x, w, noise)
+    latent_loss = lambda z: weights_loss(self._decode(z, noise))
+    z = self._attenuate("latents", z, latent_loss, gammas, embeddings, constants)
+    z_start = z
+    alpha_z, alpha_w = self.inner_lrs.latent.value, self.inner_lrs.finetuning.value
+    iterates = []
+    for _ in range(latent_steps):
+      # Decoded once per step: the step's weights (sampled in training) are the iterate and
+      # the point whose support loss is differentiated.
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        weights = self._decode(z, noise)
+        loss = weights_loss(weights)
+      iterates.append([tf.reduce_mean(weights, axis=1)])
+      if constants is not None and constants.gradients is not None:
+        gradient = constants.gradients[len(gradients)]
+      else:
+        gradient = tape.gradient(loss, z)
+        gradient = tf.stop_gradient(gradient) if first_order else gradient
+      gradients.append(gradient)
+      z = z - alpha_z * gradient
+    weights = self._decode(z, noise)
+    target = tf.stop_gradient(z) if constants is None else constants.adapted_latents
+    encoder_penalty = tf.reduce_mean(tf.square(z_start - target))
+    if latent_steps == self.num_latent_steps:  # Fine-tuning starts here (iterate S).
+      weights = self._attenuate("weights", weights, weights_loss, gammas, embeddings, constants)
+    for _ in range(finetuning_steps):
+      iterates.append([tf.reduce_mean(weights, axis=1)])
+      gradient = self._step_gradient(weights_loss, weights, first_order, gradients, constants)
+      weights = weights - alpha_w * gradient
+    iterates.append([tf.reduce_mean(weights, axis=1)])
+    gamma = tf.stack(gammas) if gammas else None
+    return TaskResult(iterates, gamma, kl, encoder_penalty, embeddings, gradients,
+                      tf.stop_gradient(z))
+
+  # --- the MetaLearner interface ---------------------------------------------------------------
+  def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
+            first_order: bool = False, theta=None, embedding=None,
+            recompute: bool = False) -> Adaptation:
+    """Adapts to one task without randomness (evaluation, export, figures).
+
+    ``num_steps`` (default: all, ``num_latent_steps + num_finetuning_steps``) counts the latent
+    steps first, then fine-tuning steps (more than ``num_finetuning_steps`` fine-tune further).
+    Iterate k holds the class weight vectors [N, D] after k steps. ``theta``, ``embedding``
+    and ``recompute`` are MetaLearner options that LEO does not have."""
+    if theta is not None or embedding is not None:
+      raise ValueError("LEO adapts from its encoder's codes: theta and embedding cannot be "
+                       "given.")
+    del recompute
+    num_steps = self.num_inner_steps if num_steps is None else num_steps
+    result = self.adapt_task(support_x, support_y, num_steps, first_order, noise=None)
+    return Adaptation(result.iterates, result.gamma)
+
+  def attenuate(self, support_x, support_y, theta=None, embedding=None):
+    """(the class weights before any step, the gammas): what the figures draw for L2F."""
+    result = self.adapt_task(support_x, support_y, self.num_inner_steps, True, noise=None)
+    return result.iterates[0], result.gamma
+
+  def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,
+                      with_metrics=False, noise: Optional[Noise] = None,
+                      constants: Optional[Constants] = None):
+    """One task's meta-loss term: L_query + beta KL + gamma encoder penalty (and metrics)."""
+    result = self.adapt_task(support_x, support_y, self.num_inner_steps, first_order, noise,
+                             constants)
+    x = tf.cast(query_x, self.dtype)
+    if noise is not None:
+      x = noise.dropout(x)
+    loss = self.loss_fn(query_y, self.forward(result.iterates[-1], x))
+    total = loss + self.kl_weight * result.kl + \
+        self.encoder_penalty_weight * result.encoder_penalty
+    metrics = {}
+    if with_metrics:
+      outputs = [tf.stop_gradient(self.forward(p, query_x)) for p in result.iterates]
+      metrics["query_loss_per_step"] = tf.stack([self.loss_fn(query_y, o) for o in outputs])
+      if self.metric_fn is not None:
+        metrics["query_metric_per_step"] = tf.stack(
+            [tf.cast(self.metric_fn(query_y, o), self.dtype) for o in outputs])
+      if result.gamma is not None:
+        metrics["gamma"] = tf.stop_gradient(result.gamma)
+      metrics["kl"] = tf.stop_gradient(result.kl)
+    return total, metrics
+
+  def regularization(self) -> tf.Tensor:
+    """lambda_1 * sum ||W||^2 / 2 over the networks + lambda_2 * orthogonality(decoder)."""
+    l2 = tf.add_n([tf.reduce_sum(tf.square(w.value)) / 2 for w in self.model.weight_matrices])
+    return self.l2_penalty_weight * l2 + \
+        self.orthogonality_penalty_weight * orthogonality(self.model.decoder.value)
+
+  def training_noise(self) -> Noise:
+    return Noise(self.rng, self.dropout_rate)
+
+  def meta_loss(self, episodes, first_order: bool = False, with_metrics: bool = False,
+                training: bool = True):
+    """Mean over the tasks of their meta-loss terms, plus the regularisation.
+
+    ``training``: with LEO's sampling and dropout (meta-training); False: deterministic (the
+    gradient tests)."""
+    num_tasks = episodes.support_x.shape[0]
+    if num_tasks is None:
+      raise ValueError("LEO.meta_loss needs a static number of tasks per batch.")
+    noise = self.training_noise() if training else None
+    losses, per_task = [], []
+    for i in range(num_tasks):
+      loss, metrics = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
+                                           episodes.query_x[i], episodes.query_y[i],
+                                           first_order, with_metrics, noise)
+      losses.append(loss)
+      per_task.append(metrics)
+    meta_loss = tf.reduce_mean(tf.stack(losses)) + self.regularization()
+    metrics = {}
+    if with_metrics:
+      metrics = {key: tf.reduce_mean(tf.stack([m[key] for m in per_task]), axis=0)
+                 for key in per_task[0]}
+    return meta_loss, metrics
+
+  def per_task_meta_gradients(self, episodes, first_order: bool = False):
+    """d (task i's meta-loss term) / d LEO's network matrices, per task (deterministic)."""
+    gradients = []
+    for i in range(episodes.support_x.shape[0]):
+      with tf.GradientTape() as tape:
+        loss, _ = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
+                                       episodes.query_x[i], episodes.query_y[i], first_order)
+      gradients.append(tape.gradient(loss, self.inner_variables))
+    return gradients

@@ -1,0 +1,87 @@
+"""The networks of LEO (Rusu et al., ICLR 2019): encoder, relation network and decoder.
+
+LEO does not adapt these weights in its inner loop: they map a task's support embeddings to a
+Gaussian latent code per class, and a latent code to the mean and spread of that class's
+classifier weights (`l2f_tf.meta.leo` runs the algorithm on them). All layers are linear maps
+without bias, initialised Glorot-uniform, as in LEO's published code:
+
+  encoder           x [.., D]        -> codes [.., L]              (one matrix [D, L])
+  relation network  pairs [c_i, c_j] -> [.., 2L], mean over j      (MLP 2L -> 2L -> 2L -> 2L,
+                                                                     ReLU between layers)
+  decoder           z [.., L]        -> [.., 2D]: mean and pre-spread of the weights
+
+with D the embedding size (640 for LEO's WRN-28-10 features) and L the latent size (64).
+"""
+
+from typing import List
+
+import gin
+import keras
+import tensorflow as tf
+
+
+class LEONetwork(keras.layers.Layer):
+  """LEO's encoder, relation network and decoder for N-way tasks on D-dim embeddings.
+
+  Args:
+    num_classes: N, classes per task (the classifier has one weight vector per class).
+    embedding_dim: D, the size of the input embeddings.
+    num_latents: L, the size of a class's latent code.
+    relation_layers: layers of the relation network's MLP (3 in LEO).
+  """
+
+  def __init__(self, num_classes: int, embedding_dim: int, num_latents: int = 64,
+               relation_layers: int = 3, **kwargs):
+    super().__init__(**kwargs)
+    for name, value in (("num_classes", num_classes), ("embedding_dim", embedding_dim),
+                        ("num_latents", num_latents), ("relation_layers", relation_layers)):
+      if int(value) < 1:
+        raise ValueError(f"leo_network.{name} must be >= 1, got {value}.")
+    self.num_classes, self.embedding_dim = int(num_classes), int(embedding_dim)
+    self.num_latents = int(num_latents)
+    glorot = keras.initializers.GlorotUniform()
+    d, l = self.embedding_dim, self.num_latents
+    self.encoder = self.add_weight(shape=(d, l), initializer=glorot, name="encoder")
+    self.relation = [self.add_weight(shape=(2 * l, 2 * l), initializer=glorot,
+                                     name=f"relation_{i}") for i in range(relation_layers)]
+    self.decoder = self.add_weight(shape=(l, 2 * d), initializer=glorot, name="decoder")
+    self.built = True
+
+  @property
+  def weight_matrices(self) -> List[keras.Variable]:
+    """Encoder, relation layers and decoder: the variables LEO's l2 penalty applies to."""
+    return [self.encoder, *self.relation, self.decoder]
+
+  def encode(self, x: tf.Tensor) -> tf.Tensor:
+    """Embeddings [.., D] -> codes [.., L]."""
+    return tf.matmul(x, self.encoder.value)
+
+  def relate(self, codes: tf.Tensor) -> tf.Tensor:
+    """Codes of the M support examples [M, L] -> [M, 2L]: for each example, the mean over all M
+    partners j (itself included) of the MLP of the pair [c_i, c_j]."""
+    m = tf.shape(codes)[0]
+    left = tf.tile(codes[:, None, :], [1, m, 1])
+    right = tf.tile(codes[None, :, :], [m, 1, 1])
+    h = tf.concat([left, right], axis=-1)
+    for i, w in enumerate(self.relation):
+      h = tf.matmul(h, w.value)
+      if i < len(self.relation) - 1:
+        h = tf.nn.relu(h)
+    return tf.reduce_mean(h, axis=1)
+
+  def decode(self, z: tf.Tensor) -> tf.Tensor:
+    """Latent codes [.., L] -> [.., 2D]: the classifier weights' means, then their pre-spreads
+    (see `l2f_tf.meta.leo.gaussian_parameters`)."""
+    return tf.matmul(z, self.decoder.value)
+
+  def call(self, x):
+    """Keras' entry point is not used: LEO calls encode / relate / decode."""
+    return self.encode(x)
+
+
+@gin.configurable
+def leo_network(num_classes: int, embedding_dim: int, num_latents: int = 64,
+                relation_layers: int = 3) -> LEONetwork:
+  """LEO's networks for gin: ``FewShotEmbeddings.network = @leo_network``."""
+  return LEONetwork(num_classes, embedding_dim, num_latents, relation_layers,
+                    name="leo_network")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +39,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", "unit")
 # A DatasetError (or subclass) raised in a numpy_function, as tf.data's OpError quotes it.
 _QUOTED_ERROR = re.compile(r"\b(?:DatasetError|ImageDecodeError): ([^\n]+)")
+
+
+def choose_episode(seed: int, episode: int, class_sizes: Sequence[int],
+                   num_ways: int) -> Tuple[np.ndarray, List[np.ndarray]]:
+  """The classes and item order of episode ``episode`` of the stream ``seed``.
+
+  Every episode sampler (images here, pre-computed embeddings in
+  `l2f_tf.data.embedding_episodes`) draws its episodes with this one function, so a split
+  of the same classes, in the same order, with the same items per class in the same order,
+  gives the same episodes whatever form its items take: a model trained on embeddings of a
+  dataset is evaluated on exactly the tasks of a model trained on its images.
+
+  Args:
+    seed: the stream's seed.
+    episode: the episode's number in the stream.
+    class_sizes: items (images, embeddings) per class, in class-index order.
+    num_ways: N, classes per episode.
+
+  Returns:
+    (class ids [N] in label order, per chosen class a permutation of its item ids); an episode
+    takes the first K + Q items of each permutation (K support, then Q queries).
+  """
+  rng = np.random.default_rng([seed, episode])
+  class_ids = rng.choice(len(class_sizes), num_ways, replace=False)
+  return class_ids, [rng.permutation(int(class_sizes[c])) for c in class_ids]
 
 
 class EpisodeSampler:
@@ -74,10 +99,10 @@ class EpisodeSampler:
     return height, width, self.class_index.channels
 
   def choose(self, seed: int, episode: int) -> Tuple[np.ndarray, list]:
-    """(class ids [N] in label order, per class a permutation of its image ids)."""
-    rng = np.random.default_rng([seed, episode])
-    class_ids = rng.choice(len(self._classes), self.num_ways, replace=False)
-    return class_ids, [rng.permutation(len(self._classes[c])) for c in class_ids]
+    """(class ids [N] in label order, per class a permutation of its image ids); see
+    :func:`choose_episode`."""
+    return choose_episode(seed, episode, [len(sources) for sources in self._classes],
+                          self.num_ways)
 
   def _load_class(self, class_id: int, order: np.ndarray) -> np.ndarray:
     """K + Q decodable images of one class, in the order given, skipping bad ones."""

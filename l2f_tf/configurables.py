@@ -4,7 +4,7 @@
 import gin
 
 from l2f_tf.data import glyphs, sinusoid  # noqa: F401
-from l2f_tf.domains import few_shot, meta_rl  # noqa: F401
+from l2f_tf.domains import embeddings, few_shot, meta_rl  # noqa: F401
 from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
 from l2f_tf.meta import attenuation, learner, leo  # noqa: F401
 from l2f_tf.models import conv4, gaussian_policy, leo_network, mlp, resnet12  # noqa: F401

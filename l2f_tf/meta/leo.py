@@ -64,10 +64,13 @@ def gaussian_parameters(params: tf.Tensor, stddev_offset: float = 0.0):
   return mean, sigma
 
 
-def sample_kl(samples: tf.Tensor, mean: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+def sample_kl(samples: tf.Tensor, noise: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
   """One-sample estimate of KL(N(mean, sigma) || N(0, I)), averaged over the elements:
-  mean(log N(s; mean, sigma) - log N(s; 0, 1))."""
-  log_q = -0.5 * tf.square((samples - mean) / sigma) - tf.math.log(sigma)
+  mean(log N(s; mean, sigma) - log N(s; 0, 1)) for s = mean + sigma * noise.
+
+  (s - mean) / sigma is written as the noise it equals: the same value and gradient, without
+  dividing by a sigma at its floor of 1e-10 (where float32 overflowed in the gradient)."""
+  log_q = -0.5 * tf.square(noise) - tf.math.log(sigma)
   log_p = -0.5 * tf.square(samples)
   return tf.reduce_mean(log_q - log_p)
 
@@ -160,20 +163,23 @@ class LEOAttenuation(keras.layers.Layer):
     self.built = True
 
   def embedding(self, gradient: tf.Tensor) -> tf.Tensor:
-    """The task embedding of a start's support gradient [N, K, M] (held constant): its mean,
-    overall ([1]) or per dimension ([M])."""
+    """The task embeddings of the support gradients [T, N, K, M] of T tasks' starts (held
+    constant): each task's mean gradient, overall ([T, 1]) or per dimension ([T, M])."""
     gradient = tf.stop_gradient(gradient)
-    if self.granularity == "tensor":
-      return tf.reshape(tf.reduce_mean(gradient), [1])
-    return tf.reduce_mean(tf.reshape(gradient, [-1, gradient.shape[-1]]), axis=0)
+    axes = [1, 2, 3] if self.granularity == "tensor" else [1, 2]
+    embedding = tf.reduce_mean(gradient, axis=axes)
+    return embedding[:, None] if self.granularity == "tensor" else embedding
+
+  def gamma(self, point: str, embedding: tf.Tensor) -> tf.Tensor:
+    """sigmoid(MLP(embedding)): [T, 1] or [T, M]."""
+    hidden, out = getattr(self, f"{point}_hidden"), getattr(self, f"{point}_out")
+    return tf.sigmoid(out(hidden(tf.cast(embedding, self.dtype))))
 
   def attenuate(self, point: str, start: tf.Tensor, gradient: tf.Tensor):
-    """(gamma * start, gamma) for one point; gamma is [1] or [M], broadcast over [N, K, M]."""
-    hidden = getattr(self, f"{point}_hidden")
-    out = getattr(self, f"{point}_out")
-    embedding = tf.cast(self.embedding(gradient), self.dtype)
-    gamma = tf.sigmoid(out(hidden(embedding[None, :])))[0]
-    return tf.cast(gamma, start.dtype) * start, gamma
+    """(gamma * start, gamma) for one point of T tasks: start [T, N, K, M], gamma [T, 1] or
+    [T, M] (one per task and tensor or dimension), broadcast over classes and shots."""
+    gamma = self.gamma(point, self.embedding(gradient))
+    return tf.cast(gamma, start.dtype)[:, None, None, :] * start, gamma
 
 
 @gin.configurable
@@ -328,46 +334,48 @@ class LEO:
     return self.loss_fn(y, self.forward(params, x))
 
   def _by_class(self, support_x, support_y) -> tf.Tensor:
-    """Support embeddings [N*K, D] -> [N, K, D], class n holding the examples labelled n
+    """Support embeddings [T, N*K, D] -> [T, N, K, D], class n holding the examples labelled n
     (every class needs K examples)."""
     n = self.num_classes
-    total = support_x.shape[0]
+    total = support_x.shape[1]
     if total is None or total % n:
       raise ValueError(f"LEO needs N*K support examples with K per class for N={n} classes; "
                        f"got a support set of {total}.")
-    order = tf.argsort(tf.cast(support_y, tf.int32), stable=True)
-    x = tf.gather(tf.cast(support_x, self.dtype), order)
-    return tf.reshape(x, [n, total // n, self.embedding_dim])
+    order = tf.argsort(tf.cast(support_y, tf.int32), axis=-1, stable=True)
+    x = tf.gather(tf.cast(support_x, self.dtype), order, batch_dims=1)
+    return tf.reshape(x, [-1, n, total // n, self.embedding_dim])
 
   def _support_loss(self, x, weights, noise: Optional[Noise]) -> tf.Tensor:
-    """Sum over the support examples [N, K, D] of the cross-entropy of logits x . mean_k w_nk
-    (weights [N, K, D]), labels the class index."""
+    """Sum over the tasks and their support examples [T, N, K, D] of the cross-entropy of logits
+    x . mean_k w_nk (weights [T, N, K, D]), labels the class index. Tasks are independent, so
+    its gradient with respect to a task's codes or weights is that task's inner gradient."""
     if noise is not None:
       x = noise.dropout(x)
-    logits = tf.einsum("nkd,cd->nkc", x, tf.reduce_mean(weights, axis=1))
-    labels = tf.broadcast_to(tf.range(self.num_classes)[:, None], tf.shape(logits)[:2])
+    logits = tf.einsum("tnkd,tcd->tnkc", x, tf.reduce_mean(weights, axis=2))
+    labels = tf.broadcast_to(tf.range(self.num_classes)[:, None], tf.shape(logits)[:-1])
     return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                                         logits=logits))
 
   def _decode(self, z, noise: Optional[Noise]) -> tf.Tensor:
-    """Codes [N, K, L] -> classifier weights [N, K, D] (sampled in training)."""
+    """Codes [T, N, K, L] -> classifier weights [T, N, K, D] (sampled in training)."""
     mean, sigma = gaussian_parameters(self.model.decode(z), self.weight_stddev_offset)
     if noise is None or not self.sample:
       return mean
     return mean + sigma * noise.normal(mean)
 
   def _encode(self, x, noise: Optional[Noise]) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Support embeddings [N, K, D] -> (codes z_0 [N, K, L], KL estimate)."""
-    n, k = self.num_classes, x.shape[1]
+    """Support embeddings [T, N, K, D] -> (codes z_0 [T, N, K, L], KL estimate per task [T])."""
+    n, k, latents = self.num_classes, x.shape[2], self.num_latents
     codes = self.model.encode(noise.dropout(x) if noise is not None else x)
-    related = self.model.relate(tf.reshape(codes, [n * k, self.num_latents]))
-    per_class = tf.reduce_mean(tf.reshape(related, [n, k, 2 * self.num_latents]), axis=1,
+    related = self.model.relate(tf.reshape(codes, [-1, n * k, latents]))
+    per_class = tf.reduce_mean(tf.reshape(related, [-1, n, k, 2 * latents]), axis=2,
                                keepdims=True)
-    mean, sigma = gaussian_parameters(tf.tile(per_class, [1, k, 1]))
+    mean, sigma = gaussian_parameters(tf.tile(per_class, [1, 1, k, 1]))
     if noise is None or not self.sample:
-      return mean, tf.constant(0.0, self.dtype)
-    z = mean + sigma * noise.normal(mean)
-    return z, sample_kl(z, mean, sigma)
+      return mean, tf.zeros(tf.shape(mean)[:1], self.dtype)
+    epsilon = noise.normal(mean)
+    z = mean + sigma * epsilon
+    return z, sample_kl(z, epsilon, sigma)
 
   def _gradient(self, loss_fn, point, first_order: bool):
     """(loss, d loss / d point): second order unless ``first_order`` (the gradient is then a
@@ -379,8 +387,8 @@ class LEO:
     return loss, tf.stop_gradient(gradient) if first_order else gradient
 
   def _attenuate(self, name, start, loss_fn, gammas, embeddings, constants):
-    """``start`` attenuated at point ``name`` if the attenuation has it (gamma appended, the
-    support gradient it came from stored in ``embeddings``)."""
+    """``start`` attenuated at point ``name`` if the attenuation has it (each task's mean gamma
+    appended, the support gradient it came from stored in ``embeddings``)."""
     if self.attenuation is None or name not in self.attenuation.points:
       return start
     if constants is not None:
@@ -389,23 +397,24 @@ class LEO:
       _, gradient = self._gradient(loss_fn, tf.stop_gradient(start), first_order=True)
     embeddings[name] = gradient
     start, gamma = self.attenuation.attenuate(name, start, gradient)
-    gammas.append(tf.reduce_mean(gamma))
+    gammas.append(tf.reduce_mean(gamma, axis=-1))
     return start
 
   def _step_gradient(self, loss_fn, point, first_order, gradients, constants):
     """The inner gradient at ``point`` (or the constant one being replayed), stored."""
-    k = len(gradients)
     if constants is not None and constants.gradients is not None:
-      gradient = constants.gradients[k]
+      gradient = constants.gradients[len(gradients)]
     else:
       _, gradient = self._gradient(loss_fn, point, first_order)
     gradients.append(gradient)
     return gradient
 
-  def adapt_task(self, support_x, support_y, num_steps: int, first_order: bool = False,
-                 noise: Optional[Noise] = None,
-                 constants: Optional[Constants] = None) -> TaskResult:
-    """Both inner loops of one task; ``num_steps`` counts latent steps, then fine-tuning.
+  def adapt_tasks(self, support_x, support_y, num_steps: int, first_order: bool = False,
+                  noise: Optional[Noise] = None,
+                  constants: Optional[Constants] = None) -> TaskResult:
+    """Both inner loops of a batch of tasks (support_x [T, N*K, D], support_y [T, N*K]), all at
+    once; ``num_steps`` counts latent steps, then fine-tuning steps. Every field of the result
+    has the leading task axis.
 
     ``noise``: training randomness (None: deterministic); ``constants``: values to use instead
     of the attenuation's and (first order) the inner loop's gradients."""
@@ -427,7 +436,7 @@ class LEO:
         tape.watch(z)
         weights = self._decode(z, noise)
         loss = weights_loss(weights)
-      iterates.append([tf.reduce_mean(weights, axis=1)])
+      iterates.append([tf.reduce_mean(weights, axis=2)])
       if constants is not None and constants.gradients is not None:
         gradient = constants.gradients[len(gradients)]
       else:
@@ -437,17 +446,27 @@ class LEO:
       z = z - alpha_z * gradient
     weights = self._decode(z, noise)
     target = tf.stop_gradient(z) if constants is None else constants.adapted_latents
-    encoder_penalty = tf.reduce_mean(tf.square(z_start - target))
+    encoder_penalty = tf.reduce_mean(tf.square(z_start - target), axis=[1, 2, 3])
     if latent_steps == self.num_latent_steps:  # Fine-tuning starts here (iterate S).
       weights = self._attenuate("weights", weights, weights_loss, gammas, embeddings, constants)
     for _ in range(finetuning_steps):
-      iterates.append([tf.reduce_mean(weights, axis=1)])
+      iterates.append([tf.reduce_mean(weights, axis=2)])
       gradient = self._step_gradient(weights_loss, weights, first_order, gradients, constants)
       weights = weights - alpha_w * gradient
-    iterates.append([tf.reduce_mean(weights, axis=1)])
-    gamma = tf.stack(gammas) if gammas else None
+    iterates.append([tf.reduce_mean(weights, axis=2)])
+    gamma = tf.stack(gammas, axis=-1) if gammas else None
     return TaskResult(iterates, gamma, kl, encoder_penalty, embeddings, gradients,
                       tf.stop_gradient(z))
+
+  def adapt_task(self, support_x, support_y, num_steps: int, first_order: bool = False,
+                 noise: Optional[Noise] = None,
+                 constants: Optional[Constants] = None) -> TaskResult:
+    """:meth:`adapt_tasks` for one task (no task axis, in and out)."""
+    if constants is not None:
+      constants = tf.nest.map_structure(lambda t: t[None], constants)
+    result = self.adapt_tasks(support_x[None], support_y[None], num_steps, first_order, noise,
+                              constants)
+    return tf.nest.map_structure(lambda t: None if t is None else t[0], result)
 
   # --- the MetaLearner interface ---------------------------------------------------------------
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
@@ -464,37 +483,45 @@ class LEO:
                        "given.")
     del recompute
     num_steps = self.num_inner_steps if num_steps is None else num_steps
-    result = self.adapt_task(support_x, support_y, num_steps, first_order, noise=None)
+    result = self.adapt_task(support_x, support_y, num_steps, first_order)
     return Adaptation(result.iterates, result.gamma)
 
   def attenuate(self, support_x, support_y, theta=None, embedding=None):
     """(the class weights before any step, the gammas): what the figures draw for L2F."""
-    result = self.adapt_task(support_x, support_y, self.num_inner_steps, True, noise=None)
+    result = self.adapt_task(support_x, support_y, self.num_inner_steps, True)
     return result.iterates[0], result.gamma
 
-  def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,
-                      with_metrics=False, noise: Optional[Noise] = None,
-                      constants: Optional[Constants] = None):
-    """One task's meta-loss term: L_query + beta KL + gamma encoder penalty (and metrics)."""
-    result = self.adapt_task(support_x, support_y, self.num_inner_steps, first_order, noise,
-                             constants)
+  def _query_losses(self, weights, query_x, query_y, noise: Optional[Noise] = None):
+    """Per-task query losses [T] of class weights [T, N, D] on query_x [T, Q, D]."""
     x = tf.cast(query_x, self.dtype)
     if noise is not None:
       x = noise.dropout(x)
-    loss = self.loss_fn(query_y, self.forward(result.iterates[-1], x))
-    total = loss + self.kl_weight * result.kl + \
-        self.encoder_penalty_weight * result.encoder_penalty
+    logits = tf.einsum("tqd,tnd->tqn", x, weights)
+    return tf.vectorized_map(lambda args: self.loss_fn(*args), (query_y, logits))
+
+  def task_losses(self, episodes, first_order=False, with_metrics=False,
+                  noise: Optional[Noise] = None, constants: Optional[Constants] = None):
+    """Each task's meta-loss term [T]: L_query + beta KL + gamma encoder penalty; and, with
+    ``with_metrics``, the tasks' mean query loss and metric after each step, gamma, KL."""
+    result = self.adapt_tasks(episodes.support_x, episodes.support_y, self.num_inner_steps,
+                              first_order, noise, constants)
+    losses = self._query_losses(result.iterates[-1][0], episodes.query_x, episodes.query_y,
+                                noise)
+    losses += self.kl_weight * result.kl + self.encoder_penalty_weight * result.encoder_penalty
     metrics = {}
     if with_metrics:
-      outputs = [tf.stop_gradient(self.forward(p, query_x)) for p in result.iterates]
-      metrics["query_loss_per_step"] = tf.stack([self.loss_fn(query_y, o) for o in outputs])
+      query_y = episodes.query_y
+      logits = [tf.stop_gradient(tf.einsum("tqd,tnd->tqn", tf.cast(episodes.query_x, self.dtype),
+                                           p[0])) for p in result.iterates]
+      per_step = lambda fn: tf.stack([tf.reduce_mean(tf.cast(tf.vectorized_map(
+          lambda args: fn(*args), (query_y, o)), self.dtype)) for o in logits])
+      metrics["query_loss_per_step"] = per_step(self.loss_fn)
       if self.metric_fn is not None:
-        metrics["query_metric_per_step"] = tf.stack(
-            [tf.cast(self.metric_fn(query_y, o), self.dtype) for o in outputs])
+        metrics["query_metric_per_step"] = per_step(self.metric_fn)
       if result.gamma is not None:
-        metrics["gamma"] = tf.stop_gradient(result.gamma)
-      metrics["kl"] = tf.stop_gradient(result.kl)
-    return total, metrics
+        metrics["gamma"] = tf.stop_gradient(tf.reduce_mean(result.gamma, axis=0))
+      metrics["kl"] = tf.stop_gradient(tf.reduce_mean(result.kl))
+    return losses, metrics
 
   def regularization(self) -> tf.Tensor:
     """lambda_1 * sum ||W||^2 / 2 over the networks + lambda_2 * orthogonality(decoder)."""
@@ -506,35 +533,25 @@ class LEO:
     return Noise(self.rng, self.dropout_rate)
 
   def meta_loss(self, episodes, first_order: bool = False, with_metrics: bool = False,
-                training: bool = True):
-    """Mean over the tasks of their meta-loss terms, plus the regularisation.
+                training: bool = True, constants: Optional[Constants] = None):
+    """Mean over the tasks of their meta-loss terms, plus the regularisation; all tasks at once.
 
     ``training``: with LEO's sampling and dropout (meta-training); False: deterministic (the
     gradient tests)."""
-    num_tasks = episodes.support_x.shape[0]
-    if num_tasks is None:
-      raise ValueError("LEO.meta_loss needs a static number of tasks per batch.")
     noise = self.training_noise() if training else None
-    losses, per_task = [], []
-    for i in range(num_tasks):
-      loss, metrics = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
-                                           episodes.query_x[i], episodes.query_y[i],
-                                           first_order, with_metrics, noise)
-      losses.append(loss)
-      per_task.append(metrics)
-    meta_loss = tf.reduce_mean(tf.stack(losses)) + self.regularization()
-    metrics = {}
-    if with_metrics:
-      metrics = {key: tf.reduce_mean(tf.stack([m[key] for m in per_task]), axis=0)
-                 for key in per_task[0]}
-    return meta_loss, metrics
+    losses, metrics = self.task_losses(episodes, first_order, with_metrics, noise, constants)
+    return tf.reduce_mean(losses) + self.regularization(), metrics
 
   def per_task_meta_gradients(self, episodes, first_order: bool = False):
-    """d (task i's meta-loss term) / d LEO's network matrices, per task (deterministic)."""
-    gradients = []
-    for i in range(episodes.support_x.shape[0]):
+    """d (task i's meta-loss term) / d LEO's network matrices, per task (deterministic); one
+    task's graph, mapped over the tasks."""
+    variables = self.inner_variables
+
+    def one(task):
       with tf.GradientTape() as tape:
-        loss, _ = self.task_query_loss(episodes.support_x[i], episodes.support_y[i],
-                                       episodes.query_x[i], episodes.query_y[i], first_order)
-      gradients.append(tape.gradient(loss, self.inner_variables))
-    return gradients
+        losses, _ = self.task_losses(tf.nest.map_structure(lambda t: t[None], task),
+                                     first_order)
+      return tape.gradient(losses[0], variables)
+
+    stacked = tf.map_fn(one, tuple(episodes), fn_output_signature=[self.dtype] * len(variables))
+    return [[g[i] for g in stacked] for i in range(episodes.support_x.shape[0])]

@@ -54,25 +54,26 @@ class LEONetwork(keras.layers.Layer):
 
   def encode(self, x: tf.Tensor) -> tf.Tensor:
     """Embeddings [.., D] -> codes [.., L]."""
-    return tf.matmul(x, self.encoder.value)
+    return tf.tensordot(x, self.encoder.value, axes=1)
 
   def relate(self, codes: tf.Tensor) -> tf.Tensor:
-    """Codes of the M support examples [M, L] -> [M, 2L]: for each example, the mean over all M
-    partners j (itself included) of the MLP of the pair [c_i, c_j]."""
-    m = tf.shape(codes)[0]
-    left = tf.tile(codes[:, None, :], [1, m, 1])
-    right = tf.tile(codes[None, :, :], [m, 1, 1])
+    """Codes of the M support examples of each task [.., M, L] -> [.., M, 2L]: for each example,
+    the mean over all M partners j (itself included) of the MLP of the pair [c_i, c_j]."""
+    pairs = tf.shape(codes)[:-1]
+    shape = tf.concat([pairs, pairs[-1:], tf.shape(codes)[-1:]], axis=0)  # [.., M, M, L]
+    left = tf.broadcast_to(codes[..., :, None, :], shape)
+    right = tf.broadcast_to(codes[..., None, :, :], shape)
     h = tf.concat([left, right], axis=-1)
     for i, w in enumerate(self.relation):
-      h = tf.matmul(h, w.value)
+      h = tf.tensordot(h, w.value, axes=1)
       if i < len(self.relation) - 1:
         h = tf.nn.relu(h)
-    return tf.reduce_mean(h, axis=1)
+    return tf.reduce_mean(h, axis=-2)
 
   def decode(self, z: tf.Tensor) -> tf.Tensor:
     """Latent codes [.., L] -> [.., 2D]: the classifier weights' means, then their pre-spreads
     (see `l2f_tf.meta.leo.gaussian_parameters`)."""
-    return tf.matmul(z, self.decoder.value)
+    return tf.tensordot(z, self.decoder.value, axes=1)
 
   def call(self, x):
     """Keras' entry point is not used: LEO calls encode / relate / decode."""

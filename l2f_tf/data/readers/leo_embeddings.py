@@ -157,7 +157,8 @@ def _strings(keys: Any, path: str) -> list[str]:
   except (TypeError, ValueError) as e:
     raise DatasetError(f"'keys' of {path} is not an array of strings ({e}): write the file "
                        "again.") from e
-  return [k.decode("latin1") if isinstance(k, bytes) else k for k in values]
+  return [k.decode("latin1") if isinstance(k, bytes) else str(k) if isinstance(k, str) else k
+          for k in values]  # np.str_ and np.bytes_ are str and bytes.
 
 
 def read_embedding_file(path: str | os.PathLike) -> EmbeddingSplit:

@@ -127,6 +127,8 @@ def _missing_file_message(path: str, root: str) -> str:
   else:
     more = ", ..." if len(entries) > _LISTED else ""
     held = f"{folder} holds {', '.join(entries[:_LISTED])}{more}"
+  if not os.path.isdir(root):
+    held = f"the root {root} does not exist; {held}"
   hint = ""
   if entries and os.path.abspath(folder) == os.path.abspath(root) and "embeddings/" in entries:
     hint = f" (root={os.path.join(root, 'embeddings')}?)"

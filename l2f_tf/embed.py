@@ -235,6 +235,14 @@ def _features(network: keras.Model, images: np.ndarray, normalization: str,
                          _batches(len(images), batch_size)]).astype(np.float32)
 
 
+def embed_images(backbone: "PretrainedBackbone", images: np.ndarray,
+                 batch_size: int = 256) -> np.ndarray:
+  """float32 [M, D] embeddings of uint8 images [M, H, W, C] (as `read_split_images` or the
+  episode sampler gives them): the backbone's features with fixed statistics, so an image's
+  embedding does not depend on the batch it is in."""
+  return _features(backbone.features, np.asarray(images), backbone.normalization, batch_size)
+
+
 def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] = None,
                       normalization: str = "imagenet",
                       backbone_fn: Callable[..., keras.Model] = conv4, epochs: int = 10,
@@ -347,7 +355,7 @@ def embed_splits(backbone: PretrainedBackbone, image_root: str, out: str, datase
   for split in splits:
     data = images.get(split) or read_split_images(image_root, split, backbone.image_size,
                                                   backbone.channels, backbone.reader_options)
-    embeddings = _features(backbone.features, data.images, backbone.normalization, batch_size)
+    embeddings = embed_images(backbone, data.images, batch_size)
     ids = [class_id(offset + label) for label in range(len(data.class_names))]
     offset += len(ids)
     path = leo_embeddings.embedding_path(out, dataset_name, CROP, split)

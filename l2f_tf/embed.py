@@ -1,7 +1,8 @@
 """Writes image embeddings in LEO's format from any image dataset the library reads.
 
   python -m l2f_tf.embed --image_root=/data/glyphs --dataset_name=glyphs --out=/data/emb \
-      --backbone=conv4 --filters=64 --image_size=28 --channels=1 --epochs=6 --seed=0
+      --backbone=conv4 --filters=64 --image_size=28 --channels=1 --normalization=unit \
+      --epochs=6 --lr=0.002 --seed=0
 
 LEO meta-learns on the features of a backbone pre-trained on the train classes. This tool does
 that pre-training and writes the features in the format of LEO's released files (see
@@ -430,7 +431,8 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
   dataset's own name (itself a hash of its parameters and fonts). The folder is written under
   a temporary name and renamed when complete; a later call returns it once its
   ``embeddings.json`` lists these parameters and every file with its SHA-256 (a damaged folder
-  is made again, with a warning). The defaults take about a minute on a 2-core CPU.
+  is made again, with a warning). The defaults take ~80 s on a busy 2-core CPU (11 s of
+  rendering, ~60 s of pretraining to ~97 % train accuracy); a cached call returns at once.
   """
   glyph_root = glyphs.ensure_glyphs(cache_dir, num_classes, instances_per_class, image_size,
                                     seed, split_fractions)

@@ -127,6 +127,8 @@ def _missing_file_message(path: str, root: str) -> str:
   else:
     more = ", ..." if len(entries) > _LISTED else ""
     held = f"{folder} holds {', '.join(entries[:_LISTED])}{more}"
+  if not os.path.isdir(root):
+    held = f"the root {root} does not exist; {held}"
   hint = ""
   if entries and os.path.abspath(folder) == os.path.abspath(root) and "embeddings/" in entries:
     hint = f" (root={os.path.join(root, 'embeddings')}?)"
@@ -157,7 +159,8 @@ def _strings(keys: Any, path: str) -> list[str]:
   except (TypeError, ValueError) as e:
     raise DatasetError(f"'keys' of {path} is not an array of strings ({e}): write the file "
                        "again.") from e
-  return [k.decode("latin1") if isinstance(k, bytes) else k for k in values]
+  return [k.decode("latin1") if isinstance(k, bytes) else str(k) if isinstance(k, str) else k
+          for k in values]  # np.str_ and np.bytes_ are str and bytes.
 
 
 def read_embedding_file(path: str | os.PathLike) -> EmbeddingSplit:

@@ -546,12 +546,13 @@ class LEO:
     """d (task i's meta-loss term) / d LEO's network matrices, per task (deterministic); one
     task's graph, mapped over the tasks."""
     variables = self.inner_variables
+    batch_type = type(episodes)  # A NamedTuple with support_x, ..., query_y (an Episode).
 
     def one(task):
       with tf.GradientTape() as tape:
-        losses, _ = self.task_losses(tf.nest.map_structure(lambda t: t[None], task),
-                                     first_order)
-      return tape.gradient(losses[0], variables)
+        losses, _ = self.task_losses(batch_type(*(t[None] for t in task)), first_order)
+        loss = losses[0]  # Inside the tape, so that the slice is recorded.
+      return tape.gradient(loss, variables)
 
     stacked = tf.map_fn(one, tuple(episodes), fn_output_signature=[self.dtype] * len(variables))
     return [[g[i] for g in stacked] for i in range(episodes.support_x.shape[0])]

@@ -53,7 +53,7 @@ def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   root = str(tmp_path / "run")
   config.setup_run(root, [os.path.join(REPO, gin_file)], TINY + [
       f"ensure_glyph_embeddings.cache_dir = '{glyph_cache}'",
-      "ensure_glyph_embeddings.num_classes = 40", "ensure_glyph_embeddings.instances_per_class = 8",
+      "ensure_glyph_embeddings.num_classes = 40", "ensure_glyph_embeddings.instances_per_class = 10",
       "ensure_glyph_embeddings.filters = 8", "ensure_glyph_embeddings.epochs = 1"])
   try:
     results = experiment.run_experiment(root)

@@ -136,6 +136,12 @@ def test_saved_model_equals_the_learner_and_checks_its_inputs(mini_run):
   with pytest.raises(ValueError, match=r"support_x has shape \[25, 64\].*\[25, 640\]"):
     loaded.predict(rng.normal(size=(25, 64)).astype(np.float32), labels,
                    rng.normal(size=(3, 640)).astype(np.float32))
+  with pytest.raises(ValueError, match=r"exactly K=5 support examples of each of the 5 "
+                                       r"classes.*got per class \[6 4 5 5 5\]"):
+    unbalanced = labels.copy()
+    unbalanced[5] = 0
+    loaded.predict(rng.normal(size=(25, 640)).astype(np.float32), unbalanced,
+                   rng.normal(size=(3, 640)).astype(np.float32))
   with pytest.raises(ValueError, match=r"labels must be in 0..4"):
     loaded.predict(rng.normal(size=(25, 640)).astype(np.float32), labels + 1,
                    rng.normal(size=(3, 640)).astype(np.float32))

@@ -345,6 +345,19 @@ class LEO:
     x = tf.gather(tf.cast(support_x, self.dtype), order, batch_dims=1)
     return tf.reshape(x, [-1, n, total // n, self.embedding_dim])
 
+  def _check_balanced(self, support_x, support_y) -> tf.Tensor:
+    """``support_x``, after checking (in the graph) that each of the N classes has K support
+    examples: LEO groups the support set by label, so another count would mix classes."""
+    n = self.num_classes
+    k = (support_x.shape[0] or 0) // n
+    counts = tf.math.bincount(tf.cast(support_y, tf.int32), minlength=n, maxlength=n)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.equal(counts, k)),
+        [f"LEO needs exactly K={k} support examples of each of the {n} classes (labels 0.."
+         f"{n - 1}); got per class", counts])
+    with tf.control_dependencies([check]):
+      return tf.identity(support_x)
+
   def _support_loss(self, x, weights, noise: Optional[Noise]) -> tf.Tensor:
     """Sum over the tasks and their support examples [T, N, K, D] of the cross-entropy of logits
     x . mean_k w_nk (weights [T, N, K, D]), labels the class index. Tasks are independent, so
@@ -483,6 +496,7 @@ class LEO:
                        "given.")
     del recompute
     num_steps = self.num_inner_steps if num_steps is None else num_steps
+    support_x = self._check_balanced(support_x, support_y)
     result = self.adapt_task(support_x, support_y, num_steps, first_order)
     return Adaptation(result.iterates, result.gamma)
 

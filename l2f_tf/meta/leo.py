@@ -349,7 +349,11 @@ class LEO:
     """``support_x``, after checking (in the graph) that each of the N classes has K support
     examples: LEO groups the support set by label, so another count would mix classes."""
     n = self.num_classes
-    k = (support_x.shape[0] or 0) // n
+    total = support_x.shape[0]
+    if total is None or total % n:
+      raise ValueError(f"LEO needs N*K support examples with K per class for N={n} classes; "
+                       f"got a support set of {total}.")
+    k = total // n
     counts = tf.math.bincount(tf.cast(support_y, tf.int32), minlength=n, maxlength=n)
     check = tf.debugging.Assert(
         tf.reduce_all(tf.equal(counts, k)),

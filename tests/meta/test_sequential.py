@@ -52,7 +52,10 @@ def test_same_loss_gradients_and_metrics(first_order, l2f, lslr, reduction):
   np.testing.assert_allclose(lean_loss.numpy(), loss.numpy(), rtol=1e-12)
   assert len(grads) == len(expected) == len(learner.meta_variables)
   for g, e, v in zip(grads, expected, learner.meta_variables):
-    np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-9, atol=1e-12, err_msg=v.path)
+    # The learnable inner lrs are float32: the vectorized meta_loss sums their per-task terms
+    # in another order (float32 round-off, ~5e-7 relative).
+    rtol = 1e-9 if v.dtype == "float64" else 1e-5
+    np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=rtol, atol=1e-12, err_msg=v.path)
   for key in metrics:
     np.testing.assert_allclose(lean_metrics[key].numpy(), metrics[key].numpy(), rtol=1e-6)
   conflict = analysis.degree_of_conflict(

@@ -26,12 +26,12 @@ def tiny_task(seed=0):
   return sx, np.sin(sx), qx, np.sin(qx)
 
 
-def make_learner(attenuation=None, steps=2, seed=1, activation="relu"):
+def make_learner(attenuation=None, steps=2, seed=1, activation="relu", vectorize_tasks=True):
   """A float64 learner on a tiny MLP (tanh where ReLU kinks would meet gamma = 0 exactly)."""
   keras.utils.set_random_seed(seed)
   model = mlp(hidden_units=(5, 4), activation=activation, dtype="float64")
   return MetaLearner(model, mse, num_inner_steps=steps, inner_lr=0.3,
-                     attenuation=attenuation)
+                     attenuation=attenuation, vectorize_tasks=vectorize_tasks)
 
 
 def query_loss(learner, theta, task, first_order=False, embedding=None):
@@ -144,12 +144,15 @@ def test_meta_loss_gradient_of_l2f_flows_to_theta_and_phi():
   assert metrics["gamma"].shape == (6,)
 
 
-@pytest.mark.parametrize("path", ["plain", "compiled", "xla", "sequential"])
+@pytest.mark.parametrize("path", ["plain", "compiled", "xla", "sequential", "unrolled"])
 @pytest.mark.parametrize("l2f", [False, True], ids=["maml", "l2f"])
 def test_mlp_meta_gradient_on_every_path_matches_finite_differences(l2f, path):
-  """The sinusoid trainer compiles with XLA; the vision one runs the sequential path."""
+  """The sinusoid trainer runs the tasks vectorized ("compiled"); "unrolled" is the Python
+  loop over tasks (MetaLearner.vectorize_tasks = False, e.g. with XLA); the vision trainer
+  runs the sequential path."""
   attenuation = TaskConditionedAttenuation(dtype="float64") if l2f else None
-  learner = make_learner(attenuation, activation="tanh")
+  learner = make_learner(attenuation, activation="tanh", vectorize_tasks=path != "unrolled")
+  path = "xla" if path == "unrolled" else path
   tasks = [tiny_task(s) for s in (5, 6, 7)]
   batch = Episode(*(tf.constant(np.stack(field)) for field in zip(*tasks)))
   analytic = gradient_check.analytic_meta_gradient(learner, batch, path)

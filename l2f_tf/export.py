@@ -439,7 +439,7 @@ class LoadedLearner(_LoadedModel):
     """The same for a batch of tasks (leading task axis)."""
     return self._call(self._batch, (support_x, support_y, query_x), batched=True)
 
-  def _checked_steps(self, num_steps) -> int:
+  def check_num_steps(self, num_steps) -> int:
     """``num_steps`` (None: the exported ``num_steps``) checked against this SavedModel."""
     if not self.has_steps:
       raise ValueError(f"The SavedModel {self.path} predates predict_steps (it has no "
@@ -460,14 +460,14 @@ class LoadedLearner(_LoadedModel):
     """Adapts to one task and returns [num_steps + 1, Q, ...]: the query predictions after 0,
     1, ..., num_steps inner steps (default: the exported ``num_steps``; at most
     ``max_steps``)."""
-    num_steps = self._checked_steps(num_steps)
+    num_steps = self.check_num_steps(num_steps)
     return self._call(self._steps_single, (support_x, support_y, query_x), batched=False,
                       num_steps=num_steps)
 
   def predict_steps_batch(self, support_x, support_y, query_x,
                           num_steps: Optional[int] = None) -> np.ndarray:
     """The same for a batch of tasks (leading task axis): [T, num_steps + 1, Q, ...]."""
-    num_steps = self._checked_steps(num_steps)
+    num_steps = self.check_num_steps(num_steps)
     return self._call(self._steps_batch, (support_x, support_y, query_x), batched=True,
                       num_steps=num_steps)
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from l2f_tf import compare, config, export
+from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def test_paired_differences_on_shared_tasks(runs, tmp_path):
   report = compare.paired_differences(runs, chunk_size=4)
   assert report["shared_tasks"] and report["note"] is None
   assert (report["num_tasks"], report["steps"]) == (8, [0, 1, 2])
-  results = [compare._load_results(run) for run in runs]  # pylint: disable=protected-access
+  results = [RunFolder(run).read_results() for run in runs]
   for distribution in ("test", "out_of_range"):
     figures = report["differences"][distribution]["l2f - maml"]
     assert list(figures) == [f"mse_after_{k}_steps" for k in (0, 1, 2)]
@@ -84,3 +85,10 @@ def test_runs_on_other_tasks_get_a_note_and_no_paired_figures(runs, tmp_path):
   assert reason == "num_eval_tasks differs (maml: 8; fewer: 6); pass --num_tasks to pair them " \
                    "on that many tasks"
   assert compare.check_shared_tasks([runs[0], fewer], num_tasks=4)[0] is None
+  # Meta-RL results (metric "return") are not paired: one line says so.
+  results["metric"] = "return"
+  with open(os.path.join(fewer, "results.json"), "w") as f:
+    json.dump(results, f)
+  assert compare.paired_table(compare.paired_differences([runs[0], fewer])) == (
+      "No paired differences: meta-RL runs (fewer) are not paired here: their returns come "
+      "from sampled episodes, not fixed tasks.")

@@ -1,10 +1,36 @@
-"""Compares finished runs: their results side by side and a figure on the same test tasks.
+"""Compares finished runs: their results side by side, the paired difference of each later run
+against the first on the same evaluation tasks, and a figure on the same test tasks.
 
   python -m l2f_tf.compare --run_dir=runs/maml_5shot --run_dir=runs/l2f_5shot \\
-      --figure=runs/maml_vs_l2f_5shot.png
+      --figure=runs/maml_vs_l2f_5shot.png --output=runs/maml_vs_l2f_5shot.json
 
 Every run is restored from its own operative_config.gin and latest checkpoint; the figure uses
 the first run's domain (so its evaluation tasks) and draws every learner on each panel.
+
+**Paired differences** (``--paired``, on by default). Runs evaluated on the same tasks are
+compared task by task: for every later run B against the first run A, every evaluation
+distribution and every step count k that both results.json report, the mean over tasks of
+metric_B(task, k) - metric_A(task, k) with its 95% CI (`l2f_tf.stats.mean_and_ci95` of the
+per-task differences). Its mean equals the difference of the runs' means on those tasks, and
+its CI is narrower than the unpaired one (printed beside it) whenever the runs' per-task
+metrics are correlated, which task difficulty makes them. Runs share their tasks when:
+
+1. none is a meta-RL run (their returns are not paired here: a one-line note says so);
+2. their domains have the same class and name;
+3. their domains agree on every task-defining setting: every public setting of the domain
+   built from the run's operative_config.gin (so defaults count too: eval_seed, shots, ways,
+   queries, image size, normalisation, the sinusoid task distributions, dtype, ...) except
+   :data:`IGNORED_SETTINGS`, which cannot change the evaluation tasks (batch sizes, the
+   training stream, the network) or name where the data lives (``root``: two copies of a
+   dataset hold the same tasks; check 5 decides);
+4. they are evaluated on the same number of tasks: ``--num_tasks``, else each run's own
+   ``num_eval_tasks`` (the ``n`` of its results.json), which must then agree;
+5. the tasks each run's domain generates are identical: a SHA-256 of every support and query
+   array, computed while evaluating (it catches what the settings cannot, e.g. a different
+   dataset under the same settings).
+
+When a check fails, one line says which (the differing setting and each run's value) and no
+paired figure is printed.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -13,17 +39,47 @@ from l2f_tf import console
 if __name__ == "__main__":
   console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
+import hashlib
+import json
+import math
 import os
-from typing import Dict, List
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import gin
+import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from l2f_tf import config, plots
+from l2f_tf.domains.base import SupervisedDomain
+from l2f_tf.meta.evaluation import is_task_batch, per_task_metrics
 from l2f_tf.run_folder import RunFolder
+from l2f_tf.stats import mean_and_ci95
 
-RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
-FIGURE = flags.DEFINE_string("figure", None, "PNG path for the figure (optional).")
-STEPS = flags.DEFINE_integer("num_steps", 5, "Inner steps for the 'after adaptation' curves.")
+FLAGS = flags.FLAGS
+
+# Domain settings that cannot change the evaluation tasks (or, ``root`` and the like, only say
+# where the data lives: the task fingerprint checks those).
+IGNORED_SETTINGS = frozenset({
+    "meta_batch_size", "eval_batch_size", "plot_episodes", "num_query_train", "train_tasks",
+    "backbone", "network", "reader_options", "root", "data_root", "data_dir", "cache_dir",
+    "log_metric_per_step", "eval_vectorized", "validation_split"})
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when this module runs as a program (so that tests
+  can import it beside other entry modules that define flags of the same names)."""
+  flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
+  flags.DEFINE_string("figure", None, "PNG path for the figure (optional).")
+  flags.DEFINE_integer("num_steps", 5, "Inner steps for the 'after adaptation' curves.")
+  flags.DEFINE_boolean("paired", True, "Print the paired difference (and its 95% CI) of each "
+                       "later run against the first on the same evaluation tasks.")
+  flags.DEFINE_integer("num_tasks", None, "Evaluation tasks of the paired comparison "
+                       "(default: the runs' own num_eval_tasks).")
+  flags.DEFINE_string("output", None, "Optional JSON output path (results and paired "
+                      "differences).")
+  flags.DEFINE_integer("chunk_size", 100, "Tasks adapted at once in the paired evaluation.")
 
 
 def results_table(run_dirs: List[str]) -> str:
@@ -78,15 +134,209 @@ def returns_figure(results: List[Dict], path: str) -> str:
   return plots.plot_returns(path, evaluations, results[0]["domain"])
 
 
+# --- paired differences --------------------------------------------------------------------------
+def run_labels(run_dirs: Sequence[str]) -> List[str]:
+  """Each run's folder name, or its path when two runs share a folder name."""
+  names = [os.path.basename(os.path.normpath(run_dir)) for run_dir in run_dirs]
+  return [name if names.count(name) == 1 else os.path.normpath(run_dir)
+          for name, run_dir in zip(names, run_dirs)]
+
+
+_UNKNOWN = object()  # A setting that cannot be compared (a function, a network builder).
+
+
+def _plain(value) -> Any:
+  """``value`` as plain data that compares by value (JSON-like), or _UNKNOWN."""
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, tf.DType):
+    return value.name
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  if isinstance(value, dict):
+    return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+  if callable(value):
+    return _UNKNOWN
+  if type(value).__repr__ is not object.__repr__:
+    return repr(value)
+  if hasattr(value, "__dict__"):  # e.g. a SinusoidTasks distribution: its public fields.
+    return {"type": type(value).__name__, **{k: _plain(v) for k, v in sorted(vars(value).items())
+                                             if not k.startswith("_")}}
+  return _UNKNOWN
+
+
+def task_settings(domain) -> Dict[str, Any]:
+  """The domain's settings that define its evaluation tasks (see the module docstring)."""
+  settings = {"domain": type(domain).__name__, "name": domain.name,
+              "eval_seed": domain.eval_seed,
+              "eval_distributions": _plain(getattr(domain, "eval_distributions", None))}
+  for name, value in sorted(vars(domain).items()):
+    if name.startswith("_") or name in IGNORED_SETTINGS or name in settings:
+      continue
+    value = _plain(value)
+    if value is not _UNKNOWN:
+      settings[name] = value
+  return settings
+
+
+def _reported_steps(results: Dict) -> List[int]:
+  """The step counts k of the ``<metric>_after_<k>_steps`` figures of every distribution."""
+  steps = None
+  for figures in results.get("evaluations", {}).values():
+    found = {int(m.group(1)) for m in (re.fullmatch(r".+_after_(\d+)_steps", name)
+                                       for name in figures) if m}
+    steps = found if steps is None else steps & found
+  return sorted(steps or [])
+
+
+def _num_eval_tasks(results: Dict) -> Optional[int]:
+  for figures in results.get("evaluations", {}).values():
+    for value in figures.values():
+      return int(value["n"])
+  return None
+
+
+def _differing(labels: Sequence[str], values: Sequence[Any], what: str) -> Optional[str]:
+  if all(v == values[0] for v in values[1:]):
+    return None
+  shown = "; ".join(f"{label}: {value}" for label, value in zip(labels, values))
+  return f"{what} differs ({shown})"
+
+
+def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
+                       ) -> Tuple[Optional[str], int, List[int]]:
+  """(why the runs do NOT share their evaluation tasks, or None; the number of tasks; the step
+  counts every run reports): checks 1 to 4 of the module docstring (5 runs while evaluating).
+
+  Builds each run's domain from its operative_config.gin (replacing the gin config)."""
+  labels = run_labels(run_dirs)
+  results = [_load_results(run_dir) for run_dir in run_dirs]
+  rl = [label for label, r in zip(labels, results) if r.get("metric") == "return"]
+  steps = sorted(set.intersection(*(set(_reported_steps(r)) for r in results)))
+  counts = [_num_eval_tasks(r) for r in results]
+  given, num_tasks = num_tasks is not None, num_tasks or counts[0] or 0
+  if rl:
+    return (f"meta-RL runs ({', '.join(rl)}) are not paired here: their returns come from "
+            "sampled episodes, not fixed tasks", num_tasks, steps)
+  settings = []
+  for run_dir in run_dirs:
+    gin.clear_config()
+    config.parse([RunFolder(run_dir).config], [])
+    domain = config.configured_domain()
+    if not isinstance(domain, SupervisedDomain):
+      return f"{run_dir} is not a supervised run", num_tasks, steps
+    settings.append(task_settings(domain))
+  gin.clear_config()
+  for name in ("domain", "name", *sorted(set().union(*settings) - {"domain", "name"})):
+    reason = _differing(labels, [s.get(name, "(not set)") for s in settings],
+                        "the domain class" if name == "domain" else f"the setting {name!r}")
+    if reason:
+      return reason, num_tasks, steps
+  if not steps:
+    return "the runs' results.json have no step count in common", num_tasks, steps
+  if not given:
+    reason = _differing(labels, counts, "num_eval_tasks")
+    if reason:
+      return reason + "; pass --num_tasks to pair them on that many tasks", num_tasks, steps
+  return None, num_tasks, steps
+
+
+def _fingerprinted(episodes, digest):
+  """The batches of ``episodes`` (one batch or an iterable), each hashed into ``digest``."""
+  for batch in ([episodes] if is_task_batch(episodes) else episodes):
+    for field in batch:
+      array = np.ascontiguousarray(np.asarray(field))
+      digest.update(f"{array.dtype}{array.shape}".encode())
+      digest.update(array.tobytes())
+    yield batch
+
+
+def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
+                       chunk_size: int = 100) -> Dict[str, Any]:
+  """Every later run against the first on the same evaluation tasks.
+
+  Returns {"shared_tasks": bool, "note": why not (or None), "num_tasks", "steps",
+  "reference": the first run's label, "differences": {distribution: {"B - A": {
+  "<metric>_after_<k>_steps": {mean, ci95, n, num_non_finite, unpaired_ci95, mean_a,
+  mean_b}}}}}. Restores each run's learner (`l2f_tf.config.restore_learner`)."""
+  labels = run_labels(run_dirs)
+  reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks)
+  report = {"shared_tasks": reason is None, "note": reason, "num_tasks": num_tasks,
+            "steps": steps, "reference": labels[0], "differences": {}}
+  if reason is not None:
+    return report
+  values: List[Dict[str, np.ndarray]] = []  # per run: distribution -> [tasks, len(steps)]
+  digests: List[Dict[str, str]] = []
+  metric = None
+  for run_dir in run_dirs:
+    domain, learner = config.restore_learner(run_dir)
+    metric = domain.metric_name
+    run_values, run_digests = {}, {}
+    for distribution in domain.eval_distributions:
+      digest = hashlib.sha256()
+      episodes = _fingerprinted(domain.eval_batches(distribution, num_tasks), digest)
+      per_task = per_task_metrics(learner, episodes, domain.task_metric, max(steps),
+                                  chunk_size=chunk_size, vectorized=domain.eval_vectorized)
+      run_values[distribution], run_digests[distribution] = per_task[:, steps], digest.hexdigest()
+    values.append(run_values)
+    digests.append(run_digests)
+  for distribution in values[0]:
+    if any(d.get(distribution) != digests[0][distribution] for d in digests[1:]):
+      report.update(shared_tasks=False, note=(
+          f"the runs' {distribution!r} tasks differ although their settings agree (their "
+          "data differ, e.g. another dataset under the same name)"), differences={})
+      return report
+  for distribution, reference in values[0].items():
+    pairs = report["differences"][distribution] = {}
+    for label, run_values in zip(labels[1:], values[1:]):
+      other = run_values[distribution]
+      figures = pairs[f"{label} - {labels[0]}"] = {}
+      for j, k in enumerate(steps):
+        a, b = mean_and_ci95(reference[:, j]), mean_and_ci95(other[:, j])
+        figures[f"{metric}_after_{k}_steps"] = {
+            **mean_and_ci95(other[:, j] - reference[:, j]),
+            "unpaired_ci95": math.sqrt(a["ci95"] ** 2 + b["ci95"] ** 2),
+            "mean_a": a["mean"], "mean_b": b["mean"]}
+  return report
+
+
+def paired_table(report: Dict[str, Any]) -> str:
+  """The text of :func:`paired_differences`: one line per distribution, pair and step count,
+  or one line saying why there are no paired figures."""
+  if not report["shared_tasks"]:
+    return f"No paired differences: {report['note']}."
+  lines = [f"Paired differences on the same {report['num_tasks']} tasks (later run - "
+           f"{report['reference']}; mean and 95% CI of the per-task differences):"]
+  for distribution, pairs in report["differences"].items():
+    for pair, figures in pairs.items():
+      for name, v in figures.items():
+        lines.append(f"  {distribution} {pair} {name}: {v['mean']:+.4f} +- {v['ci95']:.4f} "
+                     f"(unpaired +- {v['unpaired_ci95']:.4f}; n={v['n']})")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
-  if len(RUN_DIRS.value) < 1:
+  run_dirs = FLAGS.run_dir
+  if len(run_dirs) < 1:
     raise app.UsageError("Pass at least one --run_dir.")
-  print(results_table(RUN_DIRS.value))
-  if FIGURE.value:
-    print("Wrote", compare_figure(RUN_DIRS.value, FIGURE.value, STEPS.value))
+  print(results_table(run_dirs))
+  output = {"runs": dict(zip(run_labels(run_dirs), map(_load_results, run_dirs)))}
+  if FLAGS.paired and len(run_dirs) > 1:
+    report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size)
+    print(paired_table(report))
+    output["paired"] = report
+  if FLAGS.figure:
+    print("Wrote", compare_figure(run_dirs, FLAGS.figure, FLAGS.num_steps))
+  if FLAGS.output:
+    with open(FLAGS.output, "w") as f:
+      json.dump(output, f, indent=2)
+    print("Wrote", FLAGS.output)
 
 
 if __name__ == "__main__":
+  define_flags()
   console.define_flag()
   app.run(main)

@@ -91,9 +91,9 @@ def _suggestion(message: str) -> str:
 RESUMABLE_CHANGES = (
     "*.num_iterations", "Runner.*", "run_experiment.strategy", "make_strategy.*",
     "run_experiment.num_eval_tasks", "run_experiment.eval_steps", "run_experiment.export_steps",
-    "run_experiment.plot", "*.summary_every", "*.landscape", "*.landscape_multipliers",
-    "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root", "*.data_root",
-    "*.root_dir", "*.data_dir", "*.cache_dir", "NonFiniteGuard.*",
+    "run_experiment.export_max_steps", "run_experiment.plot", "*.summary_every", "*.landscape",
+    "*.landscape_multipliers", "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root",
+    "*.data_root", "*.root_dir", "*.data_dir", "*.cache_dir", "NonFiniteGuard.*",
 )
 
 

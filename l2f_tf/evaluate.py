@@ -8,8 +8,12 @@
 The task distribution (or dataset) is rebuilt from the training config stored inside the
 SavedModel (assets.extra/operative_config.gin), with ``--gin_bindings`` on top (e.g. the dataset
 root on this machine). ``--seed`` picks the tasks (the training run's own evaluation used the
-domain's ``eval_seed``; pass that value to reproduce it). Prints and optionally writes JSON: the
-metric after the SavedModel's number of inner steps, mean with 95% CI over tasks.
+domain's ``eval_seed``; pass that value to reproduce it). Prints one line per step count and
+optionally writes JSON (``--output``): the metric after 0, 1, ..., N inner steps, each with its
+mean and 95% CI over tasks, N being the SavedModel's number of inner steps or ``--num_steps``
+(more than N adapts further inside the SavedModel, up to the ``max_steps`` it was exported
+with; `run_experiment.export_max_steps`). A SavedModel exported before the step-count signatures
+gives the metric after its N steps only, with a warning.
 
 A mistake of the user's (a run folder that has no saved_model/ yet, a path that is not a
 SavedModel, a meta-RL export, an unknown --distribution) exits with status 1 and one line
@@ -25,6 +29,7 @@ if __name__ == "__main__":
 import json
 import os
 import sys
+from typing import Dict, List, Optional
 
 import gin
 import numpy as np
@@ -32,7 +37,7 @@ from absl import app, flags, logging
 
 from l2f_tf import config, export
 from l2f_tf.data import episodic
-from l2f_tf.meta.evaluation import batches
+from l2f_tf.meta.evaluation import batches, metric_values
 from l2f_tf.stats import mean_and_ci95
 
 FLAGS = flags.FLAGS
@@ -51,14 +56,19 @@ def define_flags() -> None:
                             "config, e.g. the dataset root.")
   flags.DEFINE_string("output", None, "Optional JSON output path.")
   flags.DEFINE_integer("batch_size", 100, "Tasks per SavedModel call.")
+  flags.DEFINE_integer("num_steps", None, "Report the metric after 0..num_steps inner steps "
+                       "(default: the SavedModel's own number of steps; at most its max_steps).")
 
 
 def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
-                         batch_size: int = 100, gin_bindings=()):
-  """{distribution: {metric_after_N_steps: {mean, ci95, n}}} of the SavedModel on fresh tasks.
+                         batch_size: int = 100, gin_bindings=(), num_steps: Optional[int] = None
+                         ) -> Dict[str, Dict[str, Dict]]:
+  """{distribution: {metric_after_k_steps: {mean, ci95, n, num_non_finite}}} of the SavedModel
+  on fresh tasks, for k = 0..num_steps (default: the SavedModel's number of inner steps).
 
-  ``path``: a run folder or its saved_model/. Raises ValueError naming the fix for a mistake
-  of the user's."""
+  ``path``: a run folder or its saved_model/. A SavedModel without the step-count signatures
+  (exported before them) gives only k = N, its own number of steps, with a warning. Raises
+  ValueError naming the fix for a mistake of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
     raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
@@ -67,6 +77,20 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   if not os.path.exists(loaded.config_path):
     raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
                      "run_experiment.py, so its task distribution is unknown.")
+  if loaded.has_steps:
+    num_steps = loaded.check_num_steps(num_steps)
+    steps = list(range(num_steps + 1))
+  elif num_steps is not None and num_steps != loaded.num_steps:
+    raise ValueError(f"{loaded.path} predates the step-count signatures: it can only report the "
+                     f"metric after its {loaded.num_steps} steps, not --num_steps={num_steps}. "
+                     "Re-export it (delete its saved_model/ and run `python run_experiment.py "
+                     "--root_dir=<its run folder>` again, which exports without training).")
+  else:
+    logging.warning("%s predates the step-count signatures: reporting the metric after its %d "
+                    "steps only. Re-export it for every step count 0..N (delete its saved_model/ "
+                    "and run `python run_experiment.py --root_dir=<its run folder>` again).",
+                    loaded.path, loaded.num_steps)
+    steps = [loaded.num_steps]
   gin.clear_config()
   config.parse([loaded.config_path], list(gin_bindings))
   domain = config.configured_domain()
@@ -78,16 +102,27 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in known:
       raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
-    values = []
+    values = []  # [tasks, len(steps)] per batch
     with episodic.raise_data_errors():
       for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
                            batch_size):
-        predictions = loaded.predict_batch(*(np.asarray(field) for field in batch[:3]))
-        values.extend(float(domain.task_metric(y, p))
-                      for y, p in zip(np.asarray(batch.query_y), predictions))
-    name = f"{domain.metric_name}_after_{loaded.num_steps}_steps"
-    results[distribution] = {name: mean_and_ci95(np.array(values))}
+        inputs = [np.asarray(field) for field in batch[:3]]
+        if loaded.has_steps:
+          outputs = loaded.predict_steps_batch(*inputs, num_steps=steps[-1])
+        else:
+          outputs = loaded.predict_batch(*inputs)[:, None]
+        values.append(metric_values(outputs, np.asarray(batch.query_y), domain.task_metric))
+    values = np.concatenate(values)
+    results[distribution] = {f"{domain.metric_name}_after_{k}_steps": mean_and_ci95(values[:, i])
+                             for i, k in enumerate(steps)}
   return results
+
+
+def result_lines(results: Dict[str, Dict[str, Dict]]) -> List[str]:
+  """One line per distribution and step count: ``test mse_after_2_steps: 0.1234 +- 0.0123
+  (n=600)``."""
+  return [f"{distribution} {name}: {value['mean']:.4f} +- {value['ci95']:.4f} (n={value['n']})"
+          for distribution, figures in results.items() for name, value in figures.items()]
 
 
 def main(argv):
@@ -96,14 +131,14 @@ def main(argv):
     raise app.UsageError("--saved_model is required (a run folder or its saved_model/).")
   try:
     results = evaluate_saved_model(FLAGS.saved_model, FLAGS.num_tasks, FLAGS.seed,
-                                   FLAGS.distribution, FLAGS.batch_size, FLAGS.gin_bindings)
+                                   FLAGS.distribution, FLAGS.batch_size, FLAGS.gin_bindings,
+                                   FLAGS.num_steps)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"evaluate: {error}")
-  text = json.dumps(results, indent=2)
-  print(text)
+  print("\n".join(result_lines(results)))
   if FLAGS.output:
     with open(FLAGS.output, "w") as f:
-      f.write(text)
+      f.write(json.dumps(results, indent=2))
     logging.info("Wrote %s", FLAGS.output)
 
 

@@ -1,10 +1,16 @@
 """Export of a trained learner as a SavedModel that adapts to new tasks, and its loader.
 
-The SavedModel holds theta, the attenuator and the inner learning rates, and two signatures:
+The SavedModel holds theta, the attenuator and the inner learning rates, and four signatures:
   * ``serving_default`` / ``adapt_and_predict``: one task; (support_x [K, ...], support_y
     [K, ...], query_x [Q, ...]) -> predictions for query_x after attenuation (L2F) and the
-    inner loop, with the number of inner steps fixed at export;
-  * ``adapt_and_predict_batch``: the same with a leading task axis.
+    inner loop, with the number of inner steps fixed at export (``num_steps``);
+  * ``adapt_and_predict_batch``: the same with a leading task axis;
+  * ``adapt_and_predict_steps``: the same inputs plus an int32 scalar ``num_steps`` ->
+    predictions [num_steps + 1, Q, ...], the query predictions after 0, 1, ..., num_steps inner
+    steps (any count up to ``max_steps``, fixed at export), so that an evaluation reports the
+    whole adaptation curve, beyond the training number of steps too;
+  * ``adapt_and_predict_steps_batch``: the same with a leading task axis ([T, num_steps + 1,
+    Q, ...]).
 The training gin config is stored in ``assets.extra/operative_config.gin`` so that an
 evaluation can rebuild the task distribution.
 
@@ -17,6 +23,8 @@ shapes and dtypes in Python before calling, and turns the graph's errors into a 
 The checks and their messages are listed in docs/exported_models.md.
 """
 
+import contextlib
+import contextvars
 import os
 import re
 import shutil
@@ -63,8 +71,11 @@ class AdaptAndPredict(tf.Module):
   """The tf.Module that is saved: variables of the learner plus the adaptation graph."""
 
   def __init__(self, learner, input_signature, num_steps: int, preprocess=None,
-               description: str = "", input_range: Optional[Tuple[float, float]] = None):
+               description: str = "", input_range: Optional[Tuple[float, float]] = None,
+               max_steps: Optional[int] = None):
     super().__init__(name="adapt_and_predict")
+    max_steps = default_max_steps(num_steps) if max_steps is None else max_steps
+    check_max_steps(max_steps, num_steps)
     self.description = tf.Variable(description, trainable=False, name="description")
     # Tracked so that the SavedModel holds every variable the functions read.
     self.model = learner.model
@@ -72,6 +83,7 @@ class AdaptAndPredict(tf.Module):
     if learner.attenuation is not None:
       self.attenuation = learner.attenuation
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
+    self.max_steps = tf.Variable(max_steps, trainable=False, name="max_steps")
     classification = input_signature[1].dtype.is_integer
     num_classes = getattr(learner, "num_classes", None)  # LEO's; else the model's output.
     if classification and num_classes is None:
@@ -82,13 +94,18 @@ class AdaptAndPredict(tf.Module):
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")
     self._input_range = input_range
     self._learner = learner
-    self._steps = num_steps
+    self._steps, self._max_steps = num_steps, max_steps
     self._preprocess = preprocess or (lambda x: x)
     self._specs = list(input_signature)
     self.adapt_and_predict = tf.function(self._single, input_signature=self._specs)
     self._batched_specs = [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name)
                            for s in input_signature]
     self.adapt_and_predict_batch = tf.function(self._batch, input_signature=self._batched_specs)
+    count = tf.TensorSpec([], tf.int32, name="num_steps")
+    self.adapt_and_predict_steps = tf.function(self._steps_single,
+                                               input_signature=[*self._specs, count])
+    self.adapt_and_predict_steps_batch = tf.function(
+        self._steps_batch, input_signature=[*self._batched_specs, count])
 
   def _checked(self, support_x, support_y, query_x, batched: bool):
     """The inputs with every check of the module docstring attached."""
@@ -143,6 +160,22 @@ class AdaptAndPredict(tf.Module):
     adaptation = self._learner.adapt(support_x, support_y, num_steps=self._steps)
     return self._learner.forward(adaptation.fast_weights, query_x)
 
+  def _adapt_steps(self, support_x, support_y, query_x):
+    """[max_steps + 1, Q, ...]: the query predictions after 0..max_steps inner steps (iterate k
+    does not depend on the later steps, so one adaptation gives every count)."""
+    support_x, query_x = self._preprocess(support_x), self._preprocess(query_x)
+    adaptation = self._learner.adapt(support_x, support_y, num_steps=self._max_steps)
+    return tf.stack([self._learner.forward(params, query_x) for params in adaptation.iterates])
+
+  def _checked_count(self, num_steps):
+    """``num_steps`` once checked to be in 0..max_steps (an error naming how to export more)."""
+    message = (f"num_steps must be in 0..{self._max_steps}: this SavedModel was exported with "
+               f"max_steps={self._max_steps}; export it again with more "
+               "(run_experiment.export_max_steps, or l2f_tf.export.export(max_steps=...)). Got")
+    check = tf.debugging.Assert(
+        tf.logical_and(num_steps >= 0, num_steps <= self._max_steps), [message, num_steps])
+    return after([check], [num_steps])[0]
+
   def _single(self, support_x, support_y, query_x):
     return {"predictions": self._adapt(*self._checked(support_x, support_y, query_x, False))}
 
@@ -151,10 +184,55 @@ class AdaptAndPredict(tf.Module):
     return {"predictions": tf.map_fn(lambda t: self._adapt(*t), tasks,
                                      fn_output_signature=self._learner.dtype)}
 
+  def _steps_single(self, support_x, support_y, query_x, num_steps):
+    num_steps = self._checked_count(num_steps)
+    predictions = self._adapt_steps(*self._checked(support_x, support_y, query_x, False))
+    return {"predictions": predictions[:num_steps + 1]}
+
+  def _steps_batch(self, support_x, support_y, query_x, num_steps):
+    num_steps = self._checked_count(num_steps)
+    tasks = self._checked(support_x, support_y, query_x, True)
+    predictions = tf.map_fn(lambda t: self._adapt_steps(*t), tasks,
+                            fn_output_signature=self._learner.dtype)
+    return {"predictions": predictions[:, :num_steps + 1]}
+
+
+# The max_steps an export uses when its caller passes none (see :func:`max_steps_default`).
+_MAX_STEPS_DEFAULT: contextvars.ContextVar = contextvars.ContextVar("max_steps", default=None)
+
+
+def default_max_steps(num_steps: int) -> int:
+  """The ``max_steps`` of an export that names none: the value set by
+  :func:`max_steps_default` around the call (the Runner sets ``run_experiment.export_max_steps``
+  there), else max(2 * num_steps, 10)."""
+  value = _MAX_STEPS_DEFAULT.get()
+  return max(2 * num_steps, 10) if value is None else value
+
+
+@contextlib.contextmanager
+def max_steps_default(max_steps: Optional[int]):
+  """Within the block, exports that pass no ``max_steps`` use this one (None: the built-in
+  default). How the Runner hands ``run_experiment.export_max_steps`` to a trainer's ``export``
+  without changing the trainer's ``export(path, num_steps, config_path)`` interface."""
+  token = _MAX_STEPS_DEFAULT.set(max_steps)
+  try:
+    yield
+  finally:
+    _MAX_STEPS_DEFAULT.reset(token)
+
+
+def check_max_steps(max_steps, num_steps: Optional[int] = None) -> None:
+  """Raises ValueError (naming the setting) unless ``max_steps`` is an int >= ``num_steps``."""
+  if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or \
+      max_steps < max(num_steps or 0, 0):
+    raise ValueError(f"max_steps (run_experiment.export_max_steps) must be an integer >= the "
+                     f"exported number of inner steps ({num_steps}), got {max_steps!r}.")
+
 
 def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
            config_path: Optional[str] = None, preprocess=None, description: str = "",
-           input_range: Optional[Tuple[float, float]] = None) -> str:
+           input_range: Optional[Tuple[float, float]] = None,
+           max_steps: Optional[int] = None) -> str:
   """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
 
   Args:
@@ -169,23 +247,29 @@ def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
     input_range: (low, high) of the support_x / query_x values the SavedModel expects (e.g.
       (0, 255) for pixel values), or None. Inputs outside it, or all in [0, 1] when high > 1,
       get a warning on stderr, printed once per loaded model.
+    max_steps: the most inner steps ``adapt_and_predict_steps`` can run (each call computes
+      them all, then returns the first ``num_steps + 1`` predictions). Default: the value of
+      an enclosing :func:`max_steps_default`, else max(2 * num_steps, 10).
   """
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   module = AdaptAndPredict(learner, input_signature, num_steps, preprocess, description,
-                           input_range)
+                           input_range, max_steps)
   return save(module, path, {"serving_default": module.adapt_and_predict,
                              "adapt_and_predict": module.adapt_and_predict,
-                             "adapt_and_predict_batch": module.adapt_and_predict_batch},
+                             "adapt_and_predict_batch": module.adapt_and_predict_batch,
+                             "adapt_and_predict_steps": module.adapt_and_predict_steps,
+                             "adapt_and_predict_steps_batch":
+                                 module.adapt_and_predict_steps_batch},
               config_path)
 
 
 def export_for_domain(learner, domain, path: str, num_steps: Optional[int] = None,
-                      config_path: Optional[str] = None) -> str:
+                      config_path: Optional[str] = None, max_steps: Optional[int] = None) -> str:
   """:func:`export` with the signature, preprocessing, description and input range of a
   supervised domain (what a run exports)."""
   return export(learner, path, domain.export_signature(), num_steps, config_path=config_path,
                 preprocess=domain.export_preprocess, description=domain.export_description(),
-                input_range=domain.export_input_range())
+                input_range=domain.export_input_range(), max_steps=max_steps)
 
 
 def save(module: tf.Module, path: str, signatures, config_path: Optional[str] = None) -> str:
@@ -310,16 +394,26 @@ class _LoadedModel:
 
 class LoadedLearner(_LoadedModel):
   """A loaded supervised SavedModel with checked inputs: ``predict`` (one task) and
-  ``predict_batch``; ``num_steps``, ``num_classes`` (0: regression), ``description``,
-  ``config_path``."""
+  ``predict_batch``, after the exported ``num_steps``; ``predict_steps`` and
+  ``predict_steps_batch``, after every count 0..num_steps (up to ``max_steps``; None for a
+  SavedModel exported before these signatures); ``num_classes`` (0: regression),
+  ``description``, ``config_path``."""
+
+  STEPS_SIGNATURES = ("adapt_and_predict_steps", "adapt_and_predict_steps_batch")
 
   def __init__(self, path: str, module=None):
     super().__init__(path, module)
     self.num_classes = int(self._module.num_classes.numpy())  # 0: regression
     self._single = self._module.signatures["adapt_and_predict"]
     self._batch = self._module.signatures["adapt_and_predict_batch"]
+    signatures = self._module.signatures
+    self.has_steps = all(name in signatures for name in self.STEPS_SIGNATURES)
+    self._steps_single = signatures[self.STEPS_SIGNATURES[0]] if self.has_steps else None
+    self._steps_batch = signatures[self.STEPS_SIGNATURES[1]] if self.has_steps else None
+    max_steps = getattr(self._module, "max_steps", None)
+    self.max_steps = int(max_steps.numpy()) if self.has_steps and max_steps is not None else None
 
-  def _call(self, fn, args, batched: bool):
+  def _call(self, fn, args, batched: bool, num_steps: Optional[int] = None):
     names = ["support_x", "support_y", "query_x"]
     inputs = self._inputs(fn, names, args)
     labels = inputs["support_y"].numpy()
@@ -333,6 +427,8 @@ class LoadedLearner(_LoadedModel):
       raise ValueError("support_x and support_y must have the same number of examples (and, "
                        "batched, of tasks as query_x); got shapes "
                        f"{list(sx)}, {list(sy)} and {list(qx)}.")
+    if num_steps is not None:
+      inputs["num_steps"] = tf.constant(num_steps, tf.int32)
     return self._run(fn, inputs)["predictions"]
 
   def predict(self, support_x, support_y, query_x) -> np.ndarray:
@@ -342,6 +438,38 @@ class LoadedLearner(_LoadedModel):
   def predict_batch(self, support_x, support_y, query_x) -> np.ndarray:
     """The same for a batch of tasks (leading task axis)."""
     return self._call(self._batch, (support_x, support_y, query_x), batched=True)
+
+  def check_num_steps(self, num_steps) -> int:
+    """``num_steps`` (None: the exported ``num_steps``) checked against this SavedModel."""
+    if not self.has_steps:
+      raise ValueError(f"The SavedModel {self.path} predates predict_steps (it has no "
+                       "adapt_and_predict_steps signature): re-export it with this version of "
+                       "l2f_tf (delete its saved_model/ and run `python run_experiment.py "
+                       "--root_dir=<its run folder>` again, which exports without training).")
+    num_steps = self.num_steps if num_steps is None else num_steps
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or \
+        not 0 <= num_steps <= self.max_steps:
+      raise ValueError(f"num_steps must be an integer in 0..{self.max_steps} (this SavedModel "
+                       f"was exported with max_steps={self.max_steps}), got {num_steps!r}; "
+                       "export it again with more (run_experiment.export_max_steps, or "
+                       "l2f_tf.export.export(max_steps=...)).")
+    return int(num_steps)
+
+  def predict_steps(self, support_x, support_y, query_x,
+                    num_steps: Optional[int] = None) -> np.ndarray:
+    """Adapts to one task and returns [num_steps + 1, Q, ...]: the query predictions after 0,
+    1, ..., num_steps inner steps (default: the exported ``num_steps``; at most
+    ``max_steps``)."""
+    num_steps = self.check_num_steps(num_steps)
+    return self._call(self._steps_single, (support_x, support_y, query_x), batched=False,
+                      num_steps=num_steps)
+
+  def predict_steps_batch(self, support_x, support_y, query_x,
+                          num_steps: Optional[int] = None) -> np.ndarray:
+    """The same for a batch of tasks (leading task axis): [T, num_steps + 1, Q, ...]."""
+    num_steps = self.check_num_steps(num_steps)
+    return self._call(self._steps_batch, (support_x, support_y, query_x), batched=True,
+                      num_steps=num_steps)
 
 
 class LoadedPolicy(_LoadedModel):
@@ -382,7 +510,8 @@ def _load_module(path: str):
 def load(path: str) -> Union["LoadedLearner", "LoadedPolicy"]:
   """Loads an export of this library from a SavedModel directory or a run folder.
 
-  Returns a :class:`LoadedLearner` for a supervised export (``predict``, ``predict_batch``) and
+  Returns a :class:`LoadedLearner` for a supervised export (``predict``, ``predict_batch``,
+  ``predict_steps``, ``predict_steps_batch``) and
   a :class:`LoadedPolicy` for a meta-RL export (``act``, ``adapt_and_act``); both check their
   inputs against the signature and raise ValueError naming the expected shapes and dtypes.
   Raises ValueError (one line, naming what to do) when ``path`` holds no SavedModel."""

@@ -88,7 +88,8 @@ def test_command_line_runs_and_resumes(tmp_path):
   from l2f_tf import evaluate
   exported = evaluate.evaluate_saved_model(os.path.join(root, "saved_model"), num_tasks=6,
                                            seed=20200614, distributions=["test"])
-  assert list(exported["test"]) == ["mse_after_2_steps"]  # the training setting is exported
+  # 0..the exported number of steps (the training setting).
+  assert list(exported["test"]) == [f"mse_after_{k}_steps" for k in range(3)]
   assert exported["test"]["mse_after_2_steps"]["mean"] == pytest.approx(
       results["evaluations"]["test"]["mse_after_2_steps"]["mean"], rel=1e-4)
   # Comparing runs: a text table and one figure with every learner.

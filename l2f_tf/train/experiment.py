@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import gin
 import keras
 
+from l2f_tf import export as export_lib
 from l2f_tf import precision as precision_lib
 from l2f_tf.data import episodic
 from l2f_tf.domains.base import Domain, SupervisedDomain
@@ -45,7 +46,7 @@ def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner,
 def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer,
                    eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
                    export_steps: Optional[int] = None, plot: bool = True,
-                   strategy: str = "default"):
+                   strategy: str = "default", export_max_steps: Optional[int] = None):
   """Trains (resuming from root_dir if possible), then evaluates, exports and plots.
 
   Args:
@@ -62,6 +63,9 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
       `l2f_tf.train.distribution`; ``--strategy`` on the command line). In a multi-worker run
       only the chief evaluates and writes the run folder; the other workers train, then wait
       for the chief to finish.
+    export_max_steps: the most inner steps the SavedModel's ``adapt_and_predict_steps``
+      signatures can run (what ``python -m l2f_tf.evaluate --num_steps`` can ask for);
+      default max(2 * export steps, 10). Supervised domains only.
 
   Returns:
     The results dictionary written to results.json (empty on a non-chief worker).
@@ -72,6 +76,9 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
   domain.check_data()  # A bad dataset fails now, not at the first validation or the end.
   with distributed.scope():
     learner = build_learner(domain)
+    if export_max_steps is not None:  # Checked now, not after training.
+      export_lib.check_max_steps(export_max_steps, learner.num_inner_steps
+                                 if export_steps is None else export_steps)
     trained = trainer(learner=learner, domain=domain,
                       root_dir=distribution.write_root(root_dir, distributed))
     runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints)
@@ -81,7 +88,7 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
   try:
     with episodic.raise_data_errors():
       if chief:
-        results = runner.run(eval_steps, num_eval_tasks, export_steps, plot)
+        results = runner.run(eval_steps, num_eval_tasks, export_steps, plot, export_max_steps)
       else:
         runner.train()
         results = {}

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from l2f_tf import atomic
+from l2f_tf import export as export_lib
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, guard, interrupts
@@ -197,7 +198,8 @@ class Runner:
     return step
 
   def run(self, eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
-          export_steps: Optional[int] = None, plot: bool = True) -> Dict:
+          export_steps: Optional[int] = None, plot: bool = True,
+          export_max_steps: Optional[int] = None) -> Dict:
     """Trains (or resumes), evaluates, writes results.json and eval/ summaries, exports the
     SavedModel and saves the figure; returns the results.
 
@@ -207,6 +209,10 @@ class Runner:
       num_eval_tasks: held-out evaluation tasks per distribution (the same for every model).
       export_steps: inner steps baked into the SavedModel (default: the training setting).
       plot: save the trainer's figure.
+      export_max_steps: the most inner steps the SavedModel's ``adapt_and_predict_steps`` can
+        run (default: max(2 * export steps, 10)). Handed to the trainer's unchanged
+        ``export(path, num_steps, config_path)`` through `l2f_tf.export.max_steps_default`
+        (supervised exports read it; meta-RL exports have no such signature).
     """
     trainer, folder = self.trainer, self.folder
     step = self.train()
@@ -215,13 +221,16 @@ class Runner:
       results = self._evaluate_stage(step, eval_steps, num_eval_tasks)
       evaluations = results["evaluations"]
       export_key = {"step": step, "export_steps": export_steps}
+      if export_max_steps is not None:  # Keys of runs that do not set it stay as they were.
+        export_key["export_max_steps"] = export_max_steps
       if folder.stage_done("export", export_key) and os.path.isdir(folder.saved_model):
         logging.info("The SavedModel of meta-iteration %d is already in %s.", step,
                      folder.saved_model)
       else:
         trainer.use_final_weights()
         with atomic.folder_for(folder.saved_model) as tmp:
-          trainer.export(tmp, export_steps, folder.config)
+          with export_lib.max_steps_default(export_max_steps):
+            trainer.export(tmp, export_steps, folder.config)
         folder.finish_stage("export", export_key)
       plot_key = {"step": step, "num_steps": max(eval_steps),  # and the numbers it draws:
                   "evaluations": hashlib.sha256(json.dumps(evaluations, sort_keys=True).encode()

@@ -1,0 +1,147 @@
+"""The SavedModel's step-count signatures give the in-process learner's predictions after every
+number of inner steps (beyond the exported one too), and ``evaluate`` reports each of them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from l2f_tf import evaluate, export
+from l2f_tf.meta.evaluation import per_task_metrics
+from l2f_tf.run_folder import RunFolder
+from tests.test_export import sinusoid_export
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "run_experiment.domain = @SinusoidRegression()\nSinusoidRegression.num_shots = 5\n"
+MAX_STEPS = 5  # The learner trains with 2 inner steps and is exported with 3.
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """(run folder, domain, learner, loaded SavedModel): exported with max_steps=5 (set the way
+  the Runner sets run_experiment.export_max_steps)."""
+  folder = RunFolder(str(tmp_path_factory.mktemp("steps_run")))
+  with open(folder.config, "w") as f:
+    f.write(CONFIG)
+  with export.max_steps_default(MAX_STEPS):
+    domain, learner = sinusoid_export(folder.saved_model, config_path=folder.config)
+  return folder, domain, learner, export.load(folder.root)
+
+
+def tasks(domain, n=3):
+  episodes, _ = domain.eval_episodes("test", n)
+  return episodes
+
+
+def test_predict_steps_equal_the_learner_after_every_step_count(run):
+  _, domain, learner, loaded = run
+  assert (loaded.num_steps, loaded.max_steps, loaded.has_steps) == (3, MAX_STEPS, True)
+  episodes = tasks(domain)
+  x, y, q = (np.asarray(f) for f in episodes[:3])
+  steps = loaded.predict_steps(x[0], y[0], q[0], num_steps=MAX_STEPS)
+  assert steps.shape == (MAX_STEPS + 1, 100, 1)
+  iterates = learner.adapt(x[0], y[0], num_steps=MAX_STEPS).iterates
+  for k, params in enumerate(iterates):  # 0 (attenuated theta), 1, 2 (training), 3 (export), 4, 5
+    np.testing.assert_allclose(steps[k], learner.forward(params, q[0]).numpy(), rtol=1e-5,
+                               atol=1e-6, err_msg=f"after {k} steps")
+  assert np.abs(steps[-1] - steps[0]).max() > 1e-3  # the steps changed the predictions
+  # Default: 0..the exported steps; the last one is what predict gives.
+  default = loaded.predict_steps(x[0], y[0], q[0])
+  assert default.shape == (4, 100, 1)
+  np.testing.assert_allclose(default[3], loaded.predict(x[0], y[0], q[0]), rtol=1e-5, atol=1e-6)
+  # The batch signature equals the single one, task by task.
+  batch = loaded.predict_steps_batch(x, y, q, num_steps=4)
+  assert batch.shape == (3, 5, 100, 1)
+  for t in range(3):
+    np.testing.assert_allclose(batch[t], loaded.predict_steps(x[t], y[t], q[t], num_steps=4),
+                               rtol=1e-5, atol=1e-6)
+  assert loaded.predict_steps(x[0], y[0], q[0], num_steps=0).shape == (1, 100, 1)
+
+
+def test_num_steps_above_max_steps_names_how_to_export_more(run):
+  folder, domain, _, loaded = run
+  x, y, q = (np.asarray(f)[0] for f in tasks(domain)[:3])
+  for bad in (MAX_STEPS + 1, -1, 2.0):
+    with pytest.raises(ValueError, match=r"num_steps must be an integer in 0\.\.5 \(this "
+                       r"SavedModel was exported with max_steps=5\).*export_max_steps"):
+      loaded.predict_steps(x, y, q, num_steps=bad)
+  # The graph checks it too, for consumers that bypass export.load.
+  raw = tf.saved_model.load(folder.saved_model).signatures["adapt_and_predict_steps"]
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    raw(support_x=x, support_y=y, query_x=q, num_steps=tf.constant(MAX_STEPS + 1))
+  assert export.graph_error_text(error.value.message).startswith(
+      "num_steps must be in 0..5: this SavedModel was exported with max_steps=5; export it "
+      "again with more (run_experiment.export_max_steps")
+  # And the same input checks as the other signatures.
+  with pytest.raises(ValueError, match="same number of examples"):
+    loaded.predict_steps(x, y[:3], q)
+  with pytest.raises(ValueError, match=r"max_steps \(run_experiment.export_max_steps\) must be "
+                     r"an integer >= the exported number of inner steps \(3\)"):
+    export.check_max_steps(2, 3)
+
+
+def test_evaluate_reports_every_step_count_like_the_learner(run):
+  folder, domain, learner, _ = run
+  results = evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1, distributions=["test"],
+                                          num_steps=MAX_STEPS)
+  names = [f"mse_after_{k}_steps" for k in range(MAX_STEPS + 1)]
+  assert list(results["test"]) == names
+  domain.eval_seed = 1
+  expected = per_task_metrics(learner, domain.eval_batches("test", 4), domain.task_metric,
+                              MAX_STEPS).mean(axis=0)
+  got = [results["test"][name]["mean"] for name in names]
+  np.testing.assert_allclose(got, expected, rtol=1e-4)
+  assert all(results["test"][name]["n"] == 4 for name in names)
+  default = evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1)
+  assert list(default["test"]) == names[:4]  # 0..the exported 3 steps
+  with pytest.raises(ValueError, match="max_steps=5"):
+    evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1, num_steps=6)
+
+
+def test_evaluate_command_prints_and_writes_every_step_count(run, tmp_path):
+  folder = run[0]
+  output = str(tmp_path / "eval.json")
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  done = subprocess.run([sys.executable, "-m", "l2f_tf.evaluate", f"--saved_model={folder.root}",
+                         "--num_tasks=3", "--num_steps=4", "--distribution=test",
+                         f"--output={output}"], capture_output=True, text=True, cwd=REPO, env=env)
+  assert done.returncode == 0, done.stderr[-2000:]
+  lines = [line for line in done.stdout.splitlines() if line.startswith("test mse_after_")]
+  assert [line.split(":")[0] for line in lines] == [f"test mse_after_{k}_steps" for k in range(5)]
+  with open(output) as f:
+    written = json.load(f)
+  assert list(written["test"]) == [f"mse_after_{k}_steps" for k in range(5)]
+  assert all(set(v) >= {"mean", "ci95", "n"} for v in written["test"].values())
+
+
+def test_a_saved_model_without_the_step_signatures_still_loads_and_evaluates(run, tmp_path):
+  folder, _, learner, _ = run
+  domain = type(run[1])(num_shots=5)
+  module = export.AdaptAndPredict(learner, domain.export_signature(), 3)
+  for name in ("max_steps", "adapt_and_predict_steps", "adapt_and_predict_steps_batch"):
+    delattr(module, name)  # What an export of an earlier version holds.
+  old = RunFolder(str(tmp_path / "old"))
+  os.makedirs(old.root)
+  with open(old.config, "w") as f:
+    f.write(CONFIG)
+  export.save(module, old.saved_model, {"serving_default": module.adapt_and_predict,
+                                        "adapt_and_predict": module.adapt_and_predict,
+                                        "adapt_and_predict_batch": module.adapt_and_predict_batch},
+              old.config)
+  loaded = export.load(old.root)
+  assert (loaded.has_steps, loaded.max_steps, loaded.num_steps) == (False, None, 3)
+  x, y, q = (np.asarray(f)[0] for f in tasks(domain)[:3])
+  assert loaded.predict(x, y, q).shape == (100, 1)
+  with pytest.raises(ValueError, match="predates predict_steps.*re-export it"):
+    loaded.predict_steps(x, y, q)
+  results = evaluate.evaluate_saved_model(old.root, num_tasks=4, seed=1, distributions=["test"])
+  assert list(results["test"]) == ["mse_after_3_steps"]
+  new = evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1, distributions=["test"])
+  assert results["test"]["mse_after_3_steps"]["mean"] == pytest.approx(
+      new["test"]["mse_after_3_steps"]["mean"], rel=1e-5)
+  with pytest.raises(ValueError, match="predates the step-count signatures.*--num_steps=5"):
+    evaluate.evaluate_saved_model(old.root, num_tasks=4, seed=1, num_steps=5)

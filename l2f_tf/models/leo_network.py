@@ -42,10 +42,19 @@ class LEONetwork(keras.layers.Layer):
     glorot = keras.initializers.GlorotUniform()
     d, l = self.embedding_dim, self.num_latents
     self.encoder = self.add_weight(shape=(d, l), initializer=glorot, name="encoder")
-    self.relation = [self.add_weight(shape=(2 * l, 2 * l), initializer=glorot,
-                                     name=f"relation_{i}") for i in range(relation_layers)]
+    # One attribute per matrix: TensorFlow checkpoints track attributes, not a list of Keras
+    # variables (a list here left the relation network out of every checkpoint).
+    self.num_relation_layers = int(relation_layers)
+    for i in range(relation_layers):
+      setattr(self, f"relation_{i}", self.add_weight(shape=(2 * l, 2 * l), initializer=glorot,
+                                                     name=f"relation_{i}"))
     self.decoder = self.add_weight(shape=(l, 2 * d), initializer=glorot, name="decoder")
     self.built = True
+
+  @property
+  def relation(self) -> List[keras.Variable]:
+    """The relation network's matrices, first layer first."""
+    return [getattr(self, f"relation_{i}") for i in range(self.num_relation_layers)]
 
   @property
   def weight_matrices(self) -> List[keras.Variable]:

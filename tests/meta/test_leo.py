@@ -266,3 +266,20 @@ def test_bad_settings_are_named():
   learner = make_leo(None)
   with pytest.raises(ValueError, match="N\\*K support examples"):
     learner.adapt(tf.zeros([3, D], tf.float64), tf.constant([0, 1, 0]))
+
+
+def test_checkpoint_holds_every_variable(tmp_path):
+  """Every meta-variable (and the generator) is in the checkpoint under its own key: a list of
+  Keras variables on a layer is not tracked by TensorFlow checkpoints."""
+  from l2f_tf.train import checkpoints  # pylint: disable=import-outside-toplevel
+  learner = make_leo({})
+  path = checkpoints.make_checkpoint(learner).write(str(tmp_path / "ckpt"))
+  keys = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+          if k.endswith("VARIABLE_VALUE")]
+  assert len(keys) == len(learner.meta_variables) + 1  # + the generator's state
+  values = [v.numpy() for v in learner.meta_variables]
+  for v in learner.meta_variables:
+    v.assign(tf.zeros_like(v))
+  checkpoints.restore_weights(learner, path)
+  for v, value in zip(learner.meta_variables, values):
+    np.testing.assert_array_equal(v.numpy(), value, err_msg=v.path)

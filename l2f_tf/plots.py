@@ -1,12 +1,21 @@
 """Figures: sinusoid tasks before/after adaptation, few-shot accuracy vs inner steps, meta-RL
-return vs adaptation steps (with 2D-navigation paths)."""
+return vs adaptation steps (with 2D-navigation paths).
 
-from typing import Dict, Optional, Sequence, Tuple
+Every figure is saved with the numbers it draws: ``<name>.json`` next to ``<name>.png``
+(:func:`figure_data`, read back from the drawn artists, not from the inputs), so that a figure
+can be checked against results.json by a program rather than by eye. Legends are placed
+outside the data area of every panel, so that they never hide a curve or a point.
+"""
+
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+import matplotlib.container  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -71,7 +80,14 @@ def _curves_by_steps(ax, curves: Dict[str, tuple], xlabel: str, ylabel: str, tit
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_ylabel(ylabel)
   ax.set_title(title)
-  ax.legend(fontsize=8)
+  legend_outside(ax)
+
+
+def legend_outside(ax, **kwargs):
+  """The panel's legend to the right of its axes (never over its data); tight_layout makes
+  room for it."""
+  return ax.legend(**{"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.02, 1.0),
+                      "borderaxespad": 0.0, **kwargs})
 
 
 def curve_from_figures(figures: Dict[str, Dict], metric: str) -> Tuple[list, list, list]:
@@ -110,7 +126,7 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
       ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("mean gamma over test tasks")
     ax.set_title("attenuation per layer")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
   fig.tight_layout()
   save_figure(fig, path)
   return path
@@ -128,7 +144,7 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
     paths: 2D navigation only: per task (positions before adaptation [H, 2], positions after
       one step [H', 2], goal [2]), drawn in a second panel.
   """
-  fig, axes = plt.subplots(1, 2 if paths else 1, figsize=(11 if paths else 5.5, 4),
+  fig, axes = plt.subplots(1, 2 if paths else 1, figsize=(12.5 if paths else 6.5, 4),
                            squeeze=False)
   curves = {label: curve_from_figures(evaluation, "return")
             for label, evaluation in evaluations.items()}
@@ -136,26 +152,109 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
   if paths:
     ax = axes[0][1]
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    starts = []
     for i, (before, after, goal) in enumerate(paths):
       color = colors[i % len(colors)]
-      ax.plot(before[:, 0], before[:, 1], ":", color=color)
-      ax.plot(after[:, 0], after[:, 1], "-", color=color, label=f"task {i}")
-      ax.scatter([goal[0]], [goal[1]], marker="*", s=120, color=color)
-    # Legend entries for the line styles and the goal marker, in neutral colour.
+      before, after = np.asarray(before), np.asarray(after)
+      ax.plot(before[:, 0], before[:, 1], ":", color=color, gid=f"task {i}: before adaptation")
+      ax.plot(after[:, 0], after[:, 1], "-", color=color, label=f"task {i}",
+              gid=f"task {i}: after one step")
+      ax.scatter([goal[0]], [goal[1]], marker="*", s=120, color=color, zorder=4,
+                 gid=f"task {i}: goal")
+      starts += [p[0] for p in (before, after) if len(p)]
+    if starts:  # Every trajectory starts where the environment resets the agent.
+      starts = np.unique(np.asarray(starts), axis=0)
+      ax.scatter(starts[:, 0], starts[:, 1], marker="s", s=40, color="black", zorder=5,
+                 gid="start")
+    # Legend entries for the line styles and the markers, in neutral colour.
     ax.plot([], [], ":", color="gray", label="before adaptation")
     ax.plot([], [], "-", color="gray", label="after one step")
     ax.scatter([], [], marker="*", s=120, color="gray", label="goal")
-    ax.set_title("trajectories of held-out tasks, from the start (0, 0)")
-    ax.set_aspect("equal")
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.scatter([], [], marker="s", s=40, color="black", label="start")
+    ax.set_title("trajectories of held-out tasks")
+    ax.set_aspect("equal", adjustable="datalim")
+    legend_outside(ax, fontsize="small")
   fig.tight_layout()
   save_figure(fig, path)
   return path
 
 
+def data_path(path: str) -> str:
+  """Where the numbers a figure draws are stored: ``<name>.json`` next to ``<name>.png``."""
+  return os.path.splitext(path)[0] + ".json"
+
+
+def _floats(values) -> List[Optional[float]]:
+  """JSON-safe floats to 12 significant digits (a read-back error bar is (top - bottom) / 2,
+  exact only to rounding), None for NaN / inf (which strict JSON cannot hold)."""
+  return [float(f"{v:.12g}") if math.isfinite(v) else None
+          for v in np.asarray(values, float).ravel()]
+
+
+def _series_of(ax) -> Dict[str, Dict]:
+  """What one panel draws, read from its artists: error-bar curves, lines, points and bars,
+  keyed by their gid (set where a label would repeat) or their legend label. Unnamed artists
+  and legend proxies (no data) are left out."""
+  series: Dict[str, Dict] = {}
+
+  def add(artist, value):
+    key = getattr(artist, "get_gid", lambda: None)() or artist.get_label()
+    if not key or key.startswith("_"):
+      return
+    while key in series:
+      key += "'"
+    series[key] = value
+
+  in_containers = set()
+  for container in ax.containers:
+    in_containers.update(id(a) for a in container.get_children())
+    if isinstance(container, matplotlib.container.ErrorbarContainer):
+      data_line, _, barlinecols = container.lines
+      x, y = (np.asarray(v, float) for v in data_line.get_data())
+      value = {"kind": "errorbar", "x": _floats(x), "y": _floats(y), "yerr": None}
+      if barlinecols:  # One vertical segment [(x, y - e), (x, y + e)] per point.
+        ends = np.asarray([s[:, 1] for s in barlinecols[0].get_segments()], float)
+        value["yerr"] = _floats((ends[:, 1] - ends[:, 0]) / 2)
+      add(container, value)
+    elif isinstance(container, matplotlib.container.BarContainer):
+      bars = container.patches
+      add(container, {"kind": "bar", "x": _floats([b.get_x() + b.get_width() / 2 for b in bars]),
+                      "height": _floats([b.get_height() for b in bars])})
+  for line in ax.get_lines():
+    x, y = (np.asarray(v, float) for v in line.get_data())
+    if id(line) not in in_containers and x.size:
+      add(line, {"kind": "line", "x": _floats(x), "y": _floats(y)})
+  for collection in ax.collections:
+    offsets = np.asarray(collection.get_offsets(), float).reshape(-1, 2)
+    if id(collection) not in in_containers and offsets.size:
+      add(collection, {"kind": "points", "x": _floats(offsets[:, 0]),
+                       "y": _floats(offsets[:, 1])})
+  return series
+
+
+def figure_data(fig) -> Dict:
+  """The numbers a figure draws, read back from its artists: per panel its title, axis labels,
+  every named series and, under bars, the x tick labels (e.g. tensor names); and the legend
+  texts. Error bars are stored as drawn, as half-widths ``yerr`` around ``y``."""
+  panels = []
+  for ax in fig.axes:
+    panel = {"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+             "series": _series_of(ax)}
+    if any(s["kind"] == "bar" for s in panel["series"].values()):  # Ticks name the bars.
+      panel["xticklabels"] = [t.get_text() for t in ax.get_xticklabels()]
+    legend = ax.get_legend()
+    if legend is not None:
+      panel["legend"] = [t.get_text() for t in legend.get_texts()]
+    panels.append(panel)
+  return {"panels": panels,
+          "legends": [[t.get_text() for t in legend.get_texts()] for legend in fig.legends]}
+
+
 def save_figure(fig, path: str, dpi: int = 110) -> str:
-  """Saves ``fig`` to ``path`` atomically (a kill never leaves half an image) and closes it."""
+  """Saves ``fig`` to ``path`` and the numbers it draws to :func:`data_path` (both atomically:
+  a kill never leaves half an image or half a JSON file), then closes the figure."""
   with atomic.path_for(path) as tmp:
     fig.savefig(tmp, dpi=dpi)
+  atomic.write_json(data_path(path), figure_data(fig), indent=None)
   plt.close(fig)
   return path

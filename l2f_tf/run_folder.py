@@ -7,7 +7,7 @@
 <root>/best/                  best validated weights and their scores (few-shot classification)
 <root>/results.json           the final evaluation (mean, 95% CI, n)
 <root>/saved_model/           the exported learner
-<root>/<name>.png             figures
+<root>/<name>.png             figures, each with <name>.json: the numbers it draws
 <root>/stages.json            which after-training stages are finished, and for which step
 <root>/.lock                  held by the one process running in the folder
 ```

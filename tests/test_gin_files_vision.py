@@ -17,6 +17,7 @@ from l2f_tf.train import experiment
 from l2f_tf.train.experiment import build_learner
 from tests.fake_images import write_class_folders
 from tests.test_gin_files import summary_tags
+from tests.test_plots import assert_draws
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +74,12 @@ def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   assert test["accuracy_after_2_steps"]["n"] == 4
   assert 0 <= test["accuracy_after_2_steps"]["mean"] <= 1
   assert "sqrt_p_1_minus_p" in test["accuracy_after_2_steps"]
+  # The figure draws results.json's test numbers (all 4 episodes, every step), read back from
+  # test_tasks.json, which stores what test_tasks.png draws.
+  with open(os.path.join(root, "test_tasks.json")) as f:
+    drawn = json.load(f)["panels"][0]["series"]
+  assert list(drawn) == [results["method"]]
+  assert_draws(drawn[results["method"]], test, "accuracy", scale=100)
   assert sorted(results["validation"]["history"]) == ["1", "2"]
   tags = summary_tags(os.path.join(root, "train"))
   assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6

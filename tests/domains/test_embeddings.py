@@ -1,6 +1,7 @@
 """The few-shot embeddings domain: shares of meta-batches, fixed evaluation episodes, data checks,
 model, export signature and figure."""
 
+import json
 import os
 import types
 
@@ -12,6 +13,7 @@ import tensorflow as tf
 from l2f_tf.data import readers
 from l2f_tf.data.readers import leo_embeddings as le
 from l2f_tf.domains.embeddings import FewShotEmbeddings
+from tests.test_plots import assert_draws
 
 DIM = 16
 
@@ -130,3 +132,7 @@ def test_plot_draws_results_and_never_fails_on_gammas(root, tmp_path):
   path = d.plot(learners, str(tmp_path / "accuracy.png"),
                 evaluations={label: figures for label in learners})
   assert path.endswith("accuracy.png") and os.path.getsize(path) > 0
+  with open(tmp_path / "accuracy.json") as f:  # The numbers drawn, read back from the figure.
+    drawn = json.load(f)["panels"][0]["series"]
+  for label in learners:
+    assert_draws(drawn[label], figures, "accuracy", scale=100)

@@ -2,6 +2,7 @@
 training, Ctrl-C, resume, evaluation, figure, the returns comparison of finished runs."""
 
 import glob
+import json
 import os
 
 import keras
@@ -15,6 +16,7 @@ from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
+from tests.test_plots import assert_draws
 
 
 def tiny_domain():
@@ -124,6 +126,12 @@ def test_navigation_figure_has_paths_and_goals(tmp_path):
   from l2f_tf.run_folder import RunFolder
   png = trainer.plot(RunFolder(str(tmp_path)), evaluations, 1)
   assert png.endswith("returns.png") and os.path.getsize(png) > 5_000
+  with open(os.path.join(tmp_path, "returns.json")) as f:  # what returns.png draws
+    curves, trajectories = json.load(f)["panels"]
+  assert_draws(curves["series"][trainer.learner.method_name], evaluations["test"], "return")
+  assert {"task 0: before adaptation", "task 0: after one step", "task 0: goal",
+          "start"} <= set(trajectories["series"])
+  assert {"before adaptation", "after one step", "goal", "start"} <= set(trajectories["legend"])
 
 
 def test_resuming_into_another_learner_names_the_folder_to_fix(tmp_path):

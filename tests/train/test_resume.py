@@ -37,21 +37,21 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_crash_loses_only_work_since_last_checkpoint(tmp_path, monkeypatch):
   """A crash at step 7 resumes from the checkpoint of step 4 and still ends identical."""
   uninterrupted = train(tmp_path / "a", 10)
-  original = Trainer.train_step_fn
+  original = Trainer.train_loop_fn
 
-  def crashing(self, first_order, with_metrics):
-    step_fn = original(self, first_order, with_metrics)
+  def crashing(self, first_order):
+    loop_fn = original(self, first_order)
 
-    def wrapped(episodes):
-      if self.step == 6:
+    def wrapped(*args):
+      if self.step >= 6:
         raise RuntimeError("simulated crash")
-      return step_fn(episodes)
+      return loop_fn(*args)
     return wrapped
 
-  monkeypatch.setattr(Trainer, "train_step_fn", crashing)
+  monkeypatch.setattr(Trainer, "train_loop_fn", crashing)
   with pytest.raises(RuntimeError, match="simulated crash"):
     train(tmp_path / "b", 10)
-  monkeypatch.setattr(Trainer, "train_step_fn", original)
+  monkeypatch.setattr(Trainer, "train_loop_fn", original)
   assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.index")) == \
       ["ckpt-4.index"]
   resumed = train(tmp_path / "b", 10)
@@ -130,7 +130,7 @@ def test_runner_checkpoints_on_its_schedule_and_at_the_end(tmp_path):
   assert Runner(trainer, checkpoint_every=5, max_checkpoints=5).train() == 11
   assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == \
       ["ckpt-10.index", "ckpt-11.index", "ckpt-5.index"]
-  assert chunks == [5, 4, 5, 1]  # step 0 alone (compiles), then up to each checkpoint
+  assert chunks == [5, 5, 1]  # up to each checkpoint (the first call compiles the loop)
 
 
 def test_training_time_adds_up_over_resumed_calls(tmp_path, monkeypatch):

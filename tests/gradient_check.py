@@ -84,7 +84,16 @@ def analytic_meta_gradient(learner, batch, path: str, first_order: bool = False)
   if path == "compiled":
     grads = tf.function(grads)
   elif path == "xla":
-    grads = tf.function(grads, jit_compile=True)
+    # The trainer compiles with XLA only the unrolled task loop (it turns XLA off for
+    # vectorized tasks), so that is the path checked here.
+    vectorized = getattr(learner, "vectorize_tasks", False)
+    if vectorized:
+      learner.vectorize_tasks = False
+    try:
+      return [g.numpy() for g in tf.function(grads, jit_compile=True)(batch)]
+    finally:
+      if vectorized:
+        learner.vectorize_tasks = True
   return [g.numpy() for g in grads(batch)]
 
 

@@ -358,7 +358,7 @@ class LEO:
     check = tf.debugging.Assert(
         tf.reduce_all(tf.equal(counts, k)),
         [f"LEO needs exactly K={k} support examples of each of the {n} classes (labels 0.."
-         f"{n - 1}); got per class", counts])
+         f"{n - 1}); got per class", counts], summarize=n)
     with tf.control_dependencies([check]):
       return tf.identity(support_x)
 

@@ -445,13 +445,16 @@ class Trainer:
       self._compiled = set()
     first_order = self.first_order_at(step)
     with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
-    # Every step without summaries runs in the compiled loop (also a single one), so a run
-    # compiles two functions: the loop and the step with summaries.
-    chunk = 1 if with_metrics else self._steps_until_event(step, limit)
+    # With steps_per_call > 1 every step without summaries runs in the compiled loop (also a
+    # single one), so a run compiles two functions: the loop and the step with summaries.
+    # With 1 (e.g. multi-worker runs, whose iterators have no static task count in a loop),
+    # the plain step replaces the loop.
+    use_loop = not with_metrics and self.steps_per_call > 1
+    chunk = self._steps_until_event(step, limit) if use_loop else 1
     guard = self.guard
-    compiled = ("loop", first_order) if not with_metrics else ("step", first_order, True)
+    compiled = ("loop", first_order) if use_loop else ("step", first_order, with_metrics)
     started = time.perf_counter()
-    if not with_metrics:
+    if use_loop:
       result = self.train_loop_fn(first_order)(
           self._iterator, tf.constant(chunk), tf.constant(guard.consecutive),
           tf.constant(guard.limit))

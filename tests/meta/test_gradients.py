@@ -152,7 +152,7 @@ def test_mlp_meta_gradient_on_every_path_matches_finite_differences(l2f, path):
   runs the sequential path."""
   attenuation = TaskConditionedAttenuation(dtype="float64") if l2f else None
   learner = make_learner(attenuation, activation="tanh", vectorize_tasks=path != "unrolled")
-  path = "xla" if path == "unrolled" else path
+  path = "compiled" if path == "unrolled" else path
   tasks = [tiny_task(s) for s in (5, 6, 7)]
   batch = Episode(*(tf.constant(np.stack(field)) for field in zip(*tasks)))
   analytic = gradient_check.analytic_meta_gradient(learner, batch, path)

@@ -195,6 +195,9 @@ def test_sequential_meta_gradients_equal_the_plain_ones():
   Both in graphs: eager low-precision kernels round differently from graph ones (bfloat16:
   3e-4 on the loss), while the two paths in graphs agree to 1e-7."""
   learner = make_learner("conv4", True, "mixed_float16", num_inner_steps=1)
+  # Compared with the unrolled task loop, which it replicates op by op; the vectorized loop's
+  # batched float16 kernels round differently (1.7e-3 on a gradient).
+  learner.vectorize_tasks = False
   episodes = make_episodes("conv4")
   loss_scale = OUTER_LOSS_SCALE
   expected_loss, expected = tf.function(lambda e: meta_gradients(learner, e, loss_scale))(

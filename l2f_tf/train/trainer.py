@@ -447,10 +447,11 @@ class Trainer:
     with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
     # With steps_per_call > 1 every step without summaries runs in the compiled loop (also a
     # single one), so a run compiles two functions: the loop and the step with summaries.
-    # With 1 (e.g. multi-worker runs, whose iterators have no static task count in a loop),
-    # the plain step replaces the loop.
-    use_loop = not with_metrics and self.steps_per_call > 1
-    chunk = self._steps_until_event(step, limit) if use_loop else 1
+    # With 1, and for single steps of a multi-worker run (whose iterator has no static task
+    # count inside a loop), the plain step replaces the loop.
+    chunk = 1 if with_metrics else self._steps_until_event(step, limit)
+    multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    use_loop = not with_metrics and self.steps_per_call > 1 and (chunk > 1 or not multi_worker)
     guard = self.guard
     compiled = ("loop", first_order) if use_loop else ("step", first_order, with_metrics)
     started = time.perf_counter()

@@ -37,21 +37,25 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_crash_loses_only_work_since_last_checkpoint(tmp_path, monkeypatch):
   """A crash at step 7 resumes from the checkpoint of step 4 and still ends identical."""
   uninterrupted = train(tmp_path / "a", 10)
-  original = Trainer.train_loop_fn
+  originals = {name: getattr(Trainer, name) for name in ("train_step_fn", "train_loop_fn")}
 
-  def crashing(self, first_order):
-    loop_fn = original(self, first_order)
+  def crashing(name):
+    def make(self, *args):
+      fn = originals[name](self, *args)
 
-    def wrapped(*args):
-      if self.step >= 6:
-        raise RuntimeError("simulated crash")
-      return loop_fn(*args)
-    return wrapped
+      def wrapped(*call_args):
+        if self.step >= 6:
+          raise RuntimeError("simulated crash")
+        return fn(*call_args)
+      return wrapped
+    return make
 
-  monkeypatch.setattr(Trainer, "train_loop_fn", crashing)
+  for name in originals:  # Plain steps (steps_per_call 1) or the compiled loop.
+    monkeypatch.setattr(Trainer, name, crashing(name))
   with pytest.raises(RuntimeError, match="simulated crash"):
     train(tmp_path / "b", 10)
-  monkeypatch.setattr(Trainer, "train_loop_fn", original)
+  for name, original in originals.items():
+    monkeypatch.setattr(Trainer, name, original)
   assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.index")) == \
       ["ckpt-4.index"]
   resumed = train(tmp_path / "b", 10)

@@ -1,5 +1,12 @@
-"""A progress line for long loops: steps/s and ETA, logged at most every few seconds."""
+"""A progress line for long loops: steps/s and ETA, logged at most every few seconds.
 
+Rates read "12.3 episodes/s" at one or more per second and "20.4 s/meta-iteration" below (a
+slow loop never shows a rounded "0.0 .../s"); the unit is a noun of its own, never built from
+the line's label (a label such as "test episode (checkpoint 100)" is not a unit).
+"""
+
+import math
+import re
 import time
 from typing import Optional
 
@@ -15,13 +22,36 @@ def format_duration(seconds: float) -> str:
   return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def plural(noun: str) -> str:
+  """The plural of a unit noun: "episode" -> "episodes", "batch" -> "batches"."""
+  if re.search(r"(s|x|z|ch|sh)$", noun):
+    return noun + "es"
+  if re.search(r"[^aeiou]y$", noun):
+    return noun[:-1] + "ies"
+  return noun + "s"
+
+
+def unit_of(label: str) -> str:
+  """The counted noun of a progress label: its last word, without a parenthesised remark
+  ("test episode (checkpoint 100)" -> "episode", "meta-iteration" -> "meta-iteration")."""
+  words = re.sub(r"\([^)]*\)", " ", label).split()
+  return words[-1] if words else "step"
+
+
 def rate_text_of(rate: Optional[float], unit: str) -> str:
-  """"12.3 steps/s", or "20.4 s/step" below one per second (never a rounded "0.0 steps/s")."""
-  if not rate:
+  """"1234 steps/s" from 100 per second, "12.3 steps/s" from 1, else the time per step:
+  "20.4 s/step", "2m05s/step" from a minute (never a rounded "0.0 steps/s"); "-" when there
+  is no rate yet (None, 0, NaN)."""
+  if rate is None or not math.isfinite(rate) or rate <= 0:
     return "-"
+  if rate >= 100.0:
+    return f"{rate:.0f} {plural(unit)}/s"
   if rate >= 1.0:
-    return f"{rate:.1f} {unit}s/s"
-  return f"{1.0 / rate:.1f} s/{unit}"
+    return f"{rate:.1f} {plural(unit)}/s"
+  seconds = 1.0 / rate
+  if seconds >= 60.0:
+    return f"{format_duration(seconds)}/{unit}"
+  return f"{seconds:.1f} s/{unit}"
 
 
 class Progress:
@@ -32,13 +62,13 @@ class Progress:
     start: the first step (a resumed run starts after 0).
     every_seconds: minimum time between two log lines.
     label: what the line counts, e.g. "meta-iteration" or "test episode (checkpoint 100)".
-    unit: the singular noun of the rate (default: ``label``), e.g. "episode".
+    unit: the singular noun of the rate, e.g. "episode" (default: :func:`unit_of` the label).
   """
 
   def __init__(self, total: int, start: int = 0, every_seconds: float = 10.0,
                label: str = "step", unit: Optional[str] = None):
     self.total, self.label, self.every_seconds = total, label, every_seconds
-    self.unit = unit or label
+    self.unit = unit or unit_of(label)
     self._last_step, self._last_time = start, time.perf_counter()
     self.steps_per_second: Optional[float] = None
 

@@ -49,3 +49,63 @@ def test_progress_rate_reads_seconds_per_step_when_slow_and_names_its_unit(monke
   evaluation.update(30)
   assert "test episode (checkpoint 100) 30/600" in lines[-1]
   assert "30.0 episodes/s" in lines[-1] and ")s/s" not in lines[-1]
+
+
+def test_rate_texts_are_per_second_when_fast_and_per_unit_when_slow():
+  rate_text_of = progress_lib.rate_text_of
+  assert rate_text_of(12345.6, "env step") == "12346 env steps/s"
+  assert rate_text_of(30.0, "episode") == "30.0 episodes/s"
+  assert rate_text_of(1.0, "meta-iteration") == "1.0 meta-iterations/s"
+  assert rate_text_of(0.05, "meta-iteration") == "20.0 s/meta-iteration"  # not "0.1 .../s"
+  assert rate_text_of(1 / 125, "meta-iteration") == "2m05s/meta-iteration"
+  assert rate_text_of(2.0, "batch") == "2.0 batches/s"
+  for no_rate in (None, 0.0, float("nan"), float("inf")):
+    assert rate_text_of(no_rate, "step") == "-"
+  # Without a unit, the rate counts the label's noun, never the label with its remark.
+  assert progress_lib.unit_of("test episode (checkpoint 100)") == "episode"
+  assert progress_lib.unit_of("meta-iteration") == "meta-iteration"
+  assert Progress(10, label="val episode (best so far)").unit == "episode"
+
+
+def test_every_progress_line_of_the_library_names_a_sensible_unit(monkeypatch):
+  """The callers that count evaluation tasks (final evaluation, each checkpoint of the few-shot
+  protocol, validation, meta-RL held-out tasks) log 'N <unit>s/s' with a unit, not a label."""
+  import types
+  from l2f_tf.train import evaluation, meta_rl_trainer, validation
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+
+  class Immediate(Progress):  # Logs every update, as if a second had passed since the last.
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **{**kwargs, "every_seconds": 0.0})
+
+    def update(self, step, message="", force=False):
+      self._last_time -= 1.0  # pylint: disable=protected-access
+      return super().update(step, message, force)
+
+  def predictions(learner, episodes, max_steps, num_tasks=None, label="", unit=None, **kwargs):
+    Immediate(num_tasks, label=label, unit=unit).update(num_tasks // 20)
+    return np.zeros((num_tasks, max_steps + 1, 1)), np.zeros((num_tasks, 1))
+
+  monkeypatch.setattr(evaluation.meta_evaluation, "predictions", predictions)
+  monkeypatch.setattr(evaluation.meta_evaluation, "metric_values",
+                      lambda outputs, labels, metric: np.zeros(outputs.shape[:2]))
+  domain = types.SimpleNamespace(eval_batches=lambda split, n: None, eval_vectorized=False,
+                                 task_metric=None, metric_name="accuracy")
+  evaluation.domain_predictions(None, domain, "test", 600, 5)
+  evaluation.evaluate_checkpoints(None, domain, "test", 600, [5], [{"step": 100, "path": ""}],
+                                  lambda path: None)
+  validation.Validator(types.SimpleNamespace(num_inner_steps=5), domain, 600, "val")(7)
+  monkeypatch.setattr(meta_rl_trainer, "Progress", Immediate)
+  batch = types.SimpleNamespace(returns=np.zeros((2, 3)), x=None, y=None)
+  trainer = types.SimpleNamespace(
+      domain=types.SimpleNamespace(meta_batch_size=2),
+      task_env=types.SimpleNamespace(sample_tasks=lambda n, seed: [{}] * n),
+      _start=lambda tasks, seed: (None, None), sample=lambda tasks, params, seed: batch,
+      _adapt=lambda x, y, embeddings: (None, None))
+  meta_rl_trainer.MetaRLTrainer.held_out_returns(trainer, 40, 1, 0)
+  assert "test task 30/600 (5.0%)  | 30.0 tasks/s" in lines[0]
+  assert "test episode (checkpoint 100) 30/600 (5.0%)  | 30.0 episodes/s" in lines[1]
+  assert "val episode 30/600 (5.0%)  | 30.0 episodes/s" in lines[2]
+  assert "held-out task 2/40 (5.0%)  | 2.0 tasks/s" in lines[4]  # (after the validation line)
+  assert not any(")s/s" in line or " 0.0 " in line for line in lines)

@@ -25,6 +25,7 @@ from typing import Any, Callable, List, NamedTuple, Sequence, Tuple
 from absl import logging
 import numpy as np
 
+from l2f_tf.progress import rate_text_of
 from l2f_tf.rl import envs
 from l2f_tf.rl.envs import base
 
@@ -181,9 +182,9 @@ class Sampler:
     elapsed = time.perf_counter() - start
     self.last_steps_per_second = trajectories.num_steps / max(elapsed, 1e-9)
     logging.log_every_n_seconds(
-        logging.INFO, "%s sampler: %d tasks x %d trajectories, %d env steps at %.0f steps/s.",
+        logging.INFO, "%s sampler: %d tasks x %d trajectories, %d env steps at %s.",
         60, self._env_name, self._num_tasks, self._per_task, trajectories.num_steps,
-        self.last_steps_per_second)
+        rate_text_of(self.last_steps_per_second, "env step"))
     return trajectories
 
   def close(self) -> None:

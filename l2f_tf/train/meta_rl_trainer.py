@@ -25,6 +25,7 @@ import tensorflow as tf
 from l2f_tf import plots
 from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.meta import analysis
+from l2f_tf.progress import Progress, rate_text_of
 from l2f_tf.rl import envs
 from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl, trpo
@@ -239,7 +240,7 @@ class MetaRLTrainer:
     self.guard.after_step(i + 1, finite, summarize=True)
     message = (f"return {result['return_before_adaptation']:.2f} -> "
                f"{result['return_after_adaptation']:.2f}, kl {result['kl']:.4f}, "
-               f"{result['env_steps_per_second']:.0f} env steps/s")
+               f"{rate_text_of(result['env_steps_per_second'], 'env step')}")
     if self.guard.total:
       message += f", {self.guard.total} non-finite iterations skipped"
     return Chunk(1, message)
@@ -271,6 +272,8 @@ class MetaRLTrainer:
                        f"run_experiment.num_eval_tasks) must be a multiple of "
                        f"MetaRLDomain.meta_batch_size ({per_round}).")
     returns = [[] for _ in range(num_steps + 1)]
+    # Every round samples (num_steps + 1) x meta_batch_size x trajectories: minutes in all.
+    progress = Progress(num_tasks, label="held-out task", unit="task")
     for r in range(num_tasks // per_round):
       tasks = self.task_env.sample_tasks(per_round, seed=[seed, r])
       # Step 0 is the policy the inner loop starts from: theta_bar for L2F, theta for MAML.
@@ -284,6 +287,7 @@ class MetaRLTrainer:
           params, _ = self._adapt(batch.x, batch.y, embeddings)
         else:  # Later steps: plain policy-gradient steps, no attenuation.
           params = self._step_from(params, batch.x, batch.y)
+      progress.update((r + 1) * per_round)
     return [np.asarray(values) for values in returns]
 
   def use_final_weights(self) -> None:

@@ -121,7 +121,7 @@ class Validator:
   def __call__(self, step: int) -> float:
     outputs, labels = evaluation.domain_predictions(
         self.learner, self.domain, self.split, self.num_episodes, self.num_steps,
-        label=f"{self.split} episode")
+        label=f"{self.split} episode", unit="episode")
     values = meta_evaluation.metric_values(outputs, labels, self.domain.task_metric)
     summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"

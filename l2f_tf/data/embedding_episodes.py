@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
-from l2f_tf.data.episodic import choose_episode
+from l2f_tf.data.episodic import check_episode_shape, choose_episode
 from l2f_tf.data.readers.common import DatasetError
 from l2f_tf.data.readers.leo_embeddings import EmbeddingSplit
 
@@ -57,10 +57,7 @@ class EmbeddingEpisodeSampler:
   """
 
   def __init__(self, split: EmbeddingSplit, num_ways: int, num_shots: int, num_queries: int):
-    for name, value, minimum in (("num_ways", num_ways, 2), ("num_shots", num_shots, 1),
-                                 ("num_queries", num_queries, 1)):
-      if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    check_episode_shape(num_ways, num_shots, num_queries)
     check_episode_sizes(split, num_ways, num_shots, num_queries)
     self.split = split
     self.num_ways, self.num_shots, self.num_queries = num_ways, num_shots, num_queries

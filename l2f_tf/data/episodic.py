@@ -66,6 +66,14 @@ def choose_episode(seed: int, episode: int, class_sizes: Sequence[int],
   return class_ids, [rng.permutation(int(class_sizes[c])) for c in class_ids]
 
 
+def check_episode_shape(num_ways: int, num_shots: int, num_queries: int) -> None:
+  """Raises ValueError unless N >= 2, K >= 1 and Q >= 1 (shared by every episode sampler)."""
+  for name, value, minimum in (("num_ways", num_ways, 2), ("num_shots", num_shots, 1),
+                               ("num_queries", num_queries, 1)):
+    if value < minimum:
+      raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+
+
 class EpisodeSampler:
   """Chooses the classes and images of episode ``e`` from ``(seed, e)`` alone.
 
@@ -80,10 +88,7 @@ class EpisodeSampler:
   """
 
   def __init__(self, class_index: ClassIndex, num_ways: int, num_shots: int, num_queries: int):
-    for name, value, minimum in (("num_ways", num_ways, 2), ("num_shots", num_shots, 1),
-                                 ("num_queries", num_queries, 1)):
-      if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    check_episode_shape(num_ways, num_shots, num_queries)
     check_enough_classes(class_index, num_ways)
     check_enough_images(class_index, num_shots + num_queries,
                         needed_as=f"num_shots={num_shots} + num_queries={num_queries}")

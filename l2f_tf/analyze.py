@@ -36,7 +36,7 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import atomic, config
+from l2f_tf import atomic, config, smoke
 from l2f_tf.analysis import figures, measures, summaries
 from l2f_tf.data import episodic
 from l2f_tf.domains.base import SupervisedDomain
@@ -246,7 +246,8 @@ def main(argv):
   except ValueError as error:
     raise app.UsageError(f"--sweep_gammas must be numbers: {error}") from None
   try:
-    result = analyze(FLAGS.run_dir, FLAGS.out_dir, FLAGS.num_tasks, FLAGS.distribution,
+    result = analyze(FLAGS.run_dir, FLAGS.out_dir, smoke.tasks(FLAGS.num_tasks),
+                     FLAGS.distribution,
                      FLAGS.first_order, gammas, FLAGS.sweep_steps, FLAGS.gin_bindings,
                      FLAGS.step)
   except ValueError as error:  # A mistake of the user's: the message names the fix.

@@ -18,11 +18,21 @@ from typing import Any, Iterator
 TMP_MARK = ".tmp"
 
 
+def _file_mode() -> int:
+  """The mode ``open(path, "w")`` would give a new file: 0o666 less the process's umask."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 def _temporary_name(path: str, suffix: str = "") -> str:
+  """A new empty file next to ``path``, with the mode a plain ``open`` would give it (not
+  mkstemp's private 0o600: results.json and figures are for other users to read too)."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f"{TMP_MARK}{suffix}", dir=folder)
   os.close(fd)
+  os.chmod(tmp, _file_mode())
   return tmp
 
 

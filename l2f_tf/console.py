@@ -46,6 +46,7 @@ ENV = "L2F_THIRD_PARTY_LOGS"
 
 _NOISE_RE = re.compile("|".join(NOISE))
 _installed: Optional["_StderrFilter"] = None
+_library_handler: Optional[std_logging.Handler] = None
 
 
 def is_noise(line: str) -> bool:
@@ -141,6 +142,34 @@ def quiet_third_party(argv: Sequence[str] = None) -> bool:
       for handler in logger.handlers:
         handler.addFilter(info_filter)
     absl_logging.get_absl_handler().addFilter(info_filter)
+  return True
+
+
+def show_progress_in_library() -> bool:
+  """Shows l2f_tf's INFO lines (progress with ETA, compile times, results) when the library is
+  driven from Python instead of an entry point; returns whether it installed a handler.
+
+  An entry point runs under absl's app, which sets the verbosity. In a script or a notebook,
+  absl's logger is left at Python's defaults (level WARNING; absl's first record installs
+  ``logging.basicConfig()``), so a training run would print nothing for minutes. Only in that
+  case (absl's flags unparsed, no level set on absl's logger, the root logger above INFO,
+  i.e. the user asked for no INFO lines elsewhere) this gives absl's logger a stderr handler
+  of its own that shows l2f_tf's INFO records and every warning (not passed on to the root
+  logger, which would print the warnings twice). `l2f_tf.train.runner.Runner` calls it.
+  """
+  global _library_handler
+  logger = absl_logging.get_absl_logger()
+  root = std_logging.getLogger()
+  if (_library_handler is not None or flags.FLAGS.is_parsed() or
+      logger.level != std_logging.NOTSET or
+      (root.handlers and root.getEffectiveLevel() <= std_logging.INFO)):
+    return False
+  _library_handler = std_logging.StreamHandler(sys.stderr)
+  _library_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  _library_handler.addFilter(_OwnInfoOnly())
+  logger.setLevel(std_logging.INFO)
+  logger.addHandler(_library_handler)
+  logger.propagate = False
   return True
 
 

@@ -35,7 +35,7 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config, export
+from l2f_tf import config, export, smoke
 from l2f_tf.data import episodic
 from l2f_tf.meta.evaluation import batches, metric_values
 from l2f_tf.stats import mean_and_ci95
@@ -130,9 +130,9 @@ def main(argv):
   if not FLAGS.saved_model:
     raise app.UsageError("--saved_model is required (a run folder or its saved_model/).")
   try:
-    results = evaluate_saved_model(FLAGS.saved_model, FLAGS.num_tasks, FLAGS.seed,
-                                   FLAGS.distribution, FLAGS.batch_size, FLAGS.gin_bindings,
-                                   FLAGS.num_steps)
+    results = evaluate_saved_model(FLAGS.saved_model, smoke.tasks(FLAGS.num_tasks),
+                                   FLAGS.seed, FLAGS.distribution, FLAGS.batch_size,
+                                   FLAGS.gin_bindings, FLAGS.num_steps)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"evaluate: {error}")
   print("\n".join(result_lines(results)))

@@ -70,6 +70,7 @@ class Progress:
     self.total, self.label, self.every_seconds = total, label, every_seconds
     self.unit = unit or unit_of(label)
     self._last_step, self._last_time = start, time.perf_counter()
+    self._logged_step: Optional[int] = None  # the step of the last line logged
     self.steps_per_second: Optional[float] = None
 
   def restart(self, step: int) -> None:
@@ -77,11 +78,13 @@ class Progress:
     self._last_step, self._last_time = step, time.perf_counter()
 
   def update(self, step: int, message: str = "", force: bool = False) -> bool:
-    """Logs a line if enough time has passed (or ``force``); returns whether it did."""
+    """Logs a line if enough time has passed (or ``force``, unless this step's line is the
+    last one logged: a final forced update never repeats it); returns whether it did."""
     now = time.perf_counter()
     elapsed = now - self._last_time
-    if not force and elapsed < self.every_seconds:
+    if not force and elapsed < self.every_seconds or force and step == self._logged_step:
       return False
+    self._logged_step = step
     if step > self._last_step and elapsed > 0:
       self.steps_per_second = (step - self._last_step) / elapsed
     self._last_step, self._last_time = step, now

@@ -32,6 +32,18 @@ def test_the_temporary_name_keeps_the_extension(tmp_path):
   assert os.listdir(tmp_path) == ["figure.png"]
 
 
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
+  """results.json and figures are readable by others (umask 022: 0o644), not mkstemp's 0o600."""
+  old = os.umask(0o022)
+  try:
+    path = atomic.write_json(str(tmp_path / "results.json"), {"a": 1})
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777 == 0o644
+
+
 def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
   path = str(tmp_path / "saved_model")
   for version in ("old", "new"):

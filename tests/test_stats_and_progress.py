@@ -36,6 +36,15 @@ def test_progress_reports_rate_and_eta(monkeypatch):
   assert progress.steps_per_second == pytest.approx(100.0, rel=0.05)
 
 
+def test_a_final_forced_line_does_not_repeat_the_last_one(monkeypatch):
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+  progress = Progress(total=3, every_seconds=0.0, label="meta-iteration")
+  assert progress.update(3, "done")
+  assert not progress.update(3, "done", force=True)  # the loop's closing line, same step
+  assert progress.update(2, force=True) and len(lines) == 2  # another step is logged
+
+
 def test_progress_rate_reads_seconds_per_step_when_slow_and_names_its_unit(monkeypatch):
   lines = []
   monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))

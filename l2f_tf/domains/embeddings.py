@@ -201,6 +201,8 @@ class FewShotEmbeddings(SupervisedDomain):
         drawn = _mean_gammas(learner, episodes, min(num_tasks, 20))
         if drawn is not None:
           gammas[label] = drawn
+    for label, figures in evaluations.items():  # curves without a learner (an ensemble)
+      curves.setdefault(label, plots.curve_from_figures(figures, "accuracy"))
     title = f"{self.name}, {self.num_ways}-way {self.num_shots}-shot"
     if recomputed:
       title += f" ({num_tasks} test episodes)"

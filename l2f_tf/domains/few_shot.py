@@ -211,6 +211,8 @@ class FewShotClassification(SupervisedDomain):
         gamma = [learner.attenuate(episodes.support_x[i], episodes.support_y[i])[1].numpy()
                  for i in range(min(num_tasks, 20))]
         gammas[label] = (learner.inner_variable_names, np.mean(gamma, axis=0))
+    for label, figures in evaluations.items():  # curves without a learner (an ensemble)
+      curves.setdefault(label, plots.curve_from_figures(figures, "accuracy"))
     title = f"{self.name}, {self.num_ways}-way {self.num_shots}-shot"
     if recomputed:
       title += f" ({num_tasks} test episodes)"

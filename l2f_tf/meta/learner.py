@@ -300,6 +300,26 @@ class MetaLearner:
           self.inner_lrs, first_order=first_order, loss_scale=self.inner_loss_scale)
     return Adaptation(iterates, gamma)
 
+  def predict(self, support_x, support_y, query_x, num_steps: Optional[int] = None) -> tf.Tensor:
+    """Adapts to one task and returns the adapted model's outputs on ``query_x``.
+
+    The library's counterpart of an exported model's ``adapt_and_predict``: attenuation (L2F),
+    ``num_steps`` inner steps (default: the training setting) on the support set
+    (``support_x`` [K, ...], ``support_y`` [K, ...]; arrays or tensors, inputs already
+    preprocessed as the domain's pipeline does), then the model at the adapted weights on
+    ``query_x`` [Q, ...]: regression values or class logits [Q, ...], in ``self.dtype``.
+    First order: no meta-gradient is wanted here.
+    """
+    support_x, query_x = (self._as_input(v) for v in (support_x, query_x))
+    support_y = self._as_input(support_y)
+    adaptation = self.adapt(support_x, support_y, num_steps, first_order=True)
+    return self.forward(adaptation.fast_weights, query_x)
+
+  def _as_input(self, value) -> tf.Tensor:
+    """A tensor of ``value``; floating values in the learner's dtype (numpy gives float64)."""
+    value = tf.convert_to_tensor(value)
+    return tf.cast(value, self.dtype) if value.dtype.is_floating else value
+
   # --- meta-objective --------------------------------------------------------------------------
   def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,
                       with_metrics=False, recompute=False):

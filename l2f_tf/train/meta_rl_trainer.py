@@ -22,7 +22,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf import plots
+from l2f_tf import plots, smoke
 from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.meta import analysis
 from l2f_tf.progress import Progress, rate_text_of
@@ -98,7 +98,7 @@ class MetaRLTrainer:
           "processes and its TRPO step on one device. Use --strategy=default (the default).")
     self.learner, self.domain, self.sampler = learner, domain, domain.sampler
     self.folder = RunFolder(root_dir)
-    self.num_iterations, self.seed = num_iterations, seed
+    self.num_iterations, self.seed = smoke.iterations(num_iterations), seed
     self.discount, self.gae_lambda = discount, gae_lambda
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
@@ -266,7 +266,7 @@ class MetaRLTrainer:
     multiple of it.
     """
     per_round = self.domain.meta_batch_size
-    num_tasks = num_tasks or per_round
+    num_tasks = smoke.tasks(num_tasks or per_round, multiple=per_round)
     if num_tasks % per_round:
       raise ValueError(f"The number of evaluation tasks ({num_tasks}, "
                        f"run_experiment.num_eval_tasks) must be a multiple of "

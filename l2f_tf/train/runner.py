@@ -27,7 +27,7 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf import atomic
+from l2f_tf import atomic, console, smoke
 from l2f_tf import export as export_lib
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
@@ -124,6 +124,7 @@ class Runner:
                max_seconds: Optional[float] = None, restore_from: Optional[str] = None):
     if checkpoint_every < 1:
       raise ValueError(f"Runner.checkpoint_every must be >= 1, got {checkpoint_every}.")
+    console.show_progress_in_library()  # a script or notebook sees the progress lines too
     self.trainer, self.folder = trainer, trainer.folder
     self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
     self.max_seconds = max_seconds
@@ -215,6 +216,7 @@ class Runner:
         (supervised exports read it; meta-RL exports have no such signature).
     """
     trainer, folder = self.trainer, self.folder
+    num_eval_tasks = smoke.tasks(num_eval_tasks)
     step = self.train()
     eval_steps = sorted(set(eval_steps or range(1, max(trainer.learner.num_inner_steps, 1) + 1)))
     with self.interrupts.active(graceful=False):
@@ -266,6 +268,8 @@ class Runner:
         **extra,
         "evaluations": evaluations,
     }
+    if smoke.active():
+      results["smoke"] = True  # tiny loops (l2f_tf.smoke): the numbers mean nothing
     folder.write_results(results)
     write_eval_summaries(folder.eval_summaries, step, evaluations)
     folder.finish_stage("evaluate", key)

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from l2f_tf import export as export_lib
-from l2f_tf import precision
+from l2f_tf import precision, smoke
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis, sequential
 from l2f_tf.meta.learner import MetaLearner
@@ -132,6 +132,8 @@ class Trainer:
                        "For meta-RL bind run_experiment.trainer = @MetaRLTrainer.")
     self.learner, self.domain = learner, domain
     self.folder = RunFolder(root_dir)
+    num_iterations = smoke.iterations(num_iterations)
+    num_val_episodes = smoke.tasks(num_val_episodes)
     self.num_iterations = num_iterations
     self.first_order_until, self.always_first_order = first_order_until, always_first_order
     self.network_grad_clip = network_grad_clip
@@ -539,7 +541,10 @@ class Trainer:
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> Optional[str]:
     # The loaded weights are the ones evaluated as "test" (the best checkpoint when the run
     # validates), so the figure draws results.json's numbers.
-    label, figures = self.learner.method_name, evaluations.get("test")
+    # With validation, the top checkpoints' ensemble ("test_ensemble") is drawn beside it.
+    label = self.learner.method_name
+    drawn = {label: evaluations["test"]} if evaluations.get("test") else {}
+    if drawn and evaluations.get("test_ensemble"):
+      drawn[f"{label}, best checkpoints ensembled"] = evaluations["test_ensemble"]
     return self.domain.plot({label: self.learner}, folder.figure("test_tasks.png"),
-                            num_steps=num_steps,
-                            evaluations={label: figures} if figures else None)
+                            num_steps=num_steps, evaluations=drawn or None)

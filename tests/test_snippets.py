@@ -1,0 +1,123 @@
+"""Every Python snippet of the README and of docs/ runs as printed.
+
+The ```python blocks of one page run in order, in one namespace (a later block may use names of
+an earlier one, as a reader would), in a fresh process whose working directory is an empty
+folder, with ``L2F_TF_SMOKE=1`` (`l2f_tf.smoke`: at most a few meta-iterations and evaluation
+tasks, everything else real). A snippet that reads a run folder made by a command of the same
+page (``runs/nav_l2f`` after ``python run_experiment.py ... --root_dir=runs/nav_l2f``) gets it
+from that very command, run first in the same way. A failure names the page and the line.
+"""
+
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FENCE = re.compile(r"^```(\w*)\s*$")
+RUN_DIR = re.compile(r"""["'](runs/[\w.-]+)""")
+
+
+def pages():
+  return [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+
+
+def blocks(path):
+  """[(language, first line number of the code, code)] of the fenced blocks of a page."""
+  found, language, start, lines = [], None, 0, []
+  with open(path) as f:
+    for number, line in enumerate(f, start=1):
+      match = FENCE.match(line.rstrip("\n"))
+      if language is None and match:
+        language, start, lines = match.group(1) or "text", number + 1, []
+      elif language is not None and line.strip() == "```":
+        found.append((language, start, "".join(lines)))
+        language = None
+      elif language is not None:
+        lines.append(line)
+  return found
+
+
+def python_pages():
+  return [p for p in pages() if any(lang == "python" for lang, _, _ in blocks(p))]
+
+
+def commands(path):
+  """The shell commands of a page's bash / plain blocks: continuations joined, ``&&`` split,
+  comments dropped."""
+  found = []
+  for language, _, code in blocks(path):
+    if language not in ("bash", "sh", "text", "shell"):
+      continue
+    for line in code.replace("\\\n", " ").splitlines():
+      line = line.split(" #", 1)[0].strip()
+      if line and not line.startswith("#"):
+        found.extend(part.strip() for part in line.split("&&"))
+  return found
+
+
+def making_command(path, run_dir):
+  """The page's ``python run_experiment.py`` command that writes ``run_dir``, or None."""
+  for command in commands(path):
+    if not command.startswith("python run_experiment.py"):
+      continue  # (text blocks also hold file trees and prose with quotes)
+    words = shlex.split(command)
+    if words[:2] == ["python", "run_experiment.py"] and f"--root_dir={run_dir}" in words:
+      return [sys.executable, os.path.join(REPO, "run_experiment.py")] + words[2:]
+  return None
+
+
+def smoke_env():
+  env = dict(os.environ, L2F_TF_SMOKE="1", PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  return env
+
+
+DRIVER = textwrap.dedent("""
+    import json, sys
+    page, blocks = sys.argv[1], json.load(open(sys.argv[2]))
+    namespace = {"__name__": "__snippet__"}
+    for line, code in blocks:
+      print(f"--- {page}, line {line}", flush=True)
+      exec(compile("\\n" * (line - 1) + code, page, "exec"), namespace)
+    """)
+
+
+def test_the_pages_have_snippets():
+  assert os.path.join(REPO, "README.md") in python_pages()
+
+
+def test_commands_are_found():
+  """The command lookup itself: continuations, ``&&`` and comments (a lookup that finds nothing
+  would let the snippet test skip the command it needs)."""
+  readme = os.path.join(REPO, "README.md")
+  command = making_command(readme, "runs/quickstart")
+  assert command is not None and command[1].endswith("run_experiment.py")
+  assert "--root_dir=runs/quickstart" in command
+
+
+@pytest.mark.parametrize("page", python_pages(), ids=lambda p: os.path.relpath(p, REPO))
+def test_snippets_run_as_printed(page, tmp_path):
+  import json
+  python = [(line, code) for lang, line, code in blocks(page) if lang == "python"]
+  source = "\n".join(code for _, code in python)
+  made_here = set(re.findall(r"""Trainer\([^)]*?["'](runs/[\w.-]+)""", source, re.S))
+  name = os.path.relpath(page, REPO)
+  for run_dir in sorted(set(RUN_DIR.findall(source)) - made_here):
+    command = making_command(page, run_dir)
+    assert command is not None, (
+        f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
+        f"--root_dir={run_dir}' command on the page makes it")
+    done = subprocess.run(command, cwd=tmp_path, env=smoke_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"
+  (tmp_path / "blocks.json").write_text(json.dumps(python))
+  (tmp_path / "driver.py").write_text(DRIVER)
+  done = subprocess.run([sys.executable, "driver.py", name, "blocks.json"], cwd=tmp_path,
+                        env=smoke_env(), capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, (f"A snippet of {name} failed:\n{done.stdout[-1500:]}\n"
+                                f"{done.stderr[-4000:]}")

@@ -6,7 +6,7 @@ Without --gin_file the embedded default (sinusoid MAML+L2F, 5-shot) runs. Runnin
 command again resumes from the last checkpoint in --root_dir, or finishes the evaluation,
 export and figures of a run that was stopped after training; a different configuration for a
 trained folder is refused unless --resume says to continue the folder's own. --strategy picks
-the hardware (README, "Scaling out"): e.g. --strategy=mirrored for all local GPUs, or
+the hardware (docs/scaling.md): e.g. --strategy=mirrored for all local GPUs, or
 --strategy=multi_worker on every machine of a TF_CONFIG cluster.
 
 User errors (a bad gin file or binding, a dataset that is missing or malformed, a run folder in

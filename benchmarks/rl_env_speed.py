@@ -1,4 +1,4 @@
-"""Environment steps per second of the meta-RL environments (the figures the README quotes).
+"""Environment steps per second of the meta-RL environments (see docs/meta_rl.md, "Speed").
 
 The meta-RL sampler needs >= 50,000 2D-navigation steps/s; a single `Navigation2D` stepped from
 Python cannot give them, `BatchedNavigation2D` (a whole meta-batch in one numpy call) can. The

@@ -17,7 +17,8 @@ on the task's tape, so the attenuator gets its gradient as before; learnable inn
 rates and the outer-loop-only batch-norm scale/offset are inputs of the recomputed step and
 get exact gradients too. First order has nothing to recompute and uses the plain inner loop.
 
-Measured with ``benchmarks/vision_step.py`` (see the README); the time cost is ~25% more CPU.
+Measured with ``benchmarks/vision_step.py`` (see docs/few_shot_classification.md); the time cost
+is ~25% more CPU.
 """
 
 from typing import Dict, List, Optional

@@ -51,7 +51,7 @@ def tf_config_task(name: str):
     raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable, e.g. "
                      'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}\' on the first host (index 1 on '
-                     "the second). See README, Scaling out.")
+                     "the second). See docs/scaling.md.")
   try:
     spec = json.loads(raw)
     task = spec["task"]

@@ -78,8 +78,10 @@ def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   # test_tasks.json, which stores what test_tasks.png draws.
   with open(os.path.join(root, "test_tasks.json")) as f:
     drawn = json.load(f)["panels"][0]["series"]
-  assert list(drawn) == [results["method"]]
+  ensemble = f"{results['method']}, best checkpoints ensembled"
+  assert list(drawn) == [results["method"], ensemble]
   assert_draws(drawn[results["method"]], test, "accuracy", scale=100)
+  assert_draws(drawn[ensemble], results["evaluations"]["test_ensemble"], "accuracy", scale=100)
   assert sorted(results["validation"]["history"]) == ["1", "2"]
   tags = summary_tags(os.path.join(root, "train"))
   assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6

@@ -4,8 +4,9 @@ The ```python blocks of one page run in order, in one namespace (a later block m
 an earlier one, as a reader would), in a fresh process whose working directory is an empty
 folder, with ``L2F_TF_SMOKE=1`` (`l2f_tf.smoke`: at most a few meta-iterations and evaluation
 tasks, everything else real). A snippet that reads a run folder made by a command of the same
-page (``runs/nav_l2f`` after ``python run_experiment.py ... --root_dir=runs/nav_l2f``) gets it
-from that very command, run first in the same way. A failure names the page and the line.
+page (``runs/nav_l2f`` after ``python run_experiment.py ... --root_dir=runs/nav_l2f``; else of
+another page) gets it from that very command, run first in the same way. A failure names the
+page and the line.
 """
 
 import glob
@@ -62,8 +63,9 @@ def commands(path):
 
 
 def making_command(path, run_dir):
-  """The page's ``python run_experiment.py`` command that writes ``run_dir``, or None."""
-  for command in commands(path):
+  """The ``python run_experiment.py`` command that writes ``run_dir``: the page's own, else the
+  first of the README's and the other pages'; None if there is none."""
+  for command in commands(path) + [c for p in pages() if p != path for c in commands(p)]:
     if not command.startswith("python run_experiment.py"):
       continue  # (text blocks also hold file trees and prose with quotes)
     words = shlex.split(command)
@@ -111,7 +113,7 @@ def test_snippets_run_as_printed(page, tmp_path):
     command = making_command(page, run_dir)
     assert command is not None, (
         f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
-        f"--root_dir={run_dir}' command on the page makes it")
+        f"--root_dir={run_dir}' command of the docs makes it")
     done = subprocess.run(command, cwd=tmp_path, env=smoke_env(), capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"

@@ -10,14 +10,13 @@ page and the line.
 """
 
 import glob
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -102,24 +101,44 @@ def test_commands_are_found():
   assert "--root_dir=runs/quickstart" in command
 
 
-@pytest.mark.parametrize("page", python_pages(), ids=lambda p: os.path.relpath(p, REPO))
-def test_snippets_run_as_printed(page, tmp_path):
-  import json
+def run_page(page, folder, made):
+  """Runs the page's Python blocks in ``folder``; returns None or what failed. Run folders the
+  blocks read are made once (``made``: run_dir -> folder) and linked into ``folder``."""
   python = [(line, code) for lang, line, code in blocks(page) if lang == "python"]
   source = "\n".join(code for _, code in python)
   made_here = set(re.findall(r"""Trainer\([^)]*?["'](runs/[\w.-]+)""", source, re.S))
   name = os.path.relpath(page, REPO)
+  os.makedirs(os.path.join(folder, "runs"))
   for run_dir in sorted(set(RUN_DIR.findall(source)) - made_here):
-    command = making_command(page, run_dir)
-    assert command is not None, (
-        f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
-        f"--root_dir={run_dir}' command of the docs makes it")
-    done = subprocess.run(command, cwd=tmp_path, env=smoke_env(), capture_output=True,
-                          text=True, timeout=900)
-    assert done.returncode == 0, f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"
-  (tmp_path / "blocks.json").write_text(json.dumps(python))
-  (tmp_path / "driver.py").write_text(DRIVER)
-  done = subprocess.run([sys.executable, "driver.py", name, "blocks.json"], cwd=tmp_path,
+    if run_dir not in made:
+      command = making_command(page, run_dir)
+      if command is None:
+        return (f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
+                f"--root_dir={run_dir}' command of the docs makes it")
+      cache = os.path.join(os.path.dirname(folder), "made")
+      done = subprocess.run(command, cwd=cache, env=smoke_env(), capture_output=True,
+                            text=True, timeout=900)
+      if done.returncode:
+        return f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"
+      made[run_dir] = os.path.join(cache, run_dir)
+    os.symlink(made[run_dir], os.path.join(folder, run_dir))
+  with open(os.path.join(folder, "blocks.json"), "w") as f:
+    json.dump(python, f)
+  with open(os.path.join(folder, "driver.py"), "w") as f:
+    f.write(DRIVER)
+  done = subprocess.run([sys.executable, "driver.py", name, "blocks.json"], cwd=folder,
                         env=smoke_env(), capture_output=True, text=True, timeout=900)
-  assert done.returncode == 0, (f"A snippet of {name} failed:\n{done.stdout[-1500:]}\n"
-                                f"{done.stderr[-4000:]}")
+  if done.returncode:
+    return f"A snippet of {name} failed:\n{done.stdout[-1500:]}\n{done.stderr[-4000:]}"
+  return None
+
+
+def test_snippets_run_as_printed(tmp_path):
+  """All pages in one test, so that a run folder two pages read is made once."""
+  os.makedirs(tmp_path / "made" / "runs")
+  made, failures = {}, []
+  for index, page in enumerate(python_pages()):
+    failure = run_page(page, str(tmp_path / f"page_{index}"), made)
+    if failure:
+      failures.append(failure)
+  assert not failures, "\n\n".join(failures)

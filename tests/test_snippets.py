@@ -44,7 +44,8 @@ def blocks(path):
 
 
 def python_pages():
-  return [p for p in pages() if any(lang == "python" for lang, _, _ in blocks(p))]
+  return [p for p in pages()
+          if any(lang == example_language(p) for lang, _, _ in blocks(p))]
 
 
 def commands(path):
@@ -101,10 +102,17 @@ def test_commands_are_found():
   assert "--root_dir=runs/quickstart" in command
 
 
+def example_language(page) -> str:
+  """The fence tag of a page's runnable examples: ``python``, except on the API page, whose
+  ``python`` blocks are signatures (checked by tests/test_api_doc.py) and whose examples are
+  ``py`` blocks."""
+  return "py" if os.path.relpath(page, REPO) == os.path.join("docs", "api.md") else "python"
+
+
 def run_page(page, folder, made):
   """Runs the page's Python blocks in ``folder``; returns None or what failed. Run folders the
   blocks read are made once (``made``: run_dir -> folder) and linked into ``folder``."""
-  python = [(line, code) for lang, line, code in blocks(page) if lang == "python"]
+  python = [(line, code) for lang, line, code in blocks(page) if lang == example_language(page)]
   source = "\n".join(code for _, code in python)
   made_here = set(re.findall(r"""Trainer\([^)]*?["'](runs/[\w.-]+)""", source, re.S))
   name = os.path.relpath(page, REPO)

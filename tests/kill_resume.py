@@ -26,7 +26,7 @@ What, per experiment (a tiny sinusoid, glyphs and 2D-navigation run, :func:`expe
 
 Every random draw comes from ``seed`` (one stream per experiment, so running experiments in
 parallel changes no draw). `benchmarks/kill_resume.py` is the command line;
-tests/test_kill_resume.py runs three kills per experiment.
+tests/test_kill_resume.py runs two kills per experiment.
 """
 
 import collections

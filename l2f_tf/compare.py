@@ -4,7 +4,8 @@ against the first on the same evaluation tasks, and a figure on the same test ta
   python -m l2f_tf.compare --run_dir=runs/maml_5shot --run_dir=runs/l2f_5shot \\
       --figure=runs/maml_vs_l2f_5shot.png --output=runs/maml_vs_l2f_5shot.json
 
-Every run is restored from its own operative_config.gin and latest checkpoint; the figure uses
+Every run is restored from its own operative_config.gin and the weights it exports (its best
+validated checkpoint when it validates, else its latest one); the figure uses
 the first run's domain (so its evaluation tasks) and draws every learner on each panel.
 
 **Paired differences** (``--paired``, on by default). Runs evaluated on the same tasks are

@@ -5,7 +5,10 @@ A task is y = A * sin(f * x - phase). Its support and query points x are drawn u
 of step s are a pure function of the seed and s: a resumed run sees exactly the tasks an
 uninterrupted one would, and evaluation tasks are the same for every model.
 
-Two task distributions are provided as gin-configurable presets:
+Two task distributions are provided, :func:`training_tasks` and :func:`out_of_range_tasks`.
+``SinusoidTasks`` is gin-configurable: a binding such as ``SinusoidTasks.amplitude_range``
+changes the training (and "test") distribution, and the out-of-range one only where it does not
+set a range itself (``x_range``).
   * ``training`` (the paper's): A ~ U[0.1, 5.0], phase ~ U[0, pi], f = 1, x ~ U[-5, 5];
   * ``out_of_range`` (ours; the paper did not publish its ranges), disjoint from training in
     every task parameter: A ~ U[5.0, 7.5], phase ~ U[pi, 1.5 pi], f ~ U[1.25, 1.5],

@@ -147,3 +147,30 @@ def test_degree_of_conflict_against_hand_computed_angles():
   grads = [[tf.constant([1.0, 0.0])], [tf.constant([0.0, 1.0])], [tf.constant([-1.0, 0.0])]]
   np.testing.assert_allclose(analysis.degree_of_conflict(grads, degrees=False).numpy(),
                              [math.pi / 3], rtol=1e-5)
+
+
+def test_tasks_are_vectorized_by_default_unless_the_model_convolves():
+  """TensorFlow cannot vectorize a convolution's second-order gradient (a while_loop per task),
+  so a conv model unrolls its tasks; an MLP vectorizes them; an explicit choice is kept."""
+  from l2f_tf.models.conv4 import conv4  # pylint: disable=import-outside-toplevel
+  loss = lambda y, p: tf.reduce_mean(tf.square(y - p))
+  assert MetaLearner(mlp(), loss).vectorize_tasks
+  conv = conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)
+  assert not MetaLearner(conv, loss).vectorize_tasks
+  assert MetaLearner(conv, loss, vectorize_tasks=True).vectorize_tasks
+  assert not MetaLearner(mlp(), loss, vectorize_tasks=False).vectorize_tasks
+
+
+def test_predict_adapts_then_runs_the_model_at_the_adapted_weights():
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(mlp(), lambda y, p: tf.reduce_mean(tf.square(y - p)),
+                        num_inner_steps=2, inner_lr=0.01,
+                        attenuation=TaskConditionedAttenuation())
+  rng = np.random.default_rng(0)
+  x, y, q = (rng.normal(size=(n, 1)) for n in (5, 5, 7))  # float64 arrays: cast inside
+  adaptation = learner.adapt(tf.constant(x, tf.float32), tf.constant(y, tf.float32),
+                             num_steps=3)
+  expected = learner.forward(adaptation.fast_weights, tf.constant(q, tf.float32))
+  predicted = learner.predict(x, y, q, num_steps=3)
+  assert predicted.shape == (7, 1) and predicted.dtype == tf.float32
+  np.testing.assert_allclose(predicted.numpy(), expected.numpy(), rtol=1e-6)

@@ -145,17 +145,35 @@ def quiet_third_party(argv: Sequence[str] = None) -> bool:
   return True
 
 
+class _ShowOwnInfo(std_logging.Filter):
+  """A filter on absl's logger for library use: l2f_tf's own INFO records are printed by
+  ``handler`` and go no further (a root handler that absl installed would print them again);
+  INFO records of other libraries are dropped, as absl's default level did; warnings and
+  errors pass on unchanged (to the root logger's handlers, pytest's caplog, ...)."""
+
+  def __init__(self, handler: std_logging.Handler):
+    super().__init__()
+    self._handler, self._own = handler, _OwnInfoOnly()
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    if self._own.filter(record):
+      self._handler.handle(record)
+    return False
+
+
 def show_progress_in_library() -> bool:
   """Shows l2f_tf's INFO lines (progress with ETA, compile times, results) when the library is
-  driven from Python instead of an entry point; returns whether it installed a handler.
+  driven from Python instead of an entry point; returns whether it set this up.
 
   An entry point runs under absl's app, which sets the verbosity. In a script or a notebook,
   absl's logger is left at Python's defaults (level WARNING; absl's first record installs
   ``logging.basicConfig()``), so a training run would print nothing for minutes. Only in that
-  case (absl's flags unparsed, no level set on absl's logger, the root logger above INFO,
-  i.e. the user asked for no INFO lines elsewhere) this gives absl's logger a stderr handler
-  of its own that shows l2f_tf's INFO records and every warning (not passed on to the root
-  logger, which would print the warnings twice). `l2f_tf.train.runner.Runner` calls it.
+  case (absl's flags unparsed, no level set on absl's logger, the root logger above INFO, i.e.
+  the user asked for no INFO lines elsewhere) absl's logger is set to INFO with a filter
+  (:class:`_ShowOwnInfo`) that prints l2f_tf's own INFO records on stderr and lets warnings
+  and errors take their usual way. `l2f_tf.train.runner.Runner` calls it.
   """
   global _library_handler
   logger = absl_logging.get_absl_logger()
@@ -166,10 +184,8 @@ def show_progress_in_library() -> bool:
     return False
   _library_handler = std_logging.StreamHandler(sys.stderr)
   _library_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  _library_handler.addFilter(_OwnInfoOnly())
+  logger.addFilter(_ShowOwnInfo(_library_handler))
   logger.setLevel(std_logging.INFO)
-  logger.addHandler(_library_handler)
-  logger.propagate = False
   return True
 
 

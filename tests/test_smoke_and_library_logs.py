@@ -58,3 +58,27 @@ def test_library_progress_leaves_a_configured_logging_alone(monkeypatch):
   monkeypatch.setattr(root, "handlers", [handler])
   monkeypatch.setattr(root, "level", std_logging.INFO)
   assert not console.show_progress_in_library()
+
+
+def test_library_progress_keeps_warnings_on_their_usual_way(monkeypatch, caplog, capsys):
+  """Once a Runner has set up the progress lines in a process, l2f_tf's INFO records print on
+  stderr once, other libraries' INFO records stay hidden, and warnings still reach the root
+  logger's handlers (here pytest's caplog)."""
+  from absl import logging as absl_logging
+  from l2f_tf import console
+  logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(console, "_library_handler", None)
+  monkeypatch.setattr(logger, "level", std_logging.NOTSET)
+  monkeypatch.setattr(logger, "filters", [])
+  monkeypatch.setattr(std_logging.getLogger(), "level", std_logging.WARNING)
+  assert console.show_progress_in_library()
+  console._library_handler.stream = sys.stderr  # pytest's capture of this test
+  from l2f_tf.progress import Progress
+  with caplog.at_level(std_logging.WARNING):
+    Progress(10, label="meta-iteration").update(5, "progress of l2f_tf", force=True)
+    absl_logging.warning("a warning")
+    absl_logging.info("an INFO line of this test file (not l2f_tf)")
+  assert "a warning" in caplog.text
+  assert "progress of l2f_tf" not in caplog.text  # printed by the library handler only
+  err = capsys.readouterr().err
+  assert err.count("progress of l2f_tf") == 1 and "not l2f_tf" not in err

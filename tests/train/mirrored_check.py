@@ -29,8 +29,11 @@ def run(strategy, task_reduction, num_iterations=3, clip=None, sequential=False,
   with strategy.scope():
     keras.utils.set_random_seed(0)
     domain = SinusoidRegression(num_shots=3, meta_batch_size=meta_batch_size)
+    # XLA compiles the unrolled task loop (the trainer ignores jit_compile for vectorized
+    # tasks), so the XLA case unrolls.
     learner = MetaLearner(domain.build_model(), domain.loss_fn, task_reduction=task_reduction,
-                          attenuation=TaskConditionedAttenuation())
+                          attenuation=TaskConditionedAttenuation(),
+                          vectorize_tasks=not jit_compile)
     trainer = Trainer(learner, domain, tempfile.mkdtemp(), num_iterations=num_iterations,
                       jit_compile=jit_compile, summary_every=2, outer_lr=0.1,
                       outer_optimizer="sgd", network_grad_clip=clip,

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-
 from l2f_tf import smoke
 
 

@@ -321,8 +321,11 @@ def tf_line(result: Dict, info: Dict) -> str:
 def torch_line(result: Dict, origin: str) -> str:
   return (f"authors: torch {result['torch']}; torch.set_num_threads({result['threads_set']}), "
           f"torch.get_num_threads() = {result['torch_threads']}, interop threads "
-          f"{result['torch_interop_threads']}; second order {result['second_order']}; "
-          f"code: {origin}")
+          f"{result['torch_interop_threads']}; their config as run: "
+          f"{result.get('filters')} filters, {result.get('ways')}-way {result.get('shots')}-shot, "
+          f"{result.get('queries')} queries, meta-batch {result.get('meta_batch')}, "
+          f"{result.get('inner_steps')} inner steps, second order {result['second_order']}, "
+          f"attenuation {result.get('attenuate')}; code: {origin}")
 
 
 def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir: Optional[str],
@@ -378,7 +381,7 @@ def main(argv):
                                             REFERENCE_URL.value)
       print(f"authors' code: {src} ({origin}); venv python: {python}")
     except ReferenceUnavailable as error:
-      print(unavailable_line(str(error)))
+      print(f"Authors' reference could not be set up ({error}).")
     return
   if COMPARE.value:
     compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value, REFERENCE_DIR.value,

@@ -202,8 +202,12 @@ def machine_info(cpuinfo: Optional[str] = None) -> Dict:
     usable = len(os.sched_getaffinity(0))
   except AttributeError:
     usable = logical
+  try:
+    load = os.getloadavg()[0]
+  except OSError:
+    load = float("nan")
   return {"cpu_model": model, "physical_cores": physical, "logical_cpus": logical,
-          "usable_cpus": usable,
+          "usable_cpus": usable, "load_1min": load,
           "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}
 
 
@@ -339,7 +343,10 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
        f"5 inner steps, second order, MAML+L2F, Adam; random images; median of {repeats} "
        f"meta-iterations after {warmup} warm-up, each implementation in its own process")
   echo(f"machine: {info['cpu_model']}, {info['physical_cores']} physical cores / "
-       f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable)")
+       f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable); load average "
+       f"{info['load_1min']:.2f} at start")
+  if info["load_1min"] >= 0.5:
+    echo("warning: the machine is busy; these times are not comparable with an idle machine's")
   threads = threads or info["usable_cpus"]
   results, authors, origin = {}, None, ""
   try:

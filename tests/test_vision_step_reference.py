@@ -36,7 +36,7 @@ def test_machine_info_counts_physical_cores_and_logical_cpus():
 def test_machine_info_of_this_machine_has_every_field():
   info = vision_step.machine_info()
   assert set(info) == {"cpu_model", "physical_cores", "logical_cpus", "usable_cpus",
-                       "TF_ENABLE_ONEDNN_OPTS"}
+                       "load_1min", "TF_ENABLE_ONEDNN_OPTS"}
   assert info["logical_cpus"] >= info["physical_cores"] >= 1
 
 

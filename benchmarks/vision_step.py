@@ -202,13 +202,25 @@ def machine_info(cpuinfo: Optional[str] = None) -> Dict:
     usable = len(os.sched_getaffinity(0))
   except AttributeError:
     usable = logical
-  try:
-    load = os.getloadavg()[0]
-  except OSError:
-    load = float("nan")
   return {"cpu_model": model, "physical_cores": physical, "logical_cpus": logical,
-          "usable_cpus": usable, "load_1min": load,
+          "usable_cpus": usable,
           "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}
+
+
+def busy_cpus(seconds: float = 1.0) -> float:
+  """How many CPUs other processes keep busy now (from /proc/stat over ``seconds``; the load
+  average would still count a benchmark that just ended)."""
+  def sample():
+    with open("/proc/stat") as f:
+      values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # busy = all but idle and iowait
+  try:
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+  except (OSError, ValueError, IndexError):
+    return float("nan")
+  return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
 
 
 class ReferenceUnavailable(Exception):
@@ -335,17 +347,17 @@ def torch_line(result: Dict, origin: str) -> str:
 def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir: Optional[str],
                       url: str, threads: int, run_l2f: Callable = run_case,
                       setup: Callable = setup_reference, run_authors: Callable = run_reference,
-                      echo: Callable = print) -> Dict:
+                      echo: Callable = print, busy: Callable = busy_cpus) -> Dict:
   """Times l2f_tf (sequential, plain) and the authors' code one after another, prints the
   table; returns {label: result}. Never raises because of the reference side."""
-  info = machine_info()
+  info, busy_now = machine_info(), busy()
   echo(f"conv4-48, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch 2, "
        f"5 inner steps, second order, MAML+L2F, Adam; random images; median of {repeats} "
        f"meta-iterations after {warmup} warm-up, each implementation in its own process")
   echo(f"machine: {info['cpu_model']}, {info['physical_cores']} physical cores / "
-       f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable); load average "
-       f"{info['load_1min']:.2f} at start")
-  if info["load_1min"] >= 0.5:
+       f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable); "
+       f"{busy_now:.2f} CPUs busy at start")
+  if busy_now >= 0.5:
     echo("warning: the machine is busy; these times are not comparable with an idle machine's")
   threads = threads or info["usable_cpus"]
   results, authors, origin = {}, None, ""

@@ -5,6 +5,8 @@
                                                      # jit, sequential
   python benchmarks/vision_step.py --precision=mixed_bfloat16  # bfloat16 compute, float32
                                                                # weights (l2f_tf.precision)
+  python benchmarks/vision_step.py --compare_reference  # l2f_tf and the authors' PyTorch code,
+                                                       # same configuration, same run
 
 Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
 84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
@@ -13,36 +15,62 @@ Peak memory is the process's maximum resident set size (ru_maxrss), so each case
 "sequential" is the library's default for images (``Trainer.sequential_tasks``): tasks one at a
 time with recomputed inner steps (`l2f_tf.meta.sequential`); "plain" is one tape around
 ``MetaLearner.meta_loss``.
+
+``--compare_reference`` times the authors' published PyTorch L2F (github.com/baiksung/L2F) and
+l2f_tf (sequential and plain) at the 5-shot second-order configuration, each in its own process,
+one after the other, and prints the ratio. The authors' code and a venv with torch 2.13 (CPU
+wheel), numpy and tqdm go to a scratch folder outside the repository (``--reference_dir``,
+default ~/.cache/l2f_tf/reference); the code comes from ``git clone --depth 1`` or, without
+network, from a local git snapshot (``--reference_git_dir``, extracted with ``git archive``).
+benchmarks/reference_step_driver.py, run by that venv's Python, builds their system and times
+their training iteration. If any of it fails, one line says so and l2f_tf is timed alone.
+
+TensorFlow is imported only in the processes that time l2f_tf (``measure``): the parent process
+only launches cases, and its pure-Python helpers load without TensorFlow.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
+import io
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
+from typing import Callable, Dict, List, Optional, Tuple
 
-import keras
-import numpy as np
-import tensorflow as tf
 from absl import app, flags
-
-from l2f_tf import precision
-from l2f_tf.data.episode import Episode
-from l2f_tf.meta import sequential
-from l2f_tf.meta.attenuation import TaskConditionedAttenuation
-from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.models.conv4 import conv4
 
 CASE = flags.DEFINE_string("case", None,
                            "shots,inner_steps,first_order,jit,sequential (one case).")
 REPEATS = flags.DEFINE_integer("repeats", 5, "Timed meta-iterations per case.")
+WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed meta-iterations before the timed ones (the "
+                              "first one traces; its time is reported as 'first call').")
+SIZE_FLAG = flags.DEFINE_integer("size", 84, "Image height and width (84 is the reference; "
+                                 "smaller only for smoke runs).")
 PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
                               "Keras dtype policy of the network (mixed_float16 is for GPUs and "
                               "needs the Trainer's loss scaling).")
+COMPARE = flags.DEFINE_boolean("compare_reference", False,
+                               "Time the authors' PyTorch L2F and l2f_tf side by side (5-shot, "
+                               "second order) and print the ratio.")
+REFERENCE_DIR = flags.DEFINE_string(
+    "reference_dir", os.path.join(os.path.expanduser("~"), ".cache", "l2f_tf", "reference"),
+    "Scratch folder for the authors' code (src/) and its venv (venv/); never in the repository.")
+REFERENCE_GIT_DIR = flags.DEFINE_string(
+    "reference_git_dir", None, "A local git directory of baiksung/L2F to extract the authors' "
+    "code from (git archive HEAD) instead of cloning it.")
+REFERENCE_URL = flags.DEFINE_string("reference_url", "https://github.com/baiksung/L2F",
+                                    "Where to clone the authors' code from (git clone --depth 1).")
+REFERENCE_SETUP = flags.DEFINE_boolean("reference_setup", False,
+                                       "Only fetch the authors' code and make its venv, then exit.")
+THREADS = flags.DEFINE_integer("threads", 0, "torch.set_num_threads for the authors' code; 0 = "
+                               "the logical CPUs the process may use (what TensorFlow uses by "
+                               "default).")
 
 WAYS, QUERIES, SIZE = 5, 15, 84
 CASES = [  # (label, shots, meta-batch, inner steps, first order, jit, sequential)
@@ -54,24 +82,42 @@ CASES = [  # (label, shots, meta-batch, inner steps, first order, jit, sequentia
     ("1-shot, second order", 1, 4, 5, False, False, False),
     ("5-shot, second order", 5, 2, 5, False, True, False),
 ]
-
-
-def cross_entropy(y, logits):
-  return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+# The l2f_tf side of --compare_reference: 5-shot, 5 inner steps, second order, no XLA.
+COMPARED = [("l2f_tf default (sequential)", "5,5,0,0,1"), ("l2f_tf plain (one tape)", "5,5,0,0,0")]
+AUTHORS = "authors (baiksung/L2F, PyTorch)"
+TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm"]  # what their modules import at load time
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step_driver.py")
 
 
 def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
-            sequential_tasks: bool, repeats: int, precision_name: str = "float32"):
+            sequential_tasks: bool, repeats: int, precision_name: str = "float32",
+            warmup: int = 2, size: int = SIZE):
+  import keras
+  import numpy as np
+  import tensorflow as tf
+  from tensorflow.python.util import _pywrap_util_port
+
+  from l2f_tf import precision
+  from l2f_tf.data.episode import Episode
+  from l2f_tf.meta import sequential
+  from l2f_tf.meta.attenuation import TaskConditionedAttenuation
+  from l2f_tf.meta.learner import MetaLearner
+  from l2f_tf.models.conv4 import conv4
+
+  def cross_entropy(y, logits):
+    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits,
+                                                                       from_logits=True))
+
   keras.utils.set_random_seed(0)
   with precision.policy_scope(precision_name):
-    learner = MetaLearner(conv4(num_classes=WAYS, image_shape=(SIZE, SIZE, 3), filters=48),
+    learner = MetaLearner(conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48),
                           cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
                           attenuation=TaskConditionedAttenuation(), task_reduction="sum")
   optimizer = keras.optimizers.Adam(1e-3)
   rng = np.random.default_rng(0)
 
   def images(n):
-    return rng.normal(size=(meta_batch, n, SIZE, SIZE, 3)).astype(np.float32)
+    return rng.normal(size=(meta_batch, n, size, size, 3)).astype(np.float32)
 
   labels = lambda k: np.tile(np.repeat(np.arange(WAYS), k), (meta_batch, 1))
   episode = Episode(tf.constant(images(WAYS * shots)), tf.constant(labels(shots)),
@@ -93,39 +139,293 @@ def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, ji
   start = time.perf_counter()
   float(step(episode))
   compile_seconds = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    float(step(episode))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     float(step(episode))
     times.append(time.perf_counter() - start)
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  return {"median_s": statistics.median(times), "first_call_s": compile_seconds,
-          "peak_mb": peak_mb}
+  return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+          "times": times, "first_call_s": compile_seconds, "peak_mb": peak_mb,
+          "tensorflow": tf.__version__, "keras": keras.__version__,
+          "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+          "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+          "onednn": bool(_pywrap_util_port.IsMklEnabled())}
+
+
+def run_case(case: str, repeats: int, precision_name: str = "float32", warmup: int = 2,
+             size: int = SIZE) -> Dict:
+  """One case in a fresh process (peak RSS is per process); raises RuntimeError if it fails."""
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--case={case}",
+                        f"--repeats={repeats}", f"--precision={precision_name}",
+                        f"--warmup={warmup}", f"--size={size}"],
+                       capture_output=True, text=True)
+  if out.returncode:
+    lines = out.stderr.strip().splitlines() or ["no output"]
+    raise RuntimeError(lines[-1])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- --compare_reference: machine facts, the authors' code and venv, the table ---------------
+
+def machine_info(cpuinfo: Optional[str] = None) -> Dict:
+  """CPU model, physical cores, logical CPUs (from /proc/cpuinfo) and the oneDNN switch."""
+  if cpuinfo is None:
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    except OSError:
+      cpuinfo = ""
+  model, logical, cores, cores_per_socket = "unknown", 0, set(), {}
+  physical_id = core_id = None
+  for line in cpuinfo.splitlines() + [""]:
+    key, _, value = (part.strip() for part in line.partition(":"))
+    if key == "processor":
+      logical += 1
+    elif key == "model name" and model == "unknown":
+      model = value
+    elif key == "physical id":
+      physical_id = value
+    elif key == "core id":
+      core_id = value
+    elif key == "cpu cores" and value.isdigit():
+      cores_per_socket[physical_id] = int(value)
+    elif not key:  # a blank line closes one processor's block
+      if core_id is not None:
+        cores.add((physical_id, core_id))
+      physical_id = core_id = None
+  logical = logical or os.cpu_count() or 0
+  physical = len(cores) or sum(cores_per_socket.values()) or logical
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = logical
+  return {"cpu_model": model, "physical_cores": physical, "logical_cpus": logical,
+          "usable_cpus": usable,
+          "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}
+
+
+def busy_cpus(seconds: float = 1.0) -> float:
+  """How many CPUs other processes keep busy now (from /proc/stat over ``seconds``; the load
+  average would still count a benchmark that just ended)."""
+  def sample():
+    with open("/proc/stat") as f:
+      values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # busy = all but idle and iowait
+  try:
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+  except (OSError, ValueError, IndexError):
+    return float("nan")
+  return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+class ReferenceUnavailable(Exception):
+  """The authors' code or its venv could not be set up or run; the message says why."""
+
+
+def _checked(run: Callable, command: List[str], what: str, **kwargs):
+  try:
+    out = run(command, capture_output=True, text=True, **kwargs)
+  except (OSError, subprocess.SubprocessError) as error:
+    raise ReferenceUnavailable(f"{what}: {error}") from error
+  if out.returncode:
+    lines = (out.stderr or out.stdout or "").strip().splitlines() or [f"exit {out.returncode}"]
+    raise ReferenceUnavailable(f"{what}: {lines[-1]}")
+  return out
+
+
+def reference_source(folder: str, git_dir: Optional[str], url: str,
+                     run: Callable = subprocess.run) -> Tuple[str, str]:
+  """The authors' code in ``folder``/src (fetched on first use): (its path, where it came from).
+
+  With ``git_dir`` it is extracted from that local git directory (``git archive HEAD``),
+  otherwise cloned from ``url`` (``git clone --depth 1``)."""
+  src = os.path.join(folder, "src")
+  origin_file = os.path.join(src, ".l2f_tf_origin")
+  if os.path.exists(os.path.join(src, "few_shot_learning_system.py")):
+    with open(origin_file) as f:
+      return src, f.read().strip()
+  os.makedirs(folder, exist_ok=True)
+  partial = src + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  if git_dir:
+    commit = _checked(run, ["git", "--git-dir", git_dir, "rev-parse", "HEAD"],
+                      "reading the local snapshot").stdout.strip()
+    archive = run(["git", "--git-dir", git_dir, "archive", "--format=tar", "HEAD"],
+                  capture_output=True)
+    if archive.returncode:
+      raise ReferenceUnavailable(f"git archive of {git_dir} failed")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+      tar.extractall(partial, filter="data")
+    origin = f"local git snapshot, commit {commit[:8]}"
+  else:
+    _checked(run, ["git", "clone", "--depth", "1", url, partial],
+             f"git clone {url} (no network? pass --reference_git_dir)", timeout=300)
+    commit = _checked(run, ["git", "-C", partial, "rev-parse", "HEAD"], "git rev-parse")
+    origin = f"{url}, commit {commit.stdout.strip()[:8]}"
+  with open(os.path.join(partial, ".l2f_tf_origin"), "w") as f:
+    f.write(origin + "\n")
+  os.rename(partial, src)
+  return src, origin
+
+
+def reference_python(folder: str, run: Callable = subprocess.run) -> str:
+  """The Python of the scratch venv ``folder``/venv with torch 2.13 (CPU), made on first use."""
+  venv = os.path.join(folder, "venv")
+  python = os.path.join(venv, "bin", "python")
+  probe = [python, "-c", "import torch, numpy, tqdm"]
+  if os.path.exists(python) and run(probe, capture_output=True).returncode == 0:
+    return python
+  print(f"Setting up a scratch venv in {venv} with {' '.join(TORCH_REQUIREMENTS)} (CPU wheel; "
+        "nothing of it enters the repository). This takes a few minutes once.", flush=True)
+  _checked(run, [sys.executable, "-m", "venv", venv], "python -m venv")
+  _checked(run, [python, "-m", "pip", "install", "--quiet"] + TORCH_REQUIREMENTS,
+           "pip install torch==2.13.0 into the scratch venv")
+  _checked(run, probe, "import torch in the scratch venv")
+  return python
+
+
+def setup_reference(folder: str, git_dir: Optional[str], url: str,
+                    run: Callable = subprocess.run) -> Tuple[str, str, str]:
+  """(venv python, path of the authors' code, where it came from); raises ReferenceUnavailable."""
+  try:
+    src, origin = reference_source(folder, git_dir, url, run)
+    return reference_python(folder, run), src, origin
+  except ReferenceUnavailable:
+    raise
+  except Exception as error:  # a broken scratch folder must not crash the benchmark
+    raise ReferenceUnavailable(f"{type(error).__name__}: {error}") from error
+
+
+def run_reference(python: str, src: str, repeats: int, warmup: int, threads: int, size: int,
+                  run: Callable = subprocess.run) -> Dict:
+  out = _checked(run, [python, DRIVER, f"--source={src}", f"--repeats={repeats}",
+                       f"--warmup={warmup}", f"--threads={threads}", f"--size={size}"],
+                 "the authors' training iteration")
+  try:
+    return json.loads(out.stdout.strip().splitlines()[-1])
+  except (ValueError, IndexError) as error:
+    raise ReferenceUnavailable(f"unreadable driver output: {error}") from error
+
+
+def unavailable_line(reason: str) -> str:
+  return f"Authors' reference unavailable ({reason}); l2f_tf figures only."
+
+
+def format_row(label: str, result: Dict) -> str:
+  return (f"| {label} | {result['median_s']:.2f} ({result['min_s']:.2f}-{result['max_s']:.2f}) "
+          f"| {result['peak_mb'] / 1024:.2f} GB |")
+
+
+def ratio_line(label: str, ours: Dict, authors: Dict) -> str:
+  return f"{label} / authors: {ours['median_s'] / authors['median_s']:.2f}x"
+
+
+def tf_line(result: Dict, info: Dict) -> str:
+  threads = (f"intra-op {result['intra_op_threads']}, inter-op {result['inter_op_threads']}")
+  if not result["intra_op_threads"] and not result["inter_op_threads"]:
+    threads += f" (0 = TF default: {info['usable_cpus']} threads, one per logical CPU)"
+  return (f"l2f_tf: TensorFlow {result['tensorflow']}, Keras {result['keras']}; TF threads "
+          f"{threads}; oneDNN: TF_ENABLE_ONEDNN_OPTS={info['TF_ENABLE_ONEDNN_OPTS']}, TF reports "
+          f"{'on' if result['onednn'] else 'off'}")
+
+
+def torch_line(result: Dict, origin: str) -> str:
+  return (f"authors: torch {result['torch']}; torch.set_num_threads({result['threads_set']}), "
+          f"torch.get_num_threads() = {result['torch_threads']}, interop threads "
+          f"{result['torch_interop_threads']}; their config as run: "
+          f"{result.get('filters')} filters, {result.get('ways')}-way {result.get('shots')}-shot, "
+          f"{result.get('queries')} queries, meta-batch {result.get('meta_batch')}, "
+          f"{result.get('inner_steps')} inner steps, second order {result['second_order']}, "
+          f"attenuation {result.get('attenuate')}; code: {origin}")
+
+
+def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir: Optional[str],
+                      url: str, threads: int, run_l2f: Callable = run_case,
+                      setup: Callable = setup_reference, run_authors: Callable = run_reference,
+                      echo: Callable = print, busy: Callable = busy_cpus) -> Dict:
+  """Times l2f_tf (sequential, plain) and the authors' code one after another, prints the
+  table; returns {label: result}. Never raises because of the reference side."""
+  info, busy_now = machine_info(), busy()
+  echo(f"conv4-48, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch 2, "
+       f"5 inner steps, second order, MAML+L2F, Adam; random images; median of {repeats} "
+       f"meta-iterations after {warmup} warm-up, each implementation in its own process")
+  echo(f"machine: {info['cpu_model']}, {info['physical_cores']} physical cores / "
+       f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable); "
+       f"{busy_now:.2f} CPUs busy at start")
+  if busy_now >= 0.5:
+    echo("warning: the machine is busy; these times are not comparable with an idle machine's")
+  threads = threads or info["usable_cpus"]
+  results, authors, origin = {}, None, ""
+  try:
+    python, src, origin = setup(folder, git_dir, url)
+  except ReferenceUnavailable as error:
+    echo(unavailable_line(str(error)))
+    python = None
+  for label, case in COMPARED:
+    try:
+      results[label] = run_l2f(case, repeats, "float32", warmup, size)
+    except RuntimeError as error:
+      echo(f"{label}: failed: {error}")
+  if python:
+    try:
+      authors = run_authors(python, src, repeats, warmup, threads, size)
+      results[AUTHORS] = authors
+    except ReferenceUnavailable as error:
+      echo(unavailable_line(str(error)))
+  ours = [label for label, _ in COMPARED if label in results]
+  if ours:
+    echo(tf_line(results[ours[0]], info))
+  if authors:
+    echo(torch_line(authors, origin))
+  echo("| implementation | s / meta-iteration (median, range) | peak memory |")
+  echo("| --- | --- | --- |")
+  for label in ours + ([AUTHORS] if authors else []):
+    echo(format_row(label, results[label]))
+  if authors:
+    for label in ours:
+      echo(ratio_line(label, results[label], authors))
+  return results
 
 
 def main(argv):
   del argv
+  if REFERENCE_SETUP.value:
+    try:
+      python, src, origin = setup_reference(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
+                                            REFERENCE_URL.value)
+      print(f"authors' code: {src} ({origin}); venv python: {python}")
+    except ReferenceUnavailable as error:
+      print(f"Authors' reference could not be set up ({error}).")
+    return
+  if COMPARE.value:
+    compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value, REFERENCE_DIR.value,
+                      REFERENCE_GIT_DIR.value, REFERENCE_URL.value, THREADS.value)
+    return
   if CASE.value:
     shots, steps, first_order, jit, lean = (int(v) for v in CASE.value.split(","))
     meta_batch = 2 if shots == 5 else 4
     print(json.dumps(measure(shots, meta_batch, steps, bool(first_order), bool(jit),
-                             bool(lean), REPEATS.value, PRECISION.value)))
+                             bool(lean), REPEATS.value, PRECISION.value, WARMUP.value,
+                             SIZE_FLAG.value)))
     return
-  print(f"conv4-48, {WAYS}-way, {QUERIES} queries/class, {SIZE}x{SIZE}, 5 inner steps, MAML+L2F, "
-        f"{PRECISION.value}, {os.cpu_count()} CPU cores")
+  size = SIZE_FLAG.value
+  print(f"conv4-48, {WAYS}-way, {QUERIES} queries/class, {size}x{size}, 5 inner steps, "
+        f"MAML+L2F, {PRECISION.value}, {os.cpu_count()} CPU cores")
   print(f"{'case':>22} {'meta-gradient':>14} {'XLA':>5} {'s/meta-iteration':>17} "
         f"{'first call s':>13} {'peak MB':>8}")
   for label, shots, _, steps, first_order, jit, lean in CASES:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__),
-                          f"--case={shots},{steps},{int(first_order)},{int(jit)},{int(lean)}",
-                          f"--repeats={REPEATS.value}", f"--precision={PRECISION.value}"],
-                         capture_output=True, text=True)
     kind = "sequential" if lean else "plain"
-    if out.returncode:
-      print(f"{label:>22} {kind:>14} {str(jit):>5} failed: "
-            f"{out.stderr.strip().splitlines()[-1]}")
+    try:
+      r = run_case(f"{shots},{steps},{int(first_order)},{int(jit)},{int(lean)}",
+                   REPEATS.value, PRECISION.value, WARMUP.value, size)
+    except RuntimeError as error:
+      print(f"{label:>22} {kind:>14} {str(jit):>5} failed: {error}")
       continue
-    r = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{label:>22} {kind:>14} {str(jit):>5} {r['median_s']:>17.2f} "
           f"{r['first_call_s']:>13.1f} {r['peak_mb']:>8.0f}", flush=True)
 

@@ -1,0 +1,111 @@
+"""The pure-Python parts of ``benchmarks/vision_step.py --compare_reference``: machine facts,
+the fallback when the authors' code cannot be set up or run, the ratio line. No torch, no
+network, no TensorFlow: the timed sides are replaced by fakes."""
+
+import importlib.util
+import os
+import subprocess
+
+import pytest
+
+PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                    "vision_step.py")
+_spec = importlib.util.spec_from_file_location("vision_step_under_test", PATH)
+vision_step = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vision_step)  # once per process: it defines absl flags
+
+CPUINFO = "".join(
+    f"processor\t: {i}\nmodel name\t: Test CPU 9000\nphysical id\t: {i // 4}\n"
+    f"core id\t\t: {i % 4 // 2}\ncpu cores\t: 2\nflags\t\t: fpu sse avx2\n\n" for i in range(8))
+TF_SIDE = {"median_s": 3.45, "min_s": 3.4, "max_s": 3.6, "times": [3.4, 3.45, 3.6],
+           "peak_mb": 1648.0, "first_call_s": 17.0, "tensorflow": "2.x", "keras": "3.x",
+           "intra_op_threads": 0, "inter_op_threads": 0, "onednn": True}
+AUTHORS_SIDE = {"median_s": 5.0, "min_s": 4.9, "max_s": 5.2, "times": [4.9, 5.0, 5.2],
+                "peak_mb": 2048.0, "torch": "2.13.0+cpu", "torch_threads": 2,
+                "torch_interop_threads": 2, "threads_set": 2, "second_order": True}
+
+
+def test_machine_info_counts_physical_cores_and_logical_cpus():
+  info = vision_step.machine_info(CPUINFO)
+  assert info["cpu_model"] == "Test CPU 9000"
+  assert info["logical_cpus"] == 8
+  assert info["physical_cores"] == 4  # 2 sockets x 2 cores, 2 hyperthreads each
+  assert "TF_ENABLE_ONEDNN_OPTS" in info and info["usable_cpus"] >= 1
+
+
+def test_busy_cpus_is_a_fraction_of_the_cpus():
+  assert 0.0 <= vision_step.busy_cpus(0.05) <= (os.cpu_count() or 1) + 0.01
+
+
+def test_machine_info_of_this_machine_has_every_field():
+  info = vision_step.machine_info()
+  assert set(info) == {"cpu_model", "physical_cores", "logical_cpus", "usable_cpus",
+                       "TF_ENABLE_ONEDNN_OPTS"}
+  assert info["logical_cpus"] >= info["physical_cores"] >= 1
+
+
+def test_ratio_and_row_formatting():
+  label = "l2f_tf default (sequential)"
+  assert vision_step.ratio_line(label, TF_SIDE, AUTHORS_SIDE) == f"{label} / authors: 0.69x"
+  assert vision_step.format_row(label, TF_SIDE) == f"| {label} | 3.45 (3.40-3.60) | 1.61 GB |"
+
+
+def _compare(setup, run_authors):
+  lines, cases = [], []
+
+  def run_l2f(case, repeats, precision_name, warmup, size):
+    cases.append(case)
+    return dict(TF_SIDE)
+
+  results = vision_step.compare_reference(
+      repeats=3, warmup=1, size=28, folder="unused", git_dir=None, url="unused", threads=0,
+      run_l2f=run_l2f, setup=setup, run_authors=run_authors, echo=lines.append,
+      busy=lambda: 0.0)
+  return lines, cases, results
+
+
+def _fails(*args, **kwargs):
+  raise vision_step.ReferenceUnavailable("git clone failed: no network")
+
+
+@pytest.mark.parametrize("broken", ["setup", "run"])
+def test_unavailable_reference_is_one_line_and_l2f_tf_alone(broken):
+  setup = _fails if broken == "setup" else (lambda *a: ("python", "src", "origin"))
+  lines, cases, results = _compare(setup, _fails)
+  unavailable = [line for line in lines if "reference unavailable" in line]
+  assert unavailable == ["Authors' reference unavailable (git clone failed: no network); "
+                         "l2f_tf figures only."]
+  assert cases == ["5,5,0,0,1", "5,5,0,0,0"]  # sequential (the default), then plain
+  assert set(results) == {"l2f_tf default (sequential)", "l2f_tf plain (one tape)"}
+  assert not any("/ authors" in line for line in lines)
+  assert any(line.startswith("machine: ") for line in lines)
+  assert any("oneDNN: TF_ENABLE_ONEDNN_OPTS=" in line and "TF reports on" in line
+             for line in lines)
+
+
+def test_available_reference_gives_rows_and_ratios():
+  lines, _, results = _compare(lambda *a: ("python", "src", "local git snapshot"),
+                               lambda *a: dict(AUTHORS_SIDE))
+  assert vision_step.AUTHORS in results
+  assert "l2f_tf default (sequential) / authors: 0.69x" in lines
+  assert "l2f_tf plain (one tape) / authors: 0.69x" in lines
+  assert any(line.startswith("authors: torch 2.13.0+cpu") and "get_num_threads() = 2" in line
+             for line in lines)
+  assert sum(line.startswith("| ") for line in lines) == 5  # header, rule, three rows
+
+
+def test_failed_clone_raises_reference_unavailable(tmp_path):
+  def run(command, **kwargs):
+    return subprocess.CompletedProcess(command, 128, "", "fatal: could not resolve host\n")
+
+  with pytest.raises(vision_step.ReferenceUnavailable, match="could not resolve host"):
+    vision_step.setup_reference(str(tmp_path), None, "https://example.invalid/L2F", run)
+  assert not os.path.exists(tmp_path / "src")
+
+
+def test_unexpected_setup_error_becomes_reference_unavailable(tmp_path):
+  def run(command, **kwargs):
+    raise ValueError("boom")
+
+  with pytest.raises(vision_step.ReferenceUnavailable, match="boom"):
+    vision_step.setup_reference(str(tmp_path), "/no/such/git", "unused", run)

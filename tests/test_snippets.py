@@ -9,14 +9,18 @@ another page) gets it from that very command, run first in the same way. A failu
 page and the line.
 """
 
+import fcntl
 import glob
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -109,27 +113,43 @@ def example_language(page) -> str:
   return "py" if os.path.relpath(page, REPO) == os.path.join("docs", "api.md") else "python"
 
 
-def run_page(page, folder, made):
-  """Runs the page's Python blocks in ``folder``; returns None or what failed. Run folders the
-  blocks read are made once (``made``: run_dir -> folder) and linked into ``folder``."""
+def made_run(cache, page, run_dir):
+  """``cache/run_dir``, made by the docs' command for it once per test session, also across
+  xdist workers (a lock file serialises them; a marker file says the folder is complete).
+  Returns (path, None) or (None, what failed)."""
+  name = os.path.relpath(page, REPO)
+  path = os.path.join(cache, run_dir)
+  with open(os.path.join(cache, run_dir.replace("/", "_") + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    marker = os.path.join(path, ".made_by_the_snippet_test")
+    if os.path.exists(marker):
+      return path, None
+    command = making_command(page, run_dir)
+    if command is None:
+      return None, (f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
+                    f"--root_dir={run_dir}' command of the docs makes it")
+    shutil.rmtree(path, ignore_errors=True)  # a half-made folder of a failed attempt
+    done = subprocess.run(command, cwd=cache, env=smoke_env(), capture_output=True,
+                          text=True, timeout=900)
+    if done.returncode:
+      return None, f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"
+    open(marker, "w").close()
+  return path, None
+
+
+def run_page(page, folder, cache):
+  """Runs the page's Python blocks in ``folder``; returns None or what failed. The run folders
+  the blocks read are made in ``cache`` (:func:`made_run`) and linked into ``folder``."""
   python = [(line, code) for lang, line, code in blocks(page) if lang == example_language(page)]
   source = "\n".join(code for _, code in python)
   made_here = set(re.findall(r"""Trainer\([^)]*?["'](runs/[\w.-]+)""", source, re.S))
   name = os.path.relpath(page, REPO)
   os.makedirs(os.path.join(folder, "runs"))
   for run_dir in sorted(set(RUN_DIR.findall(source)) - made_here):
-    if run_dir not in made:
-      command = making_command(page, run_dir)
-      if command is None:
-        return (f"{name}: a snippet reads {run_dir}, but no 'python run_experiment.py "
-                f"--root_dir={run_dir}' command of the docs makes it")
-      cache = os.path.join(os.path.dirname(folder), "made")
-      done = subprocess.run(command, cwd=cache, env=smoke_env(), capture_output=True,
-                            text=True, timeout=900)
-      if done.returncode:
-        return f"{name}: {' '.join(command[1:])} failed:\n{done.stderr[-3000:]}"
-      made[run_dir] = os.path.join(cache, run_dir)
-    os.symlink(made[run_dir], os.path.join(folder, run_dir))
+    path, failure = made_run(cache, page, run_dir)
+    if failure:
+      return failure
+    os.symlink(path, os.path.join(folder, run_dir))
   with open(os.path.join(folder, "blocks.json"), "w") as f:
     json.dump(python, f)
   with open(os.path.join(folder, "driver.py"), "w") as f:
@@ -141,12 +161,21 @@ def run_page(page, folder, made):
   return None
 
 
-def test_snippets_run_as_printed(tmp_path):
-  """All pages in one test, so that a run folder two pages read is made once."""
-  os.makedirs(tmp_path / "made" / "runs")
-  made, failures = {}, []
-  for index, page in enumerate(python_pages()):
-    failure = run_page(page, str(tmp_path / f"page_{index}"), made)
-    if failure:
-      failures.append(failure)
-  assert not failures, "\n\n".join(failures)
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory):
+  """Where the run folders that snippets read are made: shared by the xdist workers of one
+  session (their temporary folders have one parent), private to the session otherwise."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  cache = os.path.join(str(base), "snippet_runs")
+  os.makedirs(os.path.join(cache, "runs"), exist_ok=True)
+  return cache
+
+
+@pytest.mark.parametrize("page", python_pages(), ids=lambda p: os.path.relpath(p, REPO))
+def test_snippets_run_as_printed(page, tmp_path, run_cache):
+  """One test per page (pages run in parallel under xdist); a run folder that two pages read
+  is made once."""
+  failure = run_page(page, str(tmp_path / "page"), run_cache)
+  assert not failure, failure

@@ -38,19 +38,20 @@ def _warn_once() -> None:
                     TASKS)
 
 
+def _capped(value: int, cap: int) -> int:
+  if not active():
+    return value
+  _warn_once()
+  return min(value, cap)
+
+
 def iterations(num_iterations: int) -> int:
   """``num_iterations``, capped in smoke mode."""
-  if not active():
-    return num_iterations
-  _warn_once()
-  return min(num_iterations, ITERATIONS)
+  return _capped(num_iterations, ITERATIONS)
 
 
 def tasks(num_tasks: int, multiple: int = 1) -> int:
   """A number of validation / evaluation tasks or episodes, capped in smoke mode (rounded up
   to a ``multiple`` when the caller draws tasks that many at a time)."""
-  if not active():
-    return num_tasks
-  _warn_once()
-  capped = min(num_tasks, TASKS)
-  return -(-capped // multiple) * multiple
+  capped = _capped(num_tasks, TASKS)
+  return capped if not active() else -(-capped // multiple) * multiple

@@ -321,8 +321,7 @@ class MetaLearner:
     ``query_x`` [Q, ...]: regression values or class logits [Q, ...], in ``self.dtype``.
     First order: no meta-gradient is wanted here.
     """
-    support_x, query_x = (self._as_input(v) for v in (support_x, query_x))
-    support_y = self._as_input(support_y)
+    support_x, support_y, query_x = (self._as_input(v) for v in (support_x, support_y, query_x))
     adaptation = self.adapt(support_x, support_y, num_steps, first_order=True)
     return self.forward(adaptation.fast_weights, query_x)
 

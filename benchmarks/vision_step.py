@@ -89,13 +89,13 @@ TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm"]  # what their modules im
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step_driver.py")
 
 
-def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
-            sequential_tasks: bool, repeats: int, precision_name: str = "float32",
-            warmup: int = 2, size: int = SIZE):
+def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
+               sequential_tasks: bool, precision_name: str = "float32", size: int = SIZE):
+  """(step, episode): one meta-iteration of the reference configuration as a tf.function
+  (meta-gradient, clipping, Adam) and a fixed batch of random episodes to feed it."""
   import keras
   import numpy as np
   import tensorflow as tf
-  from tensorflow.python.util import _pywrap_util_port
 
   from l2f_tf import precision
   from l2f_tf.data.episode import Episode
@@ -136,6 +136,18 @@ def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, ji
     optimizer.apply_gradients(zip(grads, learner.meta_variables))
     return loss
 
+  return step, episode
+
+
+def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
+            sequential_tasks: bool, repeats: int, precision_name: str = "float32",
+            warmup: int = 2, size: int = SIZE):
+  import keras
+  import tensorflow as tf
+  from tensorflow.python.util import _pywrap_util_port
+
+  step, episode = build_step(shots, meta_batch, inner_steps, first_order, jit,
+                             sequential_tasks, precision_name, size)
   start = time.perf_counter()
   float(step(episode))
   compile_seconds = time.perf_counter() - start

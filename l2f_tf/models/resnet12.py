@@ -2,7 +2,8 @@
 
 Four residual blocks of 64 / 128 / 256 / 512 channels. Each block: three conv 3x3 (no bias) ->
 batch norm (leaky ReLU after the first two), plus a 1x1 conv (no bias) -> batch norm shortcut,
-added, leaky ReLU, then max-pool 2 after blocks 1-3; global average pool and a dense head.
+added, leaky ReLU, then max-pool 2 after blocks 1-3 (computed as pool then leaky ReLU, which
+is the same function: ``conv4.pool_then_activate``); global average pool and a dense head.
 The inner loop adapts 18 tensors: 16 conv kernels, the dense kernel and bias (batch-norm
 scale/offset are outer-loop only).
 """
@@ -13,8 +14,7 @@ import gin
 import keras
 
 from l2f_tf.models.batch_norm import BatchNorm
-from l2f_tf.models.conv4 import conv_bn_block
-from l2f_tf.models.pooling import MaxPool
+from l2f_tf.models.conv4 import conv_bn_block, pool_then_activate
 
 
 def residual_block(x, filters: int, name: str, pool: bool):
@@ -24,10 +24,9 @@ def residual_block(x, filters: int, name: str, pool: bool):
   y = conv_bn_block(y, filters, name=f"{name}_b", pool=False)
   y = conv_bn_block(y, filters, name=f"{name}_c", pool=False, activation=False)
   y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
-  y = keras.layers.LeakyReLU(negative_slope=0.1, name=f"{name}_relu")(y)
   if pool:
-    y = MaxPool(2, name=f"{name}_pool")(y)
-  return y
+    return pool_then_activate(y, name, negative_slope=0.1)
+  return keras.layers.LeakyReLU(negative_slope=0.1, name=f"{name}_relu")(y)
 
 
 @gin.configurable

@@ -8,6 +8,7 @@ import tensorflow as tf
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner, default_inner_loop_variables
 from l2f_tf.models.conv4 import conv4
+from l2f_tf.models.pooling import MaxPool
 from l2f_tf.models.resnet12 import resnet12
 
 
@@ -80,3 +81,58 @@ def test_learner_can_overfit_one_episode(backbone, l2f):
   adapted = learner.adapt(images[0], labels[0]).fast_weights
   predicted = np.argmax(learner.forward(adapted, images[0]).numpy(), axis=-1)
   np.testing.assert_array_equal(predicted, labels[0])
+
+
+def activate_then_pool_reference(model: keras.Model, negative_slope: float) -> keras.Model:
+  """The same network with each 'leaky ReLU -> max-pool' in the textbook order, sharing the
+  weights: rebuilt layer by layer from ``model``'s functional graph."""
+  tensors = {id(model.inputs[0]): model.inputs[0]}
+  for layer in model.layers[1:]:
+    node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+    args = [tensors[id(t)] for t in node.input_tensors]
+    if isinstance(layer, MaxPool):  # in the library: pool, then relu; here relu, then pool
+      out = MaxPool(2)(keras.layers.LeakyReLU(negative_slope=negative_slope)(args[0]))
+    elif isinstance(layer, keras.layers.LeakyReLU) and isinstance(
+        node.input_tensors[0]._keras_history.operation, MaxPool):  # pylint: disable=protected-access
+      out = args[0]  # already applied before the pool
+    else:
+      out = layer(args if len(args) > 1 else args[0])
+    tensors[id(node.output_tensors[0])] = out
+  return keras.Model(model.inputs, tensors[id(model.outputs[0])])
+
+
+@pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
+def test_pooling_before_the_activation_is_the_same_function_and_gradient(backbone):
+  """The backbones pool before the leaky ReLU (a quarter of the activation work); with a
+  strictly increasing activation that is exactly the textbook 'activation, then pool'."""
+  keras.utils.set_random_seed(0)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float64")
+  try:
+    if backbone == "conv4":
+      model, slope = conv4(num_classes=3, image_shape=(16, 16, 2), filters=4), 0.01
+    else:
+      model, slope = resnet12(num_classes=3, image_shape=(16, 16, 2), channels=(2, 3, 2, 3)), 0.1
+    reference = activate_then_pool_reference(model, slope)
+  finally:
+    keras.config.set_dtype_policy(previous)
+  for net, before_pool in ((model, ("BatchNorm", "Add")), (reference, ("LeakyReLU",))):
+    kinds = [type(layer).__name__ for layer in net.layers]
+    pools = [i for i, kind in enumerate(kinds) if kind == "MaxPool"]
+    assert pools and all(kinds[i - 1] in before_pool for i in pools), kinds
+  x = tf.constant(np.random.default_rng(1).normal(size=(6, 16, 16, 2)))
+  weights = model.trainable_variables
+  assert [id(v) for v in reference.trainable_variables] == [id(v) for v in weights]
+
+  def second_order(net):
+    with tf.GradientTape() as outer:
+      with tf.GradientTape() as inner:
+        loss = tf.reduce_sum(tf.sin(net(x)))
+      grads = inner.gradient(loss, weights)
+      directional = sum(tf.reduce_sum(g * g) for g in grads)
+    return loss, grads, outer.gradient(directional, weights)
+
+  ours, theirs = second_order(model), second_order(reference)
+  np.testing.assert_allclose(ours[0].numpy(), theirs[0].numpy(), rtol=1e-12)
+  for a, b in zip(ours[1] + ours[2], theirs[1] + theirs[2]):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)

@@ -5,6 +5,7 @@
                                                      # jit, sequential
   python benchmarks/vision_step.py --precision=mixed_bfloat16  # bfloat16 compute, float32
                                                                # weights (l2f_tf.precision)
+  python benchmarks/vision_step.py --precision=bfloat16_conv   # only convolutions in bfloat16
   python benchmarks/vision_step.py --compare_reference  # l2f_tf and the authors' PyTorch code,
                                                        # same configuration, same run
 
@@ -52,9 +53,10 @@ WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed meta-iterations before the t
                               "first one traces; its time is reported as 'first call').")
 SIZE_FLAG = flags.DEFINE_integer("size", 84, "Image height and width (84 is the reference; "
                                  "smaller only for smoke runs).")
-PRECISION = flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
-                              "Keras dtype policy of the network (mixed_float16 is for GPUs and "
-                              "needs the Trainer's loss scaling).")
+PRECISION = flags.DEFINE_enum("precision", "float32",
+                              ["float32", "mixed_bfloat16", "bfloat16_conv"],
+                              "Precision of the network (l2f_tf.precision; mixed_float16 is for "
+                              "GPUs and needs the Trainer's loss scaling).")
 COMPARE = flags.DEFINE_boolean("compare_reference", False,
                                "Time the authors' PyTorch L2F and l2f_tf side by side (5-shot, "
                                "second order) and print the ratio.")
@@ -110,8 +112,9 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
 
   keras.utils.set_random_seed(0)
   with precision.policy_scope(precision_name):
-    learner = MetaLearner(conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48),
-                          cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
+    network = precision.convert(conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48),
+                                precision_name)
+    learner = MetaLearner(network, cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
                           attenuation=TaskConditionedAttenuation(), task_reduction="sum")
   optimizer = keras.optimizers.Adam(1e-3)
   rng = np.random.default_rng(0)

@@ -6,10 +6,16 @@ Chosen in gin with ``precision.name`` (or ``build_learner.precision``):
     exponent range, so nothing overflows or underflows that would not in float32; it keeps 8
     significant bits;
   * "mixed_float16": layers compute in float16, variables are float32, and gradients are
-    loss-scaled (float16's 5 exponent bits underflow below ~6e-8). Meant for GPUs.
+    loss-scaled (float16's 5 exponent bits underflow below ~6e-8). Meant for GPUs;
+  * "bfloat16_conv": only the convolutions and dense layers compute in bfloat16 (matrix units:
+    AMX on recent Intel Xeons, tensor cores on GPUs); batch norm, activations, pooling and all
+    else stay float32. On a CPU, element-wise ops in bfloat16 and the casts around them cost
+    more than they save, which makes this faster there than "mixed_bfloat16"
+    (docs/few_shot_classification.md, "Levers").
 
 The name is a Keras dtype policy: the network (and the L2F attenuator) are built under it
-(:func:`policy_scope`). What stays in float32 under a mixed policy, and where:
+(:func:`policy_scope`), except "bfloat16_conv", which builds them in float32 and then switches
+the network's convolutions and dense layers (:func:`convert`). What stays in float32 under a mixed policy, and where:
   * every variable (theta, batch-norm scale/offset, the attenuator, the inner learning rates)
     and the inner loop's fast weights: a layer casts its weights to its compute dtype inside its
     call, so the gradient of a low-precision forward pass w.r.t. a float32 weight is float32;
@@ -34,7 +40,11 @@ import gin
 import keras
 import tensorflow as tf
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16_conv")
+
+# Under "bfloat16_conv", layers of these kinds compute in bfloat16 (:func:`convert`).
+_MATRIX_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                  keras.layers.Dense)
 
 # The inner loop's static loss scale under float16: a power of two (scaling and unscaling are
 # exact) that lifts activation gradients of order 1e-6..1e-4 out of float16's subnormal range
@@ -61,11 +71,23 @@ def policy_scope(name: str) -> Iterator[None]:
   on exit (models built later, e.g. by other tests in the process, are unaffected)."""
   check(name)
   previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(name)
+  keras.config.set_dtype_policy("float32" if name == "bfloat16_conv" else name)
   try:
     yield
   finally:
     keras.config.set_dtype_policy(previous)
+
+
+def convert(model: keras.Model, name: str) -> keras.Model:
+  """``model`` made to compute as precision ``name`` says, after :func:`policy_scope` built
+  it: under "bfloat16_conv" its convolutions and dense layers switch to the mixed_bfloat16
+  policy (weights stay float32 and are cast in the call); otherwise ``model`` as it is."""
+  if check(name) == "bfloat16_conv":
+    # pylint: disable-next=protected-access
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+      if isinstance(layer, _MATRIX_LAYERS):
+        layer.dtype_policy = "mixed_bfloat16"
+  return model
 
 
 def computes_in_float16(model: keras.Model) -> bool:

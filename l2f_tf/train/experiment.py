@@ -39,7 +39,8 @@ def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner,
   keras.utils.set_random_seed(seed)
   metric_fn = domain.task_metric if domain.log_metric_per_step else None
   with precision_lib.policy_scope(precision):
-    return learner_cls(model=domain.build_model(), loss_fn=domain.loss_fn, metric_fn=metric_fn)
+    model = precision_lib.convert(domain.build_model(), precision)
+    return learner_cls(model=model, loss_fn=domain.loss_fn, metric_fn=metric_fn)
 
 
 @gin.configurable

@@ -48,15 +48,17 @@ from l2f_tf.models.mlp import mlp
 from l2f_tf.train.experiment import build_learner
 from l2f_tf.train.trainer import Trainer
 
-MIXED = ("mixed_bfloat16", "mixed_float16")
-LOW = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+MIXED = ("mixed_bfloat16", "mixed_float16", "bfloat16_conv")
+LOW = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16", "bfloat16_conv": "bfloat16"}
 IMAGE_SHAPE, WAYS, SHOTS, QUERIES, TASKS = (16, 16, 1), 2, 1, 3, 2  # conv4 needs >= 16x16.
 OUTER_LOSS_SCALE = 2.0 ** 12  # float16: the meta-loss is scaled as the trainer does.
 LOSS_TOLERANCE = {("mlp", "mixed_bfloat16"): 5e-3, ("mlp", "mixed_float16"): 1e-3,
-                  ("conv4", "mixed_bfloat16"): 5e-2, ("conv4", "mixed_float16"): 5e-3}
-MLP_NETWORK_TOLERANCE = {"mixed_bfloat16": 6e-2, "mixed_float16": 1e-2}
-MLP_ATTENUATOR_TOLERANCE = {"mixed_bfloat16": 0.15, "mixed_float16": 3e-2}
-CONV4_MIN_COSINE = {"mixed_bfloat16": 0.7, "mixed_float16": 0.95}
+                  ("conv4", "mixed_bfloat16"): 5e-2, ("conv4", "mixed_float16"): 5e-3,
+                  ("mlp", "bfloat16_conv"): 5e-3, ("conv4", "bfloat16_conv"): 5e-2}
+MLP_NETWORK_TOLERANCE = {"mixed_bfloat16": 6e-2, "mixed_float16": 1e-2, "bfloat16_conv": 6e-2}
+MLP_ATTENUATOR_TOLERANCE = {"mixed_bfloat16": 0.15, "mixed_float16": 3e-2,
+                            "bfloat16_conv": 0.15}
+CONV4_MIN_COSINE = {"mixed_bfloat16": 0.7, "mixed_float16": 0.95, "bfloat16_conv": 0.7}
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +79,7 @@ def make_learner(kind: str, l2f: bool, name: str, seed: int = 0, num_inner_steps
     else:
       model = conv4(num_classes=WAYS, image_shape=IMAGE_SHAPE, filters=4)
       loss_fn, inner_lr = cross_entropy, 0.01
+    model = precision.convert(model, name)
     attenuation = TaskConditionedAttenuation() if l2f else None
     return MetaLearner(model, loss_fn, num_inner_steps=num_inner_steps, inner_lr=inner_lr,
                        attenuation=attenuation, **kwargs)
@@ -144,6 +147,21 @@ def test_build_learner_builds_under_the_configured_policy_and_restores_it():
   assert build_learner(SinusoidRegression()).model.layers[1].compute_dtype == "bfloat16"
   assert build_learner(SinusoidRegression(), precision="float32").model.layers[1].compute_dtype \
       == "float32"
+
+
+def test_bfloat16_conv_switches_only_convolutions_and_dense_layers():
+  """Under "bfloat16_conv" the matrix layers compute in bfloat16 and everything else (batch
+  norm, pooling, activations, the attenuator) in float32; variables stay float32."""
+  learner = make_learner("conv4", True, "bfloat16_conv")
+  kinds = {type(layer).__name__: layer.compute_dtype for layer in learner.model.layers[1:]}
+  assert kinds == {"Conv2D": "bfloat16", "BatchNorm": "float32", "MaxPool": "float32",
+                   "LeakyReLU": "float32", "Flatten": "float32", "Dense": "bfloat16"}
+  assert learner.attenuation.hidden.compute_dtype == "float32"
+  assert {v.dtype for v in learner.meta_variables} == {"float32"}
+  assert learner.inner_loss_scale == 1.0 and keras.config.dtype_policy().name == "float32"
+  gin.bind_parameter("precision.name", "bfloat16_conv")
+  model = build_learner(SinusoidRegression()).model
+  assert {layer.compute_dtype for layer in model.layers[1:]} == {"bfloat16"}  # all Dense
 
 
 def test_learner_dtype_is_the_variables_dtype():
@@ -307,7 +325,8 @@ def make_trainer(tmp_path, domain, name, num_inner_steps=2, **kwargs) -> Trainer
                                        ("sinusoid-xla", "mixed_bfloat16"),
                                        ("sinusoid-xla", "mixed_float16"),
                                        ("conv4-sequential", "mixed_bfloat16"),
-                                       ("conv4-sequential", "mixed_float16")])
+                                       ("conv4-sequential", "mixed_float16"),
+                                       ("conv4-sequential", "bfloat16_conv")])
 def test_trainer_steps_run_and_move_the_weights(tmp_path, case, name):
   """L2F steps of the trainer (the compiled multi-step loop, XLA, the sequential path)."""
   domain = RandomImages() if case.startswith("conv4") else SinusoidRegression(

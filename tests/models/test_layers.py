@@ -138,3 +138,29 @@ def test_max_pool_xla_safe_path_is_exact_outside_xla_too(monkeypatch):
   layer = MaxPool(2, dtype="float64")
   assert second_derivative_error(layer, x) < 1e-7
   assert second_derivative_error(layer, x, jit_compile=False) < 1e-7
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_max_pool_second_order_equals_tensorflows_max_pool_grad_grad(size):
+  """Outside XLA the derivative of the backward pass is MaxPoolGrad's one-hot mask times the
+  incoming gradient, summed per window; TensorFlow's own MaxPoolGradGrad gives the same."""
+  rng = np.random.default_rng(8)
+  x = tf.constant(rng.normal(size=(3, 11, 9, 4)).astype(np.float32))
+  weights = tf.constant(rng.normal(size=(3, 11 // size, 9 // size, 4)).astype(np.float32))
+  v = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+
+  @tf.function
+  def hessian_vector(pool_fn, x):
+    with tf.GradientTape() as outer:
+      outer.watch(x)
+      with tf.GradientTape() as inner:
+        inner.watch(x)
+        y = tf.reduce_sum(weights * tf.square(pool_fn(x)))
+      directional = tf.reduce_sum(v * inner.gradient(y, x))
+    return outer.gradient(directional, x)
+
+  ours = hessian_vector(lambda t: pooling.max_pool(t, size), x)
+  window = [1, size, size, 1]
+  theirs = hessian_vector(lambda t: tf.nn.max_pool2d(t, window, window, "VALID"), x)
+  np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+  assert np.abs(theirs.numpy()).max() > 0.1

@@ -18,8 +18,9 @@ time with recomputed inner steps (`l2f_tf.meta.sequential`); "plain" is one tape
 ``MetaLearner.meta_loss``.
 
 ``--compare_reference`` times the authors' published PyTorch L2F (github.com/baiksung/L2F) and
-l2f_tf (sequential and plain) at the 5-shot second-order configuration, each in its own process,
-one after the other, and prints the ratio. The authors' code and a venv with torch 2.13 (CPU
+l2f_tf (sequential, plain, and sequential with ``--precision=bfloat16_conv``) at the 5-shot
+second-order configuration, each in its own process, one after the other, and prints the
+ratios. The authors' code and a venv with torch 2.13 (CPU
 wheel), numpy and tqdm go to a scratch folder outside the repository (``--reference_dir``,
 default ~/.cache/l2f_tf/reference); the code comes from ``git clone --depth 1`` or, without
 network, from a local git snapshot (``--reference_git_dir``, extracted with ``git archive``).
@@ -85,7 +86,10 @@ CASES = [  # (label, shots, meta-batch, inner steps, first order, jit, sequentia
     ("5-shot, second order", 5, 2, 5, False, True, False),
 ]
 # The l2f_tf side of --compare_reference: 5-shot, 5 inner steps, second order, no XLA.
-COMPARED = [("l2f_tf default (sequential)", "5,5,0,0,1"), ("l2f_tf plain (one tape)", "5,5,0,0,0")]
+COMPARED = [  # (label, case, precision)
+    ("l2f_tf default (sequential)", "5,5,0,0,1", "float32"),
+    ("l2f_tf plain (one tape)", "5,5,0,0,0", "float32"),
+    ("l2f_tf default, precision bfloat16_conv", "5,5,0,0,1", "bfloat16_conv")]
 AUTHORS = "authors (baiksung/L2F, PyTorch)"
 TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm"]  # what their modules import at load time
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step_driver.py")
@@ -363,8 +367,9 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
                       url: str, threads: int, run_l2f: Callable = run_case,
                       setup: Callable = setup_reference, run_authors: Callable = run_reference,
                       echo: Callable = print, busy: Callable = busy_cpus) -> Dict:
-  """Times l2f_tf (sequential, plain) and the authors' code one after another, prints the
-  table; returns {label: result}. Never raises because of the reference side."""
+  """Times l2f_tf (sequential, plain, and sequential with bfloat16 convolutions) and the
+  authors' code one after another, prints the table; returns {label: result}. Never raises
+  because of the reference side."""
   info, busy_now = machine_info(), busy()
   echo(f"conv4-48, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch 2, "
        f"5 inner steps, second order, MAML+L2F, Adam; random images; median of {repeats} "
@@ -381,9 +386,9 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
   except ReferenceUnavailable as error:
     echo(unavailable_line(str(error)))
     python = None
-  for label, case in COMPARED:
+  for label, case, precision_name in COMPARED:
     try:
-      results[label] = run_l2f(case, repeats, "float32", warmup, size)
+      results[label] = run_l2f(case, repeats, precision_name, warmup, size)
     except RuntimeError as error:
       echo(f"{label}: failed: {error}")
   if python:
@@ -392,7 +397,7 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
       results[AUTHORS] = authors
     except ReferenceUnavailable as error:
       echo(unavailable_line(str(error)))
-  ours = [label for label, _ in COMPARED if label in results]
+  ours = [label for label, _, _ in COMPARED if label in results]
   if ours:
     echo(tf_line(results[ours[0]], info))
   if authors:

@@ -54,7 +54,7 @@ def _compare(setup, run_authors):
   lines, cases = [], []
 
   def run_l2f(case, repeats, precision_name, warmup, size):
-    cases.append(case)
+    cases.append((case, precision_name))
     return dict(TF_SIDE)
 
   results = vision_step.compare_reference(
@@ -75,8 +75,11 @@ def test_unavailable_reference_is_one_line_and_l2f_tf_alone(broken):
   unavailable = [line for line in lines if "reference unavailable" in line]
   assert unavailable == ["Authors' reference unavailable (git clone failed: no network); "
                          "l2f_tf figures only."]
-  assert cases == ["5,5,0,0,1", "5,5,0,0,0"]  # sequential (the default), then plain
-  assert set(results) == {"l2f_tf default (sequential)", "l2f_tf plain (one tape)"}
+  # sequential (the default), plain, then the default with bfloat16 convolutions
+  assert cases == [("5,5,0,0,1", "float32"), ("5,5,0,0,0", "float32"),
+                   ("5,5,0,0,1", "bfloat16_conv")]
+  assert set(results) == {"l2f_tf default (sequential)", "l2f_tf plain (one tape)",
+                          "l2f_tf default, precision bfloat16_conv"}
   assert not any("/ authors" in line for line in lines)
   assert any(line.startswith("machine: ") for line in lines)
   assert any("oneDNN: TF_ENABLE_ONEDNN_OPTS=" in line and "TF reports on" in line
@@ -91,7 +94,8 @@ def test_available_reference_gives_rows_and_ratios():
   assert "l2f_tf plain (one tape) / authors: 0.69x" in lines
   assert any(line.startswith("authors: torch 2.13.0+cpu") and "get_num_threads() = 2" in line
              for line in lines)
-  assert sum(line.startswith("| ") for line in lines) == 5  # header, rule, three rows
+  assert "l2f_tf default, precision bfloat16_conv / authors: 0.69x" in lines
+  assert sum(line.startswith("| ") for line in lines) == 6  # header, rule, four rows
 
 
 def test_failed_clone_raises_reference_unavailable(tmp_path):

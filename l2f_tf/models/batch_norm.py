@@ -100,6 +100,13 @@ def _kernels(dtype):
   return _PlainKernels if dtype == tf.float64 else _FusedKernels
 
 
+def _known_zero(t: tf.Tensor) -> bool:
+  """Whether ``t`` is zero before running anything: the constant zeros a gradient tape fills
+  in for an unused output (or, eagerly, a zero value)."""
+  value = tf.get_static_value(t)
+  return value is not None and not value.any()
+
+
 def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance, outputs,
                           cotangents) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """Gradients of the backward pass ``(dy, x, gamma) -> (dx, dgamma, dbeta)`` with respect to
@@ -123,8 +130,12 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
   inverse_std = tf.math.rsqrt(variance + epsilon)
   zeros = tf.zeros_like(gamma)
   a_part, sum_a_x_hat, sum_a = kernels.backward(a, x, gamma, state, epsilon)
-  shifted, _, _, _ = kernels.forward(x, b_gamma, b_beta, epsilon)
-  ddy = a_part + shifted
+  if _known_zero(b_gamma) and _known_zero(b_beta):
+    ddy = a_part  # the usual case: gamma and beta are outer-loop only, so the support
+    # gradient never uses its dgamma and dbeta, and the tape fills their cotangents with zeros
+  else:
+    shifted, _, _, _ = kernels.forward(x, b_gamma, b_beta, epsilon)
+    ddy = a_part + shifted
   mean_a, mean_a_x_hat = sum_a / count, sum_a_x_hat / count
   mean_dy, mean_dy_x_hat = first_dbeta / count, first_dgamma / count
   sum_a_dy = tf.reduce_sum(a * dy, axis=[0, 1, 2])

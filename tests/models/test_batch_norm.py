@@ -106,3 +106,33 @@ def test_fused_variance_is_the_biased_one():
       tf.cast(x, tf.float64), tf.ones([2], tf.float64), tf.zeros([2], tf.float64), EPSILON)
   np.testing.assert_allclose(mean.numpy(), mean64.numpy(), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(variance.numpy(), variance64.numpy(), rtol=1e-5)
+
+
+def test_second_order_skips_the_kernel_for_zero_scale_and_offset_cotangents(monkeypatch):
+  """When nothing uses the backward pass's dgamma and dbeta (batch norm is outer-loop only),
+  the tape's zero cotangents are known while tracing and the backward-of-backward makes one
+  forward-kernel call fewer; with non-zero ones it still makes it (the float64 tests above)."""
+  calls = []
+  forward = bn._FusedKernels.forward  # pylint: disable=protected-access
+
+  def counted(*args):
+    calls.append(1)
+    return forward(*args)
+
+  monkeypatch.setattr(bn._FusedKernels, "forward", staticmethod(counted))  # pylint: disable=protected-access
+  x, gamma, beta = (tf.constant(a) for a in inputs(dtype=np.float32))
+
+  @tf.function
+  def hessian_vector(x):
+    with tf.GradientTape() as outer:
+      outer.watch(x)
+      with tf.GradientTape() as inner:
+        inner.watch(x)
+        y = tf.reduce_sum(tf.sin(bn.batch_norm(x, gamma, beta, EPSILON)))
+      dx = inner.gradient(y, x)
+      z = tf.reduce_sum(dx * dx)
+    return outer.gradient(z, x)
+
+  hessian_vector(x)
+  assert len(calls) == 2  # the layer, and the x_hat term of the second-order dx
+  assert bn._known_zero(tf.zeros([3])) and not bn._known_zero(tf.ones([3]))  # pylint: disable=protected-access

@@ -8,6 +8,7 @@
   python benchmarks/vision_step.py --precision=bfloat16_conv   # only convolutions in bfloat16
   python benchmarks/vision_step.py --compare_reference  # l2f_tf and the authors' PyTorch code,
                                                        # same configuration, same run
+  python benchmarks/vision_step.py --compare_reference --rounds=3  # three times, median ratio
 
 Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
 84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
@@ -71,6 +72,10 @@ REFERENCE_URL = flags.DEFINE_string("reference_url", "https://github.com/baiksun
                                     "Where to clone the authors' code from (git clone --depth 1).")
 REFERENCE_SETUP = flags.DEFINE_boolean("reference_setup", False,
                                        "Only fetch the authors' code and make its venv, then exit.")
+ROUNDS = flags.DEFINE_integer("rounds", 1, "With --compare_reference: how many times to run the "
+                              "whole comparison (each implementation once per round, one after "
+                              "the other); with more than one, the per-round ratios and their "
+                              "median follow. The machine's speed drifts by 10% between runs.")
 THREADS = flags.DEFINE_integer("threads", 0, "torch.set_num_threads for the authors' code; 0 = "
                                "the logical CPUs the process may use (what TensorFlow uses by "
                                "default).")
@@ -344,6 +349,24 @@ def ratio_line(label: str, ours: Dict, authors: Dict) -> str:
   return f"{label} / authors: {ours['median_s'] / authors['median_s']:.2f}x"
 
 
+def summarise_rounds(rounds: List[Dict], echo: Callable = print) -> Dict[str, float]:
+  """After several --compare_reference rounds: for each l2f_tf row, its ratio to the authors'
+  time in each round (both measured minutes apart) and the median ratio; returns
+  {label: median ratio}. Rounds without the authors' figure are left out."""
+  paired = [r for r in rounds if AUTHORS in r]
+  medians = {}
+  for label, _, _ in COMPARED:
+    ratios = [r[label]["median_s"] / r[AUTHORS]["median_s"] for r in paired if label in r]
+    if not ratios:
+      continue
+    medians[label] = statistics.median(ratios)
+    echo(f"{label} / authors over {len(ratios)} rounds: median {medians[label]:.2f}x "
+         f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
+  if not paired:
+    echo("No round has the authors' figure: no ratios.")
+  return medians
+
+
 def tf_line(result: Dict, info: Dict) -> str:
   threads = (f"intra-op {result['intra_op_threads']}, inter-op {result['inter_op_threads']}")
   if not result["intra_op_threads"] and not result["inter_op_threads"]:
@@ -423,8 +446,15 @@ def main(argv):
       print(f"Authors' reference could not be set up ({error}).")
     return
   if COMPARE.value:
-    compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value, REFERENCE_DIR.value,
-                      REFERENCE_GIT_DIR.value, REFERENCE_URL.value, THREADS.value)
+    rounds = []
+    for index in range(ROUNDS.value):
+      if ROUNDS.value > 1:
+        print(f"--- round {index + 1} of {ROUNDS.value}", flush=True)
+      rounds.append(compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value,
+                                      REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
+                                      REFERENCE_URL.value, THREADS.value))
+    if ROUNDS.value > 1:
+      summarise_rounds(rounds)
     return
   if CASE.value:
     shots, steps, first_order, jit, lean = (int(v) for v in CASE.value.split(","))

@@ -113,3 +113,20 @@ def test_unexpected_setup_error_becomes_reference_unavailable(tmp_path):
 
   with pytest.raises(vision_step.ReferenceUnavailable, match="boom"):
     vision_step.setup_reference(str(tmp_path), "/no/such/git", "unused", run)
+
+
+def test_rounds_give_per_round_ratios_and_their_median():
+  default, plain = "l2f_tf default (sequential)", "l2f_tf plain (one tape)"
+  timed = lambda s: dict(TF_SIDE, median_s=s)
+  rounds = [{default: timed(2.0), plain: timed(1.0), vision_step.AUTHORS: timed(5.0)},
+            {default: timed(3.0), plain: timed(1.5), vision_step.AUTHORS: timed(6.0)},
+            {default: timed(2.4)},  # the authors' side failed: left out
+            {default: timed(2.1), plain: timed(1.2), vision_step.AUTHORS: timed(7.0)}]
+  lines = []
+  medians = vision_step.summarise_rounds(rounds, echo=lines.append)
+  assert medians[default] == pytest.approx(0.4)  # 0.40, 0.50, 0.30
+  assert medians[plain] == pytest.approx(0.2)  # 0.20, 0.25, 0.17
+  assert lines[0] == f"{default} / authors over 3 rounds: median 0.40x (rounds: 0.40x, 0.50x, 0.30x)"
+  lines.clear()
+  assert vision_step.summarise_rounds([{default: timed(2.0)}], echo=lines.append) == {}
+  assert lines == ["No round has the authors' figure: no ratios."]

@@ -1,8 +1,9 @@
 """The 4-conv backbone of the reference few-shot classification code (MAML / MAML++ / L2F).
 
-4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2], flatten,
-dense to N classes; Glorot-uniform initialisation. Batch norm (:class:`BatchNorm`, exact to
-any order of differentiation) always normalises with the statistics of the current batch; its
+4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2] (the last
+two computed as max-pool then leaky ReLU, the same function: :func:`pool_then_activate`),
+flatten, dense to N classes; Glorot-uniform initialisation. Batch norm (:class:`BatchNorm`,
+exact to second order) always normalises with the statistics of the current batch; its
 scale/offset are trained by the outer loop only, so the inner loop adapts 6 tensors: the 4
 conv kernels, the dense kernel and the dense bias (one L2F gamma each).
 """

@@ -1,4 +1,4 @@
-"""Non-overlapping max pooling whose derivatives are exact to any order, compiled or not.
+"""Non-overlapping max pooling with exact first and second derivatives, compiled or not.
 
 MAML's second order differentiates the gradient of max pooling once more. TensorFlow gets that
 from ``MaxPoolGradGrad``, which is exact in ordinary graphs but, under XLA

@@ -28,3 +28,17 @@ def test_importing_the_package_does_not_import_tensorflow():
   code = "import sys, l2f_tf; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_importing_every_module_leaves_tensorflows_runtime_unstarted():
+  """No module makes a tensor or touches a device at import time: a multi-worker strategy
+  must configure TensorFlow's runtime before it starts ("Collective ops must be configured at
+  program startup"), and ``run_experiment.py`` imports everything first."""
+  code = ("import pkgutil, importlib, l2f_tf\n"
+          "for m in pkgutil.walk_packages(l2f_tf.__path__, 'l2f_tf.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "from tensorflow.python.eager import context\n"
+          "print(context.context()._initialized)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == "False"

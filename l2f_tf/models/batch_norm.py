@@ -45,18 +45,18 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-_EMPTY = tf.zeros([0])  # FusedBatchNormV3's mean/variance inputs, unused in training mode
-
-
 class _FusedKernels:
   """Batch norm and its gradient as TensorFlow's fused ops (4-D NHWC, float32 and below)."""
 
   @staticmethod
   def forward(x, scale, offset, epsilon):
     """(y, mean, biased variance, state for :meth:`backward`)."""
+    # The mean and variance inputs are unused in training mode. (No tensor is made at import:
+    # that would start TensorFlow's runtime before a multi-worker strategy can configure it.)
+    unused = tf.zeros([0], scale.dtype)
     y, mean, unbiased, r1, r2, r3 = tf.raw_ops.FusedBatchNormV3(
-        x=x, scale=scale, offset=offset, mean=tf.cast(_EMPTY, scale.dtype),
-        variance=tf.cast(_EMPTY, scale.dtype), epsilon=epsilon, is_training=True)
+        x=x, scale=scale, offset=offset, mean=unused, variance=unused, epsilon=epsilon,
+        is_training=True)
     count = tf.cast(tf.size(x) // tf.shape(x)[-1], unbiased.dtype)
     variance = unbiased * tf.maximum(count - 1.0, 0.0) / count  # the op reports n/(n-1) var
     return y, mean, variance, (r1, r2, r3)

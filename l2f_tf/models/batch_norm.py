@@ -123,16 +123,25 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
   scale b_gamma and offset b_beta; the last line the backward kernel applied to ``h`` with
   scale 1 plus the forward kernel with scale -gamma dgamma / (n s). E[dy] and E[dy x_hat] are
   the backward pass's own dbeta / n and dgamma / n.
+
+  When b_gamma and b_beta are known zeros (batch norm outer-loop only: nothing uses the
+  support gradient's dgamma and dbeta), two kernel calls go: ddy is the first term alone, and
+  since the backward kernel is linear in its input per channel, with P(v) = (v - E[v] -
+  x_hat E[v x_hat]) / s the first line is gamma P(a) and the backward pass's own dx is
+  gamma P(dy), so the first term of dx is  -(E[a x_hat] dx_first + E[dy x_hat] ddy) / s, with
+  no kernel call and no division by gamma.
   """
   a, b_gamma, b_beta = cotangents
-  _, first_dgamma, first_dbeta = outputs
+  first_dx, first_dgamma, first_dbeta = outputs
   count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
   inverse_std = tf.math.rsqrt(variance + epsilon)
   zeros = tf.zeros_like(gamma)
   a_part, sum_a_x_hat, sum_a = kernels.backward(a, x, gamma, state, epsilon)
-  if _known_zero(b_gamma) and _known_zero(b_beta):
-    ddy = a_part  # the usual case: gamma and beta are outer-loop only, so the support
-    # gradient never uses its dgamma and dbeta, and the tape fills their cotangents with zeros
+  # The usual case: gamma and beta are outer-loop only, so the support gradient never uses its
+  # dgamma and dbeta, and the tape fills their cotangents with zeros.
+  scale_offset_unused = _known_zero(b_gamma) and _known_zero(b_beta)
+  if scale_offset_unused:
+    ddy = a_part
   else:
     shifted, _, _, _ = kernels.forward(x, b_gamma, b_beta, epsilon)
     ddy = a_part + shifted
@@ -140,9 +149,12 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
   mean_dy, mean_dy_x_hat = first_dbeta / count, first_dgamma / count
   sum_a_dy = tf.reduce_sum(a * dy, axis=[0, 1, 2])
   dgamma = inverse_std * (sum_a_dy - count * (mean_a * mean_dy + mean_a_x_hat * mean_dy_x_hat))
-  k = gamma * inverse_std
-  h = dy * (b_gamma - k * mean_a_x_hat) + a * (-k * mean_dy_x_hat)
-  h_part, _, _ = kernels.backward(h, x, tf.ones_like(gamma), state, epsilon)
+  if scale_offset_unused:
+    h_part = first_dx * (-inverse_std * mean_a_x_hat) + a_part * (-inverse_std * mean_dy_x_hat)
+  else:
+    k = gamma * inverse_std
+    h = dy * (b_gamma - k * mean_a_x_hat) + a * (-k * mean_dy_x_hat)
+    h_part, _, _ = kernels.backward(h, x, tf.ones_like(gamma), state, epsilon)
   x_term, _, _, _ = kernels.forward(x, -gamma * dgamma * inverse_std / count, zeros, epsilon)
   return ddy, h_part + x_term, dgamma
 

@@ -21,11 +21,13 @@ def inputs(shape=(3, 4, 5, 2), seed=0, dtype=np.float64):
 
 def directional_gradient(x, gamma, beta, weights, v):
   """<v, grad of sum(weights * sin(BN(x))) w.r.t. (x, gamma, beta)>: its gradient needs the
-  backward pass's derivative with respect to dy, x and gamma, with all three cotangents."""
+  backward pass's derivative with respect to dy, x and gamma, with all three cotangents. With
+  ``v`` for x only, the gradient is taken w.r.t. x only, as MAML's inner loop does with an
+  outer-loop-only batch norm: then dgamma and dbeta are unused (the shortcut path)."""
   with tf.GradientTape() as tape:
     tape.watch([x, gamma, beta])
     y = tf.reduce_sum(weights * tf.sin(bn.batch_norm(x, gamma, beta, EPSILON)))
-  grads = tape.gradient(y, [x, gamma, beta])
+  grads = tape.gradient(y, [x, gamma, beta][:len(v)])
   return sum(tf.reduce_sum(a * b) for a, b in zip(v, grads))
 
 
@@ -41,12 +43,13 @@ def random_like(arrays, seed):
   return [tf.constant(rng.normal(size=tuple(a.shape)), tf.as_dtype(a.dtype)) for a in arrays]
 
 
+@pytest.mark.parametrize("first_wrt", ["all", "x_only"])
 @pytest.mark.parametrize("shape", [(3, 4, 5, 2), (7, 3)], ids=["nhwc", "rank2"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf_function"])
-def test_second_derivatives_match_finite_differences_float64(shape, compiled):
+def test_second_derivatives_match_finite_differences_float64(shape, compiled, first_wrt):
   point = [tf.constant(a) for a in inputs(shape)]
   weights = random_like([np.zeros(shape)], 1)[0]
-  v = random_like(point, 2)
+  v = random_like(point, 2)[:3 if first_wrt == "all" else 1]
   first = directional_gradient
   second = second_order
   if compiled:
@@ -111,15 +114,21 @@ def test_fused_variance_is_the_biased_one():
 def test_second_order_skips_the_kernel_for_zero_scale_and_offset_cotangents(monkeypatch):
   """When nothing uses the backward pass's dgamma and dbeta (batch norm is outer-loop only),
   the tape's zero cotangents are known while tracing and the backward-of-backward makes one
-  forward-kernel call fewer; with non-zero ones it still makes it (the float64 tests above)."""
-  calls = []
-  forward = bn._FusedKernels.forward  # pylint: disable=protected-access
+  forward-kernel and one backward-kernel call fewer; with non-zero ones it still makes them
+  (the float64 tests above check both ways against finite differences)."""
+  calls = {"forward": 0, "backward": 0}
 
-  def counted(*args):
-    calls.append(1)
-    return forward(*args)
+  def counted(name):
+    kernel = getattr(bn._FusedKernels, name)  # pylint: disable=protected-access
 
-  monkeypatch.setattr(bn._FusedKernels, "forward", staticmethod(counted))  # pylint: disable=protected-access
+    def count(*args):
+      calls[name] += 1
+      return kernel(*args)
+
+    return staticmethod(count)
+
+  for name in calls:
+    monkeypatch.setattr(bn._FusedKernels, name, counted(name))  # pylint: disable=protected-access
   x, gamma, beta = (tf.constant(a) for a in inputs(dtype=np.float32))
 
   @tf.function
@@ -134,5 +143,8 @@ def test_second_order_skips_the_kernel_for_zero_scale_and_offset_cotangents(monk
     return outer.gradient(z, x)
 
   hessian_vector(x)
-  assert len(calls) == 2  # the layer, and the x_hat term of the second-order dx
+  # forward: the layer, and the x_hat term of the second-order dx; backward: the layer's
+  # gradient (inner tape), again for the outer tape's path through the layer, and the
+  # second-order ddy (the second-order dx reuses it and the first: no call of its own)
+  assert calls == {"forward": 2, "backward": 3}
   assert bn._known_zero(tf.zeros([3])) and not bn._known_zero(tf.ones([3]))  # pylint: disable=protected-access

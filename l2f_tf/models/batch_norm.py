@@ -45,6 +45,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+
+def _count_per_channel(x: tf.Tensor, dtype) -> tf.Tensor:
+  """n, the number of values each channel's statistics are taken over (all axes but the last)."""
+  return tf.cast(tf.size(x) // tf.shape(x)[-1], dtype)
+
+
 class _FusedKernels:
   """Batch norm and its gradient as TensorFlow's fused ops (4-D NHWC, float32 and below)."""
 
@@ -57,7 +63,7 @@ class _FusedKernels:
     y, mean, unbiased, r1, r2, r3 = tf.raw_ops.FusedBatchNormV3(
         x=x, scale=scale, offset=offset, mean=unused, variance=unused, epsilon=epsilon,
         is_training=True)
-    count = tf.cast(tf.size(x) // tf.shape(x)[-1], unbiased.dtype)
+    count = _count_per_channel(x, unbiased.dtype)
     variance = unbiased * tf.maximum(count - 1.0, 0.0) / count  # the op reports n/(n-1) var
     return y, mean, variance, (r1, r2, r3)
 
@@ -89,7 +95,7 @@ class _PlainKernels:
     axes = [0, 1, 2]
     inverse_std = tf.math.rsqrt(variance + epsilon)
     x_hat = (x - mean) * inverse_std
-    count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+    count = _count_per_channel(x, x.dtype)
     doffset = tf.reduce_sum(dy, axis=axes)
     dscale = tf.reduce_sum(dy * x_hat, axis=axes)
     dx = (scale * inverse_std) * (dy - doffset / count - x_hat * (dscale / count))
@@ -133,9 +139,8 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
   """
   a, b_gamma, b_beta = cotangents
   first_dx, first_dgamma, first_dbeta = outputs
-  count = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+  count = _count_per_channel(x, x.dtype)
   inverse_std = tf.math.rsqrt(variance + epsilon)
-  zeros = tf.zeros_like(gamma)
   a_part, sum_a_x_hat, sum_a = kernels.backward(a, x, gamma, state, epsilon)
   # The usual case: gamma and beta are outer-loop only, so the support gradient never uses its
   # dgamma and dbeta, and the tape fills their cotangents with zeros.
@@ -155,7 +160,8 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
     k = gamma * inverse_std
     h = dy * (b_gamma - k * mean_a_x_hat) + a * (-k * mean_dy_x_hat)
     h_part, _, _ = kernels.backward(h, x, tf.ones_like(gamma), state, epsilon)
-  x_term, _, _, _ = kernels.forward(x, -gamma * dgamma * inverse_std / count, zeros, epsilon)
+  x_term, _, _, _ = kernels.forward(x, -gamma * dgamma * inverse_std / count,
+                                    tf.zeros_like(gamma), epsilon)
   return ddy, h_part + x_term, dgamma
 
 

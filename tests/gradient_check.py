@@ -86,7 +86,7 @@ def analytic_meta_gradient(learner, batch, path: str, first_order: bool = False)
   elif path == "xla":
     # The trainer compiles with XLA only the unrolled task loop (it turns XLA off for
     # vectorized tasks), so that is the path checked here.
-    vectorized = getattr(learner, "vectorize_tasks", False)
+    vectorized = learner.vectorize_tasks
     if vectorized:
       learner.vectorize_tasks = False
     try:

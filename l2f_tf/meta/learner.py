@@ -20,7 +20,7 @@ its variables, the fast weights, its outputs as seen here (:meth:`MetaLearner.fo
 them), the losses and the metrics are in :attr:`MetaLearner.dtype`, the variables' float32.
 """
 
-from typing import Callable, List, NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import gin
 import keras
@@ -31,17 +31,9 @@ from l2f_tf import precision
 from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
                                      prototype_mean_embedding)
+from l2f_tf.meta.contract import Adaptation, EpisodeBatch, LearnerBase
 
 TASK_REDUCTIONS = ("mean", "sum")
-
-
-class EpisodeBatch(Protocol):
-  """What the meta-objective reads from a batch of tasks (``l2f_tf.data.episode.Episode`` is
-  one): the four tensors of every task, stacked on a leading task axis of static size."""
-  support_x: tf.Tensor
-  support_y: tf.Tensor
-  query_x: tf.Tensor
-  query_y: tf.Tensor
 
 
 def default_inner_loop_variables(model: keras.Model) -> List[keras.Variable]:
@@ -81,21 +73,6 @@ def warn_about_inexact_layers(model: keras.Model) -> List[str]:
   return messages
 
 
-class Adaptation(NamedTuple):
-  """The result of adapting to one task.
-
-  Attributes:
-    iterates: [theta_bar (theta for MAML), theta_1, ..., theta_N], each a list of tensors.
-    gamma: the attenuation values (one per tensor) or None without attenuation.
-  """
-  iterates: List[List[tf.Tensor]]
-  gamma: Optional[tf.Tensor]
-
-  @property
-  def fast_weights(self) -> List[tf.Tensor]:
-    return self.iterates[-1]
-
-
 def has_convolutions(model: keras.Model) -> bool:
   """Whether any layer of ``model`` (nested ones too) is a convolution of some kind."""
   layers = model._flatten_layers()  # pylint: disable=protected-access
@@ -103,7 +80,7 @@ def has_convolutions(model: keras.Model) -> bool:
 
 
 @gin.configurable
-class MetaLearner:
+class MetaLearner(LearnerBase):
   """MAML, or MAML+L2F when ``attenuation`` is given.
 
   Args:
@@ -122,14 +99,13 @@ class MetaLearner:
       in float16 (mixed_float16, where small gradients underflow), else 1.
     vectorize_tasks: adapt the tasks of a meta-batch with ``tf.vectorized_map`` (one task's
       graph, batched over tasks) in :meth:`meta_loss` and :meth:`per_task_meta_gradients`;
-      False unrolls them in a Python loop (a graph per task). The values and gradients are
-      the same; vectorized, the sinusoid's 25-task step traces in 0.9 s instead of 8.2 s,
-      compiles with XLA in 3 s instead of 38 s and runs 3.5x faster. None (the default):
-      vectorized unless the model has a convolution. TensorFlow cannot vectorize the
-      second-order gradient of a convolution (``Conv2DBackpropFilter`` falls back to a
-      while_loop per task), so for conv4 / ResNet12 vectorizing only costs time: a ResNet12
-      meta-gradient took 41 s to trace and run vectorized against 1.3 s unrolled.
+      False unrolls them in a Python loop (a graph per task); the values and gradients are the
+      same. None (the default): vectorized unless the model has a convolution, whose
+      second-order gradient TensorFlow cannot vectorize (``Conv2DBackpropFilter`` falls back to
+      a while_loop per task). docs/scaling.md has the measured costs of both.
   """
+
+  family = "MAML"
 
   def __init__(self, model: keras.Model, loss_fn: Callable, num_inner_steps: int = 1,
                inner_lr: float = 0.01, learn_inner_lr: bool = False,
@@ -170,34 +146,6 @@ class MetaLearner:
       attenuation.build_for(shapes, embedding_dim=embedding_dim)
     self.inner_lrs = inner_loop_lib.InnerLearningRates(len(shapes), max(num_inner_steps, 1),
                                                        inner_lr, learn_inner_lr)
-
-  @property
-  def method_name(self) -> str:
-    """The method as in the paper's tables: "MAML", "MAML+L2F", "MAML+task-independent(layer)"."""
-    return "MAML" if self.attenuation is None else f"MAML+{self.attenuation.method_name}"
-
-  # --- variables -------------------------------------------------------------------------------
-  @property
-  def network_variables(self) -> List[keras.Variable]:
-    """Trainable variables of the network (theta and outer-loop-only ones such as BN)."""
-    return list(self.model.trainable_variables)
-
-  @property
-  def attenuator_variables(self) -> List[keras.Variable]:
-    return list(self.attenuation.trainable_variables) if self.attenuation is not None else []
-
-  @property
-  def inner_lr_variables(self) -> List[keras.Variable]:
-    return list(self.inner_lrs.trainable_variables)
-
-  @property
-  def meta_variables(self) -> List[keras.Variable]:
-    """Everything the outer loop trains."""
-    return self.network_variables + self.attenuator_variables + self.inner_lr_variables
-
-  @property
-  def inner_variable_names(self) -> List[str]:
-    return [v.path for v in self.inner_variables]
 
   def theta(self) -> List[tf.Tensor]:
     """Current values of the inner-loop variables (the meta-initialisation)."""
@@ -248,9 +196,6 @@ class MetaLearner:
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     outputs, _ = self.model.stateless_call(values, non_trainable, x, training=True)
     return self.loss_fn(y, tf.cast(outputs, self.dtype))
-
-  def loss_at(self, params, x, y) -> tf.Tensor:
-    return self.loss_fn(y, self.forward(params, x))
 
   # --- adaptation ------------------------------------------------------------------------------
   def task_embedding(self, support_x, support_y, theta=None) -> Optional[tf.Tensor]:
@@ -310,25 +255,6 @@ class MetaLearner:
           lambda p: self.loss_at(p, support_x, support_y), theta_bar, num_steps,
           self.inner_lrs, first_order=first_order, loss_scale=self.inner_loss_scale)
     return Adaptation(iterates, gamma)
-
-  def predict(self, support_x, support_y, query_x, num_steps: Optional[int] = None) -> tf.Tensor:
-    """Adapts to one task and returns the adapted model's outputs on ``query_x``.
-
-    The library's counterpart of an exported model's ``adapt_and_predict``: attenuation (L2F),
-    ``num_steps`` inner steps (default: the training setting) on the support set
-    (``support_x`` [K, ...], ``support_y`` [K, ...]; arrays or tensors, inputs already
-    preprocessed as the domain's pipeline does), then the model at the adapted weights on
-    ``query_x`` [Q, ...]: regression values or class logits [Q, ...], in ``self.dtype``.
-    First order: no meta-gradient is wanted here.
-    """
-    support_x, support_y, query_x = (self._as_input(v) for v in (support_x, support_y, query_x))
-    adaptation = self.adapt(support_x, support_y, num_steps, first_order=True)
-    return self.forward(adaptation.fast_weights, query_x)
-
-  def _as_input(self, value) -> tf.Tensor:
-    """A tensor of ``value``; floating values in the learner's dtype (numpy gives float64)."""
-    value = tf.convert_to_tensor(value)
-    return tf.cast(value, self.dtype) if value.dtype.is_floating else value
 
   # --- meta-objective --------------------------------------------------------------------------
   def task_query_loss(self, support_x, support_y, query_x, query_y, first_order=False,

@@ -51,7 +51,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from l2f_tf.meta.learner import Adaptation
+from l2f_tf.meta.contract import Adaptation, LearnerBase
 
 POINTS = ("latents", "weights")
 GRANULARITIES = ("dimension", "tensor")
@@ -221,8 +221,8 @@ class Constants(NamedTuple):
 
 
 @gin.configurable
-class LEO:
-  """LEO, or LEO+L2F with an ``attenuation``; the same interface as ``MetaLearner``.
+class LEO(LearnerBase):
+  """LEO, or LEO+L2F with an ``attenuation``; a :class:`~l2f_tf.meta.contract.Learner`.
 
   Args:
     model: a `l2f_tf.models.leo_network.LEONetwork` (encoder, relation network, decoder).
@@ -244,7 +244,7 @@ class LEO:
     seed: seed of the training-time randomness.
   """
 
-  task_reduction = "mean"
+  family = "LEO"
   supports_sequential_tasks = False  # Trainer.sequential_tasks needs MetaLearner's structure.
   supports_landscape = False  # The landscape measures probe a single inner loop over theta.
 
@@ -285,10 +285,6 @@ class LEO:
     self.rng = tf.random.Generator.from_seed(seed)
     self.weight_stddev_offset = math.sqrt(2.0 / (self.num_classes + self.embedding_dim))
 
-  @property
-  def method_name(self) -> str:
-    return "LEO" if self.attenuation is None else f"LEO+{self.attenuation.method_name}"
-
   # --- variables -------------------------------------------------------------------------------
   @property
   def inner_variables(self) -> List[keras.Variable]:
@@ -297,32 +293,20 @@ class LEO:
     return list(self.model.weight_matrices)
 
   @property
-  def inner_variable_names(self) -> List[str]:
-    return [v.path for v in self.inner_variables]
-
-  @property
   def gamma_names(self) -> List[str]:
-    """The names of the logged gamma values: one per attenuated point."""
+    """One logged gamma per attenuated point."""
     return list(self.attenuation.points) if self.attenuation is not None else []
 
   @property
-  def attenuator_variables(self) -> List[keras.Variable]:
-    return list(self.attenuation.trainable_variables) if self.attenuation is not None else []
-
-  @property
-  def inner_lr_variables(self) -> List[keras.Variable]:
-    return list(self.inner_lrs.trainable_variables)
-
-  @property
-  def meta_variables(self) -> List[keras.Variable]:
-    return list(self.model.trainable_variables) + self.attenuator_variables + \
-        self.inner_lr_variables
-
-  @property
   def network_variables(self) -> List[keras.Variable]:
-    """The variables the trainer's meta-gradient clipping applies to: all of them, as in LEO's
-    published code (element-wise, then per-tensor norm)."""
+    """What the trainer's meta-gradient clipping applies to: everything, as in LEO's published
+    code (element-wise, then per-tensor norm)."""
     return self.meta_variables
+
+  def checkpoint_parts(self):
+    """The weights, and the training randomness's state (a resumed run draws the same
+    numbers)."""
+    return {**super().checkpoint_parts(), "rng": self.rng}
 
   # --- pieces ----------------------------------------------------------------------------------
   def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = False):
@@ -330,30 +314,25 @@ class LEO:
     del training  # LEO's test-time forward pass has no randomness.
     return tf.matmul(tf.cast(x, self.dtype), params[0], transpose_b=True)
 
-  def loss_at(self, params, x, y) -> tf.Tensor:
-    return self.loss_fn(y, self.forward(params, x))
+  def _shots(self, total: Optional[int]) -> int:
+    """K of a support set of ``total`` = N*K examples, or a ValueError naming the problem."""
+    if total is None or total % self.num_classes:
+      raise ValueError(f"LEO needs N*K support examples with K per class for "
+                       f"N={self.num_classes} classes; got a support set of {total}.")
+    return total // self.num_classes
 
   def _by_class(self, support_x, support_y) -> tf.Tensor:
     """Support embeddings [T, N*K, D] -> [T, N, K, D], class n holding the examples labelled n
     (every class needs K examples)."""
-    n = self.num_classes
-    total = support_x.shape[1]
-    if total is None or total % n:
-      raise ValueError(f"LEO needs N*K support examples with K per class for N={n} classes; "
-                       f"got a support set of {total}.")
+    k = self._shots(support_x.shape[1])
     order = tf.argsort(tf.cast(support_y, tf.int32), axis=-1, stable=True)
     x = tf.gather(tf.cast(support_x, self.dtype), order, batch_dims=1)
-    return tf.reshape(x, [-1, n, total // n, self.embedding_dim])
+    return tf.reshape(x, [-1, self.num_classes, k, self.embedding_dim])
 
   def _check_balanced(self, support_x, support_y) -> tf.Tensor:
     """``support_x``, after checking (in the graph) that each of the N classes has K support
     examples: LEO groups the support set by label, so another count would mix classes."""
-    n = self.num_classes
-    total = support_x.shape[0]
-    if total is None or total % n:
-      raise ValueError(f"LEO needs N*K support examples with K per class for N={n} classes; "
-                       f"got a support set of {total}.")
-    k = total // n
+    n, k = self.num_classes, self._shots(support_x.shape[0])
     counts = tf.math.bincount(tf.cast(support_y, tf.int32), minlength=n, maxlength=n)
     check = tf.debugging.Assert(
         tf.reduce_all(tf.equal(counts, k)),
@@ -394,14 +373,13 @@ class LEO:
     z = mean + sigma * epsilon
     return z, sample_kl(z, epsilon, sigma)
 
-  def _gradient(self, loss_fn, point, first_order: bool):
-    """(loss, d loss / d point): second order unless ``first_order`` (the gradient is then a
-    constant of the meta-gradient)."""
+  @staticmethod
+  def _gradient(loss_fn, point):
+    """d loss_fn(point) / d point, with its second-order graph."""
     with tf.GradientTape() as tape:
       tape.watch(point)
       loss = loss_fn(point)
-    gradient = tape.gradient(loss, point)
-    return loss, tf.stop_gradient(gradient) if first_order else gradient
+    return tape.gradient(loss, point)
 
   def _attenuate(self, name, start, loss_fn, gammas, embeddings, constants):
     """``start`` attenuated at point ``name`` if the attenuation has it (each task's mean gamma
@@ -411,18 +389,20 @@ class LEO:
     if constants is not None:
       gradient = constants.embeddings[name]
     else:
-      _, gradient = self._gradient(loss_fn, tf.stop_gradient(start), first_order=True)
+      gradient = tf.stop_gradient(self._gradient(loss_fn, tf.stop_gradient(start)))
     embeddings[name] = gradient
     start, gamma = self.attenuation.attenuate(name, start, gradient)
     gammas.append(tf.reduce_mean(gamma, axis=-1))
     return start
 
-  def _step_gradient(self, loss_fn, point, first_order, gradients, constants):
-    """The inner gradient at ``point`` (or the constant one being replayed), stored."""
+  def _step_gradient(self, gradient_fn, first_order, gradients, constants):
+    """The inner gradient ``gradient_fn()`` (or the constant one being replayed), stored;
+    second order unless ``first_order``."""
     if constants is not None and constants.gradients is not None:
       gradient = constants.gradients[len(gradients)]
     else:
-      _, gradient = self._gradient(loss_fn, point, first_order)
+      gradient = gradient_fn()
+      gradient = tf.stop_gradient(gradient) if first_order else gradient
     gradients.append(gradient)
     return gradient
 
@@ -454,13 +434,8 @@ class LEO:
         weights = self._decode(z, noise)
         loss = weights_loss(weights)
       iterates.append([tf.reduce_mean(weights, axis=2)])
-      if constants is not None and constants.gradients is not None:
-        gradient = constants.gradients[len(gradients)]
-      else:
-        gradient = tape.gradient(loss, z)
-        gradient = tf.stop_gradient(gradient) if first_order else gradient
-      gradients.append(gradient)
-      z = z - alpha_z * gradient
+      z = z - alpha_z * self._step_gradient(lambda: tape.gradient(loss, z), first_order,
+                                            gradients, constants)
     weights = self._decode(z, noise)
     target = tf.stop_gradient(z) if constants is None else constants.adapted_latents
     encoder_penalty = tf.reduce_mean(tf.square(z_start - target), axis=[1, 2, 3])
@@ -468,8 +443,9 @@ class LEO:
       weights = self._attenuate("weights", weights, weights_loss, gammas, embeddings, constants)
     for _ in range(finetuning_steps):
       iterates.append([tf.reduce_mean(weights, axis=2)])
-      gradient = self._step_gradient(weights_loss, weights, first_order, gradients, constants)
-      weights = weights - alpha_w * gradient
+      weights = weights - alpha_w * self._step_gradient(
+          lambda: self._gradient(weights_loss, weights), first_order, gradients,
+          constants)
     iterates.append([tf.reduce_mean(weights, axis=2)])
     gamma = tf.stack(gammas, axis=-1) if gammas else None
     return TaskResult(iterates, gamma, kl, encoder_penalty, embeddings, gradients,
@@ -485,26 +461,20 @@ class LEO:
                               constants)
     return tf.nest.map_structure(lambda t: None if t is None else t[0], result)
 
-  # --- the MetaLearner interface ---------------------------------------------------------------
+  # --- the Learner contract --------------------------------------------------------------------
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
-            first_order: bool = False, theta=None, embedding=None,
-            recompute: bool = False) -> Adaptation:
+            first_order: bool = False) -> Adaptation:
     """Adapts to one task without randomness (evaluation, export, figures).
 
     ``num_steps`` (default: all, ``num_latent_steps + num_finetuning_steps``) counts the latent
     steps first, then fine-tuning steps (more than ``num_finetuning_steps`` fine-tune further).
-    Iterate k holds the class weight vectors [N, D] after k steps. ``theta``, ``embedding``
-    and ``recompute`` are MetaLearner options that LEO does not have."""
-    if theta is not None or embedding is not None:
-      raise ValueError("LEO adapts from its encoder's codes: theta and embedding cannot be "
-                       "given.")
-    del recompute
+    Iterate k holds the class weight vectors [N, D] after k steps."""
     num_steps = self.num_inner_steps if num_steps is None else num_steps
     support_x = self._check_balanced(support_x, support_y)
     result = self.adapt_task(support_x, support_y, num_steps, first_order)
     return Adaptation(result.iterates, result.gamma)
 
-  def attenuate(self, support_x, support_y, theta=None, embedding=None):
+  def attenuate(self, support_x, support_y):
     """(the class weights before any step, the gammas): what the figures draw for L2F."""
     result = self.adapt_task(support_x, support_y, self.num_inner_steps, True)
     return result.iterates[0], result.gamma

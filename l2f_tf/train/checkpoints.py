@@ -1,10 +1,11 @@
 """Checkpoints: what a run saves to resume exactly, and what evaluation and export restore.
 
-A training checkpoint holds the learner's weights (theta, the attenuator, the inner learning
-rates) plus the trainer's state: the outer optimizer for supervised training (its iteration
-counter is the step, incremented inside the compiled train step, so a checkpoint can never hold
-the weights of step s with a counter of s-1), the iteration counter for meta-RL. Data streams
-and sampling noise are stateless functions of the step, so no RNG state is needed.
+A training checkpoint holds the learner's ``checkpoint_parts`` (theta, the attenuator, the inner
+learning rates, and LEO's random generator) plus the trainer's state: the outer optimizer for
+supervised training (its iteration counter is the step, incremented inside the compiled train
+step, so a checkpoint can never hold the weights of step s with a counter of s-1), the
+iteration counter for meta-RL. Data streams and the meta-RL sampling noise are stateless
+functions of the step; only a learner's own generator (LEO's sampling and dropout) is state.
 """
 
 import os
@@ -17,12 +18,7 @@ from absl import logging
 def make_checkpoint(learner, **state) -> tf.train.Checkpoint:
   """A checkpoint of the learner's weights plus ``state`` (e.g. ``optimizer=...``); without
   state, the weights only (what evaluation and export need)."""
-  parts = {"model": learner.model, "inner_lrs": learner.inner_lrs, **state}
-  if learner.attenuation is not None:
-    parts["attenuation"] = learner.attenuation
-  if getattr(learner, "rng", None) is not None:  # LEO's sampling state: exact resumption.
-    parts["rng"] = learner.rng
-  return tf.train.Checkpoint(**parts)
+  return tf.train.Checkpoint(**learner.checkpoint_parts(), **state)
 
 
 def restore_weights(learner, path: str) -> None:

@@ -29,13 +29,12 @@ from absl import logging
 
 from l2f_tf import atomic, console, smoke
 from l2f_tf import export as export_lib
+from l2f_tf.meta.contract import Learner
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, guard, interrupts
 from l2f_tf.train.evaluation import write_eval_summaries
 
-# Where Runner's cumulative training time sits in a checkpoint.
-TRAIN_SECONDS_KEY = "train_seconds/.ATTRIBUTES/VARIABLE_VALUE"
 ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
 
 
@@ -64,14 +63,14 @@ class MetaTrainer(Protocol):
   """What a trainer supplies to the :class:`Runner`.
 
   Attributes:
-    learner: the MetaLearner being trained.
+    learner: the learner being trained (`l2f_tf.meta.contract.Learner`).
     domain: the problem (`l2f_tf.domains.base.Domain`).
     folder: the run folder.
     num_iterations: meta-iterations in total (a resumed run continues to this number).
     checkpoint: every piece of state needed to resume exactly (weights, optimizer, counter).
     step: meta-iterations done so far (restored with the checkpoint).
   """
-  learner: object
+  learner: Learner
   domain: object
   folder: RunFolder
   num_iterations: int
@@ -130,17 +129,13 @@ class Runner:
     self.max_seconds = max_seconds
     self._clock = None  # updates train_seconds while train() runs
     self.interrupts = interrupts.InterruptWatcher(lambda: self.manager.latest_checkpoint)
-    self.manager = checkpoints.restore_or_initialize(
-        trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
     # Training time summed over every call that trained this run (a resumed run counts its
-    # earlier parts too), saved with each checkpoint; attached after the restore above so
-    # that checkpoints written before it existed still load (it then starts at 0).
+    # earlier parts too), saved with each checkpoint.
     self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name="train_seconds")
     trainer.checkpoint.train_seconds = self.train_seconds
-    latest = checkpoints.latest(restore_from or self.folder.checkpoints)
-    if latest and TRAIN_SECONDS_KEY in dict(tf.train.list_variables(latest)):
-      self.train_seconds.assign(tf.train.load_variable(latest, TRAIN_SECONDS_KEY))
+    self.manager = checkpoints.restore_or_initialize(
+        trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
 
   def save(self) -> None:
     """A checkpoint of the current step, unless the latest one already is of this step."""

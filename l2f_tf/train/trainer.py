@@ -31,7 +31,7 @@ from l2f_tf import export as export_lib
 from l2f_tf import precision, smoke
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import analysis, sequential
-from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.meta.contract import Learner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
 from l2f_tf.train.guard import NonFiniteGuard, all_finite
@@ -61,7 +61,7 @@ class Trainer:
   """Meta-trains a learner on a supervised domain's stream of meta-batches.
 
   Args:
-    learner: the MetaLearner.
+    learner: a :class:`~l2f_tf.meta.contract.Learner` (MetaLearner, LEO).
     domain: a `l2f_tf.domains.base.SupervisedDomain`.
     root_dir: the run directory (train/ summaries, best/ validated checkpoints, eval/).
     num_iterations: meta-iterations in total (a resumed run continues to this number).
@@ -116,7 +116,7 @@ class Trainer:
       steps are not counted.
   """
 
-  def __init__(self, learner: MetaLearner, domain: SupervisedDomain, root_dir: str,
+  def __init__(self, learner: Learner, domain: SupervisedDomain, root_dir: str,
                num_iterations: int = 70000, outer_lr: float = 1e-3, outer_optimizer: str = "adam",
                cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
@@ -144,7 +144,7 @@ class Trainer:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call
     self.strategy = tf.distribute.get_strategy()  # The one whose scope builds the trainer.
-    if jit_compile and getattr(learner, "vectorize_tasks", False) and not sequential_tasks:
+    if jit_compile and learner.vectorize_tasks and not sequential_tasks:
       logging.info("Trainer.jit_compile is ignored: the learner vectorizes its tasks "
                    "(MetaLearner.vectorize_tasks), which XLA would recompile at every step. "
                    "Set MetaLearner.vectorize_tasks = False to compile the step with XLA.")
@@ -171,9 +171,9 @@ class Trainer:
     self.sequential_tasks = sequential_tasks
     self.landscape = landscape
     for option, value, supported in (
-        ("sequential_tasks", sequential_tasks, "supports_sequential_tasks"),
-        ("landscape", landscape, "supports_landscape")):
-      if value and not getattr(learner, supported, True):
+        ("sequential_tasks", sequential_tasks, learner.supports_sequential_tasks),
+        ("landscape", landscape, learner.supports_landscape)):
+      if value and not supported:
         raise ValueError(f"Trainer.{option} = True is not available for "
                          f"{learner.method_name}: set Trainer.{option} = False.")
     self.landscape_multipliers = tuple(float(m) for m in landscape_multipliers)
@@ -402,8 +402,7 @@ class Trainer:
         tf.summary.scalar(f"query_{self.domain.metric_name}_after_step/{k}", value, step=step)
     if "gamma" in metrics:
       # One gamma per inner-loop tensor (L2F), or per attenuated point (LEO+L2F).
-      write_per_tensor("gamma", getattr(self.learner, "gamma_names", names),
-                       tf.unstack(metrics["gamma"]), step)
+      write_per_tensor("gamma", self.learner.gamma_names, tf.unstack(metrics["gamma"]), step)
     if "kl" in metrics:  # LEO: the KL of the sampled latent codes to N(0, I).
       tf.summary.scalar("latent_kl", metrics["kl"], step=step)
     # Conflict between the tasks of each replica's share of the meta-batch, averaged.

@@ -77,6 +77,7 @@ class Deterministic:
 
   def __init__(self, learner):
     self.learner, self.meta_variables = learner, learner.meta_variables
+    self.vectorize_tasks = learner.vectorize_tasks
 
   def meta_loss(self, episodes, first_order=False):
     return self.learner.meta_loss(episodes, first_order=first_order, training=False)

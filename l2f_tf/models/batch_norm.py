@@ -22,9 +22,8 @@ How it is computed (:func:`batch_norm`). The layer and its first derivative are 
 kernels (TensorFlow's ``FusedBatchNormV3`` and ``FusedBatchNormGradV3``, oneDNN on CPU), one
 pass or two over the activations where the formula op by op takes about ten; the derivative of
 that backward pass, which second-order MAML needs, is written out in closed form
-(:func:`_backward_of_backward`) in terms of the same two kernels plus three element-wise ops.
-On the few-shot reference step (``benchmarks/vision_step.py``, 2-core CPU) this took a
-meta-iteration from 4.1 s to 2.8 s. Each level is a ``tf.custom_gradient``. First and second
+(:func:`_backward_of_backward`) in terms of the same two kernels plus three element-wise ops
+(its speed-up: docs/few_shot_classification.md). Each level is a ``tf.custom_gradient``. First and second
 derivatives are exact (finite differences in float64: tests/models/test_batch_norm.py, and
 through whole networks tests/meta/test_gradients_backbones.py); third and higher ones are not
 (the closed form treats the forward statistics as constants), and nothing in the library

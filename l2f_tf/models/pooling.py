@@ -13,9 +13,9 @@ pass. That derivative is linear: it reads the incoming second-order gradient at 
 maximum (and is zero with respect to the pooled values, where the routing is piecewise
 constant). Outside XLA it is computed as ``MaxPoolGrad`` of ones (a one-hot mask of the
 element each window routes to, the same element the first derivative uses) times the
-incoming gradient, summed per window by average pooling times ``size**2``: on the few-shot
-reference step that took a meta-iteration from 2.7 s to 2.5 s against TensorFlow's
-``MaxPoolGradGrad`` (which also returns two zero tensors of the input's size). Under XLA it is
+incoming gradient, summed per window by average pooling times ``size**2``, faster than
+TensorFlow's ``MaxPoolGradGrad`` (which also returns two zero tensors of the input's size;
+docs/few_shot_classification.md). Under XLA it is
 computed with each ``size x size`` window reshaped onto its own axes and a mask of the maxima
 (``x == max``), ordinary element-wise ops that are exact in any dtype. (For exact ties within
 a window, which real-valued activations practically never have, that mask splits the value

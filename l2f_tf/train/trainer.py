@@ -81,9 +81,8 @@ class Trainer:
     jit_compile: compile the step with XLA (with several replicas, each replica's
       meta-gradient computation: the all-reduce and the update stay outside, since XLA has no
       collective ops on CPUs). Not with a learner that vectorizes its tasks
-      (``MetaLearner.vectorize_tasks``, the default): XLA then compiles the step again at
-      every call (measured: 2.7 s per sinusoid step), so it is switched off with a log line;
-      vectorized without XLA runs as fast as unrolled with XLA and compiles in seconds.
+      (``MetaLearner.vectorize_tasks``, the default): XLA would compile the step again at
+      every call, so it is switched off with a log line (docs/scaling.md, "Vectorized tasks").
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
@@ -97,15 +96,13 @@ class Trainer:
       evaluation reports the best alone and the ``keep_best`` ensembled.
     num_val_episodes: validation episodes (600 in the reference); 0 disables validation.
     sequential_tasks: compute the meta-gradient task by task with recomputed inner steps
-      (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~25% more CPU.
-      Used for images; the sinusoid's tiny tasks are faster all at once.
+      (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, for a little
+      more CPU. Used for images; the sinusoid's tiny tasks are faster all at once.
     landscape: at summary steps, also log the inner loop's landscape measures
       (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
-      step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard. It
-      costs a few plain steps' time once per ``summary_every`` steps, 1-2% of training, plus
-      2-9 s of tracing once per trainer (``benchmarks/landscape_cost.py``), and is not
-      XLA-compiled. Every experiment's gin setup file turns it on; off here so that a Trainer
-      built in Python (tests, notebooks) does not pay the tracing unasked.
+      step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard; not
+      XLA-compiled (its cost: docs/analysis.md). Every experiment's gin setup file turns it on;
+      off here so that a Trainer built in Python does not pay its tracing unasked.
     landscape_multipliers: the multiples of the inner step at which the landscape is probed.
     guard: what to do with a step whose meta-loss or meta-gradient is not finite (its update
       is never applied): a :class:`~l2f_tf.train.guard.NonFiniteGuard`; None: one configured

@@ -10,30 +10,24 @@ that pre-training and writes the features in the format of LEO's released files 
 Omniglot or one's own miniImageNet features as they do on LEO's:
 
 1. `pretrain_backbone`: a backbone of `l2f_tf.models` (conv4 or resnet12) with a head over all
-   train classes learns plain softmax cross-entropy on the train split's images (Adam; every
-   random draw, from the initial weights to the batch order, comes from ``seed``).
+   train classes learns softmax cross-entropy on the train split's images (Adam; every random
+   draw comes from ``seed``).
 2. Fixed normalisation statistics: the library's `BatchNorm` always normalises with the
-   statistics of the batch it is given (MAML's convention), so features computed with it would
-   depend on which images share a batch. After training, one pass over the train split (in
-   the training batch size, in a seeded order) records each batch-norm layer's batch mean and
-   variance, and the embedding network replaces every `BatchNorm` by a fixed affine
-   normalisation with their averages (the population statistics the weights were trained
-   around; Keras' inference mode does the same with running averages). An image's embedding is
-   then a function of that image alone.
-3. `embed_splits`: the penultimate features (the input of the head) of every image of each
-   split, in the reader's class order and image order, go to
-   ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``. The reader's order matters:
-   episode ``e`` of embeddings then holds exactly the images of episode ``e`` of the image
-   pipeline (`episodic.choose_episode`). Classes get ids valid in keys ("c0000", "c0001", ...,
-   numbered over the splits), their real names are in ``<out>/<dataset_name>/classes.json``.
+   statistics of the batch it is given (MAML's convention), so its features would depend on
+   which images share a batch. After training, one pass over the train split (training batch
+   size, seeded order) records each batch-norm layer's batch mean and variance, and the
+   embedding network replaces every `BatchNorm` by `FixedBatchNorm` with their averages (as
+   Keras' inference mode does with running averages): an image's embedding then depends on
+   that image alone.
+3. `embed_splits`: the penultimate features (the head's input) of every image of each split,
+   in the reader's class and image order (so that episode ``e`` of embeddings holds the images
+   of episode ``e`` of the image pipeline), go to
+   ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``. Classes get key-safe ids
+   ("c0000", ..., numbered over the splits); ``<out>/<dataset_name>/classes.json`` names them.
 
 `ensure_glyph_embeddings` (for gin: ``FewShotEmbeddings.root = @ensure_glyph_embeddings()``)
-does all of it for the glyphs dataset of `l2f_tf.data.glyphs`, once, in a cache folder keyed by
-a hash of every parameter.
-
-A split's decoded images are held in memory (uint8: 7 MB for 12,000 glyphs of 28 x 28,
-~0.8 GB for miniImageNet's 38,400 train images at 84 x 84); for tieredImageNet use LEO's
-released embeddings.
+does all of it for the glyphs dataset of `l2f_tf.data.glyphs`, once, in a cached folder.
+A split's decoded images are held in memory (docs/leo_data.md gives the sizes).
 """
 
 from l2f_tf import console  # Imports l2f_tf first, which sets TF_USE_LEGACY_KERAS.
@@ -43,7 +37,6 @@ if __name__ == "__main__":
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import re
@@ -391,31 +384,6 @@ def make_embeddings(image_root: str, out: str, dataset_name: str, image_size: in
 
 
 # --- the glyphs' embeddings, cached ----------------------------------------------------------
-def _file_digest(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
-def _cache_problem(root: str, params: Dict) -> Optional[str]:
-  """What is wrong with the cached embeddings in `root`, or None if they are complete."""
-  try:
-    with open(os.path.join(root, METADATA_FILE), encoding="utf-8") as f:
-      metadata = json.load(f)
-  except FileNotFoundError:
-    return f"{METADATA_FILE} is missing"
-  except (OSError, ValueError) as e:
-    return f"{METADATA_FILE} is unreadable ({e})"
-  if not isinstance(metadata, dict) or metadata.get("parameters") != params:
-    return f"{METADATA_FILE} does not hold these parameters"
-  try:
-    for name, digest in metadata["files"].items():
-      if _file_digest(os.path.join(root, name)) != digest:
-        return f"{name} is not the file that was written"
-  except (OSError, KeyError, TypeError, AttributeError) as e:
-    return f"a file is missing or unreadable ({type(e).__name__}: {e})"
-  return None
-
-
 def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 600,
                             instances_per_class: int = 20, image_size: int = 28,
                             filters: int = 64, epochs: int = 6, batch_size: int = 64,
@@ -426,13 +394,9 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
 
   Calls `glyphs.ensure_glyphs` (cache_dir, num_classes, instances_per_class, image_size,
   seed, split_fractions), pretrains conv4 with `filters` filters on its train split and writes
-  the embeddings (64-d for 28 x 28 images) into ``<cache_dir>/<name>/glyphs/center/``, where
-  ``<name>`` holds a hash of every argument but `cache_dir`, `VERSION` and the glyphs
-  dataset's own name (itself a hash of its parameters and fonts). The folder is written under
-  a temporary name and renamed when complete; a later call returns it once its
-  ``embeddings.json`` lists these parameters and every file with its SHA-256 (a damaged folder
-  is made again, with a warning). The defaults take ~80 s on a busy 2-core CPU (11 s of
-  rendering, ~60 s of pretraining to ~97 % train accuracy); a cached call returns at once.
+  the embeddings (64-d for 28 x 28 images) into ``<cache_dir>/<name>/glyphs/center/``, a cached
+  folder (`l2f_tf.atomic.cached_folder`) whose ``<name>`` holds a hash of every argument but
+  `cache_dir`, `VERSION` and the glyphs dataset's own name.
   """
   glyph_root = glyphs.ensure_glyphs(cache_dir, num_classes, instances_per_class, image_size,
                                     seed, split_fractions)
@@ -441,33 +405,18 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
             "filters": filters, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "split_fractions": [float(f) for f in split_fractions],
             "version": VERSION, "backbone": "conv4"}
-  digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-  cache_dir = os.path.dirname(glyph_root)
-  name = (f"glyph_embeddings_v{VERSION}_{num_classes}c_{instances_per_class}i_{image_size}px_"
-          f"conv4x{filters}_{epochs}ep_seed{seed}_{digest}")
-  root = os.path.join(cache_dir, name)
-  if os.path.isdir(root):
-    problem = _cache_problem(root, params)
-    if problem is None:
-      logging.info("Glyph embeddings found at %s.", root)
-      return root
-    logging.warning("The glyph embeddings in %s are damaged (%s): making them again.", root,
-                    problem)
-  with atomic.folder_for(root) as partial:
-    os.makedirs(partial)
-    make_embeddings(glyph_root, partial, "glyphs", image_size=image_size, channels=1,
-                    normalization="unit",
-                    backbone_fn=functools.partial(conv4, filters=filters), epochs=epochs,
-                    batch_size=batch_size, lr=lr, seed=seed, metadata={"parameters": params})
-    files = {}
-    for folder, _, names in os.walk(partial):
-      for file_name in names:
-        path = os.path.join(folder, file_name)
-        files[os.path.relpath(path, partial)] = _file_digest(path)
-    atomic.write_json(os.path.join(partial, METADATA_FILE),
-                      {"parameters": params, "files": dict(sorted(files.items()))})
-  logging.info("Glyph embeddings written to %s.", root)
-  return root
+
+  def write(folder):
+    make_embeddings(glyph_root, folder, "glyphs", image_size=image_size, channels=1,
+                    normalization="unit", backbone_fn=functools.partial(conv4, filters=filters),
+                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                    metadata={"parameters": params})
+    atomic.write_metadata(folder, METADATA_FILE, params)
+
+  name = atomic.keyed_name(f"glyph_embeddings_v{VERSION}_{num_classes}c_{instances_per_class}i_"
+                           f"{image_size}px_conv4x{filters}_{epochs}ep_seed{seed}", params)
+  return atomic.cached_folder(os.path.join(os.path.dirname(glyph_root), name), METADATA_FILE,
+                              params, write, "glyph embeddings folder")
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
 """Glyphs: a download-free, Omniglot-like few-shot dataset of rendered characters.
 
-Why: the vision pipeline (readers -> episodes -> conv4 / ResNet12) should run out of the box,
-in CI and on a laptop, without fetching Omniglot or miniImageNet. This module renders a
-comparable dataset on the fly from the DejaVu fonts that matplotlib (a dependency) ships, so
-no download, licence step or network access is involved.
+Why: the vision pipeline should run out of the box, in CI and on a laptop, without fetching
+Omniglot or miniImageNet: this module renders a comparable dataset from the DejaVu fonts that
+matplotlib (a dependency) ships.
 
 What: each class is one character. Candidates come from Latin (Basic, Latin-1, Extended-A/B/
 Additional/C/D, IPA), Greek, Cyrillic, Armenian, Georgian, digits, mathematical operators,
@@ -43,37 +42,28 @@ numpy, Pillow/FreeType and font files; the font files' names and sizes are part 
 dataset's cache key).
 
 On disk, ``<root>/{train,val,test}/<class>/<nnnn>.png`` plus ``<root>/glyphs.json`` (the
-parameters, each split's characters and the size of every image file), which
-`l2f_tf.data.readers` reads as the ``mini_imagenet_folders`` layout: ``load_split(root,
-"train", image_size=(28, 28), channels=1)``.
-
-Speed: the default 600 classes x 20 images at 28 x 28 take ~11 s in one process on a loaded
-2-core CPU (~0.5 ms to render an image, about as much to write it, plus ~1 s once per process
-to choose the characters), so no process pool is used. A second call with the same arguments
-returns the existing root after checking it against glyphs.json (every file present with its
-recorded size: ~0.1 s for 12,000 files); a damaged root (a file truncated, deleted or
-replaced) is generated again. The PNGs take ~50 MB on disk (mostly file-system blocks).
+parameters, each split's characters, the size of every file and a digest of their contents),
+which `l2f_tf.data.readers` reads as the ``mini_imagenet_folders`` layout: ``load_split(root,
+"train", image_size=(28, 28), channels=1)``. The root is a cached folder of
+`l2f_tf.atomic.cached_folder`: generated once, then checked against glyphs.json on every call
+and generated again if damaged. docs/few_shot_classification.md gives the timings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import os
-import re
-import shutil
-import socket
 import time
 import unicodedata
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
+
+from l2f_tf import atomic
 
 # Bump when the character selection, rendering or layout changes: old caches are then unused.
 VERSION = 1
@@ -122,10 +112,6 @@ _MAX_ASPECT_JITTER = 0.1
 _MAX_SHEAR = 0.2
 _MAX_TRANSLATION = 0.08
 _MAX_STROKE_FRACTION = 0.02
-
-_PARTIAL_RE = re.compile(r"^\.(?P<name>glyphs_.+)\.partial-(?P<host>[A-Za-z0-9]*)-"
-                         r"(?P<pid>\d+)-[0-9a-f]+$")
-
 
 @dataclasses.dataclass(frozen=True)
 class Glyph:
@@ -219,11 +205,9 @@ def _candidates() -> list[Glyph]:
 
 @functools.cache
 def available_characters() -> tuple[Glyph, ...]:
-  """All characters the dataset can use, in priority (script, then code point) order.
-
-  Computed once per process (~1 s): candidates of `SCRIPTS` covered by every font, minus tiny
-  glyphs and near-duplicates of earlier ones (see the module docstring).
-  """
+  """All characters the dataset can use, in priority (script, then code point) order: the
+  candidates of `SCRIPTS` covered by every font, minus tiny glyphs and near-duplicates of
+  earlier ones (see the module docstring). Computed once per process."""
   start = time.time()
   folder = font_dir()
   fonts = [_font(os.path.join(folder, name), _REFERENCE_FONT_SIZE) for name in _REFERENCE_FONTS]
@@ -345,35 +329,10 @@ def _check_fractions(split_fractions) -> tuple[float, float, float]:
 
 def _dataset_name(params: dict) -> str:
   """Readable folder name plus a hash of every parameter, `VERSION` and the fonts."""
-  key = json.dumps({**params, "version": VERSION, "fonts": _font_fingerprint()},
-                   sort_keys=True)
-  digest = hashlib.sha256(key.encode()).hexdigest()[:10]
   classes = "all" if params["num_classes"] is None else params["num_classes"]
-  return (f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
-          f"{params['image_size']}px_seed{params['seed']}_{digest}")
-
-
-def _host() -> str:
-  """This machine's name reduced to [A-Za-z0-9] (it is part of temporary folder names)."""
-  return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
-
-
-def _remove_stale_partials(cache_dir: str) -> None:
-  """Deletes temporary folders left by killed generations on this host (best effort)."""
-  host = _host()
-  for entry in os.listdir(cache_dir):
-    match = _PARTIAL_RE.match(entry)
-    if not match or match["host"] != host or os.name != "posix":
-      continue
-    try:
-      os.kill(int(match["pid"]), 0)
-      continue  # Its process still runs (maybe generating right now): leave it.
-    except ProcessLookupError:
-      pass
-    except (PermissionError, OverflowError):
-      continue
-    logging.info("Removing %s, left by an interrupted glyphs generation.", entry)
-    shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
+  return atomic.keyed_name(f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
+                           f"{params['image_size']}px_seed{params['seed']}",
+                           {**params, "version": VERSION, "fonts": _font_fingerprint()})
 
 
 def _file_names(count: int) -> list[str]:
@@ -382,81 +341,37 @@ def _file_names(count: int) -> list[str]:
   return [f"{index:0{width}d}.png" for index in range(count)]
 
 
-def _partial_path(cache_dir: str, name: str) -> str:
-  """A new temporary folder name next to the root `name` (see `_remove_stale_partials`)."""
-  return os.path.join(cache_dir,
-                      f".{name}.partial-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def cache_problem(root: str, params: dict) -> str | None:
-  """What is wrong with the generated dataset in `root`, in words, or None if it is intact.
-
-  Intact: ``glyphs.json`` parses, has `params` and, for every class, exactly the image files
-  it lists, each of the size it recorded (a file truncated, deleted, added or replaced by
-  another of a different size is found; checking sizes needs no image decoding).
-  """
-  path = os.path.join(root, METADATA_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      metadata = json.load(f)
-  except FileNotFoundError:
-    return f"{METADATA_FILE} is missing"
-  except (OSError, ValueError) as e:
-    return f"{METADATA_FILE} is unreadable ({e})"
-  if not isinstance(metadata, dict) or metadata.get("parameters") != params:
-    return f"{METADATA_FILE} does not hold these parameters"
-  names = _file_names(params["instances_per_class"])
-  try:
-    if not all("file_sizes" in entry for entries in metadata["splits"].values()
-               for entry in entries):
-      return f"{METADATA_FILE} lists no file sizes (an older version wrote it)"
-    for split, classes in metadata["splits"].items():
-      for entry in classes:
-        class_dir = os.path.join(root, split, entry["class"])
-        if sorted(os.listdir(class_dir)) != names:
-          return f"{class_dir} does not hold the files {names[0]}..{names[-1]}"
-        for name, size in zip(names, entry["file_sizes"], strict=True):
-          if os.path.getsize(os.path.join(class_dir, name)) != size:
-            return f"{os.path.join(class_dir, name)} is not the size it was written with"
-  except (OSError, KeyError, TypeError, AttributeError, ValueError) as e:
-    return f"{METADATA_FILE} does not match the files ({type(e).__name__}: {e})"
-  return None
-
-
-def _discard(root: str) -> None:
-  """Moves `root` out of the way under a temporary name, then deletes it (best effort)."""
-  cache_dir, name = os.path.split(root)
-  aside = _partial_path(cache_dir, name)
-  try:
-    os.rename(root, aside)
-  except FileNotFoundError:
-    return  # Another process discarded it first.
-  shutil.rmtree(aside, ignore_errors=True)
+def _choose_splits(params: dict) -> dict[str, list[Glyph]]:
+  """The characters of each split: a seeded draw of `num_classes`, split by the fractions."""
+  characters = available_characters()
+  num_classes = params["num_classes"]
+  if num_classes is not None and num_classes > len(characters):
+    raise ValueError(f"ensure_glyphs: num_classes={num_classes} exceeds the {len(characters)} "
+                     f"characters available; use at most {len(characters)} (or None for all).")
+  order = np.random.default_rng([params["seed"], 0]).permutation(len(characters))
+  chosen = [characters[i] for i in order[:num_classes or len(characters)]]
+  bounds = np.cumsum((0,) + split_sizes(len(chosen), params["split_fractions"]))
+  return {split: sorted(chosen[bounds[k]:bounds[k + 1]], key=lambda g: g.name)
+          for k, split in enumerate(SPLITS)}
 
 
 def _write_dataset(folder: str, splits: dict[str, list[Glyph]], params: dict) -> None:
   """Renders every image of `splits` into `folder` and writes the metadata file."""
   count, seed, size = params["instances_per_class"], params["seed"], params["image_size"]
-  file_sizes = {}
+  logging.info("Rendering the glyphs dataset (%s classes; %d images of %dx%d each).",
+               ", ".join(f"{s} {len(g)}" for s, g in splits.items()), count, size, size)
   for split, glyphs in splits.items():
     for glyph in glyphs:
       class_dir = os.path.join(folder, split, glyph.name)
       os.makedirs(class_dir)
       for index, file_name in enumerate(_file_names(count)):
-        rng = np.random.default_rng([seed, glyph.codepoint, index])
-        pixels = render_glyph(glyph.char, rng, size)
-        path = os.path.join(class_dir, file_name)
-        Image.fromarray(pixels).save(path)
-        file_sizes.setdefault((split, glyph.name), []).append(os.path.getsize(path))
-  metadata = {
-      "version": VERSION, "parameters": params, "fonts": list(FONT_FILES),
-      "splits": {split: [{"class": g.name, "char": g.char, "unicode_name": g.unicode_name,
-                          "file_sizes": file_sizes[split, g.name]}
-                         for g in glyphs] for split, glyphs in splits.items()},
-  }
-  with open(os.path.join(folder, METADATA_FILE), "w", encoding="utf-8") as f:
-    json.dump(metadata, f, indent=1, sort_keys=True)
-    f.write("\n")
+        pixels = render_glyph(glyph.char, np.random.default_rng([seed, glyph.codepoint, index]),
+                              size)
+        Image.fromarray(pixels).save(os.path.join(class_dir, file_name))
+  atomic.write_metadata(folder, METADATA_FILE, params, version=VERSION, fonts=list(FONT_FILES),
+                        splits={split: [{"class": g.name, "char": g.char,
+                                         "unicode_name": g.unicode_name} for g in glyphs]
+                                for split, glyphs in splits.items()})
 
 
 def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int | None = 600,
@@ -464,14 +379,9 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
                   split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
   """Returns the root of the glyphs dataset with these parameters, generating it if needed.
 
-  Generation happens once: the root's name holds a hash of every argument (but `cache_dir`),
-  `VERSION` and the font files, so a later call with the same arguments returns at once and
-  different arguments never share a folder. Images are written into a temporary sibling
-  folder renamed to the root when complete, so an interrupted generation never leaves a root
-  that looks complete. A root that fails `cache_problem` (damaged since) is replaced by a new
-  generation, with a warning. If another process (e.g. a pytest-xdist worker) finishes the
-  same root first, this process discards its copy and returns theirs (the files are
-  identical).
+  The root's name holds a hash of every argument (but `cache_dir`), `VERSION` and the font
+  files, so different arguments never share a folder; see `l2f_tf.atomic.cached_folder` for
+  the checks, interrupted generations and other processes generating the same root.
 
   Args:
     cache_dir: Folder holding the datasets; None for `default_cache_dir()`
@@ -503,45 +413,6 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
   if num_classes is not None:
     split_sizes(num_classes, params["split_fractions"])
   cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir or default_cache_dir())))
-  name = _dataset_name(params)
-  root = os.path.join(cache_dir, name)
-  if os.path.isdir(root):
-    problem = cache_problem(root, params)
-    if problem is None:
-      logging.info("Glyphs dataset found at %s.", root)
-      return root
-    logging.warning("The glyphs dataset in %s is damaged (%s): generating it again.", root,
-                    problem)
-    _discard(root)
-
-  characters = available_characters()
-  if num_classes is not None and num_classes > len(characters):
-    raise ValueError(f"ensure_glyphs: num_classes={num_classes} exceeds the {len(characters)} "
-                     f"characters available; use at most {len(characters)} (or None for all).")
-  order = np.random.default_rng([params["seed"], 0]).permutation(len(characters))
-  chosen = [characters[i] for i in order[:num_classes or len(characters)]]
-  sizes = split_sizes(len(chosen), params["split_fractions"])
-  bounds = np.cumsum((0,) + sizes)
-  splits = {split: sorted(chosen[bounds[k]:bounds[k + 1]], key=lambda g: g.name)
-            for k, split in enumerate(SPLITS)}
-
-  os.makedirs(cache_dir, exist_ok=True)
-  _remove_stale_partials(cache_dir)
-  partial = _partial_path(cache_dir, name)
-  logging.info("Generating the glyphs dataset (%d classes: %s; %d images of %dx%d each) in %s.",
-               len(chosen), ", ".join(f"{s} {n}" for s, n in zip(SPLITS, sizes)),
-               params["instances_per_class"], image_size, image_size, root)
-  start = time.time()
-  os.makedirs(partial)
-  try:
-    _write_dataset(partial, splits, params)
-    os.rename(partial, root)
-  except BaseException as e:
-    shutil.rmtree(partial, ignore_errors=True)
-    if isinstance(e, OSError) and os.path.isdir(root):
-      logging.info("Another process generated %s first; using it.", root)
-      return root
-    raise
-  logging.info("Generated %d images into %s in %.1f s.",
-               len(chosen) * params["instances_per_class"], root, time.time() - start)
-  return root
+  return atomic.cached_folder(os.path.join(cache_dir, _dataset_name(params)), METADATA_FILE,
+                              params, lambda folder: _write_dataset(
+                                  folder, _choose_splits(params), params), "glyphs dataset")

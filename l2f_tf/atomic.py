@@ -135,27 +135,14 @@ def _remove_stale_partials(folder: str) -> None:
   """Deletes the temporary folders of killed writers on this host (best effort)."""
   for entry in os.listdir(folder):
     match = _PARTIAL_RE.match(entry)
-    if not match or match["host"] != _HOST:
-      continue
-    try:
-      os.kill(int(match["pid"]), 0)
-      continue  # Its process still runs (maybe writing right now): leave it.
-    except ProcessLookupError:
-      pass
-    except (PermissionError, OverflowError):
-      continue
-    logging.info("Removing %s, left by an interrupted writer.", entry)
-    shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
-
-
-def _discard(root: str) -> None:
-  """Moves ``root`` aside under a temporary name, then deletes it (best effort)."""
-  aside = partial_name(root)
-  try:
-    os.rename(root, aside)
-  except FileNotFoundError:
-    return  # Another process discarded it first.
-  shutil.rmtree(aside, ignore_errors=True)
+    if match and match["host"] == _HOST:
+      try:
+        os.kill(int(match["pid"]), 0)  # A writer that still runs may be writing right now.
+      except ProcessLookupError:
+        logging.info("Removing %s, left by an interrupted writer.", entry)
+        shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+      except (PermissionError, OverflowError):
+        pass
 
 
 def _files(root: str, metadata_file: str) -> Dict[str, str]:
@@ -221,13 +208,12 @@ def cached_folder(root: str, metadata_file: str, parameters: Dict,
                   write: Callable[[str], None], what: str) -> str:
   """Returns ``root`` once it holds what ``write`` writes, calling ``write`` only if needed.
 
-  ``root`` is used as it is unless `folder_problem` finds something wrong; then it is deleted,
-  with a warning. ``write(folder)`` fills a new temporary folder next to ``root`` (made here)
-  and ends with `write_metadata`; the folder is renamed to ``root`` when complete, so an
-  interrupted writer never leaves a ``root`` that looks complete, and temporary folders of
-  killed writers on this host are deleted first. If another process (a pytest-xdist worker)
-  renames its copy first, this process deletes its own and returns theirs. ``what`` names the
-  folder in log lines ("glyphs dataset").
+  A ``root`` in which `folder_problem` finds something wrong is deleted, with a warning.
+  ``write(folder)`` fills a new temporary folder next to ``root`` and ends with
+  `write_metadata`; the folder is then renamed to ``root``, so an interrupted writer never
+  leaves a ``root`` that looks complete (and the temporary folders of killed writers on this
+  host are deleted). If another process (a pytest-xdist worker) renames its copy first, this
+  one deletes its own and returns theirs. ``what`` names the folder in log lines.
   """
   if os.path.isdir(root):
     problem = folder_problem(root, metadata_file, parameters)
@@ -235,7 +221,10 @@ def cached_folder(root: str, metadata_file: str, parameters: Dict,
       logging.info("The %s is at %s.", what, root)
       return root
     logging.warning("The %s in %s is damaged (%s): generating it again.", what, root, problem)
-    _discard(root)
+    aside = partial_name(root)
+    with contextlib.suppress(FileNotFoundError):  # (Another process moved it first.)
+      os.rename(root, aside)
+      shutil.rmtree(aside, ignore_errors=True)
   os.makedirs(os.path.dirname(root), exist_ok=True)
   _remove_stale_partials(os.path.dirname(root))
   partial = partial_name(root)

@@ -68,46 +68,28 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass
 class SplitImages:
-  """One split's decoded images, in the reader's class order and image order.
+  """One split's decoded images, in the reader's class order and image order."""
 
-  Attributes:
-    images: uint8 [M, H, W, C].
-    labels: int32 [M], class index of each image.
-    class_names: the reader's class names, in index order.
-    image_names: per image, a name for its key (the file's name, or its position).
-  """
-
-  images: np.ndarray
-  labels: np.ndarray
-  class_names: List[str]
-  image_names: List[str]
+  images: np.ndarray  # uint8 [M, H, W, C]
+  labels: np.ndarray  # int32 [M], the class index of each image
+  class_names: List[str]  # the reader's, in index order
+  image_names: List[str]  # per image, a name for its key (its file's name, or its position)
 
 
 @dataclasses.dataclass
 class PretrainedBackbone:
-  """A backbone trained on the train classes, and what reading its inputs needs.
+  """A backbone trained on the train classes, and how its images are read (as trained)."""
 
-  Attributes:
-    model: the backbone with its head over all train classes.
-    features: the model up to the head's input, every `BatchNorm` replaced by fixed statistics
-      (see the module docstring): an image's features depend on that image alone.
-    image_size, channels, normalization, reader_options: how images are read (as trained).
-    train_accuracy: accuracy on the train split's images with the fixed statistics.
-    last_epoch_accuracy: mean accuracy of the last epoch's batches (batch statistics).
-    seconds: pretraining time (training and the statistics pass).
-    steps: optimiser steps.
-  """
-
-  model: keras.Model
-  features: keras.Model
+  model: keras.Model  # with its head over all train classes
+  features: keras.Model  # up to the head's input, with `FixedBatchNorm`s
   image_size: int
   channels: Optional[int]
   normalization: str
   reader_options: Dict
-  train_accuracy: float
-  last_epoch_accuracy: float
-  seconds: float
-  steps: int
+  train_accuracy: float  # on the train split, with the fixed statistics
+  last_epoch_accuracy: float  # of the last epoch's batches (batch statistics)
+  seconds: float  # training and the statistics pass
+  steps: int  # optimiser steps
 
 
 class FixedBatchNorm(keras.layers.Layer):
@@ -244,25 +226,14 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
                       reader_options: Optional[Dict] = None,
                       log_every_seconds: float = 10.0,
                       train_images: Optional[SplitImages] = None) -> PretrainedBackbone:
-  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` with softmax
-  cross-entropy on the train split of `root` (Adam, learning rate `lr`); see the module
-  docstring for the fixed statistics of its feature network.
+  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` (conv4, resnet12 or
+  a functools.partial of one, ending with its Dense head) with softmax cross-entropy on the
+  train split of the image dataset `root` (Adam, learning rate `lr`), `epochs` passes of
+  `batch_size` images, then fixes its batch-norm statistics (see the module docstring).
 
-  Args:
-    root: an image dataset (any layout of `l2f_tf.data.readers`).
-    image_size: images are resized to image_size x image_size.
-    channels: 1 or 3, or None for the format's default.
-    normalization: "imagenet" or "unit" (see `episodic.normalize_images`).
-    backbone_fn: e.g. conv4 or resnet12 (or a functools.partial of one); it must end with
-      its Dense head.
-    epochs: passes over the train split.
-    batch_size: images per step (and per batch of the statistics pass).
-    lr: Adam's learning rate.
-    seed: seeds the initial weights (``keras.utils.set_random_seed``, which also seeds
-      Python's, numpy's and TensorFlow's global generators) and the batch order.
-    reader_options: extra arguments of the dataset reader.
-    log_every_seconds: time between progress lines.
-    train_images: the train split, if already decoded by `read_split_images`.
+  Images are read by `readers.load_split` (`image_size`, `channels`, `reader_options`) unless
+  `train_images` holds them already, and normalised by `episodic.normalize_images`. `seed`
+  seeds the initial weights (``keras.utils.set_random_seed``) and the batch order.
 
   Raises:
     ValueError: for a bad setting, or a dataset that cannot be read (DatasetError).
@@ -337,12 +308,10 @@ def embed_splits(backbone: PretrainedBackbone, image_root: str, out: str, datase
                  images: Optional[Dict[str, SplitImages]] = None,
                  metadata: Optional[Dict] = None) -> Dict[str, str]:
   """Writes ``<out>/<dataset_name>/center/<split>_embeddings.pkl`` for every split (the
-  backbone's features of every image, classes and images in the reader's order) and
-  ``<out>/<dataset_name>/classes.json`` (the class ids of the keys -> the reader's class
-  names, per split, with `metadata`). Returns split -> path.
-
-  ``images``: splits already decoded by `read_split_images` (others are read from
-  `image_root`)."""
+  backbone's features of every image, classes and images in the reader's order; `images`
+  holds splits already decoded by `read_split_images`) and ``<out>/<dataset_name>/
+  classes.json`` (per split, the class ids of the keys -> the reader's class names, with
+  `metadata`). Returns split -> path."""
   images = dict(images or {})
   folder = os.path.join(os.fspath(out), dataset_name)
   paths, classes, offset = {}, {}, 0
@@ -369,17 +338,15 @@ def make_embeddings(image_root: str, out: str, dataset_name: str, image_size: in
                     channels: Optional[int] = None, normalization: str = "imagenet",
                     backbone_fn: Callable[..., keras.Model] = conv4, epochs: int = 10,
                     batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    reader_options: Optional[Dict] = None,
-                    metadata: Optional[Dict] = None) -> PretrainedBackbone:
+                    reader_options: Optional[Dict] = None) -> PretrainedBackbone:
   """`pretrain_backbone` then `embed_splits` of every split; returns the backbone."""
   train = read_split_images(image_root, "train", image_size, channels, reader_options)
   backbone = pretrain_backbone(image_root, image_size, channels, normalization, backbone_fn,
                                epochs, batch_size, lr, seed, reader_options,
                                train_images=train)
-  info = {"train_accuracy": backbone.train_accuracy, "pretraining_seconds": backbone.seconds,
-          **(metadata or {})}
   embed_splits(backbone, image_root, out, dataset_name, images={"train": train},
-               metadata=info)
+               metadata={"train_accuracy": backbone.train_accuracy,
+                         "pretraining_seconds": backbone.seconds})
   return backbone
 
 
@@ -409,8 +376,7 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
   def write(folder):
     make_embeddings(glyph_root, folder, "glyphs", image_size=image_size, channels=1,
                     normalization="unit", backbone_fn=functools.partial(conv4, filters=filters),
-                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                    metadata={"parameters": params})
+                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     atomic.write_metadata(folder, METADATA_FILE, params)
 
   name = atomic.keyed_name(f"glyph_embeddings_v{VERSION}_{num_classes}c_{instances_per_class}i_"

@@ -4,42 +4,27 @@ Why: the vision pipeline should run out of the box, in CI and on a laptop, witho
 Omniglot or miniImageNet: this module renders a comparable dataset from the DejaVu fonts that
 matplotlib (a dependency) ships.
 
-What: each class is one character. Candidates come from Latin (Basic, Latin-1, Extended-A/B/
-Additional/C/D, IPA), Greek, Cyrillic, Armenian, Georgian, digits, mathematical operators,
-arrows, geometric shapes and a few miscellaneous symbols. A candidate is kept if
-
-* every font of `FONT_FILES` covers it (checked in the fonts' character maps; this excludes
-  Hebrew, which only the DejaVu Sans faces have, and Arabic, which only DejaVu Sans and Sans
-  Bold have),
-* it is a letter, digit or symbol without a Unicode decomposition (so no precomposed accented
-  letters, ligatures or compatibility forms; no combining marks, spaces or punctuation), whose
-  ink is not tiny (at least `_MIN_INK_FRACTION` of the em in its larger side), and
-* once scaled to fit a 24 x 24 box, it is not (near-)identical to an earlier kept character
-  (Tanimoto distance below `_MIN_DISTANCE`, averaged over DejaVu Sans and DejaVu Serif), so
-  Latin "A", Greek "Alpha" and Cyrillic "A" give one class, named after the first in script
-  order (Latin, Greek, Cyrillic, Armenian, Georgian, digits, math, arrows, shapes, symbols).
-
-That leaves 795 classes with matplotlib 3.11's fonts (see `available_characters`): Latin 263,
-arrows 107, shapes 85, Cyrillic 80, math 73, Armenian 62, Greek 43, Georgian 43, symbols 30,
-digits 9 (Greek and Cyrillic lose most capitals to Latin look-alikes). Classes are named
-``<script>_U<hex code point>``, e.g. ``greek_U03B1``.
+What: each class is one character of Latin, Greek, Cyrillic, Armenian, Georgian, digits,
+mathematical operators, arrows, geometric shapes or miscellaneous symbols (`SCRIPTS`), kept if
+every font of `FONT_FILES` covers it, it is a letter, digit or symbol without a Unicode
+decomposition whose ink is not tiny (`_MIN_INK_FRACTION` of the em), and, scaled into a
+24 x 24 box, it is not a near-duplicate (Tanimoto distance below `_MIN_DISTANCE`, averaged over
+DejaVu Sans and Serif) of an earlier kept character: Latin "A", Greek "Alpha" and Cyrillic "A"
+give one class, named after the first in script order. That leaves 795 classes with
+matplotlib 3.11's fonts, named ``<script>_U<hex code point>`` (``greek_U03B1``).
 `ensure_glyphs` draws `num_classes` of them (600 by default) and splits them into disjoint
-train/val/test classes (60/15/25 % by default: Omniglot's usual share of test characters,
-26 %, with more validation classes than its 100 of 1623) with one seeded shuffle.
+train/val/test classes (60/15/25 % by default, near Omniglot's share of test characters) with
+one seeded shuffle.
 
 Each image is the character in one of the 12 fonts (Sans, Serif, Sans Mono; regular, bold,
-oblique/italic, bold oblique/italic) drawn at random, with a random extra stroke width (0 to
-~2 % of the font size), then a random affine jitter: rotation within +-15 degrees, scale
-0.8-1.0 (aspect +-10 %), horizontal shear within +-0.2 and a translation of up to 8 % of the
-canvas, never pushing ink off the canvas. The glyph's ink box is scaled to fill ~80 % of the
-canvas and centred (like Omniglot's hand-drawn characters, so small letters are as large as
-capitals). Rendering happens at 4x `image_size` and is box-downsampled. Images are grayscale
-PNGs with black (0) strokes on a white (255) background, Omniglot's convention.
-
-Every random draw comes from ``numpy.random.default_rng`` seeded by (seed, code point, image
-index) or (seed, purpose), so the same arguments give byte-identical files (with the same
-numpy, Pillow/FreeType and font files; the font files' names and sizes are part of the
-dataset's cache key).
+oblique/italic, bold oblique/italic) with a random extra stroke width and a random affine
+jitter (rotation, scale, aspect, shear, translation; the `_MAX_*` constants) that never pushes
+ink off the canvas; its ink box fills ~80 % of the canvas, centred (like Omniglot's
+hand-drawn characters). Rendering happens at 4x `image_size` and is box-downsampled.
+Grayscale PNGs, black (0) strokes on white (255), Omniglot's convention. Every random draw
+comes from ``numpy.random.default_rng`` seeded by (seed, code point, image index) or (seed,
+purpose), so the same arguments give byte-identical files (with the same numpy,
+Pillow/FreeType and fonts; the fonts' names and sizes are part of the cache key).
 
 On disk, ``<root>/{train,val,test}/<class>/<nnnn>.png`` plus ``<root>/glyphs.json`` (the
 parameters, each split's characters, the size of every file and a digest of their contents),
@@ -113,6 +98,7 @@ _MAX_SHEAR = 0.2
 _MAX_TRANSLATION = 0.08
 _MAX_STROKE_FRACTION = 0.02
 
+
 @dataclasses.dataclass(frozen=True)
 class Glyph:
   """One class of the dataset: a character and the script block it was taken from."""
@@ -142,11 +128,7 @@ def font_dir() -> str:
 
 @functools.cache
 def font_paths() -> tuple[str, ...]:
-  """Paths of `FONT_FILES` (checked once per process).
-
-  Raises:
-    FileNotFoundError: If matplotlib's installation lacks one of the DejaVu fonts.
-  """
+  """Paths of `FONT_FILES`; FileNotFoundError if matplotlib's installation lacks one."""
   folder = font_dir()
   paths = tuple(os.path.join(folder, name) for name in FONT_FILES)
   missing = [path for path in paths if not os.path.isfile(path)]
@@ -255,16 +237,8 @@ def split_sizes(num_classes: int,
 
 
 def render_glyph(char: str, rng: np.random.Generator, image_size: int = 28) -> np.ndarray:
-  """Renders one randomly jittered instance of `char` (black on white).
-
-  Args:
-    char: The character.
-    rng: Source of every random choice (font, stroke, affine jitter).
-    image_size: Side of the square output.
-
-  Returns:
-    A ``uint8`` array of shape (image_size, image_size): ink 0, background 255.
-  """
+  """One randomly jittered instance of `char`: uint8 [image_size, image_size], ink 0 on a
+  background of 255; `rng` draws the font, the stroke and the affine jitter."""
   u = rng.random(8)  # Fixed number of draws, each mapped by hand: stable across numpy versions.
   canvas = _SUPERSAMPLE * image_size
   paths = font_paths()

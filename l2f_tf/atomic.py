@@ -33,24 +33,19 @@ _PARTIAL_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[0-9a-f]+"
                          re.escape(TMP_MARK) + "$")
 
 
-def _file_mode() -> int:
-  """The mode ``open(path, "w")`` would give a new file: 0o666 less the process's umask."""
-  umask = os.umask(0)
-  os.umask(umask)
-  return 0o666 & ~umask
-
-
 @contextlib.contextmanager
 def path_for(path: str) -> Iterator[str]:
   """A temporary path next to ``path`` (same extension, so that e.g. matplotlib picks the
-  format from it; mode as a plain ``open`` gives, not mkstemp's private 0o600); on leaving the
-  block without an error it is renamed to ``path``, on an error it is removed."""
+  format from it; the mode a plain ``open`` gives, not mkstemp's private 0o600); on leaving
+  the block without an error it is renamed to ``path``, on an error it is removed."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_MARK + os.path.splitext(path)[1],
                              dir=folder)
   os.close(fd)
-  os.chmod(tmp, _file_mode())
+  umask = os.umask(0)  # (Read by setting it.)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   try:
     yield tmp
     os.replace(tmp, path)

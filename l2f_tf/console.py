@@ -63,22 +63,10 @@ class _StderrFilter:
     self._thread.start()
 
   def _copy(self, read_end: int) -> None:
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-      pending = b""
-      while True:
-        chunk = pipe.read(65536)
-        if not chunk:
-          break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-          self._emit(line + b"\n")
-      if pending:
-        self._emit(pending)
-
-  def _emit(self, line: bytes) -> None:
-    if not is_noise(line.decode("utf-8", "replace")):
-      os.write(self._real, line)
+    with os.fdopen(read_end, "rb") as pipe:
+      for line in pipe:  # A line as soon as it is complete (the last one maybe without \n).
+        if not is_noise(line.decode("utf-8", "replace")):
+          os.write(self._real, line)
 
   def close(self) -> None:
     """Puts the real stderr back on descriptor 2 and copies what is still in the pipe."""

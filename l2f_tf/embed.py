@@ -148,15 +148,6 @@ def _image_spec(images: np.ndarray) -> tf.TensorSpec:
   return tf.TensorSpec([None, *images.shape[1:]], tf.as_dtype(images.dtype))
 
 
-def _feature_model(model: keras.Model) -> keras.Model:
-  """The model up to the input of its last layer (the head)."""
-  head = model.layers[-1]
-  if not isinstance(head, keras.layers.Dense):
-    raise ValueError(f"The backbone {model.name!r} must end with its Dense head (the features "
-                     f"are its input), but ends with {type(head).__name__}.")
-  return keras.Model(model.inputs, head.input, name=f"{model.name}_features")
-
-
 def _population_statistics(model: keras.Model, images: np.ndarray, normalization: str,
                            batch_size: int, seed: int) -> Dict[str, tuple]:
   """Per `BatchNorm` layer: (mean, variance) averaged over the batches of one pass over
@@ -190,7 +181,11 @@ def _population_statistics(model: keras.Model, images: np.ndarray, normalization
 
 
 def _fixed_features(model: keras.Model, statistics: Dict[str, tuple]) -> keras.Model:
-  """The feature model of `model` (sharing its weights) with fixed batch-norm statistics."""
+  """The model up to its head's input (sharing its weights) with fixed batch-norm statistics."""
+  head = model.layers[-1]
+  if not isinstance(head, keras.layers.Dense):
+    raise ValueError(f"The backbone {model.name!r} must end with its Dense head (the features "
+                     f"are its input), but ends with {type(head).__name__}.")
 
   def replace(layer):
     if isinstance(layer, BatchNorm):
@@ -199,7 +194,9 @@ def _fixed_features(model: keras.Model, statistics: Dict[str, tuple]) -> keras.M
                             layer.epsilon, name=layer.name)
     return layer
 
-  return keras.models.clone_model(_feature_model(model), clone_function=replace)
+  return keras.models.clone_model(
+      keras.Model(model.inputs, head.input, name=f"{model.name}_features"),
+      clone_function=replace)
 
 
 def _features(network: keras.Model, images: np.ndarray, normalization: str,

@@ -26,12 +26,9 @@ comes from ``numpy.random.default_rng`` seeded by (seed, code point, image index
 purpose), so the same arguments give byte-identical files (with the same numpy,
 Pillow/FreeType and fonts; the fonts' names and sizes are part of the cache key).
 
-On disk, ``<root>/{train,val,test}/<class>/<nnnn>.png`` plus ``<root>/glyphs.json`` (the
-parameters, each split's characters, the size of every file and a digest of their contents),
-which `l2f_tf.data.readers` reads as the ``mini_imagenet_folders`` layout: ``load_split(root,
-"train", image_size=(28, 28), channels=1)``. The root is a cached folder of
-`l2f_tf.atomic.cached_folder`: generated once, then checked against glyphs.json on every call
-and generated again if damaged. docs/few_shot_classification.md gives the timings.
+On disk: ``<root>/{train,val,test}/<class>/<nnnn>.png`` (the ``mini_imagenet_folders`` layout
+of `l2f_tf.data.readers`) and ``glyphs.json``, a cached folder (`l2f_tf.atomic.cached_folder`)
+checked on every call. docs/few_shot_classification.md gives the timings.
 """
 
 from __future__ import annotations
@@ -353,27 +350,17 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
                   split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
   """Returns the root of the glyphs dataset with these parameters, generating it if needed.
 
-  The root's name holds a hash of every argument (but `cache_dir`), `VERSION` and the font
-  files, so different arguments never share a folder; see `l2f_tf.atomic.cached_folder` for
-  the checks, interrupted generations and other processes generating the same root.
-
-  Args:
-    cache_dir: Folder holding the datasets; None for `default_cache_dir()`
-      (``$L2F_TF_CACHE`` or ``~/.cache/l2f_tf``).
-    num_classes: Number of characters, drawn with a seeded shuffle from
-      `available_characters()`; None for all of them.
-    instances_per_class: Images per character.
-    image_size: Side of the square grayscale images.
-    seed: Seeds the choice and split of the characters and every image.
-    split_fractions: Fractions of the classes in (train, val, test); see `split_sizes`.
-
-  Returns:
-    The dataset root, holding ``{train,val,test}/<class>/<nnnn>.png`` (read it with
-    ``l2f_tf.data.readers.load_split(root, split, channels=1)``) and ``glyphs.json``.
+  `num_classes` characters (None: all) are drawn with a seeded shuffle from
+  `available_characters()` and split by `split_fractions` (train, val, test; see
+  `split_sizes`), each with `instances_per_class` grayscale images of `image_size` squared;
+  `seed` seeds every draw. The root, in `cache_dir` (None: `default_cache_dir()`), holds
+  ``{train,val,test}/<class>/<nnnn>.png`` (``readers.load_split(root, split, channels=1)``)
+  and ``glyphs.json``. Its name holds a hash of every argument but `cache_dir`, `VERSION` and
+  the fonts; it is a cached folder (`l2f_tf.atomic.cached_folder`).
 
   Raises:
-    ValueError: If an argument is invalid, e.g. `num_classes` exceeds the characters
-      available (the message gives the maximum).
+    ValueError: for an invalid argument, e.g. more classes than characters (the message gives
+      the maximum).
   """
   if num_classes is not None:
     num_classes = _check_int("num_classes", num_classes, 3)

@@ -73,13 +73,9 @@ def write_json(path: str, value: Any, indent: Optional[int] = 2) -> str:
 @contextlib.contextmanager
 def folder_for(path: str) -> Iterator[str]:
   """A temporary folder name next to ``path`` (not yet created) for a writer that creates the
-  folder itself (``tf.saved_model.save``); on success it replaces ``path``.
-
-  A folder cannot be renamed over another atomically, so an existing ``path`` is first moved
-  aside to ``.<name>.old.tmp`` and deleted after the new folder is in place. A kill between the
-  two renames leaves no ``path`` at all (never a half-written one); the caller's record of
-  finished stages then says it must be written again.
-  """
+  folder itself (``tf.saved_model.save``); on success it replaces ``path``. A folder cannot be
+  renamed over another atomically: an existing ``path`` is moved aside to ``.<name>.old.tmp``
+  first, so a kill between the two renames leaves no ``path`` (never a half-written one)."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=TMP_MARK, dir=folder)

@@ -118,12 +118,8 @@ def _image_name(source, position: int) -> str:
 
 def read_split_images(root: str, split: str, image_size: int, channels: Optional[int] = None,
                       reader_options: Optional[Dict] = None) -> SplitImages:
-  """Decodes every image of a split (`readers.load_split`) in the reader's order.
-
-  Raises:
-    DatasetError: if the dataset cannot be read or an image cannot be decoded (embeddings
-      must cover every image, so a bad one is not skipped).
-  """
+  """Decodes every image of a split (`readers.load_split`) in the reader's order; raises
+  DatasetError for an image that cannot be decoded (embeddings cover every image)."""
   index = readers.load_split(root, split, image_size=(image_size, image_size),
                              channels=channels, **dict(reader_options or {}))
   images, labels, names = [], [], []
@@ -232,8 +228,7 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
   `train_images` holds them already, and normalised by `episodic.normalize_images`. `seed`
   seeds the initial weights (``keras.utils.set_random_seed``) and the batch order.
 
-  Raises:
-    ValueError: for a bad setting, or a dataset that cannot be read (DatasetError).
+  Raises ValueError for a bad setting, or a dataset that cannot be read (DatasetError).
   """
   if normalization not in episodic.NORMALIZATIONS:
     raise ValueError(f"pretrain_backbone: normalization must be one of "
@@ -260,12 +255,11 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
     return loss, correct
 
   steps_per_epoch = -(-len(data.images) // batch_size)
-  total = epochs * steps_per_epoch
   logging.info("Pretraining %s on %d train images of %d classes (%dx%dx%d): %d epochs of %d "
                "steps.", model.name, len(data.images), num_classes, *data.images.shape[1:],
                epochs, steps_per_epoch)
-  progress = Progress(total, every_seconds=log_every_seconds, label="pretraining step",
-                      unit="step")
+  progress = Progress(epochs * steps_per_epoch, every_seconds=log_every_seconds,
+                      label="pretraining step")
   step, epoch_accuracy = 0, 0.0
   for epoch in range(epochs):
     order = np.random.default_rng([seed, 1, epoch]).permutation(len(data.images))
@@ -282,10 +276,9 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
     epoch_accuracy = correct / len(data.images)
     logging.info("Pretraining epoch %d/%d: loss %.4f, train accuracy %.4f.", epoch + 1,
                  epochs, float(np.mean(losses)), epoch_accuracy)
-  statistics = _population_statistics(model, data.images, normalization, batch_size, seed)
-  features = _fixed_features(model, statistics)
-  train_features = _features(features, data.images, normalization, 256)
-  logits = model.layers[-1](tf.constant(train_features)).numpy()
+  features = _fixed_features(
+      model, _population_statistics(model, data.images, normalization, batch_size, seed))
+  logits = model.layers[-1](_features(features, data.images, normalization, 256)).numpy()
   accuracy = float(np.mean(np.argmax(logits, -1) == data.labels))
   seconds = time.time() - start
   logging.info("Pretrained %s in %.1f s: train accuracy %.4f with fixed batch-norm statistics "

@@ -49,9 +49,8 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
               label=f"{label}: after {num_steps} step{'s' if num_steps > 1 else ''}")
     ax.scatter(episodes.support_x[i][:, 0], episodes.support_y[i][:, 0], color="red", zorder=5,
                label="support points")
-    ax.set_title(f"task {i}: A={float(params.amplitude[i]):.2f}, "
-                 f"phase={float(params.phase[i]):.2f}")
-    ax.set_xlabel("x")
+    ax.set(xlabel="x", title=f"task {i}: A={float(params.amplitude[i]):.2f}, "
+           f"phase={float(params.phase[i]):.2f}")
   # One legend for all panels, below them, so that it hides no task's data.
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 6),
@@ -64,10 +63,8 @@ def _curves_by_steps(ax, curves: Dict[str, tuple], xlabel: str, ylabel: str, tit
   """One error-bar curve per label: (steps, means, 95% CIs)."""
   for label, (steps, means, cis) in curves.items():
     ax.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=label)
-  ax.set_xlabel(xlabel)
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
   legend_outside(ax)
 
 
@@ -107,8 +104,7 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
       ax.bar(positions, values, width=width, label=label)
       ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2)
       ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("mean gamma over test tasks")
-    ax.set_title("attenuation per layer")
+    ax.set(ylabel="mean gamma over test tasks", title="attenuation per layer")
     legend_outside(ax)
   fig.tight_layout()
   return save_figure(fig, path)

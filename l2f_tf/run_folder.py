@@ -102,11 +102,11 @@ class RunFolder:
 
   def finished_stages(self) -> Dict[str, Any]:
     """stage name -> the key it was finished with (see :meth:`finish_stage`)."""
-    if not os.path.exists(self.stages):
-      return {}
     try:
       with open(self.stages) as f:
         return json.load(f)
+    except FileNotFoundError:
+      return {}
     except ValueError:  # Written atomically, so only a hand edit gets here: redo the stages.
       logging.warning("%s is not valid JSON; the stages after training run again.",
                       self.stages)

@@ -112,32 +112,18 @@ class Glyph:
     """Filesystem-safe class (folder) name, e.g. ``greek_U03B1``."""
     return f"{self.script}_U{self.codepoint:04X}"
 
-  @property
-  def unicode_name(self) -> str:
-    return unicodedata.name(self.char, "")
-
-
-def font_dir() -> str:
-  """The folder of matplotlib's bundled TrueType fonts."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only its data path is needed)
-  return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
-
 
 @functools.cache
 def font_paths() -> tuple[str, ...]:
-  """Paths of `FONT_FILES`; FileNotFoundError if matplotlib's installation lacks one."""
-  folder = font_dir()
+  """Paths of `FONT_FILES` among matplotlib's fonts; FileNotFoundError if one is missing."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only its data path is needed)
+  folder = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
   paths = tuple(os.path.join(folder, name) for name in FONT_FILES)
   missing = [path for path in paths if not os.path.isfile(path)]
   if missing:
     raise FileNotFoundError(f"The glyphs dataset needs matplotlib's DejaVu fonts, but "
                             f"{', '.join(missing)} are missing: reinstall matplotlib.")
   return paths
-
-
-def _font_fingerprint() -> list[list]:
-  """Names and sizes of the fonts: part of the cache key, as the images depend on them."""
-  return [[os.path.basename(path), os.path.getsize(path)] for path in font_paths()]
 
 
 @functools.cache
@@ -188,8 +174,8 @@ def available_characters() -> tuple[Glyph, ...]:
   candidates of `SCRIPTS` covered by every font, minus tiny glyphs and near-duplicates of
   earlier ones (see the module docstring). Computed once per process."""
   start = time.time()
-  folder = font_dir()
-  fonts = [_font(os.path.join(folder, name), _REFERENCE_FONT_SIZE) for name in _REFERENCE_FONTS]
+  fonts = [_font(path, _REFERENCE_FONT_SIZE) for path in font_paths()
+           if os.path.basename(path) in _REFERENCE_FONTS]
   box = _DEDUP_SIZE * _SUPERSAMPLE
   glyphs, vectors = [], []
   for glyph in _candidates():
@@ -218,11 +204,8 @@ def available_characters() -> tuple[Glyph, ...]:
 
 def split_sizes(num_classes: int,
                 split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> tuple[int, int, int]:
-  """Numbers of (train, val, test) classes: val and test rounded half up, train the rest.
-
-  Raises:
-    ValueError: If a split would get no class.
-  """
+  """Numbers of (train, val, test) classes: val and test rounded half up, train the rest;
+  ValueError if a split would get no class."""
   val = math.floor(split_fractions[1] * num_classes + 0.5)
   test = math.floor(split_fractions[2] * num_classes + 0.5)
   sizes = (num_classes - val - test, val, test)
@@ -299,17 +282,13 @@ def _check_fractions(split_fractions) -> tuple[float, float, float]:
 
 
 def _dataset_name(params: dict) -> str:
-  """Readable folder name plus a hash of every parameter, `VERSION` and the fonts."""
+  """Readable folder name plus a hash of every parameter, `VERSION` and the fonts' names and
+  sizes (the images depend on them)."""
   classes = "all" if params["num_classes"] is None else params["num_classes"]
   return atomic.keyed_name(f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
                            f"{params['image_size']}px_seed{params['seed']}",
-                           {**params, "version": VERSION, "fonts": _font_fingerprint()})
-
-
-def _file_names(count: int) -> list[str]:
-  """Names of the image files of a class of `count` images: 0000.png, 0001.png, ..."""
-  width = max(4, len(str(count - 1)))
-  return [f"{index:0{width}d}.png" for index in range(count)]
+                           {**params, "version": VERSION, "fonts": [
+                               [os.path.basename(p), os.path.getsize(p)] for p in font_paths()]})
 
 
 def _choose_splits(params: dict) -> dict[str, list[Glyph]]:
@@ -329,19 +308,20 @@ def _choose_splits(params: dict) -> dict[str, list[Glyph]]:
 def _write_dataset(folder: str, splits: dict[str, list[Glyph]], params: dict) -> None:
   """Renders every image of `splits` into `folder` and writes the metadata file."""
   count, seed, size = params["instances_per_class"], params["seed"], params["image_size"]
+  width = max(4, len(str(count - 1)))  # File names 0000.png, 0001.png, ...
   logging.info("Rendering the glyphs dataset (%s classes; %d images of %dx%d each).",
                ", ".join(f"{s} {len(g)}" for s, g in splits.items()), count, size, size)
   for split, glyphs in splits.items():
     for glyph in glyphs:
       class_dir = os.path.join(folder, split, glyph.name)
       os.makedirs(class_dir)
-      for index, file_name in enumerate(_file_names(count)):
+      for index in range(count):
         pixels = render_glyph(glyph.char, np.random.default_rng([seed, glyph.codepoint, index]),
                               size)
-        Image.fromarray(pixels).save(os.path.join(class_dir, file_name))
+        Image.fromarray(pixels).save(os.path.join(class_dir, f"{index:0{width}d}.png"))
   atomic.write_metadata(folder, METADATA_FILE, params, version=VERSION, fonts=list(FONT_FILES),
-                        splits={split: [{"class": g.name, "char": g.char,
-                                         "unicode_name": g.unicode_name} for g in glyphs]
+                        splits={split: [{"class": g.name, "char": g.char, "unicode_name":
+                                         unicodedata.name(g.char, "")} for g in glyphs]
                                 for split, glyphs in splits.items()})
 
 
@@ -356,11 +336,8 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
   `seed` seeds every draw. The root, in `cache_dir` (None: `default_cache_dir()`), holds
   ``{train,val,test}/<class>/<nnnn>.png`` (``readers.load_split(root, split, channels=1)``)
   and ``glyphs.json``. Its name holds a hash of every argument but `cache_dir`, `VERSION` and
-  the fonts; it is a cached folder (`l2f_tf.atomic.cached_folder`).
-
-  Raises:
-    ValueError: for an invalid argument, e.g. more classes than characters (the message gives
-      the maximum).
+  the fonts; it is a cached folder (`l2f_tf.atomic.cached_folder`). Raises ValueError for an
+  invalid argument, e.g. more classes than characters (the message gives the maximum).
   """
   if num_classes is not None:
     num_classes = _check_int("num_classes", num_classes, 3)

@@ -20,14 +20,12 @@ import glob
 import json
 import os
 import re
-import sys
 import time
 from typing import Dict, List, Tuple
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vision_step  # noqa: E402  (the benchmark's step builder)
+import vision_step  # The benchmark's step builder, next to this script (on sys.path).
 
 ITERATIONS = flags.DEFINE_integer("iterations", 2, "Meta-iterations traced.")
 TOP = flags.DEFINE_integer("top", 25, "Rows of the per-op table.")

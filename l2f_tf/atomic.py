@@ -5,43 +5,47 @@ final rename stays on one file system) and then renamed into place with ``os.rep
 is atomic on POSIX: a reader, or a run resumed after ``kill -9``, sees the old version or the
 new one, never a mix. Temporary names start with ``.`` and contain ``.tmp``, so that
 :func:`remove_leftovers` can clear what a killed writer left behind.
+
+:func:`cached_folder` builds on this for caches that several processes share (the glyphs
+dataset, its embeddings): a folder written once under a temporary name, with a metadata file
+that lets a later call check it before using it.
 """
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from typing import Any, Iterator
+import uuid
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from absl import logging
 
 TMP_MARK = ".tmp"
-
-
-def _file_mode() -> int:
-  """The mode ``open(path, "w")`` would give a new file: 0o666 less the process's umask."""
-  umask = os.umask(0)
-  os.umask(umask)
-  return 0o666 & ~umask
-
-
-def _temporary_name(path: str, suffix: str = "") -> str:
-  """A new empty file next to ``path``, with the mode a plain ``open`` would give it (not
-  mkstemp's private 0o600: results.json and figures are for other users to read too)."""
-  folder, name = os.path.split(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f"{TMP_MARK}{suffix}", dir=folder)
-  os.close(fd)
-  os.chmod(tmp, _file_mode())
-  return tmp
+# The format of a cached folder's metadata file; bump it when that file changes.
+CACHE_FORMAT = 2
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
+_PARTIAL_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[0-9a-f]+" +
+                         re.escape(TMP_MARK) + "$")
 
 
 @contextlib.contextmanager
 def path_for(path: str) -> Iterator[str]:
   """A temporary path next to ``path`` (same extension, so that e.g. matplotlib picks the
-  format from it); on leaving the block without an error it is renamed to ``path``, on an
-  error it is removed."""
-  tmp = _temporary_name(path, os.path.splitext(path)[1])
+  format from it; the mode a plain ``open`` gives, not mkstemp's private 0o600); on leaving
+  the block without an error it is renamed to ``path``, on an error it is removed."""
+  folder, name = os.path.split(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_MARK + os.path.splitext(path)[1],
+                             dir=folder)
+  os.close(fd)
+  umask = os.umask(0)  # (Read by setting it.)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
   try:
     yield tmp
     os.replace(tmp, path)
@@ -61,7 +65,7 @@ def write_text(path: str, text: str) -> str:
   return path
 
 
-def write_json(path: str, value: Any, indent: int = 2) -> str:
+def write_json(path: str, value: Any, indent: Optional[int] = 2) -> str:
   """Writes ``value`` as JSON to ``path`` atomically; returns ``path``."""
   return write_text(path, json.dumps(value, indent=indent) + "\n")
 
@@ -69,13 +73,9 @@ def write_json(path: str, value: Any, indent: int = 2) -> str:
 @contextlib.contextmanager
 def folder_for(path: str) -> Iterator[str]:
   """A temporary folder name next to ``path`` (not yet created) for a writer that creates the
-  folder itself (``tf.saved_model.save``); on success it replaces ``path``.
-
-  A folder cannot be renamed over another atomically, so an existing ``path`` is first moved
-  aside to ``.<name>.old.tmp`` and deleted after the new folder is in place. A kill between the
-  two renames leaves no ``path`` at all (never a half-written one); the caller's record of
-  finished stages then says it must be written again.
-  """
+  folder itself (``tf.saved_model.save``); on success it replaces ``path``. A folder cannot be
+  renamed over another atomically: an existing ``path`` is moved aside to ``.<name>.old.tmp``
+  first, so a kill between the two renames leaves no ``path`` (never a half-written one)."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=TMP_MARK, dir=folder)
@@ -106,3 +106,128 @@ def remove_leftovers(folder: str) -> int:
       os.remove(path)
     removed += 1
   return removed
+
+
+# --- cached folders, shared by processes --------------------------------------------------------
+def partial_name(root: str, pid: Optional[int] = None) -> str:
+  """A new temporary path next to ``root`` that names this host and process ``pid`` (default:
+  this one), so that a later writer can tell whether its writer still runs."""
+  return (f"{os.path.join(os.path.dirname(root), '.' + os.path.basename(root))}."
+          f"{_HOST}-{os.getpid() if pid is None else pid}-{uuid.uuid4().hex[:8]}{TMP_MARK}")
+
+
+def keyed_name(readable: str, key: Dict) -> str:
+  """A cached folder's name: ``readable``, then a hash of ``key`` (every parameter the folder
+  depends on), so that different parameters never share a folder."""
+  return f"{readable}_{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]}"
+
+
+def _remove_stale_partials(folder: str) -> None:
+  """Deletes the temporary folders of killed writers on this host (best effort)."""
+  for entry in os.listdir(folder):
+    match = _PARTIAL_RE.match(entry)
+    if match and match["host"] == _HOST:
+      try:
+        os.kill(int(match["pid"]), 0)  # A writer that still runs may be writing right now.
+      except ProcessLookupError:
+        logging.info("Removing %s, left by an interrupted writer.", entry)
+        shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+      except (PermissionError, OverflowError):
+        pass
+
+
+def _files(root: str, metadata_file: str) -> Dict[str, str]:
+  """Relative path -> path of every file under ``root`` but the metadata file, sorted."""
+  found = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      found[os.path.relpath(path, root)] = path
+  found.pop(metadata_file, None)
+  return dict(sorted(found.items()))
+
+
+def _digest(files: Dict[str, str]) -> str:
+  digest = hashlib.sha256()
+  for relative, path in files.items():
+    with open(path, "rb") as f:
+      digest.update(relative.encode() + b"\0" + f.read())
+  return digest.hexdigest()
+
+
+def write_metadata(folder: str, metadata_file: str, parameters: Dict, **extra) -> None:
+  """Writes ``<folder>/<metadata_file>``, the last step of a `cached_folder` writer: the format,
+  ``parameters``, ``extra`` (JSON values), and the size and SHA-256 of the folder's files."""
+  files = _files(folder, metadata_file)
+  write_json(os.path.join(folder, metadata_file),
+             {"format": CACHE_FORMAT, "parameters": parameters, **extra,
+              "files": {name: os.path.getsize(path) for name, path in files.items()},
+              "sha256": _digest(files)}, indent=1)
+
+
+def folder_problem(root: str, metadata_file: str, parameters: Dict) -> Optional[str]:
+  """Why the cached folder ``root`` cannot be used, in words, or None if it can: its metadata
+  file holds `CACHE_FORMAT` and ``parameters``, and the folder exactly the files it lists, each
+  of the size and content it was written with."""
+  try:
+    with open(os.path.join(root, metadata_file), encoding="utf-8") as f:
+      metadata = json.load(f)
+  except FileNotFoundError:
+    return f"{metadata_file} is missing"
+  except (OSError, ValueError) as e:
+    return f"{metadata_file} is unreadable ({e})"
+  if not isinstance(metadata, dict) or metadata.get("format") != CACHE_FORMAT:
+    return f"{metadata_file} is not of format {CACHE_FORMAT}: an older l2f_tf wrote it"
+  if metadata.get("parameters") != parameters:
+    return f"{metadata_file} does not hold these parameters"
+  try:
+    files, sizes = _files(root, metadata_file), metadata["files"]
+    odd = sorted(set(files) ^ set(sizes))
+    if odd:
+      return f"{os.path.join(root, odd[0])} {'was added' if odd[0] in files else 'is missing'}"
+    for name, path in files.items():
+      if os.path.getsize(path) != sizes[name]:
+        return f"{path} is not the size it was written with"
+    if _digest(files) != metadata["sha256"]:
+      return "a file is not the one that was written"
+  except (OSError, KeyError, TypeError) as e:
+    return f"{metadata_file} does not match the files ({type(e).__name__}: {e})"
+  return None
+
+
+def cached_folder(root: str, metadata_file: str, parameters: Dict,
+                  write: Callable[[str], None], what: str) -> str:
+  """Returns ``root`` once it holds what ``write`` writes, calling ``write`` only if needed.
+
+  A ``root`` in which `folder_problem` finds something wrong is deleted, with a warning.
+  ``write(folder)`` fills a new temporary folder next to ``root`` and ends with
+  `write_metadata`; the folder is then renamed to ``root``, so an interrupted writer never
+  leaves a ``root`` that looks complete (and the temporary folders of killed writers on this
+  host are deleted). If another process (a pytest-xdist worker) renames its copy first, this
+  one deletes its own and returns theirs. ``what`` names the folder in log lines.
+  """
+  if os.path.isdir(root):
+    problem = folder_problem(root, metadata_file, parameters)
+    if problem is None:
+      logging.info("The %s is at %s.", what, root)
+      return root
+    logging.warning("The %s in %s is damaged (%s): generating it again.", what, root, problem)
+    aside = partial_name(root)
+    with contextlib.suppress(FileNotFoundError):  # (Another process moved it first.)
+      os.rename(root, aside)
+      shutil.rmtree(aside, ignore_errors=True)
+  os.makedirs(os.path.dirname(root), exist_ok=True)
+  _remove_stale_partials(os.path.dirname(root))
+  partial = partial_name(root)
+  os.makedirs(partial)
+  try:
+    write(partial)
+    os.rename(partial, root)
+  except BaseException as e:
+    shutil.rmtree(partial, ignore_errors=True)
+    if isinstance(e, OSError) and os.path.isdir(root):
+      logging.info("Another process wrote %s first; using it.", root)
+      return root
+    raise
+  logging.info("The %s is written to %s.", what, root)
+  return root

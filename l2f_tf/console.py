@@ -1,20 +1,14 @@
 """What a command-line run prints: its own lines, without the third-party noise of every start.
 
-Importing TensorFlow on a CPU-only machine prints C++ log lines that no environment variable
-silences any more (TensorFlow logs them before its logging is initialised): "could not find
-cuda drivers", "failed call to cuInit", "oneDNN custom operations are on", and the notice
-that comes with them. tf-agents pulls in gym, which prints a deprecation banner. During a run,
-TensorFlow's Python modules log INFO lines about SavedModel internals (sharding callbacks,
-renamed signature inputs, fingerprints).
-
+Importing TensorFlow on a CPU-only machine prints C++ log lines before its logging is
+initialised (no environment variable silences them: "could not find cuda drivers", "failed
+call to cuInit", "oneDNN custom operations are on"...), gym (pulled in by tf-agents) prints a
+deprecation banner, and TensorFlow's Python modules log INFO lines about SavedModel internals.
 :func:`quiet_third_party` removes exactly those: a line filter on file descriptor 2 (where the
-C++ code writes) drops lines that match :data:`NOISE`, and a logging filter drops INFO records
-of modules that are not l2f_tf's. Warnings and errors of every library still show, and so does
-every line that is not on the list. ``--third_party_logs`` on the command line (or
-``L2F_THIRD_PARTY_LOGS=1`` in the environment) turns the filter off.
-
-Call it first thing in an entry point, before TensorFlow is imported. It does not import
-TensorFlow itself.
+C++ code writes) drops the lines of :data:`NOISE`, and a logging filter drops INFO records of
+modules that are not l2f_tf's. Warnings and errors of every library still show.
+``--third_party_logs`` (or ``L2F_THIRD_PARTY_LOGS=1``) turns the filter off. An entry point
+calls it first thing, before TensorFlow is imported (this module does not import it).
 """
 
 import atexit
@@ -69,22 +63,10 @@ class _StderrFilter:
     self._thread.start()
 
   def _copy(self, read_end: int) -> None:
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-      pending = b""
-      while True:
-        chunk = pipe.read(65536)
-        if not chunk:
-          break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-          self._emit(line + b"\n")
-      if pending:
-        self._emit(pending)
-
-  def _emit(self, line: bytes) -> None:
-    if not is_noise(line.decode("utf-8", "replace")):
-      os.write(self._real, line)
+    with os.fdopen(read_end, "rb") as pipe:
+      for line in pipe:  # A line as soon as it is complete (the last one maybe without \n).
+        if not is_noise(line.decode("utf-8", "replace")):
+          os.write(self._real, line)
 
   def close(self) -> None:
     """Puts the real stderr back on descriptor 2 and copies what is still in the pipe."""
@@ -101,24 +83,33 @@ class _StderrFilter:
 
 
 class _OwnInfoOnly(std_logging.Filter):
-  """Keeps INFO (and lower) records logged by l2f_tf's code or the entry script; keeps every
-  WARNING and above. Decided by the source file, since TensorFlow logs through absl too."""
+  """Keeps every WARNING and above, and the INFO (and lower) records logged by l2f_tf's code or
+  the entry script (decided by the source file, since TensorFlow logs through absl too).
 
-  def __init__(self):
+  With a ``handler`` (absl's logger, for library use), those INFO records are printed by it and
+  go no further (a root handler that absl installed would print them again); warnings and
+  errors pass on unchanged (to the root logger's handlers, pytest's caplog, ...)."""
+
+  def __init__(self, handler: Optional[std_logging.Handler] = None):
     super().__init__()
     self._package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     self._script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    self._handler = handler
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.levelno >= std_logging.WARNING:
       return True
     path = os.path.abspath(record.pathname) if record.pathname else ""
-    return path.startswith(self._package) or path == self._script
+    own = path.startswith(self._package) or path == self._script
+    if self._handler is None:
+      return own
+    if own:
+      self._handler.handle(record)
+    return False
 
 
 def wanted(argv: Sequence[str] = None) -> bool:
-  """Whether the third-party noise should be filtered (no ``--third_party_logs`` flag and no
-  ``L2F_THIRD_PARTY_LOGS=1``)."""
+  """Whether to filter the noise: no ``--third_party_logs`` and no ``L2F_THIRD_PARTY_LOGS=1``."""
   argv = sys.argv if argv is None else argv
   if os.environ.get(ENV, "").strip() not in ("", "0"):
     return False
@@ -145,35 +136,14 @@ def quiet_third_party(argv: Sequence[str] = None) -> bool:
   return True
 
 
-class _ShowOwnInfo(std_logging.Filter):
-  """A filter on absl's logger for library use: l2f_tf's own INFO records are printed by
-  ``handler`` and go no further (a root handler that absl installed would print them again);
-  INFO records of other libraries are dropped, as absl's default level did; warnings and
-  errors pass on unchanged (to the root logger's handlers, pytest's caplog, ...)."""
-
-  def __init__(self, handler: std_logging.Handler):
-    super().__init__()
-    self._handler, self._own = handler, _OwnInfoOnly()
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    if record.levelno >= std_logging.WARNING:
-      return True
-    if self._own.filter(record):
-      self._handler.handle(record)
-    return False
-
-
 def show_progress_in_library() -> bool:
-  """Shows l2f_tf's INFO lines (progress with ETA, compile times, results) when the library is
-  driven from Python instead of an entry point; returns whether it set this up.
+  """Shows l2f_tf's INFO lines (progress, compile times, results) when the library is driven
+  from a script or a notebook, where absl's logger is left at Python's level WARNING and a
+  training run would print nothing for minutes; returns whether it set this up.
 
-  An entry point runs under absl's app, which sets the verbosity. In a script or a notebook,
-  absl's logger is left at Python's defaults (level WARNING; absl's first record installs
-  ``logging.basicConfig()``), so a training run would print nothing for minutes. Only in that
-  case (absl's flags unparsed, no level set on absl's logger, the root logger above INFO, i.e.
-  the user asked for no INFO lines elsewhere) absl's logger is set to INFO with a filter
-  (:class:`_ShowOwnInfo`) that prints l2f_tf's own INFO records on stderr and lets warnings
-  and errors take their usual way. `l2f_tf.train.runner.Runner` calls it.
+  Only then (absl's flags unparsed, no level set on absl's logger, the root logger above INFO)
+  absl's logger is set to INFO with an :class:`_OwnInfoOnly` filter that prints l2f_tf's own
+  INFO records on stderr and lets warnings and errors take their usual way. `Runner` calls it.
   """
   global _library_handler
   logger = absl_logging.get_absl_logger()
@@ -184,7 +154,7 @@ def show_progress_in_library() -> bool:
     return False
   _library_handler = std_logging.StreamHandler(sys.stderr)
   _library_handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addFilter(_ShowOwnInfo(_library_handler))
+  logger.addFilter(_OwnInfoOnly(_library_handler))
   logger.setLevel(std_logging.INFO)
   return True
 

@@ -10,30 +10,24 @@ that pre-training and writes the features in the format of LEO's released files 
 Omniglot or one's own miniImageNet features as they do on LEO's:
 
 1. `pretrain_backbone`: a backbone of `l2f_tf.models` (conv4 or resnet12) with a head over all
-   train classes learns plain softmax cross-entropy on the train split's images (Adam; every
-   random draw, from the initial weights to the batch order, comes from ``seed``).
+   train classes learns softmax cross-entropy on the train split's images (Adam; every random
+   draw comes from ``seed``).
 2. Fixed normalisation statistics: the library's `BatchNorm` always normalises with the
-   statistics of the batch it is given (MAML's convention), so features computed with it would
-   depend on which images share a batch. After training, one pass over the train split (in
-   the training batch size, in a seeded order) records each batch-norm layer's batch mean and
-   variance, and the embedding network replaces every `BatchNorm` by a fixed affine
-   normalisation with their averages (the population statistics the weights were trained
-   around; Keras' inference mode does the same with running averages). An image's embedding is
-   then a function of that image alone.
-3. `embed_splits`: the penultimate features (the input of the head) of every image of each
-   split, in the reader's class order and image order, go to
-   ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``. The reader's order matters:
-   episode ``e`` of embeddings then holds exactly the images of episode ``e`` of the image
-   pipeline (`episodic.choose_episode`). Classes get ids valid in keys ("c0000", "c0001", ...,
-   numbered over the splits), their real names are in ``<out>/<dataset_name>/classes.json``.
+   statistics of the batch it is given (MAML's convention), so its features would depend on
+   which images share a batch. After training, one pass over the train split (training batch
+   size, seeded order) records each batch-norm layer's batch mean and variance, and the
+   embedding network replaces every `BatchNorm` by `FixedBatchNorm` with their averages (as
+   Keras' inference mode does with running averages): an image's embedding then depends on
+   that image alone.
+3. `embed_splits`: the penultimate features (the head's input) of every image of each split,
+   in the reader's class and image order (so that episode ``e`` of embeddings holds the images
+   of episode ``e`` of the image pipeline), go to
+   ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``. Classes get key-safe ids
+   ("c0000", ..., numbered over the splits); ``<out>/<dataset_name>/classes.json`` names them.
 
 `ensure_glyph_embeddings` (for gin: ``FewShotEmbeddings.root = @ensure_glyph_embeddings()``)
-does all of it for the glyphs dataset of `l2f_tf.data.glyphs`, once, in a cache folder keyed by
-a hash of every parameter.
-
-A split's decoded images are held in memory (uint8: 7 MB for 12,000 glyphs of 28 x 28,
-~0.8 GB for miniImageNet's 38,400 train images at 84 x 84); for tieredImageNet use LEO's
-released embeddings.
+does all of it for the glyphs dataset of `l2f_tf.data.glyphs`, once, in a cached folder.
+A split's decoded images are held in memory (docs/leo_data.md gives the sizes).
 """
 
 from l2f_tf import console  # Imports l2f_tf first, which sets TF_USE_LEGACY_KERAS.
@@ -43,7 +37,6 @@ if __name__ == "__main__":
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import re
@@ -75,46 +68,28 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass
 class SplitImages:
-  """One split's decoded images, in the reader's class order and image order.
+  """One split's decoded images, in the reader's class order and image order."""
 
-  Attributes:
-    images: uint8 [M, H, W, C].
-    labels: int32 [M], class index of each image.
-    class_names: the reader's class names, in index order.
-    image_names: per image, a name for its key (the file's name, or its position).
-  """
-
-  images: np.ndarray
-  labels: np.ndarray
-  class_names: List[str]
-  image_names: List[str]
+  images: np.ndarray  # uint8 [M, H, W, C]
+  labels: np.ndarray  # int32 [M], the class index of each image
+  class_names: List[str]  # the reader's, in index order
+  image_names: List[str]  # per image, a name for its key (its file's name, or its position)
 
 
 @dataclasses.dataclass
 class PretrainedBackbone:
-  """A backbone trained on the train classes, and what reading its inputs needs.
+  """A backbone trained on the train classes, and how its images are read (as trained)."""
 
-  Attributes:
-    model: the backbone with its head over all train classes.
-    features: the model up to the head's input, every `BatchNorm` replaced by fixed statistics
-      (see the module docstring): an image's features depend on that image alone.
-    image_size, channels, normalization, reader_options: how images are read (as trained).
-    train_accuracy: accuracy on the train split's images with the fixed statistics.
-    last_epoch_accuracy: mean accuracy of the last epoch's batches (batch statistics).
-    seconds: pretraining time (training and the statistics pass).
-    steps: optimiser steps.
-  """
-
-  model: keras.Model
-  features: keras.Model
+  model: keras.Model  # with its head over all train classes
+  features: keras.Model  # up to the head's input, with `FixedBatchNorm`s
   image_size: int
   channels: Optional[int]
   normalization: str
   reader_options: Dict
-  train_accuracy: float
-  last_epoch_accuracy: float
-  seconds: float
-  steps: int
+  train_accuracy: float  # on the train split, with the fixed statistics
+  last_epoch_accuracy: float  # of the last epoch's batches (batch statistics)
+  seconds: float  # training and the statistics pass
+  steps: int  # optimiser steps
 
 
 class FixedBatchNorm(keras.layers.Layer):
@@ -143,12 +118,8 @@ def _image_name(source, position: int) -> str:
 
 def read_split_images(root: str, split: str, image_size: int, channels: Optional[int] = None,
                       reader_options: Optional[Dict] = None) -> SplitImages:
-  """Decodes every image of a split (`readers.load_split`) in the reader's order.
-
-  Raises:
-    DatasetError: if the dataset cannot be read or an image cannot be decoded (embeddings
-      must cover every image, so a bad one is not skipped).
-  """
+  """Decodes every image of a split (`readers.load_split`) in the reader's order; raises
+  DatasetError for an image that cannot be decoded (embeddings cover every image)."""
   index = readers.load_split(root, split, image_size=(image_size, image_size),
                              channels=channels, **dict(reader_options or {}))
   images, labels, names = [], [], []
@@ -171,15 +142,6 @@ def _batches(count: int, batch_size: int, order: Optional[np.ndarray] = None):
 def _image_spec(images: np.ndarray) -> tf.TensorSpec:
   """A batch of any size of these images (one trace for every batch, the last one too)."""
   return tf.TensorSpec([None, *images.shape[1:]], tf.as_dtype(images.dtype))
-
-
-def _feature_model(model: keras.Model) -> keras.Model:
-  """The model up to the input of its last layer (the head)."""
-  head = model.layers[-1]
-  if not isinstance(head, keras.layers.Dense):
-    raise ValueError(f"The backbone {model.name!r} must end with its Dense head (the features "
-                     f"are its input), but ends with {type(head).__name__}.")
-  return keras.Model(model.inputs, head.input, name=f"{model.name}_features")
 
 
 def _population_statistics(model: keras.Model, images: np.ndarray, normalization: str,
@@ -215,7 +177,11 @@ def _population_statistics(model: keras.Model, images: np.ndarray, normalization
 
 
 def _fixed_features(model: keras.Model, statistics: Dict[str, tuple]) -> keras.Model:
-  """The feature model of `model` (sharing its weights) with fixed batch-norm statistics."""
+  """The model up to its head's input (sharing its weights) with fixed batch-norm statistics."""
+  head = model.layers[-1]
+  if not isinstance(head, keras.layers.Dense):
+    raise ValueError(f"The backbone {model.name!r} must end with its Dense head (the features "
+                     f"are its input), but ends with {type(head).__name__}.")
 
   def replace(layer):
     if isinstance(layer, BatchNorm):
@@ -224,7 +190,9 @@ def _fixed_features(model: keras.Model, statistics: Dict[str, tuple]) -> keras.M
                             layer.epsilon, name=layer.name)
     return layer
 
-  return keras.models.clone_model(_feature_model(model), clone_function=replace)
+  return keras.models.clone_model(
+      keras.Model(model.inputs, head.input, name=f"{model.name}_features"),
+      clone_function=replace)
 
 
 def _features(network: keras.Model, images: np.ndarray, normalization: str,
@@ -251,28 +219,16 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
                       reader_options: Optional[Dict] = None,
                       log_every_seconds: float = 10.0,
                       train_images: Optional[SplitImages] = None) -> PretrainedBackbone:
-  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` with softmax
-  cross-entropy on the train split of `root` (Adam, learning rate `lr`); see the module
-  docstring for the fixed statistics of its feature network.
+  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` (conv4, resnet12 or
+  a functools.partial of one, ending with its Dense head) with softmax cross-entropy on the
+  train split of the image dataset `root` (Adam, learning rate `lr`), `epochs` passes of
+  `batch_size` images, then fixes its batch-norm statistics (see the module docstring).
 
-  Args:
-    root: an image dataset (any layout of `l2f_tf.data.readers`).
-    image_size: images are resized to image_size x image_size.
-    channels: 1 or 3, or None for the format's default.
-    normalization: "imagenet" or "unit" (see `episodic.normalize_images`).
-    backbone_fn: e.g. conv4 or resnet12 (or a functools.partial of one); it must end with
-      its Dense head.
-    epochs: passes over the train split.
-    batch_size: images per step (and per batch of the statistics pass).
-    lr: Adam's learning rate.
-    seed: seeds the initial weights (``keras.utils.set_random_seed``, which also seeds
-      Python's, numpy's and TensorFlow's global generators) and the batch order.
-    reader_options: extra arguments of the dataset reader.
-    log_every_seconds: time between progress lines.
-    train_images: the train split, if already decoded by `read_split_images`.
+  Images are read by `readers.load_split` (`image_size`, `channels`, `reader_options`) unless
+  `train_images` holds them already, and normalised by `episodic.normalize_images`. `seed`
+  seeds the initial weights (``keras.utils.set_random_seed``) and the batch order.
 
-  Raises:
-    ValueError: for a bad setting, or a dataset that cannot be read (DatasetError).
+  Raises ValueError for a bad setting, or a dataset that cannot be read (DatasetError).
   """
   if normalization not in episodic.NORMALIZATIONS:
     raise ValueError(f"pretrain_backbone: normalization must be one of "
@@ -299,12 +255,11 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
     return loss, correct
 
   steps_per_epoch = -(-len(data.images) // batch_size)
-  total = epochs * steps_per_epoch
   logging.info("Pretraining %s on %d train images of %d classes (%dx%dx%d): %d epochs of %d "
                "steps.", model.name, len(data.images), num_classes, *data.images.shape[1:],
                epochs, steps_per_epoch)
-  progress = Progress(total, every_seconds=log_every_seconds, label="pretraining step",
-                      unit="step")
+  progress = Progress(epochs * steps_per_epoch, every_seconds=log_every_seconds,
+                      label="pretraining step")
   step, epoch_accuracy = 0, 0.0
   for epoch in range(epochs):
     order = np.random.default_rng([seed, 1, epoch]).permutation(len(data.images))
@@ -321,10 +276,9 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
     epoch_accuracy = correct / len(data.images)
     logging.info("Pretraining epoch %d/%d: loss %.4f, train accuracy %.4f.", epoch + 1,
                  epochs, float(np.mean(losses)), epoch_accuracy)
-  statistics = _population_statistics(model, data.images, normalization, batch_size, seed)
-  features = _fixed_features(model, statistics)
-  train_features = _features(features, data.images, normalization, 256)
-  logits = model.layers[-1](tf.constant(train_features)).numpy()
+  features = _fixed_features(
+      model, _population_statistics(model, data.images, normalization, batch_size, seed))
+  logits = model.layers[-1](_features(features, data.images, normalization, 256)).numpy()
   accuracy = float(np.mean(np.argmax(logits, -1) == data.labels))
   seconds = time.time() - start
   logging.info("Pretrained %s in %.1f s: train accuracy %.4f with fixed batch-norm statistics "
@@ -344,12 +298,10 @@ def embed_splits(backbone: PretrainedBackbone, image_root: str, out: str, datase
                  images: Optional[Dict[str, SplitImages]] = None,
                  metadata: Optional[Dict] = None) -> Dict[str, str]:
   """Writes ``<out>/<dataset_name>/center/<split>_embeddings.pkl`` for every split (the
-  backbone's features of every image, classes and images in the reader's order) and
-  ``<out>/<dataset_name>/classes.json`` (the class ids of the keys -> the reader's class
-  names, per split, with `metadata`). Returns split -> path.
-
-  ``images``: splits already decoded by `read_split_images` (others are read from
-  `image_root`)."""
+  backbone's features of every image, classes and images in the reader's order; `images`
+  holds splits already decoded by `read_split_images`) and ``<out>/<dataset_name>/
+  classes.json`` (per split, the class ids of the keys -> the reader's class names, with
+  `metadata`). Returns split -> path."""
   images = dict(images or {})
   folder = os.path.join(os.fspath(out), dataset_name)
   paths, classes, offset = {}, {}, 0
@@ -376,46 +328,19 @@ def make_embeddings(image_root: str, out: str, dataset_name: str, image_size: in
                     channels: Optional[int] = None, normalization: str = "imagenet",
                     backbone_fn: Callable[..., keras.Model] = conv4, epochs: int = 10,
                     batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    reader_options: Optional[Dict] = None,
-                    metadata: Optional[Dict] = None) -> PretrainedBackbone:
+                    reader_options: Optional[Dict] = None) -> PretrainedBackbone:
   """`pretrain_backbone` then `embed_splits` of every split; returns the backbone."""
   train = read_split_images(image_root, "train", image_size, channels, reader_options)
   backbone = pretrain_backbone(image_root, image_size, channels, normalization, backbone_fn,
                                epochs, batch_size, lr, seed, reader_options,
                                train_images=train)
-  info = {"train_accuracy": backbone.train_accuracy, "pretraining_seconds": backbone.seconds,
-          **(metadata or {})}
   embed_splits(backbone, image_root, out, dataset_name, images={"train": train},
-               metadata=info)
+               metadata={"train_accuracy": backbone.train_accuracy,
+                         "pretraining_seconds": backbone.seconds})
   return backbone
 
 
 # --- the glyphs' embeddings, cached ----------------------------------------------------------
-def _file_digest(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
-def _cache_problem(root: str, params: Dict) -> Optional[str]:
-  """What is wrong with the cached embeddings in `root`, or None if they are complete."""
-  try:
-    with open(os.path.join(root, METADATA_FILE), encoding="utf-8") as f:
-      metadata = json.load(f)
-  except FileNotFoundError:
-    return f"{METADATA_FILE} is missing"
-  except (OSError, ValueError) as e:
-    return f"{METADATA_FILE} is unreadable ({e})"
-  if not isinstance(metadata, dict) or metadata.get("parameters") != params:
-    return f"{METADATA_FILE} does not hold these parameters"
-  try:
-    for name, digest in metadata["files"].items():
-      if _file_digest(os.path.join(root, name)) != digest:
-        return f"{name} is not the file that was written"
-  except (OSError, KeyError, TypeError, AttributeError) as e:
-    return f"a file is missing or unreadable ({type(e).__name__}: {e})"
-  return None
-
-
 def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 600,
                             instances_per_class: int = 20, image_size: int = 28,
                             filters: int = 64, epochs: int = 6, batch_size: int = 64,
@@ -426,13 +351,9 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
 
   Calls `glyphs.ensure_glyphs` (cache_dir, num_classes, instances_per_class, image_size,
   seed, split_fractions), pretrains conv4 with `filters` filters on its train split and writes
-  the embeddings (64-d for 28 x 28 images) into ``<cache_dir>/<name>/glyphs/center/``, where
-  ``<name>`` holds a hash of every argument but `cache_dir`, `VERSION` and the glyphs
-  dataset's own name (itself a hash of its parameters and fonts). The folder is written under
-  a temporary name and renamed when complete; a later call returns it once its
-  ``embeddings.json`` lists these parameters and every file with its SHA-256 (a damaged folder
-  is made again, with a warning). The defaults take ~80 s on a busy 2-core CPU (11 s of
-  rendering, ~60 s of pretraining to ~97 % train accuracy); a cached call returns at once.
+  the embeddings (64-d for 28 x 28 images) into ``<cache_dir>/<name>/glyphs/center/``, a cached
+  folder (`l2f_tf.atomic.cached_folder`) whose ``<name>`` holds a hash of every argument but
+  `cache_dir`, `VERSION` and the glyphs dataset's own name.
   """
   glyph_root = glyphs.ensure_glyphs(cache_dir, num_classes, instances_per_class, image_size,
                                     seed, split_fractions)
@@ -441,33 +362,17 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
             "filters": filters, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "split_fractions": [float(f) for f in split_fractions],
             "version": VERSION, "backbone": "conv4"}
-  digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-  cache_dir = os.path.dirname(glyph_root)
-  name = (f"glyph_embeddings_v{VERSION}_{num_classes}c_{instances_per_class}i_{image_size}px_"
-          f"conv4x{filters}_{epochs}ep_seed{seed}_{digest}")
-  root = os.path.join(cache_dir, name)
-  if os.path.isdir(root):
-    problem = _cache_problem(root, params)
-    if problem is None:
-      logging.info("Glyph embeddings found at %s.", root)
-      return root
-    logging.warning("The glyph embeddings in %s are damaged (%s): making them again.", root,
-                    problem)
-  with atomic.folder_for(root) as partial:
-    os.makedirs(partial)
-    make_embeddings(glyph_root, partial, "glyphs", image_size=image_size, channels=1,
-                    normalization="unit",
-                    backbone_fn=functools.partial(conv4, filters=filters), epochs=epochs,
-                    batch_size=batch_size, lr=lr, seed=seed, metadata={"parameters": params})
-    files = {}
-    for folder, _, names in os.walk(partial):
-      for file_name in names:
-        path = os.path.join(folder, file_name)
-        files[os.path.relpath(path, partial)] = _file_digest(path)
-    atomic.write_json(os.path.join(partial, METADATA_FILE),
-                      {"parameters": params, "files": dict(sorted(files.items()))})
-  logging.info("Glyph embeddings written to %s.", root)
-  return root
+
+  def write(folder):
+    make_embeddings(glyph_root, folder, "glyphs", image_size=image_size, channels=1,
+                    normalization="unit", backbone_fn=functools.partial(conv4, filters=filters),
+                    epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    atomic.write_metadata(folder, METADATA_FILE, params)
+
+  name = atomic.keyed_name(f"glyph_embeddings_v{VERSION}_{num_classes}c_{instances_per_class}i_"
+                           f"{image_size}px_conv4x{filters}_{epochs}ep_seed{seed}", params)
+  return atomic.cached_folder(os.path.join(os.path.dirname(glyph_root), name), METADATA_FILE,
+                              params, write, "glyph embeddings folder")
 
 
 # --- command line ------------------------------------------------------------------------------

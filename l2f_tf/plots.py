@@ -24,26 +24,12 @@ from l2f_tf import atomic  # noqa: E402
 from l2f_tf.data.sinusoid import SinusoidTasks  # noqa: E402
 
 
-def sinusoid_curves(learner, support_x, support_y, grid, num_steps: int):
-  """Predictions on ``grid`` [G, 1] at the start of the inner loop (theta for MAML, the task's
-  attenuated theta_bar for L2F) and after num_steps steps."""
-  adaptation = learner.adapt(support_x, support_y, num_steps=num_steps)
-  grid = tf.cast(grid, support_x.dtype)
-  before = learner.forward(adaptation.iterates[0], grid)
-  after = learner.forward(adaptation.fast_weights, grid)
-  return before.numpy()[:, 0], after.numpy()[:, 0]
-
-
 def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object],
                         num_steps: int = 5, num_tasks: int = 4, x_range=(-5.0, 5.0)) -> str:
-  """Saves a PNG: per task, the true curve, the support points and each learner's predictions.
-
-  Args:
-    path: output PNG.
-    episodes, params: evaluation episodes and their SinusoidParameters.
-    learners: label -> MetaLearner ("MAML", "MAML+L2F", ...), all drawn on each panel.
-    num_steps: inner steps for the "after" curves.
-  """
+  """Saves a PNG: per task of `episodes` (with their SinusoidParameters `params`), the true
+  curve, the support points and the predictions of each learner (label -> MetaLearner) at the
+  start of the inner loop (theta for MAML, the task's attenuated theta_bar for L2F) and after
+  `num_steps` steps."""
   grid = np.linspace(x_range[0], x_range[1], 200, dtype=np.float32)[:, None]
   fig, axes = plt.subplots(1, num_tasks, figsize=(4.2 * num_tasks, 3.4), squeeze=False)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -52,34 +38,33 @@ def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object]
     truth = SinusoidTasks.function(task_params, tf.constant(grid[None]))[0, :, 0]
     ax.plot(grid[:, 0], truth, color="black", lw=2, label="true function")
     for c, (label, learner) in enumerate(learners.items()):
-      before, after = sinusoid_curves(learner, episodes.support_x[i], episodes.support_y[i],
-                                      grid, num_steps)
+      adaptation = learner.adapt(episodes.support_x[i], episodes.support_y[i],
+                                 num_steps=num_steps)
+      inputs = tf.cast(grid, episodes.support_x[i].dtype)
+      before, after = (learner.forward(weights, inputs).numpy()[:, 0] for weights in
+                       (adaptation.iterates[0], adaptation.fast_weights))
       color = colors[c % len(colors)]
       ax.plot(grid[:, 0], before, ls=":", color=color, label=f"{label}: start of inner loop")
       ax.plot(grid[:, 0], after, ls="-", color=color,
               label=f"{label}: after {num_steps} step{'s' if num_steps > 1 else ''}")
     ax.scatter(episodes.support_x[i][:, 0], episodes.support_y[i][:, 0], color="red", zorder=5,
                label="support points")
-    ax.set_title(f"task {i}: A={float(params.amplitude[i]):.2f}, "
-                 f"phase={float(params.phase[i]):.2f}")
-    ax.set_xlabel("x")
+    ax.set(xlabel="x", title=f"task {i}: A={float(params.amplitude[i]):.2f}, "
+           f"phase={float(params.phase[i]):.2f}")
   # One legend for all panels, below them, so that it hides no task's data.
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 6),
              frameon=False)
   fig.tight_layout(rect=(0, 0.1, 1, 1))
-  save_figure(fig, path)
-  return path
+  return save_figure(fig, path)
 
 
 def _curves_by_steps(ax, curves: Dict[str, tuple], xlabel: str, ylabel: str, title: str) -> None:
   """One error-bar curve per label: (steps, means, 95% CIs)."""
   for label, (steps, means, cis) in curves.items():
     ax.errorbar(steps, means, yerr=cis, marker="o", capsize=3, label=label)
-  ax.set_xlabel(xlabel)
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
   legend_outside(ax)
 
 
@@ -103,14 +88,9 @@ def curve_from_figures(figures: Dict[str, Dict], metric: str) -> Tuple[list, lis
 
 def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str, tuple],
                            title: str = "") -> str:
-  """Saves a PNG: accuracy (mean, 95% CI) vs inner steps per learner; mean gamma per layer.
-
-  Args:
-    path: output PNG.
-    curves: label -> (steps, mean, ci95), the accuracy (a fraction) after those inner steps.
-    gammas: label -> (tensor names, mean gamma per tensor), for attenuating learners.
-    title: figure title.
-  """
+  """Saves a PNG: accuracy (mean, 95% CI) vs inner steps per learner (`curves`: label ->
+  (steps, mean, ci95), accuracies as fractions) and, for attenuating learners, the mean gamma
+  per layer (`gammas`: label -> (tensor names, mean gamma per tensor))."""
   panels = 2 if gammas else 1
   fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
   _curves_by_steps(axes[0][0], {label: (steps, 100 * np.asarray(mean), 100 * np.asarray(ci))
@@ -124,26 +104,18 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
       ax.bar(positions, values, width=width, label=label)
       ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2)
       ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("mean gamma over test tasks")
-    ax.set_title("attenuation per layer")
+    ax.set(ylabel="mean gamma over test tasks", title="attenuation per layer")
     legend_outside(ax)
   fig.tight_layout()
-  save_figure(fig, path)
-  return path
+  return save_figure(fig, path)
 
 
 def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
                  paths: Optional[Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = None
                  ) -> str:
-  """Saves a PNG: average return (95% CI) vs adaptation steps per learner.
-
-  Args:
-    path: output PNG.
-    evaluations: label -> {"return_after_<k>_steps": {"mean", "ci95"}}.
-    title: figure title (the environment).
-    paths: 2D navigation only: per task (positions before adaptation [H, 2], positions after
-      one step [H', 2], goal [2]), drawn in a second panel.
-  """
+  """Saves a PNG: average return (95% CI) vs adaptation steps per learner (`evaluations`:
+  label -> {"return_after_<k>_steps": {"mean", "ci95"}}); for 2D navigation, `paths` (per task:
+  positions before adaptation [H, 2], after one step [H', 2], goal [2]) in a second panel."""
   fig, axes = plt.subplots(1, 2 if paths else 1, figsize=(12.5 if paths else 6.5, 4),
                            squeeze=False)
   curves = {label: curve_from_figures(evaluation, "return")
@@ -175,8 +147,7 @@ def plot_returns(path: str, evaluations: Dict[str, Dict], title: str,
     ax.set_aspect("equal", adjustable="datalim")
     legend_outside(ax, fontsize="small")
   fig.tight_layout()
-  save_figure(fig, path)
-  return path
+  return save_figure(fig, path)
 
 
 def data_path(path: str) -> str:

@@ -55,15 +55,10 @@ def rate_text_of(rate: Optional[float], unit: str) -> str:
 
 
 class Progress:
-  """Tracks throughput since the last report and logs "step i/n, steps/s, ETA".
-
-  Args:
-    total: the final step.
-    start: the first step (a resumed run starts after 0).
-    every_seconds: minimum time between two log lines.
-    label: what the line counts, e.g. "meta-iteration" or "test episode (checkpoint 100)".
-    unit: the singular noun of the rate, e.g. "episode" (default: :func:`unit_of` the label).
-  """
+  """Logs "<label> i/n, rate, ETA" at most every `every_seconds`, the rate measured since the
+  last line. `total` is the final step, `start` the first (a resumed run starts after 0),
+  `label` what the line counts ("meta-iteration", "test episode (checkpoint 100)"), `unit` the
+  singular noun of the rate ("episode"; default: :func:`unit_of` the label)."""
 
   def __init__(self, total: int, start: int = 0, every_seconds: float = 10.0,
                label: str = "step", unit: Optional[str] = None):
@@ -89,9 +84,7 @@ class Progress:
       self.steps_per_second = (step - self._last_step) / elapsed
     self._last_step, self._last_time = step, now
     rate = self.steps_per_second
-    eta = format_duration((self.total - step) / rate) if rate else "?"
-    rate_text = rate_text_of(rate, self.unit)
-    percent = 100.0 * step / max(self.total, 1)
-    logging.info("%s %d/%d (%.1f%%) %s | %s | ETA %s", self.label, step, self.total, percent,
-                 message, rate_text, eta)
+    logging.info("%s %d/%d (%.1f%%) %s | %s | ETA %s", self.label, step, self.total,
+                 100.0 * step / max(self.total, 1), message, rate_text_of(rate, self.unit),
+                 format_duration((self.total - step) / rate) if rate else "?")
     return True

@@ -40,50 +40,29 @@ class RunFolderError(ValueError):
   """The run folder cannot be used (not a folder, not writable, or in use by another run)."""
 
 
+def _in_root(name: str) -> property:
+  """A read-only path ``<root>/<name>`` of `RunFolder`."""
+  return property(lambda self: os.path.join(self.root, name))
+
+
 class RunFolder:
   """Paths of one run directory (nothing is created until something is written)."""
+
+  config = _in_root(CONFIG_NAME)
+  checkpoints = _in_root("checkpoints")
+  train_summaries = _in_root("train")
+  eval_summaries = _in_root("eval")
+  best = _in_root("best")
+  results = _in_root("results.json")
+  saved_model = _in_root("saved_model")
+  stages = _in_root(STAGES_NAME)
 
   def __init__(self, root_dir: str):
     self.root = str(root_dir)
 
-  def _path(self, name: str) -> str:
-    return os.path.join(self.root, name)
-
-  @property
-  def config(self) -> str:
-    return self._path(CONFIG_NAME)
-
-  @property
-  def checkpoints(self) -> str:
-    return self._path("checkpoints")
-
-  @property
-  def train_summaries(self) -> str:
-    return self._path("train")
-
-  @property
-  def eval_summaries(self) -> str:
-    return self._path("eval")
-
-  @property
-  def best(self) -> str:
-    return self._path("best")
-
-  @property
-  def results(self) -> str:
-    return self._path("results.json")
-
-  @property
-  def saved_model(self) -> str:
-    return self._path("saved_model")
-
   def figure(self, name: str) -> str:
     """The path of a figure, e.g. ``figure("test_tasks.png")``."""
-    return self._path(name)
-
-  @property
-  def stages(self) -> str:
-    return self._path(STAGES_NAME)
+    return os.path.join(self.root, name)
 
   def prepare(self) -> None:
     """Creates the folder, or says clearly why it cannot be used."""
@@ -123,11 +102,11 @@ class RunFolder:
 
   def finished_stages(self) -> Dict[str, Any]:
     """stage name -> the key it was finished with (see :meth:`finish_stage`)."""
-    if not os.path.exists(self.stages):
-      return {}
     try:
       with open(self.stages) as f:
         return json.load(f)
+    except FileNotFoundError:
+      return {}
     except ValueError:  # Written atomically, so only a hand edit gets here: redo the stages.
       logging.warning("%s is not valid JSON; the stages after training run again.",
                       self.stages)

@@ -29,19 +29,15 @@ def active() -> bool:
   return os.environ.get(ENV, "").strip() not in ("", "0")
 
 
-def _warn_once() -> None:
+def _capped(value: int, cap: int) -> int:
   global _warned
+  if not active():
+    return value
   if not _warned:
     _warned = True
     logging.warning("%s is set: at most %d meta-iterations and %d evaluation tasks; the "
                     "results only show that the run works, not how well.", ENV, ITERATIONS,
                     TASKS)
-
-
-def _capped(value: int, cap: int) -> int:
-  if not active():
-    return value
-  _warn_once()
   return min(value, cap)
 
 

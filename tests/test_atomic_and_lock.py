@@ -1,6 +1,8 @@
 """Atomic writes (l2f_tf.atomic), the run-folder lock and the record of finished stages."""
 
+import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -66,6 +68,39 @@ def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
   (tmp_path / "results.json").write_text("{}")
   assert atomic.remove_leftovers(str(tmp_path)) == 2
   assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_cached_folder_is_checked_and_written_again_when_it_cannot_be_used(tmp_path):
+  root, params = str(tmp_path / "cache" / "thing"), {"p": 1}
+  writes = []
+
+  def write(folder):
+    writes.append(folder)
+    (pathlib.Path(folder) / "sub").mkdir()
+    (pathlib.Path(folder) / "sub" / "a.txt").write_text("a")
+    atomic.write_metadata(folder, "meta.json", params, note="extra")
+
+  assert atomic.cached_folder(root, "meta.json", params, write, "thing") == root
+  assert atomic.cached_folder(root, "meta.json", params, write, "thing") == root
+  assert len(writes) == 1 and atomic.folder_problem(root, "meta.json", params) is None
+  assert json.loads((tmp_path / "cache" / "thing" / "meta.json").read_text())["note"] == "extra"
+  assert (atomic.folder_problem(root, "meta.json", {"p": 2}) ==
+          "meta.json does not hold these parameters")
+  text = os.path.join(root, "sub", "a.txt")
+  for damage, problem in [
+      (lambda: open(text, "w").write("b"), "a file is not the one that was written"),
+      (lambda: open(text, "w").write("bb"), f"{text} is not the size it was written with"),
+      (lambda: os.remove(text), f"{text} is missing"),
+      (lambda: open(os.path.join(root, "new.txt"), "w").close(),
+       f"{os.path.join(root, 'new.txt')} was added"),
+      (lambda: atomic.write_json(os.path.join(root, "meta.json"), {"parameters": params}),
+       f"meta.json is not of format {atomic.CACHE_FORMAT}: an older l2f_tf wrote it")]:
+    damage()
+    assert atomic.folder_problem(root, "meta.json", params) == problem
+    assert atomic.cached_folder(root, "meta.json", params, write, "thing") == root
+    assert atomic.folder_problem(root, "meta.json", params) is None
+    assert os.listdir(tmp_path / "cache") == ["thing"]  # The damaged copy is gone.
+  assert len(writes) == 6
 
 
 def test_stages_are_done_only_for_the_same_key(tmp_path):

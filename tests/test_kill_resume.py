@@ -1,10 +1,10 @@
 """Kill and resume: tiny sinusoid, glyphs and 2D-navigation runs SIGKILLed at random moments and
-re-run with the same command end exactly as uninterrupted runs (tests/kill_resume.py).
+re-run with the same command end exactly as uninterrupted runs (benchmarks/kill_resume.py).
 
 Two kills per domain, the three domains at once (each fuzzes in its own folders); the full
-fuzzing, 20 kills per domain, is benchmarks/kill_resume.py (docs/robustness.md)."""
+fuzzing, 20 kills per domain, is the command benchmarks/kill_resume.py (docs/robustness.md)."""
 
-from tests import kill_resume
+from benchmarks import kill_resume
 
 KILLS = 2
 CHECKS = ("weights", "results", "best", "saved_model", "figure", "stages")

@@ -2,17 +2,12 @@
 the fallback when the authors' code cannot be set up or run, the ratio line. No torch, no
 network, no TensorFlow: the timed sides are replaced by fakes."""
 
-import importlib.util
 import os
 import subprocess
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                    "vision_step.py")
-_spec = importlib.util.spec_from_file_location("vision_step_under_test", PATH)
-vision_step = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vision_step)  # once per process: it defines absl flags
+from benchmarks import vision_step  # It defines absl flags (once per process).
 
 CPUINFO = "".join(
     f"processor\t: {i}\nmodel name\t: Test CPU 9000\nphysical id\t: {i // 4}\n"

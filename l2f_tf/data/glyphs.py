@@ -1,79 +1,51 @@
 """Glyphs: a download-free, Omniglot-like few-shot dataset of rendered characters.
 
-Why: the vision pipeline (readers -> episodes -> conv4 / ResNet12) should run out of the box,
-in CI and on a laptop, without fetching Omniglot or miniImageNet. This module renders a
-comparable dataset on the fly from the DejaVu fonts that matplotlib (a dependency) ships, so
-no download, licence step or network access is involved.
+Why: the vision pipeline should run out of the box, in CI and on a laptop, without fetching
+Omniglot or miniImageNet: this module renders a comparable dataset from the DejaVu fonts that
+matplotlib (a dependency) ships.
 
-What: each class is one character. Candidates come from Latin (Basic, Latin-1, Extended-A/B/
-Additional/C/D, IPA), Greek, Cyrillic, Armenian, Georgian, digits, mathematical operators,
-arrows, geometric shapes and a few miscellaneous symbols. A candidate is kept if
-
-* every font of `FONT_FILES` covers it (checked in the fonts' character maps; this excludes
-  Hebrew, which only the DejaVu Sans faces have, and Arabic, which only DejaVu Sans and Sans
-  Bold have),
-* it is a letter, digit or symbol without a Unicode decomposition (so no precomposed accented
-  letters, ligatures or compatibility forms; no combining marks, spaces or punctuation), whose
-  ink is not tiny (at least `_MIN_INK_FRACTION` of the em in its larger side), and
-* once scaled to fit a 24 x 24 box, it is not (near-)identical to an earlier kept character
-  (Tanimoto distance below `_MIN_DISTANCE`, averaged over DejaVu Sans and DejaVu Serif), so
-  Latin "A", Greek "Alpha" and Cyrillic "A" give one class, named after the first in script
-  order (Latin, Greek, Cyrillic, Armenian, Georgian, digits, math, arrows, shapes, symbols).
-
-That leaves 795 classes with matplotlib 3.11's fonts (see `available_characters`): Latin 263,
-arrows 107, shapes 85, Cyrillic 80, math 73, Armenian 62, Greek 43, Georgian 43, symbols 30,
-digits 9 (Greek and Cyrillic lose most capitals to Latin look-alikes). Classes are named
-``<script>_U<hex code point>``, e.g. ``greek_U03B1``.
+What: each class is one character of Latin, Greek, Cyrillic, Armenian, Georgian, digits,
+mathematical operators, arrows, geometric shapes or miscellaneous symbols (`SCRIPTS`), kept if
+every font of `FONT_FILES` covers it, it is a letter, digit or symbol without a Unicode
+decomposition whose ink is not tiny (`_MIN_INK_FRACTION` of the em), and, scaled into a
+24 x 24 box, it is not a near-duplicate (Tanimoto distance below `_MIN_DISTANCE`, averaged over
+DejaVu Sans and Serif) of an earlier kept character: Latin "A", Greek "Alpha" and Cyrillic "A"
+give one class, named after the first in script order. That leaves 795 classes with
+matplotlib 3.11's fonts, named ``<script>_U<hex code point>`` (``greek_U03B1``).
 `ensure_glyphs` draws `num_classes` of them (600 by default) and splits them into disjoint
-train/val/test classes (60/15/25 % by default: Omniglot's usual share of test characters,
-26 %, with more validation classes than its 100 of 1623) with one seeded shuffle.
+train/val/test classes (60/15/25 % by default, near Omniglot's share of test characters) with
+one seeded shuffle.
 
 Each image is the character in one of the 12 fonts (Sans, Serif, Sans Mono; regular, bold,
-oblique/italic, bold oblique/italic) drawn at random, with a random extra stroke width (0 to
-~2 % of the font size), then a random affine jitter: rotation within +-15 degrees, scale
-0.8-1.0 (aspect +-10 %), horizontal shear within +-0.2 and a translation of up to 8 % of the
-canvas, never pushing ink off the canvas. The glyph's ink box is scaled to fill ~80 % of the
-canvas and centred (like Omniglot's hand-drawn characters, so small letters are as large as
-capitals). Rendering happens at 4x `image_size` and is box-downsampled. Images are grayscale
-PNGs with black (0) strokes on a white (255) background, Omniglot's convention.
+oblique/italic, bold oblique/italic) with a random extra stroke width and a random affine
+jitter (rotation, scale, aspect, shear, translation; the `_MAX_*` constants) that never pushes
+ink off the canvas; its ink box fills ~80 % of the canvas, centred (like Omniglot's
+hand-drawn characters). Rendering happens at 4x `image_size` and is box-downsampled.
+Grayscale PNGs, black (0) strokes on white (255), Omniglot's convention. Every random draw
+comes from ``numpy.random.default_rng`` seeded by (seed, code point, image index) or (seed,
+purpose), so the same arguments give byte-identical files (with the same numpy,
+Pillow/FreeType and fonts; the fonts' names and sizes are part of the cache key).
 
-Every random draw comes from ``numpy.random.default_rng`` seeded by (seed, code point, image
-index) or (seed, purpose), so the same arguments give byte-identical files (with the same
-numpy, Pillow/FreeType and font files; the font files' names and sizes are part of the
-dataset's cache key).
-
-On disk, ``<root>/{train,val,test}/<class>/<nnnn>.png`` plus ``<root>/glyphs.json`` (the
-parameters, each split's characters and the size of every image file), which
-`l2f_tf.data.readers` reads as the ``mini_imagenet_folders`` layout: ``load_split(root,
-"train", image_size=(28, 28), channels=1)``.
-
-Speed: the default 600 classes x 20 images at 28 x 28 take ~11 s in one process on a loaded
-2-core CPU (~0.5 ms to render an image, about as much to write it, plus ~1 s once per process
-to choose the characters), so no process pool is used. A second call with the same arguments
-returns the existing root after checking it against glyphs.json (every file present with its
-recorded size: ~0.1 s for 12,000 files); a damaged root (a file truncated, deleted or
-replaced) is generated again. The PNGs take ~50 MB on disk (mostly file-system blocks).
+On disk: ``<root>/{train,val,test}/<class>/<nnnn>.png`` (the ``mini_imagenet_folders`` layout
+of `l2f_tf.data.readers`) and ``glyphs.json``, a cached folder (`l2f_tf.atomic.cached_folder`)
+checked on every call. docs/few_shot_classification.md gives the timings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import os
-import re
-import shutil
-import socket
 import time
 import unicodedata
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
+
+from l2f_tf import atomic
 
 # Bump when the character selection, rendering or layout changes: old caches are then unused.
 VERSION = 1
@@ -123,9 +95,6 @@ _MAX_SHEAR = 0.2
 _MAX_TRANSLATION = 0.08
 _MAX_STROKE_FRACTION = 0.02
 
-_PARTIAL_RE = re.compile(r"^\.(?P<name>glyphs_.+)\.partial-(?P<host>[A-Za-z0-9]*)-"
-                         r"(?P<pid>\d+)-[0-9a-f]+$")
-
 
 @dataclasses.dataclass(frozen=True)
 class Glyph:
@@ -143,36 +112,18 @@ class Glyph:
     """Filesystem-safe class (folder) name, e.g. ``greek_U03B1``."""
     return f"{self.script}_U{self.codepoint:04X}"
 
-  @property
-  def unicode_name(self) -> str:
-    return unicodedata.name(self.char, "")
-
-
-def font_dir() -> str:
-  """The folder of matplotlib's bundled TrueType fonts."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only its data path is needed)
-  return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
-
 
 @functools.cache
 def font_paths() -> tuple[str, ...]:
-  """Paths of `FONT_FILES` (checked once per process).
-
-  Raises:
-    FileNotFoundError: If matplotlib's installation lacks one of the DejaVu fonts.
-  """
-  folder = font_dir()
+  """Paths of `FONT_FILES` among matplotlib's fonts; FileNotFoundError if one is missing."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only its data path is needed)
+  folder = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
   paths = tuple(os.path.join(folder, name) for name in FONT_FILES)
   missing = [path for path in paths if not os.path.isfile(path)]
   if missing:
     raise FileNotFoundError(f"The glyphs dataset needs matplotlib's DejaVu fonts, but "
                             f"{', '.join(missing)} are missing: reinstall matplotlib.")
   return paths
-
-
-def _font_fingerprint() -> list[list]:
-  """Names and sizes of the fonts: part of the cache key, as the images depend on them."""
-  return [[os.path.basename(path), os.path.getsize(path)] for path in font_paths()]
 
 
 @functools.cache
@@ -219,14 +170,12 @@ def _candidates() -> list[Glyph]:
 
 @functools.cache
 def available_characters() -> tuple[Glyph, ...]:
-  """All characters the dataset can use, in priority (script, then code point) order.
-
-  Computed once per process (~1 s): candidates of `SCRIPTS` covered by every font, minus tiny
-  glyphs and near-duplicates of earlier ones (see the module docstring).
-  """
+  """All characters the dataset can use, in priority (script, then code point) order: the
+  candidates of `SCRIPTS` covered by every font, minus tiny glyphs and near-duplicates of
+  earlier ones (see the module docstring). Computed once per process."""
   start = time.time()
-  folder = font_dir()
-  fonts = [_font(os.path.join(folder, name), _REFERENCE_FONT_SIZE) for name in _REFERENCE_FONTS]
+  fonts = [_font(path, _REFERENCE_FONT_SIZE) for path in font_paths()
+           if os.path.basename(path) in _REFERENCE_FONTS]
   box = _DEDUP_SIZE * _SUPERSAMPLE
   glyphs, vectors = [], []
   for glyph in _candidates():
@@ -255,11 +204,8 @@ def available_characters() -> tuple[Glyph, ...]:
 
 def split_sizes(num_classes: int,
                 split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> tuple[int, int, int]:
-  """Numbers of (train, val, test) classes: val and test rounded half up, train the rest.
-
-  Raises:
-    ValueError: If a split would get no class.
-  """
+  """Numbers of (train, val, test) classes: val and test rounded half up, train the rest;
+  ValueError if a split would get no class."""
   val = math.floor(split_fractions[1] * num_classes + 0.5)
   test = math.floor(split_fractions[2] * num_classes + 0.5)
   sizes = (num_classes - val - test, val, test)
@@ -271,16 +217,8 @@ def split_sizes(num_classes: int,
 
 
 def render_glyph(char: str, rng: np.random.Generator, image_size: int = 28) -> np.ndarray:
-  """Renders one randomly jittered instance of `char` (black on white).
-
-  Args:
-    char: The character.
-    rng: Source of every random choice (font, stroke, affine jitter).
-    image_size: Side of the square output.
-
-  Returns:
-    A ``uint8`` array of shape (image_size, image_size): ink 0, background 255.
-  """
+  """One randomly jittered instance of `char`: uint8 [image_size, image_size], ink 0 on a
+  background of 255; `rng` draws the font, the stroke and the affine jitter."""
   u = rng.random(8)  # Fixed number of draws, each mapped by hand: stable across numpy versions.
   canvas = _SUPERSAMPLE * image_size
   paths = font_paths()
@@ -344,119 +282,47 @@ def _check_fractions(split_fractions) -> tuple[float, float, float]:
 
 
 def _dataset_name(params: dict) -> str:
-  """Readable folder name plus a hash of every parameter, `VERSION` and the fonts."""
-  key = json.dumps({**params, "version": VERSION, "fonts": _font_fingerprint()},
-                   sort_keys=True)
-  digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+  """Readable folder name plus a hash of every parameter, `VERSION` and the fonts' names and
+  sizes (the images depend on them)."""
   classes = "all" if params["num_classes"] is None else params["num_classes"]
-  return (f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
-          f"{params['image_size']}px_seed{params['seed']}_{digest}")
+  return atomic.keyed_name(f"glyphs_v{VERSION}_{classes}c_{params['instances_per_class']}i_"
+                           f"{params['image_size']}px_seed{params['seed']}",
+                           {**params, "version": VERSION, "fonts": [
+                               [os.path.basename(p), os.path.getsize(p)] for p in font_paths()]})
 
 
-def _host() -> str:
-  """This machine's name reduced to [A-Za-z0-9] (it is part of temporary folder names)."""
-  return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
-
-
-def _remove_stale_partials(cache_dir: str) -> None:
-  """Deletes temporary folders left by killed generations on this host (best effort)."""
-  host = _host()
-  for entry in os.listdir(cache_dir):
-    match = _PARTIAL_RE.match(entry)
-    if not match or match["host"] != host or os.name != "posix":
-      continue
-    try:
-      os.kill(int(match["pid"]), 0)
-      continue  # Its process still runs (maybe generating right now): leave it.
-    except ProcessLookupError:
-      pass
-    except (PermissionError, OverflowError):
-      continue
-    logging.info("Removing %s, left by an interrupted glyphs generation.", entry)
-    shutil.rmtree(os.path.join(cache_dir, entry), ignore_errors=True)
-
-
-def _file_names(count: int) -> list[str]:
-  """Names of the image files of a class of `count` images: 0000.png, 0001.png, ..."""
-  width = max(4, len(str(count - 1)))
-  return [f"{index:0{width}d}.png" for index in range(count)]
-
-
-def _partial_path(cache_dir: str, name: str) -> str:
-  """A new temporary folder name next to the root `name` (see `_remove_stale_partials`)."""
-  return os.path.join(cache_dir,
-                      f".{name}.partial-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def cache_problem(root: str, params: dict) -> str | None:
-  """What is wrong with the generated dataset in `root`, in words, or None if it is intact.
-
-  Intact: ``glyphs.json`` parses, has `params` and, for every class, exactly the image files
-  it lists, each of the size it recorded (a file truncated, deleted, added or replaced by
-  another of a different size is found; checking sizes needs no image decoding).
-  """
-  path = os.path.join(root, METADATA_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      metadata = json.load(f)
-  except FileNotFoundError:
-    return f"{METADATA_FILE} is missing"
-  except (OSError, ValueError) as e:
-    return f"{METADATA_FILE} is unreadable ({e})"
-  if not isinstance(metadata, dict) or metadata.get("parameters") != params:
-    return f"{METADATA_FILE} does not hold these parameters"
-  names = _file_names(params["instances_per_class"])
-  try:
-    if not all("file_sizes" in entry for entries in metadata["splits"].values()
-               for entry in entries):
-      return f"{METADATA_FILE} lists no file sizes (an older version wrote it)"
-    for split, classes in metadata["splits"].items():
-      for entry in classes:
-        class_dir = os.path.join(root, split, entry["class"])
-        if sorted(os.listdir(class_dir)) != names:
-          return f"{class_dir} does not hold the files {names[0]}..{names[-1]}"
-        for name, size in zip(names, entry["file_sizes"], strict=True):
-          if os.path.getsize(os.path.join(class_dir, name)) != size:
-            return f"{os.path.join(class_dir, name)} is not the size it was written with"
-  except (OSError, KeyError, TypeError, AttributeError, ValueError) as e:
-    return f"{METADATA_FILE} does not match the files ({type(e).__name__}: {e})"
-  return None
-
-
-def _discard(root: str) -> None:
-  """Moves `root` out of the way under a temporary name, then deletes it (best effort)."""
-  cache_dir, name = os.path.split(root)
-  aside = _partial_path(cache_dir, name)
-  try:
-    os.rename(root, aside)
-  except FileNotFoundError:
-    return  # Another process discarded it first.
-  shutil.rmtree(aside, ignore_errors=True)
+def _choose_splits(params: dict) -> dict[str, list[Glyph]]:
+  """The characters of each split: a seeded draw of `num_classes`, split by the fractions."""
+  characters = available_characters()
+  num_classes = params["num_classes"]
+  if num_classes is not None and num_classes > len(characters):
+    raise ValueError(f"ensure_glyphs: num_classes={num_classes} exceeds the {len(characters)} "
+                     f"characters available; use at most {len(characters)} (or None for all).")
+  order = np.random.default_rng([params["seed"], 0]).permutation(len(characters))
+  chosen = [characters[i] for i in order[:num_classes or len(characters)]]
+  bounds = np.cumsum((0,) + split_sizes(len(chosen), params["split_fractions"]))
+  return {split: sorted(chosen[bounds[k]:bounds[k + 1]], key=lambda g: g.name)
+          for k, split in enumerate(SPLITS)}
 
 
 def _write_dataset(folder: str, splits: dict[str, list[Glyph]], params: dict) -> None:
   """Renders every image of `splits` into `folder` and writes the metadata file."""
   count, seed, size = params["instances_per_class"], params["seed"], params["image_size"]
-  file_sizes = {}
+  width = max(4, len(str(count - 1)))  # File names 0000.png, 0001.png, ...
+  logging.info("Rendering the glyphs dataset (%s classes; %d images of %dx%d each).",
+               ", ".join(f"{s} {len(g)}" for s, g in splits.items()), count, size, size)
   for split, glyphs in splits.items():
     for glyph in glyphs:
       class_dir = os.path.join(folder, split, glyph.name)
       os.makedirs(class_dir)
-      for index, file_name in enumerate(_file_names(count)):
-        rng = np.random.default_rng([seed, glyph.codepoint, index])
-        pixels = render_glyph(glyph.char, rng, size)
-        path = os.path.join(class_dir, file_name)
-        Image.fromarray(pixels).save(path)
-        file_sizes.setdefault((split, glyph.name), []).append(os.path.getsize(path))
-  metadata = {
-      "version": VERSION, "parameters": params, "fonts": list(FONT_FILES),
-      "splits": {split: [{"class": g.name, "char": g.char, "unicode_name": g.unicode_name,
-                          "file_sizes": file_sizes[split, g.name]}
-                         for g in glyphs] for split, glyphs in splits.items()},
-  }
-  with open(os.path.join(folder, METADATA_FILE), "w", encoding="utf-8") as f:
-    json.dump(metadata, f, indent=1, sort_keys=True)
-    f.write("\n")
+      for index in range(count):
+        pixels = render_glyph(glyph.char, np.random.default_rng([seed, glyph.codepoint, index]),
+                              size)
+        Image.fromarray(pixels).save(os.path.join(class_dir, f"{index:0{width}d}.png"))
+  atomic.write_metadata(folder, METADATA_FILE, params, version=VERSION, fonts=list(FONT_FILES),
+                        splits={split: [{"class": g.name, "char": g.char, "unicode_name":
+                                         unicodedata.name(g.char, "")} for g in glyphs]
+                                for split, glyphs in splits.items()})
 
 
 def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int | None = 600,
@@ -464,32 +330,14 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
                   split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
   """Returns the root of the glyphs dataset with these parameters, generating it if needed.
 
-  Generation happens once: the root's name holds a hash of every argument (but `cache_dir`),
-  `VERSION` and the font files, so a later call with the same arguments returns at once and
-  different arguments never share a folder. Images are written into a temporary sibling
-  folder renamed to the root when complete, so an interrupted generation never leaves a root
-  that looks complete. A root that fails `cache_problem` (damaged since) is replaced by a new
-  generation, with a warning. If another process (e.g. a pytest-xdist worker) finishes the
-  same root first, this process discards its copy and returns theirs (the files are
-  identical).
-
-  Args:
-    cache_dir: Folder holding the datasets; None for `default_cache_dir()`
-      (``$L2F_TF_CACHE`` or ``~/.cache/l2f_tf``).
-    num_classes: Number of characters, drawn with a seeded shuffle from
-      `available_characters()`; None for all of them.
-    instances_per_class: Images per character.
-    image_size: Side of the square grayscale images.
-    seed: Seeds the choice and split of the characters and every image.
-    split_fractions: Fractions of the classes in (train, val, test); see `split_sizes`.
-
-  Returns:
-    The dataset root, holding ``{train,val,test}/<class>/<nnnn>.png`` (read it with
-    ``l2f_tf.data.readers.load_split(root, split, channels=1)``) and ``glyphs.json``.
-
-  Raises:
-    ValueError: If an argument is invalid, e.g. `num_classes` exceeds the characters
-      available (the message gives the maximum).
+  `num_classes` characters (None: all) are drawn with a seeded shuffle from
+  `available_characters()` and split by `split_fractions` (train, val, test; see
+  `split_sizes`), each with `instances_per_class` grayscale images of `image_size` squared;
+  `seed` seeds every draw. The root, in `cache_dir` (None: `default_cache_dir()`), holds
+  ``{train,val,test}/<class>/<nnnn>.png`` (``readers.load_split(root, split, channels=1)``)
+  and ``glyphs.json``. Its name holds a hash of every argument but `cache_dir`, `VERSION` and
+  the fonts; it is a cached folder (`l2f_tf.atomic.cached_folder`). Raises ValueError for an
+  invalid argument, e.g. more classes than characters (the message gives the maximum).
   """
   if num_classes is not None:
     num_classes = _check_int("num_classes", num_classes, 3)
@@ -503,45 +351,6 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
   if num_classes is not None:
     split_sizes(num_classes, params["split_fractions"])
   cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir or default_cache_dir())))
-  name = _dataset_name(params)
-  root = os.path.join(cache_dir, name)
-  if os.path.isdir(root):
-    problem = cache_problem(root, params)
-    if problem is None:
-      logging.info("Glyphs dataset found at %s.", root)
-      return root
-    logging.warning("The glyphs dataset in %s is damaged (%s): generating it again.", root,
-                    problem)
-    _discard(root)
-
-  characters = available_characters()
-  if num_classes is not None and num_classes > len(characters):
-    raise ValueError(f"ensure_glyphs: num_classes={num_classes} exceeds the {len(characters)} "
-                     f"characters available; use at most {len(characters)} (or None for all).")
-  order = np.random.default_rng([params["seed"], 0]).permutation(len(characters))
-  chosen = [characters[i] for i in order[:num_classes or len(characters)]]
-  sizes = split_sizes(len(chosen), params["split_fractions"])
-  bounds = np.cumsum((0,) + sizes)
-  splits = {split: sorted(chosen[bounds[k]:bounds[k + 1]], key=lambda g: g.name)
-            for k, split in enumerate(SPLITS)}
-
-  os.makedirs(cache_dir, exist_ok=True)
-  _remove_stale_partials(cache_dir)
-  partial = _partial_path(cache_dir, name)
-  logging.info("Generating the glyphs dataset (%d classes: %s; %d images of %dx%d each) in %s.",
-               len(chosen), ", ".join(f"{s} {n}" for s, n in zip(SPLITS, sizes)),
-               params["instances_per_class"], image_size, image_size, root)
-  start = time.time()
-  os.makedirs(partial)
-  try:
-    _write_dataset(partial, splits, params)
-    os.rename(partial, root)
-  except BaseException as e:
-    shutil.rmtree(partial, ignore_errors=True)
-    if isinstance(e, OSError) and os.path.isdir(root):
-      logging.info("Another process generated %s first; using it.", root)
-      return root
-    raise
-  logging.info("Generated %d images into %s in %.1f s.",
-               len(chosen) * params["instances_per_class"], root, time.time() - start)
-  return root
+  return atomic.cached_folder(os.path.join(cache_dir, _dataset_name(params)), METADATA_FILE,
+                              params, lambda folder: _write_dataset(
+                                  folder, _choose_splits(params), params), "glyphs dataset")

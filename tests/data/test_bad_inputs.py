@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from l2f_tf import atomic
 from l2f_tf.data import episodic, glyphs, readers
 from l2f_tf.domains.few_shot import FewShotClassification
 from tests.data.readers.test_mini_imagenet import write_cache_pickles
@@ -289,10 +290,10 @@ def test_truncated_glyph_image_is_detected_and_regenerated(tiny_glyphs, tmp_path
   root, snapshot = tiny_glyphs
   copy = _copy(root, snapshot, tmp_path)
   params = json.loads(snapshot[glyphs.METADATA_FILE])["parameters"]
-  assert glyphs.cache_problem(copy, params) is None
+  assert atomic.folder_problem(copy, glyphs.METADATA_FILE, params) is None
   image = next(name for name in sorted(snapshot) if name.endswith(".png"))
   _cut_in_half(os.path.join(copy, image))
-  assert glyphs.cache_problem(copy, params) == (
+  assert atomic.folder_problem(copy, glyphs.METADATA_FILE, params) == (
       f"{os.path.join(copy, image)} is not the size it was written with")
   with caplog.at_level(std_logging.WARNING):
     assert glyphs.ensure_glyphs(tmp_path, **TINY) == copy
@@ -313,6 +314,6 @@ def test_damaged_glyph_metadata_is_detected_and_regenerated(tiny_glyphs, tmp_pat
   copy = _copy(root, snapshot, tmp_path)
   params = json.loads(snapshot[glyphs.METADATA_FILE])["parameters"]
   damage(os.path.join(copy, glyphs.METADATA_FILE))
-  assert glyphs.cache_problem(copy, params).startswith(problem)
+  assert atomic.folder_problem(copy, glyphs.METADATA_FILE, params).startswith(problem)
   assert glyphs.ensure_glyphs(tmp_path, **TINY) == copy
   assert files_of(copy) == snapshot

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from l2f_tf import atomic
 from l2f_tf.data import glyphs, readers
 
 SMALL = {"num_classes": 30, "instances_per_class": 4}
@@ -176,9 +178,8 @@ def test_leftover_of_a_killed_generation_is_ignored_and_removed(small_root, tmp_
   finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                             capture_output=True, text=True, check=True)
   dead_pid = int(finished.stdout)
-  host = glyphs._host()  # pylint: disable=protected-access
-  dead = tmp_path / f".{name}.partial-{host}-{dead_pid}-0123abcd"
-  live = tmp_path / f".{name}.partial-{host}-{os.getpid()}-4567cdef"
+  dead = pathlib.Path(atomic.partial_name(str(tmp_path / name), dead_pid))
+  live = pathlib.Path(atomic.partial_name(str(tmp_path / name)))
   for partial in (dead, live):
     (partial / "train" / "latin_U0041").mkdir(parents=True)
     (partial / "train" / "latin_U0041" / "0000.png").write_bytes(b"truncated")

@@ -12,32 +12,28 @@ The training config is stored in ``assets.extra/operative_config.gin``.
 
 The graph checks its inputs (for any consumer): each input's shape against the signature (the
 observation and action sizes), NaN or infinite values, the four trajectory tensors agreeing on
-N (trajectories) and H (steps), and at least one real step (mask 1). ``l2f_tf.export.load``
-loads these exports too (a ``LoadedPolicy``), with the same checks in Python before the call.
+N (trajectories) and H (steps), and at least one real step (mask 1). :class:`LoadedPolicy`
+(what ``l2f_tf.export.load`` returns for these exports) checks shapes and dtypes in Python too.
 """
 
-from typing import Optional
+from typing import Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
-from l2f_tf import export as export_lib
+from l2f_tf.export.checks import after, all_equal, assert_that, checked_input
+from l2f_tf.export.saved_model import ExportModule, LoadedModel, save
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
 
 
-class PolicyModule(tf.Module):
+class PolicyModule(ExportModule):
   """The saved module: the learner's variables plus the act / adapt graphs."""
 
   def __init__(self, learner, observation_dim: int, action_dim: int, num_steps: int,
                discount: float, gae_lambda: float, averaging: str = "trajectory",
                description: str = ""):
-    super().__init__(name="meta_policy")
-    self.model, self.inner_lrs = learner.model, learner.inner_lrs
-    if learner.attenuation is not None:
-      self.attenuation = learner.attenuation
-    self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
-    self.description = tf.Variable(description, trainable=False, name="description")
-    self._learner, self._steps = learner, num_steps
+    super().__init__("meta_policy", learner, num_steps, description)
     self._discount, self._gae_lambda, self._averaging = discount, gae_lambda, averaging
     spec = lambda name, *shape: tf.TensorSpec(shape, tf.float32, name=name)
     self._act_specs = [spec("observations", None, observation_dim)]
@@ -53,26 +49,23 @@ class PolicyModule(tf.Module):
     return {"mean": mean, "log_std": log_std[0]}
 
   def _act(self, observations):
-    observations = export_lib.checked_input(observations, self._act_specs[0].shape,
-                                            "observations")
+    observations = checked_input(observations, self._act_specs[0].shape, "observations")
     return self._outputs(self._learner.theta(), observations)
 
   def _checked(self, *inputs):
     """The inputs of adapt_and_act with the checks of the module docstring attached."""
-    inputs = [export_lib.checked_input(t, s.shape, s.name)
-              for t, s in zip(inputs, self._adapt_specs)]
+    inputs = [checked_input(t, s.shape, s.name) for t, s in zip(inputs, self._adapt_specs)]
     observations, actions, rewards, mask, _ = inputs
     trajectories = {"observations": observations, "actions": actions, "rewards": rewards,
                     "mask": mask}
     n, h = zip(*(tf.unstack(tf.shape(t)[:2]) for t in trajectories.values()))
     checks = [
-        export_lib.assert_that(
-            tf.logical_and(export_lib.all_equal(*n), export_lib.all_equal(*h)),
-            "observations [N, H, obs_dim], actions [N, H, act_dim], rewards [N, H] and mask "
-            "[N, H] must agree on N (trajectories) and H (steps)", trajectories),
-        export_lib.assert_that(tf.reduce_sum(mask) > 0, "The support trajectories are empty: "
-                               "mask needs at least one real step (1)", {"mask": mask})]
-    return export_lib.after(checks, inputs)
+        assert_that(tf.logical_and(all_equal(*n), all_equal(*h)), "observations [N, H, "
+                    "obs_dim], actions [N, H, act_dim], rewards [N, H] and mask [N, H] must "
+                    "agree on N (trajectories) and H (steps)", trajectories),
+        assert_that(tf.reduce_sum(mask) > 0, "The support trajectories are empty: mask needs "
+                    "at least one real step (1)", {"mask": mask})]
+    return after(checks, inputs)
 
   def _adapt_and_act(self, observations, actions, rewards, mask, query_observations):
     observations, actions, rewards, mask, query_observations = self._checked(
@@ -86,10 +79,10 @@ class PolicyModule(tf.Module):
     return self._outputs(adaptation.fast_weights, query_observations)
 
 
-def export(learner, path: str, observation_dim: int, action_dim: int,
-           num_steps: Optional[int] = None, discount: float = 0.99, gae_lambda: float = 1.0,
-           config_path: Optional[str] = None, averaging: str = "trajectory",
-           name: str = "meta-RL") -> str:
+def export_policy(learner, path: str, observation_dim: int, action_dim: int,
+                  num_steps: Optional[int] = None, discount: float = 0.99,
+                  gae_lambda: float = 1.0, config_path: Optional[str] = None,
+                  averaging: str = "trajectory", name: str = "meta-RL") -> str:
   """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
 
   The adaptation inside it computes advantages and averages as training did (``discount``,
@@ -102,5 +95,30 @@ def export(learner, path: str, observation_dim: int, action_dim: int,
                  f"query_observations [B, {o}]), all float32")
   module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda,
                         averaging, description)
-  return export_lib.save(module, path, {"serving_default": module.act, "act": module.act,
-                                        "adapt_and_act": module.adapt_and_act}, config_path)
+  return save(module, path, {"serving_default": module.act, "act": module.act,
+                             "adapt_and_act": module.adapt_and_act}, config_path)
+
+
+class LoadedPolicy(LoadedModel):
+  """A loaded meta-RL export (made by ``l2f_tf.export.load``) with checked inputs: ``act``
+  and ``adapt_and_act`` return {"mean", "log_std"} numpy arrays; ``observation_dim``,
+  ``action_dim``, ``num_steps``, ``description``, ``config_path``."""
+
+  TRAJECTORIES = ("observations", "actions", "rewards", "mask", "query_observations")
+
+  def __init__(self, path: str, module):
+    super().__init__(path, module)
+    specs = module.signatures["adapt_and_act"].structured_input_signature[1]
+    self.observation_dim = int(specs["observations"].shape[-1])
+    self.action_dim = int(specs["actions"].shape[-1])
+
+  def act(self, observations) -> Dict[str, np.ndarray]:
+    """The meta-policy theta (before adaptation) on observations [B, obs_dim]."""
+    return self._call("act", ["observations"], [observations])
+
+  def adapt_and_act(self, observations, actions, rewards, mask,
+                    query_observations) -> Dict[str, np.ndarray]:
+    """Adapts to one task's trajectories (observations [N, H, obs_dim], actions [N, H,
+    act_dim], rewards and mask [N, H]) and returns the adapted policy on query_observations."""
+    return self._call("adapt_and_act", self.TRAJECTORIES,
+                      (observations, actions, rewards, mask, query_observations))

@@ -1,28 +1,24 @@
 """Input checks inside an exported graph, shared by both kinds of export, and the text a loader
-makes of their errors. The checks and their messages are listed in docs/exported_models.md."""
+makes of their errors (listed in docs/exported_models.md)."""
 
 import re
-from typing import Dict
 
 import tensorflow as tf
 
 
-def checked_input(x: tf.Tensor, shape, name: str) -> tf.Tensor:
-  """``x`` with its shape checked at run time against ``shape`` (the signature's, which a call
+def checked_input(x: tf.Tensor, spec: tf.TensorSpec) -> tf.Tensor:
+  """``x`` with its shape checked at run time against the signature's ``spec`` (which a call
   through ``signatures[...]`` does not enforce) and, for floats, its values finite."""
-  x = tf.ensure_shape(x, shape, name=f"check_{name}_shape")
+  x = tf.ensure_shape(x, spec.shape, name=f"check_{spec.name}_shape")
   if x.dtype.is_floating:
-    x = tf.debugging.assert_all_finite(x, f"{name} has NaN or infinite values")
+    x = tf.debugging.assert_all_finite(x, f"{spec.name} has NaN or infinite values")
   return x
 
 
-def assert_that(condition: tf.Tensor, message: str, shapes: Dict[str, tf.Tensor]):
-  """Raises InvalidArgumentError with ``message`` and the named shapes when the condition is
-  False (``shapes``: name -> the tensor whose shape the message quotes)."""
-  data = [message + "; got"]
-  for name, tensor in shapes.items():
-    data += [name, tf.shape(tensor)]
-  return tf.debugging.Assert(condition, data)
+def assert_that(condition: tf.Tensor, message: str, *values: tf.Tensor):
+  """An op that raises InvalidArgumentError with ``message``, its ``{}`` filled with ``values``,
+  when ``condition`` is False."""
+  return tf.debugging.Assert(condition, [tf.strings.format(message, values, summarize=-1)])
 
 
 def all_equal(*values) -> tf.Tensor:
@@ -38,24 +34,10 @@ def after(checks, tensors):
 
 def graph_error_text(message: str) -> str:
   """The line of a graph's InvalidArgumentError that says what is wrong, without TF's
-  boilerplate (node names, "Graph execution error", "assertion failed")."""
+  boilerplate (node names, "Graph execution error", "assertion failed: [...]")."""
   boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ")
   lines = [line.strip() for line in message.splitlines()]
   lines = [line for line in lines if line and not line.startswith(boilerplate)]
-  text = lines[-1] if lines else message.strip()
-  text = re.sub(r"\s*\[Op:[^\]]*\]$", "", text)
-  prefix = "assertion failed: "
-  if not text.startswith(prefix):
-    return text.rstrip(".")
-  # Assert's data, each in brackets ("[a message] [name] [3 5 2]"): unbracket the strings, keep
-  # the brackets of the values.
-  items, depth, first = [], 0, 0
-  for i, char in enumerate(text):
-    if char == "[":
-      first = i if depth == 0 else first
-      depth += 1
-    elif char == "]":
-      depth -= 1
-      if depth == 0:
-        items.append(text[first:i + 1])
-  return " ".join(item[1:-1] if re.search("[A-Za-z]", item) else item for item in items)
+  text = re.sub(r"\s*\[Op:[^\]]*\]$", "", lines[-1] if lines else message.strip())
+  assertion = re.fullmatch(r"assertion failed: \[(.*)\]", text)
+  return assertion.group(1) if assertion else text.rstrip(".")

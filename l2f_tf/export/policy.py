@@ -1,19 +1,10 @@
-"""Export of a meta-trained policy as a SavedModel that acts and adapts.
-
-Signatures (all float32):
-  * ``act``: observations [B, obs_dim] -> {"mean" [B, act_dim], "log_std" [act_dim]}: the
-    meta-policy theta (before any adaptation; act with ``mean`` or sample with ``log_std``);
-  * ``adapt_and_act``: trajectories of one task - observations [N, H, obs_dim], actions
-    [N, H, act_dim], rewards [N, H], mask [N, H] (1 for real steps, 0 for padding) - and
-    query observations [B, obs_dim] -> the adapted policy's {"mean", "log_std"} on the query.
-    Advantages are computed inside as in training (linear baseline refit, GAE, normalisation);
-    L2F's embedding and the inner step(s) both use these trajectories.
-The training config is stored in ``assets.extra/operative_config.gin``.
-
-The graph checks its inputs (for any consumer): each input's shape against the signature (the
-observation and action sizes), NaN or infinite values, the four trajectory tensors agreeing on
-N (trajectories) and H (steps), and at least one real step (mask 1). :class:`LoadedPolicy`
-(what ``l2f_tf.export.load`` returns for these exports) checks shapes and dtypes in Python too.
+"""The meta-RL export, its writer and its loader: a SavedModel of a meta-trained policy with the
+signatures ``act`` (= ``serving_default``; observations [B, obs_dim] -> {"mean", "log_std"} of
+theta, before any adaptation) and ``adapt_and_act`` (one task's trajectories: observations
+[N, H, obs_dim], actions [N, H, act_dim], rewards and mask [N, H], and query observations
+[B, obs_dim] -> the adapted policy's {"mean", "log_std"} on the query; advantages, L2F's
+embedding and the inner steps are computed inside as in training). The graph checks its inputs
+for any consumer; :class:`LoadedPolicy` checks shapes and dtypes in Python too.
 """
 
 from typing import Dict, Optional
@@ -49,27 +40,23 @@ class PolicyModule(ExportModule):
     return {"mean": mean, "log_std": log_std[0]}
 
   def _act(self, observations):
-    observations = checked_input(observations, self._act_specs[0].shape, "observations")
+    observations = checked_input(observations, self._act_specs[0])
     return self._outputs(self._learner.theta(), observations)
 
-  def _checked(self, *inputs):
-    """The inputs of adapt_and_act with the checks of the module docstring attached."""
-    inputs = [checked_input(t, s.shape, s.name) for t, s in zip(inputs, self._adapt_specs)]
-    observations, actions, rewards, mask, _ = inputs
-    trajectories = {"observations": observations, "actions": actions, "rewards": rewards,
-                    "mask": mask}
-    n, h = zip(*(tf.unstack(tf.shape(t)[:2]) for t in trajectories.values()))
+  def _adapt_and_act(self, observations, actions, rewards, mask, query_observations):
+    """The adapted policy on the query, after the checks of the module docstring."""
+    inputs = [checked_input(t, s) for t, s in zip(
+        (observations, actions, rewards, mask, query_observations), self._adapt_specs)]
+    shapes = [tf.shape(t) for t in inputs[:4]]  # observations, actions, rewards, mask
+    n, h = zip(*(tf.unstack(shape[:2]) for shape in shapes))
     checks = [
         assert_that(tf.logical_and(all_equal(*n), all_equal(*h)), "observations [N, H, "
                     "obs_dim], actions [N, H, act_dim], rewards [N, H] and mask [N, H] must "
-                    "agree on N (trajectories) and H (steps)", trajectories),
-        assert_that(tf.reduce_sum(mask) > 0, "The support trajectories are empty: mask needs "
-                    "at least one real step (1)", {"mask": mask})]
-    return after(checks, inputs)
-
-  def _adapt_and_act(self, observations, actions, rewards, mask, query_observations):
-    observations, actions, rewards, mask, query_observations = self._checked(
-        observations, actions, rewards, mask, query_observations)
+                    "agree on N (trajectories) and H (steps); got observations {} actions {} "
+                    "rewards {} mask {}", *shapes),
+        assert_that(tf.reduce_sum(inputs[3]) > 0, "The support trajectories are empty: mask "
+                    "needs at least one real step (1); got mask {}", shapes[3])]
+    observations, actions, rewards, mask, query_observations = after(checks, inputs)
     advantages = returns_lib.advantages_for_task(observations, rewards, mask, self._discount,
                                                  self._gae_lambda,
                                                  averaging=self._averaging).advantages

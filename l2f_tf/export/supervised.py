@@ -1,26 +1,13 @@
-"""The supervised export: a SavedModel that adapts a trained learner to a new task and predicts,
-its writer and its loader.
+"""The supervised export, its writer and its loader: a SavedModel that adapts a trained learner
+(theta, the attenuator, the inner learning rates) to a new task and predicts, with the training
+gin config in ``assets.extra/`` so that an evaluation can rebuild the task distribution.
 
-The SavedModel holds theta, the attenuator and the inner learning rates, and four signatures:
-  * ``serving_default`` / ``adapt_and_predict``: one task; (support_x [K, ...], support_y
-    [K, ...], query_x [Q, ...]) -> predictions for query_x after attenuation (L2F) and the
-    inner loop, with the number of inner steps fixed at export (``num_steps``);
-  * ``adapt_and_predict_batch``: the same with a leading task axis;
-  * ``adapt_and_predict_steps``: the same inputs plus an int32 scalar ``num_steps`` ->
-    predictions [num_steps + 1, Q, ...], the query predictions after 0, 1, ..., num_steps inner
-    steps (any count up to ``max_steps``, fixed at export), so that an evaluation reports the
-    whole adaptation curve, beyond the training number of steps too;
-  * ``adapt_and_predict_steps_batch``: the same with a leading task axis ([T, num_steps + 1,
-    Q, ...]).
-The training gin config is stored in ``assets.extra/operative_config.gin`` so that an
-evaluation can rebuild the task distribution.
-
-The graph checks its inputs, so the checks hold for any consumer (``tf.saved_model.load``, TF
-Serving, ``l2f_tf.export.load``): each input's shape against the signature, NaN or infinite
-values, an empty support set, the support_x / support_y (and, batched, query_x) sizes agreeing,
-class labels in range, and for image domains pixel values outside the expected range (a warning
-printed once to stderr). :class:`LoadedLearner` also checks shapes and dtypes in Python before
-calling, and turns the graph's errors into a ValueError.
+Signatures: ``adapt_and_predict`` (= ``serving_default``; support_x [K, ...], support_y [K, ...],
+query_x [Q, ...] -> predictions after the ``num_steps`` inner steps fixed at export) and
+``adapt_and_predict_steps`` (plus an int32 ``num_steps`` -> [num_steps + 1, Q, ...], the
+predictions after 0..num_steps steps, up to ``max_steps``: the whole adaptation curve, beyond
+the training steps too), each also ``_batch`` with a leading task axis. The graph checks its
+inputs for any consumer (``tf.saved_model.load``, TF Serving, :class:`LoadedLearner`).
 """
 
 import sys
@@ -45,49 +32,47 @@ class AdaptAndPredict(ExportModule):
     super().__init__("adapt_and_predict", learner, num_steps, description)
     check_max_steps(max_steps, num_steps)
     self.max_steps = tf.Variable(max_steps, trainable=False, name="max_steps")
-    classification = input_signature[1].dtype.is_integer
-    num_classes = getattr(learner, "num_classes", None)  # LEO's; else the model's output.
-    if classification and num_classes is None:
-      num_classes = learner.model.output_shape[-1]
-    self._num_classes = int(num_classes) if classification else 0
-    self.num_classes = tf.Variable(self._num_classes, trainable=False, name="num_classes")
+    num_classes = 0  # Regression; else LEO's number of classes or the model's outputs.
+    if input_signature[1].dtype.is_integer:
+      num_classes = int(getattr(learner, "num_classes", None) or learner.model.output_shape[-1])
+    self.num_classes = tf.Variable(num_classes, trainable=False, name="num_classes")
     # Set once the input-range warning has been printed (once per loaded model).
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")
-    self._input_range, self._max_steps = input_range, max_steps
-    self._preprocess = preprocess or (lambda x: x)
-    self._specs = list(input_signature)
-    self.adapt_and_predict = tf.function(self._single, input_signature=self._specs)
-    self._batched_specs = [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name)
-                           for s in input_signature]
-    self.adapt_and_predict_batch = tf.function(self._batch, input_signature=self._batched_specs)
-    count = tf.TensorSpec([], tf.int32, name="num_steps")
+    self._num_classes, self._max_steps = num_classes, max_steps
+    self._input_range, self._preprocess = input_range, preprocess or (lambda x: x)
+    specs = list(input_signature)
+    batched = [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name) for s in specs]
+    count = [tf.TensorSpec([], tf.int32, name="num_steps")]
+    self._specs = (specs, batched)  # Indexed by batched.
+    self.adapt_and_predict = tf.function(self._single, input_signature=specs)
+    self.adapt_and_predict_batch = tf.function(self._batch, input_signature=batched)
     self.adapt_and_predict_steps = tf.function(self._steps_single,
-                                               input_signature=[*self._specs, count])
-    self.adapt_and_predict_steps_batch = tf.function(
-        self._steps_batch, input_signature=[*self._batched_specs, count])
+                                               input_signature=specs + count)
+    self.adapt_and_predict_steps_batch = tf.function(self._steps_batch,
+                                                     input_signature=batched + count)
 
-  def _checked(self, support_x, support_y, query_x, batched: bool):
-    """The inputs with every check of the module docstring attached."""
-    specs = self._batched_specs if batched else self._specs
-    support_x, support_y, query_x = (checked_input(t, s.shape, s.name) for t, s in
-                                     zip((support_x, support_y, query_x), specs))
-    shapes = {"support_x": support_x, "support_y": support_y, "query_x": query_x}
+  def _checked(self, inputs, batched: bool):
+    """The inputs with every check of the module docstring attached (docs/exported_models.md
+    lists them)."""
+    support_x, support_y, query_x = (checked_input(t, s)
+                                     for t, s in zip(inputs, self._specs[batched]))
     examples = 1 if batched else 0  # The axis of the examples.
     sx, sy, qx = tf.shape(support_x), tf.shape(support_y), tf.shape(query_x)
     agree = tf.equal(sx[examples], sy[examples])
     if batched:
       agree = tf.logical_and(agree, all_equal(sx[0], sy[0], qx[0]))
     checks = [
-        assert_that(agree, "support_x and support_y must have the same number of examples "
-                    "(and, batched, the same number of tasks as query_x)", shapes),
+        assert_that(agree, "support_x and support_y must have the same number of examples (and, "
+                    "batched, the same number of tasks as query_x); got support_x {} support_y "
+                    "{} query_x {}", sx, sy, qx),
         assert_that(sx[examples] > 0, "The support set is empty: support_x needs at least one "
-                    "example per task", {"support_x": support_x})]
+                    "example per task; got support_x {}", sx)]
     if support_y.dtype.is_integer:
       low, high = tf.reduce_min(support_y), tf.reduce_max(support_y)
-      checks.append(tf.debugging.Assert(
+      checks.append(assert_that(
           tf.logical_and(low >= 0, high < self._num_classes),
-          [f"support_y labels must be in 0..{self._num_classes - 1}; got values from", low,
-           "to", high]))
+          f"support_y labels must be in 0..{self._num_classes - 1}; got values from {{}} to {{}}",
+          low, high))
     if self._input_range is not None:
       checks.append(self._warn_outside_range(support_x, query_x))
     return after(checks, [support_x, support_y, query_x])
@@ -127,15 +112,14 @@ class AdaptAndPredict(ExportModule):
                      for params in adaptation.iterates])[:num_steps + 1]
 
   def _predict(self, inputs, batched: bool, num_steps=None):
-    """{"predictions"} of :meth:`_adapt` on the checked inputs (``num_steps``: checked to be in
-    0..max_steps), task by task when ``batched``."""
+    """{"predictions"} of :meth:`_adapt` on the checked inputs, task by task when batched."""
     if num_steps is not None:
-      check = tf.debugging.Assert(
+      num_steps = after([assert_that(
           tf.logical_and(num_steps >= 0, num_steps <= self._max_steps),
-          [f"num_steps must be in 0..{self._max_steps}: this SavedModel was exported with "
-           f"max_steps={self._max_steps}; {_HOW_TO_EXPORT_MORE}. Got", num_steps])
-      num_steps = after([check], [num_steps])[0]
-    inputs = self._checked(*inputs, batched)
+          f"num_steps must be in 0..{self._max_steps}: this SavedModel was exported with "
+          f"max_steps={self._max_steps}; {_HOW_TO_EXPORT_MORE}. Got {{}}", num_steps)],
+          [num_steps])[0]
+    inputs = self._checked(inputs, batched)
     adapt = lambda task: self._adapt(*task, num_steps)
     if batched:
       return {"predictions": tf.map_fn(adapt, inputs, fn_output_signature=self._learner.dtype)}
@@ -166,35 +150,24 @@ def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
            config_path: Optional[str] = None, preprocess=None, description: str = "",
            input_range: Optional[Tuple[float, float]] = None,
            max_steps: Optional[int] = None) -> str:
-  """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
+  """Writes the SavedModel of ``learner`` to ``path`` (replacing it) and returns ``path``.
 
-  Args:
-    learner: the trained MetaLearner.
-    path: output directory.
-    input_signature: TensorSpecs of (support_x, support_y, query_x) of one task.
-    num_steps: inner steps of the exported adaptation (default: the training setting).
-    config_path: the run's operative_config.gin, copied into assets.extra/.
-    preprocess: applied to support_x and query_x inside the SavedModel (e.g. pixel values ->
-      normalised images), so that users feed raw inputs.
-    description: what the model expects, in words; quoted by the loader's error messages.
-    input_range: (low, high) of the support_x / query_x values the SavedModel expects (e.g.
-      (0, 255) for pixel values), or None. Inputs outside it, or all in [0, 1] when high > 1,
-      get a warning on stderr, printed once per loaded model.
-    max_steps: the most inner steps ``adapt_and_predict_steps`` can run (each call computes
-      them all, then returns the first ``num_steps + 1`` predictions). Default:
-      max(2 * num_steps, 10).
-  """
+  ``input_signature``: TensorSpecs of one task's (support_x, support_y, query_x);
+  ``num_steps``: default, the training setting; ``config_path``: the run's gin config, copied
+  into assets.extra/; ``preprocess``: applied to support_x and query_x inside the graph, so that
+  users feed raw inputs; ``description``: what the model expects, quoted by the loader's
+  errors; ``input_range``: (low, high) of the raw inputs, or None (inputs outside it, or all in
+  [0, 1] when high > 1, get a warning on stderr, once per loaded model); ``max_steps``: the
+  most steps ``adapt_and_predict_steps`` runs (each call runs them all), default
+  max(2 * num_steps, 10)."""
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   max_steps = max(2 * num_steps, 10) if max_steps is None else max_steps
   module = AdaptAndPredict(learner, input_signature, num_steps, max_steps, preprocess,
                            description, input_range)
+  names = ["adapt_and_predict", "adapt_and_predict_batch", "adapt_and_predict_steps",
+           "adapt_and_predict_steps_batch"]
   return save(module, path, {"serving_default": module.adapt_and_predict,
-                             "adapt_and_predict": module.adapt_and_predict,
-                             "adapt_and_predict_batch": module.adapt_and_predict_batch,
-                             "adapt_and_predict_steps": module.adapt_and_predict_steps,
-                             "adapt_and_predict_steps_batch":
-                                 module.adapt_and_predict_steps_batch},
-              config_path)
+                             **{name: getattr(module, name) for name in names}}, config_path)
 
 
 def export_for_domain(learner, domain, path: str, num_steps: Optional[int] = None,
@@ -229,28 +202,27 @@ class LoadedLearner(LoadedModel):
                        f"{_HOW_TO_EXPORT_MORE}.")
     return int(num_steps)
 
+  def _predict(self, signature: str, values, *num_steps) -> np.ndarray:
+    count = {"num_steps": tf.constant(self.check_num_steps(*num_steps))} if num_steps else {}
+    return self._call(signature, self.INPUTS, values, **count)["predictions"]
+
   def predict(self, support_x, support_y, query_x) -> np.ndarray:
     """Adapts to one task and returns predictions for query_x."""
-    return self._call("adapt_and_predict", self.INPUTS,
-                      (support_x, support_y, query_x))["predictions"]
+    return self._predict("adapt_and_predict", (support_x, support_y, query_x))
 
   def predict_batch(self, support_x, support_y, query_x) -> np.ndarray:
     """The same for a batch of tasks (leading task axis)."""
-    return self._call("adapt_and_predict_batch", self.INPUTS,
-                      (support_x, support_y, query_x))["predictions"]
+    return self._predict("adapt_and_predict_batch", (support_x, support_y, query_x))
 
   def predict_steps(self, support_x, support_y, query_x,
                     num_steps: Optional[int] = None) -> np.ndarray:
     """Adapts to one task and returns [num_steps + 1, Q, ...]: the query predictions after 0,
     1, ..., num_steps inner steps (default: the exported ``num_steps``; at most
     ``max_steps``)."""
-    count = tf.constant(self.check_num_steps(num_steps), tf.int32)
-    return self._call("adapt_and_predict_steps", self.INPUTS, (support_x, support_y, query_x),
-                      num_steps=count)["predictions"]
+    return self._predict("adapt_and_predict_steps", (support_x, support_y, query_x), num_steps)
 
   def predict_steps_batch(self, support_x, support_y, query_x,
                           num_steps: Optional[int] = None) -> np.ndarray:
     """The same for a batch of tasks (leading task axis): [T, num_steps + 1, Q, ...]."""
-    count = tf.constant(self.check_num_steps(num_steps), tf.int32)
-    return self._call("adapt_and_predict_steps_batch", self.INPUTS,
-                      (support_x, support_y, query_x), num_steps=count)["predictions"]
+    return self._predict("adapt_and_predict_steps_batch", (support_x, support_y, query_x),
+                         num_steps)

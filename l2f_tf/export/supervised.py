@@ -10,6 +10,7 @@ the training steps too), each also ``_batch`` with a leading task axis. The grap
 inputs for any consumer (``tf.saved_model.load``, TF Serving, :class:`LoadedLearner`).
 """
 
+import functools
 import sys
 from typing import Optional, Tuple
 
@@ -19,6 +20,10 @@ import tensorflow as tf
 from l2f_tf.export.checks import after, all_equal, assert_that, checked_input
 from l2f_tf.export.saved_model import ExportModule, LoadedModel, save
 
+# name: (batched: a leading task axis, steps: an int32 input num_steps -> after 0..num_steps).
+SIGNATURES = {"adapt_and_predict": (False, False), "adapt_and_predict_batch": (True, False),
+              "adapt_and_predict_steps": (False, True),
+              "adapt_and_predict_steps_batch": (True, True)}
 _HOW_TO_EXPORT_MORE = ("export it again with more (run_experiment.export_max_steps, or "
                        "l2f_tf.export.export(max_steps=...))")
 
@@ -40,16 +45,12 @@ class AdaptAndPredict(ExportModule):
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")
     self._num_classes, self._max_steps = num_classes, max_steps
     self._input_range, self._preprocess = input_range, preprocess or (lambda x: x)
-    specs = list(input_signature)
-    batched = [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name) for s in specs]
+    self._specs = (list(input_signature),  # Indexed by batched.
+                   [tf.TensorSpec([None, *s.shape], s.dtype, name=s.name) for s in input_signature])
     count = [tf.TensorSpec([], tf.int32, name="num_steps")]
-    self._specs = (specs, batched)  # Indexed by batched.
-    self.adapt_and_predict = tf.function(self._single, input_signature=specs)
-    self.adapt_and_predict_batch = tf.function(self._batch, input_signature=batched)
-    self.adapt_and_predict_steps = tf.function(self._steps_single,
-                                               input_signature=specs + count)
-    self.adapt_and_predict_steps_batch = tf.function(self._steps_batch,
-                                                     input_signature=batched + count)
+    for name, (batched, steps) in SIGNATURES.items():
+      setattr(self, name, tf.function(functools.partial(self._predict, batched=batched),
+                                      input_signature=list(self._specs[batched]) + count * steps))
 
   def _checked(self, inputs, batched: bool):
     """The inputs with every check of the module docstring attached (docs/exported_models.md
@@ -111,7 +112,7 @@ class AdaptAndPredict(ExportModule):
     return tf.stack([self._learner.forward(params, query_x)
                      for params in adaptation.iterates])[:num_steps + 1]
 
-  def _predict(self, inputs, batched: bool, num_steps=None):
+  def _predict(self, support_x, support_y, query_x, num_steps=None, *, batched: bool):
     """{"predictions"} of :meth:`_adapt` on the checked inputs, task by task when batched."""
     if num_steps is not None:
       num_steps = after([assert_that(
@@ -119,29 +120,21 @@ class AdaptAndPredict(ExportModule):
           f"num_steps must be in 0..{self._max_steps}: this SavedModel was exported with "
           f"max_steps={self._max_steps}; {_HOW_TO_EXPORT_MORE}. Got {{}}", num_steps)],
           [num_steps])[0]
-    inputs = self._checked(inputs, batched)
+    inputs = self._checked([support_x, support_y, query_x], batched)
     adapt = lambda task: self._adapt(*task, num_steps)
     if batched:
       return {"predictions": tf.map_fn(adapt, inputs, fn_output_signature=self._learner.dtype)}
     return {"predictions": adapt(inputs)}
 
-  def _single(self, support_x, support_y, query_x):
-    return self._predict([support_x, support_y, query_x], batched=False)
 
-  def _batch(self, support_x, support_y, query_x):
-    return self._predict([support_x, support_y, query_x], batched=True)
-
-  def _steps_single(self, support_x, support_y, query_x, num_steps):
-    return self._predict([support_x, support_y, query_x], False, num_steps)
-
-  def _steps_batch(self, support_x, support_y, query_x, num_steps):
-    return self._predict([support_x, support_y, query_x], True, num_steps)
+def _is_count(value, low: int, high=np.inf) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and \
+      low <= value <= high
 
 
 def check_max_steps(max_steps, num_steps: Optional[int] = None) -> None:
   """Raises ValueError (naming the setting) unless ``max_steps`` is an int >= ``num_steps``."""
-  if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or \
-      max_steps < max(num_steps or 0, 0):
+  if not _is_count(max_steps, max(num_steps or 0, 0)):
     raise ValueError(f"max_steps (run_experiment.export_max_steps) must be an integer >= the "
                      f"exported number of inner steps ({num_steps}), got {max_steps!r}.")
 
@@ -164,10 +157,8 @@ def export(learner, path: str, input_signature, num_steps: Optional[int] = None,
   max_steps = max(2 * num_steps, 10) if max_steps is None else max_steps
   module = AdaptAndPredict(learner, input_signature, num_steps, max_steps, preprocess,
                            description, input_range)
-  names = ["adapt_and_predict", "adapt_and_predict_batch", "adapt_and_predict_steps",
-           "adapt_and_predict_steps_batch"]
   return save(module, path, {"serving_default": module.adapt_and_predict,
-                             **{name: getattr(module, name) for name in names}}, config_path)
+                             **{name: getattr(module, name) for name in SIGNATURES}}, config_path)
 
 
 def export_for_domain(learner, domain, path: str, num_steps: Optional[int] = None,
@@ -195,8 +186,7 @@ class LoadedLearner(LoadedModel):
   def check_num_steps(self, num_steps) -> int:
     """``num_steps`` (None: the exported ``num_steps``) checked against this SavedModel."""
     num_steps = self.num_steps if num_steps is None else num_steps
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or \
-        not 0 <= num_steps <= self.max_steps:
+    if not _is_count(num_steps, 0, self.max_steps):
       raise ValueError(f"num_steps must be an integer in 0..{self.max_steps} (this SavedModel "
                        f"was exported with max_steps={self.max_steps}), got {num_steps!r}; "
                        f"{_HOW_TO_EXPORT_MORE}.")

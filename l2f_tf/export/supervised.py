@@ -53,8 +53,7 @@ class AdaptAndPredict(ExportModule):
                                       input_signature=list(self._specs[batched]) + count * steps))
 
   def _checked(self, inputs, batched: bool):
-    """The inputs with every check of the module docstring attached (docs/exported_models.md
-    lists them)."""
+    """The inputs with their checks attached (docs/exported_models.md lists them)."""
     support_x, support_y, query_x = (checked_input(t, s)
                                      for t, s in zip(inputs, self._specs[batched]))
     examples = 1 if batched else 0  # The axis of the examples.

@@ -1,10 +1,7 @@
-"""Exports of a trained learner as a SavedModel that adapts to new tasks, and their loader.
-
-``supervised`` writes and loads the adapt-and-predict export of a supervised domain, ``policy``
-the act / adapt export of a meta-RL domain; both share ``checks`` (the input checks inside the
-graph) and ``saved_model`` (the format version, writing, reading). :func:`load` reads either
-kind. The checks and their messages are listed in docs/exported_models.md.
-"""
+"""Exports of a trained learner as SavedModels, and their loader :func:`load`: ``supervised``
+(adapt and predict) and ``policy`` (meta-RL: act, adapt and act), which share ``checks`` (inside
+the graph) and ``saved_model`` (format version, writing, reading). docs/exported_models.md lists
+the checks and their messages."""
 
 from typing import Union
 

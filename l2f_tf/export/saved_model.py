@@ -119,12 +119,12 @@ class LoadedModel:
     for name, value in zip(names, values):
       spec = specs[name]
       value = np.asarray(value)
-      if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
-        raise ValueError(f"{name} has dtype {value.dtype}, but this SavedModel expects "
-                         f"{_describe(name, spec)} (all inputs: {expected()}).{self._about()}")
-      if value.ndim != len(spec.shape) or not spec.shape.is_compatible_with(value.shape):
-        raise ValueError(f"{name} has shape {list(value.shape)}, but this SavedModel expects "
-                         f"{_describe(name, spec)} (all inputs: {expected()}).{self._about()}")
+      numeric = np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+      if not numeric or value.ndim != len(spec.shape) or \
+          not spec.shape.is_compatible_with(value.shape):
+        got = f"shape {list(value.shape)}" if numeric else f"dtype {value.dtype}"
+        raise ValueError(f"{name} has {got}, but this SavedModel expects {_describe(name, spec)} "
+                         f"(all inputs: {expected()}).{self._about()}")
       if spec.dtype.is_integer and not np.issubdtype(value.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class labels, got dtype {value.dtype}."
                          f"{self._about()}")

@@ -48,28 +48,24 @@ def saved_model_dir(path: str) -> str:
   Raises ValueError with one line naming what to do when there is none (a run that has not
   finished, a path that is neither a SavedModel nor a run folder)."""
   path = str(path)
-  if os.path.isfile(os.path.join(path, "saved_model.pb")):
-    return path
-  folder = RunFolder(path)
-  if os.path.isfile(os.path.join(folder.saved_model, "saved_model.pb")):
-    return folder.saved_model
-  parent = RunFolder(os.path.dirname(os.path.normpath(path)))
+  folder, parent = RunFolder(path), RunFolder(os.path.dirname(os.path.normpath(path)))
+  for candidate in (path, folder.saved_model):
+    if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
+      return candidate
   if os.path.normpath(path) == os.path.normpath(parent.saved_model) and \
       os.path.exists(parent.config):
     folder = parent  # <run>/saved_model of a run that has not exported (yet).
   if os.path.exists(folder.config):
     trained = os.path.isdir(folder.checkpoints) and bool(os.listdir(folder.checkpoints))
-    state = ("it stopped before exporting its model" if trained
-             else "it has no checkpoint yet")
+    state = "it stopped before exporting its model" if trained else "it has no checkpoint yet"
     raise ValueError(f"No SavedModel in the run folder {folder.root} (no saved_model/): {state} "
                      "(or it is still running). Run `python run_experiment.py "
                      f"--root_dir={folder.root}` to finish it (it resumes from its last "
                      f"checkpoint, with its {CONFIG_NAME}); it then writes {folder.saved_model}.")
-  if not os.path.exists(path):
-    raise ValueError(f"No SavedModel at {path}: it does not exist. Pass a run folder or its "
-                     "saved_model/ directory.")
-  raise ValueError(f"No SavedModel at {path}: it has no saved_model.pb and is not a run folder "
-                   f"(no {CONFIG_NAME}). Pass a run folder or its saved_model/ directory.")
+  why = (f"it has no saved_model.pb and is not a run folder (no {CONFIG_NAME})"
+         if os.path.exists(path) else "it does not exist")
+  raise ValueError(f"No SavedModel at {path}: {why}. Pass a run folder or its saved_model/ "
+                   "directory.")
 
 
 def read(path: str):

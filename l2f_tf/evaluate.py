@@ -12,8 +12,7 @@ domain's ``eval_seed``; pass that value to reproduce it). Prints one line per st
 optionally writes JSON (``--output``): the metric after 0, 1, ..., N inner steps, each with its
 mean and 95% CI over tasks, N being the SavedModel's number of inner steps or ``--num_steps``
 (more than N adapts further inside the SavedModel, up to the ``max_steps`` it was exported
-with; `run_experiment.export_max_steps`). A SavedModel exported before the step-count signatures
-gives the metric after its N steps only, with a warning.
+with; `run_experiment.export_max_steps`).
 
 A mistake of the user's (a run folder that has no saved_model/ yet, a path that is not a
 SavedModel, a meta-RL export, an unknown --distribution) exits with status 1 and one line
@@ -66,9 +65,8 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   """{distribution: {metric_after_k_steps: {mean, ci95, n, num_non_finite}}} of the SavedModel
   on fresh tasks, for k = 0..num_steps (default: the SavedModel's number of inner steps).
 
-  ``path``: a run folder or its saved_model/. A SavedModel without the step-count signatures
-  (exported before them) gives only k = N, its own number of steps, with a warning. Raises
-  ValueError naming the fix for a mistake of the user's."""
+  ``path``: a run folder or its saved_model/. Raises ValueError naming the fix for a mistake
+  of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
     raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
@@ -77,20 +75,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   if not os.path.exists(loaded.config_path):
     raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
                      "run_experiment.py, so its task distribution is unknown.")
-  if loaded.has_steps:
-    num_steps = loaded.check_num_steps(num_steps)
-    steps = list(range(num_steps + 1))
-  elif num_steps is not None and num_steps != loaded.num_steps:
-    raise ValueError(f"{loaded.path} predates the step-count signatures: it can only report the "
-                     f"metric after its {loaded.num_steps} steps, not --num_steps={num_steps}. "
-                     "Re-export it (delete its saved_model/ and run `python run_experiment.py "
-                     "--root_dir=<its run folder>` again, which exports without training).")
-  else:
-    logging.warning("%s predates the step-count signatures: reporting the metric after its %d "
-                    "steps only. Re-export it for every step count 0..N (delete its saved_model/ "
-                    "and run `python run_experiment.py --root_dir=<its run folder>` again).",
-                    loaded.path, loaded.num_steps)
-    steps = [loaded.num_steps]
+  num_steps = loaded.check_num_steps(num_steps)
   gin.clear_config()
   config.parse([loaded.config_path], list(gin_bindings))
   domain = config.configured_domain()
@@ -102,19 +87,16 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in known:
       raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
-    values = []  # [tasks, len(steps)] per batch
+    values = []  # [tasks, num_steps + 1] per batch
     with episodic.raise_data_errors():
       for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
                            batch_size):
         inputs = [np.asarray(field) for field in batch[:3]]
-        if loaded.has_steps:
-          outputs = loaded.predict_steps_batch(*inputs, num_steps=steps[-1])
-        else:
-          outputs = loaded.predict_batch(*inputs)[:, None]
+        outputs = loaded.predict_steps_batch(*inputs, num_steps=num_steps)
         values.append(metric_values(outputs, np.asarray(batch.query_y), domain.task_metric))
     values = np.concatenate(values)
-    results[distribution] = {f"{domain.metric_name}_after_{k}_steps": mean_and_ci95(values[:, i])
-                             for i, k in enumerate(steps)}
+    results[distribution] = {f"{domain.metric_name}_after_{k}_steps": mean_and_ci95(values[:, k])
+                             for k in range(num_steps + 1)}
   return results
 
 

@@ -6,7 +6,7 @@ The page's conventions, which these tests read:
   heading) has a line ``Gin: `configurable` `` or ``Gin: none``;
 * every ```` ```python ```` block holds signatures only, written as calls:
   ``Name(arg, kw=default, **kwargs)`` for a public class or function, ``Name.method(...)``
-  (without ``self``) for a method, ``export.load(...)`` / ``l2f_tf.rl.export.export(...)``
+  (without ``self``) for a method, ``export.load(...)`` / ``export.export_policy(...)``
   for module functions. Parameter names, their order, which have defaults and the defaults'
   values must equal ``inspect.signature`` of the object. Usage examples go in ```` ```py ````
   blocks, which are not checked;

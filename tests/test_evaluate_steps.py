@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf import evaluate, export
+from l2f_tf.export import checks, supervised
+from l2f_tf.export.saved_model import FORMAT_VERSION, save
 from l2f_tf.meta.evaluation import per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from tests.test_export import sinusoid_export
@@ -22,13 +24,12 @@ MAX_STEPS = 5  # The learner trains with 2 inner steps and is exported with 3.
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """(run folder, domain, learner, loaded SavedModel): exported with max_steps=5 (set the way
-  the Runner sets run_experiment.export_max_steps)."""
+  """(run folder, domain, learner, loaded SavedModel): exported with max_steps=5."""
   folder = RunFolder(str(tmp_path_factory.mktemp("steps_run")))
   with open(folder.config, "w") as f:
     f.write(CONFIG)
-  with export.max_steps_default(MAX_STEPS):
-    domain, learner = sinusoid_export(folder.saved_model, config_path=folder.config)
+  domain, learner = sinusoid_export(folder.saved_model, config_path=folder.config,
+                                    max_steps=MAX_STEPS)
   return folder, domain, learner, export.load(folder.root)
 
 
@@ -39,7 +40,7 @@ def tasks(domain, n=3):
 
 def test_predict_steps_equal_the_learner_after_every_step_count(run):
   _, domain, learner, loaded = run
-  assert (loaded.num_steps, loaded.max_steps, loaded.has_steps) == (3, MAX_STEPS, True)
+  assert (loaded.num_steps, loaded.max_steps) == (3, MAX_STEPS)
   episodes = tasks(domain)
   x, y, q = (np.asarray(f) for f in episodes[:3])
   steps = loaded.predict_steps(x[0], y[0], q[0], num_steps=MAX_STEPS)
@@ -73,7 +74,7 @@ def test_num_steps_above_max_steps_names_how_to_export_more(run):
   raw = tf.saved_model.load(folder.saved_model).signatures["adapt_and_predict_steps"]
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     raw(support_x=x, support_y=y, query_x=q, num_steps=tf.constant(MAX_STEPS + 1))
-  assert export.graph_error_text(error.value.message).startswith(
+  assert checks.graph_error_text(error.value.message).startswith(
       "num_steps must be in 0..5: this SavedModel was exported with max_steps=5; export it "
       "again with more (run_experiment.export_max_steps")
   # And the same input checks as the other signatures.
@@ -81,7 +82,7 @@ def test_num_steps_above_max_steps_names_how_to_export_more(run):
     loaded.predict_steps(x, y[:3], q)
   with pytest.raises(ValueError, match=r"max_steps \(run_experiment.export_max_steps\) must be "
                      r"an integer >= the exported number of inner steps \(3\)"):
-    export.check_max_steps(2, 3)
+    supervised.check_max_steps(2, 3)
 
 
 def test_evaluate_reports_every_step_count_like_the_learner(run):
@@ -118,30 +119,24 @@ def test_evaluate_command_prints_and_writes_every_step_count(run, tmp_path):
   assert all(set(v) >= {"mean", "ci95", "n"} for v in written["test"].values())
 
 
-def test_a_saved_model_without_the_step_signatures_still_loads_and_evaluates(run, tmp_path):
-  folder, _, learner, _ = run
-  domain = type(run[1])(num_shots=5)
-  module = export.AdaptAndPredict(learner, domain.export_signature(), 3)
-  for name in ("max_steps", "adapt_and_predict_steps", "adapt_and_predict_steps_batch"):
-    delattr(module, name)  # What an export of an earlier version holds.
-  old = RunFolder(str(tmp_path / "old"))
-  os.makedirs(old.root)
-  with open(old.config, "w") as f:
-    f.write(CONFIG)
-  export.save(module, old.saved_model, {"serving_default": module.adapt_and_predict,
-                                        "adapt_and_predict": module.adapt_and_predict,
-                                        "adapt_and_predict_batch": module.adapt_and_predict_batch},
-              old.config)
-  loaded = export.load(old.root)
-  assert (loaded.has_steps, loaded.max_steps, loaded.num_steps) == (False, None, 3)
-  x, y, q = (np.asarray(f)[0] for f in tasks(domain)[:3])
-  assert loaded.predict(x, y, q).shape == (100, 1)
-  with pytest.raises(ValueError, match="predates predict_steps.*re-export it"):
-    loaded.predict_steps(x, y, q)
-  results = evaluate.evaluate_saved_model(old.root, num_tasks=4, seed=1, distributions=["test"])
-  assert list(results["test"]) == ["mse_after_3_steps"]
-  new = evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1, distributions=["test"])
-  assert results["test"]["mse_after_3_steps"]["mean"] == pytest.approx(
-      new["test"]["mse_after_3_steps"]["mean"], rel=1e-5)
-  with pytest.raises(ValueError, match="predates the step-count signatures.*--num_steps=5"):
-    evaluate.evaluate_saved_model(old.root, num_tasks=4, seed=1, num_steps=5)
+def test_an_export_of_another_format_version_is_refused_in_one_line(run, tmp_path):
+  _, domain, learner, _ = run
+  for version in (None, FORMAT_VERSION + 1):  # None: an export from before format versions.
+    module = supervised.AdaptAndPredict(learner, domain.export_signature(), 3, MAX_STEPS)
+    if version is None:
+      del module.format_version
+    else:
+      module.format_version.assign(version)
+    old = RunFolder(str(tmp_path / f"v{version}"))
+    os.makedirs(old.root)
+    with open(old.config, "w") as f:
+      f.write(CONFIG)
+    save(module, old.saved_model, {"serving_default": module.adapt_and_predict}, old.config)
+    message = (rf"^{old.saved_model} holds export format {version or 0} \(0: none recorded\), "
+               rf"this l2f_tf reads format {FORMAT_VERSION}: re-export it \(delete it and run "
+               r"`python run_experiment.py --root_dir=<its run folder>`, which exports without "
+               r"training\)\.$")
+    with pytest.raises(ValueError, match=message):
+      export.load(old.root)
+    with pytest.raises(ValueError, match=message):
+      evaluate.evaluate_saved_model(old.root, num_tasks=4, seed=1)

@@ -10,9 +10,10 @@ from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 
 
-def sinusoid_export(path: str, config_path=None):
+def sinusoid_export(path: str, config_path=None, max_steps=None):
   """(domain, learner): a small L2F sinusoid learner, theta moved away from its
-  initialisation, exported to ``path`` with 3 inner steps (and ``config_path``'s config)."""
+  initialisation, exported to ``path`` with 3 inner steps (and ``config_path``'s config, and
+  ``max_steps``)."""
   keras.utils.set_random_seed(3)
   domain = SinusoidRegression(num_shots=5)
   learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=2,
@@ -20,7 +21,8 @@ def sinusoid_export(path: str, config_path=None):
   # Move theta away from its initialisation so the comparison is not trivial.
   for v in learner.meta_variables:
     v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype(np.float32))
-  export.export_for_domain(learner, domain, path, num_steps=3, config_path=config_path)
+  export.export_for_domain(learner, domain, path, num_steps=3, config_path=config_path,
+                           max_steps=max_steps)
   return domain, learner
 
 

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from l2f_tf import evaluate, export
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.rl import export as rl_export
 from l2f_tf.run_folder import RunFolder
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
@@ -36,8 +35,9 @@ def sinusoid_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
-  path = rl_export.export(policy_learner(l2f=True), str(tmp_path_factory.mktemp("rl") / "sm"),
-                          observation_dim=2, action_dim=2, name="Navigation2D")
+  path = export.export_policy(policy_learner(l2f=True),
+                              str(tmp_path_factory.mktemp("rl") / "sm"), observation_dim=2,
+                              action_dim=2, name="Navigation2D")
   return path, tf.saved_model.load(path)
 
 

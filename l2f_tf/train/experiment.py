@@ -12,10 +12,10 @@ from typing import Optional, Sequence
 import gin
 import keras
 
-from l2f_tf import export as export_lib
 from l2f_tf import precision as precision_lib
 from l2f_tf.data import episodic
 from l2f_tf.domains.base import Domain, SupervisedDomain
+from l2f_tf.export.supervised import check_max_steps
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import distribution
@@ -78,8 +78,8 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
   with distributed.scope():
     learner = build_learner(domain)
     if export_max_steps is not None:  # Checked now, not after training.
-      export_lib.check_max_steps(export_max_steps, learner.num_inner_steps
-                                 if export_steps is None else export_steps)
+      check_max_steps(export_max_steps, learner.num_inner_steps
+                      if export_steps is None else export_steps)
     trained = trainer(learner=learner, domain=domain,
                       root_dir=distribution.write_root(root_dir, distributed))
     runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints)

@@ -2,7 +2,7 @@
 
 The :class:`~l2f_tf.train.runner.Runner` runs the loop (checkpoints, progress, Ctrl-C); this
 trainer supplies one meta-iteration (sample, adapt, sample again, one TRPO step), the
-evaluation on held-out tasks, the export (`l2f_tf.rl.export`) and the figure (return vs
+evaluation on held-out tasks, the export (`l2f_tf.export.policy`) and the figure (return vs
 adaptation steps; for 2D navigation also paths before and after one step, with the goals).
 
 Meta-iteration ``i`` draws its tasks and all its sampling noise from ``(seed, i)``, so a run
@@ -24,10 +24,10 @@ import tensorflow as tf
 
 from l2f_tf import plots, smoke
 from l2f_tf.domains.meta_rl import MetaRLDomain
+from l2f_tf.export.policy import export_policy
 from l2f_tf.meta import analysis
 from l2f_tf.progress import Progress, rate_text_of
 from l2f_tf.rl import envs
-from l2f_tf.rl import export as rl_export
 from l2f_tf.rl import meta_rl, trpo
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
@@ -293,12 +293,13 @@ class MetaRLTrainer:
   def use_final_weights(self) -> None:
     """The final weights are the ones exported, and they are loaded already."""
 
-  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
-    return rl_export.export(self.learner, path, self.sampler.observation_size,
-                            self.sampler.action_size, num_steps=num_steps,
-                            discount=self.discount, gae_lambda=self.gae_lambda,
-                            config_path=config_path, averaging=self.domain.averaging,
-                            name=self.domain.name)
+  def export(self, path: str, num_steps: Optional[int], config_path: str,
+             max_steps: Optional[int] = None) -> str:
+    del max_steps  # A policy has no step-count signature.
+    return export_policy(self.learner, path, self.sampler.observation_size,
+                         self.sampler.action_size, num_steps=num_steps, discount=self.discount,
+                         gae_lambda=self.gae_lambda, config_path=config_path,
+                         averaging=self.domain.averaging, name=self.domain.name)
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> str:
     """returns.png: return vs adaptation steps; for 2D navigation also paths of a few

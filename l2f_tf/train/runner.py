@@ -28,7 +28,6 @@ import tensorflow as tf
 from absl import logging
 
 from l2f_tf import atomic, console, smoke
-from l2f_tf import export as export_lib
 from l2f_tf.meta.contract import Learner
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
@@ -95,8 +94,10 @@ class MetaTrainer(Protocol):
     trainer validates) into the learner, also when the evaluation that selects them was
     finished by an earlier call."""
 
-  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
-    """Writes the SavedModel of the trained learner to ``path``."""
+  def export(self, path: str, num_steps: Optional[int], config_path: str,
+             max_steps: Optional[int]) -> str:
+    """Writes the SavedModel of the trained learner to ``path`` (``max_steps``: see
+    :meth:`run`)."""
 
   def plot(self, folder: RunFolder, evaluations: Dict, num_steps: int) -> Optional[str]:
     """Saves the run's figure into ``folder``; returns its path (None: no figure)."""
@@ -206,9 +207,8 @@ class Runner:
       export_steps: inner steps baked into the SavedModel (default: the training setting).
       plot: save the trainer's figure.
       export_max_steps: the most inner steps the SavedModel's ``adapt_and_predict_steps`` can
-        run (default: max(2 * export steps, 10)). Handed to the trainer's unchanged
-        ``export(path, num_steps, config_path)`` through `l2f_tf.export.max_steps_default`
-        (supervised exports read it; meta-RL exports have no such signature).
+        run (default: max(2 * export steps, 10)); supervised exports only (meta-RL exports
+        have no such signature).
     """
     trainer, folder = self.trainer, self.folder
     num_eval_tasks = smoke.tasks(num_eval_tasks)
@@ -226,8 +226,7 @@ class Runner:
       else:
         trainer.use_final_weights()
         with atomic.folder_for(folder.saved_model) as tmp:
-          with export_lib.max_steps_default(export_max_steps):
-            trainer.export(tmp, export_steps, folder.config)
+          trainer.export(tmp, export_steps, folder.config, export_max_steps)
         folder.finish_stage("export", export_key)
       plot_key = {"step": step, "num_steps": max(eval_steps),  # and the numbers it draws:
                   "evaluations": hashlib.sha256(json.dumps(evaluations, sort_keys=True).encode()

@@ -531,8 +531,10 @@ class Trainer:
     if entries:
       checkpoints.restore_weights(self.learner, entries[0]["path"])
 
-  def export(self, path: str, num_steps: Optional[int], config_path: str) -> str:
-    return export_lib.export_for_domain(self.learner, self.domain, path, num_steps, config_path)
+  def export(self, path: str, num_steps: Optional[int], config_path: str,
+             max_steps: Optional[int] = None) -> str:
+    return export_lib.export_for_domain(self.learner, self.domain, path, num_steps, config_path,
+                                        max_steps)
 
   def plot(self, folder: RunFolder, evaluations, num_steps: int) -> Optional[str]:
     # The loaded weights are the ones evaluated as "test" (the best checkpoint when the run

@@ -39,10 +39,10 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
 
 @pytest.mark.parametrize("l2f", [False, True])
 def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
-  from l2f_tf.rl import export as rl_export
+  from l2f_tf.export import export_policy
   from l2f_tf.rl import returns as returns_lib
   learner = policy_learner(l2f)
-  path = rl_export.export(learner, str(tmp_path / "saved_model"), 2, 2)
+  path = export_policy(learner, str(tmp_path / "saved_model"), 2, 2)
   loaded = tf.saved_model.load(path)
   rng = np.random.default_rng(0)
   obs = rng.normal(size=(3, 5, 2)).astype(np.float32)

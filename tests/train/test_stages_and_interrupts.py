@@ -62,7 +62,7 @@ class FakeTrainer:
   def use_final_weights(self):
     self.calls.append("use_final_weights")
 
-  def export(self, path, num_steps, config_path):
+  def export(self, path, num_steps, config_path, max_steps):
     os.makedirs(path)
     open(os.path.join(path, "saved_model.pb"), "w").close()
     self._call("export")

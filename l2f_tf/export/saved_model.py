@@ -25,9 +25,8 @@ class ExportModule(tf.Module):
     self.description = tf.Variable(description, trainable=False, name="description")
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
     # Tracked so that the SavedModel holds every variable the functions read.
-    self.model, self.inner_lrs = learner.model, learner.inner_lrs
-    if learner.attenuation is not None:
-      self.attenuation = learner.attenuation
+    for part_name, part in learner.checkpoint_parts().items():
+      setattr(self, part_name, part)
     self._learner, self._steps = learner, num_steps
 
 

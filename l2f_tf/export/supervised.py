@@ -37,9 +37,7 @@ class AdaptAndPredict(ExportModule):
     super().__init__("adapt_and_predict", learner, num_steps, description)
     check_max_steps(max_steps, num_steps)
     self.max_steps = tf.Variable(max_steps, trainable=False, name="max_steps")
-    num_classes = 0  # Regression; else LEO's number of classes or the model's outputs.
-    if input_signature[1].dtype.is_integer:
-      num_classes = int(getattr(learner, "num_classes", None) or learner.model.output_shape[-1])
+    num_classes = learner.num_outputs if input_signature[1].dtype.is_integer else 0
     self.num_classes = tf.Variable(num_classes, trainable=False, name="num_classes")
     # Set once the input-range warning has been printed (once per loaded model).
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")

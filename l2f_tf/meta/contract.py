@@ -89,6 +89,10 @@ class Learner(Protocol):
   def meta_variables(self) -> List[keras.Variable]:
     """Everything the outer loop trains."""
 
+  @property
+  def num_outputs(self) -> int:
+    """The size of an output's last axis (classes, for classification)."""
+
   def checkpoint_parts(self) -> Dict[str, object]:
     """Name -> trackable object: what a checkpoint of the learner's state holds."""
 
@@ -155,6 +159,10 @@ class LearnerBase:
   def meta_variables(self) -> List[keras.Variable]:
     return (list(self.model.trainable_variables) + self.attenuator_variables
             + self.inner_lr_variables)
+
+  @property
+  def num_outputs(self) -> int:
+    return int(self.model.output_shape[-1])
 
   def checkpoint_parts(self) -> Dict[str, object]:
     parts = {"model": self.model, "inner_lrs": self.inner_lrs}

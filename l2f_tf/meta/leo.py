@@ -293,6 +293,10 @@ class LEO(LearnerBase):
     return list(self.model.weight_matrices)
 
   @property
+  def num_outputs(self) -> int:
+    return self.num_classes
+
+  @property
   def gamma_names(self) -> List[str]:
     """One logged gamma per attenuated point."""
     return list(self.attenuation.points) if self.attenuation is not None else []

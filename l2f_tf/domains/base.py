@@ -88,10 +88,11 @@ class SupervisedDomain(Domain):
     ``meta_batch_size`` tasks."""
 
   @abc.abstractmethod
-  def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False):
+  def eval_batches(self, distribution: str, num_tasks: int, preprocessed: bool = True):
     """The first ``num_tasks`` fixed evaluation tasks of ``distribution``: one batch of tasks
     (support_x, support_y, query_x, query_y with a leading task axis) or an iterable of them.
-    ``raw_pixels``: images as stored, before normalisation (what a SavedModel receives)."""
+    ``preprocessed=False``: inputs before :meth:`export_preprocess` (what a SavedModel
+    receives, e.g. pixel values, or embeddings not L2-normalised)."""
 
   @abc.abstractmethod
   def export_signature(self) -> Sequence[tf.TensorSpec]:

@@ -332,43 +332,43 @@ def load_image_or_none(source: Source, size: Sequence[int] | None = None,
     return None
 
 
-def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
-                         root: str | None = None) -> None:
-  """Raises DatasetError if a split has fewer than `num_ways` classes.
-
-  Args:
-    class_index: The split's index.
-    num_ways: Classes needed per episode (N of N-way).
-    split: Split name for the message (default: `class_index.split`).
-    root: Dataset root for the message (default: `class_index.root`).
-  """
-  split = split or getattr(class_index, "split", "?")
-  root = root or getattr(class_index, "root", "?")
-  if len(class_index) < num_ways:
+def check_class_sizes(class_sizes: Mapping[str, int], where: str, num_ways: int = 0,
+                      needed: int = 0, needed_as: str = "shots + queries", items: str = "images",
+                      fix: str = "restore the missing images") -> None:
+  """Raises DatasetError if `where` (e.g. "split 'val' of <root>", or a file) has fewer than
+  `num_ways` classes, or a class fewer than `needed` (K + Q, spelt out as `needed_as`) items;
+  the message names the smallest such class, how many classes are short, and the fix."""
+  if len(class_sizes) < num_ways:
     raise DatasetError(
-        f"Split {split!r} of {root} has {len(class_index)} classes, fewer than the "
-        f"{num_ways} ways requested: lower num_ways to at most {len(class_index)} or check "
-        "that the dataset root holds the complete split.")
-
-
-def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
-                        root: str | None = None, needed_as: str = "shots + queries") -> None:
-  """Raises DatasetError if any class has fewer than `min_images` (K + Q) images.
-
-  The message names the smallest offending class, its count, `min_images` (spelt out as
-  `needed_as`, e.g. "num_shots=5 + num_queries=15") and how many classes are short.
-  """
-  split = split or getattr(class_index, "split", "?")
-  root = root or getattr(class_index, "root", "?")
-  short = [(len(sources), name) for name, sources in class_index.items()
-           if len(sources) < min_images]
+        f"{where[:1].upper()}{where[1:]} has {len(class_sizes)} classes, fewer than the "
+        f"{num_ways} ways requested: lower num_ways to at most {len(class_sizes)} or check that "
+        f"{where} is complete.")
+  short = [(count, name) for name, count in class_sizes.items() if count < needed]
   if short:
     count, name = min(short)
     others = f" (and {len(short) - 1} other classes)" if len(short) > 1 else ""
     raise DatasetError(
-        f"Class {name!r} in split {split!r} of {root} has {count} images{others}, fewer "
-        f"than the {min_images} needed per class ({needed_as}): lower num_shots or "
-        "num_queries, or restore the missing images.")
+        f"Class {name!r} of {where} has {count} {items}{others}, fewer than the {needed} "
+        f"needed per class ({needed_as}): lower num_shots or num_queries, or {fix}.")
+
+
+def _sizes_and_place(class_index: ClassIndex, split: str | None, root: str | None):
+  return ({name: len(sources) for name, sources in class_index.items()},
+          f"split {split or class_index.split!r} of {root or class_index.root}")
+
+
+def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
+                         root: str | None = None) -> None:
+  """Raises DatasetError if a split has fewer than `num_ways` classes (`split` and `root` name
+  it in the message; default: the index's)."""
+  check_class_sizes(*_sizes_and_place(class_index, split, root), num_ways=num_ways)
+
+
+def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
+                        root: str | None = None, needed_as: str = "shots + queries") -> None:
+  """Raises DatasetError if a class has fewer than `min_images` (K + Q) images."""
+  check_class_sizes(*_sizes_and_place(class_index, split, root), needed=min_images,
+                    needed_as=needed_as)
 
 
 def check_first_images(class_index: ClassIndex) -> None:

@@ -89,7 +89,7 @@ class EpisodeSampler:
     class_sizes: class name -> its number of items, in class-index order.
     where: the split in messages (e.g. "split 'val' of <root>", a file).
     num_ways, num_shots, num_queries: N, K and Q.
-    items, fix: the items' name and how to get more, for the message of a short class.
+    **message: `items`, `fix` and `within` of `readers.check_class_sizes`.
 
   Raises:
     DatasetError: if the split has fewer than N classes or a class fewer than K + Q items.
@@ -99,10 +99,10 @@ class EpisodeSampler:
   dtype: tf.DType = tf.float32
 
   def __init__(self, class_sizes: Mapping[str, int], where: str, num_ways: int, num_shots: int,
-               num_queries: int, items: str, fix: str):
+               num_queries: int, **message):
     check_episode_shape(num_ways, num_shots, num_queries)
     check_class_sizes(class_sizes, where, num_ways, num_shots + num_queries,
-                      f"num_shots={num_shots} + num_queries={num_queries}", items, fix)
+                      f"num_shots={num_shots} + num_queries={num_queries}", **message)
     self.num_ways, self.num_shots, self.num_queries = num_ways, num_shots, num_queries
     self._sizes = list(class_sizes.values())
 
@@ -132,7 +132,7 @@ class ImageEpisodeSampler(EpisodeSampler):
   def __init__(self, class_index: ClassIndex, num_ways: int, num_shots: int, num_queries: int):
     super().__init__({name: len(class_index[name]) for name in class_index},
                      f"split {class_index.split!r} of {class_index.root}", num_ways, num_shots,
-                     num_queries, "images", "restore the missing images")
+                     num_queries)
     self.class_index = class_index
     self.item_shape = (*class_index.image_size, class_index.channels)
     self._classes = [class_index[name] for name in class_index.class_names]
@@ -176,8 +176,8 @@ class EmbeddingEpisodeSampler(EpisodeSampler):
 
   def __init__(self, split: EmbeddingSplit, num_ways: int, num_shots: int, num_queries: int):
     super().__init__(dict(zip(split.class_names, split.class_sizes)), split.path, num_ways,
-                     num_shots, num_queries, "embeddings",
-                     "write the file with more images per class")
+                     num_shots, num_queries, items="embeddings", within="of",
+                     fix="write the file with more images per class")
     self.split = split
     self.item_shape = (split.embedding_dim,)
 

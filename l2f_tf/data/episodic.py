@@ -83,16 +83,9 @@ class EpisodeSampler:
   """Chooses the classes and items of episode ``e`` from ``(seed, e)`` alone.
 
   Subclasses set ``item_shape`` and ``dtype`` (of the items as stored) and give a class's items
-  with ``_class_items``.
-
-  Args:
-    class_sizes: class name -> its number of items, in class-index order.
-    where: the split in messages (e.g. "split 'val' of <root>", a file).
-    num_ways, num_shots, num_queries: N, K and Q.
-    **message: `items`, `fix` and `within` of `readers.check_class_sizes`.
-
-  Raises:
-    DatasetError: if the split has fewer than N classes or a class fewer than K + Q items.
+  with ``_class_items``. `class_sizes` (class name -> number of items, in class-index order),
+  `where` and `**message` go to `readers.check_class_sizes`: a DatasetError if the split has
+  fewer than N classes or a class fewer than K + Q items.
   """
 
   item_shape: Tuple[int, ...] = ()

@@ -127,16 +127,12 @@ def _unrecognised(root: str) -> str:
 
 
 def detect_format(root: str | os.PathLike) -> str:
-  """Returns the name of the dataset layout found in `root` (one of `FORMATS`).
+  """The name of the dataset layout found in `root` (one of `FORMATS`).
 
-  Args:
-    root: The dataset folder.
-
-  Raises:
-    DatasetError: If `root` does not exist or holds none of the known layouts; the message
-      says what is there instead and what to do: use the folder up to two levels down or up
-      that holds a dataset, extract an archive, move images into class and split folders, or
-      it lists what was looked for.
+  Raises DatasetError if `root` does not exist or holds none of the known layouts; the message
+  says what is there instead and what to do: use the folder up to two levels down or up that
+  holds a dataset, extract an archive, move images into class and split folders, or it lists
+  what was looked for.
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
@@ -163,11 +159,7 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
     dataset: The dataset the caller expects, e.g. "mini_imagenet": a layout of another one of
       `DATASETS` is then an error. Names not in `DATASETS` (and the class-folder layout, which
       any dataset may use) are not checked.
-    **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `num_train`,
-      `num_val`, `rotations`).
-
-  Returns:
-    The split's `ClassIndex`.
+    **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `rotations`).
 
   Raises:
     DatasetError: If the root, the split's files or their content are not usable.

@@ -44,14 +44,9 @@ _LISTED = 6  # Entries of a folder named in a "file does not exist" message.
 
 @dataclasses.dataclass(eq=False)
 class EmbeddingSplit:
-  """One split's embeddings, indexed by class.
-
-  Attributes:
-    path: the pickle it was read from (named in messages).
-    embeddings: float32 [N, D], one row per image, in file order (not normalised).
-    class_names: classes in the order of their first row (the class index order).
-    class_rows: per class, the int64 row ids of its images in file order.
-  """
+  """One split's embeddings (read from `path`): float32 [N, D] `embeddings`, one row per
+  image in file order (not normalised), `class_names` in the order of their first row (the
+  class index order), and per class its int64 `class_rows` in file order."""
 
   path: str
   embeddings: np.ndarray
@@ -93,11 +88,8 @@ def parse_key(key: Any) -> tuple[str, str] | None:
 
 
 def embedding_path(root: str | os.PathLike, dataset: str, crop: str, split: str) -> str:
-  """``<root>/<dataset>/<crop>/<split>_embeddings.pkl``, arguments checked.
-
-  Raises:
-    DatasetError: for an unknown crop or split, or multiview crops of tieredImageNet.
-  """
+  """``<root>/<dataset>/<crop>/<split>_embeddings.pkl``; DatasetError for an unknown crop or
+  split, or multiview crops of tieredImageNet."""
   if crop not in CROPS:
     raise DatasetError(f"Unknown embedding crop {crop!r}: use one of {CROPS}.")
   if crop == "multiview" and dataset == "tieredImageNet":
@@ -235,18 +227,12 @@ def write_embedding_split(path: str | os.PathLike, embeddings: np.ndarray,
                           class_names_per_row: Sequence[str],
                           image_names_per_row: Sequence[str],
                           ids: Sequence[Any] | None = None) -> str:
-  """Writes one split in LEO's format, atomically; returns `path`.
+  """Writes one split in LEO's format to `path` (see `embedding_path`), atomically; returns it.
 
-  Args:
-    path: the pickle to write (see `embedding_path`).
-    embeddings: [N, D] finite floats (stored as float32).
-    class_names_per_row: the class of each row; without "-" or "_" (e.g. "n01532829").
-    image_names_per_row: the image file of each row, without the class prefix and without
-      "-" (e.g. "00001234.JPEG"; the key holds "<class>_<image>").
-    ids: the id of each row (no "-"); default 0..N-1.
-
-  Raises:
-    DatasetError: for a name or array that would not read back (the message names it).
+  `embeddings` are [N, D] finite floats (stored as float32); per row, its class has no "-" or
+  "_" (e.g. "n01532829"), its image file (without the class prefix, e.g. "00001234.JPEG"; the
+  key holds "<class>_<image>") and its id (default 0..N-1) no "-". A name or array that would
+  not read back raises a DatasetError naming it.
   """
   path = os.fspath(path)
   embeddings = np.asarray(embeddings)

@@ -181,13 +181,9 @@ class EmbeddingEpisodeSampler(EpisodeSampler):
 
 @contextlib.contextmanager
 def raise_data_errors():
-  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes as the DatasetError.
-
-  An exception of `EpisodeSampler.load` reaches the code iterating over the dataset as a
-  `tf.errors.OpError` whose message quotes the Python traceback; inside this context its
-  one-line message is raised again as a `DatasetError` (a ValueError) from the OpError. Other
-  errors pass unchanged.
-  """
+  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes (it reaches the
+  code iterating over the dataset as a `tf.errors.OpError` quoting the Python traceback) as a
+  `DatasetError` with its one-line message. Other errors pass unchanged."""
   try:
     yield
   except tf.errors.OpError as error:
@@ -235,24 +231,14 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                     preprocess: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                     prefetch: bool = True,
                     episodes: Optional[tf.data.Dataset] = None) -> tf.data.Dataset:
-  """Batches of episodes ``start, start+1, ...`` (or the numbers in ``episodes``) of the
-  stream ``seed``.
+  """:class:`Episode` batches of ``batch_size`` episodes (fields get a leading task axis;
+  ``drop_remainder`` keeps the task count static) of the stream ``seed``: episodes
+  ``start, start+1, ...`` (training resumes at step * meta_batch_size), ``num_episodes`` in
+  all or endless for None, or the int64 numbers in the dataset ``episodes`` (a worker's share
+  of each meta-batch).
 
-  Args:
-    sampler: the split's :class:`EpisodeSampler`.
-    seed: the stream's seed.
-    start: first episode number (training resumes at step * meta_batch_size).
-    num_episodes: episodes in total, or None for an endless stream.
-    batch_size: episodes per element (the meta-batch; fields get a leading task axis).
-    drop_remainder: drop a last incomplete batch (static task count for the train step).
-    preprocess: applied to support_x and query_x (e.g. `normalize_images`); None gives the
-      items as stored, as float32 (what an exported model, which preprocesses inside, gets).
-    prefetch: prefetch batches in the background.
-    episodes: a dataset of int64 episode numbers to load instead of ``start`` and
-      ``num_episodes`` (a worker's share of each meta-batch).
-
-  Returns:
-    A dataset of :class:`Episode` with fixed shapes.
+  ``preprocess`` is applied to support_x and query_x (e.g. `normalize_images`); None gives the
+  items as stored, as float32 (what an exported model, which preprocesses inside, gets).
   """
   shape = sampler.item_shape
   n, k, q = sampler.num_ways, sampler.num_shots, sampler.num_queries

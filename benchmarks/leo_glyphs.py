@@ -73,8 +73,8 @@ def check_same_episodes(image_domain, embedding_domain, num_tasks: int) -> None:
     names = json.load(f)["classes"]["test"]  # key id -> the reader's class name
   real = [names[i] for i in embeddings.split.class_names]
   assert real == list(images.class_index.class_names), "the class order differs"
-  seed = image_domain._split_seed("test")  # pylint: disable=protected-access
-  assert seed == embedding_domain._split_seed("test")  # pylint: disable=protected-access
+  seed = image_domain.split_seed("test")
+  assert seed == embedding_domain.split_seed("test")
   for e in range(num_tasks):
     a, b = images.choose(seed, e), embeddings.choose(seed, e)
     assert np.array_equal(a[0], b[0]) and all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))

@@ -28,7 +28,7 @@ _PUBLIC = {
     "BatchNorm": "l2f_tf.models.batch_norm",
     "MaxPool": "l2f_tf.models.pooling",
     "Episode": "l2f_tf.data.episode",
-    "SinusoidTasks": "l2f_tf.data.sinusoid",
+    "SinusoidTasks": "l2f_tf.data.sinusoid_tasks",
     "SinusoidRegression": "l2f_tf.domains.sinusoid",
     "FewShotClassification": "l2f_tf.domains.few_shot",
     "ensure_glyphs": "l2f_tf.data.glyphs",

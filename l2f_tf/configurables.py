@@ -4,9 +4,8 @@
 import gin
 
 from l2f_tf import embed  # noqa: F401
-from l2f_tf.data import glyphs, sinusoid  # noqa: F401
-from l2f_tf.domains import embeddings, few_shot, meta_rl  # noqa: F401
-from l2f_tf.domains import sinusoid as sinusoid_domain  # noqa: F401
+from l2f_tf.data import glyphs, sinusoid_tasks  # noqa: F401
+from l2f_tf.domains import embeddings, few_shot, meta_rl, sinusoid  # noqa: F401
 from l2f_tf.meta import attenuation, learner, leo  # noqa: F401
 from l2f_tf.models import conv4, gaussian_policy, leo_network, linear, mlp, resnet12  # noqa: F401
 from l2f_tf.train import experiment, guard, meta_rl_trainer, runner, trainer  # noqa: F401

@@ -89,7 +89,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
       raise ValueError(f"Unknown --distribution {distribution!r}; choose from {sorted(known)}.")
     values = []  # [tasks, num_steps + 1] per batch
     with episodic.raise_data_errors():
-      for batch in batches(domain.eval_batches(distribution, num_tasks, raw_pixels=True),
+      for batch in batches(domain.eval_batches(distribution, num_tasks, preprocessed=False),
                            batch_size):
         inputs = [np.asarray(field) for field in batch[:3]]
         outputs = loaded.predict_steps_batch(*inputs, num_steps=num_steps)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from l2f_tf import atomic  # noqa: E402
-from l2f_tf.data.sinusoid import SinusoidTasks  # noqa: E402
+from l2f_tf.data.sinusoid_tasks import SinusoidTasks  # noqa: E402
 
 
 def plot_sinusoid_tasks(path: str, episodes, params, learners: Dict[str, object],

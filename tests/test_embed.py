@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from l2f_tf import embed
-from l2f_tf.data import embedding_episodes, episodic, glyphs, readers
+from l2f_tf.data import episodic, glyphs, readers
 from l2f_tf.data.readers import leo_embeddings as le
 from l2f_tf.domains.embeddings import FewShotEmbeddings
 from l2f_tf.models.conv4 import conv4
@@ -77,12 +77,12 @@ def test_embeddings_do_not_depend_on_the_batch(glyph_root, made):
 def test_episodes_hold_the_image_pipelines_images(glyph_root, made):
   backbone, out = made
   index = readers.load_split(glyph_root, "test", image_size=(16, 16), channels=1)
-  images = episodic.EpisodeSampler(index, 3, 2, 3)
-  vectors = embedding_episodes.EmbeddingEpisodeSampler(
+  images = episodic.ImageEpisodeSampler(index, 3, 2, 3)
+  vectors = episodic.EmbeddingEpisodeSampler(
       le.load_embedding_split(out, "glyphs", "center", "test"), 3, 2, 3)
   for episode in range(4):
     support, support_y, query, _ = images.load(20202614, episode)
-    support_x, vector_y, query_x, _ = vectors.load(20202614, episode, l2_normalize_rows=False)
+    support_x, vector_y, query_x, _ = vectors.load(20202614, episode)
     features = embed.embed_images(backbone, np.concatenate([support, query]))
     np.testing.assert_allclose(np.concatenate([support_x, query_x]), features, rtol=1e-5,
                                atol=1e-5)

@@ -125,7 +125,7 @@ def test_saved_model_equals_the_learner_and_checks_its_inputs(mini_run):
   gin.clear_config()
   domain, learner = config.restore_learner(root, gin_bindings=[
       f"FewShotEmbeddings.root = '{data}'"])
-  batch = next(iter(domain.eval_batches("test", 2, raw_pixels=True)))
+  batch = next(iter(domain.eval_batches("test", 2, preprocessed=False)))
   logits = loaded.predict(*(np.asarray(f[0]) for f in batch[:3]))
   normalised = next(iter(domain.eval_batches("test", 2)))
   adaptation = learner.adapt(normalised.support_x[0], normalised.support_y[0])

@@ -156,7 +156,7 @@ def test_dataset_file_builds_the_learner_it_describes(gin_file, tmp_path):
   domain = config.configured_domain()
   assert domain.root.startswith("data/")  # the user points it at their copy
   domain._channels = 3  # no dataset on disk: build the model without reading a split
-  domain.sampler = lambda split: type("S", (), {"image_shape": (16, 16, 3)})()
+  domain.sampler = lambda split: type("S", (), {"item_shape": (16, 16, 3)})()
   learner = build_learner(domain)
   expected = _expected(gin_file)
   assert len(learner.inner_variables) == (18 if expected["resnet12"] else 6)

@@ -1,22 +1,32 @@
-"""Episodic tf.data pipeline for N-way K-shot image classification.
+"""The episodic tf.data pipeline of N-way K-shot classification, over images or embeddings.
 
 Episode number ``e`` of a stream is a pure function of ``(seed, e)``: which N classes (in a
-random order, which is the per-episode label shuffle), and which K support and Q query images of
+random order, which is the per-episode label shuffle), and which K support and Q query items of
 each. So a resumed run reads exactly the episodes it would have read, and every model evaluated
 with the same seed sees the same evaluation episodes (paired comparisons).
 
-Images are decoded lazily, episode by episode, by the dataset readers (`l2f_tf.data.readers`),
-in parallel tf.data map calls (Pillow releases the GIL while decoding), so a split never has
-to fit in memory. An image that cannot be decoded is skipped with a warning (once per image)
-and replaced by another image of the same class; a class left with fewer than K + Q readable
-images raises a `DatasetError` naming its bad files. tf.data reports that error as a
-`tf.errors.OpError` holding a traceback: `raise_data_errors` turns it back into the
-`DatasetError` around code that iterates over episodes. Pixels leave the reader as uint8 and are
-scaled to [0, 1] and normalised (ImageNet mean/std for the ImageNet sets) in TensorFlow.
+One :class:`EpisodeSampler` draws every episode; its subclasses differ only in where a class's
+items come from:
 
-Layout of one episode (labels 0..N-1; support and query are class-major):
-  support_x [N*K, H, W, C] float32, support_y [N*K] int32,
-  query_x   [N*Q, H, W, C] float32, query_y   [N*Q] int32.
+* :class:`ImageEpisodeSampler` decodes images lazily, episode by episode, with the dataset
+  readers (`l2f_tf.data.readers`), in parallel tf.data map calls (Pillow releases the GIL), so a
+  split never has to fit in memory. An image that cannot be decoded is skipped with a warning
+  (once per image) and replaced by another image of the same class; a class left with fewer
+  than K + Q readable images raises a `DatasetError` naming its bad files. Pixels leave it as
+  uint8 and are scaled and normalised in TensorFlow (`normalize_images`).
+* :class:`EmbeddingEpisodeSampler` gathers rows of a split of pre-computed embeddings held in
+  memory (`l2f_tf.data.readers.leo_embeddings`; tieredImageNet's 448k x 640 train rows take
+  1.1 GB). For a split whose classes, and rows per class, are in the order of an image split's
+  classes and images (what `l2f_tf.embed` writes), episode ``e`` holds the embeddings of exactly
+  the images of the image pipeline's episode ``e``.
+
+tf.data reports an error of a sampler as a `tf.errors.OpError` holding a traceback:
+`raise_data_errors` turns it back into the `DatasetError` around code that iterates over
+episodes.
+
+Layout of one episode (labels 0..N-1 in the chosen class order; support and query are
+class-major): support_x [N*K, *item], support_y [N*K] int32, query_x [N*Q, *item],
+query_y [N*Q] int32, with x float32.
 """
 
 from __future__ import annotations
@@ -24,92 +34,105 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from l2f_tf.data.episode import Episode
-from l2f_tf.data.readers import (ClassIndex, DatasetError, ImageDecodeError,
-                                 check_enough_classes, check_enough_images, load_image)
+from l2f_tf.data.readers import (ClassIndex, DatasetError, ImageDecodeError, check_class_sizes,
+                                 load_image)
+from l2f_tf.data.readers.leo_embeddings import EmbeddingSplit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", "unit")
+_EPSILON = 1e-12  # tf.math.l2_normalize's: on the squared norm.
 # A DatasetError (or subclass) raised in a numpy_function, as tf.data's OpError quotes it.
 _QUOTED_ERROR = re.compile(r"\b(?:DatasetError|ImageDecodeError): ([^\n]+)")
 
 
 def choose_episode(seed: int, episode: int, class_sizes: Sequence[int],
                    num_ways: int) -> Tuple[np.ndarray, List[np.ndarray]]:
-  """The classes and item order of episode ``episode`` of the stream ``seed``.
+  """(class ids [N] in label order, per chosen class a permutation of its item ids) of episode
+  ``episode`` of the stream ``seed``; an episode takes the first K + Q items of each
+  permutation (K support, then Q queries).
 
-  Every episode sampler (images here, pre-computed embeddings in
-  `l2f_tf.data.embedding_episodes`) draws its episodes with this one function, so a split
-  of the same classes, in the same order, with the same items per class in the same order,
-  gives the same episodes whatever form its items take: a model trained on embeddings of a
-  dataset is evaluated on exactly the tasks of a model trained on its images.
-
-  Args:
-    seed: the stream's seed.
-    episode: the episode's number in the stream.
-    class_sizes: items (images, embeddings) per class, in class-index order.
-    num_ways: N, classes per episode.
-
-  Returns:
-    (class ids [N] in label order, per chosen class a permutation of its item ids); an episode
-    takes the first K + Q items of each permutation (K support, then Q queries).
+  Every sampler draws with this one function, so a split of the same classes, in the same
+  order, with the same items per class in the same order, gives the same episodes whatever
+  form its items take (images or their embeddings).
   """
   rng = np.random.default_rng([seed, episode])
   class_ids = rng.choice(len(class_sizes), num_ways, replace=False)
   return class_ids, [rng.permutation(int(class_sizes[c])) for c in class_ids]
 
 
-def check_episode_shape(num_ways: int, num_shots: int, num_queries: int) -> None:
-  """Raises ValueError unless N >= 2, K >= 1 and Q >= 1 (shared by every episode sampler)."""
+def check_episode_shape(num_ways: int, num_shots: int, num_queries: int,
+                        meta_batch_size: int = 1, owner: str = "") -> None:
+  """Raises ValueError ("<owner><setting> must be >= ...") unless N >= 2, K, Q and the
+  meta-batch size >= 1."""
   for name, value, minimum in (("num_ways", num_ways, 2), ("num_shots", num_shots, 1),
-                               ("num_queries", num_queries, 1)):
+                               ("num_queries", num_queries, 1),
+                               ("meta_batch_size", meta_batch_size, 1)):
     if value < minimum:
-      raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+      raise ValueError(f"{owner}{name} must be >= {minimum}, got {value}.")
 
 
 class EpisodeSampler:
-  """Chooses the classes and images of episode ``e`` from ``(seed, e)`` alone.
+  """Chooses the classes and items of episode ``e`` from ``(seed, e)`` alone.
 
-  Args:
-    class_index: the split's classes and image sources.
-    num_ways: N, classes per episode.
-    num_shots: K, support images per class.
-    num_queries: Q, query images per class.
-
-  Raises:
-    DatasetError: if the split has fewer than N classes or a class fewer than K + Q images.
+  Subclasses set ``item_shape`` and ``dtype`` (of the items as stored) and give a class's items
+  with ``_class_items``. `class_sizes` (class name -> number of items, in class-index order),
+  `where` and `**message` go to `readers.check_class_sizes`: a DatasetError if the split has
+  fewer than N classes or a class fewer than K + Q items.
   """
 
-  def __init__(self, class_index: ClassIndex, num_ways: int, num_shots: int, num_queries: int):
+  item_shape: Tuple[int, ...] = ()
+  dtype: tf.DType = tf.float32
+
+  def __init__(self, class_sizes: Mapping[str, int], where: str, num_ways: int, num_shots: int,
+               num_queries: int, **message):
     check_episode_shape(num_ways, num_shots, num_queries)
-    check_enough_classes(class_index, num_ways)
-    check_enough_images(class_index, num_shots + num_queries,
-                        needed_as=f"num_shots={num_shots} + num_queries={num_queries}")
-    self.class_index = class_index
+    check_class_sizes(class_sizes, where, num_ways, num_shots + num_queries,
+                      f"num_shots={num_shots} + num_queries={num_queries}", **message)
     self.num_ways, self.num_shots, self.num_queries = num_ways, num_shots, num_queries
+    self._sizes = list(class_sizes.values())
+
+  def choose(self, seed: int, episode: int) -> Tuple[np.ndarray, list]:
+    """See :func:`choose_episode`."""
+    return choose_episode(seed, episode, self._sizes, self.num_ways)
+
+  def _class_items(self, class_id: int, order: np.ndarray) -> np.ndarray:
+    """The first K + Q items of class ``class_id`` in the order given, [K + Q, *item_shape]."""
+    raise NotImplementedError
+
+  def load(self, seed: int, episode: int):
+    """support_x, int32 support_y, query_x, int32 query_y of one episode (x as stored)."""
+    class_ids, orders = self.choose(seed, episode)
+    per_class = np.stack([self._class_items(c, o) for c, o in zip(class_ids, orders)])
+    k, n, q = self.num_shots, self.num_ways, self.num_queries
+    labels = lambda m: np.repeat(np.arange(n, dtype=np.int32), m)
+    return (per_class[:, :k].reshape(n * k, *self.item_shape), labels(k),
+            per_class[:, k:].reshape(n * q, *self.item_shape), labels(q))
+
+
+class ImageEpisodeSampler(EpisodeSampler):
+  """Episodes of a split of images (`readers.load_split`), decoded when loaded, as uint8."""
+
+  dtype = tf.uint8
+
+  def __init__(self, class_index: ClassIndex, num_ways: int, num_shots: int, num_queries: int):
+    super().__init__({name: len(class_index[name]) for name in class_index},
+                     f"split {class_index.split!r} of {class_index.root}", num_ways, num_shots,
+                     num_queries)
+    self.class_index = class_index
+    self.item_shape = (*class_index.image_size, class_index.channels)
     self._classes = [class_index[name] for name in class_index.class_names]
     self._bad_sources = {}  # (class id, image id) -> its ImageDecodeError.
     self._lock = threading.Lock()
 
-  @property
-  def image_shape(self) -> Tuple[int, int, int]:
-    height, width = self.class_index.image_size
-    return height, width, self.class_index.channels
-
-  def choose(self, seed: int, episode: int) -> Tuple[np.ndarray, list]:
-    """(class ids [N] in label order, per class a permutation of its image ids); see
-    :func:`choose_episode`."""
-    return choose_episode(seed, episode, [len(sources) for sources in self._classes],
-                          self.num_ways)
-
-  def _load_class(self, class_id: int, order: np.ndarray) -> np.ndarray:
+  def _class_items(self, class_id: int, order: np.ndarray) -> np.ndarray:
     """K + Q decodable images of one class, in the order given, skipping bad ones."""
     needed = self.num_shots + self.num_queries
     sources = self._classes[class_id]
@@ -140,26 +163,27 @@ class EpisodeSampler:
         f"{len(sources)} images cannot be decoded{first}; re-extract them or lower "
         "num_shots/num_queries.")
 
-  def load(self, seed: int, episode: int):
-    """uint8 support_x, int32 support_y, uint8 query_x, int32 query_y of one episode."""
-    class_ids, orders = self.choose(seed, episode)
-    per_class = np.stack([self._load_class(c, o) for c, o in zip(class_ids, orders)])
-    k, n = self.num_shots, self.num_ways
-    labels = lambda m: np.repeat(np.arange(n, dtype=np.int32), m)
-    support = per_class[:, :k].reshape(n * k, *per_class.shape[2:])
-    query = per_class[:, k:].reshape(n * self.num_queries, *per_class.shape[2:])
-    return support, labels(k), query, labels(self.num_queries)
+
+class EmbeddingEpisodeSampler(EpisodeSampler):
+  """Episodes of a split of embeddings (`leo_embeddings.load_embedding_split`), as float32."""
+
+  def __init__(self, split: EmbeddingSplit, num_ways: int, num_shots: int, num_queries: int):
+    super().__init__(dict(zip(split.class_names, split.class_sizes)), split.path, num_ways,
+                     num_shots, num_queries, items="embeddings", within="of",
+                     fix="write the file with more images per class")
+    self.split = split
+    self.item_shape = (split.embedding_dim,)
+
+  def _class_items(self, class_id: int, order: np.ndarray) -> np.ndarray:
+    rows = self.split.class_rows[class_id][order[:self.num_shots + self.num_queries]]
+    return self.split.embeddings[rows]
 
 
 @contextlib.contextmanager
 def raise_data_errors():
-  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes as the DatasetError.
-
-  An exception of `EpisodeSampler.load` reaches the code iterating over the dataset as a
-  `tf.errors.OpError` whose message quotes the Python traceback; inside this context its
-  one-line message is raised again as a `DatasetError` (a ValueError) from the OpError. Other
-  errors pass unchanged.
-  """
+  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes (it reaches the
+  code iterating over the dataset as a `tf.errors.OpError` quoting the Python traceback) as a
+  `DatasetError` with its one-line message. Other errors pass unchanged."""
   try:
     yield
   except tf.errors.OpError as error:
@@ -188,48 +212,46 @@ def normalize_images(images: tf.Tensor, normalization: Optional[str] = "imagenet
   return x
 
 
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+  """Each row divided by its L2 norm, in numpy (the formula of ``tf.math.l2_normalize``, as in
+  LEO's reference pipeline; the rounding of numpy's sum is that of the runs so far)."""
+  x = np.asarray(x, np.float32)
+  squared = np.sum(np.square(x), axis=-1, keepdims=True)
+  return x / np.sqrt(np.maximum(squared, np.float32(_EPSILON)))
+
+
+def l2_normalize_tf(x: tf.Tensor) -> tf.Tensor:
+  """Each row divided by its L2 norm, in TensorFlow (an exported model's preprocessing)."""
+  return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1, epsilon=_EPSILON)
+
+
 def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                     num_episodes: Optional[int] = None, batch_size: int = 1,
-                    drop_remainder: bool = True, normalization: Optional[str] = "imagenet",
-                    raw_pixels: bool = False, prefetch: bool = True,
+                    drop_remainder: bool = True,
+                    preprocess: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+                    prefetch: bool = True,
                     episodes: Optional[tf.data.Dataset] = None) -> tf.data.Dataset:
-  """Batches of episodes ``start, start+1, ...`` (or the numbers in ``episodes``) of the
-  stream ``seed``.
+  """:class:`Episode` batches of ``batch_size`` episodes (fields get a leading task axis;
+  ``drop_remainder`` keeps the task count static) of the stream ``seed``: episodes
+  ``start, start+1, ...`` (training resumes at step * meta_batch_size), ``num_episodes`` in
+  all or endless for None, or the int64 numbers in the dataset ``episodes`` (a worker's share
+  of each meta-batch).
 
-  Args:
-    sampler: the split's :class:`EpisodeSampler`.
-    seed: the stream's seed.
-    start: first episode number (training resumes at step * meta_batch_size).
-    num_episodes: episodes in total, or None for an endless stream.
-    batch_size: episodes per element (the meta-batch; fields get a leading task axis).
-    drop_remainder: drop a last incomplete batch (static task count for the train step).
-    normalization: see :func:`normalize_images`.
-    raw_pixels: yield float32 pixel values in [0, 255] instead (for an exported model, which
-      normalises inside).
-    prefetch: prefetch batches in the background.
-    episodes: a dataset of int64 episode numbers to load instead of ``start`` and
-      ``num_episodes`` (a worker's share of each meta-batch).
-
-  Returns:
-    A dataset of :class:`Episode` with fixed shapes.
+  ``preprocess`` is applied to support_x and query_x (e.g. `normalize_images`); None gives the
+  items as stored, as float32 (what an exported model, which preprocesses inside, gets).
   """
-  shape = sampler.image_shape
+  shape = sampler.item_shape
   n, k, q = sampler.num_ways, sampler.num_shots, sampler.num_queries
 
   def load(index):
     support_x, support_y, query_x, query_y = tf.numpy_function(
         lambda e: sampler.load(seed, int(e)), [index],
-        [tf.uint8, tf.int32, tf.uint8, tf.int32], stateful=False)
-    if raw_pixels:
-      support_x, query_x = tf.cast(support_x, tf.float32), tf.cast(query_x, tf.float32)
-    else:
-      support_x = normalize_images(support_x, normalization)
-      query_x = normalize_images(query_x, normalization)
-    episode = Episode(tf.ensure_shape(support_x, [n * k, *shape]),
-                      tf.ensure_shape(support_y, [n * k]),
-                      tf.ensure_shape(query_x, [n * q, *shape]),
-                      tf.ensure_shape(query_y, [n * q]))
-    return episode
+        [sampler.dtype, tf.int32, sampler.dtype, tf.int32], stateful=False)
+    inputs = lambda x: tf.cast(preprocess(x) if preprocess else x, tf.float32)
+    return Episode(tf.ensure_shape(inputs(support_x), [n * k, *shape]),
+                   tf.ensure_shape(support_y, [n * k]),
+                   tf.ensure_shape(inputs(query_x), [n * q, *shape]),
+                   tf.ensure_shape(query_y, [n * q]))
 
   if episodes is not None:
     dataset = episodes
@@ -249,4 +271,3 @@ def split_arrays(dataset: tf.data.Dataset) -> Episode:
     for i, field in enumerate(batch):
       fields[i].append(field.numpy())
   return Episode(*(np.concatenate(f) for f in fields))
-

@@ -2,10 +2,7 @@
 
 Every domain subclasses :class:`Domain` (meta-RL) or :class:`SupervisedDomain` (sinusoid
 regression, few-shot classification). The runner and the trainers read only the attributes and
-methods declared here, so a new problem is a new subclass and nothing else changes. The names
-are the same in every domain: ``meta_batch_size`` is the number of tasks of one meta-iteration,
-``eval_seed`` picks the held-out evaluation tasks (the same for every model, so that results
-are paired comparisons).
+methods declared here, so a new problem is a new subclass and nothing else changes.
 """
 
 import abc
@@ -22,7 +19,8 @@ class Domain(abc.ABC):
     name: the problem's name in results and figures.
     metric_name: the evaluation figure's name ("mse", "accuracy", "return").
     meta_batch_size: tasks per meta-iteration.
-    eval_seed: seed of the held-out evaluation tasks.
+    eval_seed: seed of the held-out evaluation tasks (the same for every model: results are
+      paired comparisons).
     log_metric_per_step: whether training logs ``task_metric`` after each inner step (False
       when the metric is the loss itself, or when there is none).
   """
@@ -45,11 +43,8 @@ class Domain(abc.ABC):
   """``task_metric(y_true, y_pred)``: the per-task evaluation figure, or None."""
 
   def check_data(self) -> None:
-    """Raises a ValueError naming the fix if the domain's data cannot serve the whole run.
-
-    Called once before training, so that a bad dataset fails at once rather than at the first
-    validation or the final evaluation. Default: nothing to check.
-    """
+    """Raises a ValueError naming the fix if the domain's data cannot serve the whole run
+    (called once before training, so that a bad dataset fails at once). Default: nothing."""
 
 
 def check_task_share(tasks: Optional[Tuple[int, int]], meta_batch_size: int) -> Tuple[int, int]:
@@ -88,10 +83,11 @@ class SupervisedDomain(Domain):
     ``meta_batch_size`` tasks."""
 
   @abc.abstractmethod
-  def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False):
+  def eval_batches(self, distribution: str, num_tasks: int, preprocessed: bool = True):
     """The first ``num_tasks`` fixed evaluation tasks of ``distribution``: one batch of tasks
     (support_x, support_y, query_x, query_y with a leading task axis) or an iterable of them.
-    ``raw_pixels``: images as stored, before normalisation (what a SavedModel receives)."""
+    ``preprocessed=False``: inputs before :meth:`export_preprocess` (what a SavedModel
+    receives, e.g. pixel values, or embeddings not L2-normalised)."""
 
   @abc.abstractmethod
   def export_signature(self) -> Sequence[tf.TensorSpec]:

@@ -11,7 +11,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from l2f_tf.data import sinusoid
+from l2f_tf.data import sinusoid_tasks
 from l2f_tf.data.episode import Episode
 from l2f_tf.domains.base import SupervisedDomain, check_task_share
 from l2f_tf.models.mlp import mlp
@@ -53,9 +53,10 @@ class SinusoidRegression(SupervisedDomain):
     self.num_query_train = num_query_train or num_shots
     self.num_query_eval = num_query_eval
     self.meta_batch_size = meta_batch_size
-    self.train_tasks = train_tasks or sinusoid.training_tasks()
-    self.eval_distributions: Dict[str, sinusoid.SinusoidTasks] = eval_distributions or {
-        "test": sinusoid.training_tasks(), "out_of_range": sinusoid.out_of_range_tasks()}
+    self.train_tasks = train_tasks or sinusoid_tasks.training_tasks()
+    self.eval_distributions: Dict[str, sinusoid_tasks.SinusoidTasks] = eval_distributions or {
+        "test": sinusoid_tasks.training_tasks(),
+        "out_of_range": sinusoid_tasks.out_of_range_tasks()}
     self.eval_seed = eval_seed
     self.dtype = tf.as_dtype(dtype)
 
@@ -63,21 +64,16 @@ class SinusoidRegression(SupervisedDomain):
     # float32 data: the model follows the global dtype policy (float32 or mixed precision).
     return mlp(dtype=None if self.dtype == tf.float32 else self.dtype.name)
 
-  @staticmethod
-  def loss_fn(y_true, y_pred):
-    return mse(y_true, y_pred)
-
-  @staticmethod
-  def task_metric(y_true, y_pred):
-    """Per-task evaluation figure: the query MSE (lower is better)."""
-    return mse(y_true, y_pred)
+  loss_fn = staticmethod(mse)
+  task_metric = staticmethod(mse)  # Per-task evaluation figure: the query MSE (lower is better).
 
   def train_dataset(self, seed: int, start_step: int = 0, tasks=None) -> tf.data.Dataset:
     """Meta-batch s of the stream is a pure function of (seed, s): resuming is exact. A share
     (``tasks``) is sliced out of the whole meta-batch, which is cheap to draw."""
     first, count = check_task_share(tasks, self.meta_batch_size)
-    dataset = sinusoid.episode_dataset(self.train_tasks, self.meta_batch_size, self.num_shots,
-                                       self.num_query_train, seed, start_step, dtype=self.dtype)
+    dataset = sinusoid_tasks.episode_dataset(self.train_tasks, self.meta_batch_size,
+                                             self.num_shots, self.num_query_train, seed,
+                                             start_step, dtype=self.dtype)
     if tasks is None:
       return dataset
     return dataset.map(lambda episode: Episode(*[f[first:first + count] for f in episode]))
@@ -87,11 +83,12 @@ class SinusoidRegression(SupervisedDomain):
     tasks = self.eval_distributions[distribution]
     index = offset + 1000 * (sorted(self.eval_distributions).index(distribution) + 1)
     return tasks.sample(num_tasks, self.num_shots, self.num_query_eval,
-                        sinusoid.episode_seed(self.eval_seed, index), dtype=self.dtype)
+                        sinusoid_tasks.episode_seed(self.eval_seed, index), dtype=self.dtype)
 
-  def eval_batches(self, distribution: str, num_tasks: int, raw_pixels: bool = False) -> Episode:
+  def eval_batches(self, distribution: str, num_tasks: int,
+                   preprocessed: bool = True) -> Episode:
     """The evaluation tasks as one Episode [num_tasks, ...] (small enough to hold)."""
-    del raw_pixels  # Only meaningful for images.
+    del preprocessed  # Inputs are not preprocessed.
     return self.eval_episodes(distribution, num_tasks)[0]
 
   def export_signature(self):

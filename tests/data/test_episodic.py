@@ -19,12 +19,12 @@ def dataset_root(tmp_path_factory):
 
 def sampler(root, split="train", n=N, k=K, q=Q):
   index = readers.load_split(root, split, image_size=(16, 16))
-  return episodic.EpisodeSampler(index, n, k, q)
+  return episodic.ImageEpisodeSampler(index, n, k, q)
 
 
 def episodes(root, seed=0, start=0, num=6, batch=2, **kwargs):
   dataset = episodic.episode_dataset(sampler(root), seed, start=start, num_episodes=num,
-                                     batch_size=batch, raw_pixels=True, **kwargs)
+                                     batch_size=batch, **kwargs)
   return episodic.split_arrays(dataset)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf.data import embedding_episodes, episodic, readers
+from l2f_tf.data import episodic, readers
 from l2f_tf.data.readers import leo_embeddings as le
 from tests.fake_images import decode_codes, write_class_folders
 
@@ -193,13 +193,12 @@ def coded_embeddings(root, out, split="train"):
 
 def test_episodes_are_those_of_the_image_pipeline(image_root, tmp_path):
   index, split = coded_embeddings(image_root, tmp_path)
-  images = episodic.EpisodeSampler(index, 3, 2, 4)
-  embedded = embedding_episodes.EmbeddingEpisodeSampler(split, 3, 2, 4)
+  images = episodic.ImageEpisodeSampler(index, 3, 2, 4)
+  embedded = episodic.EmbeddingEpisodeSampler(split, 3, 2, 4)
   image_eps = episodic.split_arrays(episodic.episode_dataset(
-      images, 11, num_episodes=10, batch_size=4, drop_remainder=False, raw_pixels=True))
-  vector_eps = episodic.split_arrays(embedding_episodes.embedding_episode_dataset(
-      embedded, 11, num_episodes=10, batch_size=4, drop_remainder=False,
-      l2_normalize_rows=False))
+      images, 11, num_episodes=10, batch_size=4, drop_remainder=False))
+  vector_eps = episodic.split_arrays(episodic.episode_dataset(
+      embedded, 11, num_episodes=10, batch_size=4, drop_remainder=False))
   for field in ("support", "query"):
     codes = decode_codes(getattr(image_eps, f"{field}_x"))
     vectors = getattr(vector_eps, f"{field}_x")
@@ -212,11 +211,12 @@ def test_episodes_are_those_of_the_image_pipeline(image_root, tmp_path):
 
 def test_episode_layout_determinism_and_normalisation(image_root, tmp_path):
   _, split = coded_embeddings(image_root, tmp_path)
-  sampler = embedding_episodes.EmbeddingEpisodeSampler(split, 3, 2, 4)
+  sampler = episodic.EmbeddingEpisodeSampler(split, 3, 2, 4)
+  normalize = lambda x: tf.numpy_function(episodic.l2_normalize, [x], tf.float32)
 
-  def stream(seed, **kwargs):
-    return episodic.split_arrays(embedding_episodes.embedding_episode_dataset(
-        sampler, seed, num_episodes=6, batch_size=3, **kwargs))
+  def stream(seed, preprocess=normalize, **kwargs):
+    return episodic.split_arrays(episodic.episode_dataset(
+        sampler, seed, num_episodes=6, batch_size=3, preprocess=preprocess, **kwargs))
 
   a, b, other = stream(0), stream(0), stream(1)
   assert a.support_x.shape == (6, 6, 5) and a.query_x.shape == (6, 12, 5)
@@ -226,8 +226,8 @@ def test_episode_layout_determinism_and_normalisation(image_root, tmp_path):
   np.testing.assert_array_equal(a.query_x, b.query_x)
   assert not np.array_equal(a.query_x, other.query_x)
   np.testing.assert_allclose(np.linalg.norm(a.query_x, axis=-1), 1.0, rtol=1e-6)
-  raw = stream(0, l2_normalize_rows=False)
-  np.testing.assert_allclose(a.query_x, embedding_episodes.l2_normalize(raw.query_x))
+  raw = stream(0, preprocess=None)
+  np.testing.assert_allclose(a.query_x, episodic.l2_normalize(raw.query_x))
   for t in range(6):
     np.testing.assert_array_equal(a.support_y[t], np.repeat(np.arange(3), 2))
     np.testing.assert_array_equal(a.query_y[t], np.repeat(np.arange(3), 4))
@@ -235,17 +235,17 @@ def test_episode_layout_determinism_and_normalisation(image_root, tmp_path):
     assert (classes == classes[:, :1]).all() and len(set(classes[:, 0])) == 3
     support_ids = set(map(tuple, raw.support_x[t, :, 1:3]))
     assert not support_ids & set(map(tuple, raw.query_x[t, :, 1:3]))
-  shard = episodic.split_arrays(embedding_episodes.embedding_episode_dataset(
-      sampler, 0, episodes=tf.data.Dataset.range(4, 6), batch_size=2))
+  shard = episodic.split_arrays(episodic.episode_dataset(
+      sampler, 0, episodes=tf.data.Dataset.range(4, 6), batch_size=2, preprocess=normalize))
   np.testing.assert_array_equal(shard.query_x, a.query_x[4:6])
 
 
 def test_episode_sizes_are_checked(image_root, tmp_path):
   _, split = coded_embeddings(image_root, tmp_path)
   with pytest.raises(readers.DatasetError, match=r"has 7 classes, fewer than the 8 ways"):
-    embedding_episodes.EmbeddingEpisodeSampler(split, 8, 1, 1)
+    episodic.EmbeddingEpisodeSampler(split, 8, 1, 1)
   with pytest.raises(readers.DatasetError, match=r"Class 'n00000000' of .*train_embeddings.pkl "
                      r"has 9 embeddings \(and 6 other classes\), fewer than the 10 needed"):
-    embedding_episodes.EmbeddingEpisodeSampler(split, 3, 5, 5)
+    episodic.EmbeddingEpisodeSampler(split, 3, 5, 5)
   with pytest.raises(ValueError, match="num_shots must be >= 1"):
-    embedding_episodes.EmbeddingEpisodeSampler(split, 3, 0, 5)
+    episodic.EmbeddingEpisodeSampler(split, 3, 0, 5)

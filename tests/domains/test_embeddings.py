@@ -63,7 +63,7 @@ def test_eval_batches_are_fixed_per_split(root):
   assert [b.support_x.shape[0] for b in batches] == [5, 5, 2]
   again = domain(root, meta_batch_size=1).eval_episodes("test", 12)[0]
   np.testing.assert_array_equal(np.concatenate([b.query_x for b in batches]), again.query_x)
-  raw = next(iter(d.eval_batches("test", 5, raw_pixels=True)))
+  raw = next(iter(d.eval_batches("test", 5, preprocessed=False)))
   np.testing.assert_allclose(d.export_preprocess(raw.query_x).numpy(), batches[0].query_x,
                              rtol=1e-6)
   assert np.linalg.norm(raw.query_x, axis=-1).mean() > 2  # Stored, not normalised.

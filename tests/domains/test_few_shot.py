@@ -42,8 +42,8 @@ def test_evaluation_episodes_are_fixed_and_splits_are_disjoint(dataset_root):
   b = domain(dataset_root, backbone=conv4).eval_episodes("test", 5)[0]  # another model
   np.testing.assert_array_equal(a.support_x, b.support_x)
   raw = domain(dataset_root)
-  test = next(iter(raw.eval_batches("test", 4, raw_pixels=True)))
-  val = next(iter(raw.eval_batches("val", 4, raw_pixels=True)))
+  test = next(iter(raw.eval_batches("test", 4, preprocessed=False)))
+  val = next(iter(raw.eval_batches("val", 4, preprocessed=False)))
   assert set(decode_codes(test.support_x.numpy())[..., 0].ravel()) == {2}
   assert set(decode_codes(val.support_x.numpy())[..., 0].ravel()) == {1}
 

@@ -34,7 +34,7 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf import precision
-from l2f_tf.data import sinusoid
+from l2f_tf.data import sinusoid_tasks
 from l2f_tf.data.episode import Episode
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.domains.few_shot import cross_entropy
@@ -89,7 +89,7 @@ def make_episodes(kind: str, seed: int = 0) -> Episode:
   """A meta-batch of 2 tasks: 5-shot sinusoids, or 2-way 1-shot 16x16 images with a class
   pattern (pure noise would make the gradients cancel almost completely)."""
   if kind == "mlp":
-    return sinusoid.training_tasks().sample(TASKS, 5, 5, [seed, 7])[0]
+    return sinusoid_tasks.training_tasks().sample(TASKS, 5, 5, [seed, 7])[0]
   rng = np.random.default_rng(seed)
   patterns = rng.normal(size=(TASKS, WAYS, *IMAGE_SHAPE))
   labels = lambda k: np.tile(np.repeat(np.arange(WAYS), k), (TASKS, 1)).astype(np.int32)
@@ -306,7 +306,7 @@ class RandomImages(SupervisedDomain):
     assert tasks is None  # One device: the whole meta-batch.
     return tf.data.Dataset.from_tensors(make_episodes("conv4", seed)).repeat()
 
-  def eval_batches(self, distribution, num_tasks, raw_pixels=False):
+  def eval_batches(self, distribution, num_tasks, preprocessed=True):
     raise NotImplementedError
 
   def export_signature(self):

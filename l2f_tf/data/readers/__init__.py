@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from l2f_tf.data.readers import mini_imagenet, omniglot, tiered_imagenet
 from l2f_tf.data.readers.common import (IMAGE_EXTENSIONS, SPLITS, ArrayRef, ClassIndex,
                                         DatasetError, ImageDecodeError, Rotated,
-                                        check_enough_classes, check_enough_images,
-                                        check_first_images, list_images, load_image,
-                                        load_image_or_none)
+                                        check_class_sizes, check_enough_classes,
+                                        check_enough_images, check_first_images, list_images,
+                                        load_image, load_image_or_none)
 
 # (format name, dataset it belongs to or None for any, detector, reader, what is looked for):
 # the order settles ambiguous roots.
@@ -127,16 +127,12 @@ def _unrecognised(root: str) -> str:
 
 
 def detect_format(root: str | os.PathLike) -> str:
-  """Returns the name of the dataset layout found in `root` (one of `FORMATS`).
+  """The name of the dataset layout found in `root` (one of `FORMATS`).
 
-  Args:
-    root: The dataset folder.
-
-  Raises:
-    DatasetError: If `root` does not exist or holds none of the known layouts; the message
-      says what is there instead and what to do: use the folder up to two levels down or up
-      that holds a dataset, extract an archive, move images into class and split folders, or
-      it lists what was looked for.
+  Raises DatasetError if `root` does not exist or holds none of the known layouts; the message
+  says what is there instead and what to do: use the folder up to two levels down or up that
+  holds a dataset, extract an archive, move images into class and split folders, or it lists
+  what was looked for.
   """
   root = os.fspath(root)
   if not os.path.isdir(root):
@@ -163,11 +159,7 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
     dataset: The dataset the caller expects, e.g. "mini_imagenet": a layout of another one of
       `DATASETS` is then an error. Names not in `DATASETS` (and the class-folder layout, which
       any dataset may use) are not checked.
-    **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `num_train`,
-      `num_val`, `rotations`).
-
-  Returns:
-    The split's `ClassIndex`.
+    **reader_options: Passed to the format's reader (e.g. Omniglot's `seed`, `rotations`).
 
   Raises:
     DatasetError: If the root, the split's files or their content are not usable.
@@ -192,6 +184,7 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
 
 __all__ = [
     "DATASETS", "FORMATS", "SPLITS", "ArrayRef", "ClassIndex", "DatasetError",
-    "ImageDecodeError", "Rotated", "check_enough_classes", "check_enough_images",
-    "check_first_images", "detect_format", "load_image", "load_image_or_none", "load_split",
+    "ImageDecodeError", "Rotated", "check_class_sizes", "check_enough_classes",
+    "check_enough_images", "check_first_images", "detect_format", "load_image",
+    "load_image_or_none", "load_split",
 ]

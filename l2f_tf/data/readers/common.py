@@ -41,12 +41,9 @@ class DatasetError(ValueError):
 
 
 class ImageDecodeError(DatasetError):
-  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt).
-
-  Attributes:
-    image: The image's name (its path, or ``<file>[<index>]`` for an image inside a file).
-    problem: What is wrong with it, in words (e.g. "it is truncated").
-  """
+  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt): `image`
+  names it (its path, or ``<file>[<index>]``), `problem` says what is wrong ("it is
+  truncated")."""
 
   def __init__(self, message: str, image: str = "", problem: str = ""):
     super().__init__(message)
@@ -55,14 +52,9 @@ class ImageDecodeError(DatasetError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayRef:
-  """Item `index` of `store`, named `origin` (usually the file holding it) in messages.
-
-  Attributes:
-    store: Any indexable (numpy array, np.memmap, list) whose items are ``uint8`` images
-      (H x W x C or H x W) or encoded image bytes.
-    index: Position of the image in `store`.
-    origin: Human-readable name of the store, e.g. the pickle's path.
-  """
+  """Item `index` of `store` (any indexable: numpy array, np.memmap, list, whose items are
+  ``uint8`` images, H x W x C or H x W, or encoded image bytes), named `origin` (usually the
+  file holding it) in messages."""
 
   store: Any
   index: int
@@ -96,15 +88,9 @@ def describe_source(source: Source) -> str:
 
 
 class ClassIndex(Mapping):
-  """Ordered, read-only mapping class name -> list of image sources for one split.
-
-  Attributes:
-    root: Dataset root the index was read from.
-    split: One of "train", "val", "test".
-    format_name: Format string from `detect_format`.
-    image_size: (height, width) images should be decoded to.
-    channels: 3 for RGB, 1 for grayscale.
-  """
+  """Ordered, read-only mapping class name -> list of image sources of one split ("train",
+  "val" or "test") of the dataset in `root`, in the layout `format_name` (`detect_format`);
+  images are decoded to `image_size` (height, width) with `channels` (3: RGB, 1: grayscale)."""
 
   def __init__(self, classes: Mapping[str, Sequence[Source]], *, root: str, split: str,
                format_name: str, image_size: tuple[int, int], channels: int = 3):
@@ -144,30 +130,26 @@ class ClassIndex(Mapping):
 
 
 def normalize_split(split: str) -> str:
-  """Maps a split name to one of `SPLITS` ("validation" -> "val").
-
-  Raises:
-    DatasetError: If `split` is not a known split name.
-  """
+  """Maps a split name to one of `SPLITS` ("validation" -> "val"); DatasetError if unknown."""
   name = _SPLIT_ALIASES.get(str(split).lower(), str(split).lower())
   if name not in SPLITS:
     raise DatasetError(f"Unknown split {split!r}: use one of 'train', 'val', 'test'.")
   return name
 
 
-def load_pickle(path: str) -> Any:
-  """Loads a pickle, falling back to ``encoding="latin1"`` for Python 2 pickles.
+def load_pickle(path: str, encoding: str | None = None,
+                fix: str = "download it again or re-create it") -> Any:
+  """Loads a pickle; a DatasetError naming `fix` if it is missing or unreadable.
 
-  Python 2 pickles store byte strings (and numpy array buffers) as ``str``; Python 3 decodes
-  those as ASCII by default and fails with UnicodeDecodeError. Reloading with latin1 maps each
-  byte to one code point, which numpy turns back into the original buffer. Byte strings that
-  are not numpy buffers come back as ``str``: `load_image` re-encodes them with latin1.
-
-  Raises:
-    DatasetError: If the file is missing or is not a readable pickle.
+  `encoding` None tries Python 3's default, then "latin1", which Python 2 pickles need: they
+  store byte strings (and numpy array buffers) as ``str``, and latin1 maps each byte to one
+  code point, which numpy turns back into the buffer (`load_image` re-encodes other byte
+  strings with latin1).
   """
   try:
     with open(path, "rb") as f:
+      if encoding:
+        return pickle.load(f, encoding=encoding)
       try:
         return pickle.load(f)
       except UnicodeDecodeError:
@@ -177,13 +159,13 @@ def load_pickle(path: str) -> Any:
   except FileNotFoundError:
     raise DatasetError(f"{path} does not exist: check the dataset root.") from None
   except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, ValueError,
-          TypeError, IndexError) as e:
+          TypeError, IndexError, MemoryError, OSError) as e:
     fallback = None
     if isinstance(e, pickle.UnpicklingError):
       fallback = f"it is not a pickle, or a damaged one ({str(e).rstrip('.')})"
     elif isinstance(e, (ImportError, AttributeError)):
       fallback = f"it refers to code this Python lacks ({type(e).__name__}: {e})"
-    problem = file_problem(read_head(path), e, "download it again or re-create it", fallback)
+    problem = file_problem(read_head(path), e, fix, fallback)
     raise DatasetError(f"Cannot unpickle {path}: {problem}.") from e
 
 
@@ -198,19 +180,11 @@ def read_head(path: str, size: int = 64) -> bytes | None:
 
 def file_problem(head: bytes | None, error: BaseException, fix: str,
                  fallback: str | None = None) -> str:
-  """What makes a data file unreadable and what to do, as the end of an error message.
-
-  Args:
-    head: The file's first bytes (see `read_head`), or None if unknown. An empty file, a Git
-      LFS pointer or an HTML page (a failed download) is recognised from them.
-    error: The exception reading the file raised; "truncated" in its message (or an EOFError)
-      gives "it is truncated".
-    fix: What to do, e.g. "download it again" (a Git LFS pointer has a fix of its own).
-    fallback: The words for any other error; default "<error type>: <error message>".
-
-  Returns:
-    "<what is wrong>; <what to do>", e.g. "it is truncated; download it again".
-  """
+  """"<what is wrong>; <what to do>" (e.g. "it is truncated; download it again") for a data
+  file that reading raised `error` on: an empty file, a Git LFS pointer (which has a fix of
+  its own) or an HTML page (a failed download) is recognised from its first bytes `head` (None:
+  unknown); an EOFError or "truncated" in the message is "it is truncated"; `fallback` words
+  any other error (default "<error type>: <error message>")."""
   if head is not None:
     if not head:
       return f"the file is empty; {fix}"
@@ -287,19 +261,11 @@ def _open_pil(source: Source) -> Image.Image:
 
 
 def load_image(source: Source, size: Sequence[int] | None = None, channels: int = 3) -> np.ndarray:
-  """Decodes one image source to a ``uint8`` array, resized with Pillow.
+  """Decodes one image source to ``uint8`` (height, width, channels), not normalised.
 
-  Args:
-    source: A file path, encoded bytes, an `ArrayRef` or a `Rotated` source.
-    size: (height, width) to resize to with Lanczos filtering (what the MAML preprocessing
-      scripts used), or None to keep the stored size. Rotation is applied before resizing.
-    channels: 3 converts to RGB, 1 to grayscale ("L"); Omniglot uses 1.
-
-  Returns:
-    A ``uint8`` array of shape (height, width, channels), not normalised.
-
-  Raises:
-    ImageDecodeError: If the image is missing, unreadable, truncated or corrupt.
+  `size` (height, width): resized to it, after any rotation, with Lanczos filtering (what the
+  MAML preprocessing scripts used); None keeps the stored size. `channels` 3 converts to RGB,
+  1 to grayscale. ImageDecodeError if the image is missing, unreadable, truncated or corrupt.
   """
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels}.")
@@ -321,10 +287,8 @@ def load_image(source: Source, size: Sequence[int] | None = None, channels: int 
 
 def load_image_or_none(source: Source, size: Sequence[int] | None = None,
                        channels: int = 3) -> np.ndarray | None:
-  """Like `load_image`, but logs a warning and returns None for an undecodable image.
-
-  Lets a pipeline skip one bad file of a large dataset instead of stopping training.
-  """
+  """Like `load_image`, but logs a warning and returns None for an undecodable image (a
+  pipeline can skip one bad file of a large dataset)."""
   try:
     return load_image(source, size, channels)
   except ImageDecodeError as e:
@@ -332,43 +296,44 @@ def load_image_or_none(source: Source, size: Sequence[int] | None = None,
     return None
 
 
-def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
-                         root: str | None = None) -> None:
-  """Raises DatasetError if a split has fewer than `num_ways` classes.
-
-  Args:
-    class_index: The split's index.
-    num_ways: Classes needed per episode (N of N-way).
-    split: Split name for the message (default: `class_index.split`).
-    root: Dataset root for the message (default: `class_index.root`).
-  """
-  split = split or getattr(class_index, "split", "?")
-  root = root or getattr(class_index, "root", "?")
-  if len(class_index) < num_ways:
+def check_class_sizes(class_sizes: Mapping[str, int], where: str, num_ways: int = 0,
+                      needed: int = 0, needed_as: str = "shots + queries", items: str = "images",
+                      fix: str = "restore the missing images", within: str = "in") -> None:
+  """Raises DatasetError if `where` (e.g. "split 'val' of <root>", or a file) has fewer than
+  `num_ways` classes, or a class fewer than `needed` (K + Q, spelt out as `needed_as`) items;
+  the message ("Class 'c' <within> <where> has ...") names the smallest such class, how many
+  classes are short, and the fix."""
+  if len(class_sizes) < num_ways:
     raise DatasetError(
-        f"Split {split!r} of {root} has {len(class_index)} classes, fewer than the "
-        f"{num_ways} ways requested: lower num_ways to at most {len(class_index)} or check "
-        "that the dataset root holds the complete split.")
-
-
-def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
-                        root: str | None = None, needed_as: str = "shots + queries") -> None:
-  """Raises DatasetError if any class has fewer than `min_images` (K + Q) images.
-
-  The message names the smallest offending class, its count, `min_images` (spelt out as
-  `needed_as`, e.g. "num_shots=5 + num_queries=15") and how many classes are short.
-  """
-  split = split or getattr(class_index, "split", "?")
-  root = root or getattr(class_index, "root", "?")
-  short = [(len(sources), name) for name, sources in class_index.items()
-           if len(sources) < min_images]
+        f"{where[:1].upper()}{where[1:]} has {len(class_sizes)} classes, fewer than the "
+        f"{num_ways} ways requested: lower num_ways to at most {len(class_sizes)} or check that "
+        f"{where} is complete.")
+  short = [(count, name) for name, count in class_sizes.items() if count < needed]
   if short:
     count, name = min(short)
     others = f" (and {len(short) - 1} other classes)" if len(short) > 1 else ""
     raise DatasetError(
-        f"Class {name!r} in split {split!r} of {root} has {count} images{others}, fewer "
-        f"than the {min_images} needed per class ({needed_as}): lower num_shots or "
-        "num_queries, or restore the missing images.")
+        f"Class {name!r} {within} {where} has {count} {items}{others}, fewer than the {needed} "
+        f"needed per class ({needed_as}): lower num_shots or num_queries, or {fix}.")
+
+
+def _sizes_and_place(class_index: ClassIndex, split: str | None, root: str | None):
+  return ({name: len(sources) for name, sources in class_index.items()},
+          f"split {split or class_index.split!r} of {root or class_index.root}")
+
+
+def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
+                         root: str | None = None) -> None:
+  """Raises DatasetError if a split has fewer than `num_ways` classes (`split` and `root` name
+  it in the message; default: the index's)."""
+  check_class_sizes(*_sizes_and_place(class_index, split, root), num_ways=num_ways)
+
+
+def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
+                        root: str | None = None, needed_as: str = "shots + queries") -> None:
+  """Raises DatasetError if a class has fewer than `min_images` (K + Q) images."""
+  check_class_sizes(*_sizes_and_place(class_index, split, root), needed=min_images,
+                    needed_as=needed_as)
 
 
 def check_first_images(class_index: ClassIndex) -> None:

@@ -18,7 +18,7 @@ Python 2: it is loaded with ``encoding="latin1"``) of a dict:
 
 Classes are indexed in the order of their first row and a class's rows are kept in file order,
 so the episodes drawn from a file are a pure function of the file (see
-`l2f_tf.data.embedding_episodes`). Every problem with a file raises `DatasetError` (a
+`l2f_tf.data.episodic`). Every problem with a file raises `DatasetError` (a
 ValueError) with one line naming the file and the fix. Like the other readers this module
 imports no TensorFlow.
 """
@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from l2f_tf import atomic
-from l2f_tf.data.readers.common import (SPLITS, DatasetError, file_problem, normalize_split,
-                                        read_head)
+from l2f_tf.data.readers.common import SPLITS, DatasetError, load_pickle, normalize_split
 
 DATASETS = ("miniImageNet", "tieredImageNet")
 CROPS = ("center", "multiview")
@@ -45,14 +44,9 @@ _LISTED = 6  # Entries of a folder named in a "file does not exist" message.
 
 @dataclasses.dataclass(eq=False)
 class EmbeddingSplit:
-  """One split's embeddings, indexed by class.
-
-  Attributes:
-    path: the pickle it was read from (named in messages).
-    embeddings: float32 [N, D], one row per image, in file order (not normalised).
-    class_names: classes in the order of their first row (the class index order).
-    class_rows: per class, the int64 row ids of its images in file order.
-  """
+  """One split's embeddings (read from `path`): float32 [N, D] `embeddings`, one row per
+  image in file order (not normalised), `class_names` in the order of their first row (the
+  class index order), and per class its int64 `class_rows` in file order."""
 
   path: str
   embeddings: np.ndarray
@@ -94,11 +88,8 @@ def parse_key(key: Any) -> tuple[str, str] | None:
 
 
 def embedding_path(root: str | os.PathLike, dataset: str, crop: str, split: str) -> str:
-  """``<root>/<dataset>/<crop>/<split>_embeddings.pkl``, arguments checked.
-
-  Raises:
-    DatasetError: for an unknown crop or split, or multiview crops of tieredImageNet.
-  """
+  """``<root>/<dataset>/<crop>/<split>_embeddings.pkl``; DatasetError for an unknown crop or
+  split, or multiview crops of tieredImageNet."""
   if crop not in CROPS:
     raise DatasetError(f"Unknown embedding crop {crop!r}: use one of {CROPS}.")
   if crop == "multiview" and dataset == "tieredImageNet":
@@ -137,22 +128,6 @@ def _missing_file_message(path: str, root: str) -> str:
           "embeddings of LEO, or the output of l2f_tf.embed).")
 
 
-def _load(path: str) -> Any:
-  """The unpickled content of `path` (latin1, as the Python 2 files need)."""
-  try:
-    with open(path, "rb") as f:
-      return pickle.load(f, encoding="latin1")
-  except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, ValueError,
-          TypeError, IndexError, MemoryError, OSError) as e:
-    if isinstance(e, (FileNotFoundError, IsADirectoryError)):
-      raise
-    fallback = None
-    if isinstance(e, pickle.UnpicklingError):
-      fallback = f"it is not a pickle, or a damaged one ({str(e).rstrip('.')})"
-    problem = file_problem(read_head(path), e, "download or write it again", fallback)
-    raise DatasetError(f"Cannot unpickle the embeddings file {path}: {problem}.") from e
-
-
 def _strings(keys: Any, path: str) -> list[str]:
   try:
     values = list(np.asarray(keys).reshape(-1)) if not isinstance(keys, list) else keys
@@ -163,8 +138,10 @@ def _strings(keys: Any, path: str) -> list[str]:
           for k in values]  # np.str_ and np.bytes_ are str and bytes.
 
 
-def read_embedding_file(path: str | os.PathLike) -> EmbeddingSplit:
-  """Reads and checks one embeddings pickle (see the module docstring for the format).
+def load_embedding_split(root: str | os.PathLike, dataset: str, crop: str,
+                         split: str) -> EmbeddingSplit:
+  """Reads and checks ``<root>/<dataset>/<crop>/<split>_embeddings.pkl`` (the episode sampler
+  checks the episode size).
 
   Raises:
     DatasetError: the file is missing (the message lists what its folder holds instead),
@@ -172,15 +149,11 @@ def read_embedding_file(path: str | os.PathLike) -> EmbeddingSplit:
       are not a finite 2-D float array, lengths disagree, a key is malformed, repeated or
       names two different classes.
   """
-  path = os.fspath(path)
+  path = embedding_path(root, dataset, crop, split)
   if not os.path.isfile(path):
-    raise DatasetError(_missing_file_message(path, os.path.dirname(path)))
-  return _read(path)
-
-
-def _read(path: str) -> EmbeddingSplit:
+    raise DatasetError(_missing_file_message(path, os.fspath(root)))
   fix = "write it again (l2f_tf.embed) or download it again"
-  data = _load(path)
+  data = load_pickle(path, "latin1", "download or write it again")
   if not isinstance(data, dict):
     raise DatasetError(f"{path} holds a {type(data).__name__}, not a dict with keys {FIELDS}: "
                        f"{fix}.")
@@ -232,18 +205,6 @@ def _read(path: str) -> EmbeddingSplit:
                         class_rows=[np.asarray(r, np.int64) for r in rows_by_class.values()])
 
 
-def load_embedding_split(root: str | os.PathLike, dataset: str, crop: str,
-                         split: str) -> EmbeddingSplit:
-  """Reads ``<root>/<dataset>/<crop>/<split>_embeddings.pkl`` (see `read_embedding_file`).
-
-  Episode-size checks (enough classes and rows per class) belong to the episode sampler.
-  """
-  path = embedding_path(root, dataset, crop, split)
-  if not os.path.isfile(path):
-    raise DatasetError(_missing_file_message(path, os.fspath(root)))
-  return _read(path)
-
-
 def check_same_dimension(splits: Sequence[EmbeddingSplit]) -> None:
   """Raises DatasetError if the splits' embeddings differ in dimension (a model of one split's
   dimension cannot read the others: they come from different backbones)."""
@@ -266,18 +227,12 @@ def write_embedding_split(path: str | os.PathLike, embeddings: np.ndarray,
                           class_names_per_row: Sequence[str],
                           image_names_per_row: Sequence[str],
                           ids: Sequence[Any] | None = None) -> str:
-  """Writes one split in LEO's format, atomically; returns `path`.
+  """Writes one split in LEO's format to `path` (see `embedding_path`), atomically; returns it.
 
-  Args:
-    path: the pickle to write (see `embedding_path`).
-    embeddings: [N, D] finite floats (stored as float32).
-    class_names_per_row: the class of each row; without "-" or "_" (e.g. "n01532829").
-    image_names_per_row: the image file of each row, without the class prefix and without
-      "-" (e.g. "00001234.JPEG"; the key holds "<class>_<image>").
-    ids: the id of each row (no "-"); default 0..N-1.
-
-  Raises:
-    DatasetError: for a name or array that would not read back (the message names it).
+  `embeddings` are [N, D] finite floats (stored as float32); per row, its class has no "-" or
+  "_" (e.g. "n01532829"), its image file (without the class prefix, e.g. "00001234.JPEG"; the
+  key holds "<class>_<image>") and its id (default 0..N-1) no "-". A name or array that would
+  not read back raises a DatasetError naming it.
   """
   path = os.fspath(path)
   embeddings = np.asarray(embeddings)
@@ -317,4 +272,4 @@ def write_embedding_split(path: str | os.PathLike, embeddings: np.ndarray,
 
 __all__ = ["CROPS", "DATASETS", "SPLITS", "EmbeddingSplit", "check_same_dimension",
            "embedding_path", "load_embedding_split", "make_key", "parse_key",
-           "read_embedding_file", "write_embedding_split"]
+           "write_embedding_split"]

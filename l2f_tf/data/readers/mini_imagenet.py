@@ -72,19 +72,9 @@ def _make_index(classes: dict, root: str, split: str, format_name: str,
 
 def read_csv_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """Reads one split of the Ravi-Larochelle layout (``images/`` + ``<split>.csv``).
-
-  Args:
-    root: Folder holding ``images/`` and the CSV files.
-    split: "train", "val" or "test".
-    image_size: (height, width) to decode to; default 84 x 84.
-
-  Returns:
-    The split's `ClassIndex`; sources are file paths, in CSV row order within a class.
-
-  Raises:
-    DatasetError: If the CSV is missing or malformed or names files absent from ``images/``.
-  """
+  """One split of the Ravi-Larochelle layout (``images/`` + ``<split>.csv``), decoded to
+  `image_size` (default 84 x 84); sources are file paths, in CSV row order within a class.
+  DatasetError if the CSV is missing or malformed or names files absent from ``images/``."""
   split = common.normalize_split(split)
   path = csv_path(root, split)
   images_dir = os.path.join(root, "images")
@@ -120,19 +110,9 @@ def read_csv_split(root: str, split: str,
 
 def read_folders_split(root: str, split: str,
                        image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """Reads one split of the class-folder layout ``<root>/<split>/<wnid>/*.jpg``.
-
-  Args:
-    root: Folder holding ``train/``, ``val/`` (or ``validation/``) and ``test/``.
-    split: "train", "val" or "test".
-    image_size: (height, width) to decode to; default 84 x 84.
-
-  Returns:
-    The split's `ClassIndex`; sources are file paths sorted by file name.
-
-  Raises:
-    DatasetError: If the split folder is missing or holds no class folders.
-  """
+  """One split of the class-folder layout ``<root>/<split>/<wnid>/*.jpg`` (``val/`` may be
+  ``validation/``); sources are file paths sorted by name. DatasetError if the split folder is
+  missing or holds no images in class folders."""
   split = common.normalize_split(split)
   candidates = [os.path.join(root, name) for name in _FOLDER_SPLIT_NAMES[split]]
   split_dir = next((path for path in candidates if os.path.isdir(path)), None)
@@ -167,19 +147,9 @@ def _no_images(split_dir: str, first_class: str) -> str:
 
 def read_pickle_split(root: str, split: str,
                       image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """Reads one split of the ``mini-imagenet-cache-<split>.pkl`` layout.
-
-  Args:
-    root: Folder holding the cache pickles.
-    split: "train", "val" (file name "validation") or "test".
-    image_size: (height, width) to decode to; default 84 x 84 (the stored size).
-
-  Returns:
-    The split's `ClassIndex`; sources are `ArrayRef`s into the pickle's ``image_data``.
-
-  Raises:
-    DatasetError: If the pickle is missing, unreadable or lacks the expected keys.
-  """
+  """One split of the ``mini-imagenet-cache-<split>.pkl`` layout (val: "validation");
+  sources are `ArrayRef`s into the pickle's ``image_data``. DatasetError if the pickle is
+  missing, unreadable or lacks the expected keys."""
   split = common.normalize_split(split)
   path = pickle_path(root, split)
   data = common.load_pickle(path)

@@ -43,11 +43,8 @@ def is_omniglot_layout(root: str) -> bool:
 
 
 def list_characters(root: str) -> dict[str, str]:
-  """Maps every ``"<alphabet>/<character>"`` of both folders to its directory, sorted.
-
-  Raises:
-    DatasetError: If a folder is missing or an alphabet appears in both folders.
-  """
+  """Maps every ``"<alphabet>/<character>"`` of both folders to its directory, sorted;
+  DatasetError if a folder is missing or an alphabet appears in both folders."""
   characters = {}
   for folder in FOLDERS:
     folder_path = os.path.join(root, folder)
@@ -74,18 +71,8 @@ def list_characters(root: str) -> dict[str, str]:
 
 def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train: int = 1100,
                      num_val: int = 100) -> list[str]:
-  """Returns the sorted character names of `split` under the rule in the module docstring.
-
-  Args:
-    names: All character names (any order: they are sorted first).
-    split: "train", "val" or "test".
-    seed: Seed of the shuffle.
-    num_train: Number of train characters.
-    num_val: Number of val characters; the remaining characters are the test split.
-
-  Raises:
-    DatasetError: If there are not enough characters to leave at least one for test.
-  """
+  """The sorted character names (of all `names`, in any order) of `split` under the rule of
+  the module docstring; DatasetError if `num_train` + `num_val` leave none for test."""
   split = common.normalize_split(split)
   names = sorted(names)
   if len(names) <= num_train + num_val:
@@ -102,23 +89,10 @@ def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train:
 def read_split(root: str, split: str, image_size: Sequence[int] | None = None,
                channels: int | None = None, seed: int = 1, num_train: int = 1100,
                num_val: int = 100, rotations: Sequence[int] = ROTATIONS) -> common.ClassIndex:
-  """Reads one Omniglot split, one class per (character, rotation).
-
-  Args:
-    root: Folder holding ``images_background/`` and ``images_evaluation/``.
-    split: "train", "val" or "test".
-    image_size: (height, width) to decode to; default 28 x 28.
-    channels: 1 (grayscale, default) or 3 (RGB).
-    seed, num_train, num_val: The character split, see `split_characters`.
-    rotations: Rotations in degrees, multiples of 90; each adds one class per character.
-
-  Returns:
-    The split's `ClassIndex`, ordered by character then rotation. Sources are file paths
-    for rotation 0 and `common.Rotated` sources otherwise.
-
-  Raises:
-    DatasetError: If the folders are missing or too small for the split.
-  """
+  """One Omniglot split (`seed`, `num_train`, `num_val`: see `split_characters`), one class
+  per character and rotation (`rotations` in degrees, multiples of 90), ordered by character
+  then rotation; sources are file paths for rotation 0, `common.Rotated` sources otherwise.
+  DatasetError if the folders are missing or too small for the split."""
   if any(degrees % 90 for degrees in rotations):
     raise common.DatasetError(f"Omniglot rotations must be multiples of 90 degrees, got "
                               f"{tuple(rotations)}.")

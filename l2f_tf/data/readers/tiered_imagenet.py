@@ -35,31 +35,22 @@ from l2f_tf.data.readers import common
 PNG_FORMAT = "tiered_imagenet_png_pickle"
 NPZ_FORMAT = "tiered_imagenet_npz"
 DEFAULT_IMAGE_SIZE = (84, 84)
+_PNG, _NPZ, _LABELS = "_images_png.pkl", "_images.npz", "_labels.pkl"  # After "<split>".
 
 
-def png_pickle_path(root: str, split: str) -> str:
-  """Path of ``{split}_images_png.pkl``."""
-  return os.path.join(root, f"{common.normalize_split(split)}_images_png.pkl")
-
-
-def npz_path(root: str, split: str) -> str:
-  """Path of ``{split}_images.npz``."""
-  return os.path.join(root, f"{common.normalize_split(split)}_images.npz")
-
-
-def labels_path(root: str, split: str) -> str:
-  """Path of ``{split}_labels.pkl`` (shared by both layouts)."""
-  return os.path.join(root, f"{common.normalize_split(split)}_labels.pkl")
+def _path(root: str, split: str, suffix: str) -> str:
+  """``<root>/<split><suffix>``, e.g. ``<root>/train_labels.pkl``."""
+  return os.path.join(root, f"{common.normalize_split(split)}{suffix}")
 
 
 def is_png_pickle_layout(root: str) -> bool:
   """True if `root` has at least one ``{split}_images_png.pkl``."""
-  return any(os.path.isfile(png_pickle_path(root, split)) for split in common.SPLITS)
+  return any(os.path.isfile(_path(root, split, _PNG)) for split in common.SPLITS)
 
 
 def is_npz_layout(root: str) -> bool:
   """True if `root` has at least one ``{split}_images.npz``."""
-  return any(os.path.isfile(npz_path(root, split)) for split in common.SPLITS)
+  return any(os.path.isfile(_path(root, split, _NPZ)) for split in common.SPLITS)
 
 
 class _LazyNpzMember:
@@ -83,20 +74,10 @@ class _LazyNpzMember:
 
 
 def open_npz_array(path: str, key: str = "images"):
-  """Opens array `key` of an .npz file without reading its data.
-
-  Args:
-    path: The .npz file.
-    key: Name of the array inside it.
-
-  Returns:
-    An ``np.memmap`` if the member is stored uncompressed; otherwise an indexable object
-    with ``len()``, ``shape`` and ``dtype`` that inflates the whole array into memory on
-    first item access.
-
-  Raises:
-    DatasetError: If the file is missing, is not a valid .npz, or lacks `key`.
-  """
+  """Array `key` of an .npz file, unread: an ``np.memmap`` if the member is stored
+  uncompressed, else an indexable with ``len()``, ``shape`` and ``dtype`` that inflates the
+  whole array on first item access. DatasetError if the file is missing, not a valid .npz, or
+  lacks `key`."""
   try:
     with zipfile.ZipFile(path) as archive:
       member = f"{key}.npy"
@@ -137,7 +118,7 @@ def open_npz_array(path: str, key: str = "images"):
 
 def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray, list | None]:
   """Returns (label of each image, class names or None) from ``{split}_labels.pkl``."""
-  path = labels_path(root, split)
+  path = _path(root, split, _LABELS)
   data = common.load_pickle(path)
   if not isinstance(data, dict):
     raise common.DatasetError(f"{path} should hold a dict of labels, found "
@@ -156,12 +137,31 @@ def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray
   return labels.astype(np.int64), names
 
 
-def _group_by_label(labels: np.ndarray, names: list | None, store, origin: str, root: str,
-                    split: str, format_name: str, image_size, labels_file: str):
-  """Builds the ClassIndex of `store`: one class per label, images in file order."""
+def _read_split(root: str, split: str, image_size: Sequence[int] | None,
+                format_name: str) -> common.ClassIndex:
+  """One split of either layout: one class per label, named by ``label_specific_str`` (wnids)
+  if the label file has it, else ``class_0000``, ...; in label order, images in file order.
+  Sources are `ArrayRef`s into the image store (the pickle's list of PNGs, or the memory-mapped
+  npz array)."""
+  split = common.normalize_split(split)
+  labels_file = _path(root, split, _LABELS)
+  if format_name == PNG_FORMAT:
+    path = _path(root, split, _PNG)
+    labels, names = _read_labels(root, split, ("label_specific", "labels"))
+    store = common.load_pickle(path)
+    if not isinstance(store, (list, tuple)):
+      raise common.DatasetError(f"{path} should hold a list of PNG-encoded images, found "
+                                f"{type(store).__name__}: download the file again.")
+  else:
+    path = _path(root, split, _NPZ)
+    labels, names = _read_labels(root, split, ("labels", "label_specific"))
+    store = open_npz_array(path, "images")
+    if len(store.shape) != 4 or store.dtype != np.uint8:
+      raise common.DatasetError(f"{path}: 'images' should be uint8 N x H x W x 3, found "
+                                f"{store.dtype} {store.shape}.")
   if len(labels) != len(store):
     raise common.DatasetError(
-        f"{labels_file} has {len(labels)} labels but {origin} holds {len(store)} images: "
+        f"{labels_file} has {len(labels)} labels but {path} holds {len(store)} images: "
         "the two files do not belong together; download both again.")
   if labels.size and labels.min() < 0:
     raise common.DatasetError(f"{labels_file}: labels must be >= 0, found {labels.min()}.")
@@ -173,61 +173,21 @@ def _group_by_label(labels: np.ndarray, names: list | None, store, origin: str, 
   classes = {}
   for label, indices in zip(unique, np.split(order, starts[1:])):
     name = names[label] if names is not None else f"class_{label:04d}"
-    classes[name] = [common.ArrayRef(store, int(i), origin=origin) for i in indices]
+    classes[name] = [common.ArrayRef(store, int(i), origin=path) for i in indices]
   return common.ClassIndex(classes, root=root, split=split, format_name=format_name,
                            image_size=tuple(image_size or DEFAULT_IMAGE_SIZE), channels=3)
 
 
 def read_png_pickle_split(root: str, split: str,
                           image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """Reads one split of the PNG-pickle layout (``{split}_images_png.pkl`` + labels).
-
-  Args:
-    root: Folder holding the pickles.
-    split: "train", "val" or "test".
-    image_size: (height, width) to decode to; default 84 x 84.
-
-  Returns:
-    The split's `ClassIndex`, classes named by ``label_specific_str`` (wnids) in label order;
-    sources are `ArrayRef`s to the encoded PNGs.
-
-  Raises:
-    DatasetError: If a file is missing, unreadable or inconsistent with the other.
-  """
-  split = common.normalize_split(split)
-  path = png_pickle_path(root, split)
-  labels, names = _read_labels(root, split, ("label_specific", "labels"))
-  images = common.load_pickle(path)
-  if not isinstance(images, (list, tuple)):
-    raise common.DatasetError(f"{path} should hold a list of PNG-encoded images, found "
-                              f"{type(images).__name__}: download the file again.")
-  return _group_by_label(labels, names, images, path, root, split, PNG_FORMAT, image_size,
-                         labels_path(root, split))
+  """One split of the PNG-pickle layout (``{split}_images_png.pkl`` + labels); images are
+  decoded to `image_size` (default 84 x 84). Raises DatasetError for a missing, unreadable or
+  inconsistent file."""
+  return _read_split(root, split, image_size, PNG_FORMAT)
 
 
 def read_npz_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """Reads one split of the npz layout (``{split}_images.npz`` + ``{split}_labels.pkl``).
-
-  Args:
-    root: Folder holding the files.
-    split: "train", "val" or "test".
-    image_size: (height, width) to decode to; default 84 x 84.
-
-  Returns:
-    The split's `ClassIndex` in label order; classes are named by ``label_specific_str`` if
-    the label file has it, else ``class_0000``, ``class_0001``, ...; sources are `ArrayRef`s
-    into the memory-mapped image array.
-
-  Raises:
-    DatasetError: If a file is missing, unreadable or inconsistent with the other.
-  """
-  split = common.normalize_split(split)
-  path = npz_path(root, split)
-  labels, names = _read_labels(root, split, ("labels", "label_specific"))
-  images = open_npz_array(path, "images")
-  if len(images.shape) != 4 or images.dtype != np.uint8:
-    raise common.DatasetError(f"{path}: 'images' should be uint8 N x H x W x 3, found "
-                              f"{images.dtype} {images.shape}.")
-  return _group_by_label(labels, names, images, path, root, split, NPZ_FORMAT, image_size,
-                         labels_path(root, split))
+  """One split of the npz layout (``{split}_images.npz`` + labels); see
+  `read_png_pickle_split`."""
+  return _read_split(root, split, image_size, NPZ_FORMAT)

@@ -142,22 +142,18 @@ class EpisodicFewShot(SupervisedDomain):
   # --- figures ---------------------------------------------------------------------------------
   def plot(self, learners, path: str, num_steps: int = 5, evaluations=None) -> str:
     """PNG: test accuracy (95% CI) vs inner steps per learner, and the mean L2F gamma of each
-    inner tensor for learners that attenuate per tensor.
+    attenuated tensor (``Learner.gamma_names``) for learners that attenuate.
 
     A learner with ``evaluations`` (label -> its test figures from results.json) is drawn at
     exactly those steps and numbers; one without is evaluated after 0..num_steps steps on
-    ``plot_episodes`` test episodes (the title then says how many). Gammas are drawn only for
-    a learner with an attenuation and no ``gamma_names`` of its own (LEO's learners adapt other
-    tensors); a learner whose gammas cannot be computed is left out of that panel with a
-    warning, never failing the figure."""
+    ``plot_episodes`` test episodes (the title then says how many). A learner whose gammas
+    cannot be computed is left out of that panel with a warning, never failing the figure."""
     from l2f_tf import plots  # Imported here: matplotlib is only needed for figures.
     curves, gammas = {}, {}
     evaluations = evaluations or {}
     num_tasks = self.plot_episodes
     gamma_learners = {label for label, learner in learners.items()
-                      # LEARNER-CONTRACT
-                      if getattr(learner, "attenuation", None) is not None
-                      and getattr(learner, "gamma_names", None) is None}
+                      if learner.attenuation is not None}
     # Episodes are read only when a learner needs them (no results to draw, or gammas).
     needed = any(label not in evaluations or label in gamma_learners for label in learners)
     episodes = self.eval_episodes("test", num_tasks)[0] if needed else None
@@ -184,15 +180,15 @@ class EpisodicFewShot(SupervisedDomain):
 
 
 def _mean_gammas(learner, episodes, count: int) -> Optional[tuple]:
-  """(inner tensor names, mean gamma per tensor over `count` tasks), or None (with a warning)
-  if the learner cannot give one gamma per inner tensor."""
+  """(the learner's gamma names, the mean of each gamma over `count` tasks), or None (with a
+  warning) if the learner cannot give one gamma per name."""
   try:
     gamma = np.mean([np.asarray(learner.attenuate(episodes.support_x[i],
                                                   episodes.support_y[i])[1])
                      for i in range(count)], axis=0)
-    names = list(learner.inner_variable_names)
+    names = list(learner.gamma_names)
     if gamma.ndim != 1 or len(gamma) != len(names):
-      raise ValueError(f"{gamma.shape} gammas for {len(names)} inner tensors")
+      raise ValueError(f"{gamma.shape} gammas for {len(names)} names")
   except Exception as error:  # pylint: disable=broad-except  # A figure never fails the run.
     logging.warning("Not drawing the gammas of %s: %s", type(learner).__name__, error)
     return None

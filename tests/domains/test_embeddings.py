@@ -126,9 +126,10 @@ def test_plot_draws_results_and_never_fails_on_gammas(root, tmp_path):
     raise NotImplementedError("no gamma per inner tensor")
 
   learners = {"maml": types.SimpleNamespace(attenuation=None),
-              "leo": types.SimpleNamespace(attenuation=object(), gamma_names=["z"]),
+              "leo": types.SimpleNamespace(attenuation=object(), gamma_names=["z", "w"],
+                                           attenuate=lambda x, y: (None, np.array([0.25, 0.5]))),
               "odd": types.SimpleNamespace(attenuation=object(), attenuate=attenuate,
-                                           inner_variable_names=["w", "b"])}
+                                           gamma_names=["w", "b"])}
   path = d.plot(learners, str(tmp_path / "accuracy.png"),
                 evaluations={label: figures for label in learners})
   assert path.endswith("accuracy.png") and os.path.getsize(path) > 0
@@ -136,3 +137,8 @@ def test_plot_draws_results_and_never_fails_on_gammas(root, tmp_path):
     drawn = json.load(f)["panels"][0]["series"]
   for label in learners:
     assert_draws(drawn[label], figures, "accuracy", scale=100)
+  with open(tmp_path / "accuracy.json") as f:  # Only the learner whose gammas exist has bars.
+    panels = json.load(f)["panels"]
+  assert len(panels) == 2 and "odd" not in panels[1]["series"]
+  assert np.allclose(panels[1]["series"]["leo"]["height"], [0.25, 0.5])
+  assert panels[1]["xticklabels"] == ["z", "w"]

@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from l2f_tf import config
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +54,7 @@ def per_episode_accuracy(root: str, num_tasks: int):
   the run's own results.json figure for it)."""
   domain, learner = config.restore_learner(root)
   steps = learner.num_inner_steps
-  values = evaluation.per_task_metrics(learner, domain.eval_batches("test", num_tasks),
+  values = predictions.per_task_metrics(learner, domain.eval_batches("test", num_tasks),
                                        domain.task_metric, steps,
                                        chunk_size=domain.eval_batch_size,
                                        vectorized=domain.eval_vectorized)[:, steps]

@@ -29,7 +29,7 @@ from l2f_tf import compare, config
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import experiment
 from l2f_tf.train.runner import Runner
@@ -79,7 +79,7 @@ def paired_differences(root: str):
     for method, prefix in METHODS.items():
       domain, learner = config.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
       episodes, _ = domain.eval_episodes("test", EVAL_TASKS.value)
-      values[method] = evaluation.per_task_metrics(learner, episodes, domain.task_metric,
+      values[method] = predictions.per_task_metrics(learner, episodes, domain.task_metric,
                                                    max(STEPS))
     for k in STEPS:
       differences[(shots, k)] = mean_and_ci95(values["MAML+L2F"][:, k] - values["MAML"][:, k])

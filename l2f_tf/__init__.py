@@ -21,7 +21,7 @@ _PUBLIC = {
     "MetaLearner": "l2f_tf.meta.learner",
     "TaskConditionedAttenuation": "l2f_tf.meta.attenuation",
     "TaskIndependentAttenuation": "l2f_tf.meta.attenuation",
-    "degree_of_conflict": "l2f_tf.meta.analysis",
+    "degree_of_conflict": "l2f_tf.meta.diagnostics",
     "LEO": "l2f_tf.meta.leo",
     "LEOAttenuation": "l2f_tf.meta.leo",
     "LEONetwork": "l2f_tf.models.leo_network",

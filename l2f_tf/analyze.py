@@ -40,7 +40,7 @@ from l2f_tf import atomic, config, smoke
 from l2f_tf.analysis import figures, measures, summaries
 from l2f_tf.data import episodic
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta import analysis as meta_analysis
+from l2f_tf.meta import diagnostics, predictions
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 
@@ -124,7 +124,7 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
   result = {"tensors": names, "distribution": distribution, "num_tasks": num_tasks,
             "checkpoint_step": "exported weights" if step is None else step, "_": {}}
   episodes = domain.eval_batches(distribution, num_tasks)
-  if not measures.meta_evaluation.is_task_batch(episodes):
+  if not predictions.is_task_batch(episodes):
     with episodic.raise_data_errors():
       episodes = list(episodes)  # Read the image episodes once for every measure.
   logging.info("%s: per-task conflict on %d %s tasks...", run_dir, num_tasks, distribution)
@@ -135,14 +135,14 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
   logging.info("%s: landscape at the checkpoint...", run_dir)
   landscape = measures.landscapes(learner, episodes)
   result["landscape_at_checkpoint"] = _stats_per_tensor(landscape,
-                                                        meta_analysis.LANDSCAPE_MEASURES)
+                                                        diagnostics.LANDSCAPE_MEASURES)
   if learner.attenuation is not None:
     # The same weights without the attenuation: what gamma alone does to the landscape.
     unattenuated = measures.landscapes(learner, episodes, attenuate=False)
     result["landscape_at_checkpoint_without_attenuation"] = _stats_per_tensor(
-        unattenuated, meta_analysis.LANDSCAPE_MEASURES)
+        unattenuated, diagnostics.LANDSCAPE_MEASURES)
     result["landscape_attenuated_minus_unattenuated"] = _stats_per_tensor(
-        landscape - unattenuated, meta_analysis.LANDSCAPE_MEASURES)
+        landscape - unattenuated, diagnostics.LANDSCAPE_MEASURES)
     gammas = measures.gammas(learner, episodes)
     result["gamma"] = _stats_per_tensor(gammas, names)
     result["_"]["gamma"] = gammas

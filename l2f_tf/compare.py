@@ -54,7 +54,7 @@ from absl import app, flags
 
 from l2f_tf import config, plots
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta.evaluation import is_task_batch, per_task_metrics
+from l2f_tf.meta.predictions import is_task_batch, per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 

@@ -37,7 +37,7 @@ from absl import app, flags, logging
 
 from l2f_tf import config, export, smoke
 from l2f_tf.data import episodic
-from l2f_tf.meta.evaluation import batches, metric_values
+from l2f_tf.meta.predictions import batches, metric_values
 from l2f_tf.stats import mean_and_ci95
 
 FLAGS = flags.FLAGS

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf import evaluate, export
-from l2f_tf.meta.evaluation import per_task_metrics
+from l2f_tf.meta.predictions import per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from tests.test_export import sinusoid_export
 

@@ -5,5 +5,5 @@
 - ``measures``: measures on a restored learner and fixed test tasks (gamma per task, per-task
   conflict, the landscape, the manual attenuation sweep).
 - ``figures``: the plots.
-The measures themselves (degree of conflict, landscape) are in ``l2f_tf.meta.analysis``.
+The measures themselves (degree of conflict, landscape) are in ``l2f_tf.meta.diagnostics``.
 """

@@ -45,7 +45,7 @@ def plot_landscape(path: str, runs: Dict[str, Dict[str, Series]]) -> str:
 
   Args:
     runs: label -> {measure: (steps, values)} with the measures of
-      ``l2f_tf.meta.analysis.LANDSCAPE_MEASURES`` (the ``landscape/`` scalars of a run).
+      ``l2f_tf.meta.diagnostics.LANDSCAPE_MEASURES`` (the ``landscape/`` scalars of a run).
   """
   colors = _colors(list(runs))
   fig, axes = plt.subplots(1, len(LANDSCAPE_PANELS), figsize=(15, 3.8))

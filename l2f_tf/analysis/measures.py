@@ -19,8 +19,8 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.meta import analysis
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import diagnostics
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 
 DEFAULT_SWEEP_GAMMAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -44,7 +44,7 @@ def meta_batches(episodes, size: int) -> Iterable:
   """Batches of exactly ``size`` tasks (a short remainder is dropped) from a batch of tasks or an
   iterable of them."""
   pending = []
-  for batch in meta_evaluation.batches(episodes, size):
+  for batch in predictions.batches(episodes, size):
     pending.append(batch)
     while sum(int(b.support_x.shape[0]) for b in pending) >= size:
       fields = [tf.concat([getattr(b, name) for b in pending], axis=0)
@@ -71,7 +71,7 @@ def scaled_inner_variables(learner, scales: Dict[int, float]):
 
 
 def _over_batches(fn, episodes, chunk_size: int) -> np.ndarray:
-  rows = [fn(batch).numpy() for batch in meta_evaluation.batches(episodes, chunk_size)]
+  rows = [fn(batch).numpy() for batch in predictions.batches(episodes, chunk_size)]
   if not rows:
     raise ValueError("No tasks were given.")
   return np.concatenate(rows).astype(np.float64)
@@ -107,7 +107,7 @@ def per_task_conflicts(learner, episodes, meta_batch_size: int,
 
   @tf.function
   def fn(batch):
-    return analysis.per_task_conflict(learner.per_task_meta_gradients(batch, first_order))
+    return diagnostics.per_task_conflict(learner.per_task_meta_gradients(batch, first_order))
 
   rows = [fn(batch).numpy() for batch in meta_batches(episodes, meta_batch_size)]
   if not rows:
@@ -116,12 +116,12 @@ def per_task_conflicts(learner, episodes, meta_batch_size: int,
 
 
 def landscapes(learner, episodes, multipliers: Sequence[float] =
-               analysis.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50,
+               diagnostics.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50,
                attenuate: bool = True) -> np.ndarray:
   """[num_tasks, len(LANDSCAPE_MEASURES)] landscape of the inner loop on each task, averaged
-  over its inner steps (``l2f_tf.meta.analysis.task_landscape``); ``attenuate=False``: an L2F
+  over its inner steps (``l2f_tf.meta.diagnostics.task_landscape``); ``attenuate=False``: an L2F
   learner's loop from theta, without its attenuation."""
-  fn = tf.function(lambda batch: analysis.batch_landscape(learner, batch, multipliers,
+  fn = tf.function(lambda batch: diagnostics.batch_landscape(learner, batch, multipliers,
                                                           attenuate))
   return _over_batches(fn, episodes, chunk_size)
 
@@ -142,16 +142,16 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
      "mean": [layers, gammas], "paired_difference": [layers][gammas] {mean, ci95, n} of
      (scaled - reference) over the same tasks}.
   """
-  if isinstance(episodes, tf.data.Dataset) or not meta_evaluation.is_task_batch(episodes):
+  if isinstance(episodes, tf.data.Dataset) or not predictions.is_task_batch(episodes):
     # An iterable of batches: keep them, every setting evaluates the same tasks.
     episodes = list(episodes)
   groups = layer_groups(learner.inner_variable_names)
-  prediction_fn = meta_evaluation.make_prediction_fn(learner, num_steps, vectorized)
+  prediction_fn = predictions.make_prediction_fn(learner, num_steps, vectorized)
 
   def metric_now() -> np.ndarray:
-    outputs, labels = meta_evaluation.predictions(learner, episodes, num_steps, vectorized,
+    outputs, labels = predictions.predictions(learner, episodes, num_steps, vectorized,
                                                   chunk_size, prediction_fn=prediction_fn)
-    return meta_evaluation.metric_values(outputs, labels, task_metric)[:, num_steps]
+    return predictions.metric_values(outputs, labels, task_metric)[:, num_steps]
 
   reference = metric_now()
   values = np.zeros([len(groups), len(gammas_to_try), len(reference)])

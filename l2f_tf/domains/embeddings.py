@@ -26,7 +26,7 @@ from l2f_tf.data.readers import SPLITS
 from l2f_tf.data.readers import leo_embeddings
 from l2f_tf.domains.base import SupervisedDomain, check_task_share
 from l2f_tf.domains.few_shot import accuracy, cross_entropy
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.models.linear import linear_classifier
 
 
@@ -192,7 +192,7 @@ class FewShotEmbeddings(SupervisedDomain):
       if label in evaluations:
         curves[label] = plots.curve_from_figures(evaluations[label], "accuracy")
       else:
-        values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,
+        values = predictions.per_task_metrics(learner, episodes, self.task_metric, num_steps,
                                              chunk_size=self.eval_batch_size, vectorized=False)
         curves[label] = (np.arange(num_steps + 1), values.mean(0),
                          1.96 * values.std(0, ddof=1) / np.sqrt(len(values)))

@@ -1,6 +1,6 @@
 """The supervised evaluation protocol: metric after k inner steps, mean and 95% CI over tasks.
 
-The predictions come from `l2f_tf.meta.evaluation` (every task adapted on its own, predictions
+The predictions come from `l2f_tf.meta.predictions` (every task adapted on its own, predictions
 after 0..max(steps) steps). This module reduces them to the figures of results.json: per k, the
 mean metric with a 95% confidence interval over tasks, and for classification also the
 reference code's sqrt(p (1 - p)) spread. :func:`evaluate_checkpoints` is the few-shot protocol:
@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 
 
@@ -33,7 +33,7 @@ def prediction_std(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 def figures(outputs: np.ndarray, labels: np.ndarray, domain, steps: Sequence[int]) -> Dict:
   """The results.json figures of predictions [n, S+1, Q, ...] (see :func:`summarize`)."""
-  values = meta_evaluation.metric_values(outputs, labels, domain.task_metric)
+  values = predictions.metric_values(outputs, labels, domain.task_metric)
   results = summarize(values, steps, domain.metric_name)
   if domain.metric_name == "accuracy":
     for k in sorted(set([0, *steps])):
@@ -45,7 +45,7 @@ def figures(outputs: np.ndarray, labels: np.ndarray, domain, steps: Sequence[int
 def domain_predictions(learner, domain, distribution: str, num_tasks: int, max_steps: int,
                        label: str = "", unit: str = "task") -> Tuple[np.ndarray, np.ndarray]:
   """(predictions, labels) of the learner on ``num_tasks`` fixed tasks of ``distribution``."""
-  return meta_evaluation.predictions(
+  return predictions.predictions(
       learner, domain.eval_batches(distribution, num_tasks), max_steps,
       vectorized=domain.eval_vectorized, num_tasks=num_tasks,
       label=label or f"{distribution} task", unit=unit)

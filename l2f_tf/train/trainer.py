@@ -30,7 +30,7 @@ from absl import logging
 from l2f_tf import export as export_lib
 from l2f_tf import precision, smoke
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta import analysis, sequential
+from l2f_tf.meta import diagnostics, sequential
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
@@ -100,7 +100,7 @@ class Trainer:
       (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, ~25% more CPU.
       Used for images; the sinusoid's tiny tasks are faster all at once.
     landscape: at summary steps, also log the inner loop's landscape measures
-      (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
+      (``l2f_tf.meta.diagnostics``: loss along the step, gradient change, beta-smoothness) on the
       step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard. It
       costs a few plain steps' time once per ``summary_every`` steps, 1-2% of training, plus
       2-9 s of tracing once per trainer (``benchmarks/landscape_cost.py``), and is not
@@ -125,7 +125,7 @@ class Trainer:
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
                landscape: bool = False,
-               landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS,
+               landscape_multipliers: Sequence[float] = diagnostics.DEFAULT_STEP_MULTIPLIERS,
                guard: Optional[NonFiniteGuard] = None):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "
@@ -226,7 +226,7 @@ class Trainer:
         scaled = loss * scale if loss_scale is None else loss * scale * loss_scale
       grads = tape.gradient(scaled, learner.meta_variables)
       if with_metrics:  # The sequential path has the per-task gradients anyway.
-        metrics["degree_of_conflict"] = analysis.degree_of_conflict(
+        metrics["degree_of_conflict"] = diagnostics.degree_of_conflict(
             learner.per_task_meta_gradients(episodes, first_order=first_order))
     return loss, list(grads), metrics
 
@@ -329,7 +329,7 @@ class Trainer:
     step's update), averaged over the tasks of every replica. Not XLA-compiled: it is called
     once per summary step, and XLA would spend minutes on its many gradient graphs."""
     if "landscape" not in self._steps:
-      replica_fn = lambda episodes: tf.reduce_mean(analysis.batch_landscape(
+      replica_fn = lambda episodes: tf.reduce_mean(diagnostics.batch_landscape(
           self.learner, episodes, self.landscape_multipliers), axis=0)
       @tf.function
       def landscape(episodes):
@@ -410,7 +410,7 @@ class Trainer:
     write_per_tensor("degree_of_conflict", names, tf.unstack(metrics["degree_of_conflict"]),
                      step)
     if "landscape" in metrics:  # Before the step's update, on its tasks.
-      for name, value in zip(analysis.LANDSCAPE_MEASURES, tf.unstack(metrics["landscape"])):
+      for name, value in zip(diagnostics.LANDSCAPE_MEASURES, tf.unstack(metrics["landscape"])):
         tf.summary.scalar(f"landscape/{name}", value, step=step)
     learning_rate = self.optimizer.learning_rate
     tf.summary.scalar("outer_lr", learning_rate, step=step)

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.train import evaluation
 
 SCORES_NAME = "scores.json"
@@ -122,7 +122,7 @@ class Validator:
     outputs, labels = evaluation.domain_predictions(
         self.learner, self.domain, self.split, self.num_episodes, self.num_steps,
         label=f"{self.split} episode", unit="episode")
-    values = meta_evaluation.metric_values(outputs, labels, self.domain.task_metric)
+    values = predictions.metric_values(outputs, labels, self.domain.task_metric)
     summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"
     figure = summary[name]

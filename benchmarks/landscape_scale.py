@@ -17,10 +17,10 @@ import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 from absl import app, flags
 
-from l2f_tf import config
 from l2f_tf.analysis import measures
 from l2f_tf.meta import diagnostics
 from l2f_tf.meta import predictions
+from l2f_tf.train import restore
 
 RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run.")
 MATCH = flags.DEFINE_string("match", "conv", "Scale the inner-loop tensors whose path contains "
@@ -31,7 +31,7 @@ NUM_TASKS = flags.DEFINE_integer("num_tasks", 50, "Test tasks.")
 
 def main(argv):
   del argv
-  domain, learner = config.restore_learner(RUN_DIR.value)
+  domain, learner = restore.restore_learner(RUN_DIR.value)
   episodes = domain.eval_batches("test", NUM_TASKS.value)
   if not predictions.is_task_batch(episodes):
     episodes = list(episodes)

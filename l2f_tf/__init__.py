@@ -41,7 +41,7 @@ _PUBLIC = {
     "MetaRLTrainer": "l2f_tf.train.meta_rl_trainer",
     "Runner": "l2f_tf.train.runner",
     "run_experiment": "l2f_tf.train.experiment",
-    "restore_learner": "l2f_tf.config",
+    "restore_learner": "l2f_tf.train.restore",
     "export": "l2f_tf.export",
 }
 

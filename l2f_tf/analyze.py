@@ -43,6 +43,7 @@ from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import diagnostics, predictions
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
@@ -114,7 +115,7 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
                         gin_bindings: Sequence[str] = (), step: Optional[int] = None) -> Dict:
   """The measures on a supervised run's restored learner: per-task conflict, gamma (L2F),
   landscape at the checkpoint and the attenuation sweep (MAML). Arrays are kept under "_"."""
-  domain, learner = config.restore_learner(run_dir, gin_bindings, step)
+  domain, learner = restore.restore_learner(run_dir, gin_bindings, step)
   if not isinstance(domain, SupervisedDomain):
     raise ValueError(f"{run_dir} is not a supervised run.")
   if num_tasks < domain.meta_batch_size:

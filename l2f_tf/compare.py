@@ -52,11 +52,12 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from l2f_tf import config, plots
+from l2f_tf import plots
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta.predictions import is_task_batch, per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
@@ -110,7 +111,7 @@ def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
   evaluations: Dict[str, Dict] = {}
   domain = None
   for run_dir, run_results in zip(run_dirs, results):
-    run_domain, learner = config.restore_learner(run_dir)
+    run_domain, learner = restore.restore_learner(run_dir)
     domain = domain or run_domain
     label = learner.method_name
     if label in learners:
@@ -223,9 +224,7 @@ def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
             "sampled episodes, not fixed tasks", num_tasks, steps)
   settings = []
   for run_dir in run_dirs:
-    gin.clear_config()
-    config.parse([RunFolder(run_dir).config], [])
-    domain = config.configured_domain()
+    domain = restore.parse_domain([RunFolder(run_dir).config])
     if not isinstance(domain, SupervisedDomain):
       return f"{run_dir} is not a supervised run", num_tasks, steps
     settings.append(task_settings(domain))
@@ -261,7 +260,7 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
   Returns {"shared_tasks": bool, "note": why not (or None), "num_tasks", "steps",
   "reference": the first run's label, "differences": {distribution: {"B - A": {
   "<metric>_after_<k>_steps": {mean, ci95, n, num_non_finite, unpaired_ci95, mean_a,
-  mean_b}}}}}. Restores each run's learner (`l2f_tf.config.restore_learner`)."""
+  mean_b}}}}}. Restores each run's learner (`l2f_tf.restore_learner`)."""
   labels = run_labels(run_dirs)
   reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks)
   report = {"shared_tasks": reason is None, "note": reason, "num_tasks": num_tasks,
@@ -272,7 +271,7 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
   digests: List[Dict[str, str]] = []
   metric = None
   for run_dir in run_dirs:
-    domain, learner = config.restore_learner(run_dir)
+    domain, learner = restore.restore_learner(run_dir)
     metric = domain.metric_name
     run_values, run_digests = {}, {}
     for distribution in domain.eval_distributions:

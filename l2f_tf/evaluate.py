@@ -31,14 +31,14 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config, export, smoke
+from l2f_tf import export, smoke
 from l2f_tf.data import episodic
 from l2f_tf.meta.predictions import batches, metric_values
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
@@ -91,9 +91,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
                     "and run `python run_experiment.py --root_dir=<its run folder>` again).",
                     loaded.path, loaded.num_steps)
     steps = [loaded.num_steps]
-  gin.clear_config()
-  config.parse([loaded.config_path], list(gin_bindings))
-  domain = config.configured_domain()
+  domain = restore.parse_domain([loaded.config_path], gin_bindings)
   domain.eval_seed = seed
   known = list(domain.eval_distributions)
   if domain.validation_split:

@@ -15,7 +15,8 @@ import tensorflow as tf
 from absl import logging
 
 from l2f_tf.meta import predictions
-from l2f_tf.train import evaluation
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import checkpoints, evaluation
 
 SCORES_NAME = "scores.json"
 LOWER_IS_BETTER = ("mse",)
@@ -96,6 +97,13 @@ class BestCheckpoints:
     if newer or any(e["step"] > step for e in state["history"]):
       self._write({"history": [e for e in state["history"] if e["step"] <= step],
                    "best": [e for e in state["best"] if e["step"] <= step]})
+
+
+def exported_checkpoint(folder: RunFolder) -> Optional[str]:
+  """The checkpoint whose weights a run exports, evaluates as "test" and plots: its best
+  validated one when it validates (few-shot classification), else its latest (None: none)."""
+  best = BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) else []
+  return best[0]["path"] if best else checkpoints.latest(folder.checkpoints)
 
 
 class Validator:

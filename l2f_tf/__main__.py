@@ -2,18 +2,13 @@
 
   python -m l2f_tf --gin_file=gin/sinusoid/l2f_5shot.gin --root_dir=runs/l2f_5shot
 
-(``python run_experiment.py ...`` in a source checkout is the same command.) --gin_file names a
+``python run_experiment.py ...`` in a source checkout is the same command. --gin_file names a
 gin file of the package (``gin/sinusoid/quick.gin`` or ``sinusoid/quick.gin``, from any
-directory) or any other path; without it the default (sinusoid MAML+L2F, 5-shot) runs.
-Running the same command again resumes from the last checkpoint in --root_dir, or finishes the evaluation,
-export and figures of a run that was stopped after training; a different configuration for a
-trained folder is refused unless --resume says to continue the folder's own. --strategy picks
-the hardware (docs/scaling.md): e.g. --strategy=mirrored for all local GPUs, or
---strategy=multi_worker on every machine of a TF_CONFIG cluster.
-
-User errors (a bad gin file or binding, a dataset that is missing or malformed, a run folder in
-use) end the process with one line naming the fix and exit status 1; Ctrl-C saves a checkpoint
-and exits with status 130.
+directory) or any path; without it the default (sinusoid MAML+L2F, 5-shot) runs. The same
+command again resumes the run in --root_dir or finishes its stages after training; another
+configuration for a trained folder is refused unless --resume continues the folder's own.
+--strategy picks the hardware (docs/scaling.md). User errors end with one line naming the fix
+and exit status 1; Ctrl-C saves a checkpoint and exits with status 130.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)

@@ -12,47 +12,37 @@ domain's ``eval_batches`` gives them), and returns numpy arrays with one row per
   scaled by a manual gamma (Fig. 3(b)).
 """
 
-import collections
 import contextlib
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.meta import diagnostics
-from l2f_tf.meta import predictions
+from l2f_tf.meta import diagnostics, predictions
 from l2f_tf.stats import mean_and_ci95
 
 DEFAULT_SWEEP_GAMMAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-def layer_of(tensor_path: str) -> str:
-  """The layer of an inner-loop tensor: its variable path without the last part
-  ("block1_conv/kernel" -> "block1_conv")."""
-  return tensor_path.rsplit("/", 1)[0] if "/" in tensor_path else tensor_path
-
-
 def layer_groups(tensor_paths: Sequence[str]) -> Dict[str, List[int]]:
-  """{layer: indices of its inner-loop tensors}, layers in network order."""
-  groups: Dict[str, List[int]] = collections.OrderedDict()
+  """{layer: indices of its inner-loop tensors}, layers in network order (a tensor's layer is
+  its variable path without the last part: "block1_conv/kernel" -> "block1_conv")."""
+  groups: Dict[str, List[int]] = {}
   for j, path in enumerate(tensor_paths):
-    groups.setdefault(layer_of(path), []).append(j)
+    groups.setdefault(path.rsplit("/", 1)[0], []).append(j)
   return groups
 
 
 def meta_batches(episodes, size: int) -> Iterable:
   """Batches of exactly ``size`` tasks (a short remainder is dropped) from a batch of tasks or an
   iterable of them."""
-  pending = []
+  pending = None
   for batch in predictions.batches(episodes, size):
-    pending.append(batch)
-    while sum(int(b.support_x.shape[0]) for b in pending) >= size:
-      fields = [tf.concat([getattr(b, name) for b in pending], axis=0)
-                for name in pending[0]._fields]
-      merged = type(pending[0])(*fields)
-      yield type(merged)(*(f[:size] for f in merged))
-      rest = type(merged)(*(f[size:] for f in merged))
-      pending = [rest] if int(rest.support_x.shape[0]) else []
+    pending = batch if pending is None else type(batch)(
+        *(tf.concat([a, b], axis=0) for a, b in zip(pending, batch)))
+    while int(pending.support_x.shape[0]) >= size:
+      yield type(pending)(*(f[:size] for f in pending))
+      pending = type(pending)(*(f[size:] for f in pending))
 
 
 @contextlib.contextmanager
@@ -70,10 +60,10 @@ def scaled_inner_variables(learner, scales: Dict[int, float]):
       variable.assign(value)
 
 
-def _over_batches(fn, episodes, chunk_size: int) -> np.ndarray:
-  rows = [fn(batch).numpy() for batch in predictions.batches(episodes, chunk_size)]
+def _rows(fn, batches, missing: str = "No tasks were given.") -> np.ndarray:
+  rows = [fn(batch).numpy() for batch in batches]
   if not rows:
-    raise ValueError("No tasks were given.")
+    raise ValueError(missing)
   return np.concatenate(rows).astype(np.float64)
 
 
@@ -94,7 +84,7 @@ def gammas(learner, episodes, chunk_size: int = 50) -> np.ndarray:
                      (batch.support_x, batch.support_y), parallel_iterations=1,
                      fn_output_signature=tf.TensorSpec([num_tensors], tf.float32))
 
-  return _over_batches(fn, episodes, chunk_size)
+  return _rows(fn, predictions.batches(episodes, chunk_size))
 
 
 def per_task_conflicts(learner, episodes, meta_batch_size: int,
@@ -109,10 +99,8 @@ def per_task_conflicts(learner, episodes, meta_batch_size: int,
   def fn(batch):
     return diagnostics.per_task_conflict(learner.per_task_meta_gradients(batch, first_order))
 
-  rows = [fn(batch).numpy() for batch in meta_batches(episodes, meta_batch_size)]
-  if not rows:
-    raise ValueError(f"Fewer tasks than one meta-batch of {meta_batch_size} were given.")
-  return np.concatenate(rows).astype(np.float64)
+  return _rows(fn, meta_batches(episodes, meta_batch_size),
+               f"Fewer tasks than one meta-batch of {meta_batch_size} were given.")
 
 
 def landscapes(learner, episodes, multipliers: Sequence[float] =
@@ -122,8 +110,8 @@ def landscapes(learner, episodes, multipliers: Sequence[float] =
   over its inner steps (``l2f_tf.meta.diagnostics.task_landscape``); ``attenuate=False``: an L2F
   learner's loop from theta, without its attenuation."""
   fn = tf.function(lambda batch: diagnostics.batch_landscape(learner, batch, multipliers,
-                                                          attenuate))
-  return _over_batches(fn, episodes, chunk_size)
+                                                             attenuate))
+  return _rows(fn, predictions.batches(episodes, chunk_size))
 
 
 def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
@@ -150,7 +138,7 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
 
   def metric_now() -> np.ndarray:
     outputs, labels = predictions.predictions(learner, episodes, num_steps, vectorized,
-                                                  chunk_size, prediction_fn=prediction_fn)
+                                              chunk_size, prediction_fn=prediction_fn)
     return predictions.metric_values(outputs, labels, task_metric)[:, num_steps]
 
   reference = metric_now()

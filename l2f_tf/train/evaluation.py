@@ -1,10 +1,7 @@
-"""The supervised evaluation protocol: metric after k inner steps, mean and 95% CI over tasks.
-
-The predictions come from `l2f_tf.meta.predictions` (every task adapted on its own, predictions
-after 0..max(steps) steps). This module reduces them to the figures of results.json: per k, the
-mean metric with a 95% confidence interval over tasks, and for classification also the
-reference code's sqrt(p (1 - p)) spread. :func:`evaluate_checkpoints` is the few-shot protocol:
-the best validated checkpoint alone, and the top k with their logits averaged.
+"""The supervised evaluation protocol: the figures of results.json from the predictions of
+`l2f_tf.meta.predictions`. Per k inner steps: the mean metric with its 95% CI over tasks (and
+for classification the reference code's sqrt(p (1 - p)) spread). :func:`evaluate_checkpoints`
+is the few-shot protocol: the best validated checkpoint alone, and the top k ensembled.
 """
 
 from typing import Callable, Dict, List, Sequence, Tuple

@@ -49,17 +49,14 @@ class ConfigMismatchError(ValueError):
 
 def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
               resume: bool = False) -> str:
-  """Parses the config of a new or resumed run, checks it, and writes operative_config.gin;
-  returns that path. Nothing is written before the config has passed every check.
+  """Parses and checks the config of a new or resumed run, then (only then) writes
+  operative_config.gin; returns its path. The chief process holds the folder's RunLock from
+  here on.
 
-  A folder that holds a trained run (a checkpoint) is resumed with its own config. The gin
-  files and bindings of the command must then describe the same experiment (differences in
-  :data:`RESUMABLE_CHANGES` aside, e.g. more iterations): otherwise a
-  :class:`ConfigMismatchError` names the differences, unless ``resume`` says to continue the
-  stored config whatever the command's gin files (bindings still apply on top). A folder whose
-  run never trained is started afresh from the command's gin files when it names any.
-
-  The process that writes the folder (the chief) holds its :class:`RunLock` from here on.
+  A trained folder (one with a checkpoint) resumes with its own config: the command must
+  describe the same experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError
+  names the differences, unless ``resume`` (bindings still apply on top). A folder whose run
+  never trained starts afresh from the command's gin files when it names any.
   """
   folder = RunFolder(root_dir)
   stored = os.path.exists(folder.config)
@@ -105,8 +102,7 @@ def _hold_lock(folder: RunFolder) -> None:
 
 
 def release_locks() -> None:
-  """Releases the run folder locks this process holds (tests that run several experiments in
-  one process, one after the other)."""
+  """Releases the run folder locks this process holds (several runs in one process)."""
   while _LOCKS:
     _LOCKS.popitem()[1].release()
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf.meta import predictions
+from l2f_tf import atomic
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation
 
@@ -34,11 +34,8 @@ class BestCheckpoints:
     if keep < 1:
       raise ValueError(f"BestCheckpoints.keep must be >= 1, got {keep}.")
     self.directory, self.keep = directory, keep
+    self._scores_path = os.path.join(directory, SCORES_NAME)
     os.makedirs(directory, exist_ok=True)
-
-  @property
-  def _scores_path(self) -> str:
-    return os.path.join(self.directory, SCORES_NAME)
 
   def _load(self) -> Dict:
     if not os.path.exists(self._scores_path):
@@ -47,10 +44,7 @@ class BestCheckpoints:
       return json.load(f)
 
   def _write(self, state: Dict) -> None:
-    tmp = self._scores_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(state, f, indent=2)
-    os.replace(tmp, self._scores_path)  # Atomic: a crash never leaves a half-written file.
+    atomic.write_json(self._scores_path, state)  # A crash never leaves a half-written file.
 
   def entries(self) -> List[Dict]:
     """[{"step", "score", "path"}] of the kept checkpoints, best first."""
@@ -130,8 +124,7 @@ class Validator:
     outputs, labels = evaluation.domain_predictions(
         self.learner, self.domain, self.split, self.num_episodes, self.num_steps,
         label=f"{self.split} episode", unit="episode")
-    values = predictions.metric_values(outputs, labels, self.domain.task_metric)
-    summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
+    summary = evaluation.figures(outputs, labels, self.domain, [self.num_steps])
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"
     figure = summary[name]
     logging.info("Validation at step %d: %s %.4f +- %.4f (%d %s episodes)", step, name,

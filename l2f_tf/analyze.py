@@ -84,8 +84,8 @@ def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
 def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_order: bool,
                         sweep_gammas: Sequence[float], sweep_steps: Optional[int],
                         gin_bindings: Sequence[str] = (), step: Optional[int] = None) -> Dict:
-  """The measures on a supervised run's restored learner: per-task conflict, gamma (L2F),
-  landscape at the checkpoint and the attenuation sweep (MAML). Arrays are kept under "_"."""
+  """Per-task conflict, landscape, gamma (L2F) or the attenuation sweep (MAML) of a supervised
+  run's restored learner; the arrays under "_"."""
   domain, learner = restore.restore_learner(run_dir, gin_bindings, step)
   if not isinstance(domain, SupervisedDomain):
     raise ValueError(f"{run_dir} is not a supervised run.")

@@ -8,10 +8,9 @@ Every run is restored with `l2f_tf.restore_learner` (its config and the weights 
 the figure draws every learner on the first run's domain (so its evaluation tasks).
 
 **Paired differences** (``--paired``, on by default): for every later run B against the first
-run A, every evaluation distribution and step count k both results.json report, the mean over
-tasks of metric_B(task, k) - metric_A(task, k) with its 95% CI. Its mean is the difference of
-the runs' means; its CI is narrower than the unpaired one (printed beside it) as far as task
-difficulty correlates the runs' per-task metrics. Runs share their tasks when:
+run A, every evaluation distribution and step count k both report, the mean over tasks of
+metric_B(task, k) - metric_A(task, k) with its 95% CI, narrower than the unpaired one (printed
+beside it) as far as task difficulty correlates the runs. Runs share their tasks when:
 
 1. none is a meta-RL run (sampled returns are not paired here);
 2. their domains have the same class and name;
@@ -22,8 +21,7 @@ difficulty correlates the runs' per-task metrics. Runs share their tasks when:
    ``num_eval_tasks``, which must then agree;
 5. a SHA-256 of every support and query array, computed while evaluating, agrees (e.g. it
    tells two datasets under the same settings apart).
-
-When a check fails, one line names it (the differing setting and each run's value).
+Otherwise one line names the failed check (the differing setting and each run's value).
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -193,9 +191,7 @@ def _differing(labels: Sequence[str], values: Sequence[Any], what: str) -> Optio
 def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
                        ) -> Tuple[Optional[str], int, List[int]]:
   """(why the runs do NOT share their evaluation tasks, or None; the number of tasks; the step
-  counts every run reports): checks 1 to 4 of the module docstring (5 runs while evaluating).
-
-  Builds each run's domain from its operative_config.gin (replacing the gin config)."""
+  counts every run reports): checks 1 to 4 of the module docstring (replaces the gin config)."""
   labels = run_labels(run_dirs)
   results = [RunFolder(run_dir).read_results() for run_dir in run_dirs]
   rl = [label for label, r in zip(labels, results) if r.get("metric") == "return"]
@@ -252,7 +248,6 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
     return report
   values: List[Dict[str, np.ndarray]] = []  # per run: distribution -> [tasks, len(steps)]
   digests: List[Dict[str, str]] = []
-  metric = None
   for run_dir in run_dirs:
     domain, learner = restore.restore_learner(run_dir)
     metric = domain.metric_name

@@ -21,14 +21,9 @@ GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin")
 DEFAULT_GIN_FILE = os.path.join(GIN_DIR, "sinusoid", "l2f_5shot.gin")
 
 
-class _QuietGinIncludes(std_logging.Filter):
+def _quiet_gin_includes(record: std_logging.LogRecord) -> bool:
   """gin logs "Path not found" at ERROR for every include it then finds on the search path."""
-
-  def filter(self, record):
-    return record.module != "resource_reader"
-
-
-_QUIET_GIN_INCLUDES = _QuietGinIncludes()
+  return record.module != "resource_reader"
 
 
 def resolve_gin_file(path: str) -> str:
@@ -44,7 +39,7 @@ def resolve_gin_file(path: str) -> str:
 
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   """Parses gin files and bindings with a message that names what to fix on error."""
-  std_logging.getLogger().addFilter(_QUIET_GIN_INCLUDES)  # Added once: addFilter skips a twin.
+  std_logging.getLogger().addFilter(_quiet_gin_includes)  # Added once: addFilter skips a twin.
   gin.add_config_file_search_path(GIN_DIR)
   gin_files = [resolve_gin_file(path) for path in gin_files]
   try:
@@ -136,18 +131,15 @@ def _matches(value, expected) -> bool:
   if expected in (int, float):
     return isinstance(value, (int, expected)) and not isinstance(value, bool)
   if origin in (list, tuple, collections.abc.Sequence):
-    if not isinstance(value, (list, tuple)):
-      return False
     args = [a for a in typing.get_args(expected) if a is not Ellipsis]
-    return len(args) != 1 or all(_matches(v, args[0]) for v in value)
+    return isinstance(value, (list, tuple)) and (
+        len(args) != 1 or all(_matches(v, args[0]) for v in value))
   return True
 
 
 def _type_name(expected) -> str:
   if typing.get_origin(expected) in (typing.Union, types.UnionType):
     return " or ".join(_type_name(a) for a in typing.get_args(expected))
-  if expected is type(None):
-    return "None"
   if typing.get_origin(expected) is None:
-    return getattr(expected, "__name__", str(expected))
+    return "None" if expected is type(None) else getattr(expected, "__name__", str(expected))
   return str(expected).replace("typing.", "").replace("collections.abc.", "")

@@ -53,11 +53,9 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
                          batch_size: int = 100, gin_bindings=(), num_steps: Optional[int] = None
                          ) -> Dict[str, Dict[str, Dict]]:
   """{distribution: {metric_after_k_steps: {mean, ci95, n, num_non_finite}}} of the SavedModel
-  on fresh tasks, for k = 0..num_steps (default: the SavedModel's number of inner steps).
-
-  ``path``: a run folder or its saved_model/. A SavedModel without the step-count signatures
-  (exported before them) gives only k = N, its own number of steps, with a warning. Raises
-  ValueError naming the fix for a mistake of the user's."""
+  at ``path`` (or in the run folder ``path``) on fresh tasks, for k = 0..num_steps (default:
+  its number of inner steps N; only k = N, with a warning, for an export without the
+  step-count signatures). Raises ValueError naming the fix for a mistake of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
     raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
@@ -82,9 +80,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
     steps = [loaded.num_steps]
   domain = restore.parse_domain([loaded.config_path], gin_bindings)
   domain.eval_seed = seed
-  known = list(domain.eval_distributions)
-  if domain.validation_split:
-    known.append(domain.validation_split)
+  known = list(domain.eval_distributions) + list(filter(None, [domain.validation_split]))
   results = {}
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in known:

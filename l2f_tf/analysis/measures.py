@@ -1,15 +1,8 @@
-"""Analysis measures of a trained learner on fixed tasks (the paper's Fig. 2 and 3).
+"""Measures of a trained learner on fixed tasks (the paper's Fig. 2 and 3): gamma per task
+(3(d)), per-task conflict (3(c)), the landscape (2) and the manual attenuation sweep (3(b)).
 
-Every function takes a :class:`~l2f_tf.meta.learner.MetaLearner` with its trained weights and
-fixed tasks (one batch of tasks with a leading task axis, or an iterable of such batches, as a
-domain's ``eval_batches`` gives them), and returns numpy arrays with one row per task:
-
-- :func:`gammas`: L2F's gamma per inner-loop tensor on each task (Fig. 3(d)).
-- :func:`per_task_conflicts`: the angle between each task's meta-gradient and its meta-batch's,
-  per tensor (Fig. 3(c)).
-- :func:`landscapes`: the inner loop's landscape measures (Fig. 2) at the trained weights.
-- :func:`attenuation_sweep`: the metric after adaptation when one layer's initialisation is
-  scaled by a manual gamma (Fig. 3(b)).
+Every function takes a MetaLearner and fixed tasks (one batch with a leading task axis, or an
+iterable of them, as a domain's ``eval_batches`` gives them) and returns one row per task.
 """
 
 import contextlib

@@ -67,17 +67,9 @@ def per_task_conflict(per_task_gradients: Sequence[Sequence[tf.Tensor]],
 
 def landscape_along_step(loss_fn: Callable, params: Sequence[tf.Tensor], learning_rates: Sequence,
                          multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS) -> tf.Tensor:
-  """The landscape measures at ``params`` along the SGD step of ``loss_fn`` (no graph kept).
-
-  Args:
-    loss_fn: maps a list of parameter tensors to a scalar loss.
-    params: the point p_k.
-    learning_rates: the step's rate per tensor (floats or scalar tensors).
-    multipliers: the multiples m > 0 of the step probed.
-
-  Returns:
-    A vector of the :data:`LANDSCAPE_MEASURES`, in their order.
-  """
+  """The vector of :data:`LANDSCAPE_MEASURES` at the point ``params`` along the SGD step of
+  ``loss_fn`` (a list of tensors -> a scalar) with ``learning_rates`` per tensor, probed at the
+  ``multipliers`` m > 0 of the step (no graph kept)."""
   return _landscape_and_step(loss_fn, params, learning_rates, multipliers)[0]
 
 
@@ -110,11 +102,8 @@ def _landscape_and_step(loss_fn, params, learning_rates, multipliers):
 def inner_loop_landscape(loss_fn: Callable, initial_params: Sequence[tf.Tensor], num_steps: int,
                          learning_rates: inner_loop_lib.InnerLearningRates,
                          multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS) -> tf.Tensor:
-  """The landscape measures at each step of the inner loop from ``initial_params``.
-
-  Returns:
-    [num_steps, len(LANDSCAPE_MEASURES)]: row k is measured at p_k along the step to p_{k+1}.
-  """
+  """[num_steps, len(LANDSCAPE_MEASURES)] landscape measures of the inner loop from
+  ``initial_params``: row k is measured at p_k along the step to p_{k+1}."""
   params, rows = [tf.stop_gradient(p) for p in initial_params], []
   for k in range(num_steps):
     measures, steps = _landscape_and_step(loss_fn, params, learning_rates.for_step(k),

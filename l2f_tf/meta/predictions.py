@@ -60,10 +60,8 @@ def predictions(learner, episodes, max_steps: int, vectorized: bool = True,
                 chunk_size: int = 100, prediction_fn=None, num_tasks: Optional[int] = None,
                 label: str = "evaluation task", unit: Optional[str] = None
                ) -> Tuple[np.ndarray, np.ndarray]:
-  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks.
-
-  With ``num_tasks`` (the expected total), long evaluations log progress lines (tasks/s, ETA).
-  """
+  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks; with
+  ``num_tasks`` (the expected total), progress lines (tasks/s, ETA)."""
   prediction_fn = prediction_fn or make_prediction_fn(learner, max_steps, vectorized)
   progress = Progress(num_tasks, label=label, unit=unit) if num_tasks else None
   outputs: List[np.ndarray] = []

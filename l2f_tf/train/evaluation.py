@@ -13,29 +13,18 @@ from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 
 
-def summarize(values: np.ndarray, steps: Sequence[int], metric_name: str) -> Dict:
-  """{f"{metric}_after_{k}_steps": {mean, ci95, n}} for every k in ``steps`` (and 0)."""
-  steps = sorted(set([0, *steps]))
-  return {f"{metric_name}_after_{k}_steps": mean_and_ci95(values[:, k]) for k in steps}
-
-
-def prediction_std(outputs: np.ndarray, labels: np.ndarray) -> float:
-  """The reference code's "+-": sqrt(p (1 - p)) with p the accuracy over all query predictions.
-
-  This is the spread of a single prediction's correctness, not an error bar of the mean.
-  """
-  p = float(np.mean(np.argmax(outputs, axis=-1) == labels))
-  return float(np.sqrt(p * (1.0 - p)))
-
-
 def figures(outputs: np.ndarray, labels: np.ndarray, domain, steps: Sequence[int]) -> Dict:
-  """The results.json figures of predictions [n, S+1, Q, ...] (see :func:`summarize`)."""
+  """The results.json figures of predictions [n, S+1, Q, ...]: {f"{metric}_after_{k}_steps":
+  {mean, ci95, n}} for k in ``steps`` and 0, and for accuracy the reference code's "+-",
+  sqrt(p (1 - p)) with p the accuracy over all query predictions (the spread of one
+  prediction's correctness, not an error bar of the mean)."""
   values = predictions.metric_values(outputs, labels, domain.task_metric)
-  results = summarize(values, steps, domain.metric_name)
-  if domain.metric_name == "accuracy":
-    for k in sorted(set([0, *steps])):
-      results[f"accuracy_after_{k}_steps"]["sqrt_p_1_minus_p"] = prediction_std(
-          outputs[:, k], labels)
+  results = {}
+  for k in sorted(set([0, *steps])):
+    results[f"{domain.metric_name}_after_{k}_steps"] = figure = mean_and_ci95(values[:, k])
+    if domain.metric_name == "accuracy":
+      p = float(np.mean(np.argmax(outputs[:, k], axis=-1) == labels))
+      figure["sqrt_p_1_minus_p"] = float(np.sqrt(p * (1.0 - p)))
   return results
 
 

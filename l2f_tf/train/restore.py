@@ -1,9 +1,8 @@
 """Starting, resuming and reopening runs from their gin config.
 
-A run directory keeps the full config it was started with (operative_config.gin). Running the
-same command again reloads that file, with command-line bindings applied on top, so a resumed
-run is the same experiment even if the gin files have been edited since. Importing this module
-registers every gin configurable of l2f_tf, so that any of its gin files parses.
+A run folder keeps the config it was started with (operative_config.gin); the same command
+again reloads it (command-line bindings on top), so a resumed run is the same experiment even
+if the gin files have changed. Importing this module registers every configurable of l2f_tf.
 """
 
 # pylint: disable=unused-import
@@ -31,9 +30,8 @@ from l2f_tf.train.experiment import build_learner
 gin.external_configurable(glyphs.ensure_glyphs, "ensure_glyphs")
 gin.external_configurable(embed.ensure_glyph_embeddings, "ensure_glyph_embeddings")
 
-# Bindings that may differ when a trained run is resumed: how long it trains, how it is
-# logged, checkpointed, distributed and evaluated, and where its data lives. Any other
-# difference makes it another experiment.
+# Bindings a resumed trained run may change (how long it trains, how it is logged,
+# checkpointed, distributed and evaluated, where its data lives): any other makes another run.
 RESUMABLE_CHANGES = (
     "*.num_iterations", "Runner.*", "run_experiment.strategy", "make_strategy.*",
     "run_experiment.num_eval_tasks", "run_experiment.eval_steps", "run_experiment.export_steps",
@@ -122,12 +120,12 @@ def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
                              gin_bindings: Sequence[str]) -> None:
   """Raises ConfigMismatchError when the command asks for another experiment than the trained
   one in ``folder``."""
-  gin.clear_config()
-  config.parse([folder.config], [])
-  old = config.parsed_bindings()
-  gin.clear_config()
-  config.parse(list(gin_files) or [folder.config], gin_bindings)
-  differences = experiment_differences(old, config.parsed_bindings())
+  def bindings(files, extra):
+    gin.clear_config()
+    config.parse(files, extra)
+    return config.parsed_bindings()
+  differences = experiment_differences(bindings([folder.config], []),
+                                       bindings(list(gin_files) or [folder.config], gin_bindings))
   gin.clear_config()
   if not differences:
     return
@@ -145,8 +143,8 @@ def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
 
 
 def parse_domain(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()):
-  """A new instance of the domain of a config (``run_experiment.domain``), parsed afresh from
-  ``gin_files`` and ``gin_bindings`` (replacing the current gin config)."""
+  """A new instance of ``run_experiment.domain`` of the config ``gin_files`` + ``gin_bindings``,
+  parsed afresh (replacing the current gin config)."""
   gin.clear_config()
   config.parse(gin_files, gin_bindings)
   return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
@@ -155,11 +153,9 @@ def parse_domain(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()):
 def restore_learner(root_dir: str, gin_bindings: Sequence[str] = (),
                     step: Optional[int] = None):
   """(domain, learner) of a finished or running experiment (``gin_bindings`` on top of its
-  config, e.g. a dataset root on this machine), with the weights the run exports
-  (`l2f_tf.train.validation.exported_checkpoint`) or, with ``step``, the checkpoint of that
-  meta-iteration (in checkpoints/ or best/). Parses the run's operative_config.gin (replacing
-  the current gin config).
-  """
+  config, e.g. a dataset root on this machine; the current gin config is replaced), with the
+  weights the run exports (`validation.exported_checkpoint`) or, with ``step``, those of that
+  meta-iteration (in checkpoints/ or best/)."""
   folder = RunFolder(root_dir)
   domain = parse_domain([folder.config], gin_bindings)
   learner = build_learner(domain)

@@ -1,9 +1,8 @@
 """Validation during training and the top-k checkpoints by validation score.
 
 The few-shot protocol of the reference code validates on 600 fixed episodes every epoch, keeps
-the best checkpoints, and tests with the top 3 ensembled (averaged logits). `Validator` computes
-the score; `BestCheckpoints` keeps the k best checkpoints in ``<root_dir>/best/`` with their
-scores in ``best/scores.json``, so that a resumed run still knows them.
+the best checkpoints and tests with the top 3 ensembled (averaged logits). `BestCheckpoints`
+keeps them in ``<root_dir>/best/`` with their scores, so that a resumed run still knows them.
 """
 
 import glob
@@ -23,12 +22,8 @@ LOWER_IS_BETTER = ("mse",)
 
 
 class BestCheckpoints:
-  """The ``keep`` checkpoints with the highest validation score (ties: the earlier wins).
-
-  Args:
-    directory: where the checkpoints and scores.json live.
-    keep: how many to keep.
-  """
+  """The ``keep`` checkpoints with the highest validation score (ties: the earlier wins), in
+  ``directory`` with their scores in scores.json."""
 
   def __init__(self, directory: str, keep: int = 3):
     if keep < 1:
@@ -42,9 +37,6 @@ class BestCheckpoints:
       return {"history": [], "best": []}
     with open(self._scores_path) as f:
       return json.load(f)
-
-  def _write(self, state: Dict) -> None:
-    atomic.write_json(self._scores_path, state)  # A crash never leaves a half-written file.
 
   def entries(self) -> List[Dict]:
     """[{"step", "score", "path"}] of the kept checkpoints, best first."""
@@ -76,7 +68,7 @@ class BestCheckpoints:
     state["history"] = [e for e in state["history"] if e["step"] != step] + [
         {"step": int(step), "score": float(score)}]
     state["best"] = kept if is_kept else state["best"]
-    self._write(state)
+    atomic.write_json(self._scores_path, state)  # A crash never leaves a half-written file.
     for entry in dropped:
       if entry is not candidate:
         self._delete(entry["name"])
@@ -89,8 +81,9 @@ class BestCheckpoints:
     for entry in newer:
       self._delete(entry["name"])
     if newer or any(e["step"] > step for e in state["history"]):
-      self._write({"history": [e for e in state["history"] if e["step"] <= step],
-                   "best": [e for e in state["best"] if e["step"] <= step]})
+      atomic.write_json(self._scores_path,
+                        {"history": [e for e in state["history"] if e["step"] <= step],
+                         "best": [e for e in state["best"] if e["step"] <= step]})
 
 
 def exported_checkpoint(folder: RunFolder) -> Optional[str]:
@@ -101,17 +94,9 @@ def exported_checkpoint(folder: RunFolder) -> Optional[str]:
 
 
 class Validator:
-  """Mean metric on fixed validation episodes after the training number of inner steps.
-
-  Calling it returns a score where higher is better (the accuracy, or minus an error).
-
-  Args:
-    learner: the MetaLearner being trained.
-    domain: provides ``eval_batches(split, n)``, ``task_metric`` and ``metric_name``.
-    num_episodes: validation episodes (600 in the reference).
-    split: the validation split's name.
-    summary_dir: where the TensorBoard summaries go (None: none).
-  """
+  """Mean metric on ``num_episodes`` fixed episodes of the domain's ``split`` after the
+  training number of inner steps; calling it returns a score where higher is better (the
+  accuracy, or minus an error) and writes TensorBoard summaries to ``summary_dir`` (if any)."""
 
   def __init__(self, learner, domain, num_episodes: int = 600, split: str = "val",
                summary_dir: Optional[str] = None):

@@ -1,6 +1,14 @@
-"""``python run_experiment.py --gin_file=...`` in a source checkout: the command line of
-``python -m l2f_tf`` (`l2f_tf/__main__.py`, which documents it)."""
+"""``python run_experiment.py ...`` in a source checkout is ``python -m l2f_tf ...``
+(`l2f_tf/__main__.py` documents it)."""
 
-import runpy
+from l2f_tf import console
 
-runpy.run_module("l2f_tf", run_name="__main__", alter_sys=True)
+console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
+
+from absl import app  # noqa: E402
+
+from l2f_tf.__main__ import define_flags, main  # noqa: E402
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

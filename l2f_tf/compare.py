@@ -281,8 +281,7 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
 
 
 def paired_table(report: Dict[str, Any]) -> str:
-  """The text of :func:`paired_differences`: one line per distribution, pair and step count,
-  or one line saying why there are no paired figures."""
+  """The text of :func:`paired_differences` (one line per figure, or why there is none)."""
   if not report["shared_tasks"]:
     return f"No paired differences: {report['note']}."
   lines = [f"Paired differences on the same {report['num_tasks']} tasks (later run - "

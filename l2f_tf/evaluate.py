@@ -102,8 +102,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
 
 
 def result_lines(results: Dict[str, Dict[str, Dict]]) -> List[str]:
-  """One line per distribution and step count: ``test mse_after_2_steps: 0.1234 +- 0.0123
-  (n=600)``."""
+  """One line per distribution and step count: ``test mse_after_2_steps: 0.12 +- 0.01 (n=6)``."""
   return [f"{distribution} {name}: {value['mean']:.4f} +- {value['ci95']:.4f} (n={value['n']})"
           for distribution, figures in results.items() for name, value in figures.items()]
 

@@ -121,8 +121,7 @@ def plot_attenuation_sweep(path: str, sweep: Dict, metric_name: str, title: str)
   (others at 1). Left: the mean as a heat map (layers x gamma); right: the paired difference
   to no scaling with its 95% CI, one curve per layer."""
   gammas, layers = sweep["gammas"], sweep["layers"]
-  scale = 100.0 if metric_name == "accuracy" else 1.0
-  unit = " (%)" if metric_name == "accuracy" else ""
+  scale, unit = (100.0, " (%)") if metric_name == "accuracy" else (1.0, "")
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(layers) + 3.2))
   image = left.imshow(scale * np.asarray(sweep["mean"]), aspect="auto", cmap="viridis")
   left.set_xticks(range(len(gammas)))

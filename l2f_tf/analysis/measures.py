@@ -61,11 +61,8 @@ def _rows(fn, batches, missing: str = "No tasks were given.") -> np.ndarray:
 
 
 def gammas(learner, episodes, chunk_size: int = 50) -> np.ndarray:
-  """[num_tasks, num_tensors] gamma of each task (L2F's attenuation of each inner-loop tensor).
-
-  Raises:
-    ValueError: the learner does not attenuate (MAML).
-  """
+  """[num_tasks, num_tensors] gamma of each task (L2F's attenuation of each inner-loop
+  tensor); ValueError for a learner without attenuation (MAML)."""
   if learner.attenuation is None:
     raise ValueError("This learner has no attenuation (MAML): it has no gamma.")
   num_tensors = len(learner.inner_variables)

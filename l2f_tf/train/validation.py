@@ -40,9 +40,8 @@ class BestCheckpoints:
 
   def entries(self) -> List[Dict]:
     """[{"step", "score", "path"}] of the kept checkpoints, best first."""
-    entries = [dict(e, path=os.path.join(self.directory, e["name"]))
-               for e in self._load()["best"]]
-    return sorted(entries, key=lambda e: (-e["score"], e["step"]))
+    return sorted([dict(e, path=os.path.join(self.directory, e["name"]))
+                   for e in self._load()["best"]], key=lambda e: (-e["score"], e["step"]))
 
   def history(self) -> Dict[int, float]:
     """step -> score of every validation recorded so far."""
@@ -53,10 +52,8 @@ class BestCheckpoints:
       os.remove(path)
 
   def record(self, step: int, score: float, checkpoint: tf.train.Checkpoint) -> bool:
-    """Records a validation; saves the current state if it is among the best ``keep``.
-
-    Returns whether the state was kept.
-    """
+    """Records a validation and saves the current state if it is among the best ``keep``;
+    returns whether it was kept."""
     state = self._load()
     candidate = {"step": int(step), "score": float(score), "name": f"ckpt-{step}"}
     ranked = sorted([e for e in state["best"] if e["step"] != step] + [candidate],

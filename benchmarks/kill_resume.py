@@ -86,7 +86,7 @@ STAGES = ("startup", "config", "build", "training", "validation", "best", "check
           "evaluate", "export", "plot", "exit")
 # (file name, function) -> stage; the innermost matching frame of the stack wins.
 FRAMES = {
-    ("config.py", "setup_run"): "config",
+    ("restore.py", "setup_run"): "config",
     ("experiment.py", "run_experiment"): "build",
     ("runner.py", "train"): "training",
     ("trainer.py", "_validate"): "validation",

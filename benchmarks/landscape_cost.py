@@ -19,11 +19,10 @@ import statistics
 import tempfile
 import time
 
-import gin
 import tensorflow as tf
 from absl import app, flags
 
-from l2f_tf import config
+from l2f_tf.train import restore
 from l2f_tf.train.experiment import build_learner
 from l2f_tf.train.trainer import Trainer
 
@@ -47,9 +46,7 @@ def median_seconds(fn, batches):
 
 
 def measure(gin_file: str, repeats: int):
-  gin.clear_config()
-  config.parse([gin_file], ["Trainer.landscape = True"])
-  domain = config.configured_domain()
+  domain = restore.parse_domain([gin_file], ["Trainer.landscape = True"])
   learner = build_learner(domain)
   with tempfile.TemporaryDirectory() as root:
     trainer = Trainer(learner, domain, root_dir=root, num_val_episodes=0)

@@ -17,10 +17,10 @@ import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 from absl import app, flags
 
-from l2f_tf import config
 from l2f_tf.analysis import measures
-from l2f_tf.meta import analysis
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import diagnostics
+from l2f_tf.meta import predictions
+from l2f_tf.train import restore
 
 RUN_DIR = flags.DEFINE_string("run_dir", None, "A finished run.")
 MATCH = flags.DEFINE_string("match", "conv", "Scale the inner-loop tensors whose path contains "
@@ -31,20 +31,20 @@ NUM_TASKS = flags.DEFINE_integer("num_tasks", 50, "Test tasks.")
 
 def main(argv):
   del argv
-  domain, learner = config.restore_learner(RUN_DIR.value)
+  domain, learner = restore.restore_learner(RUN_DIR.value)
   episodes = domain.eval_batches("test", NUM_TASKS.value)
-  if not meta_evaluation.is_task_batch(episodes):
+  if not predictions.is_task_batch(episodes):
     episodes = list(episodes)
   names = learner.inner_variable_names
   scaled = [MATCH.value in name for name in names]
   if not any(scaled):
     raise app.UsageError(f"No inner-loop tensor matches --match={MATCH.value!r}: {names}")
-  first = next(iter(meta_evaluation.batches(episodes, 1)))
+  first = next(iter(predictions.batches(episodes, 1)))
   print(f"{RUN_DIR.value}: {sum(scaled)} tensors scaled ({MATCH.value!r}), "
         f"{NUM_TASKS.value} test tasks")
   print("| scale | support loss at theta (task 0) | " +
-        " | ".join(analysis.LANDSCAPE_MEASURES) + " |")
-  print("| --- " * (len(analysis.LANDSCAPE_MEASURES) + 2) + "|")
+        " | ".join(diagnostics.LANDSCAPE_MEASURES) + " |")
+  print("| --- " * (len(diagnostics.LANDSCAPE_MEASURES) + 2) + "|")
   for c in (float(s) for s in SCALES.value):
     with measures.scaled_inner_variables(learner,
                                          {j: c for j, hit in enumerate(scaled) if hit}):

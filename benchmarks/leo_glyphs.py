@@ -24,9 +24,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from l2f_tf import config
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNERS = (("maml", "MAML"), ("l2f", "MAML+L2F"), ("leo", "LEO"), ("leo_l2f", "LEO+L2F"))
@@ -52,15 +52,15 @@ def ensure_run(root: str, gin_name: str) -> None:
 def per_episode_accuracy(root: str, num_tasks: int):
   """(domain, accuracy of each test episode after the run's training number of inner steps,
   the run's own results.json figure for it)."""
-  domain, learner = config.restore_learner(root)
+  domain, learner = restore.restore_learner(root)
   steps = learner.num_inner_steps
-  values = evaluation.per_task_metrics(learner, domain.eval_batches("test", num_tasks),
+  values = predictions.per_task_metrics(learner, domain.eval_batches("test", num_tasks),
                                        domain.task_metric, steps,
                                        chunk_size=domain.eval_batch_size,
                                        vectorized=domain.eval_vectorized)[:, steps]
   with open(os.path.join(root, "results.json")) as f:
     reported = json.load(f)["evaluations"]["test"][f"accuracy_after_{steps}_steps"]["mean"]
-  config.release_locks()
+  restore.release_locks()
   return domain, values, reported
 
 

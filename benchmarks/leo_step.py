@@ -19,8 +19,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from l2f_tf import config
 from l2f_tf.data.readers import leo_embeddings
+from l2f_tf.train import restore
 from l2f_tf.train.experiment import build_learner
 from l2f_tf.train.trainer import Trainer
 
@@ -49,10 +49,9 @@ def main(argv):
   del argv
   scratch = tempfile.mkdtemp()
   write_embeddings(os.path.join(scratch, "data"))
-  config.parse([FLAGS.gin_file], [f"FewShotEmbeddings.root = '{scratch}/data'",
-                                  "Trainer.validate_every = 1000000",
-                                  "Trainer.summary_every = 0", *FLAGS.gin_bindings])
-  domain = config.configured_domain()
+  domain = restore.parse_domain([FLAGS.gin_file], [
+      f"FewShotEmbeddings.root = '{scratch}/data'", "Trainer.validate_every = 1000000",
+      "Trainer.summary_every = 0", *FLAGS.gin_bindings])
   learner = build_learner(domain)
   trainer = Trainer(learner=learner, domain=domain, root_dir=os.path.join(scratch, "run"))
   start = time.perf_counter()

@@ -16,8 +16,8 @@ import tempfile
 
 from absl import app, flags
 
-from l2f_tf import config
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
 
 RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Finished meta-RL runs; repeatable.")
@@ -30,7 +30,7 @@ SCALES = flags.DEFINE_list("scale", ["1.0", "0.5", "0.25"], "Multipliers of the 
 def main(argv):
   del argv
   for run_dir in RUN_DIRS.value:
-    domain, learner = config.restore_learner(run_dir)
+    domain, learner = restore.restore_learner(run_dir)
     trainer = MetaRLTrainer(learner, domain, tempfile.mkdtemp(prefix="later_steps_"))
     plain_step = trainer._step_from  # pylint: disable=protected-access
     print(f"\n{run_dir}: average return (95% CI over {NUM_TASKS.value} tasks) after "

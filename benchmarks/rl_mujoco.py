@@ -23,9 +23,8 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config
 from l2f_tf.stats import mean_and_ci95
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 
 ENV = flags.DEFINE_enum("env", "halfcheetah_vel",
                         ["halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir"],
@@ -52,8 +51,7 @@ def train_and_evaluate(label: str, prefix: str) -> dict:
   if MINUTES.value:
     bindings.append(f"Runner.max_seconds = {60 * MINUTES.value}")
   gin.clear_config()
-  config.setup_run(root, [os.path.join(config.GIN_DIR, "rl", f"{ENV.value}_{prefix}.gin")],
-                   bindings)
+  restore.setup_run(root, [f"rl/{ENV.value}_{prefix}.gin"], bindings)
   logging.info("Training %s on %s in %s", label, ENV.value, root)
   return experiment.run_experiment(root)
 

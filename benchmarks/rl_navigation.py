@@ -29,10 +29,9 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config
 from l2f_tf.rl import envs
 from l2f_tf.rl.sampler import Sampler
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
 ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per method (reference: "
@@ -92,8 +91,8 @@ def main(argv):
   for label, prefix in METHODS.items():
     root = os.path.join(ROOT.value, prefix)
     gin.clear_config()
-    config.setup_run(root, [os.path.join(config.GIN_DIR, "rl", f"navigation2d_{prefix}.gin")],
-                     [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
+    restore.setup_run(root, [f"rl/navigation2d_{prefix}.gin"],
+                      [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
                       f"Runner.max_seconds = {60 * MINUTES.value}",
                       f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
                       f"MetaRLDomain.eval_seed = {EVAL_SEED}",

@@ -46,7 +46,7 @@ def bindings(cache_dir, iterations, devices):
 
 def command(root, strategy, extra):
   return [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
-          f"--gin_file={os.path.join(REPO, 'gin', 'glyphs', 'l2f_1shot.gin')}",
+          "--gin_file=gin/glyphs/l2f_1shot.gin",
           f"--strategy={strategy}"] + [f"--gin_bindings={b}" for b in extra]
 
 

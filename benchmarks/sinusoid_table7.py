@@ -25,13 +25,13 @@ import gin
 import keras
 from absl import app, flags, logging
 
-from l2f_tf import compare, config
+from l2f_tf import compare
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
@@ -59,9 +59,8 @@ def run_table(root: str, num_iterations: int, num_eval_tasks: int):
     for method, prefix in METHODS.items():
       run_dir = os.path.join(root, f"{prefix}_{shots}shot")
       gin.clear_config()
-      config.setup_run(run_dir, [os.path.join(config.GIN_DIR, "sinusoid",
-                                              f"{prefix}_{shots}shot.gin")],
-                       [f"Trainer.num_iterations = {num_iterations}",
+      restore.setup_run(run_dir, [f"sinusoid/{prefix}_{shots}shot.gin"],
+                        [f"Trainer.num_iterations = {num_iterations}",
                         f"run_experiment.num_eval_tasks = {num_eval_tasks}"])
       start = time.perf_counter()
       results[(method, shots)] = experiment.run_experiment(run_dir)
@@ -77,9 +76,9 @@ def paired_differences(root: str):
   for shots in SHOTS:
     values = {}
     for method, prefix in METHODS.items():
-      domain, learner = config.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
+      domain, learner = restore.restore_learner(os.path.join(root, f"{prefix}_{shots}shot"))
       episodes, _ = domain.eval_episodes("test", EVAL_TASKS.value)
-      values[method] = evaluation.per_task_metrics(learner, episodes, domain.task_metric,
+      values[method] = predictions.per_task_metrics(learner, episodes, domain.task_metric,
                                                    max(STEPS))
     for k in STEPS:
       differences[(shots, k)] = mean_and_ci95(values["MAML+L2F"][:, k] - values["MAML"][:, k])

@@ -26,10 +26,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from l2f_tf import config
 from l2f_tf.rl import trpo
-from l2f_tf.train import checkpoints
-from l2f_tf.train import experiment
+from l2f_tf.train import checkpoints, experiment, restore
 from l2f_tf.train.meta_rl_trainer import CURVATURES, MetaRLTrainer
 
 ENV = flags.DEFINE_enum("env", "navigation2d",
@@ -44,8 +42,8 @@ REPEATS = flags.DEFINE_integer("repeats", 5, "Timed TRPO steps per curvature.")
 ITERATION = flags.DEFINE_integer("iteration", 0, "Which meta-iteration's tasks and noise.")
 
 
-def build(curvature: str, root: str) -> MetaRLTrainer:
-  domain = config.configured_domain()
+def build(curvature: str, root: str, gin_file: str, bindings) -> MetaRLTrainer:
+  domain = restore.parse_domain([gin_file], bindings)
   learner = experiment.build_learner(domain)
   if RUN_DIR.value:
     checkpoints.restore_weights(learner, checkpoints.latest(os.path.join(RUN_DIR.value,
@@ -69,10 +67,9 @@ def main(argv):
   if META_BATCH.value:
     bindings.append(f"MetaRLDomain.meta_batch_size = {META_BATCH.value}")
   gin_file = (os.path.join(RUN_DIR.value, "operative_config.gin") if RUN_DIR.value else
-              os.path.join(config.GIN_DIR, "rl", f"{ENV.value}_{METHOD.value}.gin"))
-  config.parse([gin_file], bindings)
+              f"rl/{ENV.value}_{METHOD.value}.gin")
   root = tempfile.mkdtemp(prefix="trpo_curvature_")
-  trainers = {c: build(c, root) for c in CURVATURES}
+  trainers = {c: build(c, root, gin_file, bindings) for c in CURVATURES}
   start = flat(trainers["hessian"])
   np.testing.assert_array_equal(start, flat(trainers["fisher"]))
   batch = trainers["hessian"].sample_iteration(ITERATION.value)

@@ -21,7 +21,7 @@ _PUBLIC = {
     "MetaLearner": "l2f_tf.meta.learner",
     "TaskConditionedAttenuation": "l2f_tf.meta.attenuation",
     "TaskIndependentAttenuation": "l2f_tf.meta.attenuation",
-    "degree_of_conflict": "l2f_tf.meta.analysis",
+    "degree_of_conflict": "l2f_tf.meta.diagnostics",
     "LEO": "l2f_tf.meta.leo",
     "LEOAttenuation": "l2f_tf.meta.leo",
     "LEONetwork": "l2f_tf.models.leo_network",
@@ -41,7 +41,7 @@ _PUBLIC = {
     "MetaRLTrainer": "l2f_tf.train.meta_rl_trainer",
     "Runner": "l2f_tf.train.runner",
     "run_experiment": "l2f_tf.train.experiment",
-    "restore_learner": "l2f_tf.config",
+    "restore_learner": "l2f_tf.train.restore",
     "export": "l2f_tf.export",
 }
 

@@ -3,26 +3,14 @@
   python -m l2f_tf.analyze --run_dir=runs/glyphs_maml_5shot --run_dir=runs/glyphs_l2f_5shot \
       --out_dir=runs/analysis_glyphs_5shot
 
-writes to ``--out_dir`` (each figure only when some run has what it needs):
-
-| file | paper | from |
-| --- | --- | --- |
-| landscape.png | Fig. 2 | ``landscape/`` summaries (train with ``Trainer.landscape = True``) |
-| conflict_over_training.png | Fig. 3(a) | ``degree_of_conflict/`` summaries (every run) |
-| conflict_per_task.png | Fig. 3(c) | each supervised run's checkpoint on ``--num_tasks`` test tasks |
-| gamma_per_layer.png | Fig. 3(d) | each L2F supervised run's checkpoint on the test tasks |
-| gamma_over_training.png | (meta-RL) | ``gamma/`` summaries of L2F runs |
-| manual_attenuation_<run>.png | Fig. 3(b) | each MAML supervised run's checkpoint, one layer scaled |
-| analysis.json | | every number plotted, with 95% CIs over tasks |
-
-Supervised runs are restored like ``evaluate``'s runs (the best validated checkpoint when the
-run validates, else the latest; ``--step=N``: any kept checkpoint); their tasks are the domain's fixed evaluation tasks (the same
-for every run of the domain, so the sweep's differences are paired). Meta-RL runs contribute
-their summaries only.
+writes the figures that the runs' summaries and checkpoints allow, and analysis.json (every
+number plotted, with 95% CIs over tasks), to ``--out_dir``; docs/analysis.md lists them.
+Supervised runs are restored with `l2f_tf.restore_learner` (``--step=N``: any kept
+checkpoint) and measured on the domain's fixed evaluation tasks (the same for every run of the
+domain, so differences are paired). Meta-RL runs contribute their summaries only.
 """
 
-import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from l2f_tf import console
+from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
 
 if __name__ == "__main__":
   console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
@@ -40,16 +28,16 @@ from l2f_tf import atomic, config, smoke
 from l2f_tf.analysis import figures, measures, summaries
 from l2f_tf.data import episodic
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta import analysis as meta_analysis
+from l2f_tf.meta import diagnostics, predictions
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """The command line's flags, defined only when this module runs as a program (so that tests
-  can import it beside ``evaluate`` and ``compare``, which define flags of the same names)."""
+  """The command line (defined only when run, so that importing this module defines no flag)."""
   flags.DEFINE_multi_string("run_dir", [], "A run folder (repeat to overlay runs).")
   flags.DEFINE_string("out_dir", None, "Where the figures and analysis.json go.")
   flags.DEFINE_integer("num_tasks", 100, "Fixed test tasks of the checkpoint measures "
@@ -78,43 +66,27 @@ def describe(run_dir: str) -> Dict[str, str]:
   trainer = gin.query_parameter("run_experiment.trainer")
   kind = "meta_rl" if "MetaRLTrainer" in str(trainer) else "supervised"
   try:
-    attenuation = gin.query_parameter("MetaLearner.attenuation")
+    attenuation = str(gin.query_parameter("MetaLearner.attenuation"))
   except ValueError:
-    attenuation = None
-  method = "MAML" if attenuation is None else "MAML+L2F"
-  if attenuation is not None and "task_conditioned" not in str(attenuation):
-    method = f"MAML+{re.sub(r'[@()]', '', str(attenuation))}"
+    attenuation = "None"
   gin.clear_config()
+  method = ("MAML" if attenuation == "None" else "MAML+L2F" if "task_conditioned" in attenuation
+            else f"MAML+{re.sub(r'[@()]', '', attenuation)}")
   name = os.path.basename(os.path.normpath(run_dir))
   return {"kind": kind, "method": method, "label": f"{method} ({name})"}
 
 
-def _summary_series(run_dir: str) -> Dict[str, summaries.Series]:
-  folder = RunFolder(run_dir)
-  try:
-    return summaries.read_scalars(folder.train_summaries)
-  except ValueError as error:
-    logging.warning("%s", error)
-    return {}
-
-
-def _as_json(series: Dict[str, summaries.Series]) -> Dict:
-  return {name: {"steps": steps.tolist(), "values": values.tolist()}
-          for name, (steps, values) in series.items()}
-
-
 def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
-  """{name: mean and 95% CI over tasks} of the columns of values [num_tasks, len(names)]
-  (one column per tensor or per landscape measure)."""
+  """{name: mean and 95% CI over tasks} of the columns of values [num_tasks, len(names)]."""
   return {name: mean_and_ci95(values[:, j]) for j, name in enumerate(names)}
 
 
 def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_order: bool,
                         sweep_gammas: Sequence[float], sweep_steps: Optional[int],
                         gin_bindings: Sequence[str] = (), step: Optional[int] = None) -> Dict:
-  """The measures on a supervised run's restored learner: per-task conflict, gamma (L2F),
-  landscape at the checkpoint and the attenuation sweep (MAML). Arrays are kept under "_"."""
-  domain, learner = config.restore_learner(run_dir, gin_bindings, step)
+  """Per-task conflict, landscape, gamma (L2F) or the attenuation sweep (MAML) of a supervised
+  run's restored learner; the arrays under "_"."""
+  domain, learner = restore.restore_learner(run_dir, gin_bindings, step)
   if not isinstance(domain, SupervisedDomain):
     raise ValueError(f"{run_dir} is not a supervised run.")
   if num_tasks < domain.meta_batch_size:
@@ -124,7 +96,7 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
   result = {"tensors": names, "distribution": distribution, "num_tasks": num_tasks,
             "checkpoint_step": "exported weights" if step is None else step, "_": {}}
   episodes = domain.eval_batches(distribution, num_tasks)
-  if not measures.meta_evaluation.is_task_batch(episodes):
+  if not predictions.is_task_batch(episodes):
     with episodic.raise_data_errors():
       episodes = list(episodes)  # Read the image episodes once for every measure.
   logging.info("%s: per-task conflict on %d %s tasks...", run_dir, num_tasks, distribution)
@@ -134,15 +106,15 @@ def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_o
   result["_"]["conflict"] = conflicts
   logging.info("%s: landscape at the checkpoint...", run_dir)
   landscape = measures.landscapes(learner, episodes)
-  result["landscape_at_checkpoint"] = _stats_per_tensor(landscape,
-                                                        meta_analysis.LANDSCAPE_MEASURES)
+  landscape_names = diagnostics.LANDSCAPE_MEASURES
+  result["landscape_at_checkpoint"] = _stats_per_tensor(landscape, landscape_names)
   if learner.attenuation is not None:
     # The same weights without the attenuation: what gamma alone does to the landscape.
     unattenuated = measures.landscapes(learner, episodes, attenuate=False)
-    result["landscape_at_checkpoint_without_attenuation"] = _stats_per_tensor(
-        unattenuated, meta_analysis.LANDSCAPE_MEASURES)
+    result["landscape_at_checkpoint_without_attenuation"] = _stats_per_tensor(unattenuated,
+                                                                              landscape_names)
     result["landscape_attenuated_minus_unattenuated"] = _stats_per_tensor(
-        landscape - unattenuated, meta_analysis.LANDSCAPE_MEASURES)
+        landscape - unattenuated, landscape_names)
     gammas = measures.gammas(learner, episodes)
     result["gamma"] = _stats_per_tensor(gammas, names)
     result["_"]["gamma"] = gammas
@@ -172,24 +144,24 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
     raise ValueError("Give at least one --run_dir.")
   os.makedirs(out_dir, exist_ok=True)
   runs, written = {}, []
-  landscape, conflict, gamma_series = {}, {}, {}
+  over_training = {"landscape": {}, "conflict": {}, "gamma": {}}  # {label: series} of each
   conflict_per_task, gamma_per_task, names_of = {}, {}, {}
   for run_dir in run_dirs:
     info = describe(run_dir)
     label = info["label"]
-    series = _summary_series(run_dir)
+    try:
+      series = summaries.read_scalars(RunFolder(run_dir).train_summaries)
+    except ValueError as error:
+      logging.warning("%s", error)
+      series = {}
     entry = dict(info, run_dir=run_dir)
-    found = summaries.per_tensor(series, "landscape")
-    if found:
-      landscape[label] = found
-      entry["landscape_over_training"] = _as_json(found)
-    found = summaries.per_tensor(series, "degree_of_conflict")
-    if found:
-      conflict[label] = found
-      entry["conflict_over_training"] = _as_json(found)
-    found = summaries.per_tensor(series, "gamma")
-    if found:
-      gamma_series[label] = found
+    for name, prefix in (("landscape", "landscape"), ("conflict", "degree_of_conflict"),
+                         ("gamma", "gamma")):
+      found = summaries.per_tensor(series, prefix)
+      if found and (name != "gamma" or info["kind"] == "meta_rl"):  # (supervised: measured)
+        over_training[name][label] = found
+        entry[f"{name}_over_training"] = {k: {"steps": steps.tolist(), "values": values.tolist()}
+                                          for k, (steps, values) in found.items()}
     if info["kind"] == "supervised":
       measured = checkpoint_measures(run_dir, num_tasks, distribution, first_order,
                                      sweep_gammas, sweep_steps, gin_bindings, step)
@@ -205,20 +177,17 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
             os.path.join(out_dir, f"manual_attenuation_{name}.png"), arrays["sweep"],
             measured["metric_name"], f"{label}: one layer's initialisation scaled by gamma "
             f"({num_tasks} {distribution} tasks)"))
-    elif found:
-      entry["gamma_over_training"] = _as_json(found)
     runs[label] = entry
-  if landscape:
-    written.append(figures.plot_landscape(os.path.join(out_dir, "landscape.png"), landscape))
-  if conflict:
+  if over_training["landscape"]:
+    written.append(figures.plot_landscape(os.path.join(out_dir, "landscape.png"),
+                                          over_training["landscape"]))
+  if over_training["conflict"]:
     written.append(figures.plot_per_layer_over_training(
-        os.path.join(out_dir, "conflict_over_training.png"), conflict,
+        os.path.join(out_dir, "conflict_over_training.png"), over_training["conflict"],
         "degree of conflict (degrees)", "degree of conflict per layer over meta-training"))
-  rl_gammas = {label: s for label, s in gamma_series.items()
-               if runs[label]["kind"] == "meta_rl"}
-  if rl_gammas:
+  if over_training["gamma"]:
     written.append(figures.plot_per_layer_over_training(
-        os.path.join(out_dir, "gamma_over_training.png"), rl_gammas, "gamma",
+        os.path.join(out_dir, "gamma_over_training.png"), over_training["gamma"], "gamma",
         "gamma per layer over meta-training (mean over the meta-batch)"))
   if conflict_per_task:
     names = next(iter(names_of.values()))
@@ -247,9 +216,8 @@ def main(argv):
     raise app.UsageError(f"--sweep_gammas must be numbers: {error}") from None
   try:
     result = analyze(FLAGS.run_dir, FLAGS.out_dir, smoke.tasks(FLAGS.num_tasks),
-                     FLAGS.distribution,
-                     FLAGS.first_order, gammas, FLAGS.sweep_steps, FLAGS.gin_bindings,
-                     FLAGS.step)
+                     FLAGS.distribution, FLAGS.first_order, gammas, FLAGS.sweep_steps,
+                     FLAGS.gin_bindings, FLAGS.step)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"analyze: {error}")
   for path in result["figures"]:

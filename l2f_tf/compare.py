@@ -4,44 +4,32 @@ against the first on the same evaluation tasks, and a figure on the same test ta
   python -m l2f_tf.compare --run_dir=runs/maml_5shot --run_dir=runs/l2f_5shot \\
       --figure=runs/maml_vs_l2f_5shot.png --output=runs/maml_vs_l2f_5shot.json
 
-Every run is restored from its own operative_config.gin and the weights it exports (its best
-validated checkpoint when it validates, else its latest one); the figure uses
-the first run's domain (so its evaluation tasks) and draws every learner on each panel.
+Every run is restored with `l2f_tf.restore_learner` (its config and the weights it exports);
+the figure draws every learner on the first run's domain (so its evaluation tasks).
 
-**Paired differences** (``--paired``, on by default). Runs evaluated on the same tasks are
-compared task by task: for every later run B against the first run A, every evaluation
-distribution and every step count k that both results.json report, the mean over tasks of
-metric_B(task, k) - metric_A(task, k) with its 95% CI (`l2f_tf.stats.mean_and_ci95` of the
-per-task differences). Its mean equals the difference of the runs' means on those tasks, and
-its CI is narrower than the unpaired one (printed beside it) whenever the runs' per-task
-metrics are correlated, which task difficulty makes them. Runs share their tasks when:
+**Paired differences** (``--paired``, on by default): for every later run B against the first
+run A, every evaluation distribution and step count k both report, the mean over tasks of
+metric_B(task, k) - metric_A(task, k) with its 95% CI, narrower than the unpaired one (printed
+beside it) as far as task difficulty correlates the runs. Runs share their tasks when:
 
-1. none is a meta-RL run (their returns are not paired here: a one-line note says so);
+1. none is a meta-RL run (sampled returns are not paired here);
 2. their domains have the same class and name;
-3. their domains agree on every task-defining setting: every public setting of the domain
-   built from the run's operative_config.gin (so defaults count too: eval_seed, shots, ways,
-   queries, image size, normalisation, the sinusoid task distributions, dtype, ...) except
-   :data:`IGNORED_SETTINGS`, which cannot change the evaluation tasks (batch sizes, the
-   training stream, the network) or name where the data lives (``root``: two copies of a
-   dataset hold the same tasks; check 5 decides);
+3. their domains (built from each run's operative_config.gin, defaults included) agree on
+   every public setting except :data:`IGNORED_SETTINGS`, which cannot change the evaluation
+   tasks or only say where the data lives (check 5 covers those);
 4. they are evaluated on the same number of tasks: ``--num_tasks``, else each run's own
-   ``num_eval_tasks`` (the ``n`` of its results.json), which must then agree;
-5. the tasks each run's domain generates are identical: a SHA-256 of every support and query
-   array, computed while evaluating (it catches what the settings cannot, e.g. a different
-   dataset under the same settings).
-
-When a check fails, one line says which (the differing setting and each run's value) and no
-paired figure is printed.
+   ``num_eval_tasks``, which must then agree;
+5. a SHA-256 of every support and query array, computed while evaluating, agrees (e.g. it
+   tells two datasets under the same settings apart).
+Otherwise one line names the failed check (the differing setting and each run's value).
 """
 
-import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from l2f_tf import console
+from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
 
 if __name__ == "__main__":
   console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -52,11 +40,12 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from l2f_tf import config, plots
+from l2f_tf import atomic, plots
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta.evaluation import is_task_batch, per_task_metrics
+from l2f_tf.meta.predictions import is_task_batch, per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
@@ -69,8 +58,7 @@ IGNORED_SETTINGS = frozenset({
 
 
 def define_flags() -> None:
-  """The command line's flags, defined only when this module runs as a program (so that tests
-  can import it beside other entry modules that define flags of the same names)."""
+  """The command line (defined only when run, so that importing this module defines no flag)."""
   flags.DEFINE_multi_string("run_dir", [], "Run directories to compare; repeatable.")
   flags.DEFINE_string("figure", None, "PNG path for the figure (optional).")
   flags.DEFINE_integer("num_steps", 5, "Inner steps for the 'after adaptation' curves.")
@@ -87,7 +75,7 @@ def results_table(run_dirs: List[str]) -> str:
   """A text table of every run's results.json (test distributions x metrics)."""
   lines = []
   for run_dir in run_dirs:
-    results = _load_results(run_dir)
+    results = RunFolder(run_dir).read_results()
     for distribution, figures in results["evaluations"].items():
       cells = ", ".join(f"{name}={v['mean']:.4f}+-{v['ci95']:.4f}" for name, v in figures.items())
       objective = results.get("inner_objective")  # meta-RL runs
@@ -97,20 +85,16 @@ def results_table(run_dirs: List[str]) -> str:
   return "\n".join(lines)
 
 
-def _load_results(run_dir: str) -> Dict:
-  return RunFolder(run_dir).read_results()
-
-
 def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
   """A figure of every run on the same test tasks (meta-RL: from the runs' results.json)."""
-  results = [_load_results(run_dir) for run_dir in run_dirs]
+  results = [RunFolder(run_dir).read_results() for run_dir in run_dirs]
   if results[0]["metric"] == "return":
     return returns_figure(results, output)
   learners: Dict[str, object] = {}
   evaluations: Dict[str, Dict] = {}
   domain = None
   for run_dir, run_results in zip(run_dirs, results):
-    run_domain, learner = config.restore_learner(run_dir)
+    run_domain, learner = restore.restore_learner(run_dir)
     domain = domain or run_domain
     label = learner.method_name
     if label in learners:
@@ -193,10 +177,8 @@ def _reported_steps(results: Dict) -> List[int]:
 
 
 def _num_eval_tasks(results: Dict) -> Optional[int]:
-  for figures in results.get("evaluations", {}).values():
-    for value in figures.values():
-      return int(value["n"])
-  return None
+  return next((int(value["n"]) for figures in results.get("evaluations", {}).values()
+               for value in figures.values()), None)
 
 
 def _differing(labels: Sequence[str], values: Sequence[Any], what: str) -> Optional[str]:
@@ -209,11 +191,9 @@ def _differing(labels: Sequence[str], values: Sequence[Any], what: str) -> Optio
 def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
                        ) -> Tuple[Optional[str], int, List[int]]:
   """(why the runs do NOT share their evaluation tasks, or None; the number of tasks; the step
-  counts every run reports): checks 1 to 4 of the module docstring (5 runs while evaluating).
-
-  Builds each run's domain from its operative_config.gin (replacing the gin config)."""
+  counts every run reports): checks 1 to 4 of the module docstring (replaces the gin config)."""
   labels = run_labels(run_dirs)
-  results = [_load_results(run_dir) for run_dir in run_dirs]
+  results = [RunFolder(run_dir).read_results() for run_dir in run_dirs]
   rl = [label for label, r in zip(labels, results) if r.get("metric") == "return"]
   steps = sorted(set.intersection(*(set(_reported_steps(r)) for r in results)))
   counts = [_num_eval_tasks(r) for r in results]
@@ -223,9 +203,7 @@ def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
             "sampled episodes, not fixed tasks", num_tasks, steps)
   settings = []
   for run_dir in run_dirs:
-    gin.clear_config()
-    config.parse([RunFolder(run_dir).config], [])
-    domain = config.configured_domain()
+    domain = restore.parse_domain([RunFolder(run_dir).config])
     if not isinstance(domain, SupervisedDomain):
       return f"{run_dir} is not a supervised run", num_tasks, steps
     settings.append(task_settings(domain))
@@ -261,7 +239,7 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
   Returns {"shared_tasks": bool, "note": why not (or None), "num_tasks", "steps",
   "reference": the first run's label, "differences": {distribution: {"B - A": {
   "<metric>_after_<k>_steps": {mean, ci95, n, num_non_finite, unpaired_ci95, mean_a,
-  mean_b}}}}}. Restores each run's learner (`l2f_tf.config.restore_learner`)."""
+  mean_b}}}}}. Restores each run's learner (`l2f_tf.restore_learner`)."""
   labels = run_labels(run_dirs)
   reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks)
   report = {"shared_tasks": reason is None, "note": reason, "num_tasks": num_tasks,
@@ -270,9 +248,8 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
     return report
   values: List[Dict[str, np.ndarray]] = []  # per run: distribution -> [tasks, len(steps)]
   digests: List[Dict[str, str]] = []
-  metric = None
   for run_dir in run_dirs:
-    domain, learner = config.restore_learner(run_dir)
+    domain, learner = restore.restore_learner(run_dir)
     metric = domain.metric_name
     run_values, run_digests = {}, {}
     for distribution in domain.eval_distributions:
@@ -304,8 +281,7 @@ def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
 
 
 def paired_table(report: Dict[str, Any]) -> str:
-  """The text of :func:`paired_differences`: one line per distribution, pair and step count,
-  or one line saying why there are no paired figures."""
+  """The text of :func:`paired_differences` (one line per figure, or why there is none)."""
   if not report["shared_tasks"]:
     return f"No paired differences: {report['note']}."
   lines = [f"Paired differences on the same {report['num_tasks']} tasks (later run - "
@@ -324,7 +300,8 @@ def main(argv):
   if len(run_dirs) < 1:
     raise app.UsageError("Pass at least one --run_dir.")
   print(results_table(run_dirs))
-  output = {"runs": dict(zip(run_labels(run_dirs), map(_load_results, run_dirs)))}
+  output = {"runs": {label: RunFolder(run_dir).read_results()
+                     for label, run_dir in zip(run_labels(run_dirs), run_dirs)}}
   if FLAGS.paired and len(run_dirs) > 1:
     report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size)
     print(paired_table(report))
@@ -332,9 +309,7 @@ def main(argv):
   if FLAGS.figure:
     print("Wrote", compare_figure(run_dirs, FLAGS.figure, FLAGS.num_steps))
   if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      json.dump(output, f, indent=2)
-    print("Wrote", FLAGS.output)
+    print("Wrote", atomic.write_json(FLAGS.output, output))
 
 
 if __name__ == "__main__":

@@ -4,47 +4,37 @@
   python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
       --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
 
-``--saved_model`` is a run folder (its saved_model/ is evaluated) or a SavedModel directory.
-The task distribution (or dataset) is rebuilt from the training config stored inside the
-SavedModel (assets.extra/operative_config.gin), with ``--gin_bindings`` on top (e.g. the dataset
-root on this machine). ``--seed`` picks the tasks (the training run's own evaluation used the
-domain's ``eval_seed``; pass that value to reproduce it). Prints one line per step count and
-optionally writes JSON (``--output``): the metric after 0, 1, ..., N inner steps, each with its
-mean and 95% CI over tasks, N being the SavedModel's number of inner steps or ``--num_steps``
-(more than N adapts further inside the SavedModel, up to the ``max_steps`` it was exported
-with; `run_experiment.export_max_steps`).
-
-A mistake of the user's (a run folder that has no saved_model/ yet, a path that is not a
-SavedModel, a meta-RL export, an unknown --distribution) exits with status 1 and one line
-``evaluate: ...`` naming what to do, without a traceback.
+The tasks come from the training config stored in the SavedModel (``--gin_bindings`` on top,
+e.g. the dataset root on this machine); ``--seed`` picks them (the run's own evaluation used
+the domain's ``eval_seed``). Prints, and with ``--output`` writes as JSON, the metric after 0,
+1, ..., N inner steps with its mean and 95% CI over tasks: N is the SavedModel's number of
+steps or ``--num_steps`` (at most the ``max_steps`` it was exported with). A user's mistake
+exits with status 1 and one line ``evaluate: ...`` naming the fix.
 """
 
-import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from l2f_tf import console
+from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
 
 if __name__ == "__main__":
   console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
-import json
 import os
 import sys
 from typing import Dict, List, Optional
 
-import gin
 import numpy as np
 from absl import app, flags, logging
 
-from l2f_tf import config, export, smoke
+from l2f_tf import atomic, export, smoke
 from l2f_tf.data import episodic
-from l2f_tf.meta.evaluation import batches, metric_values
+from l2f_tf.meta.predictions import batches, metric_values
 from l2f_tf.stats import mean_and_ci95
+from l2f_tf.train import restore
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """The command line's flags, defined only when this module runs as a program (so that tests
-  can import it beside ``analyze``, which defines flags of the same names)."""
+  """The command line (defined only when run, so that importing this module defines no flag)."""
   flags.DEFINE_string("saved_model", None, "A run folder, or its saved_model/ directory.")
   flags.DEFINE_integer("num_tasks", 600, "Number of fresh tasks.")
   flags.DEFINE_integer("seed", 1, "Seed of the fresh tasks.")
@@ -76,13 +66,9 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
     raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
                      "run_experiment.py, so its task distribution is unknown.")
   num_steps = loaded.check_num_steps(num_steps)
-  gin.clear_config()
-  config.parse([loaded.config_path], list(gin_bindings))
-  domain = config.configured_domain()
+  domain = restore.parse_domain([loaded.config_path], gin_bindings)
   domain.eval_seed = seed
-  known = list(domain.eval_distributions)
-  if domain.validation_split:
-    known.append(domain.validation_split)
+  known = list(domain.eval_distributions) + list(filter(None, [domain.validation_split]))
   results = {}
   for distribution in distributions or list(domain.eval_distributions):
     if distribution not in known:
@@ -101,8 +87,7 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
 
 
 def result_lines(results: Dict[str, Dict[str, Dict]]) -> List[str]:
-  """One line per distribution and step count: ``test mse_after_2_steps: 0.1234 +- 0.0123
-  (n=600)``."""
+  """One line per distribution and step count: ``test mse_after_2_steps: 0.12 +- 0.01 (n=6)``."""
   return [f"{distribution} {name}: {value['mean']:.4f} +- {value['ci95']:.4f} (n={value['n']})"
           for distribution, figures in results.items() for name, value in figures.items()]
 
@@ -119,9 +104,7 @@ def main(argv):
     sys.exit(f"evaluate: {error}")
   print("\n".join(result_lines(results)))
   if FLAGS.output:
-    with open(FLAGS.output, "w") as f:
-      f.write(json.dumps(results, indent=2))
-    logging.info("Wrote %s", FLAGS.output)
+    logging.info("Wrote %s", atomic.write_json(FLAGS.output, results))
 
 
 if __name__ == "__main__":

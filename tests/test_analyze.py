@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf import analyze, config
-from l2f_tf.train import experiment
+from l2f_tf import analyze
+from l2f_tf.train import experiment, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
 TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
         "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
         "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0",
@@ -27,7 +28,7 @@ def sinusoid_runs(tmp_path_factory):
   for method in ("maml", "l2f"):
     root = str(tmp_path_factory.mktemp("runs") / method)
     gin.clear_config()  # A module fixture runs outside the per-test clearing.
-    config.setup_run(root, [os.path.join(REPO, f"gin/sinusoid/{method}_5shot.gin")], TINY)
+    restore.setup_run(root, [os.path.join(GIN_PARENT, f"gin/sinusoid/{method}_5shot.gin")], TINY)
     experiment.run_experiment(root)
     roots.append(root)
   gin.clear_config()
@@ -70,16 +71,16 @@ def test_analyze_measures_any_kept_checkpoint(sinusoid_runs, tmp_path):
   result = analyze.analyze(sinusoid_runs[1:], str(tmp_path), num_tasks=3, step=2)
   run = result["runs"]["MAML+L2F (l2f)"]
   assert run["checkpoint_step"] == 2
-  _, learner = config.restore_learner(sinusoid_runs[1], step=2)
-  _, final = config.restore_learner(sinusoid_runs[1])
+  _, learner = restore.restore_learner(sinusoid_runs[1], step=2)
+  _, final = restore.restore_learner(sinusoid_runs[1])
   assert not np.allclose(learner.theta()[0].numpy(), final.theta()[0].numpy())
   with pytest.raises(ValueError, match=r"no checkpoint of step 3; it keeps steps \[2, 4\]"):
-    config.restore_learner(sinusoid_runs[1], step=3)
+    restore.restore_learner(sinusoid_runs[1], step=3)
 
 
 def test_analyze_reads_a_meta_rl_runs_summaries(tmp_path):
   root = str(tmp_path / "nav_l2f")
-  config.setup_run(root, [os.path.join(REPO, "gin/rl/navigation2d_l2f.gin")], [])
+  restore.setup_run(root, [os.path.join(GIN_PARENT, "gin/rl/navigation2d_l2f.gin")], [])
   writer = tf.summary.create_file_writer(os.path.join(root, "train"))
   with writer.as_default():
     for step in range(1, 6):

@@ -11,7 +11,7 @@ The page's conventions, which these tests read:
   values must equal ``inspect.signature`` of the object. Usage examples go in ```` ```py ````
   blocks, which are not checked;
 * each command-line tool has a heading ``### `python -m l2f_tf.<tool>` `` (or
-  ``### `python run_experiment.py` ``) with a table ``| `--flag` | `default` | meaning |``
+  ``### `python -m l2f_tf` ``) with a table ``| `--flag` | `default` | meaning |``
   listing exactly the flags its ``define_flags()`` (and ``console.define_flag()``) define,
   with their defaults.
 
@@ -36,15 +36,15 @@ from absl import flags as absl_flags
 
 import l2f_tf
 from l2f_tf import analyze, compare, console, embed, evaluate
-from l2f_tf import configurables  # noqa: F401  (registers every gin configurable)
+from l2f_tf.train import restore  # noqa: F401  (registers every gin configurable)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(REPO, "docs", "api.md")
 PUBLIC = sorted(l2f_tf._PUBLIC)  # pylint: disable=protected-access
-# Heading of each tool's section -> its module (run_experiment.py is a script, not a module:
-# its path). Importing the modules defines no flag: they define them under ``__main__``.
+# Heading of each tool's section -> its module (``python -m l2f_tf`` runs a ``__main__``: its
+# path). Importing the modules defines no flag: they define them under ``__main__``.
 TOOLS = {
-    "python run_experiment.py": "run_experiment.py",
+    "python -m l2f_tf": "l2f_tf/__main__.py",
     "python -m l2f_tf.evaluate": evaluate,
     "python -m l2f_tf.compare": compare,
     "python -m l2f_tf.analyze": analyze,

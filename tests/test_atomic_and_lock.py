@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from l2f_tf import atomic, config
+from l2f_tf import atomic
 from l2f_tf.run_folder import RunFolder, RunFolderError, RunLock
+from l2f_tf.train import restore
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -186,9 +187,9 @@ def test_a_bad_dataset_root_is_one_line_and_the_fixed_command_starts_afresh(tmp_
   assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
   assert sorted(os.listdir(root)) == [".lock", "operative_config.gin"]
   try:
-    config.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])  # not refused
+    restore.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])  # not refused
   finally:
-    config.release_locks()
+    restore.release_locks()
 
 
 def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):

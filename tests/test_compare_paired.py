@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 
-from l2f_tf import compare, config, export
+from l2f_tf import compare, export
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
 TINY = ["Trainer.num_iterations = 2", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
         "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 8",
         "run_experiment.eval_steps = [1, 2]", "run_experiment.plot = False",
@@ -25,9 +26,9 @@ def runs(tmp_path_factory):
   roots = []
   for method in ("maml", "l2f"):
     root = str(tmp_path_factory.mktemp("compare") / method)
-    config.setup_run(root, [os.path.join(REPO, f"gin/sinusoid/{method}_5shot.gin")], TINY)
+    restore.setup_run(root, [os.path.join(GIN_PARENT, f"gin/sinusoid/{method}_5shot.gin")], TINY)
     experiment.run_experiment(root)
-    config.release_locks()
+    restore.release_locks()
     roots.append(root)
   return roots
 

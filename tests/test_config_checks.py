@@ -1,4 +1,4 @@
-"""config.setup_run checks a run's configuration before it writes anything: binding types, a
+"""restore.setup_run checks a run's configuration before it writes anything: binding types, a
 trained folder given another experiment, a folder whose run never trained, bad paths."""
 
 import os
@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from l2f_tf import config
 from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import restore
 
 MAML = "gin/sinusoid/maml_5shot.gin"
 L2F = "gin/sinusoid/l2f_5shot.gin"
@@ -17,7 +18,7 @@ L2F = "gin/sinusoid/l2f_5shot.gin"
 @pytest.fixture(autouse=True)
 def release_locks():
   yield
-  config.release_locks()
+  restore.release_locks()
 
 
 def fake_training(root):
@@ -34,12 +35,12 @@ def test_a_binding_of_the_wrong_type_is_refused_before_anything_is_written(tmp_p
   root = str(tmp_path / "run")
   with pytest.raises(ValueError, match=r"Trainer.num_iterations = '200' is a str, but it must be "
                                        r"int.*200, not '200'"):
-    config.setup_run(root, [MAML], ["Trainer.num_iterations = '200'"])
+    restore.setup_run(root, [MAML], ["Trainer.num_iterations = '200'"])
   assert not os.path.exists(root)
   with pytest.raises(ValueError, match="Trainer.jit_compile = 1 is a int, but it must be bool"):
-    config.setup_run(root, [MAML], ["Trainer.jit_compile = 1"])
+    restore.setup_run(root, [MAML], ["Trainer.jit_compile = 1"])
   with pytest.raises(ValueError, match=r"network_grad_clip = 'x' .* must be float or None"):
-    config.setup_run(root, [MAML], ["Trainer.network_grad_clip = 'x'"])
+    restore.setup_run(root, [MAML], ["Trainer.network_grad_clip = 'x'"])
   assert not os.path.exists(root)
 
 
@@ -55,53 +56,53 @@ def test_well_typed_bindings_and_every_gin_file_pass():
 
 def test_typos_in_paths_and_bindings_name_the_fix(tmp_path):
   with pytest.raises(ValueError, match="--gin_file gin/sinusoid/maml_5shto.gin does not exist"):
-    config.setup_run(str(tmp_path), ["gin/sinusoid/maml_5shto.gin"], [])
+    restore.setup_run(str(tmp_path), ["gin/sinusoid/maml_5shto.gin"], [])
   with pytest.raises(ValueError, match="(?s)Bad gin configuration.*num_iteratons.*Did you mean "
                                        "num_iterations\\?"):
-    config.setup_run(str(tmp_path), [MAML], ["Trainer.num_iteratons = 3"])
+    restore.setup_run(str(tmp_path), [MAML], ["Trainer.num_iteratons = 3"])
   with pytest.raises(ValueError, match="(?s)No configurable matching 'Trainr'.*Did you mean "
                                        "Trainer"):
-    config.setup_run(str(tmp_path), [MAML], ["Trainr.num_iterations = 3"])
+    restore.setup_run(str(tmp_path), [MAML], ["Trainr.num_iterations = 3"])
 
 
 def test_a_trained_folder_refuses_another_experiment(tmp_path):
   root = str(tmp_path)
-  config.setup_run(root, [MAML], [])
+  restore.setup_run(root, [MAML], [])
   fake_training(root)
   before = stored(root)
-  with pytest.raises(config.ConfigMismatchError) as error:
-    config.setup_run(root, [L2F], [])
+  with pytest.raises(restore.ConfigMismatchError) as error:
+    restore.setup_run(root, [L2F], [])
   message = str(error.value)
   assert f"{root} holds a run trained to meta-iteration 7" in message
   assert RunFolder(root).config in message and f"--gin_file={L2F}" in message
   assert "MetaLearner.attenuation: None in the run, @task_conditioned_attenuation() now" in message
   assert "--resume" in message
   # A binding that changes the experiment, without --gin_file, is refused too.
-  with pytest.raises(config.ConfigMismatchError, match="Trainer.outer_lr: 0.001 in the run, "
+  with pytest.raises(restore.ConfigMismatchError, match="Trainer.outer_lr: 0.001 in the run, "
                                                        "0.01 now"):
-    config.setup_run(root, [], ["Trainer.outer_lr = 0.01"])
+    restore.setup_run(root, [], ["Trainer.outer_lr = 0.01"])
   assert stored(root) == before  # nothing was damaged
 
 
 def test_a_trained_folder_resumes_with_more_iterations_or_with_resume(tmp_path):
   root = str(tmp_path)
-  config.setup_run(root, [MAML], [])
+  restore.setup_run(root, [MAML], [])
   fake_training(root)
-  config.setup_run(root, [MAML], ["Trainer.num_iterations = 99", "Runner.checkpoint_every = 5"])
+  restore.setup_run(root, [MAML], ["Trainer.num_iterations = 99", "Runner.checkpoint_every = 5"])
   assert gin.query_parameter("Trainer.num_iterations") == 99
   assert "MetaLearner.attenuation = None" in stored(root)
-  config.setup_run(root, [L2F], ["Trainer.outer_lr = 0.01"], resume=True)
+  restore.setup_run(root, [L2F], ["Trainer.outer_lr = 0.01"], resume=True)
   assert gin.query_parameter("Trainer.outer_lr") == 0.01  # bindings on top of the stored config
   assert "MetaLearner.attenuation = None" in stored(root)  # --gin_file ignored
 
 
 def test_a_folder_whose_run_never_trained_starts_afresh_from_the_new_gin_file(tmp_path):
   root = str(tmp_path)
-  config.setup_run(root, [MAML], [])
+  restore.setup_run(root, [MAML], [])
   assert "MetaLearner.attenuation = None" in stored(root)
-  config.setup_run(root, [L2F], [])  # no checkpoint: the new file wins
+  restore.setup_run(root, [L2F], [])  # no checkpoint: the new file wins
   assert "@task_conditioned_attenuation()" in stored(root)
-  config.setup_run(root, [], [])  # no --gin_file: the folder's own config
+  restore.setup_run(root, [], [])  # no --gin_file: the folder's own config
   assert "@task_conditioned_attenuation()" in stored(root)
 
 
@@ -111,4 +112,4 @@ def test_resumable_changes_are_the_ones_that_leave_the_experiment_alone():
   new = {"Trainer.num_iterations": "20", "Trainer.outer_lr": "0.001",
          "Runner.checkpoint_every": "7", "FewShotClassification.root": "'/b'",
          "Trainer.seed": "3"}
-  assert config.experiment_differences(old, new) == [("Trainer.seed", "(default)", "3")]
+  assert restore.experiment_differences(old, new) == [("Trainer.seed", "(default)", "3")]

@@ -16,6 +16,7 @@ import re
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # the docs name gin files gin/... as --gin_file does
 PAGES = ["README.md"] + sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
 # Pages another branch is writing, linked already: a link to one passes while it is missing, and
@@ -113,8 +114,8 @@ def _gin_problems(page):
       for path in expand_braces(mention):
         if path in DELIBERATELY_MISSING:
           continue
-        found = glob.glob(os.path.join(REPO, path)) if "*" in path else (
-            [path] if os.path.isfile(os.path.join(REPO, path)) else [])
+        found = glob.glob(os.path.join(GIN_PARENT, path)) if "*" in path else (
+            [path] if os.path.isfile(os.path.join(GIN_PARENT, path)) else [])
         if not found:
           problems.append(f"{page}: `{mention}`: {path} does not exist")
   return problems

@@ -13,7 +13,7 @@ import tensorflow as tf
 from l2f_tf import evaluate, export
 from l2f_tf.export import checks, supervised
 from l2f_tf.export.saved_model import FORMAT_VERSION, save
-from l2f_tf.meta.evaluation import per_task_metrics
+from l2f_tf.meta.predictions import per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from tests.test_export import sinusoid_export
 

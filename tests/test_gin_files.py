@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from l2f_tf import config
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
 GIN_FILES = sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "sinusoid", "**",
+    os.path.relpath(p, GIN_PARENT) for p in glob.glob(os.path.join(GIN_PARENT, "gin", "sinusoid", "**",
                                                               "*.gin"), recursive=True)
     if os.path.basename(p) != "setup.gin" and "learners" not in p)
 TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
@@ -40,7 +40,7 @@ LANDSCAPE_CHECKED = ("gin/sinusoid/maml_5shot.gin", "gin/sinusoid/l2f_5shot.gin"
 def test_gin_file_runs_end_to_end(gin_file, tmp_path):
   root = str(tmp_path / "run")
   landscape = gin_file in LANDSCAPE_CHECKED
-  config.setup_run(root, [os.path.join(REPO, gin_file)],
+  restore.setup_run(root, [os.path.join(GIN_PARENT, gin_file)],
                    TINY + ([] if landscape else ["Trainer.landscape = False"]))
   results = experiment.run_experiment(root)
   for name in ("operative_config.gin", "results.json", "test_tasks.png",
@@ -101,6 +101,6 @@ def test_command_line_runs_and_resumes(tmp_path):
 
 def test_bad_binding_names_the_fix(tmp_path):
   with pytest.raises(ValueError, match="gin_bindings"):
-    config.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"], ["Trainer.num_iteration = 3"])
+    restore.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"], ["Trainer.num_iteration = 3"])
   with pytest.raises(ValueError, match="does not exist"):
-    config.setup_run(str(tmp_path), ["gin/sinusoid/nope.gin"], [])
+    restore.setup_run(str(tmp_path), ["gin/sinusoid/nope.gin"], [])

@@ -12,17 +12,18 @@ import gin
 import numpy as np
 import pytest
 
-from l2f_tf import config, evaluate, export
+from l2f_tf import evaluate, export
 from l2f_tf.data.readers import leo_embeddings
 from l2f_tf.meta.leo import LEO
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 from l2f_tf.train.experiment import build_learner
 from tests.test_gin_files import summary_tags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEO_FILES = sorted(os.path.relpath(p, REPO) for p in
-                   glob.glob(os.path.join(REPO, "gin", "leo", "**", "*.gin"), recursive=True) +
-                   glob.glob(os.path.join(REPO, "gin", "glyphs", "leo*.gin"))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
+LEO_FILES = sorted(os.path.relpath(p, GIN_PARENT) for p in
+                   glob.glob(os.path.join(GIN_PARENT, "gin", "leo", "**", "*.gin"), recursive=True) +
+                   glob.glob(os.path.join(GIN_PARENT, "gin", "glyphs", "leo*.gin"))
                    if not p.endswith("setup.gin"))
 GLYPH_FILES = [f for f in LEO_FILES if f.startswith("gin/glyphs/")]
 # Tiny, but through every stage: steps, summaries, validation, evaluation, export, figure.
@@ -51,14 +52,14 @@ def glyph_cache(tmp_path_factory):
 @pytest.mark.parametrize("gin_file", GLYPH_FILES)
 def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   root = str(tmp_path / "run")
-  config.setup_run(root, [os.path.join(REPO, gin_file)], TINY + [
+  restore.setup_run(root, [os.path.join(GIN_PARENT, gin_file)], TINY + [
       f"ensure_glyph_embeddings.cache_dir = '{glyph_cache}'",
       "ensure_glyph_embeddings.num_classes = 40", "ensure_glyph_embeddings.instances_per_class = 10",
       "ensure_glyph_embeddings.filters = 8", "ensure_glyph_embeddings.epochs = 1"])
   try:
     results = experiment.run_experiment(root)
   finally:
-    config.release_locks()
+    restore.release_locks()
   for name in ("results.json", "test_tasks.png", "saved_model/saved_model.pb",
                "best/scores.json"):
     assert os.path.exists(os.path.join(root, name)), name
@@ -123,7 +124,7 @@ def test_saved_model_equals_the_learner_and_checks_its_inputs(mini_run):
   root, data = mini_run
   loaded = export.load(os.path.join(root, "saved_model"))
   gin.clear_config()
-  domain, learner = config.restore_learner(root, gin_bindings=[
+  domain, learner = restore.restore_learner(root, gin_bindings=[
       f"FewShotEmbeddings.root = '{data}'"])
   batch = next(iter(domain.eval_batches("test", 2, preprocessed=False)))
   logits = loaded.predict(*(np.asarray(f[0]) for f in batch[:3]))
@@ -152,11 +153,9 @@ def test_saved_model_equals_the_learner_and_checks_its_inputs(mini_run):
 def test_dataset_file_builds_the_learner_it_describes(gin_file, tmp_path_factory):
   data = write_leo_pickles(str(tmp_path_factory.mktemp("pickles")), dim=8, classes=(5, 5, 5),
                            per_class=20)
-  gin.clear_config()
-  config.parse([os.path.join(REPO, gin_file)], [
+  domain = restore.parse_domain([os.path.join(GIN_PARENT, gin_file)], [
       "leo_network.num_latents = 4", f"FewShotEmbeddings.root = '{data}'",
       "FewShotEmbeddings.dataset = 'miniImageNet'"])
-  domain = config.configured_domain()
   learner = build_learner(domain)
   name = os.path.basename(gin_file)
   assert isinstance(learner, LEO)

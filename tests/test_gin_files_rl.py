@@ -7,12 +7,12 @@ import os
 import gin
 import pytest
 
-from l2f_tf import config
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 from tests.test_gin_files import summary_tags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RL_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "gin", "rl",
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
+RL_FILES = sorted(os.path.relpath(p, GIN_PARENT) for p in glob.glob(os.path.join(GIN_PARENT, "gin", "rl",
                                                                            "*.gin"))
                   if os.path.basename(p) != "setup.gin")
 TINY = ["MetaRLDomain.meta_batch_size = 2", "MetaRLDomain.trajectories_per_task = 2",
@@ -32,7 +32,7 @@ def test_every_environment_has_both_learners():
 @pytest.mark.parametrize("gin_file", RL_FILES)
 def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
   root = str(tmp_path / "run")
-  config.setup_run(root, [os.path.join(REPO, gin_file)], TINY)
+  restore.setup_run(root, [os.path.join(GIN_PARENT, gin_file)], TINY)
   results = experiment.run_experiment(root)
   l2f = os.path.basename(gin_file).endswith("_l2f.gin")
   assert results["method"] == ("MAML+L2F" if l2f else "MAML")
@@ -57,7 +57,7 @@ def test_compare_two_rl_runs(tmp_path):
   for name in ("navigation2d_maml", "navigation2d_l2f"):
     root = str(tmp_path / name)
     gin.clear_config()
-    config.setup_run(root, [os.path.join(REPO, "gin", "rl", f"{name}.gin")],
+    restore.setup_run(root, [os.path.join(GIN_PARENT, "gin", "rl", f"{name}.gin")],
                      TINY + ["MetaRLTrainer.num_iterations = 1"])
     experiment.run_experiment(root)
     roots.append(root)
@@ -73,7 +73,7 @@ def test_lvc_inner_objective_from_a_binding(tmp_path):
   from l2f_tf.domains.meta_rl import MetaRLDomain
   from l2f_tf.rl import policy_gradient as pg
   root = str(tmp_path / "run")
-  config.setup_run(root, [os.path.join(REPO, "gin", "rl", "navigation2d_l2f.gin")],
+  restore.setup_run(root, [os.path.join(GIN_PARENT, "gin", "rl", "navigation2d_l2f.gin")],
                    TINY + ["MetaRLDomain.inner_objective = 'lvc'",
                            "MetaRLTrainer.num_iterations = 1"])
   assert experiment.run_experiment(root)["meta_iterations"] == 1

@@ -11,20 +11,21 @@ import sys
 import numpy as np
 import pytest
 
-from l2f_tf import config, evaluate, export
+from l2f_tf import evaluate, export
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation, TaskIndependentAttenuation
-from l2f_tf.train import experiment
+from l2f_tf.train import experiment, restore
 from l2f_tf.train.experiment import build_learner
 from tests.fake_images import write_class_folders
 from tests.test_gin_files import summary_tags
 from tests.test_plots import assert_draws
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
 
 
 def gin_files(folder):
-  return sorted(os.path.relpath(p, REPO) for p in glob.glob(
-      os.path.join(REPO, "gin", folder, "**", "*.gin"), recursive=True)
+  return sorted(os.path.relpath(p, GIN_PARENT) for p in glob.glob(
+      os.path.join(GIN_PARENT, "gin", folder, "**", "*.gin"), recursive=True)
       if os.path.basename(p) != "setup.gin")
 
 
@@ -61,7 +62,7 @@ def test_every_few_shot_experiment_of_the_paper_has_a_gin_file():
 @pytest.mark.parametrize("gin_file", GLYPH_FILES)
 def test_glyph_file_runs_end_to_end(gin_file, glyph_cache, tmp_path):
   root = str(tmp_path / "run")
-  config.setup_run(root, [os.path.join(REPO, gin_file)], TINY + [
+  restore.setup_run(root, [os.path.join(GIN_PARENT, gin_file)], TINY + [
       f"ensure_glyphs.cache_dir = '{glyph_cache}'", "ensure_glyphs.num_classes = 40",
       "ensure_glyphs.instances_per_class = 10"])
   results = experiment.run_experiment(root)
@@ -150,10 +151,9 @@ def _expected(gin_file):
 
 @pytest.mark.parametrize("gin_file", DATASET_FILES)
 def test_dataset_file_builds_the_learner_it_describes(gin_file, tmp_path):
-  config.parse([os.path.join(REPO, gin_file)], [
+  domain = restore.parse_domain([os.path.join(GIN_PARENT, gin_file)], [
       "FewShotClassification.image_size = 16", "resnet12.channels = (4, 4, 4, 4)",
       "conv4.filters = 4"])
-  domain = config.configured_domain()
   assert domain.root.startswith("data/")  # the user points it at their copy
   domain._channels = 3  # no dataset on disk: build the model without reading a split
   domain.sampler = lambda split: type("S", (), {"item_shape": (16, 16, 3)})()

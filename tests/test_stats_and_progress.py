@@ -96,8 +96,8 @@ def test_every_progress_line_of_the_library_names_a_sensible_unit(monkeypatch):
     Immediate(num_tasks, label=label, unit=unit).update(num_tasks // 20)
     return np.zeros((num_tasks, max_steps + 1, 1)), np.zeros((num_tasks, 1))
 
-  monkeypatch.setattr(evaluation.meta_evaluation, "predictions", predictions)
-  monkeypatch.setattr(evaluation.meta_evaluation, "metric_values",
+  monkeypatch.setattr(evaluation.predictions, "predictions", predictions)
+  monkeypatch.setattr(evaluation.predictions, "metric_values",
                       lambda outputs, labels, metric: np.zeros(outputs.shape[:2]))
   domain = types.SimpleNamespace(eval_batches=lambda split, n: None, eval_vectorized=False,
                                  task_metric=None, metric_name="accuracy")

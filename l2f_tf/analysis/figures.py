@@ -19,12 +19,10 @@ Series = Tuple[np.ndarray, np.ndarray]  # (steps, values)
 
 # (title, y label, lower tag, upper tag or None for a line): the landscape/ scalars.
 LANDSCAPE_PANELS = (
-    ("loss along the inner step", "support loss (min-max over step sizes)", "loss_min",
-     "loss_max"),
+    ("loss along the inner step", "support loss (min-max over step sizes)", "loss_min", "loss_max"),
     ("gradient predictiveness", "l2 change of the gradient (min-max)", "gradient_change_min",
      "gradient_change_max"),
-    ("effective beta-smoothness", "max gradient change / distance", "beta_smoothness", None),
-)
+    ("effective beta-smoothness", "max gradient change / distance", "beta_smoothness", None))
 
 
 def _save(fig, path: str) -> str:
@@ -41,12 +39,8 @@ def _colors(labels: Sequence[str]) -> Dict[str, str]:
 
 
 def plot_landscape(path: str, runs: Dict[str, Dict[str, Series]]) -> str:
-  """Fig. 2: the inner loop's landscape over meta-iterations, one colour per run.
-
-  Args:
-    runs: label -> {measure: (steps, values)} with the measures of
-      ``l2f_tf.meta.analysis.LANDSCAPE_MEASURES`` (the ``landscape/`` scalars of a run).
-  """
+  """Fig. 2: the inner loop's landscape over meta-iterations, one colour per run; ``runs``:
+  label -> {measure of ``LANDSCAPE_MEASURES``: (steps, values)} (a run's ``landscape/``)."""
   colors = _colors(list(runs))
   fig, axes = plt.subplots(1, len(LANDSCAPE_PANELS), figsize=(15, 3.8))
   for ax, (title, ylabel, lower, upper) in zip(axes, LANDSCAPE_PANELS):
@@ -67,21 +61,17 @@ def plot_landscape(path: str, runs: Dict[str, Dict[str, Series]]) -> str:
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
   """A trailing moving average over ``window`` points (the first points average fewer)."""
-  values = np.asarray(values, dtype=np.float64)
-  if window <= 1 or values.size == 0:
-    return values
-  sums = np.cumsum(np.insert(values, 0, 0.0))
-  counts = np.minimum(np.arange(1, values.size + 1), window)
-  return (sums[1:] - sums[np.maximum(np.arange(1, values.size + 1) - window, 0)]) / counts
+  sums = np.cumsum(np.insert(np.asarray(values, dtype=np.float64), 0, 0.0))
+  ends = np.arange(1, sums.size)
+  starts = np.maximum(ends - max(window, 1), 0)
+  return (sums[ends] - sums[starts]) / (ends - starts)
 
 
 def plot_per_layer_over_training(path: str, runs: Dict[str, Dict[str, Series]], ylabel: str,
                                  title: str, window: int = 5) -> str:
   """Fig. 3(a) (degree of conflict) or gamma over meta-iterations: one panel per tensor, one
   line per run (a trailing mean over ``window`` summaries; the raw points faint)."""
-  tensors = []
-  for series in runs.values():
-    tensors.extend(name for name in series if name not in tensors)
+  tensors = list(dict.fromkeys(name for series in runs.values() for name in series))
   colors = _colors(list(runs))
   columns = min(len(tensors), 4)
   rows = -(-len(tensors) // columns)
@@ -105,13 +95,8 @@ def plot_per_layer_over_training(path: str, runs: Dict[str, Dict[str, Series]], 
 
 def plot_distributions_per_tensor(path: str, runs: Dict[str, np.ndarray],
                                   names: Sequence[str], ylabel: str, title: str) -> str:
-  """Fig. 3(c) (per-task conflict) and 3(d) (gamma over test tasks): a box per tensor and run,
-  side by side.
-
-  Args:
-    runs: label -> [num_tasks, num_tensors] values.
-    names: the tensor names (columns).
-  """
+  """Fig. 3(c) (per-task conflict) and 3(d) (gamma over test tasks): a box per tensor (the
+  columns of ``runs``' [num_tasks, len(names)] values) and run, side by side."""
   colors = _colors(list(runs))
   width = 0.8 / len(runs)
   fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) * max(1, len(runs) / 1.5)), 4.2))
@@ -136,8 +121,7 @@ def plot_attenuation_sweep(path: str, sweep: Dict, metric_name: str, title: str)
   (others at 1). Left: the mean as a heat map (layers x gamma); right: the paired difference
   to no scaling with its 95% CI, one curve per layer."""
   gammas, layers = sweep["gammas"], sweep["layers"]
-  scale = 100.0 if metric_name == "accuracy" else 1.0
-  unit = " (%)" if metric_name == "accuracy" else ""
+  scale, unit = (100.0, " (%)") if metric_name == "accuracy" else (1.0, "")
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(layers) + 3.2))
   image = left.imshow(scale * np.asarray(sweep["mean"]), aspect="auto", cmap="viridis")
   left.set_xticks(range(len(gammas)))

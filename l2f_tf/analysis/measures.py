@@ -1,58 +1,41 @@
-"""Analysis measures of a trained learner on fixed tasks (the paper's Fig. 2 and 3).
+"""Measures of a trained learner on fixed tasks (the paper's Fig. 2 and 3): gamma per task
+(3(d)), per-task conflict (3(c)), the landscape (2) and the manual attenuation sweep (3(b)).
 
-Every function takes a :class:`~l2f_tf.meta.learner.MetaLearner` with its trained weights and
-fixed tasks (one batch of tasks with a leading task axis, or an iterable of such batches, as a
-domain's ``eval_batches`` gives them), and returns numpy arrays with one row per task:
-
-- :func:`gammas`: L2F's gamma per inner-loop tensor on each task (Fig. 3(d)).
-- :func:`per_task_conflicts`: the angle between each task's meta-gradient and its meta-batch's,
-  per tensor (Fig. 3(c)).
-- :func:`landscapes`: the inner loop's landscape measures (Fig. 2) at the trained weights.
-- :func:`attenuation_sweep`: the metric after adaptation when one layer's initialisation is
-  scaled by a manual gamma (Fig. 3(b)).
+Every function takes a MetaLearner and fixed tasks (one batch with a leading task axis, or an
+iterable of them, as a domain's ``eval_batches`` gives them) and returns one row per task.
 """
 
-import collections
 import contextlib
 from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.meta import analysis
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import diagnostics, predictions
 from l2f_tf.stats import mean_and_ci95
 
 DEFAULT_SWEEP_GAMMAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-def layer_of(tensor_path: str) -> str:
-  """The layer of an inner-loop tensor: its variable path without the last part
-  ("block1_conv/kernel" -> "block1_conv")."""
-  return tensor_path.rsplit("/", 1)[0] if "/" in tensor_path else tensor_path
-
-
 def layer_groups(tensor_paths: Sequence[str]) -> Dict[str, List[int]]:
-  """{layer: indices of its inner-loop tensors}, layers in network order."""
-  groups: Dict[str, List[int]] = collections.OrderedDict()
+  """{layer: indices of its inner-loop tensors}, layers in network order (a tensor's layer is
+  its variable path without the last part: "block1_conv/kernel" -> "block1_conv")."""
+  groups: Dict[str, List[int]] = {}
   for j, path in enumerate(tensor_paths):
-    groups.setdefault(layer_of(path), []).append(j)
+    groups.setdefault(path.rsplit("/", 1)[0], []).append(j)
   return groups
 
 
 def meta_batches(episodes, size: int) -> Iterable:
   """Batches of exactly ``size`` tasks (a short remainder is dropped) from a batch of tasks or an
   iterable of them."""
-  pending = []
-  for batch in meta_evaluation.batches(episodes, size):
-    pending.append(batch)
-    while sum(int(b.support_x.shape[0]) for b in pending) >= size:
-      fields = [tf.concat([getattr(b, name) for b in pending], axis=0)
-                for name in pending[0]._fields]
-      merged = type(pending[0])(*fields)
-      yield type(merged)(*(f[:size] for f in merged))
-      rest = type(merged)(*(f[size:] for f in merged))
-      pending = [rest] if int(rest.support_x.shape[0]) else []
+  pending = None
+  for batch in predictions.batches(episodes, size):
+    pending = batch if pending is None else type(batch)(
+        *(tf.concat([a, b], axis=0) for a, b in zip(pending, batch)))
+    while int(pending.support_x.shape[0]) >= size:
+      yield type(pending)(*(f[:size] for f in pending))
+      pending = type(pending)(*(f[size:] for f in pending))
 
 
 @contextlib.contextmanager
@@ -70,19 +53,16 @@ def scaled_inner_variables(learner, scales: Dict[int, float]):
       variable.assign(value)
 
 
-def _over_batches(fn, episodes, chunk_size: int) -> np.ndarray:
-  rows = [fn(batch).numpy() for batch in meta_evaluation.batches(episodes, chunk_size)]
+def _rows(fn, batches, missing: str = "No tasks were given.") -> np.ndarray:
+  rows = [fn(batch).numpy() for batch in batches]
   if not rows:
-    raise ValueError("No tasks were given.")
+    raise ValueError(missing)
   return np.concatenate(rows).astype(np.float64)
 
 
 def gammas(learner, episodes, chunk_size: int = 50) -> np.ndarray:
-  """[num_tasks, num_tensors] gamma of each task (L2F's attenuation of each inner-loop tensor).
-
-  Raises:
-    ValueError: the learner does not attenuate (MAML).
-  """
+  """[num_tasks, num_tensors] gamma of each task (L2F's attenuation of each inner-loop
+  tensor); ValueError for a learner without attenuation (MAML)."""
   if learner.attenuation is None:
     raise ValueError("This learner has no attenuation (MAML): it has no gamma.")
   num_tensors = len(learner.inner_variables)
@@ -94,7 +74,7 @@ def gammas(learner, episodes, chunk_size: int = 50) -> np.ndarray:
                      (batch.support_x, batch.support_y), parallel_iterations=1,
                      fn_output_signature=tf.TensorSpec([num_tensors], tf.float32))
 
-  return _over_batches(fn, episodes, chunk_size)
+  return _rows(fn, predictions.batches(episodes, chunk_size))
 
 
 def per_task_conflicts(learner, episodes, meta_batch_size: int,
@@ -107,23 +87,21 @@ def per_task_conflicts(learner, episodes, meta_batch_size: int,
 
   @tf.function
   def fn(batch):
-    return analysis.per_task_conflict(learner.per_task_meta_gradients(batch, first_order))
+    return diagnostics.per_task_conflict(learner.per_task_meta_gradients(batch, first_order))
 
-  rows = [fn(batch).numpy() for batch in meta_batches(episodes, meta_batch_size)]
-  if not rows:
-    raise ValueError(f"Fewer tasks than one meta-batch of {meta_batch_size} were given.")
-  return np.concatenate(rows).astype(np.float64)
+  return _rows(fn, meta_batches(episodes, meta_batch_size),
+               f"Fewer tasks than one meta-batch of {meta_batch_size} were given.")
 
 
 def landscapes(learner, episodes, multipliers: Sequence[float] =
-               analysis.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50,
+               diagnostics.DEFAULT_STEP_MULTIPLIERS, chunk_size: int = 50,
                attenuate: bool = True) -> np.ndarray:
   """[num_tasks, len(LANDSCAPE_MEASURES)] landscape of the inner loop on each task, averaged
-  over its inner steps (``l2f_tf.meta.analysis.task_landscape``); ``attenuate=False``: an L2F
+  over its inner steps (``l2f_tf.meta.diagnostics.task_landscape``); ``attenuate=False``: an L2F
   learner's loop from theta, without its attenuation."""
-  fn = tf.function(lambda batch: analysis.batch_landscape(learner, batch, multipliers,
-                                                          attenuate))
-  return _over_batches(fn, episodes, chunk_size)
+  fn = tf.function(lambda batch: diagnostics.batch_landscape(learner, batch, multipliers,
+                                                             attenuate))
+  return _rows(fn, predictions.batches(episodes, chunk_size))
 
 
 def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
@@ -142,16 +120,16 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
      "mean": [layers, gammas], "paired_difference": [layers][gammas] {mean, ci95, n} of
      (scaled - reference) over the same tasks}.
   """
-  if isinstance(episodes, tf.data.Dataset) or not meta_evaluation.is_task_batch(episodes):
+  if isinstance(episodes, tf.data.Dataset) or not predictions.is_task_batch(episodes):
     # An iterable of batches: keep them, every setting evaluates the same tasks.
     episodes = list(episodes)
   groups = layer_groups(learner.inner_variable_names)
-  prediction_fn = meta_evaluation.make_prediction_fn(learner, num_steps, vectorized)
+  prediction_fn = predictions.make_prediction_fn(learner, num_steps, vectorized)
 
   def metric_now() -> np.ndarray:
-    outputs, labels = meta_evaluation.predictions(learner, episodes, num_steps, vectorized,
-                                                  chunk_size, prediction_fn=prediction_fn)
-    return meta_evaluation.metric_values(outputs, labels, task_metric)[:, num_steps]
+    outputs, labels = predictions.predictions(learner, episodes, num_steps, vectorized,
+                                              chunk_size, prediction_fn=prediction_fn)
+    return predictions.metric_values(outputs, labels, task_metric)[:, num_steps]
 
   reference = metric_now()
   values = np.zeros([len(groups), len(gammas_to_try), len(reference)])

@@ -16,11 +16,8 @@ Series = Tuple[np.ndarray, np.ndarray]  # (steps, values), sorted by step
 
 
 def read_scalars(event_dir: str, prefix: str = "") -> Dict[str, Series]:
-  """{tag: (steps, values)} of the scalars whose tag starts with ``prefix`` in ``event_dir``.
-
-  Raises:
-    ValueError: ``event_dir`` holds no event file.
-  """
+  """{tag: (steps, values)} of the scalars whose tag starts with ``prefix`` in ``event_dir``
+  (ValueError if it holds no event file)."""
   files = sorted(glob.glob(os.path.join(event_dir, "events.out.tfevents.*")),
                  key=lambda path: (os.path.getmtime(path), path))
   if not files:

@@ -20,7 +20,7 @@ from absl import logging
 
 from l2f_tf.data import episodic, readers
 from l2f_tf.domains.base import SupervisedDomain, check_task_share
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.models.conv4 import conv4
 
 
@@ -162,7 +162,7 @@ class EpisodicFewShot(SupervisedDomain):
       if label in evaluations:
         curves[label] = plots.curve_from_figures(evaluations[label], "accuracy")
       else:
-        values = evaluation.per_task_metrics(learner, episodes, self.task_metric, num_steps,
+        values = predictions.per_task_metrics(learner, episodes, self.task_metric, num_steps,
                                              chunk_size=self.eval_batch_size, vectorized=False)
         curves[label] = (np.arange(num_steps + 1), values.mean(0),
                          1.96 * values.std(0, ddof=1) / np.sqrt(len(values)))

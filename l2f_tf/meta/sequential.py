@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 
 import tensorflow as tf
 
-from l2f_tf.meta import analysis
+from l2f_tf.meta import diagnostics
 
 _ZERO = tf.UnconnectedGradients.ZERO
 
@@ -82,6 +82,6 @@ def meta_gradients(learner, episodes, first_order: bool = False, with_metrics: b
   metrics = {k: v / num_tasks for k, v in metrics.items()}
   if with_metrics:
     stacked = [ta.stack() for ta in task_grads_ta]  # per tensor: [T, ...]
-    metrics["degree_of_conflict"] = analysis.degree_of_conflict(
+    metrics["degree_of_conflict"] = diagnostics.degree_of_conflict(
         [[g[t] for g in stacked] for t in range(num_tasks)])
   return total, grads, metrics

@@ -1,10 +1,7 @@
-"""The supervised evaluation protocol: metric after k inner steps, mean and 95% CI over tasks.
-
-The predictions come from `l2f_tf.meta.evaluation` (every task adapted on its own, predictions
-after 0..max(steps) steps). This module reduces them to the figures of results.json: per k, the
-mean metric with a 95% confidence interval over tasks, and for classification also the
-reference code's sqrt(p (1 - p)) spread. :func:`evaluate_checkpoints` is the few-shot protocol:
-the best validated checkpoint alone, and the top k with their logits averaged.
+"""The supervised evaluation protocol: the figures of results.json from the predictions of
+`l2f_tf.meta.predictions`. Per k inner steps: the mean metric with its 95% CI over tasks (and
+for classification the reference code's sqrt(p (1 - p)) spread). :func:`evaluate_checkpoints`
+is the few-shot protocol: the best validated checkpoint alone, and the top k ensembled.
 """
 
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -12,40 +9,29 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 
 
-def summarize(values: np.ndarray, steps: Sequence[int], metric_name: str) -> Dict:
-  """{f"{metric}_after_{k}_steps": {mean, ci95, n}} for every k in ``steps`` (and 0)."""
-  steps = sorted(set([0, *steps]))
-  return {f"{metric_name}_after_{k}_steps": mean_and_ci95(values[:, k]) for k in steps}
-
-
-def prediction_std(outputs: np.ndarray, labels: np.ndarray) -> float:
-  """The reference code's "+-": sqrt(p (1 - p)) with p the accuracy over all query predictions.
-
-  This is the spread of a single prediction's correctness, not an error bar of the mean.
-  """
-  p = float(np.mean(np.argmax(outputs, axis=-1) == labels))
-  return float(np.sqrt(p * (1.0 - p)))
-
-
 def figures(outputs: np.ndarray, labels: np.ndarray, domain, steps: Sequence[int]) -> Dict:
-  """The results.json figures of predictions [n, S+1, Q, ...] (see :func:`summarize`)."""
-  values = meta_evaluation.metric_values(outputs, labels, domain.task_metric)
-  results = summarize(values, steps, domain.metric_name)
-  if domain.metric_name == "accuracy":
-    for k in sorted(set([0, *steps])):
-      results[f"accuracy_after_{k}_steps"]["sqrt_p_1_minus_p"] = prediction_std(
-          outputs[:, k], labels)
+  """The results.json figures of predictions [n, S+1, Q, ...]: {f"{metric}_after_{k}_steps":
+  {mean, ci95, n}} for k in ``steps`` and 0, and for accuracy the reference code's "+-",
+  sqrt(p (1 - p)) with p the accuracy over all query predictions (the spread of one
+  prediction's correctness, not an error bar of the mean)."""
+  values = predictions.metric_values(outputs, labels, domain.task_metric)
+  results = {}
+  for k in sorted(set([0, *steps])):
+    results[f"{domain.metric_name}_after_{k}_steps"] = figure = mean_and_ci95(values[:, k])
+    if domain.metric_name == "accuracy":
+      p = float(np.mean(np.argmax(outputs[:, k], axis=-1) == labels))
+      figure["sqrt_p_1_minus_p"] = float(np.sqrt(p * (1.0 - p)))
   return results
 
 
 def domain_predictions(learner, domain, distribution: str, num_tasks: int, max_steps: int,
                        label: str = "", unit: str = "task") -> Tuple[np.ndarray, np.ndarray]:
   """(predictions, labels) of the learner on ``num_tasks`` fixed tasks of ``distribution``."""
-  return meta_evaluation.predictions(
+  return predictions.predictions(
       learner, domain.eval_batches(distribution, num_tasks), max_steps,
       vectorized=domain.eval_vectorized, num_tasks=num_tasks,
       label=label or f"{distribution} task", unit=unit)

@@ -25,7 +25,7 @@ import tensorflow as tf
 from l2f_tf import plots, smoke
 from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.export.policy import export_policy
-from l2f_tf.meta import analysis
+from l2f_tf.meta import diagnostics
 from l2f_tf.progress import Progress, rate_text_of
 from l2f_tf.rl import envs
 from l2f_tf.rl import meta_rl, trpo
@@ -71,7 +71,7 @@ class MetaRLTrainer:
       differentiates the KL gradient through the inner step once more (third order).
       benchmarks/trpo_curvature.py times both on the same batch.
     conflict_every: every this many meta-iterations, log the degree of conflict per layer
-      (``l2f_tf.meta.analysis``) between the tasks' meta-gradients of the TRPO surrogate, at
+      (``l2f_tf.meta.diagnostics``) between the tasks' meta-gradients of the TRPO surrogate, at
       theta before the step; 0 turns it off.
     guard: what to do with a meta-iteration whose surrogate loss, policy gradient or TRPO step
       is not finite (no line search runs for it, so the weights are never changed): a
@@ -176,7 +176,7 @@ class MetaRLTrainer:
     gradients = meta_rl.per_task_meta_gradients(
         self.learner, meta_rl.TaskBatch(support_x, support_y, None),
         meta_rl.TaskBatch(query_x, query_y, None), old, embeddings, self.first_order)
-    return analysis.degree_of_conflict(gradients)
+    return diagnostics.degree_of_conflict(gradients)
 
   def degree_of_conflict(self, batch: IterationBatch) -> np.ndarray:
     """[num inner tensors] degree of conflict (degrees) of the batch's tasks at theta."""
@@ -191,11 +191,11 @@ class MetaRLTrainer:
     conflict = None
     if self.conflict_every and (i + 1) % self.conflict_every == 0:
       conflict = self.degree_of_conflict(batch)  # Before the step changes theta.
-    diagnostics = self.update(batch)
+    metrics = self.update(batch)
     result = {"return_before_adaptation": meta_rl.summarize_returns(batch.support)["mean"],
               "return_after_adaptation": meta_rl.summarize_returns(batch.query)["mean"],
               "env_steps_per_second": self.sampler.last_steps_per_second}
-    result.update({k: float(v) for k, v in diagnostics.items()})
+    result.update({k: float(v) for k, v in metrics.items()})
     if batch.gammas is not None:
       result["gamma"] = np.mean(batch.gammas.numpy(), axis=0)
     if conflict is not None:

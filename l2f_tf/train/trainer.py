@@ -30,7 +30,7 @@ from absl import logging
 from l2f_tf import export as export_lib
 from l2f_tf import precision, smoke
 from l2f_tf.domains.base import SupervisedDomain
-from l2f_tf.meta import analysis, sequential
+from l2f_tf.meta import diagnostics, sequential
 from l2f_tf.meta.contract import Learner
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
@@ -99,7 +99,7 @@ class Trainer:
       (`l2f_tf.meta.sequential`): the same update in a fraction of the memory, for a little
       more CPU. Used for images; the sinusoid's tiny tasks are faster all at once.
     landscape: at summary steps, also log the inner loop's landscape measures
-      (``l2f_tf.meta.analysis``: loss along the step, gradient change, beta-smoothness) on the
+      (``l2f_tf.meta.diagnostics``: loss along the step, gradient change, beta-smoothness) on the
       step's tasks at theta before the step's update, under ``landscape/`` in TensorBoard; not
       XLA-compiled (its cost: docs/analysis.md). Every experiment's gin setup file turns it on;
       off here so that a Trainer built in Python does not pay its tracing unasked.
@@ -122,7 +122,7 @@ class Trainer:
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
                landscape: bool = False,
-               landscape_multipliers: Sequence[float] = analysis.DEFAULT_STEP_MULTIPLIERS,
+               landscape_multipliers: Sequence[float] = diagnostics.DEFAULT_STEP_MULTIPLIERS,
                guard: Optional[NonFiniteGuard] = None):
     if not isinstance(domain, SupervisedDomain):
       raise ValueError(f"Trainer trains supervised domains; {type(domain).__name__} is not one. "
@@ -223,7 +223,7 @@ class Trainer:
         scaled = loss * scale if loss_scale is None else loss * scale * loss_scale
       grads = tape.gradient(scaled, learner.meta_variables)
       if with_metrics:  # The sequential path has the per-task gradients anyway.
-        metrics["degree_of_conflict"] = analysis.degree_of_conflict(
+        metrics["degree_of_conflict"] = diagnostics.degree_of_conflict(
             learner.per_task_meta_gradients(episodes, first_order=first_order))
     return loss, list(grads), metrics
 
@@ -326,7 +326,7 @@ class Trainer:
     step's update), averaged over the tasks of every replica. Not XLA-compiled: it is called
     once per summary step, and XLA would spend minutes on its many gradient graphs."""
     if "landscape" not in self._steps:
-      replica_fn = lambda episodes: tf.reduce_mean(analysis.batch_landscape(
+      replica_fn = lambda episodes: tf.reduce_mean(diagnostics.batch_landscape(
           self.learner, episodes, self.landscape_multipliers), axis=0)
       @tf.function
       def landscape(episodes):
@@ -406,7 +406,7 @@ class Trainer:
     write_per_tensor("degree_of_conflict", names, tf.unstack(metrics["degree_of_conflict"]),
                      step)
     if "landscape" in metrics:  # Before the step's update, on its tasks.
-      for name, value in zip(analysis.LANDSCAPE_MEASURES, tf.unstack(metrics["landscape"])):
+      for name, value in zip(diagnostics.LANDSCAPE_MEASURES, tf.unstack(metrics["landscape"])):
         tf.summary.scalar(f"landscape/{name}", value, step=step)
     learning_rate = self.optimizer.learning_rate
     tf.summary.scalar("outer_lr", learning_rate, step=step)
@@ -527,9 +527,9 @@ class Trainer:
   def use_final_weights(self) -> None:
     """Loads the best validated checkpoint when the run validates (what :meth:`evaluate`
     leaves loaded); otherwise the final weights are already loaded."""
-    entries = self.best.entries() if self.best is not None else []
-    if entries:
-      checkpoints.restore_weights(self.learner, entries[0]["path"])
+    path = validation.exported_checkpoint(self.folder)
+    if self.best is not None and path:
+      checkpoints.restore_weights(self.learner, path)
 
   def export(self, path: str, num_steps: Optional[int], config_path: str,
              max_steps: Optional[int] = None) -> str:

@@ -1,9 +1,8 @@
 """Validation during training and the top-k checkpoints by validation score.
 
 The few-shot protocol of the reference code validates on 600 fixed episodes every epoch, keeps
-the best checkpoints, and tests with the top 3 ensembled (averaged logits). `Validator` computes
-the score; `BestCheckpoints` keeps the k best checkpoints in ``<root_dir>/best/`` with their
-scores in ``best/scores.json``, so that a resumed run still knows them.
+the best checkpoints and tests with the top 3 ensembled (averaged logits). `BestCheckpoints`
+keeps them in ``<root_dir>/best/`` with their scores, so that a resumed run still knows them.
 """
 
 import glob
@@ -14,30 +13,24 @@ from typing import Dict, List, Optional
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf.meta import evaluation as meta_evaluation
-from l2f_tf.train import evaluation
+from l2f_tf import atomic
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import checkpoints, evaluation
 
 SCORES_NAME = "scores.json"
 LOWER_IS_BETTER = ("mse",)
 
 
 class BestCheckpoints:
-  """The ``keep`` checkpoints with the highest validation score (ties: the earlier wins).
-
-  Args:
-    directory: where the checkpoints and scores.json live.
-    keep: how many to keep.
-  """
+  """The ``keep`` checkpoints with the highest validation score (ties: the earlier wins), in
+  ``directory`` with their scores in scores.json."""
 
   def __init__(self, directory: str, keep: int = 3):
     if keep < 1:
       raise ValueError(f"BestCheckpoints.keep must be >= 1, got {keep}.")
     self.directory, self.keep = directory, keep
+    self._scores_path = os.path.join(directory, SCORES_NAME)
     os.makedirs(directory, exist_ok=True)
-
-  @property
-  def _scores_path(self) -> str:
-    return os.path.join(self.directory, SCORES_NAME)
 
   def _load(self) -> Dict:
     if not os.path.exists(self._scores_path):
@@ -45,17 +38,10 @@ class BestCheckpoints:
     with open(self._scores_path) as f:
       return json.load(f)
 
-  def _write(self, state: Dict) -> None:
-    tmp = self._scores_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(state, f, indent=2)
-    os.replace(tmp, self._scores_path)  # Atomic: a crash never leaves a half-written file.
-
   def entries(self) -> List[Dict]:
     """[{"step", "score", "path"}] of the kept checkpoints, best first."""
-    entries = [dict(e, path=os.path.join(self.directory, e["name"]))
-               for e in self._load()["best"]]
-    return sorted(entries, key=lambda e: (-e["score"], e["step"]))
+    return sorted([dict(e, path=os.path.join(self.directory, e["name"]))
+                   for e in self._load()["best"]], key=lambda e: (-e["score"], e["step"]))
 
   def history(self) -> Dict[int, float]:
     """step -> score of every validation recorded so far."""
@@ -66,10 +52,8 @@ class BestCheckpoints:
       os.remove(path)
 
   def record(self, step: int, score: float, checkpoint: tf.train.Checkpoint) -> bool:
-    """Records a validation; saves the current state if it is among the best ``keep``.
-
-    Returns whether the state was kept.
-    """
+    """Records a validation and saves the current state if it is among the best ``keep``;
+    returns whether it was kept."""
     state = self._load()
     candidate = {"step": int(step), "score": float(score), "name": f"ckpt-{step}"}
     ranked = sorted([e for e in state["best"] if e["step"] != step] + [candidate],
@@ -81,7 +65,7 @@ class BestCheckpoints:
     state["history"] = [e for e in state["history"] if e["step"] != step] + [
         {"step": int(step), "score": float(score)}]
     state["best"] = kept if is_kept else state["best"]
-    self._write(state)
+    atomic.write_json(self._scores_path, state)  # A crash never leaves a half-written file.
     for entry in dropped:
       if entry is not candidate:
         self._delete(entry["name"])
@@ -94,22 +78,22 @@ class BestCheckpoints:
     for entry in newer:
       self._delete(entry["name"])
     if newer or any(e["step"] > step for e in state["history"]):
-      self._write({"history": [e for e in state["history"] if e["step"] <= step],
-                   "best": [e for e in state["best"] if e["step"] <= step]})
+      atomic.write_json(self._scores_path,
+                        {"history": [e for e in state["history"] if e["step"] <= step],
+                         "best": [e for e in state["best"] if e["step"] <= step]})
+
+
+def exported_checkpoint(folder: RunFolder) -> Optional[str]:
+  """The checkpoint whose weights a run exports, evaluates as "test" and plots: its best
+  validated one when it validates (few-shot classification), else its latest (None: none)."""
+  best = BestCheckpoints(folder.best).entries() if os.path.isdir(folder.best) else []
+  return best[0]["path"] if best else checkpoints.latest(folder.checkpoints)
 
 
 class Validator:
-  """Mean metric on fixed validation episodes after the training number of inner steps.
-
-  Calling it returns a score where higher is better (the accuracy, or minus an error).
-
-  Args:
-    learner: the MetaLearner being trained.
-    domain: provides ``eval_batches(split, n)``, ``task_metric`` and ``metric_name``.
-    num_episodes: validation episodes (600 in the reference).
-    split: the validation split's name.
-    summary_dir: where the TensorBoard summaries go (None: none).
-  """
+  """Mean metric on ``num_episodes`` fixed episodes of the domain's ``split`` after the
+  training number of inner steps; calling it returns a score where higher is better (the
+  accuracy, or minus an error) and writes TensorBoard summaries to ``summary_dir`` (if any)."""
 
   def __init__(self, learner, domain, num_episodes: int = 600, split: str = "val",
                summary_dir: Optional[str] = None):
@@ -122,8 +106,7 @@ class Validator:
     outputs, labels = evaluation.domain_predictions(
         self.learner, self.domain, self.split, self.num_episodes, self.num_steps,
         label=f"{self.split} episode", unit="episode")
-    values = meta_evaluation.metric_values(outputs, labels, self.domain.task_metric)
-    summary = evaluation.summarize(values, [self.num_steps], self.domain.metric_name)
+    summary = evaluation.figures(outputs, labels, self.domain, [self.num_steps])
     name = f"{self.domain.metric_name}_after_{self.num_steps}_steps"
     figure = summary[name]
     logging.info("Validation at step %d: %s %.4f +- %.4f (%d %s episodes)", step, name,

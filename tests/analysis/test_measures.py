@@ -10,8 +10,8 @@ import tensorflow as tf
 from l2f_tf.analysis import measures, summaries
 from l2f_tf.data.episode import Episode
 from l2f_tf.domains.sinusoid import SinusoidRegression
-from l2f_tf.meta import analysis
-from l2f_tf.meta import evaluation as meta_evaluation
+from l2f_tf.meta import diagnostics
+from l2f_tf.meta import predictions
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 
@@ -35,7 +35,7 @@ def test_sweep_at_gamma_one_reproduces_the_evaluation_exactly_and_restores_the_w
   before = [v.numpy().copy() for v in learner.inner_variables]
   sweep = measures.attenuation_sweep(learner, episodes, domain.task_metric, num_steps=2,
                                      gammas_to_try=(0.0, 0.5, 1.0))
-  evaluated = meta_evaluation.per_task_metrics(learner, episodes, domain.task_metric, 2)[:, 2]
+  evaluated = predictions.per_task_metrics(learner, episodes, domain.task_metric, 2)[:, 2]
   assert sweep["layers"] == ["dense1", "dense2", "output"]
   assert sweep["values"].shape == (3, 3, 12)
   for row in range(3):
@@ -79,7 +79,7 @@ def test_identical_tasks_have_no_conflict_and_different_ones_do():
   # Each meta-batch of 2 is its own group: the mean of its rows is the logged degree.
   gradients = learner.per_task_meta_gradients(Episode(*[f[2:4] for f in episodes]))
   np.testing.assert_allclose(angles[2:].mean(axis=0),
-                             analysis.degree_of_conflict(gradients).numpy(), rtol=1e-4)
+                             diagnostics.degree_of_conflict(gradients).numpy(), rtol=1e-4)
   with pytest.raises(ValueError, match="at least 2"):
     measures.per_task_conflicts(learner, episodes, 1)
 
@@ -97,9 +97,9 @@ def test_landscapes_have_one_row_per_task():
   domain, learner = sinusoid_learner(l2f=True)
   episodes = domain.eval_batches("test", 3)
   rows = measures.landscapes(learner, episodes, chunk_size=2)
-  assert rows.shape == (3, len(analysis.LANDSCAPE_MEASURES))
+  assert rows.shape == (3, len(diagnostics.LANDSCAPE_MEASURES))
   np.testing.assert_allclose(
-      rows[1], analysis.task_landscape(learner, episodes.support_x[1],
+      rows[1], diagnostics.task_landscape(learner, episodes.support_x[1],
                                        episodes.support_y[1]).numpy(), rtol=1e-5)
 
 

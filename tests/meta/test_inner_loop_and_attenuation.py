@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf.meta import analysis
+from l2f_tf.meta import diagnostics
 from l2f_tf.meta.attenuation import (TaskConditionedAttenuation, TaskIndependentAttenuation,
                                      gradient_mean_embedding)
 from l2f_tf.meta.learner import MetaLearner, default_inner_loop_variables
@@ -139,13 +139,13 @@ def test_bad_configuration_names_the_setting():
 def test_degree_of_conflict_against_hand_computed_angles():
   # Two tasks, orthogonal unit gradients: v bisects them, each is 45 degrees away.
   grads = [[tf.constant([1.0, 0.0])], [tf.constant([0.0, 1.0])]]
-  np.testing.assert_allclose(analysis.degree_of_conflict(grads).numpy(), [45.0], rtol=1e-5)
+  np.testing.assert_allclose(diagnostics.degree_of_conflict(grads).numpy(), [45.0], rtol=1e-5)
   # Identical directions (any magnitude) do not conflict.
   grads = [[tf.constant([[1.0, 2.0]])], [tf.constant([[3.0, 6.0]])]]
-  np.testing.assert_allclose(analysis.degree_of_conflict(grads).numpy(), [0.0], atol=1e-3)
+  np.testing.assert_allclose(diagnostics.degree_of_conflict(grads).numpy(), [0.0], atol=1e-3)
   # Three tasks at 0, 90 and 180 degrees: v = (0, 1); angles 90, 0, 90 -> mean 60 degrees.
   grads = [[tf.constant([1.0, 0.0])], [tf.constant([0.0, 1.0])], [tf.constant([-1.0, 0.0])]]
-  np.testing.assert_allclose(analysis.degree_of_conflict(grads, degrees=False).numpy(),
+  np.testing.assert_allclose(diagnostics.degree_of_conflict(grads, degrees=False).numpy(),
                              [math.pi / 3], rtol=1e-5)
 
 

@@ -39,7 +39,7 @@ from l2f_tf.data.episode import Episode
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.domains.few_shot import cross_entropy
 from l2f_tf.domains.sinusoid import SinusoidRegression, mse
-from l2f_tf.meta import evaluation, inner_loop, sequential
+from l2f_tf.meta import inner_loop, predictions, sequential
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.batch_norm import BatchNorm
@@ -233,7 +233,7 @@ def test_sequential_meta_gradients_equal_the_plain_ones():
 @pytest.mark.parametrize("vectorized", [True, False])
 def test_evaluation_predictions_are_float32(vectorized):
   learner = make_learner("mlp", True, "mixed_bfloat16")
-  outputs, _ = evaluation.predictions(learner, make_episodes("mlp"), max_steps=1,
+  outputs, _ = predictions.predictions(learner, make_episodes("mlp"), max_steps=1,
                                       vectorized=vectorized)
   assert outputs.dtype == np.float32 and outputs.shape == (TASKS, 2, 5, 1)
   assert np.isfinite(outputs).all()

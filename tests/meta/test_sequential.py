@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf.data.episode import Episode
-from l2f_tf.meta import analysis, sequential
+from l2f_tf.meta import diagnostics, sequential
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.conv4 import conv4
@@ -58,7 +58,7 @@ def test_same_loss_gradients_and_metrics(first_order, l2f, lslr, reduction):
     np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=rtol, atol=1e-12, err_msg=v.path)
   for key in metrics:
     np.testing.assert_allclose(lean_metrics[key].numpy(), metrics[key].numpy(), rtol=1e-6)
-  conflict = analysis.degree_of_conflict(
+  conflict = diagnostics.degree_of_conflict(
       learner.per_task_meta_gradients(batch, first_order=first_order))
   np.testing.assert_allclose(lean_metrics["degree_of_conflict"].numpy(), conflict.numpy(),
                              rtol=1e-5, atol=1e-4)

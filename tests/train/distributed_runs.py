@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf import config
-from l2f_tf.train import distribution, experiment
+from l2f_tf.train import distribution, experiment, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 240  # seconds for any worker process (they take ~30 s on an idle 2-core CPU)
@@ -87,7 +86,7 @@ def read_logs(logs):
 
 
 def run_one_process(root, gin_file, bindings):
-  config.setup_run(root, [os.path.join(REPO, gin_file)], bindings)
+  restore.setup_run(root, [os.path.join(REPO, gin_file)], bindings)
   return experiment.run_experiment(root)
 
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf import config
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.train import distribution
+from l2f_tf.train import distribution, restore
 from l2f_tf.train.trainer import Trainer
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
@@ -47,12 +46,12 @@ def test_multi_worker_without_or_with_a_bad_tf_config_says_what_to_set(monkeypat
 
 def test_a_non_chief_worker_does_not_write_the_config(monkeypatch, tmp_path):
   monkeypatch.setenv("TF_CONFIG", cluster("worker", 1))
-  config.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"],
+  restore.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"],
                    ["run_experiment.strategy = 'multi_worker'"])
   assert not (tmp_path / "operative_config.gin").exists()
   gin.clear_config()
   monkeypatch.setenv("TF_CONFIG", cluster("worker", 0))
-  config.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"],
+  restore.setup_run(str(tmp_path), ["gin/sinusoid/l2f_5shot.gin"],
                    ["run_experiment.strategy = 'multi_worker'"])
   assert "run_experiment.strategy = 'multi_worker'" in \
       (tmp_path / "operative_config.gin").read_text()

@@ -12,7 +12,7 @@ from l2f_tf.domains.few_shot import FewShotClassification
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.conv4 import conv4
-from l2f_tf.meta import evaluation
+from l2f_tf.meta import predictions
 from l2f_tf.train import checkpoints, validation
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
@@ -138,9 +138,9 @@ def test_ensemble_averages_the_logits_of_the_kept_checkpoints(dataset_root, tmp_
   outputs = []
   for entry in entries:
     checkpoints.restore_weights(learner, entry["path"])
-    outputs.append(evaluation.predictions(learner, domain.eval_batches("test", 6), 1,
+    outputs.append(predictions.predictions(learner, domain.eval_batches("test", 6), 1,
                                           vectorized=False)[0])
-  _, labels = evaluation.predictions(learner, domain.eval_batches("test", 6), 1,
+  _, labels = predictions.predictions(learner, domain.eval_batches("test", 6), 1,
                                      vectorized=False)
   mean_logits = (outputs[0] + outputs[1]) / 2
   by_hand = np.mean(np.argmax(mean_logits[:, 1], -1) == labels, axis=-1).mean()

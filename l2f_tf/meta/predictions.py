@@ -1,15 +1,13 @@
 """A meta-learner's predictions on fixed tasks after 0, 1, ..., S inner steps.
 
-Every task is adapted on its own (the code that trains, first order since nothing is
-differentiated through it here) and its query predictions after each number of steps are kept;
-per-task metrics come from those predictions. Keeping predictions, not only metrics, lets the
-few-shot protocol ensemble several checkpoints by averaging their logits.
+Every task is adapted on its own (first order: nothing is differentiated through it here) and
+its query predictions after each number of steps are kept, so that the few-shot protocol can
+ensemble checkpoints by averaging their logits; per-task metrics come from the predictions.
 
-Tasks arrive in batches: one batch of tasks with a leading task axis (any NamedTuple with the
-fields ``support_x, support_y, query_x, query_y``), or an iterable of them, e.g. a tf.data
-stream of image episodes that does not fit in memory. Within a batch, tasks run through
-``tf.vectorized_map`` (small tasks: fast) or one after the other with ``tf.map_fn`` (images:
-bounded memory).
+Tasks arrive as one batch with a leading task axis (a NamedTuple with the fields
+``support_x, support_y, query_x, query_y``) or an iterable of them (e.g. a tf.data stream of
+image episodes). Within a batch, tasks run through ``tf.vectorized_map`` (small tasks: fast)
+or one after the other with ``tf.map_fn`` (images: bounded memory).
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -21,17 +19,11 @@ from l2f_tf.progress import Progress
 
 
 def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
-  """A compiled fn: tasks [T, ...] -> query predictions after 0..max_steps steps [T, S+1, Q, ...].
-
-  The function is cached on the learner (tracing is slow).
-  """
+  """A compiled fn: tasks [T, ...] -> query predictions after 0..max_steps steps [T, S+1, Q, ...],
+  cached on the learner (tracing is slow)."""
   cache = learner.__dict__.setdefault("_prediction_fns", {})
-  if (max_steps, vectorized) not in cache:
-    cache[(max_steps, vectorized)] = _make_prediction_fn(learner, max_steps, vectorized)
-  return cache[(max_steps, vectorized)]
-
-
-def _make_prediction_fn(learner, max_steps: int, vectorized: bool):
+  if (max_steps, vectorized) in cache:
+    return cache[(max_steps, vectorized)]
 
   def one_task(task):
     support_x, support_y, query_x, _ = task
@@ -44,7 +36,8 @@ def _make_prediction_fn(learner, max_steps: int, vectorized: bool):
     return tf.map_fn(one_task, tuple(episodes), parallel_iterations=1,
                      fn_output_signature=learner.dtype)
 
-  return tf.function(predict)
+  cache[(max_steps, vectorized)] = tf.function(predict)
+  return cache[(max_steps, vectorized)]
 
 
 def is_task_batch(episodes) -> bool:
@@ -67,10 +60,8 @@ def predictions(learner, episodes, max_steps: int, vectorized: bool = True,
                 chunk_size: int = 100, prediction_fn=None, num_tasks: Optional[int] = None,
                 label: str = "evaluation task", unit: Optional[str] = None
                ) -> Tuple[np.ndarray, np.ndarray]:
-  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks.
-
-  With ``num_tasks`` (the expected total), long evaluations log progress lines (tasks/s, ETA).
-  """
+  """(predictions [n, S+1, Q, ...], query labels [n, Q, ...]) over all tasks; with
+  ``num_tasks`` (the expected total), progress lines (tasks/s, ETA)."""
   prediction_fn = prediction_fn or make_prediction_fn(learner, max_steps, vectorized)
   progress = Progress(num_tasks, label=label, unit=unit) if num_tasks else None
   outputs: List[np.ndarray] = []

@@ -37,28 +37,20 @@ LANDSCAPE_MEASURES = ("loss_min", "loss_max", "loss_variation", "gradient_change
 
 def degree_of_conflict(per_task_gradients: Sequence[Sequence[tf.Tensor]],
                        degrees: bool = True) -> tf.Tensor:
-  """Mean angle between each task's update direction and their normalised sum, per tensor.
+  """[num_tensors] mean angle between each task's update direction and their normalised sum.
 
   Args:
     per_task_gradients: per_task_gradients[i][j] = gradient of task i's query loss w.r.t.
       tensor j (the sign does not matter: negating every u_i leaves the angles unchanged).
     degrees: return degrees (default) rather than radians.
-
-  Returns:
-    A [num_tensors] tensor of angles.
   """
   return tf.reduce_mean(per_task_conflict(per_task_gradients, degrees), axis=0)
 
 
 def per_task_conflict(per_task_gradients: Sequence[Sequence[tf.Tensor]],
                       degrees: bool = True) -> tf.Tensor:
-  """The angle between each task's update direction and the meta-batch's, per tensor.
-
-  Args: as :func:`degree_of_conflict`.
-
-  Returns:
-    A [num_tasks, num_tensors] tensor: conflict_i^j of the module docstring.
-  """
+  """[num_tasks, num_tensors] conflict_i^j of the module docstring (arguments as
+  :func:`degree_of_conflict`)."""
   num_tensors = len(per_task_gradients[0])
   columns: List[tf.Tensor] = []
   for j in range(num_tensors):
@@ -73,23 +65,11 @@ def per_task_conflict(per_task_gradients: Sequence[Sequence[tf.Tensor]],
   return tf.cast(angles * (180.0 / math.pi) if degrees else angles, tf.float32)
 
 
-def _global_norm(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
-  return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors]))
-
-
 def landscape_along_step(loss_fn: Callable, params: Sequence[tf.Tensor], learning_rates: Sequence,
                          multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS) -> tf.Tensor:
-  """The landscape measures at ``params`` along the SGD step of ``loss_fn`` (no graph kept).
-
-  Args:
-    loss_fn: maps a list of parameter tensors to a scalar loss.
-    params: the point p_k.
-    learning_rates: the step's rate per tensor (floats or scalar tensors).
-    multipliers: the multiples m > 0 of the step probed.
-
-  Returns:
-    A vector of the :data:`LANDSCAPE_MEASURES`, in their order.
-  """
+  """The vector of :data:`LANDSCAPE_MEASURES` at the point ``params`` along the SGD step of
+  ``loss_fn`` (a list of tensors -> a scalar) with ``learning_rates`` per tensor, probed at the
+  ``multipliers`` m > 0 of the step (no graph kept)."""
   return _landscape_and_step(loss_fn, params, learning_rates, multipliers)[0]
 
 
@@ -107,8 +87,8 @@ def _landscape_and_step(loss_fn, params, learning_rates, multipliers):
   for m in multipliers:
     moved = [p - m * s for p, s in zip(params, steps)]
     moved_loss, moved_grads = inner_loop_lib.gradients(loss_fn, moved)
-    change = _global_norm([a - b for a, b in zip(moved_grads, grads)])
-    distance = _global_norm([m * s for s in steps])
+    change = tf.linalg.global_norm([a - b for a, b in zip(moved_grads, grads)])
+    distance = tf.linalg.global_norm([m * s for s in steps])
     losses.append(moved_loss)
     changes.append(change)
     betas.append(tf.math.divide_no_nan(change, distance))
@@ -122,11 +102,8 @@ def _landscape_and_step(loss_fn, params, learning_rates, multipliers):
 def inner_loop_landscape(loss_fn: Callable, initial_params: Sequence[tf.Tensor], num_steps: int,
                          learning_rates: inner_loop_lib.InnerLearningRates,
                          multipliers: Sequence[float] = DEFAULT_STEP_MULTIPLIERS) -> tf.Tensor:
-  """The landscape measures at each step of the inner loop from ``initial_params``.
-
-  Returns:
-    [num_steps, len(LANDSCAPE_MEASURES)]: row k is measured at p_k along the step to p_{k+1}.
-  """
+  """[num_steps, len(LANDSCAPE_MEASURES)] landscape measures of the inner loop from
+  ``initial_params``: row k is measured at p_k along the step to p_{k+1}."""
   params, rows = [tf.stop_gradient(p) for p in initial_params], []
   for k in range(num_steps):
     measures, steps = _landscape_and_step(loss_fn, params, learning_rates.for_step(k),

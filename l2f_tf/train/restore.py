@@ -1,0 +1,182 @@
+"""Starting, resuming and reopening runs from their gin config.
+
+A run folder keeps the config it was started with (operative_config.gin); the same command
+again reloads it (command-line bindings on top), so a resumed run is the same experiment even
+if the gin files have changed. Importing this module registers every configurable of l2f_tf.
+"""
+
+# pylint: disable=unused-import
+import atexit
+import fnmatch
+import glob
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import gin
+from absl import logging
+
+import l2f_tf.domains.sinusoid  # noqa: F401  (this and the modules below register configurables)
+from l2f_tf import atomic, config, embed
+from l2f_tf.data import glyphs, sinusoid_tasks  # noqa: F401
+from l2f_tf.domains import embeddings, few_shot, meta_rl  # noqa: F401
+from l2f_tf.meta import attenuation, leo  # noqa: F401
+from l2f_tf.models import conv4, gaussian_policy, leo_network, linear, mlp, resnet12  # noqa: F401
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder, RunLock
+from l2f_tf.train import checkpoints, distribution, guard, meta_rl_trainer, validation  # noqa: F401
+from l2f_tf.train.experiment import build_learner
+
+# The embedded datasets' generators, for gin: FewShotClassification.root = @ensure_glyphs(),
+# FewShotEmbeddings.root = @ensure_glyph_embeddings().
+gin.external_configurable(glyphs.ensure_glyphs, "ensure_glyphs")
+gin.external_configurable(embed.ensure_glyph_embeddings, "ensure_glyph_embeddings")
+
+# Bindings a resumed trained run may change (how long it trains, how it is logged,
+# checkpointed, distributed and evaluated, where its data lives): any other makes another run.
+RESUMABLE_CHANGES = (
+    "*.num_iterations", "Runner.*", "run_experiment.strategy", "make_strategy.*",
+    "run_experiment.num_eval_tasks", "run_experiment.eval_steps", "run_experiment.export_steps",
+    "run_experiment.export_max_steps", "run_experiment.plot", "*.summary_every", "*.landscape",
+    "*.landscape_multipliers", "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root",
+    "*.data_root", "*.root_dir", "*.data_dir", "*.cache_dir", "NonFiniteGuard.*",
+)
+
+
+class ConfigMismatchError(ValueError):
+  """A trained run folder was given a configuration that makes it another experiment."""
+
+
+def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
+              resume: bool = False) -> str:
+  """Parses and checks the config of a new or resumed run, then (only then) writes
+  operative_config.gin; returns its path. The chief process holds the folder's RunLock from
+  here on.
+
+  A trained folder (one with a checkpoint) resumes with its own config: the command must
+  describe the same experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError
+  names the differences, unless ``resume`` (bindings still apply on top). A folder whose run
+  never trained starts afresh from the command's gin files when it names any.
+  """
+  folder = RunFolder(root_dir)
+  stored = os.path.exists(folder.config)
+  trained = stored and checkpoints.latest(folder.checkpoints) is not None
+  files = list(gin_files) or [config.DEFAULT_GIN_FILE]
+  if stored and (trained or not gin_files or resume):
+    if trained and not resume:
+      _refuse_other_experiment(folder, gin_files, gin_bindings)
+    logging.info("Resuming %s with its %s (plus command-line bindings)%s.", root_dir,
+                 CONFIG_NAME, "; --gin_file is not re-read" if gin_files else "")
+    files = [folder.config]
+  elif stored:
+    logging.info("%s holds the config of a run that never trained: starting it afresh from "
+                 "%s.", root_dir, ", ".join(files))
+  gin.clear_config()
+  config.parse(files, gin_bindings)
+  config.check_binding_types()
+  folder.prepare()  # Only now: a config error leaves no new folder behind.
+  try:
+    strategy = gin.query_parameter("run_experiment.strategy")
+  except ValueError:
+    strategy = "default"
+  if distribution.is_chief_task(strategy):  # Other workers write nothing here.
+    _hold_lock(folder)
+    removed = folder.remove_leftovers()
+    if removed:
+      logging.info("Removed %d temporary file(s) left in %s by an interrupted run.", removed,
+                   root_dir)
+    atomic.write_text(folder.config, gin.config_str())  # Another worker may be reading it.
+  return folder.config
+
+
+_LOCKS: Dict[str, RunLock] = {}
+
+
+def _hold_lock(folder: RunFolder) -> None:
+  """Takes the folder's lock for the rest of this process (once per folder)."""
+  root = os.path.abspath(folder.root)
+  if root not in _LOCKS:
+    if not _LOCKS:
+      atexit.register(release_locks)  # A clean exit leaves a lock naming no process.
+    _LOCKS[root] = RunLock(folder.root).acquire()
+
+
+def release_locks() -> None:
+  """Releases the run folder locks this process holds (several runs in one process)."""
+  while _LOCKS:
+    _LOCKS.popitem()[1].release()
+
+
+def experiment_differences(old: Dict[str, str], new: Dict[str, str]
+                           ) -> List[Tuple[str, str, str]]:
+  """(binding, old value, new value) of every binding that differs between two configs
+  (`l2f_tf.config.parsed_bindings`) and is not a :data:`RESUMABLE_CHANGES`; a missing binding
+  is "(default)"."""
+  return [(key, old.get(key, "(default)"), new.get(key, "(default)"))
+          for key in sorted(set(old) | set(new))
+          if old.get(key) != new.get(key) and not any(
+              fnmatch.fnmatchcase(key.split("/")[-1], p) for p in RESUMABLE_CHANGES)]
+
+
+def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
+                             gin_bindings: Sequence[str]) -> None:
+  """Raises ConfigMismatchError when the command asks for another experiment than the trained
+  one in ``folder``."""
+  def bindings(files, extra):
+    gin.clear_config()
+    config.parse(files, extra)
+    return config.parsed_bindings()
+  differences = experiment_differences(bindings([folder.config], []),
+                                       bindings(list(gin_files) or [folder.config], gin_bindings))
+  gin.clear_config()
+  if not differences:
+    return
+  step = os.path.basename(checkpoints.latest(folder.checkpoints)).split("-")[-1]
+  asked = " ".join([f"--gin_file={f}" for f in gin_files] +
+                   [f"--gin_bindings='{b}'" for b in gin_bindings]) or "(no --gin_file)"
+  lines = "\n".join(f"  {key}: {before} in the run, {after} now"
+                     for key, before, after in differences[:20])
+  more = f"\n  ... and {len(differences) - 20} more" if len(differences) > 20 else ""
+  raise ConfigMismatchError(
+      f"{folder.root} holds a run trained to meta-iteration {step} with another "
+      f"configuration ({folder.config}) than this command asks for ({asked}):\n{lines}{more}\n"
+      "Use a new --root_dir for the new experiment, or add --resume to continue the run with "
+      "its own configuration (command-line bindings apply on top).")
+
+
+def parse_domain(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()):
+  """A new instance of ``run_experiment.domain`` of the config ``gin_files`` + ``gin_bindings``,
+  parsed afresh (replacing the current gin config)."""
+  gin.clear_config()
+  config.parse(gin_files, gin_bindings)
+  return gin.query_parameter("run_experiment.domain").scoped_configurable_fn()
+
+
+def restore_learner(root_dir: str, gin_bindings: Sequence[str] = (),
+                    step: Optional[int] = None):
+  """(domain, learner) of a finished or running experiment (``gin_bindings`` on top of its
+  config, e.g. a dataset root on this machine; the current gin config is replaced), with the
+  weights the run exports (`validation.exported_checkpoint`) or, with ``step``, those of that
+  meta-iteration (in checkpoints/ or best/)."""
+  folder = RunFolder(root_dir)
+  domain = parse_domain([folder.config], gin_bindings)
+  learner = build_learner(domain)
+  path = (validation.exported_checkpoint(folder) if step is None else
+          _checkpoint_of_step(folder, step))
+  if path is None:
+    raise ValueError(f"{folder.checkpoints} holds no checkpoint: run_experiment.py has not "
+                     f"trained in {root_dir} yet.")
+  checkpoints.restore_weights(learner, path)
+  return domain, learner
+
+
+def _checkpoint_of_step(folder: RunFolder, step: int) -> str:
+  """The path of the checkpoint of meta-iteration ``step`` in checkpoints/ or best/."""
+  found = {}
+  for directory in (folder.checkpoints, folder.best):
+    for index in glob.glob(os.path.join(directory, "ckpt-*.index")):
+      number = os.path.basename(index)[len("ckpt-"):-len(".index")]
+      if number.isdigit():
+        found.setdefault(int(number), index[:-len(".index")])
+  if step not in found:
+    raise ValueError(f"{folder.root} has no checkpoint of step {step}; it keeps steps "
+                     f"{sorted(found) or 'none'}.")
+  return found[step]

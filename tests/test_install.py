@@ -1,0 +1,43 @@
+"""An ordinary (non-editable) install runs the experiments by their documented names.
+
+Slow (~40 s): installs the package with pip into a temporary folder and runs
+``python -m l2f_tf --gin_file=gin/sinusoid/quick.gin`` from another one, in smoke mode.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_installed_package_runs_a_gin_file_by_name_from_any_directory(tmp_path):
+  source = tmp_path / "source"  # A copy: pip builds in the tree it is given.
+  shutil.copytree(os.path.join(REPO, "l2f_tf"), source / "l2f_tf",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(REPO, name), source / name)
+  site = tmp_path / "site"
+  subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                  "--no-build-isolation", "--target", str(site), str(source)],
+                 check=True, capture_output=True)
+  def gin_files(root):
+    return sorted(os.path.relpath(p, root) for p in glob.glob(
+        os.path.join(root, "l2f_tf", "gin", "**", "*.gin"), recursive=True))
+  assert gin_files(site) == gin_files(REPO)  # Every gin file is package data.
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  env = dict(os.environ, PYTHONPATH=str(site), L2F_TF_SMOKE="1")
+  found = subprocess.run(
+      [sys.executable, "-c", "import l2f_tf.config as c; print(c.__file__); "
+       "print(c.resolve_gin_file('sinusoid/quick.gin'))"],
+      cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout.split()
+  assert all(path.startswith(str(site)) for path in found), found
+  root = tmp_path / "run"
+  run = subprocess.run([sys.executable, "-m", "l2f_tf", "--gin_file=gin/sinusoid/quick.gin",
+                        f"--root_dir={root}", "--gin_bindings=Trainer.num_iterations = 2"],
+                       cwd=elsewhere, env=env, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert os.path.isfile(root / "results.json")

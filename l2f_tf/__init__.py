@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    "Learner": "l2f_tf.meta.contract",
     "MetaLearner": "l2f_tf.meta.learner",
     "TaskConditionedAttenuation": "l2f_tf.meta.attenuation",
     "TaskIndependentAttenuation": "l2f_tf.meta.attenuation",
@@ -33,7 +34,7 @@ _PUBLIC = {
     "FewShotClassification": "l2f_tf.domains.few_shot",
     "ensure_glyphs": "l2f_tf.data.glyphs",
     "FewShotEmbeddings": "l2f_tf.domains.embeddings",
-    "ensure_glyph_embeddings": "l2f_tf.embed",
+    "ensure_glyph_embeddings": "l2f_tf.train.pretrain",
     "MetaRLDomain": "l2f_tf.domains.meta_rl",
     "Domain": "l2f_tf.domains.base",
     "SupervisedDomain": "l2f_tf.domains.base",

@@ -187,6 +187,9 @@ def test_gin_name(name):
   assert match, f"the section of {name} has no line 'Gin: `...`' or 'Gin: none'"
   obj = getattr(l2f_tf, name)
   if match.group(2):
+    if name == "Learner":  # tf_agents registers a gin configurable of that name: not ours.
+      assert gin.config.get_configurable(name) is not obj
+      return
     with pytest.raises(ValueError):
       gin.config.get_configurable(name)
     return

@@ -16,19 +16,20 @@ import gin
 from absl import logging
 
 import l2f_tf.domains.sinusoid  # noqa: F401  (this and the modules below register configurables)
-from l2f_tf import atomic, config, embed
+from l2f_tf import atomic, config
 from l2f_tf.data import glyphs, sinusoid_tasks  # noqa: F401
 from l2f_tf.domains import embeddings, few_shot, meta_rl  # noqa: F401
 from l2f_tf.meta import attenuation, leo  # noqa: F401
 from l2f_tf.models import conv4, gaussian_policy, leo_network, linear, mlp, resnet12  # noqa: F401
 from l2f_tf.run_folder import CONFIG_NAME, RunFolder, RunLock
-from l2f_tf.train import checkpoints, distribution, guard, meta_rl_trainer, validation  # noqa: F401
+from l2f_tf.train import (checkpoints, distribution, guard, meta_rl_trainer,  # noqa: F401
+                          pretrain, validation)
 from l2f_tf.train.experiment import build_learner
 
 # The embedded datasets' generators, for gin: FewShotClassification.root = @ensure_glyphs(),
 # FewShotEmbeddings.root = @ensure_glyph_embeddings().
 gin.external_configurable(glyphs.ensure_glyphs, "ensure_glyphs")
-gin.external_configurable(embed.ensure_glyph_embeddings, "ensure_glyph_embeddings")
+gin.external_configurable(pretrain.ensure_glyph_embeddings, "ensure_glyph_embeddings")
 
 # Bindings a resumed trained run may change (how long it trains, how it is logged,
 # checkpointed, distributed and evaluated, where its data lives): any other makes another run.

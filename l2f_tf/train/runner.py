@@ -217,9 +217,8 @@ class Runner:
     with self.interrupts.active(graceful=False):
       results = self._evaluate_stage(step, eval_steps, num_eval_tasks)
       evaluations = results["evaluations"]
-      export_key = {"step": step, "export_steps": export_steps}
-      if export_max_steps is not None:  # Keys of runs that do not set it stay as they were.
-        export_key["export_max_steps"] = export_max_steps
+      export_key = {"step": step, "export_steps": export_steps,
+                    "export_max_steps": export_max_steps}
       if folder.stage_done("export", export_key) and os.path.isdir(folder.saved_model):
         logging.info("The SavedModel of meta-iteration %d is already in %s.", step,
                      folder.saved_model)

@@ -163,12 +163,13 @@ def test_training_time_adds_up_over_resumed_calls(tmp_path, monkeypatch):
   second.train()
   assert float(second.train_seconds.numpy()) > spent
   monkeypatch.setattr(runner_lib.time, "perf_counter", time_lib.perf_counter)
-  # A run whose checkpoint has no counter (written by an older version) resumes from 0 s.
+  # A checkpoint without the counter (another format) is refused, naming the fix.
   old = make(tmp_path / "old", 4)
   checkpoints.restore_or_initialize(old.checkpoint, str(tmp_path / "old" / "checkpoints")
                                     ).save(checkpoint_number=0)
-  resumed = Runner(make(tmp_path / "old", 4), checkpoint_every=2)
-  assert float(resumed.train_seconds.numpy()) == 0.0
+  with pytest.raises(ValueError, match=r"does not match this configuration .* Use a new "
+                     r"--root_dir or delete .*old/checkpoints"):
+    Runner(make(tmp_path / "old", 4), checkpoint_every=2)
 
 
 def train_leo(root_dir, num_iterations):

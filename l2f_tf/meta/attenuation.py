@@ -114,12 +114,9 @@ class TaskConditionedAttenuation(Attenuation):
     if embedding is None:
       raise ValueError(f"The {self.embedding} attenuation needs a task embedding.")
     gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.dtype))
-    theta_bar = []
-    for j, p in enumerate(params):
-      value = tf.cast(gamma[j], p.dtype) * p
-      if delta is not None:
-        value = value + tf.cast(delta[j], p.dtype)
-      theta_bar.append(value)
+    theta_bar = [tf.cast(gamma[j], p.dtype) * p for j, p in enumerate(params)]
+    if delta is not None:
+      theta_bar = [t + tf.cast(delta[j], t.dtype) for j, t in enumerate(theta_bar)]
     return theta_bar, gamma
 
 

@@ -20,16 +20,9 @@ Params = List[tf.Tensor]
 
 
 class InnerLearningRates(keras.layers.Layer):
-  """Inner-loop learning rates, one per (step, parameter tensor) when learnable.
-
-  Args:
-    num_tensors: number of inner-loop parameter tensors.
-    num_steps: number of inner steps trained; evaluation with more steps reuses the last step's
-      rates.
-    inner_lr: the fixed learning rate, also the initial value of learnable rates.
-    learnable: if True, rates are variables of shape [num_steps, num_tensors] trained by the
-      outer loop (MAML++ LSLR); otherwise the constant ``inner_lr``.
-  """
+  """Inner-loop learning rates: the constant ``inner_lr``, or if ``learnable`` a variable
+  [num_steps, num_tensors] initialised to it and trained by the outer loop (MAML++ LSLR).
+  Evaluation with more than ``num_steps`` steps reuses the last step's rates."""
 
   def __init__(self, num_tensors: int, num_steps: int, inner_lr: float = 0.01,
                learnable: bool = False, **kwargs):

@@ -160,20 +160,13 @@ def batch_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
   def normalise(x, gamma, beta):
     y, _, variance, state = kernels.forward(x, gamma, beta, epsilon)
 
-    def gradient(dy):
-      @tf.custom_gradient
-      def backward(dy, x, gamma):
-        outputs = kernels.backward(dy, x, gamma, state, epsilon)
+    @tf.custom_gradient
+    def backward(dy, x, gamma):
+      outputs = kernels.backward(dy, x, gamma, state, epsilon)
+      return outputs, lambda *cotangents: _backward_of_backward(
+          kernels, epsilon, x, gamma, dy, state, variance, outputs, cotangents)
 
-        def second_order(*cotangents):
-          return _backward_of_backward(kernels, epsilon, x, gamma, dy, state, variance, outputs,
-                                       cotangents)
-
-        return outputs, second_order
-
-      return backward(dy, x, gamma)
-
-    return y, gradient
+    return y, lambda dy: backward(dy, x, gamma)
 
   y = normalise(x, gamma, beta)
   return y if rank == 4 else tf.reshape(y, shape)
@@ -208,9 +201,8 @@ class BatchNorm(keras.layers.Layer):
     input_dtype = inputs.dtype
     if input_dtype in ("float16", "bfloat16"):
       inputs = ops.cast(inputs, "float32")
-    outputs = batch_norm(inputs, ops.cast(self.gamma, inputs.dtype),
-                         ops.cast(self.beta, inputs.dtype), self.epsilon)
-    return ops.cast(outputs, input_dtype)
+    gamma, beta = (ops.cast(v, inputs.dtype) for v in (self.gamma, self.beta))
+    return ops.cast(batch_norm(inputs, gamma, beta, self.epsilon), input_dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape

@@ -1,16 +1,9 @@
 """The networks of LEO (Rusu et al., ICLR 2019): encoder, relation network and decoder.
 
-Not adapted in LEO's inner loop: they map a task's support embeddings to a Gaussian latent
-code per class, and a code to the mean and spread of that class's classifier weights
-(`l2f_tf.meta.leo` runs the algorithm). Linear maps without bias, Glorot-uniform, as in LEO's
-code:
-
-  encoder           x [.., D]        -> codes [.., L]              (one matrix [D, L])
-  relation network  pairs [c_i, c_j] -> [.., 2L], mean over j      (MLP 2L -> 2L -> 2L -> 2L,
-                                                                     ReLU between layers)
-  decoder           z [.., L]        -> [.., 2D]: mean and pre-spread of the weights
-
-with D the embedding size (640 for LEO's WRN-28-10 features) and L the latent size (64).
+Not adapted in LEO's inner loop (`l2f_tf.meta.leo` runs the algorithm): they map a task's
+support embeddings [.., D] to a Gaussian latent code [.., L] per class, and a code to the mean
+and spread of that class's classifier weights. As in LEO's code, all are linear maps without
+bias, Glorot-uniform; the relation network is an MLP over pairs of codes, ReLU between layers.
 """
 
 from typing import List

@@ -37,10 +37,8 @@ class NonFiniteError(RuntimeError):
     step: the non-finite meta-iteration, numbered like the step counter after it (it read the
       meta-batch of counter ``step - 1``).
     consecutive: non-finite meta-iterations in a row, ending at ``step``.
-    policy: the guard's policy ("stop" or "skip").
-    max_consecutive: the guard's limit of consecutive skips (policy "skip").
-    last_checkpoint: the last good checkpoint, when the caller knows it
-      (:meth:`with_checkpoint`), else None.
+    policy, max_consecutive: the guard's.
+    last_checkpoint: the last good checkpoint if known (:meth:`with_checkpoint`), else None.
   """
 
   def __init__(self, step: int, consecutive: int = 1, policy: str = "stop",
@@ -97,18 +95,16 @@ class NonFiniteGuard:
 
   def record(self, step: int, skipped: int, consecutive: int,
              last_skipped: Optional[int] = None, summarize: bool = False) -> None:
-    """Accounts for meta-iterations that ended at counter ``step``.
+    """Accounts for meta-iterations that ended at counter ``step``; raises
+    :class:`NonFiniteError` when ``consecutive`` reaches :attr:`limit`.
 
     Args:
       step: the step counter after them.
       skipped: how many of them were non-finite (their updates skipped).
-      consecutive: non-finite meta-iterations in a row ending at ``step``, earlier calls' included.
+      consecutive: non-finite meta-iterations in a row ending at ``step`` (over calls).
       last_skipped: the step number of the last skipped one (default ``step``).
       summarize: write the ``nonfinite_steps`` scalar even when none was skipped, so that the
         curve exists in every run.
-
-    Raises:
-      NonFiniteError: ``consecutive`` reached :attr:`limit`.
     """
     self.total += skipped
     self.consecutive = consecutive

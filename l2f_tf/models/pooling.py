@@ -32,14 +32,12 @@ def _in_xla_context() -> bool:
   """True while tracing for XLA; without TensorFlow's test, True (the path exact everywhere)."""
   if control_flow_util is None:  # pragma: no cover
     return True
-  graph = tf.compat.v1.get_default_graph()
-  return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+  return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _windows(x, size: int, h: int, w: int):
   """[B, h*size(+), w*size(+), C] -> [B, h, size, w, size, C] (trailing rows/columns cut)."""
-  channels = x.shape[-1]
-  return tf.reshape(x[:, :h * size, :w * size, :], (-1, h, size, w, size, channels))
+  return tf.reshape(x[:, :h * size, :w * size, :], (-1, h, size, w, size, x.shape[-1]))
 
 
 def _select_at_maxima(x, y, ddx, size: int):

@@ -2,35 +2,30 @@
 
 Chosen in gin with ``precision.name`` (or ``build_learner.precision``):
   * "float32": everything in float32 (the default);
-  * "mixed_bfloat16": layers compute in bfloat16, variables are float32. bfloat16 has float32's
-    exponent range, so nothing overflows or underflows that would not in float32; it keeps 8
-    significant bits;
-  * "mixed_float16": layers compute in float16, variables are float32, and gradients are
-    loss-scaled (float16's 5 exponent bits underflow below ~6e-8). Meant for GPUs;
-  * "bfloat16_conv": only the convolutions and dense layers compute in bfloat16 (matrix units:
-    AMX on recent Intel Xeons, tensor cores on GPUs); batch norm, activations, pooling and all
-    else stay float32. On a CPU, element-wise ops in bfloat16 and the casts around them cost
-    more than they save, which makes this faster there than "mixed_bfloat16"
-    (docs/few_shot_classification.md, "Levers").
+  * "mixed_bfloat16": layers compute in bfloat16 (float32's exponent range, so nothing over- or
+    underflows that would not in float32; 8 significant bits), variables are float32;
+  * "mixed_float16": layers compute in float16, variables are float32, gradients are
+    loss-scaled (float16 underflows below ~6e-8). Meant for GPUs;
+  * "bfloat16_conv": only convolutions and dense layers compute in bfloat16 (matrix units: AMX
+    on recent Xeons, GPU tensor cores); all else stays float32. On a CPU, element-wise ops in
+    bfloat16 and the casts around them cost more than they save (docs/scaling.md).
 
-The name is a Keras dtype policy: the network (and the L2F attenuator) are built under it
-(:func:`policy_scope`), except "bfloat16_conv", which builds them in float32 and then switches
-the network's convolutions and dense layers (:func:`convert`). What stays in float32 under a mixed policy, and where:
+The name is a Keras dtype policy the network and the L2F attenuator are built under
+(:func:`policy_scope`); "bfloat16_conv" builds in float32 and then switches the network's
+convolutions and dense layers (:func:`convert`). Under a mixed policy these stay float32:
   * every variable (theta, batch-norm scale/offset, the attenuator, the inner learning rates)
-    and the inner loop's fast weights: a layer casts its weights to its compute dtype inside its
-    call, so the gradient of a low-precision forward pass w.r.t. a float32 weight is float32;
+    and the fast weights: a layer casts its weights inside its call, so the gradient w.r.t. a
+    float32 weight is float32;
   * losses and metrics: ``MetaLearner.forward`` casts the network's outputs to the variables'
-    dtype, so the support loss, the query meta-loss and the metrics are computed and reduced
-    in float32;
-  * the attenuator's MLP and gamma (``l2f_tf.meta.attenuation``): tiny, and gamma scales every
-    weight;
+    dtype;
+  * the attenuator (``l2f_tf.meta.attenuation``): tiny, and gamma scales every weight;
   * batch-norm statistics and normalisation (``l2f_tf.models.batch_norm``).
 
 Loss scaling ("mixed_float16" only): the inner loop scales the support loss by a static factor
 (``MetaLearner.inner_loss_scale``, :data:`FLOAT16_INNER_LOSS_SCALE` by default) and unscales its
-gradient; the trainer scales the meta-loss by a dynamic loss scale, kept by a
-:class:`LossScaleOptimizer` that unscales the meta-gradient, skips the update and halves the
-scale when the meta-gradient is not finite (:func:`with_loss_scaling`).
+gradient; the trainer scales the meta-loss by the dynamic scale of a
+:class:`LossScaleOptimizer`, which skips the update and halves the scale on a non-finite
+meta-gradient (:func:`with_loss_scaling`).
 """
 
 import contextlib
@@ -46,9 +41,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16_conv")
 _MATRIX_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                   keras.layers.Dense)
 
-# The inner loop's static loss scale under float16: a power of two (scaling and unscaling are
-# exact) that lifts activation gradients of order 1e-6..1e-4 out of float16's subnormal range
-# while a cross-entropy's gradient (at most 1 per logit) stays far below float16's 65504.
+# The inner loop's static loss scale under float16: a power of two (exact to scale and unscale)
+# lifting gradients of order 1e-6..1e-4 out of float16's subnormals, while a cross-entropy's
+# (at most 1 per logit) stays far below float16's 65504.
 FLOAT16_INNER_LOSS_SCALE = 2.0 ** 10
 
 
@@ -67,8 +62,7 @@ def configured(name: str = "float32") -> str:
 
 @contextlib.contextmanager
 def policy_scope(name: str) -> Iterator[None]:
-  """Layers created inside use the Keras dtype policy ``name``; the global policy is restored
-  on exit (models built later, e.g. by other tests in the process, are unaffected)."""
+  """Layers created inside use the Keras dtype policy ``name``; the global one is restored."""
   check(name)
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("float32" if name == "bfloat16_conv" else name)
@@ -79,9 +73,8 @@ def policy_scope(name: str) -> Iterator[None]:
 
 
 def convert(model: keras.Model, name: str) -> keras.Model:
-  """``model`` made to compute as precision ``name`` says, after :func:`policy_scope` built
-  it: under "bfloat16_conv" its convolutions and dense layers switch to the mixed_bfloat16
-  policy (weights stay float32 and are cast in the call); otherwise ``model`` as it is."""
+  """``model`` (built in :func:`policy_scope`) with, under "bfloat16_conv", its convolutions and
+  dense layers switched to the mixed_bfloat16 policy; otherwise unchanged."""
   if check(name) == "bfloat16_conv":
     # pylint: disable-next=protected-access
     for layer in model._flatten_layers(include_self=False, recursive=True):
@@ -91,8 +84,7 @@ def convert(model: keras.Model, name: str) -> keras.Model:
 
 
 def computes_in_float16(model: keras.Model) -> bool:
-  """Whether a layer of ``model`` computes in float16 (mixed_float16): its gradients then need
-  loss scaling."""
+  """Whether a layer of ``model`` computes in float16 (its gradients then need loss scaling)."""
   # pylint: disable-next=protected-access
   layers = model._flatten_layers(include_self=True, recursive=True)
   return any(layer.compute_dtype == "float16" for layer in layers)
@@ -106,11 +98,9 @@ def default_inner_loss_scale(model: keras.Model) -> float:
 class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
   """Keras' dynamic loss scaling, except that a skipped update still counts as an iteration.
 
-  The trainer's step is the optimizer's iteration counter, and the data stream and summaries
-  are functions of the step: counting a skipped meta-iteration (its meta-batch was consumed)
-  keeps step == meta-batches read, so a resumed run reads the same meta-batches as an
-  uninterrupted one. Adam's bias correction then sees one more step than updates, which only
-  matters in the first few hundred steps.
+  The trainer's step is this counter and the data stream is keyed on it, so counting the skipped
+  meta-iteration (whose meta-batch was read) makes a resumed run read the same meta-batches as
+  an uninterrupted one. Adam's bias correction then sees one more step than updates.
   """
 
   def _stateful_handle_non_finite_grads(self):
@@ -121,10 +111,10 @@ class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
 def with_loss_scaling(optimizer: keras.optimizers.Optimizer, model: keras.Model,
                       initial_scale: float = 2.0 ** 15,
                       dynamic_growth_steps: int = 2000) -> keras.optimizers.Optimizer:
-  """``optimizer`` wrapped in a :class:`LossScaleOptimizer` if ``model`` computes in float16,
-  else ``optimizer`` itself. The wrapper expects gradients of the loss times
-  :func:`dynamic_loss_scale`; it halves the scale and skips the update on a non-finite
-  gradient, and doubles it after ``dynamic_growth_steps`` finite ones."""
+  """``optimizer`` in a :class:`LossScaleOptimizer` if ``model`` computes in float16, else as it
+  is. The wrapper takes gradients of the loss times :func:`dynamic_loss_scale`, skips the
+  update and halves the scale on a non-finite one, and doubles it after
+  ``dynamic_growth_steps`` finite ones."""
   if not computes_in_float16(model):
     return optimizer
   return LossScaleOptimizer(optimizer, initial_scale=initial_scale,
@@ -142,9 +132,8 @@ def clip_gradient(gradient: tf.Tensor, limit: float,
                   loss_scale: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Element-wise clip to [-limit, limit] of a gradient that may still be loss-scaled.
 
-  With a ``loss_scale`` (a power of two, so the scaling is exact) the limit is scaled alike
-  and non-finite entries are kept, so that the loss-scaling optimizer still sees them and skips
-  the step (a plain clip would turn an overflowed inf into a finite value).
+  With a ``loss_scale`` the limit is scaled alike and non-finite entries are kept, so that the
+  loss-scaling optimizer still sees them and skips the step (a clip would make inf finite).
   """
   if loss_scale is None:
     return tf.clip_by_value(gradient, -limit, limit)

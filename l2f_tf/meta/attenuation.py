@@ -7,18 +7,13 @@ L2F (Baik, Hong, Lee, CVPR 2020, Sec. 4) computes, for each task,
   gamma  = sigmoid(MLP_phi(e))                   (MLP: Dense(L) -> ReLU -> Dense(L))
   theta_bar^j = gamma^j * theta^j
 
-and the inner loop starts from theta_bar. The query loss trains theta and phi.
+and the inner loop starts from theta_bar; the query loss trains theta and phi. The paper's
+ablations are configurations: Table 6's transforms (``transform`` "sigmoid" = L2F,
+"unconstrained", "affine"), Table 5's prototype embedding, and Table 4's task-independent
+attenuation initialised at 1 (:class:`TaskIndependentAttenuation`, by ``scope``).
 
-The ablations of the paper are configurations of the two classes here, not copies:
-  * Table 6, task-conditioned transforms: ``transform="sigmoid"`` (L2F), ``"unconstrained"``
-    (gamma = MLP output) and ``"affine"`` (theta_bar = gamma * theta + delta, both from the MLP);
-  * Table 4, task-independent learnable attenuation initialised at 1:
-    :class:`TaskIndependentAttenuation` with ``scope`` network / layer / filter / parameter.
-
-Every attenuation is a Keras layer whose weights (phi) are trained by the outer loop and saved
-with the checkpoint. ``attenuate(theta, embedding)`` maps the theta tensors and the task
-embedding (the learner computes it) to (theta_bar tensors, gamma), where gamma is the tensor
-of attenuation values to log.
+Each attenuation is a Keras layer whose weights (phi) the outer loop trains;
+``attenuate(theta, embedding)`` returns (theta_bar tensors, gamma: the values to log).
 """
 
 from typing import Sequence
@@ -39,30 +34,18 @@ def gradient_mean_embedding(support_gradients: Sequence[tf.Tensor]) -> tf.Tensor
 
 def prototype_mean_embedding(features: tf.Tensor, labels: tf.Tensor,
                              num_classes: int) -> tf.Tensor:
-  """Table 5's alternative task embedding: the mean of the class prototypes.
-
-  Args:
-    features: penultimate-layer features of the support set at theta, [N*K, D].
-    labels: support labels in 0..N-1, [N*K].
-    num_classes: N.
-
-  Returns:
-    [D], held constant like the gradient embedding: the mean over classes of each class's mean
-    feature vector (invariant to the order of the labels).
-  """
+  """Table 5's task embedding [D], held constant: the mean over the N classes of each class's
+  mean support feature (penultimate layer at theta, ``features`` [N*K, D], ``labels`` [N*K])."""
   prototypes = tf.math.unsorted_segment_mean(tf.stop_gradient(features),
                                              tf.cast(labels, tf.int32), num_classes)
   return tf.reduce_mean(prototypes, axis=0)
 
 
 class Attenuation(keras.layers.Layer):
-  """Base class: maps theta (and the task embedding) to theta_bar.
-
-  Subclasses set ``needs_support_gradients`` (or ``needs_support_features``) and implement
-    * ``build_for(param_shapes, embedding_dim=None)``: create the weights phi for inner-loop
-      tensors of these shapes (and a feature embedding of that size, if it uses one);
-    * ``attenuate(params, embedding=None) -> (theta_bar, gamma)``, gamma being the values to
-      log, one per tensor (shape [L]).
+  """Maps theta (and the task embedding) to theta_bar. Subclasses set
+  ``needs_support_gradients`` or ``needs_support_features`` and implement
+  ``build_for(param_shapes, embedding_dim=None)`` (create phi) and
+  ``attenuate(params, embedding=None) -> (theta_bar, gamma [L])``.
   """
 
   needs_support_gradients = False
@@ -80,11 +63,8 @@ class TaskConditionedAttenuation(Attenuation):
   Args:
     transform: "sigmoid" (L2F, gamma in (0, 1)), "unconstrained" (gamma is the MLP output), or
       "affine" (the MLP outputs gamma and delta; theta_bar = gamma * theta + delta).
-    hidden_units: width of the hidden layer; None means L (the number of tensors), as in the
-      reference code.
-    embedding: the task embedding fed to the MLP: "gradient_mean" (L2F: the mean of each
-      support-gradient tensor) or "prototype_mean" (Table 5: the mean of the class prototypes
-      of the support set's penultimate features).
+    hidden_units: width of the hidden layer; None means L (the number of tensors).
+    embedding: the MLP's input: "gradient_mean" (L2F) or "prototype_mean" (Table 5).
   """
 
   def __init__(self, transform: str = "sigmoid", hidden_units=None,
@@ -96,9 +76,7 @@ class TaskConditionedAttenuation(Attenuation):
     if embedding not in EMBEDDINGS:
       raise ValueError(f"TaskConditionedAttenuation.embedding must be one of {EMBEDDINGS}, "
                        f"got {embedding!r}.")
-    self.transform = transform
-    self.hidden_units = hidden_units
-    self.embedding = embedding
+    self.transform, self.hidden_units, self.embedding = transform, hidden_units, embedding
     self.needs_support_gradients = embedding == "gradient_mean"
     self.needs_support_features = embedding == "prototype_mean"
 
@@ -113,8 +91,7 @@ class TaskConditionedAttenuation(Attenuation):
     inputs = embedding_dim if self.needs_support_features else num_tensors
     outputs = 2 * num_tensors if self.transform == "affine" else num_tensors
     self.num_tensors = num_tensors
-    # The MLP computes in its variables' dtype (float32 also under a mixed precision policy):
-    # it is tiny, and gamma multiplies every weight of theta.
+    # In the variables' dtype (float32 under mixed precision): tiny, and gamma scales theta.
     self.hidden = keras.layers.Dense(self.hidden_units or num_tensors, activation="relu",
                                      dtype=self.dtype, name="attenuator_hidden")
     self.out = keras.layers.Dense(outputs, dtype=self.dtype, name="attenuator_out")
@@ -132,22 +109,14 @@ class TaskConditionedAttenuation(Attenuation):
     return raw[:self.num_tensors], raw[self.num_tensors:]
 
   def attenuate(self, params, embedding=None):
-    """theta_bar^j = gamma^j * theta^j (+ delta^j for the affine variant).
-
-    Args:
-      params: theta, the inner-loop tensors.
-      embedding: the task embedding (``MetaLearner.task_embedding``: the gradient means or the
-        prototype mean), a constant.
-    """
+    """theta_bar^j = gamma^j * theta^j (+ delta^j if affine), for the task ``embedding``
+    (``MetaLearner.task_embedding``)."""
     if embedding is None:
       raise ValueError(f"The {self.embedding} attenuation needs a task embedding.")
     gamma, delta = self.gamma_from_embedding(tf.cast(embedding, self.dtype))
-    theta_bar = []
-    for j, p in enumerate(params):
-      value = tf.cast(gamma[j], p.dtype) * p
-      if delta is not None:
-        value = value + tf.cast(delta[j], p.dtype)
-      theta_bar.append(value)
+    theta_bar = [tf.cast(gamma[j], p.dtype) * p for j, p in enumerate(params)]
+    if delta is not None:
+      theta_bar = [t + tf.cast(delta[j], t.dtype) for j, t in enumerate(theta_bar)]
     return theta_bar, gamma
 
 
@@ -155,8 +124,8 @@ class TaskIndependentAttenuation(Attenuation):
   """Learnable attenuation shared by all tasks, initialised at 1 (Table 4 of the paper).
 
   Args:
-    scope: "network" (one scalar), "layer" (one per tensor), "filter" (one per output channel or
-      unit, i.e. per entry of a tensor's last axis) or "parameter" (one per weight).
+    scope: "network" (one scalar), "layer" (one per tensor), "filter" (one per entry of a
+      tensor's last axis) or "parameter" (one per weight).
   """
 
   def __init__(self, scope: str = "layer", **kwargs):

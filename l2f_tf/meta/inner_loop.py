@@ -1,17 +1,14 @@
 """The inner loop of MAML: SGD on explicit fast weights.
 
-The inner loop never assigns to variables. It takes the current inner-loop parameters as plain
-tensors, differentiates the support loss with respect to them and returns new tensors, so the
-outer tape sees every step and can differentiate through it (second order). First order is the
-same code with ``tf.stop_gradient`` on the inner gradients, which drops exactly the Hessian terms.
+The inner loop never assigns to variables: it differentiates the support loss with respect to
+plain parameter tensors and returns new tensors, so the outer tape sees every step and can
+differentiate through it (second order). First order adds ``tf.stop_gradient`` on the inner
+gradients, which drops exactly the Hessian terms. Learning rates are fixed (MAML) or learnable
+per tensor and step (MAML++'s LSLR): :class:`InnerLearningRates`.
 
-Learning rates are either fixed (one float, as in MAML) or learnable per tensor and per step (the
-"LSLR" of MAML++), held by :class:`InnerLearningRates`.
-
-Second order, a step can also be *recomputed* (``inner_loop(..., recompute_inputs=...)``): it is
-then one ``tf.custom_gradient`` op that keeps only its inputs (the small parameter tensors) and
-recomputes the step in its backward pass, which is how ``l2f_tf.meta.sequential`` fits the
-vision meta-gradient in a third of the memory. The values and gradients are the same.
+A second-order step can also be *recomputed* (``recompute_inputs``): one ``tf.custom_gradient``
+op that keeps only its inputs (the small parameter tensors) and recomputes the step in its
+backward pass, with the same values and gradients in less memory (``l2f_tf.meta.sequential``).
 """
 
 from typing import Callable, List, Optional, Sequence
@@ -23,24 +20,15 @@ Params = List[tf.Tensor]
 
 
 class InnerLearningRates(keras.layers.Layer):
-  """Inner-loop learning rates, one per (step, parameter tensor) when learnable.
-
-  Args:
-    num_tensors: number of inner-loop parameter tensors.
-    num_steps: number of inner steps trained; evaluation with more steps reuses the last step's
-      rates.
-    inner_lr: the fixed learning rate, also the initial value of learnable rates.
-    learnable: if True, rates are variables of shape [num_steps, num_tensors] trained by the
-      outer loop (MAML++ LSLR); otherwise the constant ``inner_lr``.
-  """
+  """Inner-loop learning rates: the constant ``inner_lr``, or if ``learnable`` a variable
+  [num_steps, num_tensors] initialised to it and trained by the outer loop (MAML++ LSLR).
+  Evaluation with more than ``num_steps`` steps reuses the last step's rates."""
 
   def __init__(self, num_tensors: int, num_steps: int, inner_lr: float = 0.01,
                learnable: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.num_tensors = num_tensors
-    self.num_steps = num_steps
-    self.inner_lr = float(inner_lr)
-    self.learnable = learnable
+    self.num_tensors, self.num_steps = num_tensors, num_steps
+    self.inner_lr, self.learnable = float(inner_lr), learnable
     if learnable:
       self.rates = self.add_weight(
           shape=(num_steps, num_tensors), initializer=keras.initializers.Constant(inner_lr),
@@ -59,9 +47,8 @@ class InnerLearningRates(keras.layers.Layer):
 def gradients(loss_fn: Callable[[Params], tf.Tensor], params: Params, loss_scale: float = 1.0):
   """Returns (loss, d loss / d params) for a loss of explicit parameter tensors.
 
-  ``loss_scale`` (mixed_float16, see ``l2f_tf.precision``): the gradient is taken of the loss
-  times this static factor and divided by it, so that float16 backprop does not underflow; a
-  power of two keeps both exact.
+  ``loss_scale`` (mixed_float16, ``l2f_tf.precision``): the gradient is taken of the loss times
+  this factor and divided by it, so that float16 backprop does not underflow.
   """
   with tf.GradientTape(watch_accessed_variables=False) as tape:
     tape.watch(params)
@@ -74,9 +61,8 @@ def gradients(loss_fn: Callable[[Params], tf.Tensor], params: Params, loss_scale
 
 
 def as_rate(lr, dtype) -> tf.Tensor:
-  """A learning rate (Python float or tensor) as a tensor of ``dtype``. A Python float becomes
-  a tensor of that dtype directly: tf.cast would first make it float32 and lose precision in
-  float64 runs."""
+  """A learning rate (Python float or tensor) as a tensor of ``dtype`` (a float directly: tf.cast
+  would go through float32 and lose digits in float64 runs)."""
   return tf.cast(lr, dtype) if tf.is_tensor(lr) else tf.constant(lr, dtype)
 
 
@@ -98,17 +84,12 @@ def sgd_step(params: Params, grads: Sequence[tf.Tensor], learning_rates: Sequenc
 def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: Params,
                         inputs: Params, learning_rates: Sequence,
                         loss_scale: float = 1.0) -> Params:
-  """The second-order SGD step ``theta - lr * d loss_fn(theta, inputs) / d theta`` as one op
-  that keeps only its inputs and recomputes itself in the backward pass.
+  """The second-order step ``theta - lr * d loss_fn(theta, inputs) / d theta`` as one op that
+  keeps only its inputs and recomputes itself in the backward pass.
 
-  Args:
-    loss_fn: ``loss_fn(params, inputs)``, the support loss.
-    params: theta, the tensors the step updates.
-    inputs: the other tensors the loss depends on that need gradients (outer-loop-only
-      weights such as batch-norm scale/offset), passed explicitly because a custom gradient
-      only differentiates with respect to its arguments.
-    learning_rates: per tensor; learnable rates get their gradients too.
-    loss_scale: static loss scale of the support gradient (see :func:`gradients`).
+  ``inputs``: the other tensors the support loss needs gradients for (outer-loop-only weights
+  such as batch-norm scale/offset), explicit because a custom gradient only differentiates
+  with respect to its arguments. Learnable ``learning_rates`` get their gradients too.
   """
   n, m = len(params), len(inputs)
   lrs = [as_rate(lr, p.dtype) for lr, p in zip(learning_rates, params)]
@@ -142,27 +123,17 @@ def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
                learning_rates: InnerLearningRates, first_order: bool = False,
                recompute_inputs: Optional[Params] = None,
                loss_scale: float = 1.0) -> List[Params]:
-  """Runs ``num_steps`` SGD steps on the support loss from ``initial_params``.
+  """``num_steps`` SGD steps on the support loss ``loss_fn(params)`` from ``initial_params``
+  (theta for MAML, theta_bar for L2F): the iterates ``[params_0, ..., params_num_steps]``.
 
-  Args:
-    loss_fn: maps a list of parameter tensors to the scalar support loss; with
-      ``recompute_inputs``, ``loss_fn(params, recompute_inputs)``.
-    initial_params: the starting point (theta for MAML, theta_bar for L2F).
-    num_steps: number of SGD steps.
-    learning_rates: rates per step and tensor.
-    first_order: drop second-order terms (stop_gradient on the inner gradients).
-    recompute_inputs: if given (second order only: first order has nothing to recompute),
-      every step is a :func:`recomputed_sgd_step` and these are the other tensors the loss
-      depends on.
-    loss_scale: static loss scale of the support gradients (see :func:`gradients`).
-
-  Returns:
-    The list of iterates ``[params_0, params_1, ..., params_num_steps]``.
+  ``first_order`` drops the second-order terms. With ``recompute_inputs`` (second order only)
+  every step is a :func:`recomputed_sgd_step`, the loss ``loss_fn(params, recompute_inputs)``.
+  ``loss_scale``: see :func:`gradients`.
   """
   if recompute_inputs is not None and first_order:
     raise ValueError("inner_loop: recompute_inputs is for second order only.")
-  iterates = [list(initial_params)]
   params = list(initial_params)
+  iterates = [params]
   for step in range(num_steps):
     rates = learning_rates.for_step(step)
     if recompute_inputs is not None:

@@ -3,39 +3,29 @@
 MAML's second-order meta-gradient differentiates the support-loss gradient once more, so every
 op between the inner-loop weights and the loss must be exact to second order. Keras'
 ``BatchNormalization`` (like ``tf.nn.moments``) computes the variance around
-``stop_gradient(mean)``: the value and the first derivative are right (the dropped term is
-``sum_i (x_i - mean) = 0`` times something), but the second derivative loses the mean's
-contribution to the variance. Through conv4 that made the second-order meta-gradient wrong by
-10-50% (see ``tests/meta/test_gradients_backbones.py``).
+``stop_gradient(mean)``: value and first derivative are right, but the second derivative loses
+the mean's share of the variance (docs/second_order.md).
 
 :class:`BatchNorm` computes, per channel (last axis), over all other axes
 
     mean = E[x],   var = E[(x - mean)^2],   y = (x - mean) / sqrt(var + epsilon) * gamma + beta
 
-It always uses the statistics of the batch it is given (the support set while adapting, the
-query set when predicting), as the few-shot meta-learning codes do; there are no running
-averages, so ``training`` does not change anything. ``gamma`` and ``beta`` are trained by the
-outer loop only: the layer says so with ``outer_loop_only = True``, which
-``MetaLearner`` reads when it picks the inner-loop tensors.
+always with the statistics of the batch it is given (support set while adapting, query set
+when predicting), with no running averages, so ``training`` changes nothing. ``gamma`` and
+``beta`` are trained by the outer loop only (``outer_loop_only = True``, read by
+``MetaLearner``).
 
-How it is computed (:func:`batch_norm`). The layer and its first derivative are two fused
-kernels (TensorFlow's ``FusedBatchNormV3`` and ``FusedBatchNormGradV3``, oneDNN on CPU), one
-pass or two over the activations where the formula op by op takes about ten; the derivative of
-that backward pass, which second-order MAML needs, is written out in closed form
-(:func:`_backward_of_backward`) in terms of the same two kernels plus three element-wise ops
-(its speed-up: docs/few_shot_classification.md). Each level is a ``tf.custom_gradient``. First and second
-derivatives are exact (finite differences in float64: tests/models/test_batch_norm.py, and
-through whole networks tests/meta/test_gradients_backbones.py); third and higher ones are not
-(the closed form treats the forward statistics as constants), and nothing in the library
-takes them. The fused kernels exist for float16/bfloat16/float32 only: in float64 (the
-gradient tests) the same three levels run on ordinary ops (:class:`_PlainKernels`), so the
-finite-difference tests check the closed forms, and a test compares the fused float32 path
-with the float64 one.
+:func:`batch_norm` runs the layer and its first derivative as TensorFlow's fused kernels
+(``FusedBatchNormV3``, ``FusedBatchNormGradV3``) and the derivative of that backward pass in
+closed form from the same kernels (:func:`_backward_of_backward`), each level a
+``tf.custom_gradient``. First and second derivatives are exact; third ones are not (the
+closed form treats the forward statistics as constants) and nothing takes them. The fused
+kernels stop at float32, so float64 runs the same closed forms on ordinary ops
+(:class:`_PlainKernels`), which the finite-difference tests check.
 
-Under mixed precision (``l2f_tf.precision``) the layer receives bfloat16 or float16 inputs but
-computes the statistics and the normalisation in float32 (as Keras' own batch norm does: a
-mean over many low-precision values loses digits, and float16 squares overflow), with float32
-``gamma`` and ``beta``, and returns its compute dtype.
+Under mixed precision (``l2f_tf.precision``) the statistics and the normalisation are computed
+in float32 with float32 ``gamma`` and ``beta`` (a mean over many low-precision values loses
+digits, and float16 squares overflow), and the output is cast back to the compute dtype.
 """
 
 from typing import Tuple
@@ -56,8 +46,7 @@ class _FusedKernels:
   @staticmethod
   def forward(x, scale, offset, epsilon):
     """(y, mean, biased variance, state for :meth:`backward`)."""
-    # The mean and variance inputs are unused in training mode. (No tensor is made at import:
-    # that would start TensorFlow's runtime before a multi-worker strategy can configure it.)
+    # Unused in training mode; made here, not at import (that would start TensorFlow's runtime).
     unused = tf.zeros([0], scale.dtype)
     y, mean, unbiased, r1, r2, r3 = tf.raw_ops.FusedBatchNormV3(
         x=x, scale=scale, offset=offset, mean=unused, variance=unused, epsilon=epsilon,
@@ -106,8 +95,7 @@ def _kernels(dtype):
 
 
 def _known_zero(t: tf.Tensor) -> bool:
-  """Whether ``t`` is zero before running anything: the constant zeros a gradient tape fills
-  in for an unused output (or, eagerly, a zero value)."""
+  """Whether ``t`` is statically zero (the zeros a tape fills in for an unused output)."""
   value = tf.get_static_value(t)
   return value is not None and not value.any()
 
@@ -124,25 +112,21 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
       h      = (b_gamma - gamma / s * E[a x_hat]) dy - gamma / s * E[dy x_hat] a
       dx     = (h - E[h] - x_hat E[h x_hat]) / s - gamma * dgamma * x_hat / (n s)
 
-  The first line is the fused backward kernel applied to ``a`` plus the forward kernel with
-  scale b_gamma and offset b_beta; the last line the backward kernel applied to ``h`` with
-  scale 1 plus the forward kernel with scale -gamma dgamma / (n s). E[dy] and E[dy x_hat] are
-  the backward pass's own dbeta / n and dgamma / n.
+  ddy is the backward kernel applied to ``a`` plus the forward kernel with scale b_gamma and
+  offset b_beta; dx the backward kernel applied to ``h`` with scale 1 plus the forward kernel
+  with scale -gamma dgamma / (n s). E[dy], E[dy x_hat] are the backward pass's dbeta/n, dgamma/n.
 
-  When b_gamma and b_beta are known zeros (batch norm outer-loop only: nothing uses the
-  support gradient's dgamma and dbeta), two kernel calls go: ddy is the first term alone, and
-  since the backward kernel is linear in its input per channel, with P(v) = (v - E[v] -
-  x_hat E[v x_hat]) / s the first line is gamma P(a) and the backward pass's own dx is
-  gamma P(dy), so the first term of dx is  -(E[a x_hat] dx_first + E[dy x_hat] ddy) / s, with
-  no kernel call and no division by gamma.
+  When b_gamma and b_beta are known zeros (gamma and beta are outer-loop only, so the support
+  gradient's dgamma and dbeta go unused), ddy is the first term alone, and with
+  P(v) = (v - E[v] - x_hat E[v x_hat]) / s (linear per channel) ddy = gamma P(a) and the first
+  dx = gamma P(dy), so dx's first term is -(E[a x_hat] dx_first + E[dy x_hat] ddy) / s: two
+  kernel calls fewer, and no division by gamma.
   """
   a, b_gamma, b_beta = cotangents
   first_dx, first_dgamma, first_dbeta = outputs
   count = _count_per_channel(x, x.dtype)
   inverse_std = tf.math.rsqrt(variance + epsilon)
   a_part, sum_a_x_hat, sum_a = kernels.backward(a, x, gamma, state, epsilon)
-  # The usual case: gamma and beta are outer-loop only, so the support gradient never uses its
-  # dgamma and dbeta, and the tape fills their cotangents with zeros.
   scale_offset_unused = _known_zero(b_gamma) and _known_zero(b_beta)
   if scale_offset_unused:
     ddy = a_part
@@ -165,8 +149,7 @@ def _backward_of_backward(kernels, epsilon: float, x, gamma, dy, state, variance
 
 
 def batch_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-  """Training-mode batch norm of ``x`` (statistics over all axes but the last), differentiable
-  exactly to second order; see the module docstring."""
+  """Training-mode batch norm of ``x`` over all axes but the last, exact to second order."""
   shape, rank = tf.shape(x), len(x.shape)
   if rank != 4:  # the kernels take NHWC: fold the other axes into N
     x = tf.reshape(x, [-1, 1, 1, shape[-1]])
@@ -177,20 +160,13 @@ def batch_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
   def normalise(x, gamma, beta):
     y, _, variance, state = kernels.forward(x, gamma, beta, epsilon)
 
-    def gradient(dy):
-      @tf.custom_gradient
-      def backward(dy, x, gamma):
-        outputs = kernels.backward(dy, x, gamma, state, epsilon)
+    @tf.custom_gradient
+    def backward(dy, x, gamma):
+      outputs = kernels.backward(dy, x, gamma, state, epsilon)
+      return outputs, lambda *cotangents: _backward_of_backward(
+          kernels, epsilon, x, gamma, dy, state, variance, outputs, cotangents)
 
-        def second_order(*cotangents):
-          return _backward_of_backward(kernels, epsilon, x, gamma, dy, state, variance, outputs,
-                                       cotangents)
-
-        return outputs, second_order
-
-      return backward(dy, x, gamma)
-
-    return y, gradient
+    return y, lambda dy: backward(dy, x, gamma)
 
   y = normalise(x, gamma, beta)
   return y if rank == 4 else tf.reshape(y, shape)
@@ -201,8 +177,7 @@ class BatchNorm(keras.layers.Layer):
   """Transductive batch normalisation with learned scale ``gamma`` and offset ``beta``.
 
   Args:
-    epsilon: added to the variance; 1e-5 as in PyTorch's batch norm, which the reference
-      few-shot code uses (Keras' own default is 1e-3).
+    epsilon: added to the variance; 1e-5 as in the PyTorch reference code (Keras' is 1e-3).
   """
 
   outer_loop_only = True
@@ -226,9 +201,8 @@ class BatchNorm(keras.layers.Layer):
     input_dtype = inputs.dtype
     if input_dtype in ("float16", "bfloat16"):
       inputs = ops.cast(inputs, "float32")
-    outputs = batch_norm(inputs, ops.cast(self.gamma, inputs.dtype),
-                         ops.cast(self.beta, inputs.dtype), self.epsilon)
-    return ops.cast(outputs, input_dtype)
+    gamma, beta = (ops.cast(v, inputs.dtype) for v in (self.gamma, self.beta))
+    return ops.cast(batch_norm(inputs, gamma, beta, self.epsilon), input_dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape

@@ -1,11 +1,9 @@
 """The 4-conv backbone of the reference few-shot classification code (MAML / MAML++ / L2F).
 
-4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2] (the last
-two computed as max-pool then leaky ReLU, the same function: :func:`pool_then_activate`),
-flatten, dense to N classes; Glorot-uniform initialisation. Batch norm (:class:`BatchNorm`,
-exact to second order) always normalises with the statistics of the current batch; its
-scale/offset are trained by the outer loop only, so the inner loop adapts 6 tensors: the 4
-conv kernels, the dense kernel and the dense bias (one L2F gamma each).
+4 x [conv 3x3, `filters` channels, no bias -> batch norm -> leaky ReLU -> max-pool 2], flatten,
+dense to N classes; Glorot-uniform initialisation. Batch-norm scale/offset are outer-loop only,
+so the inner loop adapts 6 tensors: 4 conv kernels, the dense kernel and bias (one L2F gamma
+each).
 """
 
 from typing import Sequence
@@ -18,12 +16,9 @@ from l2f_tf.models.pooling import MaxPool
 
 
 def pool_then_activate(x, name: str, negative_slope: float):
-  """leaky ReLU then max-pool 2, computed as max-pool 2 then leaky ReLU.
-
-  The two commute exactly (leaky ReLU is strictly increasing, so each window's maximum is the
-  same element either way, and so are all derivatives), and the activation then runs on a
-  quarter of the values.
-  """
+  """leaky ReLU then max-pool 2, computed as pool then ReLU: they commute exactly (leaky ReLU
+  is increasing, so every window picks the same element), and the ReLU sees a quarter of the
+  values."""
   x = MaxPool(2, name=f"{name}_pool")(x)
   return keras.layers.LeakyReLU(negative_slope=negative_slope, name=f"{name}_relu")(x)
 
@@ -33,13 +28,10 @@ def conv_bn_block(x, filters: int, name: str, pool: bool = True, activation: boo
   x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer="glorot_uniform", name=f"{name}_conv")(x)
   x = BatchNorm(name=f"{name}_bn")(x)
-  if activation and pool:
-    return pool_then_activate(x, name, negative_slope=0.01)
-  if activation:
-    x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"{name}_relu")(x)
   if pool:
-    x = MaxPool(2, name=f"{name}_pool")(x)
-  return x
+    return (pool_then_activate(x, name, negative_slope=0.01) if activation else
+            MaxPool(2, name=f"{name}_pool")(x))
+  return keras.layers.LeakyReLU(negative_slope=0.01, name=f"{name}_relu")(x) if activation else x
 
 
 @gin.configurable

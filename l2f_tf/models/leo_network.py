@@ -1,16 +1,9 @@
 """The networks of LEO (Rusu et al., ICLR 2019): encoder, relation network and decoder.
 
-LEO does not adapt these weights in its inner loop: they map a task's support embeddings to a
-Gaussian latent code per class, and a latent code to the mean and spread of that class's
-classifier weights (`l2f_tf.meta.leo` runs the algorithm on them). All layers are linear maps
-without bias, initialised Glorot-uniform, as in LEO's published code:
-
-  encoder           x [.., D]        -> codes [.., L]              (one matrix [D, L])
-  relation network  pairs [c_i, c_j] -> [.., 2L], mean over j      (MLP 2L -> 2L -> 2L -> 2L,
-                                                                     ReLU between layers)
-  decoder           z [.., L]        -> [.., 2D]: mean and pre-spread of the weights
-
-with D the embedding size (640 for LEO's WRN-28-10 features) and L the latent size (64).
+Not adapted in LEO's inner loop (`l2f_tf.meta.leo` runs the algorithm): they map a task's
+support embeddings [.., D] to a Gaussian latent code [.., L] per class, and a code to the mean
+and spread of that class's classifier weights. As in LEO's code, all are linear maps without
+bias, Glorot-uniform; the relation network is an MLP over pairs of codes, ReLU between layers.
 """
 
 from typing import List
@@ -38,13 +31,11 @@ class LEONetwork(keras.layers.Layer):
       if int(value) < 1:
         raise ValueError(f"leo_network.{name} must be >= 1, got {value}.")
     self.num_classes, self.embedding_dim = int(num_classes), int(embedding_dim)
-    self.num_latents = int(num_latents)
+    self.num_latents, self.num_relation_layers = int(num_latents), int(relation_layers)
     glorot = keras.initializers.GlorotUniform()
     d, l = self.embedding_dim, self.num_latents
     self.encoder = self.add_weight(shape=(d, l), initializer=glorot, name="encoder")
-    # One attribute per matrix: TensorFlow checkpoints track attributes, not a list of Keras
-    # variables (a list here left the relation network out of every checkpoint).
-    self.num_relation_layers = int(relation_layers)
+    # One attribute per matrix: checkpoints track attributes, not a list of Keras variables.
     for i in range(relation_layers):
       setattr(self, f"relation_{i}", self.add_weight(shape=(2 * l, 2 * l), initializer=glorot,
                                                      name=f"relation_{i}"))
@@ -85,7 +76,7 @@ class LEONetwork(keras.layers.Layer):
     return tf.tensordot(z, self.decoder.value, axes=1)
 
   def call(self, x):
-    """Keras' entry point is not used: LEO calls encode / relate / decode."""
+    """Unused: LEO calls encode / relate / decode."""
     return self.encode(x)
 
 

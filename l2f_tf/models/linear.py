@@ -1,9 +1,8 @@
 """A linear N-way classifier over pre-computed embeddings (e.g. LEO's 640-d features).
 
-What MAML (or L2F) adapts when the inputs are embeddings rather than images: the inner loop
-adapts the kernel and the bias of one dense layer, which is MAML over a fixed feature extractor
-(the backbone that wrote the embeddings). `l2f_tf.domains.embeddings.FewShotEmbeddings` builds it
-by default, so every learner of the library runs on embedding datasets as well.
+MAML (or L2F) over a fixed feature extractor: the inner loop adapts one dense layer's kernel and
+bias. `l2f_tf.domains.embeddings.FewShotEmbeddings` builds it by default, so every learner runs
+on embedding datasets too.
 """
 
 import gin

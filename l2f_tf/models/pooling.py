@@ -1,27 +1,22 @@
 """Non-overlapping max pooling with exact first and second derivatives, compiled or not.
 
-MAML's second order differentiates the gradient of max pooling once more. TensorFlow gets that
-from ``MaxPoolGradGrad``, which is exact in ordinary graphs but, under XLA
-(``jit_compile=True``), picks the window maximum after rounding the inputs to bfloat16 (7
-mantissa bits): whenever two values of a window agree to ~3 significant digits it routes the
-second-order term through the wrong element. On conv4 that made the XLA-compiled second-order
-meta-gradient wrong by 1-15%. XLA also has no float64 ``MaxPoolGradGrad``.
+MAML's second order differentiates the gradient of max pooling once more. TensorFlow's
+``MaxPoolGradGrad`` is exact in ordinary graphs, but under XLA (``jit_compile=True``) it picks
+each window's maximum after rounding to bfloat16, so when two values of a window agree to ~3
+digits it routes the second-order term through the wrong element (docs/second_order.md); XLA
+also has no float64 ``MaxPoolGradGrad``.
 
-:class:`MaxPool` keeps TensorFlow's fast ``MaxPool`` forward and ``MaxPoolGrad`` backward
-passes (oneDNN on CPU, exact under XLA too) and replaces only the derivative of the backward
-pass. That derivative is linear: it reads the incoming second-order gradient at each window's
-maximum (and is zero with respect to the pooled values, where the routing is piecewise
-constant). Outside XLA it is computed as ``MaxPoolGrad`` of ones (a one-hot mask of the
-element each window routes to, the same element the first derivative uses) times the
-incoming gradient, summed per window by average pooling times ``size**2``, faster than
-TensorFlow's ``MaxPoolGradGrad`` (which also returns two zero tensors of the input's size;
-docs/few_shot_classification.md). Under XLA it is
-computed with each ``size x size`` window reshaped onto its own axes and a mask of the maxima
-(``x == max``), ordinary element-wise ops that are exact in any dtype. (For exact ties within
-a window, which real-valued activations practically never have, that mask splits the value
-evenly where ``MaxPoolGrad`` picks one element; both are valid derivatives of the kink.) Like
-Keras' ``MaxPooling2D(size)`` with 'valid' padding, trailing rows/columns that do not fill a
-window are dropped (84 -> 42 -> 21 -> 10 -> 5).
+:class:`MaxPool` keeps TensorFlow's ``MaxPool`` forward and ``MaxPoolGrad`` backward passes
+(exact under XLA too) and replaces only the derivative of the backward pass. That derivative
+is linear: it reads the incoming second-order gradient at each window's maximum (and is zero
+with respect to the pooled values, where the routing is piecewise constant). Outside XLA it is
+``MaxPoolGrad`` of ones (a one-hot mask of the element the first derivative routes to) times
+the incoming gradient, summed per window by average pooling times ``size**2`` (faster than
+``MaxPoolGradGrad``: docs/few_shot_classification.md). Under XLA each window is reshaped onto
+its own axes and masked where ``x == max``, element-wise ops exact in any dtype (an exact tie
+splits the value evenly where ``MaxPoolGrad`` picks one element: both are valid derivatives
+of the kink). Like Keras' ``MaxPooling2D(size)``, 'valid' padding drops trailing rows/columns
+that do not fill a window (84 -> 42 -> 21 -> 10 -> 5).
 """
 
 import keras
@@ -34,18 +29,15 @@ except ImportError:  # pragma: no cover
 
 
 def _in_xla_context() -> bool:
-  """True while tracing for XLA (inside ``tf.function(jit_compile=True)``). If TensorFlow no
-  longer offers the test, the XLA-safe path (exact everywhere, slower) is used."""
+  """True while tracing for XLA; without TensorFlow's test, True (the path exact everywhere)."""
   if control_flow_util is None:  # pragma: no cover
     return True
-  graph = tf.compat.v1.get_default_graph()
-  return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+  return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _windows(x, size: int, h: int, w: int):
   """[B, h*size(+), w*size(+), C] -> [B, h, size, w, size, C] (trailing rows/columns cut)."""
-  channels = x.shape[-1]
-  return tf.reshape(x[:, :h * size, :w * size, :], (-1, h, size, w, size, channels))
+  return tf.reshape(x[:, :h * size, :w * size, :], (-1, h, size, w, size, x.shape[-1]))
 
 
 def _select_at_maxima(x, y, ddx, size: int):

@@ -1,11 +1,9 @@
 """ResNet12 for few-shot classification (as in the L2F paper's ResNet12 rows).
 
-Four residual blocks of 64 / 128 / 256 / 512 channels. Each block: three conv 3x3 (no bias) ->
-batch norm (leaky ReLU after the first two), plus a 1x1 conv (no bias) -> batch norm shortcut,
-added, leaky ReLU, then max-pool 2 after blocks 1-3 (computed as pool then leaky ReLU, which
-is the same function: ``conv4.pool_then_activate``); global average pool and a dense head.
-The inner loop adapts 18 tensors: 16 conv kernels, the dense kernel and bias (batch-norm
-scale/offset are outer-loop only).
+Four residual blocks of 64 / 128 / 256 / 512 channels, each three conv 3x3 (no bias) -> batch
+norm (leaky ReLU after the first two) plus a 1x1 conv -> batch norm shortcut, added, leaky
+ReLU, and max-pool 2 after blocks 1-3; global average pool and a dense head. The inner loop
+adapts 18 tensors: 16 conv kernels, the dense kernel and bias.
 """
 
 from typing import Sequence

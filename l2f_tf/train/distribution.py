@@ -1,23 +1,20 @@
-"""Which hardware trains a run: the ``tf.distribute`` strategy, chosen by name in gin or on the
-command line (``--strategy`` / ``run_experiment.strategy``), and what each worker may write.
+"""Which hardware trains a run: the ``tf.distribute`` strategy, named in gin or on the command
+line (``--strategy`` / ``run_experiment.strategy``), and what each worker may write.
 
 Strategies (:data:`STRATEGIES`):
+* ``default``: TensorFlow's default strategy (one device, no replication);
+* ``one_device``: ``OneDeviceStrategy`` on the first GPU, else the CPU;
+* ``mirrored``: ``MirroredStrategy`` over all local GPUs, or without GPUs over
+  ``num_cpu_devices`` logical CPU devices (to test the multi-replica path on a laptop);
+* ``multi_worker``: ``MultiWorkerMirroredStrategy``, the cluster read from ``TF_CONFIG``
+  (every worker runs the same command);
+* ``tpu``: ``TPUStrategy`` on ``tpu_address`` (untested: no TPU was available).
 
-* ``default``: TensorFlow's default strategy (one device, no replication).
-* ``one_device``: ``OneDeviceStrategy`` on the first GPU, else the CPU.
-* ``mirrored``: ``MirroredStrategy`` over all local GPUs; on a machine without GPUs over
-  ``num_cpu_devices`` logical CPU devices (for testing the multi-replica path on a laptop).
-* ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster and this process's place in it
-  come from the ``TF_CONFIG`` environment variable (every worker runs the same command).
-* ``tpu``: ``TPUStrategy`` on the TPU named by ``tpu_address`` (code path only: no TPU was
-  available to test it).
-
-The supervised trainer splits each meta-batch's tasks across the replicas and all-reduces the
-meta-gradient, so the update equals the one-device update. In a multi-worker run the chief
-(task ``chief``, or ``worker`` 0 when the cluster has no chief) writes the run folder; the other
-workers write to a scratch folder (:func:`scratch_dir`) that is removed when they finish, and
-restore checkpoints from the chief's folder (so the run directory must be on a filesystem every
-worker sees: one machine, or a shared disk).
+The supervised trainer splits each meta-batch's tasks across replicas and all-reduces the
+meta-gradient, so the update equals the one-device one. In a multi-worker run the chief (task
+``chief``, or ``worker`` 0 without one) writes the run folder; the other workers write to a
+scratch folder (:func:`scratch_dir`), removed when they finish, and restore checkpoints from the
+chief's folder (so the run directory must be on a filesystem every worker sees).
 """
 
 import json
@@ -54,8 +51,7 @@ def tf_config_task(name: str):
                      "the second). See docs/scaling.md.")
   try:
     spec = json.loads(raw)
-    task = spec["task"]
-    cluster = spec["cluster"]
+    task, cluster = spec["task"], spec["cluster"]
     return task["type"], int(task["index"]), cluster
   except (ValueError, KeyError, TypeError) as error:
     raise ValueError(f"TF_CONFIG is not valid ({error}): it must be JSON with a 'cluster' of "
@@ -67,9 +63,7 @@ def is_chief_task(name: str) -> bool:
   """Whether this process writes the run folder, decided from the strategy name and TF_CONFIG
   alone (before any strategy exists; used to write operative_config.gin once)."""
   task_type, index, cluster = tf_config_task(name)
-  if task_type is None:
-    return True
-  if task_type == "chief":
+  if task_type in (None, "chief"):
     return True
   return task_type == "worker" and index == 0 and "chief" not in cluster
 
@@ -109,13 +103,11 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2,
 
   Args:
     name: one of :data:`STRATEGIES`.
-    num_cpu_devices: for ``mirrored`` on a machine without GPUs: logical CPU devices to
-      replicate over (each runs its share of a meta-batch's tasks).
+    num_cpu_devices: for ``mirrored`` without GPUs: logical CPU devices to replicate over.
     tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
 
-  Under ``multi_worker`` a worker that dies (crash, SIGKILL, lost host) is noticed by
-  TensorFlow's coordination service, which aborts the others' pending all-reduce: they raise
-  an error (see :data:`WORKER_LOST`) within seconds instead of waiting forever.
+  Under ``multi_worker``, TensorFlow's coordination service notices a dead worker and aborts
+  the others' pending all-reduce: they raise (:data:`WORKER_LOST`) instead of waiting forever.
   """
   _check_name(name)
   if name == "default":
@@ -172,9 +164,8 @@ def remove_scratch(root_dir: str, strategy: tf.distribute.Strategy) -> None:
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
-  """Returns once every worker has reached it (an all-reduce of ones); a no-op off
-  multi-worker. Non-chief workers wait here while the chief evaluates and exports, so that
-  nobody sees them vanish as a failure."""
+  """Returns once every worker has reached it (an all-reduce of ones; a no-op off multi-worker):
+  non-chief workers wait here while the chief evaluates and exports, not to look lost."""
   if not is_multi_worker(strategy):
     return
 

@@ -1,19 +1,15 @@
 """The non-finite guard: a NaN or inf meta-loss or meta-gradient never reaches the weights.
 
-A diverging run (an outer or inner learning rate far too large, a corrupt batch) produces a
-non-finite meta-loss or meta-gradient. Applied, it turns every weight into NaN, and the next
-checkpoint saves them, so resuming cannot recover. The trainers therefore decide inside their
-compiled step whether the meta-loss and the meta-gradient are finite, and apply the update
-only if so; a skipped meta-iteration still advances the step counter, since it consumed its
-meta-batch (the data stream and the checkpoints are keyed on the counter, so a run resumed
-after a skip stays identical to an uninterrupted one).
+A diverging run (a learning rate far too large, a corrupt batch) produces a non-finite
+meta-loss or meta-gradient; applied, it turns every weight into NaN, and the next checkpoint
+saves them beyond recovery. So the trainers' compiled steps apply an update only if the
+meta-loss and meta-gradient are finite. A skipped meta-iteration still advances the step
+counter, since it consumed its meta-batch: the data stream and checkpoints are keyed on the
+counter, so a run resumed after a skip matches an uninterrupted one.
 
-:class:`NonFiniteGuard` is the policy, configured in gin (``NonFiniteGuard.policy``,
-``NonFiniteGuard.max_consecutive``) and held by each trainer: it counts the skipped
-meta-iterations (the ``nonfinite_steps`` TensorBoard scalar, a warning in the console) and
-raises :class:`NonFiniteError` when training must stop: at the first non-finite
-meta-iteration under policy "stop", after ``max_consecutive`` of them in a row under "skip".
-The :class:`~l2f_tf.train.runner.Runner` then saves no checkpoint.
+:class:`NonFiniteGuard` (gin: ``NonFiniteGuard.policy``, ``NonFiniteGuard.max_consecutive``)
+counts the skips (the ``nonfinite_steps`` TensorBoard scalar, a console warning) and raises
+:class:`NonFiniteError` when training must stop; the Runner then saves no checkpoint.
 """
 
 from typing import List, Optional
@@ -34,18 +30,15 @@ def all_finite(tensors: List[tf.Tensor]) -> tf.Tensor:
 class NonFiniteError(RuntimeError):
   """Training stopped at a meta-iteration whose meta-loss or meta-gradient was not finite.
 
-  Its update was not applied: the weights are those of the last finite meta-iteration. The
-  step counter did advance past it.
+  Its update was not applied (the weights are those of the last finite meta-iteration); the step
+  counter did advance past it.
 
   Attributes:
-    step: the non-finite meta-iteration, numbered like the step counter after it (the number
-      of its TensorBoard summaries and of the checkpoint it would have made; it read the
+    step: the non-finite meta-iteration, numbered like the step counter after it (it read the
       meta-batch of counter ``step - 1``).
     consecutive: non-finite meta-iterations in a row, ending at ``step``.
-    policy: the guard's policy ("stop" or "skip").
-    max_consecutive: the guard's limit of consecutive skips (policy "skip").
-    last_checkpoint: the last good checkpoint, when the caller knows it
-      (:meth:`with_checkpoint`), else None.
+    policy, max_consecutive: the guard's.
+    last_checkpoint: the last good checkpoint if known (:meth:`with_checkpoint`), else None.
   """
 
   def __init__(self, step: int, consecutive: int = 1, policy: str = "stop",
@@ -74,20 +67,16 @@ class NonFiniteError(RuntimeError):
 
 @gin.configurable
 class NonFiniteGuard:
-  """What the trainers do with a meta-iteration whose meta-loss or meta-gradient is not finite.
-
-  Such an update is never applied. The guard decides what happens next and keeps the count.
+  """What the trainers do after a meta-iteration whose update was not finite (never applied).
 
   Args:
-    policy: "skip": leave the weights alone, advance the step counter, count the step (the
-      ``nonfinite_steps`` TensorBoard scalar, a warning naming the step) and go on, but stop
-      with :class:`NonFiniteError` after ``max_consecutive`` such steps in a row (the run has
-      diverged, it is not a stray batch). "stop": raise :class:`NonFiniteError` at the first.
+    policy: "skip": count the step (scalar and warning) and go on, but raise
+      :class:`NonFiniteError` after ``max_consecutive`` in a row (the run has diverged, it is
+      not a stray batch). "stop": raise :class:`NonFiniteError` at the first.
     max_consecutive: consecutive skipped meta-iterations that stop training under "skip".
 
   Attributes:
-    total: meta-iterations skipped by this guard (since the process started: a resumed run
-      counts from 0 again).
+    total: meta-iterations skipped since the process started (a resumed run restarts at 0).
     consecutive: skipped meta-iterations in a row up to the latest one.
   """
 
@@ -97,8 +86,7 @@ class NonFiniteGuard:
     if max_consecutive < 1:
       raise ValueError(f"NonFiniteGuard.max_consecutive must be >= 1, got {max_consecutive}.")
     self.policy, self.max_consecutive = policy, max_consecutive
-    self.total = 0
-    self.consecutive = 0
+    self.total = self.consecutive = 0
 
   @property
   def limit(self) -> int:
@@ -107,19 +95,16 @@ class NonFiniteGuard:
 
   def record(self, step: int, skipped: int, consecutive: int,
              last_skipped: Optional[int] = None, summarize: bool = False) -> None:
-    """Accounts for meta-iterations that ended at counter ``step``.
+    """Accounts for meta-iterations that ended at counter ``step``; raises
+    :class:`NonFiniteError` when ``consecutive`` reaches :attr:`limit`.
 
     Args:
       step: the step counter after them.
       skipped: how many of them were non-finite (their updates skipped).
-      consecutive: non-finite meta-iterations in a row ending at ``step`` (counting those of
-        earlier calls: :attr:`consecutive` carried over).
+      consecutive: non-finite meta-iterations in a row ending at ``step`` (over calls).
       last_skipped: the step number of the last skipped one (default ``step``).
-      summarize: write the ``nonfinite_steps`` scalar even when none was skipped (the
-        trainer's summary steps), so that the curve exists in every run.
-
-    Raises:
-      NonFiniteError: ``consecutive`` reached :attr:`limit`.
+      summarize: write the ``nonfinite_steps`` scalar even when none was skipped, so that the
+        curve exists in every run.
     """
     self.total += skipped
     self.consecutive = consecutive

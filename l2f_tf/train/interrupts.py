@@ -1,17 +1,16 @@
 """Ctrl-C during a run: a quick, quiet stop that keeps the work.
 
-Python runs its signal handlers in the main thread between bytecodes, so a Ctrl-C that lands
-while TensorFlow compiles or runs a long graph would wait for it (tens of seconds) before
-anything happens. :class:`InterruptWatcher` also hears the signal on a thread of its own
-(``signal.set_wakeup_fd``), so it answers at once:
+Python runs signal handlers in the main thread between bytecodes, so a Ctrl-C during a long
+TensorFlow call would wait for it. :class:`InterruptWatcher` hears the signal on a thread of its
+own (``signal.set_wakeup_fd``) and answers at once:
 
-* while training (``graceful`` mode), the first Ctrl-C asks the loop to stop after the current
-  meta-iterations and save a checkpoint (the loop polls :attr:`InterruptWatcher.requested`);
-  a second Ctrl-C exits at once, keeping the last checkpoint;
-* after training (evaluation, export, figures: each written atomically and recorded when
-  done), a Ctrl-C exits at once; re-running the command finishes the stages left.
+* while training (``graceful``), the first Ctrl-C asks the loop (polling
+  :attr:`InterruptWatcher.requested`) to stop after the current meta-iterations and save a
+  checkpoint; a second one exits at once, keeping the last checkpoint;
+* after training (evaluation, export, figures: each written atomically), Ctrl-C exits at once;
+  re-running the command finishes the stages left.
 
-The process exits with status 130, the shell's code for Ctrl-C, and no traceback.
+The process exits with status 130 (the shell's code for Ctrl-C) and no traceback.
 """
 
 import contextlib
@@ -33,18 +32,13 @@ class Interrupted(Exception):
 
 
 class InterruptWatcher:
-  """Watches SIGINT while it is :meth:`active`; see the module docstring.
-
-  Args:
-    last_checkpoint: returns the path of the run's newest checkpoint (None: none yet), for
-      the messages.
-  """
+  """Watches SIGINT while :meth:`active`. ``last_checkpoint()``: the run's newest checkpoint
+  (None: none yet), for the messages."""
 
   def __init__(self, last_checkpoint: Callable[[], Optional[str]] = lambda: None):
     self.last_checkpoint = last_checkpoint
     self._event = threading.Event()
-    self._graceful = True
-    self._count = 0
+    self._graceful, self._count = True, 0
 
   @property
   def requested(self) -> bool:
@@ -104,8 +98,8 @@ class InterruptWatcher:
 
 
 def exit_now(message: Optional[str] = None) -> None:
-  """Prints ``message`` and ends the process at once with status 130 (no cleanup, no
-  traceback: every file of the run is written atomically)."""
+  """Logs ``message`` and ends the process with status 130 at once (no cleanup: every file of
+  the run is written atomically)."""
   if message:
     logging.warning("%s", message)
   sys.stdout.flush()

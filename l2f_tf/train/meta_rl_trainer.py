@@ -197,20 +197,20 @@ class MetaRLTrainer:
     return result
 
   def _trpo_step_graph(self, batch: IterationBatch):
-    support, query, old, embeddings = batch.support, batch.query, batch.old_outputs, \
-        batch.embeddings
-    if self.curvature == "fisher":
-      def loss_and_outputs():
-        outputs = maml_trpo.adapted_outputs(self.learner, support, query, embeddings,
-                                            self.first_order)
-        return maml_trpo.surrogate(query, outputs, old), outputs
+    support, query, old, embeddings = batch[:4]
+    if self.curvature == "hessian":  # (surrogate, KL) share every task's inner adaptation.
+      return trpo.trpo_step(
+          lambda: maml_trpo.outer_objective(self.learner, support, query, old, embeddings,
+                                            self.first_order),
+          None, self.tf_variables, **self.trpo_options)
 
-      return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
-                            output_kl=lambda o: maml_trpo.mean_kl(query, o, old))
-    # One callable for (surrogate, KL): they share the inner adaptation of every task.
-    loss_and_kl = lambda: maml_trpo.outer_objective(self.learner, support, query, old,
-                                                    embeddings, self.first_order)
-    return trpo.trpo_step(loss_and_kl, None, self.tf_variables, **self.trpo_options)
+    def loss_and_outputs():
+      outputs = maml_trpo.adapted_outputs(self.learner, support, query, embeddings,
+                                          self.first_order)
+      return maml_trpo.surrogate(query, outputs, old), outputs
+
+    return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
+                          output_kl=lambda outputs: maml_trpo.mean_kl(query, outputs, old))
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     for key, value in result.items():

@@ -2,7 +2,7 @@
 
 The policy network outputs ``[mean, log_std]`` (see `l2f_tf.models.gaussian_policy`);
 :func:`distribution` turns it into a ``tensorflow_probability`` distribution whose
-``log_prob``, ``entropy`` and KL sum over the action dimensions. Losses follow the
+``log_prob`` and ``entropy`` sum over the action dimensions. Losses follow the
 ``loss_fn(y_true, y_pred)`` contract of `MetaLearner`, so the inner loop is the same code as
 for supervised domains: ``y_true`` packs, per time step, the action taken, its advantage and
 an averaging weight, ``[actions, advantage, weight]`` ([M, action_dim + 2]), and ``y_pred`` is
@@ -51,8 +51,16 @@ def log_prob(actions, mean, log_std) -> tf.Tensor:
 
 
 def kl_divergence(mean_p, log_std_p, mean_q, log_std_q) -> tf.Tensor:
-  """KL(p || q) of two diagonal Gaussians, summed over action dims."""
-  return tfd.kl_divergence(gaussian(mean_p, log_std_p), gaussian(mean_q, log_std_q))
+  """KL(p || q) of two diagonal Gaussians, summed over action dims.
+
+  The closed form, not ``tfd.kl_divergence``: that one agrees to rounding and is twice
+  differentiable, but in float32 its op order makes TRPO's two curvature forms differ by ~1e-7
+  instead of ~3e-9, which conjugate gradient on an ill-conditioned KL Hessian amplifies to a
+  1% different step (tests/train/test_meta_rl_trainer.py compares the two forms' steps).
+  """
+  var_p, var_q = tf.exp(2.0 * log_std_p), tf.exp(2.0 * log_std_q)
+  return tf.reduce_sum(log_std_q - log_std_p + (var_p + tf.square(mean_p - mean_q)) /
+                       (2.0 * var_q) - 0.5, axis=-1)
 
 
 def pack_targets(actions: tf.Tensor, advantages: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -97,5 +105,4 @@ def surrogate_loss(y_true: tf.Tensor, y_pred: tf.Tensor, old_log_prob: tf.Tensor
 
 def mean_kl(y_pred_old: tf.Tensor, y_pred: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
   """KL(pi_old || pi) averaged with the step ``weights`` (the TRPO constraint)."""
-  return weighted_mean(tfd.kl_divergence(distribution(y_pred_old), distribution(y_pred)),
-                       weights)
+  return weighted_mean(kl_divergence(*split_output(y_pred_old), *split_output(y_pred)), weights)

@@ -32,13 +32,13 @@ def main(argv):
   for run_dir in RUN_DIRS.value:
     domain, learner = restore.restore_learner(run_dir)
     trainer = MetaRLTrainer(learner, domain, tempfile.mkdtemp(prefix="later_steps_"))
-    plain_step = trainer._step_from  # pylint: disable=protected-access
+    plain_step = trainer.step_from
     print(f"\n{run_dir}: average return (95% CI over {NUM_TASKS.value} tasks) after "
           f"0..{STEPS.value} steps")
     for scale in (float(s) for s in SCALES.value):
-      def scaled_step(params, x, y, scale=scale):
-        return [p + scale * (q - p) for p, q in zip(params, plain_step(params, x, y))]
-      trainer._step_from = scaled_step  # pylint: disable=protected-access
+      def scaled_step(params, batch, scale=scale):
+        return [p + scale * (q - p) for p, q in zip(params, plain_step(params, batch))]
+      trainer.step_from = scaled_step
       returns = trainer.held_out_returns(NUM_TASKS.value, STEPS.value, domain.eval_seed)
       cells = [mean_and_ci95(values) for values in returns]
       print(f"  later steps x {scale:<5}" +

@@ -15,7 +15,7 @@ from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
-from tests.rl.test_meta_rl import policy_learner
+from tests.rl.test_maml_trpo import policy_learner
 from tests.test_export import sinusoid_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

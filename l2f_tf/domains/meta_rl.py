@@ -32,13 +32,10 @@ class MetaRLDomain(Domain):
     eval_seed: seed of the held-out tasks (the same for every model: paired comparisons).
     num_workers: MuJoCo only: worker processes that step the simulators (0: in-process).
     inner_objective: the inner-loop loss: "reinforce" (MAML-RL's, the reference) or "lvc"
-      (ProMP's low-variance curvature: the same inner step, plus the second-order term of the
-      support data's dependence on theta in the meta-gradient; see
-      `l2f_tf.rl.policy_gradient.lvc_loss`).
+      (ProMP's low-variance curvature, `l2f_tf.rl.policy_gradient.lvc_loss`).
     averaging: how the inner loss, the TRPO surrogate and KL, and the advantage normalisation
       average over a task's trajectories: "trajectory" (MAML-RL's: within each trajectory,
-      then over trajectories) or "step" (over all valid steps, so trajectories that end early
-      at the goal weigh less).
+      then over trajectories) or "step" (over all valid steps).
   """
 
   metric_name = "return"
@@ -51,19 +48,17 @@ class MetaRLDomain(Domain):
     envs.check_env_name(env_name, "MetaRLDomain.env_name")
     if meta_batch_size < 1:
       raise ValueError(f"MetaRLDomain.meta_batch_size must be >= 1, got {meta_batch_size}.")
-    self.env_name, self.meta_batch_size = env_name, meta_batch_size
-    self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
-    self.hidden_units = tuple(hidden_units)
-    self.eval_seed = eval_seed
     if inner_objective not in INNER_OBJECTIVES:
       raise ValueError(f"MetaRLDomain.inner_objective must be one of {sorted(INNER_OBJECTIVES)}, "
                        f"got {inner_objective!r}.")
-    self.num_workers = num_workers
-    self.inner_objective = inner_objective
     if averaging not in returns_lib.AVERAGING:
       raise ValueError(f"MetaRLDomain.averaging must be one of {returns_lib.AVERAGING}, got "
                        f"{averaging!r}.")
-    self.averaging = averaging
+    self.env_name, self.meta_batch_size = env_name, meta_batch_size
+    self.trajectories_per_task, self.horizon = trajectories_per_task, horizon
+    self.hidden_units, self.eval_seed = tuple(hidden_units), eval_seed
+    self.num_workers, self.inner_objective, self.averaging = (num_workers, inner_objective,
+                                                              averaging)
     self._sampler = None
 
   @property

@@ -203,7 +203,7 @@ class MetaLearner(LearnerBase):
 
     L2F: the mean of each tensor's support-loss gradient at theta; Table 5: the mean class
     prototype. Meta-RL computes it on trajectories of theta and then samples the inner loop's
-    data with theta_bar (see `l2f_tf.rl.meta_rl`).
+    data with theta_bar (see `l2f_tf.rl.maml_trpo`).
     """
     theta = self.theta() if theta is None else list(theta)
     if self.attenuation is None:

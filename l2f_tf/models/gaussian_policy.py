@@ -1,10 +1,10 @@
 """The Gaussian MLP policy of meta-RL: obs -> (mean, state-independent log-std).
 
 64-64 tanh hidden layers (the L2F / ProMP setting; MAML used 100-100 ReLU), a linear mean head
-and a learned log-std vector initialised at 0. The model outputs one tensor,
-``[mean, log_std]`` concatenated on the last axis ([B, 2 * action_dim]), so that the generic
-``MetaLearner`` adapts every tensor (log-std included, as in the reference code) through
-``stateless_call`` and L2F gets one gamma per tensor (7 for two hidden layers).
+and a learned log-std vector initialised at 0. The one output ``[mean, log_std]``
+([B, 2 * action_dim], `l2f_tf.rl.policy_gradient.distribution` reads it) lets the generic
+``MetaLearner`` adapt every tensor, log-std included as in the reference code, and L2F gets one
+gamma per tensor (7 for two hidden layers).
 """
 
 from typing import Sequence

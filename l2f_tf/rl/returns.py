@@ -1,25 +1,17 @@
 """Returns, the linear feature baseline and GAE on padded trajectory batches.
 
-MAML-TRPO adapts the policy to a task with one step of vanilla policy gradient. Its advantages
-come from this per-task chain, as in rllab (and the reference MAML code built on it):
+The advantages of MAML-TRPO's policy-gradient steps come from this per-task chain, as in rllab
+(and the reference MAML code built on it): rewards -> discounted reward-to-go -> linear feature
+baseline fitted by regularised least squares -> generalised advantage estimation (GAE) ->
+normalisation. Averages over a batch of trajectories (the normalisation here, the losses of
+`l2f_tf.rl.policy_gradient`) follow :func:`step_weights`.
 
-  rewards -> discounted reward-to-go -> linear feature baseline fitted by regularised least
-  squares -> generalised advantage estimation (GAE) -> normalisation.
-
-Averages over a batch of trajectories (the advantage normalisation here, the losses of
-`l2f_tf.rl.policy_gradient`) follow :func:`step_weights`: by default MAML-RL's mean within each
-trajectory, then over trajectories; optionally the mean over all valid steps.
-
-A batch of N trajectories of at most H steps is stored as dense, padded tensors: rewards [N, H],
-observations [N, H, obs_dim] and a float mask [N, H] that is 1 while the episode runs and 0 after
-it ended (an episode that ends at step h has mask 1 up to and including h). The mask is assumed to
-be a prefix of ones in every row; rewards, observations and values at masked steps are ignored
-and every output is 0 there.
-
-Everything here is pure TensorFlow, works eagerly and inside ``tf.function``, in float32 and
-float64. Discounted sums are products with an [H, H] upper-triangular matrix of powers of the
-discount instead of a sequential scan: O(N H^2) work but one matmul, which is faster than a
-length-H loop for the horizons of meta-RL (100-200 steps).
+N trajectories of at most H steps are dense, padded tensors: rewards [N, H], observations
+[N, H, obs_dim] and a float mask [N, H], 1 while the episode runs (its last step included) and
+0 after it ended, a prefix of ones in every row. Inputs at masked steps are ignored and every
+output is 0 there. Pure TensorFlow, eager or in ``tf.function``, float32 or float64.
+Discounted sums are one matmul with an [H, H] upper-triangular matrix of powers of the
+discount (O(N H^2) work, but no length-H sequential loop).
 """
 
 from typing import NamedTuple, Union
@@ -57,16 +49,10 @@ def _discounted_sum(values: tf.Tensor, factor: Scalar) -> tf.Tensor:
 
 
 def discounted_returns(rewards: tf.Tensor, mask: tf.Tensor, discount: Scalar) -> tf.Tensor:
-  """Reward-to-go R_t = sum_{k >= t} discount^(k - t) r_k over the valid steps.
+  """[N, H] reward-to-go R_t = sum_{k >= t} discount^(k - t) r_k over the valid steps.
 
-  Args:
-    rewards: [N, H] rewards.
-    mask: [N, H] float mask, 1 while the episode runs.
-    discount: the discount factor gamma.
-
-  Returns:
-    [N, H] discounted returns, 0 where ``mask`` is 0. The return of the last valid step is its
-    reward: nothing is bootstrapped after the end of an episode (ended or truncated).
+  The return of the last valid step is its reward: nothing is bootstrapped after the end of an
+  episode (ended or truncated).
   """
   mask = tf.cast(mask, rewards.dtype)
   return _discounted_sum(rewards * mask, discount) * mask
@@ -75,16 +61,9 @@ def discounted_returns(rewards: tf.Tensor, mask: tf.Tensor, discount: Scalar) ->
 def linear_baseline_features(observations: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
   """rllab's LinearFeatureBaseline features: [o, o^2, t, t^2, t^3, 1] per step.
 
-  o is the observation clipped to [-10, 10] and t the time index within the episode divided by
-  100. Features of masked steps are 0 (all of them, the constant too), so that padded steps do
-  not enter the least-squares fit and their baseline value is 0.
-
-  Args:
-    observations: [N, H, obs_dim] observations.
-    mask: [N, H] float mask.
-
-  Returns:
-    [N, H, 2 * obs_dim + 4] features.
+  [N, H, 2 * obs_dim + 4]: o is the observation clipped to [-10, 10] and t the time index
+  within the episode divided by 100. Features of masked steps are 0 (the constant too), so that
+  padded steps do not enter the least-squares fit and their baseline value is 0.
   """
   dtype = observations.dtype
   obs = tf.clip_by_value(observations, _as(-BASELINE_OBS_CLIP, dtype),
@@ -109,16 +88,8 @@ def fit_linear_baseline(features: tf.Tensor, returns: tf.Tensor, mask: tf.Tensor
   singular values). If no attempt is finite (non-finite inputs), the coefficients are 0, i.e.
   no baseline, rather than NaN.
 
-  The fit is not differentiable in any useful sense and gradients are stopped.
-
-  Args:
-    features: [N, H, F] features of :func:`linear_baseline_features` (0 at masked steps).
-    returns: [N, H] regression targets (discounted returns).
-    mask: [N, H] float mask; rows where it is 0 are excluded.
-    reg_coeff: initial ridge regulariser.
-
-  Returns:
-    [F] coefficients, in the dtype of ``features``.
+  Gradients are stopped. Returns the [F] coefficients of the [N, H, F] ``features`` of
+  :func:`linear_baseline_features`, in their dtype.
   """
   num_features = tf.shape(features)[-1]
   weights = tf.cast(tf.reshape(mask, [-1, 1]), tf.float64)
@@ -131,18 +102,14 @@ def fit_linear_baseline(features: tf.Tensor, returns: tf.Tensor, mask: tf.Tensor
   projected = tf.linalg.matvec(eigenvectors, moments, transpose_a=True)
   rcond = tf.cast(num_features, tf.float64) * tf.constant(2.220446049250313e-16, tf.float64)
 
-  solutions, finite = [], []
-  for attempt in range(BASELINE_RETRIES):
+  coeffs = tf.zeros_like(moments)
+  for attempt in reversed(range(BASELINE_RETRIES)):  # the first finite attempt is kept
     shifted = eigenvalues + tf.constant(reg_coeff * 10.0 ** attempt, tf.float64)
     keep = tf.abs(shifted) > rcond * tf.reduce_max(tf.abs(shifted))
     inverse = tf.where(keep, 1.0 / tf.where(keep, shifted, tf.ones_like(shifted)),
                        tf.zeros_like(shifted))
     solution = tf.linalg.matvec(eigenvectors, inverse * projected)
-    solutions.append(solution)
-    finite.append(tf.reduce_all(tf.math.is_finite(solution)))
-  coeffs = tf.zeros_like(moments)
-  for solution, is_finite in reversed(list(zip(solutions, finite))):
-    coeffs = tf.where(is_finite, solution, coeffs)
+    coeffs = tf.where(tf.reduce_all(tf.math.is_finite(solution)), solution, coeffs)
   return tf.cast(coeffs, features.dtype)
 
 
@@ -158,17 +125,7 @@ def gae(rewards: tf.Tensor, values: tf.Tensor, mask: tf.Tensor, discount: Scalar
   delta_t = r_t + discount * V_{t+1} - V_t and A_t = sum_l (discount * lambda)^l delta_{t+l},
   with V = 0 after the last valid step: whether the episode terminated or was truncated at the
   horizon, nothing is bootstrapped, as in the reference code. With lambda = 1 and V = 0 this is
-  the discounted return; with lambda = 0 it is the TD error.
-
-  Args:
-    rewards: [N, H] rewards.
-    values: [N, H] baseline values V_t (ignored at masked steps).
-    mask: [N, H] float mask.
-    discount: gamma.
-    gae_lambda: lambda.
-
-  Returns:
-    [N, H] advantages, 0 where ``mask`` is 0.
+  the discounted return; with lambda = 0 it is the TD error. Returns [N, H] advantages.
   """
   dtype = rewards.dtype
   mask = tf.cast(mask, dtype)
@@ -210,16 +167,9 @@ def weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
 
 def normalize_advantages(advantages: tf.Tensor, weights: tf.Tensor,
                          epsilon: float = 1e-8) -> tf.Tensor:
-  """(A - mean) / (std + epsilon), mean and (population) std averaged with ``weights``.
-
-  Args:
-    advantages: [N, H] advantages.
-    weights: [N, H] averaging weights (:func:`step_weights`; a 0/1 mask averages over steps).
-    epsilon: added to the standard deviation, as rllab and MAML-RL do.
-
-  Returns:
-    [N, H] normalised advantages, 0 where ``weights`` is 0.
-  """
+  """(A - mean) / (std + epsilon), mean and (population) std averaged with ``weights``
+  (:func:`step_weights`; a 0/1 mask averages over steps); 0 where ``weights`` is 0. rllab and
+  MAML-RL add the same epsilon."""
   dtype = advantages.dtype
   weights = tf.cast(weights, dtype)
   valid = tf.cast(weights > 0, dtype)
@@ -249,21 +199,9 @@ def advantages_for_task(observations: tf.Tensor, rewards: tf.Tensor, mask: tf.Te
   """The per-task chain of MAML-TRPO: returns -> baseline fit -> GAE -> normalisation.
 
   The baseline is refitted on this batch (the trajectories of one task) before it predicts
-  the values used by GAE. Advantages are constants for the policy gradient: gradients are
-  stopped.
-
-  Args:
-    observations: [N, H, obs_dim] observations.
-    rewards: [N, H] rewards.
-    mask: [N, H] float mask.
-    discount: gamma (0.99 in MAML-TRPO).
-    gae_lambda: lambda (1.0 in MAML-TRPO).
-    normalize: whether to normalise the advantages over the valid steps.
-    reg_coeff: initial ridge regulariser of the baseline fit.
-    averaging: how the normalisation averages (:func:`step_weights`).
-
-  Returns:
-    A :class:`TaskAdvantages` (advantages, values, returns).
+  the values used by GAE; ``reg_coeff`` is its initial ridge regulariser. MAML-TRPO uses
+  discount 0.99 and lambda 1.0; ``averaging`` is the normalisation's (:func:`step_weights`).
+  Advantages are constants for the policy gradient: gradients are stopped.
   """
   observations = tf.stop_gradient(observations)
   rewards = tf.stop_gradient(tf.cast(rewards, observations.dtype))

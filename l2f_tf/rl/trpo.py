@@ -9,17 +9,13 @@ One TRPO step, as rllab's ConjugateGradientOptimizer takes it:
   4. backtracking line search: theta_old + 0.8^k full step for k = 0..14, the first one that
      lowers the loss and keeps KL <= max_kl is accepted, otherwise theta_old is restored.
 
-``loss_fn`` and ``kl_fn`` are zero-argument callables that read the current values of the
-variables, so they may contain anything differentiable, in particular MAML's inner adaptation
-step (a ``tf.GradientTape`` inside): Hessian-vector products differentiate through it (second
-order) with nested reverse-mode tapes. :func:`trpo_step` evaluates the objective once for the
-loss, its gradient and every Hessian-vector product (:func:`recorded_curvature`), and once per
-line-search step; given a callable returning (loss, kl), each evaluation is one forward pass.
-
-Everything here runs eagerly and inside ``tf.function``: conjugate gradient and the line search
-are ``tf.while_loop``s (Python loops when eager) with early exit, and the line search assigns
-the variables inside the loop. The variables must share one floating dtype (they are flattened
-into one vector).
+The loss and KL are zero-argument callables that read the current values of the variables, so
+they may contain anything differentiable, in particular MAML's inner adaptation step: the
+products differentiate through it (second order) with nested reverse-mode tapes. The loss,
+its gradient and every product come from one recorded evaluation of the objective; each
+line-search step is one more. Everything runs eagerly and inside ``tf.function`` (conjugate
+gradient and the line search are ``tf.while_loop``s with early exit). The variables must share
+one floating dtype (they are flattened into one vector).
 """
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -28,6 +24,8 @@ import tensorflow as tf
 
 Tensors = Sequence[Union[tf.Tensor, tf.Variable]]
 FlatFn = Callable[[tf.Tensor], tf.Tensor]
+Curvature = Tuple[tf.Tensor, List[tf.Tensor], FlatFn]
+ZERO = tf.UnconnectedGradients.ZERO
 
 # rllab adds this to s^T H s before dividing, so that a zero direction gives a finite step size.
 STEP_SIZE_EPSILON = 1e-8
@@ -39,18 +37,9 @@ def flatten(tensors: Tensors) -> tf.Tensor:
 
 
 def unflatten(vector: tf.Tensor, like: Tensors) -> List[tf.Tensor]:
-  """Splits ``vector`` into tensors of the shapes of ``like`` (the inverse of :func:`flatten`)."""
-  sizes, shapes = [], []
-  for t in like:
-    static = t.shape
-    if static.is_fully_defined():
-      sizes.append(static.num_elements())
-      shapes.append(static.as_list())
-    else:
-      sizes.append(tf.size(t))
-      shapes.append(tf.shape(t))
-  parts = tf.split(vector, sizes, axis=0)
-  return [tf.reshape(p, s) for p, s in zip(parts, shapes)]
+  """Splits ``vector`` into tensors of the (static) shapes of ``like``; inverts :func:`flatten`."""
+  parts = tf.split(vector, [t.shape.num_elements() for t in like], axis=0)
+  return [tf.reshape(p, t.shape) for p, t in zip(parts, like)]
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -63,32 +52,17 @@ def tf_variables(variables: Tensors) -> List[Union[tf.Tensor, tf.Variable]]:
   ``tf.GradientTape.watch`` rejects Keras 3 variables, but a Keras layer reads the wrapped
   ``tf.Variable``, so watching, differentiating and assigning that one is equivalent.
   """
-  unwrapped = []
-  for v in variables:
-    inner = getattr(v, "value", None)
-    if not isinstance(v, (tf.Variable, tf.Tensor)) and isinstance(inner, tf.Variable):
-      v = inner
-    unwrapped.append(v)
-  return unwrapped
+  return [v.value if not isinstance(v, (tf.Variable, tf.Tensor)) and
+          isinstance(getattr(v, "value", None), tf.Variable) else v for v in variables]
 
 
 def conjugate_gradient(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
                        residual_tol: float = 1e-10) -> tf.Tensor:
   """Approximately solves A x = b for a symmetric positive-definite A given only x -> A x.
 
-  rllab's ``cg``: at most ``iterations`` iterations, each with one call of ``hvp_fn``, stopping
-  early once the squared residual norm is below ``residual_tol``. It is a ``tf.while_loop``, so
-  ``hvp_fn`` is traced once in graph mode however many iterations run. With b = 0 no iteration
-  runs and x = 0.
-
-  Args:
-    hvp_fn: maps a flat vector x to the flat vector A x.
-    b: the flat right-hand side.
-    iterations: maximum number of iterations (10 in TRPO).
-    residual_tol: early-stopping threshold on r^T r.
-
-  Returns:
-    The flat solution x, of the shape and dtype of b.
+  rllab's ``cg``: at most ``iterations`` iterations (10 in TRPO), each with one call of
+  ``hvp_fn``, stopping early once r^T r < ``residual_tol``. A ``tf.while_loop``, so ``hvp_fn``
+  is traced once in graph mode. With b = 0 no iteration runs and x = 0.
   """
   b = tf.convert_to_tensor(b)
   tol = tf.constant(residual_tol, b.dtype)
@@ -120,26 +94,15 @@ def _objective(loss_fn, kl_fn):
 
 
 def recorded_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
-                       variables: Tensors, damping: float = 1e-5
-                      ) -> Tuple[tf.Tensor, List[tf.Tensor], FlatFn]:
+                       variables: Tensors, damping: float = 1e-5) -> Curvature:
   """(loss, d loss / d variables, v -> (H + damping I) v) from ONE evaluation of the objective.
 
-  ``objective_fn`` returns (loss, kl). Both come from one forward pass (for MAML-TRPO: one
-  inner adaptation of every task) recorded by a persistent tape, together with dKL/dtheta;
-  every Hessian-vector product is then a single vector-Jacobian product of that recorded
-  gradient (H is symmetric), so conjugate gradient re-runs neither the forward pass nor the
-  first backward pass (a recomputing product, reverse-over-reverse on a fresh tape each call,
-  costs about twice as much). Reverse mode handles the third level of differentiation that
-  MAML's differentiated inner step adds. Works eagerly and in ``tf.function`` (the products
-  may be taken inside a ``tf.while_loop``).
-
-  Args:
-    objective_fn: zero-argument callable returning (loss, kl) at the current variables.
-    variables: ``tf.Variable``s or Keras 3 variables.
-    damping: multiple of the identity added to H.
-
-  Returns:
-    (loss, loss gradients (one per variable, zeros where unconnected), hvp).
+  ``objective_fn`` returns (loss, kl) from one forward pass (for MAML-TRPO: one inner
+  adaptation of every task), recorded by a persistent tape together with dKL/dtheta; every
+  Hessian-vector product is then one vector-Jacobian product of that recorded gradient (H is
+  symmetric), so conjugate gradient re-runs neither the forward nor the first backward pass.
+  Reverse mode handles the third level of differentiation that MAML's inner step adds. The
+  loss gradients are zeros where unconnected.
   """
   variables = tf_variables(variables)
   with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
@@ -147,12 +110,12 @@ def recorded_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
     with tf.GradientTape(watch_accessed_variables=False) as inner:
       inner.watch(variables)
       loss, kl = objective_fn()
-    kl_grads = inner.gradient(kl, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  loss_grads = outer.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    kl_grads = inner.gradient(kl, variables, unconnected_gradients=ZERO)
+  loss_grads = outer.gradient(loss, variables, unconnected_gradients=ZERO)
 
   def hvp(vector: tf.Tensor) -> tf.Tensor:
     hessian_v = outer.gradient(kl_grads, variables, output_gradients=unflatten(vector, variables),
-                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                               unconnected_gradients=ZERO)
     return flatten(hessian_v) + tf.cast(damping, vector.dtype) * vector
 
   return loss, loss_grads, hvp
@@ -160,44 +123,33 @@ def recorded_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
 
 def fisher_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
                      output_kl: Callable[[tf.Tensor], tf.Tensor], variables: Tensors,
-                     damping: float = 1e-5) -> Tuple[tf.Tensor, List[tf.Tensor], FlatFn]:
+                     damping: float = 1e-5) -> Curvature:
   """(loss, d loss / d variables, v -> (F + damping I) v) in the Gauss-Newton (Fisher) form.
 
   ``objective_fn`` returns (loss, z): the loss and the policy outputs z (the distribution
   parameters, e.g. [mean, log_std] per step), and ``output_kl(z)`` is the KL from the fixed
-  old outputs to z. With J = dz / dtheta (through MAML's inner step: second order) and
-  M = d^2 KL / dz^2 (elementwise for diagonal Gaussians), the product is
+  old outputs to z, minimal (0) at the outputs of the current variables. With J = dz / dtheta
+  (through MAML's inner step: second order) and M = d^2 KL / dz^2, the product is
 
       F v = J^T (M (J v)),
 
-  which equals the KL's Hessian when the step starts at the old policy (dKL/dz = 0 there,
-  so the term with d^2 z / dtheta^2 vanishes): the same products as
-  :func:`recorded_curvature`, without differentiating through the inner step a third time.
-  One evaluation of the objective is recorded; per product J v is one vector-Jacobian
-  product of the recorded J^T u (linear in a dummy u), M (J v) a second derivative of the
-  small output KL, and J^T (.) one vector-Jacobian product of the recorded forward pass.
-
-  Args:
-    objective_fn: zero-argument callable returning (loss, outputs) at the current variables.
-    output_kl: callable, outputs -> scalar KL(old || outputs), minimal (0) at the outputs of
-      the current variables.
-    variables: ``tf.Variable``s or Keras 3 variables.
-    damping: multiple of the identity added to F.
-
-  Returns:
-    (loss, loss gradients (one per variable, zeros where unconnected), hvp).
+  which equals the KL's Hessian when the step starts at the old policy (dKL/dz = 0 there, so
+  the term with d^2 z / dtheta^2 vanishes): the products of :func:`recorded_curvature`,
+  without differentiating through the inner step a third time. Per product, J v is one
+  vector-Jacobian product of the recorded J^T u (linear in a dummy u), M (J v) a second
+  derivative of the small output KL, and J^T (.) one vector-Jacobian product of the recorded
+  forward pass.
   """
   variables = tf_variables(variables)
-  zero = tf.UnconnectedGradients.ZERO
   with tf.GradientTape(watch_accessed_variables=False, persistent=True) as forward:
     forward.watch(variables)
     loss, outputs = objective_fn()
-  loss_grads = forward.gradient(loss, variables, unconnected_gradients=zero)
+  loss_grads = forward.gradient(loss, variables, unconnected_gradients=ZERO)
   dual = tf.zeros_like(outputs)
   with tf.GradientTape(watch_accessed_variables=False, persistent=True) as linear:
     linear.watch(dual)
     j_transpose_dual = forward.gradient(outputs, variables, output_gradients=dual,
-                                        unconnected_gradients=zero)
+                                        unconnected_gradients=ZERO)
   # M as a recorded second derivative: d/dz (dKL/dz . w) for any w.
   point = tf.identity(outputs)
   with tf.GradientTape(watch_accessed_variables=False, persistent=True) as second:
@@ -209,9 +161,9 @@ def fisher_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
 
   def hvp(vector: tf.Tensor) -> tf.Tensor:
     jv = linear.gradient(j_transpose_dual, dual, output_gradients=unflatten(vector, variables),
-                         unconnected_gradients=zero)
-    mjv = second.gradient(kl_gradient, point, output_gradients=jv, unconnected_gradients=zero)
-    fv = forward.gradient(outputs, variables, output_gradients=mjv, unconnected_gradients=zero)
+                         unconnected_gradients=ZERO)
+    mjv = second.gradient(kl_gradient, point, output_gradients=jv, unconnected_gradients=ZERO)
+    fv = forward.gradient(outputs, variables, output_gradients=mjv, unconnected_gradients=ZERO)
     return flatten(fv) + tf.cast(damping, vector.dtype) * vector
 
   return loss, loss_grads, hvp
@@ -226,13 +178,10 @@ def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], t
   """Backtracking line search along ``full_step`` under a KL constraint, assigning ``variables``.
 
   For k = 0, ..., max_backtracks - 1 the variables are set to theta_old + ratio^k full_step and
-  the step is accepted as soon as loss < loss_old (more precisely loss_old - loss >
-  accept_ratio * ratio^k * expected_improvement, which is the plain improvement test of rllab
-  for the default accept_ratio = 0), kl <= max_kl and both are finite. If no step is accepted
-  the variables are restored to theta_old exactly (bit for bit).
-
-  It is a ``tf.while_loop`` with the assignments inside, so it runs eagerly (as a Python loop)
-  and inside ``tf.function``.
+  the step is accepted as soon as loss_old - loss > max(0, accept_ratio * ratio^k *
+  expected_improvement) (rllab's plain improvement test for the default accept_ratio = 0),
+  kl <= max_kl and both are finite. If no step is accepted the variables are restored to
+  theta_old exactly (bit for bit).
 
   Args:
     loss_fn: zero-argument callable, the loss (to minimise) at the current variables; or,
@@ -243,29 +192,25 @@ def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], t
     full_step: flat vector added to the variables at k = 0.
     expected_improvement: first-order predicted decrease of the loss for the full step
       (-g . full_step); only used when accept_ratio > 0.
-    max_kl: the trust-region size (0.01 in MAML-TRPO).
-    max_backtracks: number of step sizes tried (15).
-    backtrack_ratio: step-size shrink factor (0.8).
+    max_kl, max_backtracks, backtrack_ratio: the trust-region size (0.01), the number of step
+      sizes tried (15) and their shrink factor (0.8).
     accept_ratio: minimum fraction of the expected improvement required (0: any improvement).
     loss_before: the loss at theta_old if already known, to save one evaluation.
 
   Returns:
-    (accepted, backtracks, loss, kl): a bool scalar; int32 scalar, the k of the accepted step
-    (max_backtracks if none was accepted); the loss and KL at the final variables (loss_old and
+    (accepted, backtracks, loss, kl): a bool scalar; the k of the accepted step (int32,
+    max_backtracks if none was accepted); the loss and KL at the final variables (loss_old and
     0 when rejected, since theta_old is restored).
   """
   objective_fn = _objective(loss_fn, kl_fn)
   variables = tf_variables(variables)
-  old = [tf.identity(v) for v in variables]
-  old_flat = flatten(old)
+  old_flat = flatten([tf.identity(v) for v in variables])
   dtype = old_flat.dtype
   full_step = tf.cast(full_step, dtype)
   loss_old = tf.cast(objective_fn()[0] if loss_before is None else loss_before, dtype)
-  if expected_improvement is None:
-    expected_improvement = tf.zeros([], dtype)
-  expected_improvement = tf.cast(expected_improvement, dtype)
+  expected_improvement = tf.cast(0.0 if expected_improvement is None else expected_improvement,
+                                 dtype)
   ratio = tf.constant(backtrack_ratio, dtype)
-  limit = tf.constant(max_kl, dtype)
 
   def assign(flat):
     for variable, value in zip(variables, unflatten(flat, variables)):
@@ -279,15 +224,12 @@ def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], t
     del accepted, loss, kl
     fraction = tf.pow(ratio, tf.cast(k, dtype))
     assign(old_flat + fraction * full_step)
-    loss, kl = objective_fn()
-    loss, kl = tf.cast(loss, dtype), tf.cast(kl, dtype)
+    loss, kl = (tf.cast(value, dtype) for value in objective_fn())
     improvement = loss_old - loss
-    accepted = tf.logical_and(
+    accepted = tf.reduce_all([
         improvement > tf.constant(accept_ratio, dtype) * fraction * expected_improvement,
-        improvement > 0)
-    accepted = tf.logical_and(accepted, kl <= limit)
-    accepted = tf.logical_and(accepted, tf.logical_and(tf.math.is_finite(loss),
-                                                       tf.math.is_finite(kl)))
+        improvement > 0, kl <= tf.constant(max_kl, dtype), tf.math.is_finite(loss),
+        tf.math.is_finite(kl)])
     return k + 1, accepted, loss, kl
 
   tries, accepted, loss, kl = tf.while_loop(
@@ -297,9 +239,8 @@ def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], t
   # where (not old + 0 * step) keeps the restoration exact even for non-finite steps.
   assign(tf.where(accepted, flatten([tf.identity(v) for v in variables]), old_flat))
   backtracks = tf.where(accepted, tries - 1, tf.constant(max_backtracks))
-  loss = tf.where(accepted, loss, loss_old)
-  kl = tf.where(accepted, kl, tf.zeros_like(kl))
-  return accepted, backtracks, loss, kl
+  return (accepted, backtracks, tf.where(accepted, loss, loss_old),
+          tf.where(accepted, kl, tf.zeros_like(kl)))
 
 
 def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.Tensor]],
@@ -310,30 +251,25 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
              ) -> Dict[str, tf.Tensor]:
   """One TRPO update of ``variables`` (assigned in place), as rllab's TRPO takes it.
 
-  The loss, its gradient and the KL's Hessian-vector products all come from one recorded
-  evaluation (:func:`recorded_curvature`); each line-search step is one more evaluation.
-
   Args:
-    loss_fn: zero-argument callable, the loss to minimise (minus the surrogate objective, e.g.
-      -mean(pi(a|s) / pi_old(a|s) * A) of the adapted policies) at the current variables; or,
-      when ``kl_fn`` is None, a callable returning (loss, kl) from one forward pass, which
-      halves the cost of each line-search step when both share work (MAML's inner step).
+    loss_fn: zero-argument callable, the loss to minimise (minus the surrogate objective) at
+      the current variables; or, when ``kl_fn`` is None, a callable returning (loss, kl) from
+      one forward pass, which halves the cost of each line-search step when both share work
+      (MAML's inner step).
     kl_fn: zero-argument callable, mean KL(pi_old || pi_current) on fixed data; 0 and minimal
       at the current variables when the step starts, so its Hessian there is the Fisher matrix.
       None when ``loss_fn`` returns both.
     variables: the ``tf.Variable``s or Keras 3 variables to update (one floating dtype).
-    max_kl: trust-region size (0.01).
-    cg_iterations: conjugate-gradient iterations (10).
-    damping: damping added to the KL Hessian (1e-5).
-    max_backtracks: line-search steps (15).
-    backtrack_ratio: line-search shrink factor (0.8).
+    max_kl, cg_iterations, damping, max_backtracks, backtrack_ratio: trust-region size (0.01),
+      conjugate-gradient iterations (10), damping added to the KL Hessian (1e-5), line-search
+      steps (15) and shrink factor (0.8).
     cg_residual_tol: conjugate-gradient early-stopping tolerance.
     accept_ratio: see :func:`line_search` (0: any improvement is accepted).
     output_kl: None for the KL's exact Hessian-vector products (:func:`recorded_curvature`).
       Given, ``loss_fn`` returns (loss, policy outputs), ``kl_fn`` must be None, the KL is
       ``output_kl(outputs)`` and the products take the Gauss-Newton (Fisher) form
-      (:func:`fisher_curvature`): the same matrix at the old policy, computed without the
-      third derivative through the inner step.
+      (:func:`fisher_curvature`): the same matrix at the old policy, without the third
+      derivative through the inner step.
 
   Returns:
     A dict of scalar diagnostics: loss_before, loss_after, kl (at the final variables),
@@ -357,36 +293,25 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
       return loss, output_kl(outputs)
   grad = flatten(grads)
   dtype = grad.dtype
+  loss_before = tf.cast(loss_before, dtype)
   direction = conjugate_gradient(hvp, grad, cg_iterations, cg_residual_tol)
   curvature = _dot(direction, hvp(direction))
   step_size = tf.sqrt(tf.constant(2.0 * max_kl, dtype)
                       / (curvature + tf.constant(STEP_SIZE_EPSILON, dtype)))
   full_step = -step_size * direction
   expected_improvement = -_dot(grad, full_step)
-  # The line search would reject a non-finite step anyway (NaN comparisons are false and it
-  # requires a finite loss and KL), but it would spend max_backtracks evaluations on it.
-  finite = tf.reduce_all(tf.math.is_finite(
-      tf.concat([[tf.cast(loss_before, dtype)], grad, full_step], axis=0)))
-
-  def search():
-    return line_search(
-        objective_fn, None, variables, full_step, expected_improvement, max_kl=max_kl,
-        max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio,
-        accept_ratio=accept_ratio, loss_before=loss_before)
-
-  def reject():
-    return (tf.constant(False), tf.constant(max_backtracks), tf.cast(loss_before, dtype),
-            tf.zeros([], dtype))
-
-  accepted, backtracks, loss_after, kl = tf.cond(finite, search, reject)
-  return {
-      "loss_before": tf.cast(loss_before, dtype),
-      "loss_after": loss_after,
-      "kl": kl,
-      "backtracks": backtracks,
-      "accepted": accepted,
-      "grad_norm": tf.norm(grad),
-      "step_size": step_size,
-      "expected_improvement": expected_improvement,
-      "finite": finite,
-  }
+  # The line search would reject a non-finite step anyway, but only after max_backtracks
+  # evaluations.
+  finite = tf.reduce_all(tf.math.is_finite(tf.concat([[loss_before], grad, full_step], axis=0)))
+  accepted, backtracks, loss_after, kl = tf.cond(
+      finite,
+      lambda: line_search(objective_fn, None, variables, full_step, expected_improvement,
+                          max_kl=max_kl, max_backtracks=max_backtracks,
+                          backtrack_ratio=backtrack_ratio, accept_ratio=accept_ratio,
+                          loss_before=loss_before),
+      lambda: (tf.constant(False), tf.constant(max_backtracks), loss_before,
+               tf.zeros([], dtype)))
+  return {"loss_before": loss_before, "loss_after": loss_after, "kl": kl,
+          "backtracks": backtracks, "accepted": accepted, "grad_norm": tf.norm(grad),
+          "step_size": step_size, "expected_improvement": expected_improvement,
+          "finite": finite}

@@ -28,7 +28,7 @@ from l2f_tf.export.policy import export_policy
 from l2f_tf.meta import diagnostics
 from l2f_tf.progress import Progress, rate_text_of
 from l2f_tf.rl import envs
-from l2f_tf.rl import meta_rl, trpo
+from l2f_tf.rl import maml_trpo, trpo
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import checkpoints
@@ -40,11 +40,11 @@ CURVATURES = ("hessian", "fisher")
 
 
 class IterationBatch(NamedTuple):
-  """What one TRPO step needs: support and query trajectories (``meta_rl.TaskBatch``), the
+  """What one TRPO step needs: support and query trajectories (``maml_trpo.TaskBatch``), the
   adapted policies' outputs on the query observations [T, M, 2 * action_dim] (pi_old), the
-  L2F task embeddings (None for MAML) and the attenuation gammas [T, L] (None for MAML)."""
-  support: meta_rl.TaskBatch
-  query: meta_rl.TaskBatch
+  L2F task embeddings and the attenuation gammas [T, L] (both None for MAML)."""
+  support: maml_trpo.TaskBatch
+  query: maml_trpo.TaskBatch
   old_outputs: tf.Tensor
   embeddings: Optional[tf.Tensor]
   gammas: Optional[tf.Tensor]
@@ -67,9 +67,9 @@ class MetaRLTrainer:
     curvature: how conjugate gradient multiplies by the KL's curvature. "fisher" (default):
       the Gauss-Newton form J^T M J v (J: Jacobian of the adapted policies' outputs through
       the inner step, M: the Gaussian KL's Hessian in those outputs), which is the KL's
-      Hessian at the old policy, where TRPO takes it, and ~1.5x faster; "hessian":
-      differentiates the KL gradient through the inner step once more (third order).
-      benchmarks/trpo_curvature.py times both on the same batch.
+      Hessian at the old policy, where TRPO takes it, and cheaper; "hessian": differentiates
+      the KL gradient through the inner step once more (third order). Timings of both:
+      docs/meta_rl.md, "Curvature products".
     conflict_every: every this many meta-iterations, log the degree of conflict per layer
       (``l2f_tf.meta.diagnostics``) between the tasks' meta-gradients of the TRPO surrogate, at
       theta before the step; 0 turns it off.
@@ -96,6 +96,8 @@ class MetaRLTrainer:
           f"MetaRLTrainer does not support strategy "
           f"{type(tf.distribute.get_strategy()).__name__}: its sampling runs in local worker "
           "processes and its TRPO step on one device. Use --strategy=default (the default).")
+    if conflict_every < 0:
+      raise ValueError(f"MetaRLTrainer.conflict_every must be >= 0, got {conflict_every}.")
     self.learner, self.domain, self.sampler = learner, domain, domain.sampler
     self.folder = RunFolder(root_dir)
     self.num_iterations, self.seed = smoke.iterations(num_iterations), seed
@@ -103,8 +105,6 @@ class MetaRLTrainer:
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
     self.first_order, self.curvature = first_order, curvature
-    if conflict_every < 0:
-      raise ValueError(f"MetaRLTrainer.conflict_every must be >= 0, got {conflict_every}.")
     self.conflict_every = conflict_every
     self.guard = NonFiniteGuard() if guard is None else guard
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
@@ -112,76 +112,70 @@ class MetaRLTrainer:
     self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
-    self.policy = meta_rl.stacked_policy_fn(learner)
-    # The whole TRPO step (gradient, conjugate gradient on KL Hessian-vector products through
-    # the inner step, line search) is one compiled graph: ~10x faster than eager.
-    self._trpo_step = tf.function(self._trpo_step_graph, reduce_retracing=True)
-    self._adapt = tf.function(
-        lambda x, y, embeddings: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
-                                                     embeddings), reduce_retracing=True)
-    self._step_from = tf.function(
-        lambda params, x, y: meta_rl.adapt_tasks(learner, meta_rl.TaskBatch(x, y, None),
-                                                 num_steps=1, start=params)[0],
-        reduce_retracing=True)
-    self._embed_and_attenuate = tf.function(self._embed_and_attenuate_graph,
-                                            reduce_retracing=True)
-    self._conflict = tf.function(self._conflict_graph, reduce_retracing=True)
-    self._forward = tf.function(lambda params, x: meta_rl.vectorized_forward(learner, params, x),
-                                reduce_retracing=True)
+    self.policy = maml_trpo.stacked_policy_fn(learner)
+    # Compiled graphs; the TRPO step (gradient, conjugate gradient on curvature products
+    # through the inner step, line search) is one of them.
+    compiled = lambda fn: tf.function(fn, reduce_retracing=True)
+    self._trpo_step = compiled(self._trpo_step_graph)
+    self._adapt = compiled(lambda batch, embeddings: maml_trpo.adapt_tasks(learner, batch,
+                                                                           embeddings))
+    # The plain policy-gradient step of evaluation's later steps: (params, batch) -> params.
+    self.step_from = compiled(lambda params, batch: maml_trpo.adapt_tasks(
+        learner, batch, num_steps=1, start=params)[0])
+    self._embed_and_attenuate = compiled(self._embed_and_attenuate_graph)
+    self._conflict = compiled(lambda batch: diagnostics.degree_of_conflict(
+        maml_trpo.per_task_meta_gradients(learner, batch.support, batch.query,
+                                          batch.old_outputs, batch.embeddings,
+                                          self.first_order)))
+    self._forward = compiled(lambda params, x: maml_trpo.vectorized_forward(learner, params, x))
 
   @property
   def step(self) -> int:
     return int(self.iteration.numpy())
 
   # --- sampling --------------------------------------------------------------------------------
-  def sample(self, tasks, stacked_params, seed) -> meta_rl.TaskBatch:
-    trajectories = self.sampler.sample(
+  def trajectories(self, tasks, stacked_params, seed):
+    """The sampler's `Trajectories` of the tasks' policies (per-task parameters, stacked)."""
+    return self.sampler.sample(
         tasks, lambda obs: self.policy(stacked_params, tf.constant(obs)), seed=seed)
-    return meta_rl.to_task_batch(trajectories, self.discount, self.gae_lambda,
-                                 dtype=tf.as_dtype(self.learner.model.dtype),
-                                 averaging=self.domain.averaging)
 
-  def _theta_for_all_tasks(self):
-    return meta_rl.tile_params(self.learner.theta(), self.domain.meta_batch_size)
+  def task_batch(self, trajectories) -> maml_trpo.TaskBatch:
+    return maml_trpo.to_task_batch(trajectories, self.discount, self.gae_lambda,
+                                   dtype=tf.as_dtype(self.learner.model.dtype),
+                                   averaging=self.domain.averaging)
+
+  def sample(self, tasks, stacked_params, seed) -> maml_trpo.TaskBatch:
+    return self.task_batch(self.trajectories(tasks, stacked_params, seed))
+
+  def start_policies(self, tasks, seed):
+    """(embeddings or None, stacked theta_bar): L2F probes theta's trajectories first."""
+    theta = maml_trpo.tile_params(self.learner.theta(), len(tasks))
+    if not maml_trpo.uses_embedding(self.learner):
+      return None, theta
+    return self._embed_and_attenuate(self.sample(tasks, theta, seed=seed))
+
+  def _embed_and_attenuate_graph(self, probe):
+    embeddings = maml_trpo.task_embeddings(self.learner, probe)
+    return embeddings, maml_trpo.attenuated_starts(self.learner, probe.x.shape[0], embeddings)[0]
 
   # --- one meta-iteration ----------------------------------------------------------------------
-  def _start(self, tasks, seed):
-    """(embeddings or None, stacked theta_bar): L2F probes theta's trajectories first."""
-    if not meta_rl.uses_embedding(self.learner):
-      return None, self._theta_for_all_tasks()
-    probe = self.sample(tasks, self._theta_for_all_tasks(), seed=seed)
-    return self._embed_and_attenuate(probe.x, probe.y)
-
-  def _embed_and_attenuate_graph(self, probe_x, probe_y):
-    embeddings = meta_rl.task_embeddings(self.learner, meta_rl.TaskBatch(probe_x, probe_y, None))
-    return embeddings, meta_rl.start_params(self.learner, probe_x.shape[0], embeddings)
-
   def sample_iteration(self, i: int) -> IterationBatch:
     """Meta-iteration i's data: its tasks' support trajectories (of theta, or theta_bar for
     L2F), the adapted policies' query trajectories and their outputs there."""
     tasks = self.task_env.sample_tasks(self.domain.meta_batch_size, seed=[self.seed, i])
-    embeddings, start = self._start(tasks, seed=[self.seed, i, 2])
+    embeddings, start = self.start_policies(tasks, seed=[self.seed, i, 2])
     support = self.sample(tasks, start, seed=[self.seed, i, 0])
-    fast, gammas = self._adapt(support.x, support.y, embeddings)
+    fast, gammas = self._adapt(support, embeddings)
     query = self.sample(tasks, fast, seed=[self.seed, i, 1])
-    old = self._forward(fast, query.x)
-    return IterationBatch(support, query, old, embeddings, gammas)
+    return IterationBatch(support, query, self._forward(fast, query.x), embeddings, gammas)
 
   def update(self, batch: IterationBatch) -> Dict[str, tf.Tensor]:
     """One compiled TRPO step of theta (and phi) on the batch; its diagnostics."""
-    return self._trpo_step(batch.support.x, batch.support.y, batch.query.x, batch.query.y,
-                           batch.old_outputs, batch.embeddings)
-
-  def _conflict_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
-    gradients = meta_rl.per_task_meta_gradients(
-        self.learner, meta_rl.TaskBatch(support_x, support_y, None),
-        meta_rl.TaskBatch(query_x, query_y, None), old, embeddings, self.first_order)
-    return diagnostics.degree_of_conflict(gradients)
+    return self._trpo_step(batch)
 
   def degree_of_conflict(self, batch: IterationBatch) -> np.ndarray:
     """[num inner tensors] degree of conflict (degrees) of the batch's tasks at theta."""
-    return self._conflict(batch.support.x, batch.support.y, batch.query.x, batch.query.y,
-                          batch.old_outputs, batch.embeddings).numpy()
+    return self._conflict(batch).numpy()
 
   def train_iteration(self, i: int) -> Dict[str, float]:
     """Samples, adapts and takes one TRPO step; returns the iteration's diagnostics (with
@@ -192,8 +186,8 @@ class MetaRLTrainer:
     if self.conflict_every and (i + 1) % self.conflict_every == 0:
       conflict = self.degree_of_conflict(batch)  # Before the step changes theta.
     metrics = self.update(batch)
-    result = {"return_before_adaptation": meta_rl.summarize_returns(batch.support)["mean"],
-              "return_after_adaptation": meta_rl.summarize_returns(batch.query)["mean"],
+    result = {"return_before_adaptation": float(batch.support.returns.mean()),
+              "return_after_adaptation": float(batch.query.returns.mean()),
               "env_steps_per_second": self.sampler.last_steps_per_second}
     result.update({k: float(v) for k, v in metrics.items()})
     if batch.gammas is not None:
@@ -202,21 +196,21 @@ class MetaRLTrainer:
       result["degree_of_conflict"] = conflict
     return result
 
-  def _trpo_step_graph(self, support_x, support_y, query_x, query_y, old, embeddings):
-    support = meta_rl.TaskBatch(support_x, support_y, None)
-    query = meta_rl.TaskBatch(query_x, query_y, None)
-    if self.curvature == "fisher":
-      def loss_and_outputs():
-        outputs = meta_rl.adapted_outputs(self.learner, support, query, embeddings,
-                                          self.first_order)
-        return meta_rl.surrogate(query, outputs, old), outputs
+  def _trpo_step_graph(self, batch: IterationBatch):
+    support, query, old, embeddings = batch[:4]
+    if self.curvature == "hessian":  # (surrogate, KL) share every task's inner adaptation.
+      return trpo.trpo_step(
+          lambda: maml_trpo.outer_objective(self.learner, support, query, old, embeddings,
+                                            self.first_order),
+          None, self.tf_variables, **self.trpo_options)
 
-      return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
-                            output_kl=lambda o: meta_rl.mean_kl(query, o, old))
-    # One callable for (surrogate, KL): they share the inner adaptation of every task.
-    objective = lambda: meta_rl.outer_objective(self.learner, support, query, old, embeddings,
-                                                self.first_order)
-    return trpo.trpo_step(objective, None, self.tf_variables, **self.trpo_options)
+    def loss_and_outputs():
+      outputs = maml_trpo.adapted_outputs(self.learner, support, query, embeddings,
+                                          self.first_order)
+      return maml_trpo.surrogate(query, outputs, old), outputs
+
+    return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
+                          output_kl=lambda outputs: maml_trpo.mean_kl(query, outputs, old))
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     for key, value in result.items():
@@ -272,21 +266,20 @@ class MetaRLTrainer:
                        f"run_experiment.num_eval_tasks) must be a multiple of "
                        f"MetaRLDomain.meta_batch_size ({per_round}).")
     returns = [[] for _ in range(num_steps + 1)]
-    # Every round samples (num_steps + 1) x meta_batch_size x trajectories: minutes in all.
     progress = Progress(num_tasks, label="held-out task", unit="task")
     for r in range(num_tasks // per_round):
       tasks = self.task_env.sample_tasks(per_round, seed=[seed, r])
       # Step 0 is the policy the inner loop starts from: theta_bar for L2F, theta for MAML.
-      embeddings, params = self._start(tasks, seed=[seed, r, num_steps + 1])
+      embeddings, params = self.start_policies(tasks, seed=[seed, r, num_steps + 1])
       for k in range(num_steps + 1):
         batch = self.sample(tasks, params, seed=[seed, r, k])
         returns[k].extend(batch.returns.mean(axis=1))
         if k == num_steps:
           break
         if k == 0:  # From theta_bar, exactly as in training.
-          params, _ = self._adapt(batch.x, batch.y, embeddings)
+          params, _ = self._adapt(batch, embeddings)
         else:  # Later steps: plain policy-gradient steps, no attenuation.
-          params = self._step_from(params, batch.x, batch.y)
+          params = self.step_from(params, batch)
       progress.update((r + 1) * per_round)
     return [np.asarray(values) for values in returns]
 
@@ -315,15 +308,10 @@ class MetaRLTrainer:
     trajectory of a few held-out tasks (2D navigation)."""
     per_round = self.domain.meta_batch_size
     tasks = self.task_env.sample_tasks(per_round, seed=[seed, 0])
-    embeddings, start = self._start(tasks, seed=[seed, 0, 9])
-    before = self.sampler.sample(tasks, lambda o: self.policy(start, tf.constant(o)),
-                                 seed=[seed, 0, 0])
-    batch = meta_rl.to_task_batch(before, self.discount, self.gae_lambda,
-                                  dtype=tf.as_dtype(self.learner.model.dtype),
-                                  averaging=self.domain.averaging)
-    adapted, _ = self._adapt(batch.x, batch.y, embeddings)
-    after = self.sampler.sample(tasks, lambda o: self.policy(adapted, tf.constant(o)),
-                                seed=[seed, 0, 1])
+    embeddings, start = self.start_policies(tasks, seed=[seed, 0, 9])
+    before = self.trajectories(tasks, start, seed=[seed, 0, 0])
+    adapted, _ = self._adapt(self.task_batch(before), embeddings)
+    after = self.trajectories(tasks, adapted, seed=[seed, 0, 1])
     first = lambda trajectories, i: trajectories.observations[i, 0][trajectories.mask[i, 0] > 0]
     return [(first(before, i), first(after, i), np.asarray(tasks[i]["goal"]))
             for i in range(min(num_tasks, per_round))]

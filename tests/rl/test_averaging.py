@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2f_tf.rl import meta_rl
+from l2f_tf.rl import maml_trpo
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
 from l2f_tf.rl.sampler import Trajectories
@@ -103,7 +103,7 @@ def test_task_batch_packs_the_averaging_weights(averaging):
   mask = MASK[None]
   trajectories = Trajectories(obs * mask[..., None], np.zeros((1, 3, H, 2)),
                               RNG.normal(size=(1, 3, H)) * mask, mask, int(mask.sum()))
-  batch = meta_rl.to_task_batch(trajectories, dtype=tf.float64, averaging=averaging)
+  batch = maml_trpo.to_task_batch(trajectories, dtype=tf.float64, averaging=averaging)
   _, advantages, weights = pg.unpack_targets(batch.y[0])
   expected = returns_lib.step_weights(tf.constant(MASK), averaging).numpy().reshape(-1)
   np.testing.assert_allclose(weights.numpy(), expected)

@@ -40,6 +40,19 @@ def test_log_prob_and_kl_match_closed_forms():
   assert float(pg.kl_divergence(mean, log_std, m2, s2)[0]) == pytest.approx(kl)
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_distribution_of_a_policy_output(dtype):
+  output = tf.constant([[0.1, 0.5, -0.2, 0.4], [0.0, -1.0, 0.3, -0.6]], dtype)
+  distribution = pg.distribution(output)
+  mean, log_std = pg.split_output(output)
+  actions = tf.constant([[0.3, -1.0], [0.2, 0.1]], dtype)
+  np.testing.assert_allclose(distribution.log_prob(actions).numpy(),
+                             pg.log_prob(actions, mean, log_std).numpy(), rtol=1e-6)
+  entropy = np.sum(log_std.numpy() + 0.5 * math.log(2 * math.pi * math.e), axis=-1)
+  np.testing.assert_allclose(distribution.entropy().numpy(), entropy, rtol=1e-6)
+  assert distribution.log_prob(actions).dtype == dtype
+
+
 def test_policy_outputs_mean_and_a_learned_log_std_starting_at_zero():
   model = policy()
   out = model(tf.zeros([3, 2], tf.float64))

@@ -182,7 +182,7 @@ def test_worker_processes_give_the_same_batch(env_name):
   in_process = sampler_lib.Sampler(env_name, **options)
   workers = sampler_lib.Sampler(env_name, num_workers=2, **options)
   try:
-    tasks = in_process._envs[0].sample_tasks(2, seed=3)
+    tasks = envs.make_env(env_name).sample_tasks(2, seed=3)
     policy = lambda obs: (np.tanh(obs[..., :in_process.action_size]),
                           np.full((2, in_process.action_size), -1.0, np.float32))
     a = in_process.sample(tasks, policy, seed=5)
@@ -201,7 +201,7 @@ def test_a_worker_whose_parent_goes_away_exits_cleanly():
   from l2f_tf.rl import sampler as sampler_lib
   context = multiprocessing.get_context("spawn")
   parent, child = context.Pipe()
-  process = context.Process(target=sampler_lib._worker,  # pylint: disable=protected-access
+  process = context.Process(target=sampler_lib.run_worker,
                             args=(child, "Navigation2D", 5, 0, 1), daemon=True)
   process.start()
   child.close()

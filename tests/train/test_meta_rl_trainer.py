@@ -91,7 +91,7 @@ def test_max_seconds_stops_early_with_a_checkpoint(tmp_path):
 def test_l2f_samples_the_support_set_with_theta_bar(tmp_path):
   trainer = make_trainer(tmp_path)
   tasks = trainer.task_env.sample_tasks(2, seed=1)
-  embeddings, start = trainer._start(tasks, seed=[0, 0, 2])
+  embeddings, start = trainer.start_policies(tasks, seed=[0, 0, 2])
   assert embeddings.shape == (2, 7)
   theta = trainer.learner.theta()
   for i in range(2):

@@ -1,7 +1,8 @@
 """Interrupted-and-resumed training reaches the same weights as uninterrupted training.
 
 The Runner owns checkpoints, Ctrl-C and the final save for every trainer; these tests drive it
-with the supervised Trainer (tests/rl/test_meta_rl.py does the same with the meta-RL one)."""
+with the supervised Trainer (tests/train/test_meta_rl_trainer.py does the same with the meta-RL
+one)."""
 
 import numpy as np
 import pytest

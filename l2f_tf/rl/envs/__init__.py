@@ -1,10 +1,7 @@
-"""Meta-RL environments as tf-agents `PyEnvironment`s with a task interface.
+"""Meta-RL environments as tf-agents `PyEnvironment`s with a task interface (`MetaPyEnvironment`).
 
-Every environment is a `MetaPyEnvironment`: `sample_tasks(n, seed)` draws reproducible task
-dicts, `set_task(task)` / `get_task()` switch the simulated task, episodes are truncated after
-`horizon` steps and `elapsed_steps` gives the time index for the baseline. `make_env` builds one
-by the name the experiment configs use; `BatchedNavigation2D` is the vectorised 2D navigation
-the sampler uses for speed.
+`make_env` builds one by the name the experiment configs use; `BatchedNavigation2D` is the
+vectorised 2D navigation the sampler uses.
 """
 
 import difflib
@@ -23,12 +20,8 @@ ENVIRONMENTS = {
 
 
 def check_env_name(name, setting: str = "environment") -> str:
-  """Returns `name` if it is one of `ENVIRONMENTS`, else raises a ValueError listing them.
-
-  Args:
-    name: the environment's name, as the experiment configs spell it.
-    setting: what the name was given as, for the message (e.g. "MetaRLDomain.env_name").
-  """
+  """`name` if it is one of `ENVIRONMENTS`, else a ValueError listing them that names the
+  ``setting`` it was given as (e.g. "MetaRLDomain.env_name")."""
   if isinstance(name, str) and name in ENVIRONMENTS:
     return name
   by_lower = {known.lower(): known for known in ENVIRONMENTS}
@@ -40,18 +33,9 @@ def check_env_name(name, setting: str = "environment") -> str:
 
 
 def make_env(name: str, horizon: int = None, seed=None) -> MetaPyEnvironment:
-  """Builds a meta-RL environment by name.
-
-  Args:
-    name: one of `ENVIRONMENTS`: "Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel",
-      "AntDir".
-    horizon: episode length; None keeps the environment's default (100 for navigation, 200 for
-      MuJoCo).
-    seed: seed of the initial task and of any reset noise.
-
-  Returns:
-    The environment, with a task already set.
-  """
+  """The environment `name` (one of `ENVIRONMENTS`), with a task set; ``horizon`` None keeps
+  its default (100 for navigation, 200 for MuJoCo); ``seed`` seeds the initial task and any
+  reset noise."""
   check_env_name(name)
   kwargs = {} if horizon is None else {"horizon": horizon}
   return ENVIRONMENTS[name](seed=seed, **kwargs)

@@ -2,14 +2,12 @@
 
 Meta-RL samples a batch of tasks, adapts a policy to each one and evaluates the adapted policy
 on the same task. An environment therefore needs, besides the tf-agents `PyEnvironment`
-interface, a way to draw reproducible tasks and to switch the task it simulates. This module
-defines that interface once, as `MetaPyEnvironment`, together with the parts every environment
-here shares: a fixed horizon that ends an episode with a truncation (discount 1, so a value
-baseline can bootstrap), clipping of actions to the action spec, and an elapsed-step counter
-that the linear feature baseline uses as its time feature.
-
-A subclass only describes its dynamics (`_reset_state`, `_advance`) and its task distribution
-(`_sample_tasks`, `_check_task`).
+interface, a way to draw reproducible tasks and to switch the task it simulates:
+`MetaPyEnvironment`. It also holds what every environment here shares: a fixed horizon that
+ends an episode with a truncation (discount 1), clipping of actions to the action spec, and
+an elapsed-step counter (the time index of the current observation). A subclass describes its
+dynamics (`_reset_state`, `_advance`) and its task distribution (`_sample_tasks`,
+`_check_task`).
 """
 
 import abc
@@ -26,16 +24,17 @@ Seed = Optional[Any]  # anything np.random.default_rng accepts
 
 
 def float_spec(shape, minimum, maximum, name: str) -> array_spec.BoundedArraySpec:
-  """Returns a float32 `BoundedArraySpec` (the only spec type the environments here use)."""
+  """A float32 `BoundedArraySpec` (the only spec type the environments here use)."""
   return array_spec.BoundedArraySpec(
       shape=tuple(shape), dtype=np.float32, minimum=minimum, maximum=maximum, name=name)
 
 
-def check_horizon(horizon: int) -> int:
-  """Returns `horizon` as an int, or raises a ValueError naming the setting to fix."""
-  if int(horizon) != horizon or horizon < 1:
-    raise ValueError(f"horizon must be a positive integer, got {horizon!r}.")
-  return int(horizon)
+def positive_int(value, name: str, minimum: int = 1) -> int:
+  """``value`` as an int >= ``minimum`` (1 or 0), or a ValueError naming the setting."""
+  if int(value) != value or value < minimum:
+    kind = "positive" if minimum else "non-negative"
+    raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
+  return int(value)
 
 
 class MetaPyEnvironment(py_environment.PyEnvironment, metaclass=abc.ABCMeta):
@@ -44,70 +43,49 @@ class MetaPyEnvironment(py_environment.PyEnvironment, metaclass=abc.ABCMeta):
   Episodes start with `StepType.FIRST`, end with a termination (discount 0) when the subclass
   says the state is terminal, and otherwise with a truncation (discount 1) after `horizon`
   steps. Stepping after the last step of an episode starts a new one (the action is ignored),
-  as tf-agents expects. Actions outside the action spec are clipped to it before the dynamics
-  and the reward see them, because a Gaussian policy's samples are unbounded.
+  as tf-agents expects. Actions are clipped to the action spec before the dynamics and the
+  reward see them, because a Gaussian policy's samples are unbounded.
 
-  Every environment is built with a task already set (the first task `sample_tasks(1, seed)`
-  draws), so it is usable as is; `set_task` changes the task, and takes effect from the next
-  step on (call it before `reset` to change the task of a whole episode).
+  Every environment is built with a task set (the first task `sample_tasks(1, seed)` draws);
+  `set_task` changes it from the next step on (call it before `reset` for a whole episode).
+
+  Args:
+    observation_spec: float32 spec of one observation.
+    action_spec: float32 spec of one action; actions are clipped to its bounds.
+    horizon: number of steps after which an episode is truncated.
+    seed: seed of the initial task (and, in subclasses, of any reset noise).
   """
 
   def __init__(self, observation_spec: array_spec.BoundedArraySpec,
                action_spec: array_spec.BoundedArraySpec, horizon: int, seed: Seed = None):
-    """Initialises the shared state.
-
-    Args:
-      observation_spec: float32 spec of one observation.
-      action_spec: float32 spec of one action; actions are clipped to its bounds.
-      horizon: number of steps after which an episode is truncated.
-      seed: seed of the initial task (and, in subclasses, of any reset noise).
-    """
     super().__init__(handle_auto_reset=True)
-    self._observation_spec = observation_spec
-    self._action_spec = action_spec
-    self._horizon = check_horizon(horizon)
+    self._specs = observation_spec, action_spec
+    self.horizon = positive_int(horizon, "horizon")
     self._elapsed_steps = 0
     self._task = self._check_task(self.sample_tasks(1, seed)[0])
 
   def observation_spec(self) -> array_spec.BoundedArraySpec:
-    return self._observation_spec
+    return self._specs[0]
 
   def action_spec(self) -> array_spec.BoundedArraySpec:
-    return self._action_spec
-
-  @property
-  def horizon(self) -> int:
-    """Number of steps after which an episode is truncated."""
-    return self._horizon
+    return self._specs[1]
 
   @property
   def elapsed_steps(self) -> int:
-    """Steps taken in the current episode: 0 for the observation `reset` returns, t after t steps.
-
-    This is the time index t of the current observation, the time feature of the baseline.
-    """
+    """Steps taken in the current episode: the time index of the current observation."""
     return self._elapsed_steps
 
   def sample_tasks(self, num_tasks: int, seed: Seed = None) -> List[Task]:
-    """Draws tasks from this environment's task distribution.
-
-    Args:
-      num_tasks: how many tasks to draw.
-      seed: seed of a fresh `np.random.Generator`; the same seed gives the same tasks.
-
-    Returns:
-      A list of `num_tasks` task dicts, each accepted by `set_task`.
-    """
-    if int(num_tasks) != num_tasks or num_tasks < 0:
-      raise ValueError(f"num_tasks must be a non-negative integer, got {num_tasks!r}.")
-    return self._sample_tasks(np.random.default_rng(seed), int(num_tasks))
+    """``num_tasks`` task dicts for `set_task`, from a fresh generator seeded by ``seed``."""
+    return self._sample_tasks(np.random.default_rng(seed),
+                              positive_int(num_tasks, "num_tasks", minimum=0))
 
   def set_task(self, task: Task) -> None:
     """Makes `task` (a dict as returned by `sample_tasks`) the task this environment simulates."""
     self._task = self._check_task(task)
 
   def get_task(self) -> Task:
-    """Returns a copy of the current task dict."""
+    """A copy of the current task dict."""
     return copy.deepcopy(self._task)
 
   def _reset(self) -> ts.TimeStep:
@@ -116,16 +94,16 @@ class MetaPyEnvironment(py_environment.PyEnvironment, metaclass=abc.ABCMeta):
 
   def _step(self, action) -> ts.TimeStep:
     action = np.asarray(action, dtype=np.float32)
-    if action.shape != self._action_spec.shape:
-      raise ValueError(f"{type(self).__name__} expects an action of shape "
-                       f"{self._action_spec.shape}, got {action.shape}.")
-    action = np.clip(action, self._action_spec.minimum, self._action_spec.maximum)
-    observation, reward, terminated = self._advance(action)
+    spec = self.action_spec()
+    if action.shape != spec.shape:
+      raise ValueError(f"{type(self).__name__} expects an action of shape {spec.shape}, got "
+                       f"{action.shape}.")
+    observation, reward, terminated = self._advance(np.clip(action, spec.minimum, spec.maximum))
     self._elapsed_steps += 1
     reward = np.asarray(reward, dtype=np.float32)
     if terminated:
       return ts.termination(observation, reward)
-    if self._elapsed_steps >= self._horizon:
+    if self._elapsed_steps >= self.horizon:
       return ts.truncation(observation, reward)
     return ts.transition(observation, reward)
 
@@ -135,7 +113,7 @@ class MetaPyEnvironment(py_environment.PyEnvironment, metaclass=abc.ABCMeta):
 
   @abc.abstractmethod
   def _check_task(self, task: Task) -> Task:
-    """Returns a validated private copy of `task`; raises ValueError if it is malformed."""
+    """A validated private copy of `task`; raises ValueError if it is malformed."""
 
   @abc.abstractmethod
   def _reset_state(self) -> np.ndarray:

@@ -27,8 +27,6 @@ import numpy as np
 from l2f_tf.rl.envs import base
 
 DEFAULT_HORIZON = 200
-
-
 _LOGGED_WARNINGS = set()
 
 
@@ -43,10 +41,9 @@ def _log_once(message: str) -> None:
 def _mujoco_warnings_to_logging():
   """Sends MuJoCo warnings to absl logging, not to MUJOCO_LOG.TXT in the working directory.
 
-  Gymnasium's half_cheetah.xml uses a compiler attribute MuJoCo 4 deprecates (settotalmass), so
-  otherwise every HalfCheetah built appends a line to MUJOCO_LOG.TXT wherever the user runs.
-  Each distinct message is logged once per process.
-  The previous handler is restored on exit; warnings while simulating are left to MuJoCo.
+  Gymnasium's half_cheetah.xml uses a compiler attribute MuJoCo 4 deprecates (settotalmass),
+  so otherwise every HalfCheetah built appends a line to MUJOCO_LOG.TXT wherever the user
+  runs. Warnings while simulating are left to MuJoCo.
   """
   previous = mujoco.get_mju_user_warning()
   mujoco.set_mju_user_warning(_log_once)
@@ -100,7 +97,8 @@ class _LocomotionEnv(base.MetaPyEnvironment):
 
   Subclasses set `_physics_class` (the gymnasium env class), `ctrl_cost_weight` and `_family`
   (a `_VelocityTask` or `_DirectionTask`), and may add body-specific reward terms and a
-  termination rule.
+  termination rule. ``seed`` seeds the initial task and the reset noise (every reset after
+  construction continues one seeded stream).
   """
 
   _physics_class = None
@@ -108,13 +106,6 @@ class _LocomotionEnv(base.MetaPyEnvironment):
   _family = None
 
   def __init__(self, horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
-    """Builds the simulator.
-
-    Args:
-      horizon: steps after which an episode is truncated.
-      seed: seed of the initial task and of the reset noise (the first reset after construction
-        and every later one continue one seeded stream).
-    """
     with _mujoco_warnings_to_logging():
       self._physics = self._physics_class()  # render_mode None: no rendering context is made
     self._physics.reset(seed=seed)  # seeds the reset-noise generator

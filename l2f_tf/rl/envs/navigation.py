@@ -8,8 +8,7 @@ MAML-RL, not a disc). The observation is the agent's position.
 
 `Navigation2D` is the reference single environment. `BatchedNavigation2D` steps every
 trajectory of every task of a meta-batch in one numpy call (the same arithmetic, row by row),
-because the meta-RL sampler needs tens of thousands of steps per second and a Python loop over
-single environments cannot give them.
+which a Python loop over single environments cannot match.
 """
 
 from typing import List, Sequence
@@ -24,18 +23,19 @@ GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_SPEED = 0.1
 GOAL_TOLERANCE = 0.01  # per coordinate: the goal region is a square
 DEFAULT_HORIZON = 100
+OBSERVATION_SPEC = base.float_spec((2,), -np.inf, np.inf, "observation")
+ACTION_SPEC = base.float_spec((2,), -MAX_SPEED, MAX_SPEED, "action")
 
 
 def sample_goal_tasks(num_tasks: int, seed: base.Seed = None) -> List[base.Task]:
   """Draws navigation tasks {"goal": float64 array (2,)} from U[-0.5, 0.5]^2; seeded."""
-  if int(num_tasks) != num_tasks or num_tasks < 0:
-    raise ValueError(f"num_tasks must be a non-negative integer, got {num_tasks!r}.")
-  goals = np.random.default_rng(seed).uniform(GOAL_LOW, GOAL_HIGH, size=(int(num_tasks), 2))
+  num_tasks = base.positive_int(num_tasks, "num_tasks", minimum=0)
+  goals = np.random.default_rng(seed).uniform(GOAL_LOW, GOAL_HIGH, size=(num_tasks, 2))
   return [{"goal": goal} for goal in goals]
 
 
 def _goal_of(task: base.Task) -> np.ndarray:
-  """Returns the validated goal of a navigation task as a float64 array (2,)."""
+  """The validated goal of a navigation task as a float64 array (2,)."""
   if not isinstance(task, dict) or "goal" not in task:
     raise ValueError(f"A navigation task is a dict with key 'goal', got {task!r}.")
   goal = np.array(task["goal"], dtype=np.float64)
@@ -55,29 +55,16 @@ def _distance(position: np.ndarray, goal: np.ndarray) -> np.ndarray:
   return np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])
 
 
-def _action_spec():
-  return base.float_spec((2,), -MAX_SPEED, MAX_SPEED, "action")
-
-
-def _observation_spec():
-  return base.float_spec((2,), -np.inf, np.inf, "observation")
-
-
 class Navigation2D(base.MetaPyEnvironment):
   """Point-robot navigation to a per-task goal (one trajectory at a time).
 
-  Tasks are dicts {"goal": array (2,)}.
+  Tasks are dicts {"goal": array (2,)}; ``seed`` seeds the initial task (the dynamics are
+  deterministic).
   """
 
   def __init__(self, horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
-    """Builds the environment.
-
-    Args:
-      horizon: steps after which an episode is truncated.
-      seed: seed of the initial task (the dynamics are deterministic).
-    """
     self._position = np.zeros(2)
-    super().__init__(_observation_spec(), _action_spec(), horizon, seed)
+    super().__init__(OBSERVATION_SPEC, ACTION_SPEC, horizon, seed)
 
   def _sample_tasks(self, rng, num_tasks):
     return sample_goal_tasks(num_tasks, rng)
@@ -103,32 +90,21 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
   order). Rows behave exactly like independent `Navigation2D`s wrapped in a tf-agents
   `BatchedPyEnvironment`: a row whose previous step was its last restarts on the next step
   (its action is ignored and it returns `StepType.FIRST`), while the other rows keep going.
-  `reset()` restarts every row.
+  `reset()` restarts every row. ``seed`` seeds the initial tasks.
   """
 
   def __init__(self, num_tasks: int, trajectories_per_task: int,
                horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
-    """Builds the batch.
-
-    Args:
-      num_tasks: number of tasks simulated at once (the meta-batch size).
-      trajectories_per_task: number of trajectories of each task.
-      horizon: steps after which an episode is truncated.
-      seed: seed of the initial tasks.
-    """
-    for name, value in (("num_tasks", num_tasks), ("trajectories_per_task",
-                                                    trajectories_per_task)):
-      if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     super().__init__(handle_auto_reset=False)  # rows restart one by one, see _step
-    self._num_tasks = int(num_tasks)
-    self._per_task = int(trajectories_per_task)
-    self._batch_size = self._num_tasks * self._per_task
-    self._horizon = base.check_horizon(horizon)
+    self.num_tasks = base.positive_int(num_tasks, "num_tasks")
+    self.trajectories_per_task = base.positive_int(trajectories_per_task,
+                                                   "trajectories_per_task")
+    self.horizon = base.positive_int(horizon, "horizon")
+    self._batch_size = self.num_tasks * self.trajectories_per_task
     self._position = np.zeros((self._batch_size, 2))
     self._elapsed = np.zeros(self._batch_size, dtype=np.int64)
     self._ended = np.zeros(self._batch_size, dtype=bool)
-    self.set_tasks(self.sample_tasks(self._num_tasks, seed))
+    self.set_tasks(self.sample_tasks(self.num_tasks, seed))
 
   @property
   def batched(self) -> bool:
@@ -139,47 +115,31 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
     return self._batch_size
 
   @property
-  def num_tasks(self) -> int:
-    return self._num_tasks
-
-  @property
-  def trajectories_per_task(self) -> int:
-    return self._per_task
-
-  @property
-  def horizon(self) -> int:
-    return self._horizon
-
-  @property
   def elapsed_steps(self) -> np.ndarray:
-    """int64 (batch_size,): the time index of each row's current observation (see base)."""
+    """int64 (batch_size,): the time index of each row's current observation."""
     return self._elapsed.copy()
 
   def observation_spec(self):
-    return _observation_spec()
+    return OBSERVATION_SPEC
 
   def action_spec(self):
-    return _action_spec()
+    return ACTION_SPEC
 
   def sample_tasks(self, num_tasks: int, seed: base.Seed = None) -> List[base.Task]:
     """Same tasks as `Navigation2D.sample_tasks` for the same seed."""
     return sample_goal_tasks(num_tasks, seed)
 
   def set_tasks(self, tasks: Sequence[base.Task]) -> None:
-    """Sets one task per task slot; takes effect from the next step on.
-
-    Args:
-      tasks: `num_tasks` task dicts, e.g. from `sample_tasks`.
-    """
-    if len(tasks) != self._num_tasks:
-      raise ValueError(f"BatchedNavigation2D was built for num_tasks={self._num_tasks}, "
+    """Sets the `num_tasks` tasks (e.g. from `sample_tasks`) from the next step on."""
+    if len(tasks) != self.num_tasks:
+      raise ValueError(f"BatchedNavigation2D was built for num_tasks={self.num_tasks}, "
                        f"got {len(tasks)} tasks.")
     goals = np.stack([_goal_of(task) for task in tasks])
-    self._goals = np.repeat(goals, self._per_task, axis=0)
+    self._goals = np.repeat(goals, self.trajectories_per_task, axis=0)
 
   def get_tasks(self) -> List[base.Task]:
-    """Returns copies of the `num_tasks` current tasks."""
-    return [{"goal": goal.copy()} for goal in self._goals[::self._per_task]]
+    """Copies of the `num_tasks` current tasks."""
+    return [{"goal": goal.copy()} for goal in self._goals[::self.trajectories_per_task]]
 
   def _reset(self) -> ts.TimeStep:
     self._position = np.zeros((self._batch_size, 2))
@@ -199,7 +159,7 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
     self._elapsed = np.where(restart, 0, self._elapsed + 1)
     distance = _distance(self._position, self._goals)
     reached = moving & _at_goal(self._position, self._goals)
-    timed_out = moving & ~reached & (self._elapsed >= self._horizon)
+    timed_out = moving & ~reached & (self._elapsed >= self.horizon)
     self._ended = reached | timed_out
     step_type = np.where(restart, ts.StepType.FIRST,
                          np.where(self._ended, ts.StepType.LAST, ts.StepType.MID))

@@ -9,7 +9,7 @@ import tensorflow as tf
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.gaussian_policy import gaussian_policy
-from l2f_tf.rl import meta_rl
+from l2f_tf.rl import maml_trpo
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import trpo
 
@@ -28,7 +28,7 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
   rewards = np.ones((2, 3, 4), np.float32)
   mask = np.ones((2, 3, 4), np.float32)
   mask[:, :, 3] = 0
-  batch = meta_rl.to_task_batch(Trajectories(obs, actions, rewards, mask, int(mask.sum())))
+  batch = maml_trpo.to_task_batch(Trajectories(obs, actions, rewards, mask, int(mask.sum())))
   assert batch.x.shape == (2, 12, 2) and batch.y.shape == (2, 12, 4)
   np.testing.assert_array_equal(batch.returns, np.full((2, 3), 3.0))
   _, advantages, weights = pg.unpack_targets(batch.y[0])
@@ -70,7 +70,7 @@ def random_task_batch(rng, num_tasks=2, steps=10):
   y = pg.pack_targets(tf.constant(rng.normal(size=(num_tasks, steps, 2))),
                       tf.constant(rng.normal(size=(num_tasks, steps))),
                       tf.ones((num_tasks, steps), tf.float64))
-  return meta_rl.TaskBatch(obs, y, None)
+  return maml_trpo.TaskBatch(obs, y, None)
 
 
 def float64_learner(l2f, num_inner_steps=1):
@@ -84,8 +84,8 @@ def float64_learner(l2f, num_inner_steps=1):
 def test_batched_adaptation_equals_per_task_adaptation(l2f):
   learner = float64_learner(l2f, num_inner_steps=2)
   support = random_task_batch(np.random.default_rng(0), num_tasks=3)
-  embeddings = meta_rl.task_embeddings(learner, support)
-  fast, gammas = meta_rl.adapt_tasks(learner, support, embeddings)
+  embeddings = maml_trpo.task_embeddings(learner, support)
+  fast, gammas = maml_trpo.adapt_tasks(learner, support, embeddings)
   assert (gammas is not None) == l2f
   for t in range(3):
     adaptation = learner.adapt(support.x[t], support.y[t],
@@ -103,11 +103,11 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
   rng = np.random.default_rng(0)
   learner = float64_learner(l2f)
   support, query = random_task_batch(rng), random_task_batch(rng)
-  embeddings = meta_rl.task_embeddings(learner, support)
-  fast, _ = meta_rl.adapt_tasks(learner, support, embeddings)
-  old = meta_rl.vectorized_forward(learner, fast, query.x) + 0.1
+  embeddings = maml_trpo.task_embeddings(learner, support)
+  fast, _ = maml_trpo.adapt_tasks(learner, support, embeddings)
+  old = maml_trpo.vectorized_forward(learner, fast, query.x) + 0.1
   variables = trpo.tf_variables(learner.meta_variables)
-  surrogate = lambda first_order=False: meta_rl.outer_objective(
+  surrogate = lambda first_order=False: maml_trpo.outer_objective(
       learner, support, query, old, embeddings, first_order)[0]
   with tf.GradientTape(persistent=True) as tape:
     second, first = surrogate(), surrogate(first_order=True)
@@ -136,13 +136,13 @@ def test_per_task_meta_gradients_match_finite_differences_of_each_tasks_surrogat
   rng = np.random.default_rng(3)
   learner = float64_learner(l2f)
   support, query = random_task_batch(rng, num_tasks=3), random_task_batch(rng, num_tasks=3)
-  embeddings = meta_rl.task_embeddings(learner, support)
-  fast, _ = meta_rl.adapt_tasks(learner, support, embeddings)
-  old = meta_rl.vectorized_forward(learner, fast, query.x) + 0.1
-  gradients = meta_rl.per_task_meta_gradients(learner, support, query, old, embeddings)
+  embeddings = maml_trpo.task_embeddings(learner, support)
+  fast, _ = maml_trpo.adapt_tasks(learner, support, embeddings)
+  old = maml_trpo.vectorized_forward(learner, fast, query.x) + 0.1
+  gradients = maml_trpo.per_task_meta_gradients(learner, support, query, old, embeddings)
   # Every task's surrogate at once (compiled; it reads the variables at each call).
-  values_fn = tf.function(lambda: meta_rl.task_surrogates(
-      query, meta_rl.adapted_outputs(learner, support, query, embeddings), old))
+  values_fn = tf.function(lambda: maml_trpo.task_surrogates(
+      query, maml_trpo.adapted_outputs(learner, support, query, embeddings), old))
   eps = 1e-6
   for j, variable in enumerate(learner.inner_variables):
     base = variable.numpy().copy()
@@ -163,13 +163,13 @@ def test_per_task_meta_gradients_match_finite_differences_of_each_tasks_surrogat
 def test_batched_task_embeddings_equal_the_learners():
   learner = float64_learner(l2f=True)
   probe = random_task_batch(np.random.default_rng(2), num_tasks=3)
-  embeddings = meta_rl.task_embeddings(learner, probe)
+  embeddings = maml_trpo.task_embeddings(learner, probe)
   assert embeddings.shape == (3, 7)
   for t in range(3):
     np.testing.assert_allclose(embeddings[t].numpy(),
                                learner.task_embedding(probe.x[t], probe.y[t]).numpy(),
                                rtol=1e-12, atol=1e-15)
-  assert meta_rl.task_embeddings(float64_learner(l2f=False), probe) is None
+  assert maml_trpo.task_embeddings(float64_learner(l2f=False), probe) is None
 
 
 def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
@@ -180,22 +180,22 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
     keras.utils.set_random_seed(1)
     learners[name] = MetaLearner(gaussian_policy(2, 2, hidden_units=(5, 4), dtype="float64"),
                                  loss, num_inner_steps=1, inner_lr=0.5)
-  fast = {name: meta_rl.adapt_tasks(learner, support)[0] for name, learner in learners.items()}
+  fast = {name: maml_trpo.adapt_tasks(learner, support)[0] for name, learner in learners.items()}
   for a, b in zip(fast["reinforce"], fast["lvc"]):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
-  old = meta_rl.vectorized_forward(learners["lvc"], fast["lvc"], query.x)
+  old = maml_trpo.vectorized_forward(learners["lvc"], fast["lvc"], query.x)
   grads = {}
   for name, learner in learners.items():
     variables = trpo.tf_variables(learner.meta_variables)
     with tf.GradientTape() as tape:
-      surrogate, _ = meta_rl.outer_objective(learner, support, query, old)
+      surrogate, _ = maml_trpo.outer_objective(learner, support, query, old)
     grads[name] = trpo.flatten(tape.gradient(surrogate, variables)).numpy()
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
 
 
 def kl_gradient(learner, support, query, old, embeddings, variables):
   with tf.GradientTape() as tape:
-    kl = meta_rl.mean_kl(query, meta_rl.adapted_outputs(learner, support, query, embeddings),
+    kl = maml_trpo.mean_kl(query, maml_trpo.adapted_outputs(learner, support, query, embeddings),
                          old)
   return trpo.flatten(tape.gradient(kl, variables,
                                     unconnected_gradients=tf.UnconnectedGradients.ZERO))
@@ -209,17 +209,17 @@ def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
   rng = np.random.default_rng(0)
   learner = float64_learner(l2f)
   support, query = random_task_batch(rng), random_task_batch(rng)
-  query = meta_rl.TaskBatch(query.x, pg.pack_targets(
+  query = maml_trpo.TaskBatch(query.x, pg.pack_targets(
       *pg.unpack_targets(query.y)[:2], tf.constant(rng.uniform(0.1, 1.0, size=(2, 10)))), None)
-  embeddings = meta_rl.task_embeddings(learner, support)
-  old = meta_rl.adapted_outputs(learner, support, query, embeddings)
+  embeddings = maml_trpo.task_embeddings(learner, support)
+  old = maml_trpo.adapted_outputs(learner, support, query, embeddings)
   variables = trpo.tf_variables(learner.meta_variables)
 
   def objective():
-    outputs = meta_rl.adapted_outputs(learner, support, query, embeddings)
-    return meta_rl.surrogate(query, outputs, old), outputs
+    outputs = maml_trpo.adapted_outputs(learner, support, query, embeddings)
+    return maml_trpo.surrogate(query, outputs, old), outputs
 
-  _, _, hvp = trpo.fisher_curvature(objective, lambda o: meta_rl.mean_kl(query, o, old),
+  _, _, hvp = trpo.fisher_curvature(objective, lambda o: maml_trpo.mean_kl(query, o, old),
                                     variables, damping=0.0)
   base = [v.numpy().copy() for v in variables]
   eps = 1e-5
@@ -244,18 +244,18 @@ def test_first_order_fisher_products_equal_the_exact_first_order_products(l2f):
   rng = np.random.default_rng(1)
   learner = float64_learner(l2f)
   support, query = random_task_batch(rng), random_task_batch(rng)
-  embeddings = meta_rl.task_embeddings(learner, support)
-  old = meta_rl.adapted_outputs(learner, support, query, embeddings, first_order=True)
+  embeddings = maml_trpo.task_embeddings(learner, support)
+  old = maml_trpo.adapted_outputs(learner, support, query, embeddings, first_order=True)
   variables = trpo.tf_variables(learner.meta_variables)
 
   def objective():
-    outputs = meta_rl.adapted_outputs(learner, support, query, embeddings, first_order=True)
-    return meta_rl.surrogate(query, outputs, old), outputs
+    outputs = maml_trpo.adapted_outputs(learner, support, query, embeddings, first_order=True)
+    return maml_trpo.surrogate(query, outputs, old), outputs
 
   loss, grads, fisher = trpo.fisher_curvature(
-      objective, lambda o: meta_rl.mean_kl(query, o, old), variables, damping=1e-4)
+      objective, lambda o: maml_trpo.mean_kl(query, o, old), variables, damping=1e-4)
   exact_loss, exact_grads, exact = trpo.recorded_curvature(
-      lambda: meta_rl.outer_objective(learner, support, query, old, embeddings, True),
+      lambda: maml_trpo.outer_objective(learner, support, query, old, embeddings, True),
       variables, damping=1e-4)
   np.testing.assert_allclose(loss.numpy(), exact_loss.numpy(), rtol=1e-12)
   np.testing.assert_allclose(trpo.flatten(grads).numpy(), trpo.flatten(exact_grads).numpy(),

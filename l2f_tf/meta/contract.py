@@ -52,7 +52,13 @@ class Learner(Protocol):
     num_inner_steps: inner steps of meta-training (the default of :meth:`adapt`).
     task_reduction: "mean" or "sum" of the tasks' losses in the meta-loss.
     loss_fn, metric_fn: ``fn(y_true, y_pred)`` of one task (metric_fn may be None).
-    inner_variables: the variables the per-tensor summaries (degree of conflict) are about.
+    num_outputs: the size of an output's last axis (classes, for classification).
+    inner_variables, inner_variable_names: what the per-tensor summaries (degree of
+      conflict) are about.
+    gamma_names: what each logged gamma value attenuates (empty without attenuation).
+    meta_variables: everything the outer loop trains; network_variables: those its gradient
+      clipping applies to; attenuator_variables, inner_lr_variables: the L2F attenuator's and
+      the learnable inner learning rates'.
     vectorize_tasks: the meta-loss maps its tasks with ``tf.vectorized_map`` (which XLA would
       recompile at every step).
     supports_sequential_tasks: the memory-lean task-by-task meta-gradient applies.
@@ -67,31 +73,17 @@ class Learner(Protocol):
   task_reduction: str
   loss_fn: Callable
   metric_fn: Optional[Callable]
+  num_outputs: int
+  inner_variables: List[keras.Variable]
+  inner_variable_names: List[str]
+  gamma_names: List[str]
+  meta_variables: List[keras.Variable]
+  network_variables: List[keras.Variable]
+  attenuator_variables: List[keras.Variable]
+  inner_lr_variables: List[keras.Variable]
   vectorize_tasks: bool
   supports_sequential_tasks: bool
   supports_landscape: bool
-
-  @property
-  def inner_variables(self) -> List[keras.Variable]: ...
-  @property
-  def inner_variable_names(self) -> List[str]: ...
-  @property
-  def gamma_names(self) -> List[str]:
-    """What each logged gamma value attenuates (empty without attenuation)."""
-  @property
-  def network_variables(self) -> List[keras.Variable]:
-    """The variables the outer loop's gradient clipping applies to."""
-  @property
-  def attenuator_variables(self) -> List[keras.Variable]: ...
-  @property
-  def inner_lr_variables(self) -> List[keras.Variable]: ...
-  @property
-  def meta_variables(self) -> List[keras.Variable]:
-    """Everything the outer loop trains."""
-
-  @property
-  def num_outputs(self) -> int:
-    """The size of an output's last axis (classes, for classification)."""
 
   def checkpoint_parts(self) -> Dict[str, object]:
     """Name -> trackable object: what a checkpoint of the learner's state holds."""

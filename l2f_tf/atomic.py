@@ -196,8 +196,7 @@ def cached_folder(root: str, metadata_file: str, parameters: Dict,
   ``write(folder)`` fills a new temporary folder, ending with `write_metadata`, then renamed to
   ``root`` (an interrupted writer never leaves a complete-looking ``root``; killed writers'
   folders on this host are deleted). If another process renames its copy first, that one is
-  returned. ``what`` names the folder in log lines.
-  """
+  returned. ``what`` names the folder in log lines."""
   if os.path.isdir(root):
     problem = folder_problem(root, metadata_file, parameters)
     if problem is None:

@@ -135,8 +135,7 @@ def show_progress_in_library() -> bool:
   """Shows l2f_tf's INFO lines (progress, results) when a script or notebook drives the
   library and would otherwise print nothing for minutes (absl's flags unparsed, no level on
   absl's logger, the root logger above INFO): absl's logger goes to INFO with an
-  :class:`_OwnInfoOnly` filter printing to stderr. Returns whether it did. `Runner` calls it.
-  """
+  :class:`_OwnInfoOnly` filter printing to stderr. Returns whether it did. `Runner` calls it."""
   global _library_handler
   logger = absl_logging.get_absl_logger()
   root = std_logging.getLogger()

@@ -113,8 +113,7 @@ def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
 
   Returns {"layers", "gammas", "values": [layers, gammas, num_tasks] metric per task,
   "reference": [num_tasks] unscaled, "mean": [layers, gammas], "paired_difference":
-  [layers][gammas] {mean, ci95, n} of scaled - reference}.
-  """
+  [layers][gammas] {mean, ci95, n} of scaled - reference}."""
   if isinstance(episodes, tf.data.Dataset) or not predictions.is_task_batch(episodes):
     # An iterable of batches: keep them, every setting evaluates the same tasks.
     episodes = list(episodes)

@@ -324,8 +324,7 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
   `split_fractions` (see `split_sizes`), each with `instances_per_class` grayscale images of
   `image_size` squared; `seed` seeds every draw. The root in `cache_dir` (None:
   `default_cache_dir()`) is named by a hash of every argument but `cache_dir`, `VERSION` and the
-  fonts. ValueError for an invalid argument (too many classes: the message gives the maximum).
-  """
+  fonts. ValueError for an invalid argument (too many classes: the message gives the maximum)."""
   if num_classes is not None:
     num_classes = _check_int("num_classes", num_classes, 3)
   params = {

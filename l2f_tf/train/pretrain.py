@@ -205,8 +205,7 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
   passes of `batch_size` images, then fixes its batch-norm statistics (module docstring).
   Images come from `train_images` or `readers.load_split`, normalised by
   `episodic.normalize_images`; `seed` seeds the initial weights and the batch order.
-  ValueError for a bad setting or an unreadable dataset (DatasetError).
-  """
+  ValueError for a bad setting or an unreadable dataset (DatasetError)."""
   if normalization not in episodic.NORMALIZATIONS:
     raise ValueError(f"pretrain_backbone: normalization must be one of "
                      f"{episodic.NORMALIZATIONS}, got {normalization!r}.")
@@ -325,8 +324,7 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
   ``FewShotEmbeddings.dataset = "glyphs"``), made if needed: `glyphs.ensure_glyphs` with these
   arguments, conv4 with `filters` filters pretrained on its train split, the embeddings in
   ``<cache_dir>/<name>/glyphs/center/``, a cached folder named by a hash of every argument but
-  `cache_dir`, `VERSION` and the glyphs dataset's name.
-  """
+  `cache_dir`, `VERSION` and the glyphs dataset's name."""
   glyph_root = glyphs.ensure_glyphs(cache_dir, num_classes, instances_per_class, image_size,
                                     seed, split_fractions)
   params = {"glyphs": os.path.basename(glyph_root), "num_classes": num_classes,

@@ -52,8 +52,7 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   returns its path. The chief process holds the folder's RunLock from here on. A trained
   folder resumes with its own config: unless ``resume``, the command must describe the same
   experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError names the
-  differences. A run that never trained starts afresh from the command's gin files if any.
-  """
+  differences. A run that never trained starts afresh from the command's gin files if any."""
   folder = RunFolder(root_dir)
   stored = os.path.exists(folder.config)
   trained = stored and checkpoints.latest(folder.checkpoints) is not None

@@ -3,11 +3,10 @@
   python -m l2f_tf.analyze --run_dir=runs/glyphs_maml_5shot --run_dir=runs/glyphs_l2f_5shot \
       --out_dir=runs/analysis_glyphs_5shot
 
-writes the figures that the runs' summaries and checkpoints allow, and analysis.json (every
-number plotted, with 95% CIs over tasks), to ``--out_dir``; docs/analysis.md lists them.
-Supervised runs are restored with `l2f_tf.restore_learner` (``--step=N``: any kept
-checkpoint) and measured on the domain's fixed evaluation tasks (the same for every run of the
-domain, so differences are paired). Meta-RL runs contribute their summaries only.
+writes the figures the runs' summaries and checkpoints allow, and analysis.json (every number
+plotted, with 95% CIs over tasks), to ``--out_dir`` (docs/analysis.md lists them). Supervised
+runs are restored (`l2f_tf.restore_learner`, ``--step=N``: any kept checkpoint) and measured on
+the domain's fixed evaluation tasks (paired across runs); meta-RL runs give summaries only.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)

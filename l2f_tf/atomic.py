@@ -1,14 +1,10 @@
 """Writing files and folders so that a crash or a kill never leaves half of one.
 
-Everything is first written under a temporary name in the destination's own folder (so the
-final rename stays on one file system) and then renamed into place with ``os.replace``, which
-is atomic on POSIX: a reader, or a run resumed after ``kill -9``, sees the old version or the
-new one, never a mix. Temporary names start with ``.`` and contain ``.tmp``, so that
-:func:`remove_leftovers` can clear what a killed writer left behind.
-
-:func:`cached_folder` builds on this for caches that several processes share (the glyphs
-dataset, its embeddings): a folder written once under a temporary name, with a metadata file
-that lets a later call check it before using it.
+Everything is written under a temporary name (``.<name>...tmp``, cleared by
+:func:`remove_leftovers`) in the destination's folder, then renamed into place with
+``os.replace`` (atomic on POSIX): a reader, or a run resumed after ``kill -9``, sees the old
+version or the new one. :func:`cached_folder` does this for caches several processes share
+(the glyphs dataset, its embeddings), with a metadata file checked before each use.
 """
 
 import contextlib
@@ -35,9 +31,8 @@ _PARTIAL_RE = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[0-9a-f]+"
 
 @contextlib.contextmanager
 def path_for(path: str) -> Iterator[str]:
-  """A temporary path next to ``path`` (same extension, so that e.g. matplotlib picks the
-  format from it; the mode a plain ``open`` gives, not mkstemp's private 0o600); on leaving
-  the block without an error it is renamed to ``path``, on an error it is removed."""
+  """A temporary path next to ``path`` (same extension, for matplotlib; ``open``'s mode, not
+  mkstemp's 0o600), renamed to ``path`` when the block succeeds, else removed."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TMP_MARK + os.path.splitext(path)[1],
@@ -72,10 +67,9 @@ def write_json(path: str, value: Any, indent: Optional[int] = 2) -> str:
 
 @contextlib.contextmanager
 def folder_for(path: str) -> Iterator[str]:
-  """A temporary folder name next to ``path`` (not yet created) for a writer that creates the
-  folder itself (``tf.saved_model.save``); on success it replaces ``path``. A folder cannot be
-  renamed over another atomically: an existing ``path`` is moved aside to ``.<name>.old.tmp``
-  first, so a kill between the two renames leaves no ``path`` (never a half-written one)."""
+  """A temporary folder name next to ``path`` (not created: ``tf.saved_model.save`` does it)
+  that replaces ``path`` on success. An existing ``path`` is first moved aside (a folder cannot
+  be renamed over another), so a kill in between leaves no ``path``, never a half one."""
   folder, name = os.path.split(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=TMP_MARK, dir=folder)
@@ -95,9 +89,8 @@ def folder_for(path: str) -> Iterator[str]:
 
 
 def remove_leftovers(folder: str) -> int:
-  """Deletes the temporary files and folders that a killed writer left in ``folder`` (not in
-  sub-folders); returns how many. Only for a folder that no other process writes to (a run
-  folder under its lock)."""
+  """Deletes the temporary files and folders a killed writer left in ``folder`` (not below);
+  returns how many. Only for a folder no other process writes to (a locked run folder)."""
   removed = 0
   for path in glob.glob(os.path.join(folder, f".*{TMP_MARK}*")):
     if os.path.isdir(path):
@@ -200,12 +193,10 @@ def cached_folder(root: str, metadata_file: str, parameters: Dict,
   """Returns ``root`` once it holds what ``write`` writes, calling ``write`` only if needed.
 
   A ``root`` in which `folder_problem` finds something wrong is deleted, with a warning.
-  ``write(folder)`` fills a new temporary folder next to ``root`` and ends with
-  `write_metadata`; the folder is then renamed to ``root``, so an interrupted writer never
-  leaves a ``root`` that looks complete (and the temporary folders of killed writers on this
-  host are deleted). If another process (a pytest-xdist worker) renames its copy first, this
-  one deletes its own and returns theirs. ``what`` names the folder in log lines.
-  """
+  ``write(folder)`` fills a new temporary folder, ending with `write_metadata`, then renamed to
+  ``root`` (an interrupted writer never leaves a complete-looking ``root``; killed writers'
+  folders on this host are deleted). If another process renames its copy first, that one is
+  returned. ``what`` names the folder in log lines."""
   if os.path.isdir(root):
     problem = folder_problem(root, metadata_file, parameters)
     if problem is None:

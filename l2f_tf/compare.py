@@ -4,13 +4,11 @@ against the first on the same evaluation tasks, and a figure on the same test ta
   python -m l2f_tf.compare --run_dir=runs/maml_5shot --run_dir=runs/l2f_5shot \\
       --figure=runs/maml_vs_l2f_5shot.png --output=runs/maml_vs_l2f_5shot.json
 
-Every run is restored with `l2f_tf.restore_learner` (its config and the weights it exports);
-the figure draws every learner on the first run's domain (so its evaluation tasks).
-
-**Paired differences** (``--paired``, on by default): for every later run B against the first
-run A, every evaluation distribution and step count k both report, the mean over tasks of
-metric_B(task, k) - metric_A(task, k) with its 95% CI, narrower than the unpaired one (printed
-beside it) as far as task difficulty correlates the runs. Runs share their tasks when:
+Runs are restored with `l2f_tf.restore_learner`; the figure draws every learner on the first
+run's domain. **Paired differences** (``--paired``, default): for each later run B against the
+first run A, distribution and step count k, the mean over tasks of metric_B(task, k) -
+metric_A(task, k) with its 95% CI (narrower than the unpaired one printed beside it as far as
+task difficulty correlates the runs). Runs share their tasks when:
 
 1. none is a meta-RL run (sampled returns are not paired here);
 2. their domains have the same class and name;
@@ -234,20 +232,17 @@ def _fingerprinted(episodes, digest):
 
 def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
                        chunk_size: int = 100) -> Dict[str, Any]:
-  """Every later run against the first on the same evaluation tasks.
-
-  Returns {"shared_tasks": bool, "note": why not (or None), "num_tasks", "steps",
-  "reference": the first run's label, "differences": {distribution: {"B - A": {
-  "<metric>_after_<k>_steps": {mean, ci95, n, num_non_finite, unpaired_ci95, mean_a,
-  mean_b}}}}}. Restores each run's learner (`l2f_tf.restore_learner`)."""
+  """Every later run against the first on the same evaluation tasks: {"shared_tasks": bool,
+  "note": why not (or None), "num_tasks", "steps", "reference": the first run's label,
+  "differences": {distribution: {"B - A": {"<metric>_after_<k>_steps": {mean, ci95, n,
+  num_non_finite, unpaired_ci95, mean_a, mean_b}}}}}."""
   labels = run_labels(run_dirs)
   reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks)
   report = {"shared_tasks": reason is None, "note": reason, "num_tasks": num_tasks,
             "steps": steps, "reference": labels[0], "differences": {}}
   if reason is not None:
     return report
-  values: List[Dict[str, np.ndarray]] = []  # per run: distribution -> [tasks, len(steps)]
-  digests: List[Dict[str, str]] = []
+  values, digests = [], []  # Per run, distribution -> [tasks, len(steps)], and -> its SHA-256.
   for run_dir in run_dirs:
     domain, learner = restore.restore_learner(run_dir)
     metric = domain.metric_name

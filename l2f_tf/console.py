@@ -1,14 +1,11 @@
 """What a command-line run prints: its own lines, without the third-party noise of every start.
 
-Importing TensorFlow on a CPU-only machine prints C++ log lines before its logging is
-initialised (no environment variable silences them: "could not find cuda drivers", "failed
-call to cuInit", "oneDNN custom operations are on"...), gym (pulled in by tf-agents) prints a
-deprecation banner, and TensorFlow's Python modules log INFO lines about SavedModel internals.
-:func:`quiet_third_party` removes exactly those: a line filter on file descriptor 2 (where the
-C++ code writes) drops the lines of :data:`NOISE`, and a logging filter drops INFO records of
-modules that are not l2f_tf's. Warnings and errors of every library still show.
-``--third_party_logs`` (or ``L2F_THIRD_PARTY_LOGS=1``) turns the filter off. An entry point
-calls it first thing, before TensorFlow is imported (this module does not import it).
+TensorFlow's C++ code logs lines no environment variable silences ("could not find cuda
+drivers", "oneDNN custom operations are on", ...), gym prints a deprecation banner, and
+TensorFlow logs INFO lines about SavedModel internals. :func:`quiet_third_party` drops exactly
+those: a line filter on file descriptor 2 drops :data:`NOISE`, and a logging filter drops INFO
+records not from l2f_tf; warnings and errors still show. ``--third_party_logs`` (or
+``L2F_THIRD_PARTY_LOGS=1``) turns it off. Entry points call it before importing TensorFlow.
 """
 
 import atexit
@@ -83,12 +80,10 @@ class _StderrFilter:
 
 
 class _OwnInfoOnly(std_logging.Filter):
-  """Keeps every WARNING and above, and the INFO (and lower) records logged by l2f_tf's code or
-  the entry script (decided by the source file, since TensorFlow logs through absl too).
-
-  With a ``handler`` (absl's logger, for library use), those INFO records are printed by it and
-  go no further (a root handler that absl installed would print them again); warnings and
-  errors pass on unchanged (to the root logger's handlers, pytest's caplog, ...)."""
+  """Keeps WARNING and above, and INFO (and lower) records of l2f_tf's files or the entry
+  script (by source file: TensorFlow logs through absl too). With a ``handler`` (library use),
+  it prints those INFO records, which go no further (a root handler of absl's would print them
+  again); warnings and errors pass on unchanged."""
 
   def __init__(self, handler: Optional[std_logging.Handler] = None):
     super().__init__()
@@ -137,14 +132,10 @@ def quiet_third_party(argv: Sequence[str] = None) -> bool:
 
 
 def show_progress_in_library() -> bool:
-  """Shows l2f_tf's INFO lines (progress, compile times, results) when the library is driven
-  from a script or a notebook, where absl's logger is left at Python's level WARNING and a
-  training run would print nothing for minutes; returns whether it set this up.
-
-  Only then (absl's flags unparsed, no level set on absl's logger, the root logger above INFO)
-  absl's logger is set to INFO with an :class:`_OwnInfoOnly` filter that prints l2f_tf's own
-  INFO records on stderr and lets warnings and errors take their usual way. `Runner` calls it.
-  """
+  """Shows l2f_tf's INFO lines (progress, results) when a script or notebook drives the
+  library and would otherwise print nothing for minutes (absl's flags unparsed, no level on
+  absl's logger, the root logger above INFO): absl's logger goes to INFO with an
+  :class:`_OwnInfoOnly` filter printing to stderr. Returns whether it did. `Runner` calls it."""
   global _library_handler
   logger = absl_logging.get_absl_logger()
   root = std_logging.getLogger()

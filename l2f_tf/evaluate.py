@@ -4,12 +4,11 @@
   python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
       --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
 
-The tasks come from the training config stored in the SavedModel (``--gin_bindings`` on top,
-e.g. the dataset root on this machine); ``--seed`` picks them (the run's own evaluation used
-the domain's ``eval_seed``). Prints, and with ``--output`` writes as JSON, the metric after 0,
-1, ..., N inner steps with its mean and 95% CI over tasks: N is the SavedModel's number of
-steps or ``--num_steps`` (at most the ``max_steps`` it was exported with). A user's mistake
-exits with status 1 and one line ``evaluate: ...`` naming the fix.
+The tasks come from the SavedModel's training config (``--gin_bindings`` on top, e.g. the
+dataset root) and ``--seed``. Prints (``--output``: writes as JSON) the mean and 95% CI over
+tasks of the metric after 0..N inner steps, N the SavedModel's steps or ``--num_steps`` (at
+most its export ``max_steps``). A user's mistake exits with status 1 and one line
+``evaluate: ...`` naming the fix.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -53,10 +52,8 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
                          batch_size: int = 100, gin_bindings=(), num_steps: Optional[int] = None
                          ) -> Dict[str, Dict[str, Dict]]:
   """{distribution: {metric_after_k_steps: {mean, ci95, n, num_non_finite}}} of the SavedModel
-  on fresh tasks, for k = 0..num_steps (default: the SavedModel's number of inner steps).
-
-  ``path``: a run folder or its saved_model/. Raises ValueError naming the fix for a mistake
-  of the user's."""
+  (``path``: a run folder or its saved_model/) on fresh tasks, k = 0..num_steps (default: its
+  inner steps). ValueError naming the fix for a mistake of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
     raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "

@@ -1,10 +1,9 @@
 """Figures: sinusoid tasks before/after adaptation, few-shot accuracy vs inner steps, meta-RL
 return vs adaptation steps (with 2D-navigation paths).
 
-Every figure is saved with the numbers it draws: ``<name>.json`` next to ``<name>.png``
-(:func:`figure_data`, read back from the drawn artists, not from the inputs), so that a figure
-can be checked against results.json by a program rather than by eye. Legends are placed
-outside the data area of every panel, so that they never hide a curve or a point.
+Every figure is saved with the numbers it draws, read back from its artists (:func:`figure_data`)
+into ``<name>.json`` next to ``<name>.png``, so a program can check it against results.json.
+Legends sit outside the data area of every panel, never hiding a curve or a point.
 """
 
 import math
@@ -102,8 +101,8 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
     for i, (label, (names, values)) in enumerate(gammas.items()):
       positions = np.arange(len(values)) + i * width
       ax.bar(positions, values, width=width, label=label)
-      ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2)
-      ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+      ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, names, rotation=60, ha="right",
+                    fontsize=7)
     ax.set(ylabel="mean gamma over test tasks", title="attenuation per layer")
     legend_outside(ax)
   fig.tight_layout()
@@ -164,8 +163,8 @@ def _floats(values) -> List[Optional[float]]:
 
 def _series_of(ax) -> Dict[str, Dict]:
   """What one panel draws, read from its artists: error-bar curves, lines, points and bars,
-  keyed by their gid (set where a label would repeat) or their legend label. Unnamed artists
-  and legend proxies (no data) are left out."""
+  keyed by gid (set where a label would repeat) or legend label; unnamed artists and legend
+  proxies (no data) are left out."""
   series: Dict[str, Dict] = {}
 
   def add(artist, value):
@@ -222,8 +221,8 @@ def figure_data(fig) -> Dict:
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> str:
-  """Saves ``fig`` to ``path`` and the numbers it draws to :func:`data_path` (both atomically:
-  a kill never leaves half an image or half a JSON file), then closes the figure."""
+  """Saves ``fig`` to ``path`` and the numbers it draws to :func:`data_path`, both atomically,
+  then closes the figure."""
   with atomic.path_for(path) as tmp:
     fig.savefig(tmp, dpi=dpi)
   atomic.write_json(data_path(path), figure_data(fig), indent=None)

@@ -12,10 +12,8 @@
 <root>/.lock                  held by the one process running in the folder
 ```
 
-Every file here is written atomically (`l2f_tf.atomic`): a temporary name, then a rename.
-
-Supervised and meta-RL experiments, the configuration code, the export and the comparison
-tool all find these paths here, so a change of layout is a change of this file only.
+Every file here is written atomically (`l2f_tf.atomic`). Every tool finds these paths here,
+so a change of layout is a change of this file only.
 """
 
 import errno
@@ -79,10 +77,9 @@ class RunFolder:
                            "you can write to, or fix its permissions.")
 
   def remove_leftovers(self) -> int:
-    """Deletes what a killed run left half-written: temporary files of `l2f_tf.atomic` in the
-    folder, TensorFlow's ``<checkpoint>_temp`` folders of a checkpoint save that never
-    finished, and data files of a pruned checkpoint whose index is gone (in checkpoints/ and
-    best/). Returns how many. Only under the folder's lock."""
+    """Deletes what a killed run left half-written (`l2f_tf.atomic`'s temporary files,
+    TensorFlow's unfinished ``<checkpoint>_temp`` saves, data files of a pruned checkpoint
+    whose index is gone); returns how many. Only under the folder's lock."""
     removed = atomic.remove_leftovers(self.root)
     for directory in (self.checkpoints, self.best):
       for path in glob.glob(os.path.join(directory, "*_temp")):
@@ -131,12 +128,8 @@ class RunFolder:
 
 class RunLock:
   """One run per folder: an exclusive ``flock`` on ``<root>/.lock``, which names its holder.
-
-  The operating system releases the lock when its process dies, however it dies (even
-  ``kill -9``), so a lock is never stuck; the file then still names the dead process, and the
-  next run takes it over with a warning. Held for the lifetime of the process that acquired it
-  (or until :meth:`release`).
-  """
+  The system releases it when its process dies (even by ``kill -9``), so it is never stuck; the
+  next run takes over a file naming a dead process with a warning."""
 
   def __init__(self, root: str):
     self.path = os.path.join(root, LOCK_NAME)

@@ -1,8 +1,6 @@
 """The analysis figures (PNG): landscape and conflict over meta-iterations, per-task conflict
-and gamma distributions per layer, the manual attenuation sweep.
-
-Every function takes plain arrays keyed by a run label (several runs overlaid, e.g. MAML and
-MAML+L2F) and returns the path it wrote.
+and gamma distributions per layer, the manual attenuation sweep. Every function takes plain
+arrays keyed by run label (runs overlaid) and returns the path it wrote.
 """
 
 from typing import Dict, Sequence, Tuple
@@ -52,9 +50,7 @@ def plot_landscape(path: str, runs: Dict[str, Dict[str, Series]]) -> str:
         _, high = series[upper]
         ax.fill_between(steps, low, high, color=colors[label], alpha=0.35, label=label)
         ax.plot(steps, (low + high) / 2, color=colors[label], linewidth=0.8)
-    ax.set_title(title)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(ylabel)
+    ax.set(title=title, xlabel="meta-iteration", ylabel=ylabel)
     ax.legend(fontsize=8)
   return _save(fig, path)
 
@@ -84,8 +80,7 @@ def plot_per_layer_over_training(path: str, runs: Dict[str, Dict[str, Series]], 
       ax.plot(steps, values, color=colors[label], alpha=0.25, linewidth=0.8)
       ax.plot(steps, smooth(values, window), color=colors[label], label=label)
     ax.set_title(tensor, fontsize=9)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel="meta-iteration", ylabel=ylabel)
   for ax in list(axes.flat)[len(tensors):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=8)
@@ -108,10 +103,8 @@ def plot_distributions_per_tensor(path: str, runs: Dict[str, np.ndarray],
       box.set_facecolor(colors[label])
       box.set_alpha(0.6)
     ax.plot([], [], color=colors[label], linewidth=8, alpha=0.6, label=label)
-  ax.set_xticks(np.arange(len(names)))
-  ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
+  ax.set(ylabel=ylabel, title=title)
   ax.legend(fontsize=8, loc="best")
   return _save(fig, path)
 
@@ -124,12 +117,10 @@ def plot_attenuation_sweep(path: str, sweep: Dict, metric_name: str, title: str)
   scale, unit = (100.0, " (%)") if metric_name == "accuracy" else (1.0, "")
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(layers) + 3.2))
   image = left.imshow(scale * np.asarray(sweep["mean"]), aspect="auto", cmap="viridis")
-  left.set_xticks(range(len(gammas)))
-  left.set_xticklabels([f"{g:g}" for g in gammas])
-  left.set_yticks(range(len(layers)))
-  left.set_yticklabels(layers)
-  left.set_xlabel("gamma (this layer's initialisation scaled)")
-  left.set_title(f"{metric_name}{unit} after adaptation")
+  left.set_xticks(range(len(gammas)), [f"{g:g}" for g in gammas])
+  left.set_yticks(range(len(layers)), layers)
+  left.set(xlabel="gamma (this layer's initialisation scaled)",
+           title=f"{metric_name}{unit} after adaptation")
   fig.colorbar(image, ax=left)
   for row, layer in enumerate(layers):
     diffs = sweep["paired_difference"][row]
@@ -137,9 +128,8 @@ def plot_attenuation_sweep(path: str, sweep: Dict, metric_name: str, title: str)
                    yerr=[scale * d["ci95"] for d in diffs], marker="o", markersize=3,
                    capsize=2, label=layer)
   right.axhline(0.0, color="black", linewidth=0.8)
-  right.set_xlabel("gamma")
-  right.set_ylabel(f"{metric_name}{unit} minus unscaled, paired 95% CI")
-  right.set_title("difference to gamma = 1 on the same tasks")
+  right.set(xlabel="gamma", ylabel=f"{metric_name}{unit} minus unscaled, paired 95% CI",
+            title="difference to gamma = 1 on the same tasks")
   right.legend(fontsize=7, loc="best")
   fig.suptitle(title)
   return _save(fig, path)

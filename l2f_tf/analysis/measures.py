@@ -40,9 +40,8 @@ def meta_batches(episodes, size: int) -> Iterable:
 
 @contextlib.contextmanager
 def scaled_inner_variables(learner, scales: Dict[int, float]):
-  """Within the block, inner-loop tensor j of ``learner`` holds its value times ``scales[j]``
-  (the others unchanged); every inner-loop variable gets its value back on exit, also on an
-  error. Evaluating inside the block runs the learner's own code on the scaled weights."""
+  """Within the block, inner-loop tensor j of ``learner`` holds its value times ``scales[j]``;
+  every inner-loop variable gets its value back on exit, also on an error."""
   originals = [tf.constant(v.numpy()) for v in learner.inner_variables]
   try:
     for j, scale in scales.items():
@@ -107,19 +106,14 @@ def landscapes(learner, episodes, multipliers: Sequence[float] =
 def attenuation_sweep(learner, episodes, task_metric, num_steps: int,
                       gammas_to_try: Sequence[float] = DEFAULT_SWEEP_GAMMAS,
                       vectorized: bool = True, chunk_size: int = 100) -> Dict:
-  """The metric after ``num_steps`` inner steps when one layer's initialisation is scaled by a
-  manual gamma (the others unscaled), for every layer and gamma, on the same tasks.
+  """The metric after ``num_steps`` inner steps on the same tasks when one layer's
+  initialisation is scaled by a manual gamma, for every layer and gamma. The variables are
+  scaled in place (`scaled_inner_variables`), so the run's own evaluation code runs: gamma = 1
+  reproduces its figures bit for bit.
 
-  The learner's variables are scaled in place for each setting and restored afterwards (also
-  on an error), so each setting is evaluated by the exact code of the run's own evaluation:
-  gamma = 1 reproduces its figures bit for bit.
-
-  Returns:
-    {"layers": [...], "gammas": [...], "values": [layers, gammas, num_tasks] metric per task,
-     "reference": [num_tasks] metric without scaling,
-     "mean": [layers, gammas], "paired_difference": [layers][gammas] {mean, ci95, n} of
-     (scaled - reference) over the same tasks}.
-  """
+  Returns {"layers", "gammas", "values": [layers, gammas, num_tasks] metric per task,
+  "reference": [num_tasks] unscaled, "mean": [layers, gammas], "paired_difference":
+  [layers][gammas] {mean, ci95, n} of scaled - reference}."""
   if isinstance(episodes, tf.data.Dataset) or not predictions.is_task_batch(episodes):
     # An iterable of batches: keep them, every setting evaluates the same tasks.
     episodes = list(episodes)

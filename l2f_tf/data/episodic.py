@@ -1,28 +1,23 @@
 """The episodic tf.data pipeline of N-way K-shot classification, over images or embeddings.
 
-Episode number ``e`` of a stream is a pure function of ``(seed, e)``: which N classes (in a
-random order, which is the per-episode label shuffle), and which K support and Q query items of
-each. So a resumed run reads exactly the episodes it would have read, and every model evaluated
-with the same seed sees the same evaluation episodes (paired comparisons).
+Episode ``e`` of a stream is a pure function of ``(seed, e)``: its N classes (in random order:
+the label shuffle) and the K support and Q query items of each. So a resumed run reads the
+episodes it would have read, and models evaluated with one seed see the same episodes (paired
+comparisons). :class:`EpisodeSampler` draws every episode; its subclasses differ in where items
+come from:
 
-One :class:`EpisodeSampler` draws every episode; its subclasses differ only in where a class's
-items come from:
+* :class:`ImageEpisodeSampler` decodes images lazily with `l2f_tf.data.readers`, in parallel
+  tf.data map calls (Pillow releases the GIL), so a split need not fit in memory. An image that
+  cannot be decoded is skipped with one warning and replaced by another of its class; a class
+  left with fewer than K + Q raises a `DatasetError` naming its bad files. Pixels stay uint8
+  until `normalize_images`.
+* :class:`EmbeddingEpisodeSampler` gathers rows of pre-computed embeddings held in memory
+  (`l2f_tf.data.readers.leo_embeddings`). With classes and rows in an image split's order (what
+  `l2f_tf.embed` writes), episode ``e`` holds the embeddings of the image pipeline's episode
+  ``e``.
 
-* :class:`ImageEpisodeSampler` decodes images lazily, episode by episode, with the dataset
-  readers (`l2f_tf.data.readers`), in parallel tf.data map calls (Pillow releases the GIL), so a
-  split never has to fit in memory. An image that cannot be decoded is skipped with a warning
-  (once per image) and replaced by another image of the same class; a class left with fewer
-  than K + Q readable images raises a `DatasetError` naming its bad files. Pixels leave it as
-  uint8 and are scaled and normalised in TensorFlow (`normalize_images`).
-* :class:`EmbeddingEpisodeSampler` gathers rows of a split of pre-computed embeddings held in
-  memory (`l2f_tf.data.readers.leo_embeddings`; tieredImageNet's 448k x 640 train rows take
-  1.1 GB). For a split whose classes, and rows per class, are in the order of an image split's
-  classes and images (what `l2f_tf.embed` writes), episode ``e`` holds the embeddings of exactly
-  the images of the image pipeline's episode ``e``.
-
-tf.data reports an error of a sampler as a `tf.errors.OpError` holding a traceback:
-`raise_data_errors` turns it back into the `DatasetError` around code that iterates over
-episodes.
+`raise_data_errors` turns the `tf.errors.OpError` in which tf.data wraps a sampler's error back
+into the `DatasetError`.
 
 Layout of one episode (labels 0..N-1 in the chosen class order; support and query are
 class-major): support_x [N*K, *item], support_y [N*K] int32, query_x [N*Q, *item],
@@ -56,13 +51,9 @@ _QUOTED_ERROR = re.compile(r"\b(?:DatasetError|ImageDecodeError): ([^\n]+)")
 def choose_episode(seed: int, episode: int, class_sizes: Sequence[int],
                    num_ways: int) -> Tuple[np.ndarray, List[np.ndarray]]:
   """(class ids [N] in label order, per chosen class a permutation of its item ids) of episode
-  ``episode`` of the stream ``seed``; an episode takes the first K + Q items of each
-  permutation (K support, then Q queries).
-
-  Every sampler draws with this one function, so a split of the same classes, in the same
-  order, with the same items per class in the same order, gives the same episodes whatever
-  form its items take (images or their embeddings).
-  """
+  ``episode`` of the stream ``seed`` (its first K items support, the next Q queries). Every
+  sampler draws with it, so the same classes and items in the same order give the same
+  episodes, as images or as their embeddings."""
   rng = np.random.default_rng([seed, episode])
   class_ids = rng.choice(len(class_sizes), num_ways, replace=False)
   return class_ids, [rng.permutation(int(class_sizes[c])) for c in class_ids]
@@ -80,13 +71,10 @@ def check_episode_shape(num_ways: int, num_shots: int, num_queries: int,
 
 
 class EpisodeSampler:
-  """Chooses the classes and items of episode ``e`` from ``(seed, e)`` alone.
-
-  Subclasses set ``item_shape`` and ``dtype`` (of the items as stored) and give a class's items
-  with ``_class_items``. `class_sizes` (class name -> number of items, in class-index order),
-  `where` and `**message` go to `readers.check_class_sizes`: a DatasetError if the split has
-  fewer than N classes or a class fewer than K + Q items.
-  """
+  """Chooses the classes and items of episode ``e`` from ``(seed, e)`` alone. Subclasses set
+  ``item_shape`` and ``dtype`` (as stored) and give a class's items with ``_class_items``.
+  `class_sizes` (name -> items, in index order), `where` and `**message` go to
+  `readers.check_class_sizes` (DatasetError: fewer than N classes or K + Q items)."""
 
   item_shape: Tuple[int, ...] = ()
   dtype: tf.DType = tf.float32
@@ -181,9 +169,8 @@ class EmbeddingEpisodeSampler(EpisodeSampler):
 
 @contextlib.contextmanager
 def raise_data_errors():
-  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes (it reaches the
-  code iterating over the dataset as a `tf.errors.OpError` quoting the Python traceback) as a
-  `DatasetError` with its one-line message. Other errors pass unchanged."""
+  """Re-raises a `DatasetError` that stopped a tf.data pipeline of episodes (quoted in a
+  `tf.errors.OpError`) as a `DatasetError` with its one-line message; others pass unchanged."""
   try:
     yield
   except tf.errors.OpError as error:
@@ -231,15 +218,11 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                     preprocess: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                     prefetch: bool = True,
                     episodes: Optional[tf.data.Dataset] = None) -> tf.data.Dataset:
-  """:class:`Episode` batches of ``batch_size`` episodes (fields get a leading task axis;
-  ``drop_remainder`` keeps the task count static) of the stream ``seed``: episodes
-  ``start, start+1, ...`` (training resumes at step * meta_batch_size), ``num_episodes`` in
-  all or endless for None, or the int64 numbers in the dataset ``episodes`` (a worker's share
-  of each meta-batch).
-
-  ``preprocess`` is applied to support_x and query_x (e.g. `normalize_images`); None gives the
-  items as stored, as float32 (what an exported model, which preprocesses inside, gets).
-  """
+  """:class:`Episode` batches of ``batch_size`` episodes (a leading task axis, static with
+  ``drop_remainder``) of the stream ``seed``: episodes ``start, start+1, ...``, ``num_episodes``
+  of them (None: endless), or the int64 numbers of the dataset ``episodes`` (a worker's share).
+  ``preprocess`` (e.g. `normalize_images`) maps support_x and query_x; None gives the items as
+  stored, as float32 (an exported model preprocesses inside)."""
   shape = sampler.item_shape
   n, k, q = sampler.num_ways, sampler.num_shots, sampler.num_queries
 

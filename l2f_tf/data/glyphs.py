@@ -1,34 +1,25 @@
-"""Glyphs: a download-free, Omniglot-like few-shot dataset of rendered characters.
+"""Glyphs: a download-free, Omniglot-like few-shot dataset of characters rendered from the
+DejaVu fonts matplotlib ships, so the vision pipeline runs out of the box (CI, a laptop).
 
-Why: the vision pipeline should run out of the box, in CI and on a laptop, without fetching
-Omniglot or miniImageNet: this module renders a comparable dataset from the DejaVu fonts that
-matplotlib (a dependency) ships.
+Each class is one character of `SCRIPTS` (letters, digits, symbols without a Unicode
+decomposition) that every font of `FONT_FILES` covers, whose ink is not tiny
+(`_MIN_INK_FRACTION` of the em) and which, scaled into a 24 x 24 box, is no near-duplicate
+(Tanimoto distance below `_MIN_DISTANCE`, averaged over DejaVu Sans and Serif) of an earlier
+one: Latin "A", Greek "Alpha" and Cyrillic "A" give one class, named after the first in script
+order, ``<script>_U<hex code point>`` (``greek_U03B1``). `ensure_glyphs` draws `num_classes`
+(600) of them and splits them into disjoint train/val/test classes (60/15/25 %) with one seeded
+shuffle.
 
-What: each class is one character of Latin, Greek, Cyrillic, Armenian, Georgian, digits,
-mathematical operators, arrows, geometric shapes or miscellaneous symbols (`SCRIPTS`), kept if
-every font of `FONT_FILES` covers it, it is a letter, digit or symbol without a Unicode
-decomposition whose ink is not tiny (`_MIN_INK_FRACTION` of the em), and, scaled into a
-24 x 24 box, it is not a near-duplicate (Tanimoto distance below `_MIN_DISTANCE`, averaged over
-DejaVu Sans and Serif) of an earlier kept character: Latin "A", Greek "Alpha" and Cyrillic "A"
-give one class, named after the first in script order. That leaves 795 classes with
-matplotlib 3.11's fonts, named ``<script>_U<hex code point>`` (``greek_U03B1``).
-`ensure_glyphs` draws `num_classes` of them (600 by default) and splits them into disjoint
-train/val/test classes (60/15/25 % by default, near Omniglot's share of test characters) with
-one seeded shuffle.
+An image is the character in one of the 12 fonts with a random extra stroke width and affine
+jitter (the `_MAX_*` constants) that never pushes ink off the canvas, its ink box filling ~80 %
+of the canvas, rendered at 4x `image_size` and box-downsampled: grayscale PNG, black (0) on
+white (255) as Omniglot. Every draw comes from ``numpy.random.default_rng`` seeded by (seed,
+code point, image index) or (seed, purpose): the same arguments give byte-identical files
+(with the same numpy, Pillow/FreeType and fonts; the fonts' names and sizes are in the key).
 
-Each image is the character in one of the 12 fonts (Sans, Serif, Sans Mono; regular, bold,
-oblique/italic, bold oblique/italic) with a random extra stroke width and a random affine
-jitter (rotation, scale, aspect, shear, translation; the `_MAX_*` constants) that never pushes
-ink off the canvas; its ink box fills ~80 % of the canvas, centred (like Omniglot's
-hand-drawn characters). Rendering happens at 4x `image_size` and is box-downsampled.
-Grayscale PNGs, black (0) strokes on white (255), Omniglot's convention. Every random draw
-comes from ``numpy.random.default_rng`` seeded by (seed, code point, image index) or (seed,
-purpose), so the same arguments give byte-identical files (with the same numpy,
-Pillow/FreeType and fonts; the fonts' names and sizes are part of the cache key).
-
-On disk: ``<root>/{train,val,test}/<class>/<nnnn>.png`` (the ``mini_imagenet_folders`` layout
-of `l2f_tf.data.readers`) and ``glyphs.json``, a cached folder (`l2f_tf.atomic.cached_folder`)
-checked on every call. docs/few_shot_classification.md gives the timings.
+On disk: ``<root>/{train,val,test}/<class>/<nnnn>.png`` (the ``mini_imagenet_folders`` layout)
+and ``glyphs.json``, a cached folder (`l2f_tf.atomic.cached_folder`). The number of classes and
+the timings are in docs/few_shot_classification.md.
 """
 
 from __future__ import annotations
@@ -170,9 +161,8 @@ def _candidates() -> list[Glyph]:
 
 @functools.cache
 def available_characters() -> tuple[Glyph, ...]:
-  """All characters the dataset can use, in priority (script, then code point) order: the
-  candidates of `SCRIPTS` covered by every font, minus tiny glyphs and near-duplicates of
-  earlier ones (see the module docstring). Computed once per process."""
+  """All characters the dataset can use, in priority order, minus tiny glyphs and
+  near-duplicates (see the module docstring). Computed once per process."""
   start = time.time()
   fonts = [_font(path, _REFERENCE_FONT_SIZE) for path in font_paths()
            if os.path.basename(path) in _REFERENCE_FONTS]
@@ -330,15 +320,11 @@ def ensure_glyphs(cache_dir: str | os.PathLike | None = None, num_classes: int |
                   split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
   """Returns the root of the glyphs dataset with these parameters, generating it if needed.
 
-  `num_classes` characters (None: all) are drawn with a seeded shuffle from
-  `available_characters()` and split by `split_fractions` (train, val, test; see
-  `split_sizes`), each with `instances_per_class` grayscale images of `image_size` squared;
-  `seed` seeds every draw. The root, in `cache_dir` (None: `default_cache_dir()`), holds
-  ``{train,val,test}/<class>/<nnnn>.png`` (``readers.load_split(root, split, channels=1)``)
-  and ``glyphs.json``. Its name holds a hash of every argument but `cache_dir`, `VERSION` and
-  the fonts; it is a cached folder (`l2f_tf.atomic.cached_folder`). Raises ValueError for an
-  invalid argument, e.g. more classes than characters (the message gives the maximum).
-  """
+  `num_classes` characters (None: all) of `available_characters()`, split by
+  `split_fractions` (see `split_sizes`), each with `instances_per_class` grayscale images of
+  `image_size` squared; `seed` seeds every draw. The root in `cache_dir` (None:
+  `default_cache_dir()`) is named by a hash of every argument but `cache_dir`, `VERSION` and the
+  fonts. ValueError for an invalid argument (too many classes: the message gives the maximum)."""
   if num_classes is not None:
     num_classes = _check_int("num_classes", num_classes, 3)
   params = {

@@ -1,30 +1,22 @@
-"""Image embeddings in LEO's format from any image dataset the library reads (the library
-behind ``python -m l2f_tf.embed``).
+"""Image embeddings in LEO's format (`l2f_tf.data.readers.leo_embeddings`) from any image
+dataset the library reads, so `FewShotEmbeddings` (and LEO) run on glyphs, Omniglot or one's
+own features as on LEO's files (the library behind ``python -m l2f_tf.embed``):
 
-LEO meta-learns on the features of a backbone pre-trained on the train classes. This tool does
-that pre-training and writes the features in the format of LEO's released files (see
-`l2f_tf.data.readers.leo_embeddings`), so `FewShotEmbeddings` (and LEO) run on glyphs,
-Omniglot or one's own miniImageNet features as they do on LEO's:
+1. `pretrain_backbone`: a conv4 or resnet12 backbone with a head over all train classes learns
+   softmax cross-entropy on the train split (Adam; every random draw comes from ``seed``).
+2. Fixed statistics: `BatchNorm` normalises with the statistics of its batch (MAML's
+   convention), so features would depend on which images share a batch. One seeded pass over
+   the train split in training batches records each layer's batch mean and variance, and the
+   embedding network replaces every `BatchNorm` by a `FixedBatchNorm` with their averages: an
+   image's embedding depends on that image alone.
+3. `embed_splits`: the head's input features of every image of each split, in the reader's
+   order (episode ``e`` of embeddings holds the images of the image pipeline's episode ``e``),
+   go to ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``, classes with
+   key-safe ids ("c0000", ... over the splits) named in ``<out>/<dataset_name>/classes.json``.
 
-1. `pretrain_backbone`: a backbone of `l2f_tf.models` (conv4 or resnet12) with a head over all
-   train classes learns softmax cross-entropy on the train split's images (Adam; every random
-   draw comes from ``seed``).
-2. Fixed normalisation statistics: the library's `BatchNorm` always normalises with the
-   statistics of the batch it is given (MAML's convention), so its features would depend on
-   which images share a batch. After training, one pass over the train split (training batch
-   size, seeded order) records each batch-norm layer's batch mean and variance, and the
-   embedding network replaces every `BatchNorm` by `FixedBatchNorm` with their averages (as
-   Keras' inference mode does with running averages): an image's embedding then depends on
-   that image alone.
-3. `embed_splits`: the penultimate features (the head's input) of every image of each split,
-   in the reader's class and image order (so that episode ``e`` of embeddings holds the images
-   of episode ``e`` of the image pipeline), go to
-   ``<out>/<dataset_name>/center/{train,val,test}_embeddings.pkl``. Classes get key-safe ids
-   ("c0000", ..., numbered over the splits); ``<out>/<dataset_name>/classes.json`` names them.
-
-`ensure_glyph_embeddings` (for gin: ``FewShotEmbeddings.root = @ensure_glyph_embeddings()``)
-does all of it for the glyphs dataset of `l2f_tf.data.glyphs`, once, in a cached folder.
-A split's decoded images are held in memory (docs/leo_data.md gives the sizes).
+`ensure_glyph_embeddings` (gin: ``FewShotEmbeddings.root = @ensure_glyph_embeddings()``) does
+it all once for the glyphs dataset, in a cached folder. A split's decoded images are held in
+memory (docs/leo_data.md gives the sizes).
 """
 
 import dataclasses
@@ -208,17 +200,12 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
                       reader_options: Optional[Dict] = None,
                       log_every_seconds: float = 10.0,
                       train_images: Optional[SplitImages] = None) -> PretrainedBackbone:
-  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` (conv4, resnet12 or
-  a functools.partial of one, ending with its Dense head) with softmax cross-entropy on the
-  train split of the image dataset `root` (Adam, learning rate `lr`), `epochs` passes of
-  `batch_size` images, then fixes its batch-norm statistics (see the module docstring).
-
-  Images are read by `readers.load_split` (`image_size`, `channels`, `reader_options`) unless
-  `train_images` holds them already, and normalised by `episodic.normalize_images`. `seed`
-  seeds the initial weights (``keras.utils.set_random_seed``) and the batch order.
-
-  Raises ValueError for a bad setting, or a dataset that cannot be read (DatasetError).
-  """
+  """Trains ``backbone_fn(num_classes=<train classes>, image_shape=...)`` (ending with its
+  Dense head) with softmax cross-entropy on the train split of `root` (Adam, `lr`), `epochs`
+  passes of `batch_size` images, then fixes its batch-norm statistics (module docstring).
+  Images come from `train_images` or `readers.load_split`, normalised by
+  `episodic.normalize_images`; `seed` seeds the initial weights and the batch order.
+  ValueError for a bad setting or an unreadable dataset (DatasetError)."""
   if normalization not in episodic.NORMALIZATIONS:
     raise ValueError(f"pretrain_backbone: normalization must be one of "
                      f"{episodic.NORMALIZATIONS}, got {normalization!r}.")
@@ -286,11 +273,9 @@ def embed_splits(backbone: PretrainedBackbone, image_root: str, out: str, datase
                  splits: Sequence[str] = readers.SPLITS, batch_size: int = 256,
                  images: Optional[Dict[str, SplitImages]] = None,
                  metadata: Optional[Dict] = None) -> Dict[str, str]:
-  """Writes ``<out>/<dataset_name>/center/<split>_embeddings.pkl`` for every split (the
-  backbone's features of every image, classes and images in the reader's order; `images`
-  holds splits already decoded by `read_split_images`) and ``<out>/<dataset_name>/
-  classes.json`` (per split, the class ids of the keys -> the reader's class names, with
-  `metadata`). Returns split -> path."""
+  """Writes ``<out>/<dataset_name>/center/<split>_embeddings.pkl`` of every split (`images`:
+  splits already decoded) and ``classes.json`` (per split, class id -> the reader's class name,
+  with `metadata`). Returns split -> path."""
   images = dict(images or {})
   folder = os.path.join(os.fspath(out), dataset_name)
   paths, classes, offset = {}, {}, 0
@@ -335,15 +320,11 @@ def ensure_glyph_embeddings(cache_dir: Optional[str] = None, num_classes: int = 
                             filters: int = 64, epochs: int = 6, batch_size: int = 64,
                             lr: float = 2e-3, seed: int = 0,
                             split_fractions: Sequence[float] = (0.6, 0.15, 0.25)) -> str:
-  """The root of conv4 embeddings of the glyphs dataset with these parameters (pass it as
-  ``FewShotEmbeddings.root``, with ``FewShotEmbeddings.dataset = "glyphs"``), made if needed.
-
-  Calls `glyphs.ensure_glyphs` (cache_dir, num_classes, instances_per_class, image_size,
-  seed, split_fractions), pretrains conv4 with `filters` filters on its train split and writes
-  the embeddings (64-d for 28 x 28 images) into ``<cache_dir>/<name>/glyphs/center/``, a cached
-  folder (`l2f_tf.atomic.cached_folder`) whose ``<name>`` holds a hash of every argument but
-  `cache_dir`, `VERSION` and the glyphs dataset's own name.
-  """
+  """The root of conv4 embeddings of the glyphs dataset (``FewShotEmbeddings.root``, with
+  ``FewShotEmbeddings.dataset = "glyphs"``), made if needed: `glyphs.ensure_glyphs` with these
+  arguments, conv4 with `filters` filters pretrained on its train split, the embeddings in
+  ``<cache_dir>/<name>/glyphs/center/``, a cached folder named by a hash of every argument but
+  `cache_dir`, `VERSION` and the glyphs dataset's name."""
   glyph_root = glyphs.ensure_glyphs(cache_dir, num_classes, instances_per_class, image_size,
                                     seed, split_fractions)
   params = {"glyphs": os.path.basename(glyph_root), "num_classes": num_classes,

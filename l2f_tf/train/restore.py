@@ -48,15 +48,11 @@ class ConfigMismatchError(ValueError):
 
 def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
               resume: bool = False) -> str:
-  """Parses and checks the config of a new or resumed run, then (only then) writes
-  operative_config.gin; returns its path. The chief process holds the folder's RunLock from
-  here on.
-
-  A trained folder (one with a checkpoint) resumes with its own config: the command must
-  describe the same experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError
-  names the differences, unless ``resume`` (bindings still apply on top). A folder whose run
-  never trained starts afresh from the command's gin files when it names any.
-  """
+  """Parses and checks the config of a new or resumed run, then writes operative_config.gin;
+  returns its path. The chief process holds the folder's RunLock from here on. A trained
+  folder resumes with its own config: unless ``resume``, the command must describe the same
+  experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError names the
+  differences. A run that never trained starts afresh from the command's gin files if any."""
   folder = RunFolder(root_dir)
   stored = os.path.exists(folder.config)
   trained = stored and checkpoints.latest(folder.checkpoints) is not None

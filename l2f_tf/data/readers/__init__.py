@@ -1,9 +1,7 @@
 """Few-shot image dataset readers: whatever layout is on disk -> a `ClassIndex` per split.
 
-`load_split(root, split)` recognises the layout under `root` (see `detect_format`) and returns
-an ordered mapping class name -> image sources, decoded lazily by `load_image`. Readers are
-pure Python/numpy/Pillow (no TensorFlow), so they are testable on tiny files and reusable by
-any input pipeline. Supported layouts, checked in this order:
+`load_split(root, split)` recognises the layout under `root` and returns class name -> image
+sources, decoded lazily by `load_image`; no TensorFlow. Layouts, checked in this order:
 
   mini_imagenet_pickle        mini-imagenet-cache-{train,validation,test}.pkl
   mini_imagenet_csv           images/ + {train,val,test}.csv
@@ -12,8 +10,7 @@ any input pipeline. Supported layouts, checked in this order:
   tiered_imagenet_npz         {split}_images.npz + {split}_labels.pkl
   omniglot                    images_background/ + images_evaluation/
 
-Every mistake a user can make with the files raises `DatasetError` (a ValueError) whose
-message names the path and the fix.
+A mistake with the files raises `DatasetError` (a ValueError) naming the path and the fix.
 """
 
 from __future__ import annotations
@@ -127,22 +124,18 @@ def _unrecognised(root: str) -> str:
 
 
 def detect_format(root: str | os.PathLike) -> str:
-  """The name of the dataset layout found in `root` (one of `FORMATS`).
-
-  Raises DatasetError if `root` does not exist or holds none of the known layouts; the message
-  says what is there instead and what to do: use the folder up to two levels down or up that
-  holds a dataset, extract an archive, move images into class and split folders, or it lists
-  what was looked for.
-  """
+  """The name of the dataset layout found in `root` (one of `FORMATS`); DatasetError if there
+  is none, saying what to do (use the dataset folder up to two levels down or up, extract an
+  archive, make class and split folders) or what was looked for."""
   root = os.fspath(root)
   if not os.path.isdir(root):
     raise DatasetError(f"Dataset root {root} does not exist or is not a folder: set it to "
                        "the folder holding your miniImageNet, tieredImageNet or Omniglot "
                        "files.")
   found = _detect(root)
-  if found is not None:
-    return found
-  raise DatasetError(_unrecognised(root))
+  if found is None:
+    raise DatasetError(_unrecognised(root))
+  return found
 
 
 def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | None = None,

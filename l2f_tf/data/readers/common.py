@@ -1,20 +1,11 @@
-"""Types, image decoding and checks shared by the few-shot dataset readers.
+"""Types, image decoding and checks shared by the few-shot dataset readers (no TensorFlow).
 
-Every reader turns what a user already has on disk into a `ClassIndex`: an ordered mapping
-from class name to a list of image *sources*. Sources are cheap references, decoded only when
-an episode needs them, so that tieredImageNet (~780k images) is indexed without decoding it.
-A source is one of:
-
-* a file path (``str`` or ``os.PathLike``) to a JPEG/PNG file;
-* encoded image bytes (``bytes`` or a 1-D ``uint8`` array, e.g. PNG bytes);
-* an `ArrayRef`: item ``index`` of an indexable store whose items are either decoded
-  ``uint8`` images (H x W x C) or encoded bytes;
-* a `Rotated` source: another source turned counter-clockwise by a multiple of 90 degrees
-  (Omniglot's extra classes).
-
-`load_image` decodes any source to ``uint8`` H x W x C with Pillow. It never normalises:
-scaling and mean/std normalisation belong to the tf.data pipeline. This module (like every
-reader) imports neither TensorFlow nor anything that does.
+A reader turns files on disk into a `ClassIndex`: class name -> image *sources*, cheap
+references decoded only when an episode needs them (so tieredImageNet is indexed without
+decoding it). A source is a JPEG/PNG file path, encoded image bytes (``bytes`` or a 1-D
+``uint8`` array), an `ArrayRef` (an item of an indexable store of decoded ``uint8`` images or
+encoded bytes) or a `Rotated` source (Omniglot's extra classes). `load_image` decodes any of
+them to ``uint8`` H x W x C with Pillow, never normalised (the tf.data pipeline does that).
 """
 
 from __future__ import annotations
@@ -41,9 +32,8 @@ class DatasetError(ValueError):
 
 
 class ImageDecodeError(DatasetError):
-  """One image cannot be read or decoded (missing, unreadable, truncated or corrupt): `image`
-  names it (its path, or ``<file>[<index>]``), `problem` says what is wrong ("it is
-  truncated")."""
+  """One image cannot be read or decoded: `image` names it (a path or ``<file>[<index>]``),
+  `problem` says what is wrong ("it is truncated")."""
 
   def __init__(self, message: str, image: str = "", problem: str = ""):
     super().__init__(message)
@@ -52,9 +42,8 @@ class ImageDecodeError(DatasetError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArrayRef:
-  """Item `index` of `store` (any indexable: numpy array, np.memmap, list, whose items are
-  ``uint8`` images, H x W x C or H x W, or encoded image bytes), named `origin` (usually the
-  file holding it) in messages."""
+  """Item `index` of `store` (numpy array, memmap or list of ``uint8`` images or encoded
+  bytes), named `origin` (usually its file) in messages."""
 
   store: Any
   index: int
@@ -139,13 +128,9 @@ def normalize_split(split: str) -> str:
 
 def load_pickle(path: str, encoding: str | None = None,
                 fix: str = "download it again or re-create it") -> Any:
-  """Loads a pickle; a DatasetError naming `fix` if it is missing or unreadable.
-
-  `encoding` None tries Python 3's default, then "latin1", which Python 2 pickles need: they
-  store byte strings (and numpy array buffers) as ``str``, and latin1 maps each byte to one
-  code point, which numpy turns back into the buffer (`load_image` re-encodes other byte
-  strings with latin1).
-  """
+  """Loads a pickle; a DatasetError naming `fix` if it is missing or unreadable. `encoding`
+  None tries Python 3's default, then "latin1" (Python 2 pickles store byte strings and numpy
+  buffers as ``str``; latin1 maps each byte to one code point, see `_open_pil`)."""
   try:
     with open(path, "rb") as f:
       if encoding:
@@ -180,11 +165,10 @@ def read_head(path: str, size: int = 64) -> bytes | None:
 
 def file_problem(head: bytes | None, error: BaseException, fix: str,
                  fallback: str | None = None) -> str:
-  """"<what is wrong>; <what to do>" (e.g. "it is truncated; download it again") for a data
-  file that reading raised `error` on: an empty file, a Git LFS pointer (which has a fix of
-  its own) or an HTML page (a failed download) is recognised from its first bytes `head` (None:
-  unknown); an EOFError or "truncated" in the message is "it is truncated"; `fallback` words
-  any other error (default "<error type>: <error message>")."""
+  """"<what is wrong>; <what to do>" for a data file reading raised `error` on: an empty file,
+  a Git LFS pointer or an HTML page (a failed download) is recognised from its first bytes
+  `head` (None: unknown), an EOFError or "truncated" is "it is truncated"; `fallback` words any
+  other error (default "<error type>: <error message>")."""
   if head is not None:
     if not head:
       return f"the file is empty; {fix}"
@@ -202,11 +186,9 @@ def file_problem(head: bytes | None, error: BaseException, fix: str,
 
 def _decode_error(source: Source, error: BaseException) -> ImageDecodeError:
   """The ImageDecodeError of `source`: names the image, what is wrong and what to do."""
-  base = source
+  base, name, fallback = source, describe_source(source), None
   while isinstance(base, Rotated):
     base = base.source
-  name = describe_source(source)
-  fallback = None
   if isinstance(error, UnidentifiedImageError):
     fallback = "it is not a JPEG or PNG image"
   elif isinstance(error, OSError) and isinstance(base, (str, os.PathLike)):
@@ -299,10 +281,9 @@ def load_image_or_none(source: Source, size: Sequence[int] | None = None,
 def check_class_sizes(class_sizes: Mapping[str, int], where: str, num_ways: int = 0,
                       needed: int = 0, needed_as: str = "shots + queries", items: str = "images",
                       fix: str = "restore the missing images", within: str = "in") -> None:
-  """Raises DatasetError if `where` (e.g. "split 'val' of <root>", or a file) has fewer than
-  `num_ways` classes, or a class fewer than `needed` (K + Q, spelt out as `needed_as`) items;
-  the message ("Class 'c' <within> <where> has ...") names the smallest such class, how many
-  classes are short, and the fix."""
+  """Raises DatasetError if `where` (e.g. "split 'val' of <root>") has fewer than `num_ways`
+  classes, or a class fewer than `needed` (K + Q, spelt `needed_as`) items; the message names
+  the smallest such class, how many are short, and the fix."""
   if len(class_sizes) < num_ways:
     raise DatasetError(
         f"{where[:1].upper()}{where[1:]} has {len(class_sizes)} classes, fewer than the "
@@ -324,8 +305,8 @@ def _sizes_and_place(class_index: ClassIndex, split: str | None, root: str | Non
 
 def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
                          root: str | None = None) -> None:
-  """Raises DatasetError if a split has fewer than `num_ways` classes (`split` and `root` name
-  it in the message; default: the index's)."""
+  """Raises DatasetError if a split has fewer than `num_ways` classes (`split`, `root`: names
+  in the message)."""
   check_class_sizes(*_sizes_and_place(class_index, split, root), num_ways=num_ways)
 
 
@@ -337,18 +318,14 @@ def check_enough_images(class_index: ClassIndex, min_images: int, split: str | N
 
 
 def check_first_images(class_index: ClassIndex) -> None:
-  """Decodes the first image of every class; raises the ImageDecodeError of the first that fails.
-
-  One decode per class (a rotated class reuses its file's check) is cheap next to training, and
-  catches a dataset whose files are unreadable throughout (Git LFS pointers, an interrupted
-  extraction, the wrong files) before training starts. Later bad images are met lazily.
-  """
+  """Decodes the first image of every class (once per file); raises the first ImageDecodeError:
+  a dataset unreadable throughout (Git LFS pointers, an interrupted extraction) fails before
+  training starts. Later bad images are met lazily."""
   checked = set()
   for sources in class_index.values():
     if not sources:
       continue
-    source = sources[0]
-    base = source.source if isinstance(source, Rotated) else source
+    base = sources[0].source if isinstance(sources[0], Rotated) else sources[0]
     if isinstance(base, (str, os.PathLike)):
       key = os.fspath(base)
     else:

@@ -1,9 +1,8 @@
 """Pre-computed image embeddings in the format of LEO's released files (Rusu et al., 2019).
 
-LEO (Meta-Learning with Latent Embedding Optimization) meta-learns on features of a backbone
-pre-trained on the train classes, not on pixels. Its authors released such embeddings for
-miniImageNet and tieredImageNet; `l2f_tf.embed` writes the same format for any dataset the
-library reads (e.g. glyphs). On disk::
+LEO meta-learns on features of a backbone pre-trained on the train classes. Its authors
+released them for miniImageNet and tieredImageNet; `l2f_tf.embed` writes the same format for
+any dataset the library reads (e.g. glyphs). On disk::
 
   <root>/<dataset>/<crop>/{train,val,test}_embeddings.pkl
 
@@ -16,11 +15,9 @@ Python 2: it is loaded with ``encoding="latin1"``) of a dict:
   "keys":       [N] strings "<id>-<class>-<class>_<image file>", e.g.
                 "1234-n01532829-n01532829_00001234.JPEG".
 
-Classes are indexed in the order of their first row and a class's rows are kept in file order,
-so the episodes drawn from a file are a pure function of the file (see
-`l2f_tf.data.episodic`). Every problem with a file raises `DatasetError` (a
-ValueError) with one line naming the file and the fix. Like the other readers this module
-imports no TensorFlow.
+Classes are indexed in the order of their first row, rows kept in file order, so a file's
+episodes are a pure function of it (`l2f_tf.data.episodic`). A bad file raises `DatasetError`
+naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -73,10 +70,8 @@ def make_key(id: Any, cls: str, image: str) -> str:  # pylint: disable=redefined
 
 
 def parse_key(key: Any) -> tuple[str, str] | None:
-  """(class, image file) of a key as LEO's reference code parses it, or None if malformed.
-
-  The reference splits the key at "-" into exactly (id, class, image file) and requires the
-  image file's name up to its first "_" to be the class."""
+  """(class, image file) of a key split at "-" into exactly (id, class, image file), as LEO's
+  reference code parses it, or None if malformed."""
   if isinstance(key, bytes):
     key = key.decode("latin1")
   if not isinstance(key, str):
@@ -140,15 +135,9 @@ def _strings(keys: Any, path: str) -> list[str]:
 
 def load_embedding_split(root: str | os.PathLike, dataset: str, crop: str,
                          split: str) -> EmbeddingSplit:
-  """Reads and checks ``<root>/<dataset>/<crop>/<split>_embeddings.pkl`` (the episode sampler
-  checks the episode size).
-
-  Raises:
-    DatasetError: the file is missing (the message lists what its folder holds instead),
-      unreadable or truncated, not a dict with "embeddings", "labels" and "keys", embeddings
-      are not a finite 2-D float array, lengths disagree, a key is malformed, repeated or
-      names two different classes.
-  """
+  """Reads and checks ``<root>/<dataset>/<crop>/<split>_embeddings.pkl``. DatasetError if it
+  is missing (listing what its folder holds), unreadable, not a dict of `FIELDS`, holds no
+  finite 2-D float embeddings, lengths disagree, or a key is malformed or repeated."""
   path = embedding_path(root, dataset, crop, split)
   if not os.path.isfile(path):
     raise DatasetError(_missing_file_message(path, os.fspath(root)))
@@ -227,13 +216,10 @@ def write_embedding_split(path: str | os.PathLike, embeddings: np.ndarray,
                           class_names_per_row: Sequence[str],
                           image_names_per_row: Sequence[str],
                           ids: Sequence[Any] | None = None) -> str:
-  """Writes one split in LEO's format to `path` (see `embedding_path`), atomically; returns it.
-
-  `embeddings` are [N, D] finite floats (stored as float32); per row, its class has no "-" or
-  "_" (e.g. "n01532829"), its image file (without the class prefix, e.g. "00001234.JPEG"; the
-  key holds "<class>_<image>") and its id (default 0..N-1) no "-". A name or array that would
-  not read back raises a DatasetError naming it.
-  """
+  """Writes one split in LEO's format to `path` atomically; returns it. `embeddings`: [N, D]
+  finite floats (stored float32); per row a class without "-" or "_" (e.g. "n01532829"), an
+  image file name without "-" (e.g. "00001234.JPEG") and an id (default 0..N-1) without "-".
+  DatasetError names a name or array that would not read back."""
   path = os.fspath(path)
   embeddings = np.asarray(embeddings)
   count = len(embeddings)

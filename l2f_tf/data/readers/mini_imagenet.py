@@ -1,17 +1,13 @@
-"""Readers for the three miniImageNet layouts found on researchers' disks.
+"""Readers for the three miniImageNet layouts (100 classes x 600 images, 64/16/20 split):
 
-miniImageNet has 100 ImageNet classes x 600 images, split 64/16/20 (train/val/test). Users
-have it in one of three layouts, all read into the same `ClassIndex`:
+* ``mini_imagenet_csv`` (Ravi & Larochelle): ``images/<file>.jpg`` plus ``{train,val,test}.csv``
+  with the header ``filename,label``;
+* ``mini_imagenet_folders`` (MAML / MAML++): ``<root>/{train,val,test}/<wnid>/*.jpg``;
+* ``mini_imagenet_pickle``: ``mini-imagenet-cache-{train,validation,test}.pkl``, dicts of
+  ``image_data`` (uint8 N x 84 x 84 x 3, held in memory: a pickle cannot be memory-mapped)
+  and ``class_dict`` ({wnid: [indices]}).
 
-* ``mini_imagenet_csv`` (Ravi & Larochelle): ``images/<file>.jpg`` plus ``train.csv``,
-  ``val.csv`` and ``test.csv`` whose header is ``filename,label``;
-* ``mini_imagenet_folders`` (MAML / MAML++ "mini_imagenet_full_size"):
-  ``<root>/{train,val,test}/<wnid>/*.jpg``;
-* ``mini_imagenet_pickle``: ``mini-imagenet-cache-{train,validation,test}.pkl``, each a dict
-  with ``image_data`` (uint8 N x 84 x 84 x 3) and ``class_dict`` ({wnid: [indices]}). Pickles
-  cannot be memory-mapped, so a split's whole array is held in memory (~0.8 GB for train).
-
-Classes are always ordered by name, so label k means the same class whatever the layout.
+Classes are ordered by name, so label k means the same class whatever the layout.
 """
 
 from __future__ import annotations
@@ -72,9 +68,8 @@ def _make_index(classes: dict, root: str, split: str, format_name: str,
 
 def read_csv_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """One split of the Ravi-Larochelle layout (``images/`` + ``<split>.csv``), decoded to
-  `image_size` (default 84 x 84); sources are file paths, in CSV row order within a class.
-  DatasetError if the CSV is missing or malformed or names files absent from ``images/``."""
+  """One split of the Ravi-Larochelle layout (file paths in CSV row order, decoded to
+  `image_size`, default 84 x 84); DatasetError for a missing or malformed CSV or image."""
   split = common.normalize_split(split)
   path = csv_path(root, split)
   images_dir = os.path.join(root, "images")
@@ -110,9 +105,8 @@ def read_csv_split(root: str, split: str,
 
 def read_folders_split(root: str, split: str,
                        image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """One split of the class-folder layout ``<root>/<split>/<wnid>/*.jpg`` (``val/`` may be
-  ``validation/``); sources are file paths sorted by name. DatasetError if the split folder is
-  missing or holds no images in class folders."""
+  """One split of ``<root>/<split>/<wnid>/*.jpg`` (``val/`` may be ``validation/``), paths
+  sorted by name; DatasetError if the split folder is missing or holds no class images."""
   split = common.normalize_split(split)
   candidates = [os.path.join(root, name) for name in _FOLDER_SPLIT_NAMES[split]]
   split_dir = next((path for path in candidates if os.path.isdir(path)), None)
@@ -147,9 +141,8 @@ def _no_images(split_dir: str, first_class: str) -> str:
 
 def read_pickle_split(root: str, split: str,
                       image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """One split of the ``mini-imagenet-cache-<split>.pkl`` layout (val: "validation");
-  sources are `ArrayRef`s into the pickle's ``image_data``. DatasetError if the pickle is
-  missing, unreadable or lacks the expected keys."""
+  """One split of ``mini-imagenet-cache-<split>.pkl`` as `ArrayRef`s into its ``image_data``;
+  DatasetError if the pickle is missing, unreadable or lacks the expected keys."""
   split = common.normalize_split(split)
   path = pickle_path(root, split)
   data = common.load_pickle(path)

@@ -1,24 +1,16 @@
 """Reader for Omniglot with the usual character split and rotated extra classes.
 
-Omniglot ships as ``images_background/`` (964 characters) and ``images_evaluation/``
-(659 characters), each ``<alphabet>/<character>/*.png`` with 20 drawings of 105 x 105 pixels.
-Few-shot work ignores that background/evaluation division and re-splits the 1623 characters.
+Omniglot ships as ``images_background/`` and ``images_evaluation/``, each
+``<alphabet>/<character>/*.png`` (20 drawings of 105 x 105 pixels); few-shot work re-splits
+all 1623 characters, here deterministically on every platform: the sorted names
+``"<alphabet>/<character>"`` of both folders are shuffled with
+``np.random.RandomState(seed).permutation`` (numpy keeps that legacy stream stable; seed 1 by
+default), then the first ``num_train`` (1100) are train, the next ``num_val`` (100) val and the
+rest (423) test: MAML's 1200 / 423 protocol with 100 training characters held out.
 
-The split rule used here (deterministic across platforms and Python/numpy versions):
-
-1. List every character of both folders as ``"<alphabet>/<character>"`` (alphabet names are
-   unique across the two folders) and sort the names.
-2. Shuffle them with ``np.random.RandomState(seed).permutation`` (``seed=1`` by default; the
-   legacy RandomState stream is guaranteed stable by numpy).
-3. The first ``num_train`` (1100) characters are the train split, the next ``num_val`` (100)
-   the val split, and the rest (423) the test split: the usual 1200 / 423 protocol (MAML's),
-   with 100 of the 1200 meta-training characters held out for validation.
-
-Each character gives one class per rotation (0, 90, 180, 270 degrees counter-clockwise),
-named ``"<alphabet>/<character>/rot090"`` etc., in every split, as in Vinyals et al. and
-MAML. Images default to 28 x 28 with ``channels=1`` (grayscale, the Omniglot convention);
-pass ``channels=3`` for a backbone that expects RGB. Strokes are black (0) on white (255):
-any inversion or scaling belongs to the input pipeline.
+Each character gives one class per counter-clockwise rotation (0, 90, 180, 270), named
+``"<alphabet>/<character>/rot090"`` etc., as in Vinyals et al. and MAML. Images default to
+28 x 28 grayscale (``channels=3`` for RGB), black (0) strokes on white (255).
 """
 
 from __future__ import annotations
@@ -89,9 +81,8 @@ def split_characters(names: Sequence[str], split: str, seed: int = 1, num_train:
 def read_split(root: str, split: str, image_size: Sequence[int] | None = None,
                channels: int | None = None, seed: int = 1, num_train: int = 1100,
                num_val: int = 100, rotations: Sequence[int] = ROTATIONS) -> common.ClassIndex:
-  """One Omniglot split (`seed`, `num_train`, `num_val`: see `split_characters`), one class
-  per character and rotation (`rotations` in degrees, multiples of 90), ordered by character
-  then rotation; sources are file paths for rotation 0, `common.Rotated` sources otherwise.
+  """One Omniglot split (see `split_characters`), a class per character and rotation
+  (`rotations`: multiples of 90 degrees) in that order, of file paths or `common.Rotated`s;
   DatasetError if the folders are missing or too small for the split."""
   if any(degrees % 90 for degrees in rotations):
     raise common.DatasetError(f"Omniglot rotations must be multiples of 90 degrees, got "

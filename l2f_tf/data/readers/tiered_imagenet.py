@@ -1,23 +1,17 @@
 """Readers for the two tieredImageNet layouts, indexing ~780k images without decoding them.
 
-tieredImageNet has 608 ImageNet classes (351/97/160 train/val/test) grouped under 34
-higher-level categories. Users have it as:
+tieredImageNet has 608 ImageNet classes (351/97/160 train/val/test) in 34 categories:
 
 * ``tiered_imagenet_png_pickle`` (Ren et al. 2018): ``{split}_images_png.pkl``, a list of
-  encoded PNG images (bytes, or uint8 arrays as ``cv2.imencode`` returns them), plus
-  ``{split}_labels.pkl``: a dict with ``label_specific`` (class of each image),
+  encoded PNGs (bytes, or ``cv2.imencode``'s uint8 arrays; held in memory, decoded when used),
+  plus ``{split}_labels.pkl``, a dict with ``label_specific`` (class of each image),
   ``label_general``, ``label_specific_str`` (class names) and ``label_general_str``.
-  A pickle cannot be read lazily: the list of PNG bytes is held in memory (~a few GB for
-  train) but each image is only decoded when used.
 * ``tiered_imagenet_npz``: ``{split}_images.npz`` (key ``images``, uint8 N x H x W x 3) plus
-  ``{split}_labels.pkl`` (key ``labels``). ``np.load(..., mmap_mode="r")`` ignores mmap_mode
-  for .npz files, so `open_npz_array` memory-maps the ``images.npy`` member itself when it is
-  stored uncompressed (``np.savez``, the usual case): nothing is read until an image is used.
-  A compressed member (``np.savez_compressed``) cannot be indexed without inflating it, so
-  it is loaded whole, on first access, and a warning suggests re-saving it uncompressed.
+  ``{split}_labels.pkl`` (key ``labels``). ``np.load`` ignores mmap_mode for .npz, so
+  `open_npz_array` memory-maps an uncompressed ``images.npy`` member (``np.savez``) itself; a
+  compressed one is loaded whole on first access, with a warning to re-save it uncompressed.
 
-The label pickles were written by Python 2 and may need ``encoding="latin1"``;
-`common.load_pickle` falls back to it automatically. Classes are ordered by label number.
+The Python 2 label pickles are read by `common.load_pickle`. Classes are ordered by label.
 """
 
 from __future__ import annotations
@@ -74,10 +68,9 @@ class _LazyNpzMember:
 
 
 def open_npz_array(path: str, key: str = "images"):
-  """Array `key` of an .npz file, unread: an ``np.memmap`` if the member is stored
-  uncompressed, else an indexable with ``len()``, ``shape`` and ``dtype`` that inflates the
-  whole array on first item access. DatasetError if the file is missing, not a valid .npz, or
-  lacks `key`."""
+  """Array `key` of an .npz file, unread: an ``np.memmap`` if stored uncompressed, else an
+  indexable (``len()``, ``shape``, ``dtype``) inflated on first access. DatasetError if the
+  file is missing, not a valid .npz, or lacks `key`."""
   try:
     with zipfile.ZipFile(path) as archive:
       member = f"{key}.npy"
@@ -139,10 +132,8 @@ def _read_labels(root: str, split: str, keys: Sequence[str]) -> tuple[np.ndarray
 
 def _read_split(root: str, split: str, image_size: Sequence[int] | None,
                 format_name: str) -> common.ClassIndex:
-  """One split of either layout: one class per label, named by ``label_specific_str`` (wnids)
-  if the label file has it, else ``class_0000``, ...; in label order, images in file order.
-  Sources are `ArrayRef`s into the image store (the pickle's list of PNGs, or the memory-mapped
-  npz array)."""
+  """One split of either layout: a class per label (named by ``label_specific_str`` if
+  present, else ``class_0000``, ...), in label order, of `ArrayRef`s in file order."""
   split = common.normalize_split(split)
   labels_file = _path(root, split, _LABELS)
   if format_name == PNG_FORMAT:
@@ -180,14 +171,12 @@ def _read_split(root: str, split: str, image_size: Sequence[int] | None,
 
 def read_png_pickle_split(root: str, split: str,
                           image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """One split of the PNG-pickle layout (``{split}_images_png.pkl`` + labels); images are
-  decoded to `image_size` (default 84 x 84). Raises DatasetError for a missing, unreadable or
-  inconsistent file."""
+  """One split of the PNG-pickle layout, decoded to `image_size` (default 84 x 84);
+  DatasetError for a missing, unreadable or inconsistent file."""
   return _read_split(root, split, image_size, PNG_FORMAT)
 
 
 def read_npz_split(root: str, split: str,
                    image_size: Sequence[int] | None = None) -> common.ClassIndex:
-  """One split of the npz layout (``{split}_images.npz`` + labels); see
-  `read_png_pickle_split`."""
+  """One split of the npz layout; see `read_png_pickle_split`."""
   return _read_split(root, split, image_size, NPZ_FORMAT)

@@ -156,14 +156,21 @@ class MetaLearner(LearnerBase):
   # methods below and so of every loss and metric: the variables' dtype, float32 also under a
   # mixed precision whose layers compute in bfloat16 or float16 (``model.dtype`` would not do:
   # a functional model's own policy need not be its layers').
-  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
-    """The model's output at inner-loop parameters ``params`` (other weights as they are), in
-    ``self.dtype``."""
-    values = [v.value for v in self.model.trainable_variables]
-    for position, value in zip(self._inner_positions, params):
-      values[position] = value
+  def _trainable_values(self, params, others=None) -> List[tf.Tensor]:
+    """The model's trainable values: ``params`` at the inner-loop positions, the rest from
+    ``others`` (in order) or the variables as they are."""
+    inner = dict(zip(self._inner_positions, params))
+    rest = iter(others) if others is not None else None
+    return [inner[j] if j in inner else (next(rest) if rest is not None else v.value)
+            for j, v in enumerate(self.model.trainable_variables)]
+
+  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True,
+              others: Optional[Sequence[tf.Tensor]] = None):
+    """The model's output at inner-loop parameters ``params`` (the outer-only weights
+    ``others`` given as tensors, or as they are), in ``self.dtype``."""
     non_trainable = [v.value for v in self.model.non_trainable_variables]
-    outputs, _ = self.model.stateless_call(values, non_trainable, x, training=training)
+    outputs, _ = self.model.stateless_call(self._trainable_values(params, others),
+                                           non_trainable, x, training=training)
     return tf.cast(outputs, self.dtype)
 
   def features(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True):
@@ -171,9 +178,7 @@ class MetaLearner(LearnerBase):
     if self._feature_model is None:
       raise ValueError("This learner has no feature model (only the prototype embedding uses "
                        "one).")
-    values = {id(v): v.value for v in self.model.trainable_variables}
-    for v, value in zip(self.inner_variables, params):
-      values[id(v)] = value
+    values = dict(zip(map(id, self.model.trainable_variables), self._trainable_values(params)))
     trainable = [values[id(v)] for v in self._feature_model.trainable_variables]
     non_trainable = [v.value for v in self._feature_model.non_trainable_variables]
     outputs, _ = self._feature_model.stateless_call(trainable, non_trainable, x,
@@ -184,18 +189,6 @@ class MetaLearner(LearnerBase):
     """Values of the trainable variables that the inner loop does not adapt (e.g. BN)."""
     inner = set(self._inner_positions)
     return [v.value for j, v in enumerate(self.model.trainable_variables) if j not in inner]
-
-  def loss_with_values(self, params, others, x, y) -> tf.Tensor:
-    """The loss with inner-loop tensors ``params`` and outer-only values ``others`` given (both
-    as tensors, so that a custom gradient can differentiate with respect to each)."""
-    values = [None] * len(self.model.trainable_variables)
-    for position, value in zip(self._inner_positions, params):
-      values[position] = value
-    rest = iter(others)
-    values = [v if v is not None else next(rest) for v in values]
-    non_trainable = [v.value for v in self.model.non_trainable_variables]
-    outputs, _ = self.model.stateless_call(values, non_trainable, x, training=True)
-    return self.loss_fn(y, tf.cast(outputs, self.dtype))
 
   # --- adaptation ------------------------------------------------------------------------------
   def task_embedding(self, support_x, support_y, theta=None) -> Optional[tf.Tensor]:
@@ -247,8 +240,8 @@ class MetaLearner(LearnerBase):
     theta_bar, gamma = self.attenuate(support_x, support_y, theta, embedding)
     if recompute and not first_order:
       iterates = inner_loop_lib.inner_loop(
-          lambda p, others: self.loss_with_values(p, others, support_x, support_y), theta_bar,
-          num_steps, self.inner_lrs, recompute_inputs=self.outer_only_values(),
+          lambda p, others: self.loss_fn(support_y, self.forward(p, support_x, others=others)),
+          theta_bar, num_steps, self.inner_lrs, recompute_inputs=self.outer_only_values(),
           loss_scale=self.inner_loss_scale)
     else:
       iterates = inner_loop_lib.inner_loop(

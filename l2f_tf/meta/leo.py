@@ -483,13 +483,15 @@ class LEO(LearnerBase):
     result = self.adapt_task(support_x, support_y, self.num_inner_steps, True)
     return result.iterates[0], result.gamma
 
-  def _query_losses(self, weights, query_x, query_y, noise: Optional[Noise] = None):
-    """Per-task query losses [T] of class weights [T, N, D] on query_x [T, Q, D]."""
+  def _logits(self, query_x, weights, noise: Optional[Noise] = None) -> tf.Tensor:
+    """Logits [T, Q, N] of query_x [T, Q, D] for class weights [T, N, D]."""
     x = tf.cast(query_x, self.dtype)
-    if noise is not None:
-      x = noise.dropout(x)
-    logits = tf.einsum("tqd,tnd->tqn", x, weights)
-    return tf.vectorized_map(lambda args: self.loss_fn(*args), (query_y, logits))
+    return tf.einsum("tqd,tnd->tqn", noise.dropout(x) if noise is not None else x, weights)
+
+  @staticmethod
+  def _per_task(fn, labels, logits) -> tf.Tensor:
+    """``fn(labels, logits)`` of every task [T]."""
+    return tf.vectorized_map(lambda args: fn(*args), (labels, logits))
 
   def task_losses(self, episodes, first_order=False, with_metrics=False,
                   noise: Optional[Noise] = None, constants: Optional[Constants] = None):
@@ -497,16 +499,14 @@ class LEO(LearnerBase):
     ``with_metrics``, the tasks' mean query loss and metric after each step, gamma, KL."""
     result = self.adapt_tasks(episodes.support_x, episodes.support_y, self.num_inner_steps,
                               first_order, noise, constants)
-    losses = self._query_losses(result.iterates[-1][0], episodes.query_x, episodes.query_y,
-                                noise)
+    losses = self._per_task(self.loss_fn, episodes.query_y,
+                            self._logits(episodes.query_x, result.iterates[-1][0], noise))
     losses += self.kl_weight * result.kl + self.encoder_penalty_weight * result.encoder_penalty
     metrics = {}
     if with_metrics:
-      query_y = episodes.query_y
-      logits = [tf.stop_gradient(tf.einsum("tqd,tnd->tqn", tf.cast(episodes.query_x, self.dtype),
-                                           p[0])) for p in result.iterates]
-      per_step = lambda fn: tf.stack([tf.reduce_mean(tf.cast(tf.vectorized_map(
-          lambda args: fn(*args), (query_y, o)), self.dtype)) for o in logits])
+      logits = [tf.stop_gradient(self._logits(episodes.query_x, p[0])) for p in result.iterates]
+      per_step = lambda fn: tf.stack([tf.reduce_mean(tf.cast(
+          self._per_task(fn, episodes.query_y, o), self.dtype)) for o in logits])
       metrics["query_loss_per_step"] = per_step(self.loss_fn)
       if self.metric_fn is not None:
         metrics["query_metric_per_step"] = per_step(self.metric_fn)

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from l2f_tf.data.readers import mini_imagenet, omniglot, tiered_imagenet
 from l2f_tf.data.readers.common import (IMAGE_EXTENSIONS, SPLITS, ArrayRef, ClassIndex,
                                         DatasetError, ImageDecodeError, Rotated,
-                                        check_class_sizes, check_enough_classes,
-                                        check_enough_images, check_first_images, list_images,
-                                        load_image, load_image_or_none)
+                                        check_class_sizes, check_first_images, check_index,
+                                        list_images, load_image, load_image_or_none)
 
 # (format name, dataset it belongs to or None for any, detector, reader, what is looked for):
 # the order settles ambiguous roots.
@@ -177,7 +176,6 @@ def load_split(root: str | os.PathLike, split: str, image_size: Sequence[int] | 
 
 __all__ = [
     "DATASETS", "FORMATS", "SPLITS", "ArrayRef", "ClassIndex", "DatasetError",
-    "ImageDecodeError", "Rotated", "check_class_sizes", "check_enough_classes",
-    "check_enough_images", "check_first_images", "detect_format", "load_image",
-    "load_image_or_none", "load_split",
+    "ImageDecodeError", "Rotated", "check_class_sizes", "check_first_images", "check_index",
+    "detect_format", "load_image", "load_image_or_none", "load_split",
 ]

@@ -298,23 +298,14 @@ def check_class_sizes(class_sizes: Mapping[str, int], where: str, num_ways: int 
         f"needed per class ({needed_as}): lower num_shots or num_queries, or {fix}.")
 
 
-def _sizes_and_place(class_index: ClassIndex, split: str | None, root: str | None):
-  return ({name: len(sources) for name, sources in class_index.items()},
-          f"split {split or class_index.split!r} of {root or class_index.root}")
-
-
-def check_enough_classes(class_index: ClassIndex, num_ways: int, split: str | None = None,
-                         root: str | None = None) -> None:
-  """Raises DatasetError if a split has fewer than `num_ways` classes (`split`, `root`: names
-  in the message)."""
-  check_class_sizes(*_sizes_and_place(class_index, split, root), num_ways=num_ways)
-
-
-def check_enough_images(class_index: ClassIndex, min_images: int, split: str | None = None,
-                        root: str | None = None, needed_as: str = "shots + queries") -> None:
-  """Raises DatasetError if a class has fewer than `min_images` (K + Q) images."""
-  check_class_sizes(*_sizes_and_place(class_index, split, root), needed=min_images,
-                    needed_as=needed_as)
+def check_index(class_index: ClassIndex, num_ways: int = 0, needed: int = 0,
+                split: str | None = None, root: str | None = None,
+                needed_as: str = "shots + queries") -> None:
+  """:func:`check_class_sizes` of a split's index (`split`, `root`: the names in the message,
+  by default the index's own)."""
+  check_class_sizes({name: len(sources) for name, sources in class_index.items()},
+                    f"split {split or class_index.split!r} of {root or class_index.root}",
+                    num_ways=num_ways, needed=needed, needed_as=needed_as)
 
 
 def check_first_images(class_index: ClassIndex) -> None:

@@ -162,21 +162,21 @@ def test_class_index_load_image_uses_its_size_and_channels(random_png):
 
 def test_check_enough_classes():
   index = _index([5, 5, 5])
-  readers.check_enough_classes(index, 3)
+  readers.check_index(index, num_ways=3)
   with pytest.raises(readers.DatasetError) as info:
-    readers.check_enough_classes(index, 5)
+    readers.check_index(index, num_ways=5)
   message = str(info.value)
   assert "'val'" in message and "/data/mini" in message and "3 classes" in message
   assert "5 ways" in message and "at most 3" in message
   with pytest.raises(readers.DatasetError, match="'test' of /elsewhere"):
-    readers.check_enough_classes(index, 4, split="test", root="/elsewhere")
+    readers.check_index(index, num_ways=4, split="test", root="/elsewhere")
 
 
 def test_check_enough_images_names_the_smallest_class():
   index = _index([20, 7, 19, 20])
-  readers.check_enough_images(index, 7)
+  readers.check_index(index, needed=7)
   with pytest.raises(readers.DatasetError) as info:
-    readers.check_enough_images(index, 20)
+    readers.check_index(index, needed=20)
   message = str(info.value)
   assert "'c1'" in message and "7 images" in message and "1 other classes" in message
   assert "20 needed" in message and "/data/mini" in message and "'val'" in message

@@ -181,9 +181,9 @@ def test_folder_class_with_too_few_images_is_reported(folders_root):
   index = readers.load_split(folders_root, "train")
   assert [len(index[w]) for w in index] == [4, 1, 4, 4]
   with pytest.raises(readers.DatasetError, match="'n02'.*1 images"):
-    readers.check_enough_images(index, 2)
+    readers.check_index(index, needed=2)
   with pytest.raises(readers.DatasetError, match="4 classes, fewer than the 5 ways"):
-    readers.check_enough_classes(index, 5)
+    readers.check_index(index, num_ways=5)
 
 
 def test_pickle_with_wrong_content_is_rejected(tmp_path):

@@ -124,6 +124,6 @@ def test_alphabet_in_both_folders_is_rejected(root):
 
 def test_character_with_too_few_drawings_is_reported(root):
   index = readers.load_split(root, "train", **SMALL_SPLIT)
-  readers.check_enough_images(index, DRAWINGS)
+  readers.check_index(index, needed=DRAWINGS)
   with pytest.raises(readers.DatasetError, match=r"3 images \(and 23 other classes\)"):
-    readers.check_enough_images(index, DRAWINGS + 1)
+    readers.check_index(index, needed=DRAWINGS + 1)

@@ -200,9 +200,9 @@ def test_corrupt_png_in_the_pickle_names_its_position(tmp_path, encode_png):
 
 def test_enough_classes_and_images(png_root):
   index = readers.load_split(png_root, "val")
-  readers.check_enough_classes(index, 2)
-  readers.check_enough_images(index, IMAGES_PER_CLASS)
+  readers.check_index(index, num_ways=2)
+  readers.check_index(index, needed=IMAGES_PER_CLASS)
   with pytest.raises(readers.DatasetError, match="'val' of .* has 2 classes"):
-    readers.check_enough_classes(index, 5)
+    readers.check_index(index, num_ways=5)
   with pytest.raises(readers.DatasetError, match="'n301'.*4 images .and 1 other classes."):
-    readers.check_enough_images(index, 20)
+    readers.check_index(index, needed=20)

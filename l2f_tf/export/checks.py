@@ -39,5 +39,17 @@ def graph_error_text(message: str) -> str:
   lines = [line.strip() for line in message.splitlines()]
   lines = [line for line in lines if line and not line.startswith(boilerplate)]
   text = re.sub(r"\s*\[Op:[^\]]*\]$", "", lines[-1] if lines else message.strip())
-  assertion = re.fullmatch(r"assertion failed: \[(.*)\]", text)
-  return assertion.group(1) if assertion else text.rstrip(".")
+  if not text.startswith("assertion failed: "):
+    return text.rstrip(".")
+  # Assert's data, each in brackets ("[a message] [name] [3 5 2]"): unbracket the strings, keep
+  # the brackets of the values.
+  items, depth, first = [], 0, 0
+  for i, char in enumerate(text):
+    if char == "[":
+      first = i if depth == 0 else first
+      depth += 1
+    elif char == "]":
+      depth -= 1
+      if depth == 0:
+        items.append(text[first:i + 1])
+  return " ".join(item[1:-1] if re.search("[A-Za-z]", item) else item for item in items)

@@ -46,7 +46,7 @@ def start_workers(root, gin_file, bindings, logs):
   """Both workers of a 2-worker cluster, each running run_experiment.py; worker 0 is chief."""
   tf_configs = distribution.local_tf_configs(2)
   command = [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
-             f"--gin_file={os.path.join(REPO, gin_file)}", "--strategy=multi_worker"]
+             f"--gin_file={gin_file}", "--strategy=multi_worker"]
   command += [f"--gin_bindings={b}" for b in bindings]
   workers = []
   for index in range(2):
@@ -86,7 +86,7 @@ def read_logs(logs):
 
 
 def run_one_process(root, gin_file, bindings):
-  restore.setup_run(root, [os.path.join(REPO, gin_file)], bindings)
+  restore.setup_run(root, [gin_file], bindings)
   return experiment.run_experiment(root)
 
 

@@ -26,7 +26,7 @@ def test_command_line_mirrored_run_equals_the_default_run(tmp_path):
   gin_file, bindings = SINUSOID
   root, reference = str(tmp_path / "mirrored"), str(tmp_path / "default")
   command = [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
-             f"--gin_file={os.path.join(REPO, gin_file)}", "--strategy=mirrored"]
+             f"--gin_file={gin_file}", "--strategy=mirrored"]
   command += [f"--gin_bindings={b}" for b in bindings + ["make_strategy.num_cpu_devices = 2"]]
   out = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]

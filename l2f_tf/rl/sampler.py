@@ -23,7 +23,7 @@ import numpy as np
 
 from l2f_tf.progress import rate_text_of
 from l2f_tf.rl import envs
-from l2f_tf.rl.envs import base
+from l2f_tf.rl.envs import meta_env
 
 PolicyFn = Callable[[np.ndarray], Tuple[Any, Any]]
 NAVIGATION = "Navigation2D"
@@ -59,11 +59,11 @@ class Simulators:
   episode ended are not stepped (their outputs are masked out).
   """
 
-  def __init__(self, env_name: str, horizon: int, seed: base.Seed, count: int):
+  def __init__(self, env_name: str, horizon: int, seed: meta_env.Seed, count: int):
     self.environments = [envs.make_env(env_name, horizon=horizon, seed=seed)
                          for _ in range(count)]
 
-  def reset(self, row_tasks: Sequence[base.Task], reset_seeds) -> np.ndarray:
+  def reset(self, row_tasks: Sequence[meta_env.Task], reset_seeds) -> np.ndarray:
     """Sets row i's task and reset seed and resets it; the observations [rows, obs_dim]."""
     for env, task, reset_seed in zip(self.environments, row_tasks, reset_seeds):
       env.set_task(task)
@@ -90,7 +90,7 @@ class Simulators:
 class _Navigation:
   """`BatchedNavigation2D` behind the `Simulators` interface (no reset noise to seed)."""
 
-  def __init__(self, num_tasks: int, per_task: int, horizon: int, seed: base.Seed):
+  def __init__(self, num_tasks: int, per_task: int, horizon: int, seed: meta_env.Seed):
     self.env = envs.BatchedNavigation2D(num_tasks, per_task, horizon=horizon, seed=seed)
 
   def reset(self, row_tasks, reset_seeds) -> np.ndarray:
@@ -183,12 +183,12 @@ class Sampler:
   """
 
   def __init__(self, env_name: str, num_tasks: int, trajectories_per_task: int, horizon: int,
-               seed: base.Seed = 0, num_workers: int = 0):
+               seed: meta_env.Seed = 0, num_workers: int = 0):
     self.env_name = envs.check_env_name(env_name)
-    self.num_tasks = base.positive_int(num_tasks, "num_tasks")
-    self.trajectories_per_task = base.positive_int(trajectories_per_task,
+    self.num_tasks = meta_env.positive_int(num_tasks, "num_tasks")
+    self.trajectories_per_task = meta_env.positive_int(trajectories_per_task,
                                                    "trajectories_per_task")
-    self.horizon = base.positive_int(horizon, "horizon")
+    self.horizon = meta_env.positive_int(horizon, "horizon")
     self._rng = np.random.default_rng(seed)
     self.last_steps_per_second = float("nan")
     probe = envs.make_env(env_name, horizon=self.horizon)
@@ -204,8 +204,8 @@ class Sampler:
     else:
       self._environments = Simulators(env_name, self.horizon, seed, count)
 
-  def sample(self, tasks: Sequence[base.Task], policy_fn: PolicyFn,
-             seed: base.Seed = None) -> Trajectories:
+  def sample(self, tasks: Sequence[meta_env.Task], policy_fn: PolicyFn,
+             seed: meta_env.Seed = None) -> Trajectories:
     """Samples N trajectories of each of the T tasks.
 
     Args:

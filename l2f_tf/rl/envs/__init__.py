@@ -6,7 +6,7 @@ vectorised 2D navigation the sampler uses.
 
 import difflib
 
-from l2f_tf.rl.envs.base import MetaPyEnvironment
+from l2f_tf.rl.envs.meta_env import MetaPyEnvironment
 from l2f_tf.rl.envs.mujoco_tasks import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
 from l2f_tf.rl.envs.navigation import BatchedNavigation2D, Navigation2D, sample_goal_tasks
 

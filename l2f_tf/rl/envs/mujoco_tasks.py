@@ -24,7 +24,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 import mujoco
 import numpy as np
 
-from l2f_tf.rl.envs import base
+from l2f_tf.rl.envs import meta_env
 
 DEFAULT_HORIZON = 200
 _LOGGED_WARNINGS = set()
@@ -61,7 +61,7 @@ class _VelocityTask:
   def __init__(self, max_velocity: float):
     self.max_velocity = max_velocity
 
-  def sample(self, rng: np.random.Generator, num_tasks: int) -> List[base.Task]:
+  def sample(self, rng: np.random.Generator, num_tasks: int) -> List[meta_env.Task]:
     return [{"velocity": float(v)} for v in rng.uniform(0.0, self.max_velocity, num_tasks)]
 
   def check(self, value: float) -> float:
@@ -70,7 +70,7 @@ class _VelocityTask:
     return float(value)
 
   @staticmethod
-  def forward_reward(task: base.Task, x_velocity: float) -> float:
+  def forward_reward(task: meta_env.Task, x_velocity: float) -> float:
     return -abs(x_velocity - task["velocity"])
 
 
@@ -79,7 +79,7 @@ class _DirectionTask:
 
   key = "direction"
 
-  def sample(self, rng: np.random.Generator, num_tasks: int) -> List[base.Task]:
+  def sample(self, rng: np.random.Generator, num_tasks: int) -> List[meta_env.Task]:
     return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=num_tasks)]
 
   def check(self, value: float) -> float:
@@ -88,11 +88,11 @@ class _DirectionTask:
     return float(value)
 
   @staticmethod
-  def forward_reward(task: base.Task, x_velocity: float) -> float:
+  def forward_reward(task: meta_env.Task, x_velocity: float) -> float:
     return task["direction"] * x_velocity
 
 
-class _LocomotionEnv(base.MetaPyEnvironment):
+class _LocomotionEnv(meta_env.MetaPyEnvironment):
   """A gymnasium MuJoCo body driven through its simulator, with a task-dependent reward.
 
   Subclasses set `_physics_class` (the gymnasium env class), `ctrl_cost_weight` and `_family`
@@ -105,21 +105,21 @@ class _LocomotionEnv(base.MetaPyEnvironment):
   ctrl_cost_weight = 0.0
   _family = None
 
-  def __init__(self, horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
+  def __init__(self, horizon: int = DEFAULT_HORIZON, seed: meta_env.Seed = None):
     with _mujoco_warnings_to_logging():
       self._physics = self._physics_class()  # render_mode None: no rendering context is made
     self._physics.reset(seed=seed)  # seeds the reset-noise generator
     low, high = self._physics.action_space.low, self._physics.action_space.high
     observation_size = self._physics.observation_space.shape[0]
-    super().__init__(base.float_spec((observation_size,), -np.inf, np.inf, "observation"),
-                     base.float_spec(low.shape, low, high, "action"), horizon, seed)
+    super().__init__(meta_env.float_spec((observation_size,), -np.inf, np.inf, "observation"),
+                     meta_env.float_spec(low.shape, low, high, "action"), horizon, seed)
 
   @property
   def physics(self):
     """The gymnasium MuJoCo env that holds the model and data (e.g. for `set_state`)."""
     return self._physics
 
-  def seed(self, seed: base.Seed) -> None:
+  def seed(self, seed: meta_env.Seed) -> None:
     """Reseeds the reset noise; the next `reset()` draws from the new stream."""
     self._physics.reset(seed=seed)
 

@@ -17,24 +17,24 @@ import numpy as np
 from tf_agents.environments import py_environment
 from tf_agents.trajectories import time_step as ts
 
-from l2f_tf.rl.envs import base
+from l2f_tf.rl.envs import meta_env
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_SPEED = 0.1
 GOAL_TOLERANCE = 0.01  # per coordinate: the goal region is a square
 DEFAULT_HORIZON = 100
-OBSERVATION_SPEC = base.float_spec((2,), -np.inf, np.inf, "observation")
-ACTION_SPEC = base.float_spec((2,), -MAX_SPEED, MAX_SPEED, "action")
+OBSERVATION_SPEC = meta_env.float_spec((2,), -np.inf, np.inf, "observation")
+ACTION_SPEC = meta_env.float_spec((2,), -MAX_SPEED, MAX_SPEED, "action")
 
 
-def sample_goal_tasks(num_tasks: int, seed: base.Seed = None) -> List[base.Task]:
+def sample_goal_tasks(num_tasks: int, seed: meta_env.Seed = None) -> List[meta_env.Task]:
   """Draws navigation tasks {"goal": float64 array (2,)} from U[-0.5, 0.5]^2; seeded."""
-  num_tasks = base.positive_int(num_tasks, "num_tasks", minimum=0)
+  num_tasks = meta_env.positive_int(num_tasks, "num_tasks", minimum=0)
   goals = np.random.default_rng(seed).uniform(GOAL_LOW, GOAL_HIGH, size=(num_tasks, 2))
   return [{"goal": goal} for goal in goals]
 
 
-def _goal_of(task: base.Task) -> np.ndarray:
+def _goal_of(task: meta_env.Task) -> np.ndarray:
   """The validated goal of a navigation task as a float64 array (2,)."""
   if not isinstance(task, dict) or "goal" not in task:
     raise ValueError(f"A navigation task is a dict with key 'goal', got {task!r}.")
@@ -55,14 +55,14 @@ def _distance(position: np.ndarray, goal: np.ndarray) -> np.ndarray:
   return np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])
 
 
-class Navigation2D(base.MetaPyEnvironment):
+class Navigation2D(meta_env.MetaPyEnvironment):
   """Point-robot navigation to a per-task goal (one trajectory at a time).
 
   Tasks are dicts {"goal": array (2,)}; ``seed`` seeds the initial task (the dynamics are
   deterministic).
   """
 
-  def __init__(self, horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
+  def __init__(self, horizon: int = DEFAULT_HORIZON, seed: meta_env.Seed = None):
     self._position = np.zeros(2)
     super().__init__(OBSERVATION_SPEC, ACTION_SPEC, horizon, seed)
 
@@ -94,12 +94,12 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
   """
 
   def __init__(self, num_tasks: int, trajectories_per_task: int,
-               horizon: int = DEFAULT_HORIZON, seed: base.Seed = None):
+               horizon: int = DEFAULT_HORIZON, seed: meta_env.Seed = None):
     super().__init__(handle_auto_reset=False)  # rows restart one by one, see _step
-    self.num_tasks = base.positive_int(num_tasks, "num_tasks")
-    self.trajectories_per_task = base.positive_int(trajectories_per_task,
+    self.num_tasks = meta_env.positive_int(num_tasks, "num_tasks")
+    self.trajectories_per_task = meta_env.positive_int(trajectories_per_task,
                                                    "trajectories_per_task")
-    self.horizon = base.positive_int(horizon, "horizon")
+    self.horizon = meta_env.positive_int(horizon, "horizon")
     self._batch_size = self.num_tasks * self.trajectories_per_task
     self._position = np.zeros((self._batch_size, 2))
     self._elapsed = np.zeros(self._batch_size, dtype=np.int64)
@@ -125,11 +125,11 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
   def action_spec(self):
     return ACTION_SPEC
 
-  def sample_tasks(self, num_tasks: int, seed: base.Seed = None) -> List[base.Task]:
+  def sample_tasks(self, num_tasks: int, seed: meta_env.Seed = None) -> List[meta_env.Task]:
     """Same tasks as `Navigation2D.sample_tasks` for the same seed."""
     return sample_goal_tasks(num_tasks, seed)
 
-  def set_tasks(self, tasks: Sequence[base.Task]) -> None:
+  def set_tasks(self, tasks: Sequence[meta_env.Task]) -> None:
     """Sets the `num_tasks` tasks (e.g. from `sample_tasks`) from the next step on."""
     if len(tasks) != self.num_tasks:
       raise ValueError(f"BatchedNavigation2D was built for num_tasks={self.num_tasks}, "
@@ -137,7 +137,7 @@ class BatchedNavigation2D(py_environment.PyEnvironment):
     goals = np.stack([_goal_of(task) for task in tasks])
     self._goals = np.repeat(goals, self.trajectories_per_task, axis=0)
 
-  def get_tasks(self) -> List[base.Task]:
+  def get_tasks(self) -> List[meta_env.Task]:
     """Copies of the `num_tasks` current tasks."""
     return [{"goal": goal.copy()} for goal in self._goals[::self.trajectories_per_task]]
 

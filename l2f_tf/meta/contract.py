@@ -166,13 +166,9 @@ class LearnerBase:
     return self.loss_fn(y, self.forward(params, x))
 
   def predict(self, support_x, support_y, query_x, num_steps: Optional[int] = None) -> tf.Tensor:
-    """Adapts to one task and returns the adapted model's outputs on ``query_x``.
-
-    The library's counterpart of an exported model's ``adapt_and_predict``: ``num_steps``
-    inner steps (default: the training setting) on the support set (arrays or tensors, inputs
-    preprocessed as the domain's pipeline does), then the outputs on ``query_x`` [Q, ...]
-    (regression values or class logits) in ``self.dtype``. First order: no meta-gradient is
-    wanted here."""
+    """The outputs on ``query_x`` after ``num_steps`` first-order inner steps (default: the
+    training setting) on the support set: the library's ``adapt_and_predict``. Arrays or
+    tensors, preprocessed as the domain's pipeline does."""
     support_x, support_y, query_x = (self._as_input(v) for v in (support_x, support_y, query_x))
     adaptation = self.adapt(support_x, support_y, num_steps, first_order=True)
     return self.forward(adaptation.fast_weights, query_x)

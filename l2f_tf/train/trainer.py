@@ -12,11 +12,8 @@ Two traces of the step exist, both applying the same update: the plain one, and 
 returns diagnostics (query loss after each inner step, gamma, and the degree of conflict, from
 per-task meta-gradients), used every ``summary_every`` steps. Between events (summaries,
 checkpoints, validation, the first- to second-order switch) up to ``steps_per_call`` plain
-steps run inside one compiled loop.
-
-A step whose meta-loss or meta-gradient is not finite applies no update (the step counter
-still advances); the trainer's :class:`~l2f_tf.train.guard.NonFiniteGuard` counts such steps
-and stops training per its policy (``l2f_tf.train.guard``).
+steps run inside one compiled loop. A step whose meta-loss or meta-gradient is not finite
+applies no update (``l2f_tf.train.guard``).
 """
 
 import time

@@ -26,6 +26,7 @@ query_y [N*Q] int32, with x float32.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import re
 import threading
@@ -70,7 +71,7 @@ def check_episode_shape(num_ways: int, num_shots: int, num_queries: int,
       raise ValueError(f"{owner}{name} must be >= {minimum}, got {value}.")
 
 
-class EpisodeSampler:
+class EpisodeSampler(abc.ABC):
   """Chooses the classes and items of episode ``e`` from ``(seed, e)`` alone. Subclasses set
   ``item_shape`` and ``dtype`` (as stored) and give a class's items with ``_class_items``.
   `class_sizes` (name -> items, in index order), `where` and `**message` go to
@@ -91,9 +92,9 @@ class EpisodeSampler:
     """See :func:`choose_episode`."""
     return choose_episode(seed, episode, self._sizes, self.num_ways)
 
+  @abc.abstractmethod
   def _class_items(self, class_id: int, order: np.ndarray) -> np.ndarray:
     """The first K + Q items of class ``class_id`` in the order given, [K + Q, *item_shape]."""
-    raise NotImplementedError
 
   def load(self, seed: int, episode: int):
     """support_x, int32 support_y, query_x, int32 query_y of one episode (x as stored)."""

@@ -10,6 +10,7 @@ every model evaluated with the same config sees the same 600 validation and test
 exactly the episodes (classes and images) of the image domain on that dataset.
 """
 
+import abc
 from typing import Callable, Dict, Optional, Sequence
 
 import gin
@@ -73,8 +74,9 @@ class EpisodicFewShot(SupervisedDomain):
     self._samplers: Dict[str, episodic.EpisodeSampler] = {}
 
   # --- data ------------------------------------------------------------------------------------
+  @abc.abstractmethod
   def _new_sampler(self, split: str) -> episodic.EpisodeSampler:
-    raise NotImplementedError
+    """The episode sampler of a split (its data read and checked)."""
 
   def _preprocess(self, x: tf.Tensor) -> tf.Tensor:
     """Inputs as stored -> network inputs, in training and evaluation (the SavedModel's)."""

@@ -80,6 +80,20 @@ def float64_learner(l2f, num_inner_steps=1):
                      attenuation=TaskConditionedAttenuation(dtype="float64") if l2f else None)
 
 
+def float64_tasks(l2f, rng, num_tasks=2):
+  """(learner, support, query, embeddings): a float64 learner and random tasks of ``rng``."""
+  learner = float64_learner(l2f)
+  support = random_task_batch(rng, num_tasks=num_tasks)
+  query = random_task_batch(rng, num_tasks=num_tasks)
+  return learner, support, query, maml_trpo.task_embeddings(learner, support)
+
+
+def shifted_old_outputs(learner, support, query, embeddings):
+  """The adapted policy's outputs on the query, shifted: an old policy near the current one."""
+  fast, _ = maml_trpo.adapt_tasks(learner, support, embeddings)
+  return maml_trpo.vectorized_forward(learner, fast, query.x) + 0.1
+
+
 @pytest.mark.parametrize("l2f", [False, True])
 def test_batched_adaptation_equals_per_task_adaptation(l2f):
   learner = float64_learner(l2f, num_inner_steps=2)
@@ -100,12 +114,8 @@ def test_batched_adaptation_equals_per_task_adaptation(l2f):
 def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differences(l2f):
   # Second order: d surrogate(theta'(theta, phi)) / d (theta, phi) in float64, embeddings held
   # constant as in training; the first-order gradient differs.
-  rng = np.random.default_rng(0)
-  learner = float64_learner(l2f)
-  support, query = random_task_batch(rng), random_task_batch(rng)
-  embeddings = maml_trpo.task_embeddings(learner, support)
-  fast, _ = maml_trpo.adapt_tasks(learner, support, embeddings)
-  old = maml_trpo.vectorized_forward(learner, fast, query.x) + 0.1
+  learner, support, query, embeddings = float64_tasks(l2f, np.random.default_rng(0))
+  old = shifted_old_outputs(learner, support, query, embeddings)
   variables = trpo.tf_variables(learner.meta_variables)
   surrogate = lambda first_order=False: maml_trpo.outer_objective(
       learner, support, query, old, embeddings, first_order)[0]
@@ -133,12 +143,9 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
 def test_per_task_meta_gradients_match_finite_differences_of_each_tasks_surrogate(l2f):
   # The degree of conflict's u_t for meta-RL: d surrogate_t(theta'_t(theta)) / d theta in
   # float64, second order through the inner step (and gamma_t * theta for L2F).
-  rng = np.random.default_rng(3)
-  learner = float64_learner(l2f)
-  support, query = random_task_batch(rng, num_tasks=3), random_task_batch(rng, num_tasks=3)
-  embeddings = maml_trpo.task_embeddings(learner, support)
-  fast, _ = maml_trpo.adapt_tasks(learner, support, embeddings)
-  old = maml_trpo.vectorized_forward(learner, fast, query.x) + 0.1
+  learner, support, query, embeddings = float64_tasks(l2f, np.random.default_rng(3),
+                                                      num_tasks=3)
+  old = shifted_old_outputs(learner, support, query, embeddings)
   gradients = maml_trpo.per_task_meta_gradients(learner, support, query, old, embeddings)
   # Every task's surrogate at once (compiled; it reads the variables at each call).
   values_fn = tf.function(lambda: maml_trpo.task_surrogates(
@@ -242,9 +249,7 @@ def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
 @pytest.mark.parametrize("l2f", [False, True])
 def test_first_order_fisher_products_equal_the_exact_first_order_products(l2f):
   rng = np.random.default_rng(1)
-  learner = float64_learner(l2f)
-  support, query = random_task_batch(rng), random_task_batch(rng)
-  embeddings = maml_trpo.task_embeddings(learner, support)
+  learner, support, query, embeddings = float64_tasks(l2f, rng)
   old = maml_trpo.adapted_outputs(learner, support, query, embeddings, first_order=True)
   variables = trpo.tf_variables(learner.meta_variables)
 

@@ -1,6 +1,7 @@
 """BUILD states the real import graph: a target for every module, test file and entry point,
 deps equal to the imports, no cycle."""
 
+import ast
 import os
 import re
 import subprocess
@@ -75,3 +76,45 @@ def test_layers_import_only_downwards():
       if target.startswith(prefix):
         bad = [d for d in deps if any(d.startswith(f"l2f_tf_{p}") for p in parts)]
         assert not bad, f"{target} imports {bad}"
+
+
+def test_each_py_test_size_states_its_files_tier():
+  """medium = the default tier, large = the slow tier (module-level ``pytestmark``)."""
+  with open(os.path.join(REPO, "BUILD")) as f:
+    sizes = dict(re.findall(r'py_test\(\n    name = "[^"]+",\n    srcs = \["([^"]+)"\],\n'
+                            r'    size = "(\w+)"', f.read()))
+  assert sizes and set(sizes.values()) == {"medium", "large"}, set(sizes.values())
+  for path, size in sizes.items():
+    with open(os.path.join(REPO, path)) as f:
+      tier = build_targets.test_tier(f.read())
+    assert size == build_targets.SIZES[tier], f"{path}: size {size}, tier {tier}"
+  assert build_targets.test_tier("import pytest\npytestmark = pytest.mark.slow\n") == "slow"
+  assert build_targets.test_tier("pytestmark = [pytest.mark.slow]\ndef test_a(): pass\n") == "slow"
+  assert build_targets.test_tier("def test_a(): pass\n") == "default"
+
+
+def test_the_slow_marker_is_set_per_file_only():
+  """A tier is a file's (BUILD sizes files): no test function or class carries ``slow``."""
+  for root, _, files in os.walk(os.path.join(REPO, "tests")):
+    for name in files:
+      if name.startswith("test_") and name.endswith(".py"):
+        with open(os.path.join(root, name)) as f:
+          tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+          if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            marks = [ast.unparse(d) for d in node.decorator_list]
+            assert not [m for m in marks if "mark.slow" in m], f"{name}: {node.name}"
+
+
+def test_the_tier_option_selects_the_files_of_its_tier():
+  files = [os.path.join(REPO, "tests", "test_kill_resume.py"),
+           os.path.join(REPO, "tests", "test_build_file.py")]
+  collected = {}
+  for tier in ("default", "slow", "all"):
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                          f"--tier={tier}"] + files, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-2000:]
+    collected[tier] = {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+  assert collected["default"] == {"tests/test_build_file.py"}
+  assert collected["slow"] == {"tests/test_kill_resume.py"}
+  assert collected["all"] == collected["default"] | collected["slow"]

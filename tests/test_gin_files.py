@@ -1,24 +1,21 @@
-"""Every gin file runs end to end through run_experiment.py with tiny bindings."""
+"""The package's gin files: every experiment of the paper has one, every dataset file parses
+into the learner its name describes, and a bad binding or file name is one clear error.
 
-import glob
-import json
+Running them is tests/test_end_to_end.py (one file per domain, default tier) and
+tests/test_gin_files_*.py (every other file, slow tier)."""
+
 import os
-import subprocess
-import sys
+import re
 
+import gin
 import pytest
 
-from l2f_tf.train import experiment, restore
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
-GIN_FILES = sorted(
-    os.path.relpath(p, GIN_PARENT) for p in glob.glob(os.path.join(GIN_PARENT, "gin", "sinusoid", "**",
-                                                              "*.gin"), recursive=True)
-    if os.path.basename(p) != "setup.gin" and "learners" not in p)
-TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
-        "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
-        "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0"]
+from l2f_tf.meta.attenuation import TaskConditionedAttenuation, TaskIndependentAttenuation
+from l2f_tf.meta.leo import LEO
+from l2f_tf.train import restore
+from l2f_tf.train.experiment import build_learner
+from tests.end_to_end import (DATASET_FILES, DEFAULT_TIER_FILES, GIN_PARENT, GLYPH_FILES,
+                              LEO_FILES, RL_FILES, SINUSOID_FILES, write_leo_pickles)
 
 
 def test_every_sinusoid_experiment_of_the_paper_has_a_gin_file():
@@ -28,75 +25,99 @@ def test_every_sinusoid_experiment_of_the_paper_has_a_gin_file():
                for s in ("network", "layer", "filter", "parameter")]
   expected += [f"gin/sinusoid/ablations/task_conditioned_{t}.gin"
                for t in ("unconstrained", "affine")]
-  assert not sorted(set(expected) - set(GIN_FILES))
+  assert not sorted(set(expected) - set(SINUSOID_FILES))
 
 
-# The landscape logging (on in gin/sinusoid/setup.gin) costs seconds of tracing per run; it is
-# checked end to end on these files and switched off on the others.
-LANDSCAPE_CHECKED = ("gin/sinusoid/maml_5shot.gin", "gin/sinusoid/l2f_5shot.gin")
+def test_every_few_shot_experiment_of_the_paper_has_a_gin_file():
+  """Tables 1-2 (every MAML / MAML+L2F row), Tables 3-6 ablations, and the glyphs files."""
+  methods, shots = ("maml", "l2f"), (1, 5)
+  expected = {f"gin/glyphs/{m}_{k}shot.gin" for m in methods for k in shots}
+  expected |= {f"gin/{d}/{b}_{m}_{k}shot.gin" for d in ("mini_imagenet", "tiered_imagenet")
+               for b in ("conv4", "resnet12") for m in methods for k in shots}
+  ablations = [f"{m}_{n}steps" for m in methods for n in range(1, 7)]  # Table 3
+  ablations += [f"task_independent_{s}" for s in ("filter", "layer", "network", "parameter")]
+  ablations += ["l2f_prototype_embedding", "l2f_unconstrained", "l2f_affine"]  # Tables 5, 6
+  expected |= {f"gin/mini_imagenet/ablations/{a}.gin" for a in ablations}
+  assert not sorted(expected - set(GLYPH_FILES + DATASET_FILES))
 
 
-@pytest.mark.parametrize("gin_file", GIN_FILES)
-def test_gin_file_runs_end_to_end(gin_file, tmp_path):
-  root = str(tmp_path / "run")
-  landscape = gin_file in LANDSCAPE_CHECKED
-  restore.setup_run(root, [os.path.join(GIN_PARENT, gin_file)],
-                   TINY + ([] if landscape else ["Trainer.landscape = False"]))
-  results = experiment.run_experiment(root)
-  for name in ("operative_config.gin", "results.json", "test_tasks.png",
-               "saved_model/saved_model.pb", "checkpoints/checkpoint"):
-    assert os.path.exists(os.path.join(root, name)), name
-  assert glob.glob(os.path.join(root, "train", "events.out.tfevents.*"))
-  figures = results["evaluations"]["test"]
-  assert set(figures) == {f"mse_after_{k}_steps" for k in (0, 1, 2, 5)}
-  assert figures["mse_after_1_steps"]["n"] == 6
-  tags = summary_tags(os.path.join(root, "train"))
-  assert {"meta_loss", "outer_lr", "query_loss_after_step/0",
-          "query_loss_after_step/1"} <= tags
-  assert sum(t.startswith("degree_of_conflict/") for t in tags) == 6
-  assert sum(t.startswith("landscape/") for t in tags) == (6 if landscape else 0)
-  expected_gammas = 0 if os.path.basename(gin_file).startswith("maml") else 6
-  assert sum(t.startswith("gamma/") for t in tags) == expected_gammas
+def test_every_leo_row_of_the_paper_has_a_gin_file():
+  expected = {f"gin/leo/{d}_imagenet_{m}_{k}shot.gin" for d in ("mini", "tiered")
+              for m in ("leo", "leo_l2f") for k in (1, 5)}
+  expected |= {f"gin/glyphs/{m}_{k}shot.gin" for m in ("leo", "leo_l2f") for k in (1, 5)}
+  expected |= {f"gin/leo/ablations/glyphs_leo_l2f_{p}_only_{k}shot.gin"
+               for p in ("latents", "weights") for k in (1, 5)}
+  assert not sorted(expected - set(LEO_FILES))
 
 
-def summary_tags(directory):
-  """Tags of every scalar/tensor summary written in a TensorBoard directory."""
-  import tensorflow as tf
-  tags = set()
-  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      tags.update(value.tag for value in event.summary.value)
-  return tags
+def test_every_environment_has_both_learners():
+  environments = ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir")
+  expected = {f"gin/rl/{e}_{m}.gin" for e in environments for m in ("maml", "l2f")}
+  assert not sorted(expected - set(RL_FILES))
 
 
-def test_command_line_runs_and_resumes(tmp_path):
-  root = str(tmp_path / "cli")
-  args = [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
-          "--gin_file=gin/sinusoid/maml_5shot.gin"] + [f"--gin_bindings={b}" for b in TINY]
-  subprocess.run(args, check=True, cwd=REPO, capture_output=True)
-  with open(os.path.join(root, "results.json")) as f:
-    assert json.load(f)["meta_iterations"] == 4
-  # The same command with more iterations continues from step 4, from the saved config.
-  more = args + ["--gin_bindings=Trainer.num_iterations = 6"]
-  out = subprocess.run(more, check=True, cwd=REPO, capture_output=True, text=True)
-  assert "Resumed from" in out.stderr
-  with open(os.path.join(root, "results.json")) as f:
-    results = json.load(f)
-  assert results["meta_iterations"] == 6
-  # The evaluation entry point on the SavedModel, with the run's own evaluation seed, reproduces
-  # the in-process figure (same tasks, same adaptation).
-  from l2f_tf import evaluate
-  exported = evaluate.evaluate_saved_model(os.path.join(root, "saved_model"), num_tasks=6,
-                                           seed=20200614, distributions=["test"])
-  # 0..the exported number of steps (the training setting).
-  assert list(exported["test"]) == [f"mse_after_{k}_steps" for k in range(3)]
-  assert exported["test"]["mse_after_2_steps"]["mean"] == pytest.approx(
-      results["evaluations"]["test"]["mse_after_2_steps"]["mean"], rel=1e-4)
-  # Comparing runs: a text table and one figure with every learner.
-  from l2f_tf import compare
-  assert "MAML [cli] test: mse_after_0_steps=" in compare.results_table([root])
-  png = compare.compare_figure([root, root], str(tmp_path / "compare.png"))
-  assert os.path.getsize(png) > 10_000
+def test_the_default_tier_runs_one_file_of_each_domain():
+  runnable = SINUSOID_FILES + GLYPH_FILES + LEO_FILES + RL_FILES
+  assert set(DEFAULT_TIER_FILES.values()) <= set(runnable)
+
+
+def _expected(gin_file):
+  name = os.path.basename(gin_file)
+  steps = re.search(r"(\d)steps", name)
+  return {"resnet12": "resnet12" in name, "shots": 1 if "1shot" in name else 5,
+          "steps": int(steps.group(1)) if steps else 5}
+
+
+@pytest.mark.parametrize("gin_file", DATASET_FILES)
+def test_dataset_file_builds_the_learner_it_describes(gin_file):
+  domain = restore.parse_domain([os.path.join(GIN_PARENT, gin_file)], [
+      "FewShotClassification.image_size = 16", "resnet12.channels = (4, 4, 4, 4)",
+      "conv4.filters = 4"])
+  assert domain.root.startswith("data/")  # the user points it at their copy
+  domain._channels = 3  # no dataset on disk: build the model without reading a split
+  domain.sampler = lambda split: type("S", (), {"item_shape": (16, 16, 3)})()
+  learner = build_learner(domain)
+  expected = _expected(gin_file)
+  assert len(learner.inner_variables) == (18 if expected["resnet12"] else 6)
+  assert domain.num_shots == expected["shots"]
+  assert domain.meta_batch_size == (4 if expected["shots"] == 1 else 2)
+  assert learner.num_inner_steps == expected["steps"]
+  assert learner.task_reduction == "sum"
+  name = os.path.basename(gin_file)
+  attenuation = learner.attenuation
+  if name.startswith("task_independent"):
+    assert isinstance(attenuation, TaskIndependentAttenuation)
+    assert attenuation.scope == name[len("task_independent_"):-len(".gin")]
+  elif "l2f" in name:
+    assert isinstance(attenuation, TaskConditionedAttenuation)
+    assert attenuation.embedding == ("prototype_mean" if "prototype" in name else "gradient_mean")
+    assert attenuation.transform == next(
+        (t for t in ("unconstrained", "affine") if t in name), "sigmoid")
+  else:
+    assert attenuation is None
+
+
+@pytest.mark.parametrize("gin_file", [f for f in LEO_FILES if "glyphs" not in f])
+def test_leo_dataset_file_builds_the_learner_it_describes(gin_file, tmp_path_factory):
+  data = write_leo_pickles(str(tmp_path_factory.mktemp("pickles")), dim=8, classes=(5, 5, 5),
+                           per_class=20)
+  domain = restore.parse_domain([os.path.join(GIN_PARENT, gin_file)], [
+      "leo_network.num_latents = 4", f"FewShotEmbeddings.root = '{data}'",
+      "FewShotEmbeddings.dataset = 'miniImageNet'"])
+  learner = build_learner(domain)
+  name = os.path.basename(gin_file)
+  assert isinstance(learner, LEO)
+  assert domain.num_shots == (1 if "1shot" in name else 5)
+  assert domain.meta_batch_size == 12 and domain.num_queries == 15
+  assert (learner.num_latent_steps, learner.num_finetuning_steps) == (5, 5)
+  assert learner.dropout_rate == 0.5 and learner.kl_weight == 1e-3
+  if "l2f" in name:
+    points = ("latents",) if "latents_only" in name else ("weights",) \
+        if "weights_only" in name else ("latents", "weights")
+    assert learner.attenuation.points == points
+  else:
+    assert learner.attenuation is None
+  gin.clear_config()
 
 
 def test_bad_binding_names_the_fix(tmp_path):

@@ -4,7 +4,11 @@ re-run with the same command end exactly as uninterrupted runs (benchmarks/kill_
 Two kills per domain, the three domains at once (each fuzzes in its own folders); the full
 fuzzing, 20 kills per domain, is the command benchmarks/kill_resume.py (docs/robustness.md)."""
 
+import pytest
+
 from benchmarks import kill_resume
+
+pytestmark = pytest.mark.slow
 
 KILLS = 2
 CHECKS = ("weights", "results", "best", "saved_model", "figure", "stages")

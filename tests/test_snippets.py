@@ -22,6 +22,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCE = re.compile(r"^```(\w*)\s*$")
 RUN_DIR = re.compile(r"""["'](runs/[\w.-]+)""")

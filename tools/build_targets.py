@@ -78,6 +78,20 @@ def _rule(kind: str, name: str, src: str, deps: List[str], extra: str = "") -> s
   return "\n".join(lines + [")"])
 
 
+# Bazel's size of a py_test states its tier of the suite (tests/conftest.py): the default tier,
+# run after every change, is "medium"; the slow tier (end-to-end runs) is "large".
+SIZES = {"default": "medium", "slow": "large"}
+
+
+def test_tier(source: str) -> str:
+  """"slow" when the file's module-level ``pytestmark`` holds the slow marker, else "default"."""
+  for node in ast.parse(source).body:
+    if isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets):
+      return "slow" if "slow" in ast.unparse(node.value) else "default"
+  return "default"
+
+
 def _is_test(path: str) -> bool:
   return os.path.basename(path).startswith("test_")
 
@@ -98,7 +112,9 @@ def render() -> str:
   for path in _python_files("tests"):
     if _is_test(path):
       deps = _deps(path, modules, "")
-      rules.append(_rule("py_test", target_name(path), path, deps, '    size = "medium",'))
+      with open(os.path.join(REPO, path)) as f:
+        size = SIZES[test_tier(f.read())]
+      rules.append(_rule("py_test", target_name(path), path, deps, f'    size = "{size}",'))
   return "\n\n".join(rules) + "\n"
 
 

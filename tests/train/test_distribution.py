@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.train.distributed_runs import REPO, SINUSOID, assert_same_training, run_one_process
+
+pytestmark = pytest.mark.slow
 
 
 def test_mirrored_strategy_matches_default_strategy():

@@ -10,11 +10,14 @@ import os
 import signal
 import time
 
+import pytest
 import tensorflow as tf
 
 from l2f_tf.data import glyphs
 from tests.train.distributed_runs import (SINUSOID, TIMEOUT, assert_same_training, glyph_run,
                                           read_logs, run_one_process, start_workers, wait_all)
+
+pytestmark = pytest.mark.slow
 
 
 def only_the_chief_wrote(root, validated, chief_runs=1):

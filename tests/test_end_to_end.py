@@ -1,0 +1,23 @@
+"""One gin file of each domain runs end to end (tiny bindings, every stage) in the default tier;
+tests/test_gin_files_*.py run every other file in the slow tier (tests/end_to_end.py)."""
+
+from tests import end_to_end
+from tests.end_to_end import DEFAULT_TIER_FILES
+
+
+def test_sinusoid_file_runs_end_to_end(tmp_path):
+  end_to_end.check_sinusoid_file(DEFAULT_TIER_FILES["sinusoid"], str(tmp_path / "run"))
+
+
+def test_glyph_file_runs_end_to_end(tmp_path):
+  end_to_end.check_glyph_file(DEFAULT_TIER_FILES["glyphs"], str(tmp_path / "run"),
+                              str(tmp_path / "glyphs"))
+
+
+def test_leo_glyph_file_runs_end_to_end(tmp_path):
+  end_to_end.check_leo_glyph_file(DEFAULT_TIER_FILES["leo"], str(tmp_path / "run"),
+                                  str(tmp_path / "glyphs"))
+
+
+def test_rl_file_runs_end_to_end(tmp_path):
+  end_to_end.check_rl_file(DEFAULT_TIER_FILES["rl"], str(tmp_path / "run"))

@@ -22,11 +22,10 @@ GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
 
 
 def gin_files(pattern: str) -> List[str]:
-  """The package's gin files matching ``pattern`` under gin/ (setup.gin files excluded), as
-  the names users pass to --gin_file."""
+  """The package's gin files matching ``pattern`` under gin/ (the shared ``*setup.gin`` files
+  excluded), as the names users pass to --gin_file."""
   return sorted(os.path.relpath(p, GIN_PARENT) for p in glob.glob(
-      os.path.join(GIN_PARENT, "gin", pattern), recursive=True)
-      if os.path.basename(p) != "setup.gin")
+      os.path.join(GIN_PARENT, "gin", pattern), recursive=True) if not p.endswith("setup.gin"))
 
 
 SINUSOID_FILES = [f for f in gin_files("sinusoid/**/*.gin") if "learners" not in f]

@@ -1,6 +1,6 @@
 """An ordinary (non-editable) install runs the experiments by their documented names.
 
-Slow (~40 s): installs the package with pip into a temporary folder and runs
+Slow tier (pip and a fresh process: ~15-50 s): installs the package with pip into a temporary folder and runs
 ``python -m l2f_tf --gin_file=gin/sinusoid/quick.gin`` from another one, in smoke mode.
 """
 
@@ -9,6 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

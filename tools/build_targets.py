@@ -19,7 +19,8 @@ from typing import Dict, List, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARIES = {"run_experiment": "run_experiment.py", "evaluate": "l2f_tf/evaluate.py",
-            "compare": "l2f_tf/compare.py", "build_targets": "tools/build_targets.py"}
+            "compare": "l2f_tf/compare.py", "build_targets": "tools/build_targets.py",
+            "count_checks": "tools/count_checks.py"}
 
 
 def _python_files(folder: str) -> List[str]:

@@ -119,9 +119,17 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
   variables = trpo.tf_variables(learner.meta_variables)
   surrogate = lambda first_order=False: maml_trpo.outer_objective(
       learner, support, query, old, embeddings, first_order)[0]
-  with tf.GradientTape(persistent=True) as tape:
-    second, first = surrogate(), surrogate(first_order=True)
-  grads, first_grads = tape.gradient(second, variables), tape.gradient(first, variables)
+
+  # One compiled function for the gradients and the perturbed values: it reads the variables
+  # at every call (an eager call would trace every vectorized_map again, per perturbation).
+  @tf.function
+  def value_and_gradients():
+    with tf.GradientTape(persistent=True) as tape:
+      second, first = surrogate(), surrogate(first_order=True)
+    return second, tape.gradient(second, variables), tape.gradient(first, variables)
+
+  value = lambda: value_and_gradients()[0]
+  _, grads, first_grads = value_and_gradients()
   eps, differs = 1e-6, []
   for variable, grad, first_grad in zip(variables, grads, first_grads):
     base = variable.numpy().copy()
@@ -131,7 +139,7 @@ def test_outer_surrogate_gradient_through_the_inner_step_matches_finite_differen
         shifted = base.copy().reshape(-1)
         shifted[i] += sign * eps
         variable.assign(shifted.reshape(base.shape))
-        values.append(float(surrogate()))
+        values.append(float(value()))
       variable.assign(base)
       fd = (values[0] - values[1]) / (2 * eps)
       assert grad.numpy().reshape(-1)[i] == pytest.approx(fd, rel=1e-5, abs=1e-9)
@@ -200,14 +208,6 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
 
 
-def kl_gradient(learner, support, query, old, embeddings, variables):
-  with tf.GradientTape() as tape:
-    kl = maml_trpo.mean_kl(query, maml_trpo.adapted_outputs(learner, support, query, embeddings),
-                         old)
-  return trpo.flatten(tape.gradient(kl, variables,
-                                    unconnected_gradients=tf.UnconnectedGradients.ZERO))
-
-
 @pytest.mark.parametrize("l2f", [False, True])
 def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
   # The Gauss-Newton products TRPO can use (MetaRLTrainer.curvature = "fisher") equal the
@@ -226,22 +226,33 @@ def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
     outputs = maml_trpo.adapted_outputs(learner, support, query, embeddings)
     return maml_trpo.surrogate(query, outputs, old), outputs
 
-  _, _, hvp = trpo.fisher_curvature(objective, lambda o: maml_trpo.mean_kl(query, o, old),
-                                    variables, damping=0.0)
+  # One compiled function, called with tensors, reading the variables at each call: eagerly,
+  # every product and gradient would trace each vectorized_map again.
+  @tf.function
+  def product_and_kl_gradient(direction):
+    """(the Fisher product with direction, d KL / d variables) at the current variables."""
+    _, _, hvp = trpo.fisher_curvature(objective, lambda o: maml_trpo.mean_kl(query, o, old),
+                                      variables, damping=0.0)
+    with tf.GradientTape() as tape:
+      kl = maml_trpo.mean_kl(
+          query, maml_trpo.adapted_outputs(learner, support, query, embeddings), old)
+    return hvp(direction), trpo.flatten(tape.gradient(
+        kl, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
   base = [v.numpy().copy() for v in variables]
   eps = 1e-5
   for _ in range(2):
-    direction = rng.normal(size=int(trpo.flatten(variables).shape[0]))
+    direction = tf.constant(rng.normal(size=int(trpo.flatten(variables).shape[0])))
     gradients = []
     for sign in (1.0, -1.0):
       for variable, start, delta in zip(variables, base, trpo.unflatten(
-          tf.constant(sign * eps * direction), variables)):
+          sign * eps * direction, variables)):
         variable.assign(start + delta.numpy())
-      gradients.append(kl_gradient(learner, support, query, old, embeddings, variables).numpy())
+      gradients.append(product_and_kl_gradient(direction)[1].numpy())
     for variable, start in zip(variables, base):
       variable.assign(start)
     expected = (gradients[0] - gradients[1]) / (2 * eps)
-    got = hvp(tf.constant(direction)).numpy()
+    got = product_and_kl_gradient(direction)[0].numpy()
     assert np.abs(expected).max() > 1e-3
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
 
@@ -257,13 +268,20 @@ def test_first_order_fisher_products_equal_the_exact_first_order_products(l2f):
     outputs = maml_trpo.adapted_outputs(learner, support, query, embeddings, first_order=True)
     return maml_trpo.surrogate(query, outputs, old), outputs
 
-  loss, grads, fisher = trpo.fisher_curvature(
-      objective, lambda o: maml_trpo.mean_kl(query, o, old), variables, damping=1e-4)
-  exact_loss, exact_grads, exact = trpo.recorded_curvature(
-      lambda: maml_trpo.outer_objective(learner, support, query, old, embeddings, True),
-      variables, damping=1e-4)
+  @tf.function
+  def fisher_and_exact(v):
+    """(loss, gradients, product with v) of the Fisher form and of the exact one; compiled,
+    since eagerly every vectorized_map and its gradients are traced anyway, then run op by op."""
+    loss, grads, fisher = trpo.fisher_curvature(
+        objective, lambda o: maml_trpo.mean_kl(query, o, old), variables, damping=1e-4)
+    exact_loss, exact_grads, exact = trpo.recorded_curvature(
+        lambda: maml_trpo.outer_objective(learner, support, query, old, embeddings, True),
+        variables, damping=1e-4)
+    return (loss, grads, fisher(v)), (exact_loss, exact_grads, exact(v))
+
+  v = tf.constant(rng.normal(size=int(trpo.flatten(variables).shape[0])))
+  (loss, grads, fisher_v), (exact_loss, exact_grads, exact_v) = fisher_and_exact(v)
   np.testing.assert_allclose(loss.numpy(), exact_loss.numpy(), rtol=1e-12)
   np.testing.assert_allclose(trpo.flatten(grads).numpy(), trpo.flatten(exact_grads).numpy(),
                              rtol=1e-10, atol=1e-14)
-  v = tf.constant(rng.normal(size=int(trpo.flatten(variables).shape[0])))
-  np.testing.assert_allclose(fisher(v).numpy(), exact(v).numpy(), rtol=1e-8, atol=1e-12)
+  np.testing.assert_allclose(fisher_v.numpy(), exact_v.numpy(), rtol=1e-8, atol=1e-12)

@@ -4,6 +4,8 @@ training, Ctrl-C, resume, evaluation, figure, the returns comparison of finished
 import glob
 import json
 import os
+import shutil
+from typing import Dict, NamedTuple
 
 import keras
 import numpy as np
@@ -36,31 +38,108 @@ def train(trainer) -> int:
   return Runner(trainer, checkpoint_every=1, log_every_seconds=0).train()
 
 
+def flat_weights(trainer) -> np.ndarray:
+  return np.concatenate([v.numpy().ravel() for v in trainer.learner.meta_variables])
+
+
+class StraightRun(NamedTuple):
+  """An uninterrupted run of STRAIGHT_ITERATIONS meta-iterations, checkpointed after each:
+  its trainer, the diagnostics and the weight change of its first iteration, and a copy of
+  its folder as it was after two iterations (a run stopped there)."""
+  trainer: MetaRLTrainer
+  first_result: Dict
+  first_step: np.ndarray
+  stopped_after_two: str
+
+
+STRAIGHT_ITERATIONS = 3
+
+
+def straight_training(l2f, base) -> StraightRun:
+  """Trains a run of STRAIGHT_ITERATIONS in ``base``/run, recording what `StraightRun` holds."""
+  trainer = make_trainer(base / "run", l2f, num_iterations=STRAIGHT_ITERATIONS)
+  train_iteration, seen = trainer.train_iteration, {}
+
+  def recorded(i):
+    if i == 2:  # checkpoint 2 is saved: the folder of a run stopped after two iterations
+      shutil.copytree(base / "run", base / "stopped")
+    before = flat_weights(trainer)
+    result = train_iteration(i)
+    if i == 0:
+      seen.update(result=dict(result), step=flat_weights(trainer) - before)
+    return result
+
+  trainer.train_iteration = recorded
+  assert train(trainer) == STRAIGHT_ITERATIONS
+  return StraightRun(trainer, seen["result"], seen["step"], str(base / "stopped"))
+
+
+# One run per learner, shared by the tests that only read it (compiling the TRPO step is most
+# of a run's time); two fixtures, not one parametrized one, so that both stay alive.
+@pytest.fixture(scope="module")
+def maml_run(tmp_path_factory) -> StraightRun:
+  return straight_training(False, tmp_path_factory.mktemp("maml"))
+
+
+@pytest.fixture(scope="module")
+def l2f_run(tmp_path_factory) -> StraightRun:
+  return straight_training(True, tmp_path_factory.mktemp("l2f"))
+
+
+def straight_run(request, l2f: bool) -> StraightRun:
+  return request.getfixturevalue("l2f_run" if l2f else "maml_run")
+
+
 @pytest.mark.parametrize("l2f", [False, True])
-def test_training_logs_and_respects_the_kl_limit(l2f, tmp_path):
-  trainer = make_trainer(tmp_path, l2f)
-  result = trainer.train_iteration(0)
+def test_training_logs_and_respects_the_kl_limit(l2f, request):
+  run = straight_run(request, l2f)
+  result = run.first_result
   assert result["kl"] <= 0.01 + 1e-6
   assert result["accepted"] in (0.0, 1.0) and 0 <= result["backtracks"] <= 15
   assert ("gamma" in result) == l2f
   if l2f:
     assert result["gamma"].shape == (7,)
-  assert train(trainer) == 2
-  assert glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))
-  assert sorted(p for p in os.listdir(tmp_path / "checkpoints") if p.endswith(".index")) == \
-      ["ckpt-1.index", "ckpt-2.index"]
+  assert run.trainer.step == STRAIGHT_ITERATIONS  # the Runner ran every iteration
+  root = run.trainer.folder.root
+  assert glob.glob(os.path.join(root, "train", "events.out.tfevents.*"))
+  assert sorted(p for p in os.listdir(os.path.join(root, "checkpoints"))
+                if p.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index", "ckpt-3.index"]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-  straight = make_trainer(tmp_path / "a", num_iterations=3)
-  train(straight)
-  train(make_trainer(tmp_path / "b", num_iterations=2))
-  resumed = make_trainer(tmp_path / "b", num_iterations=3)
+def test_resume_equals_uninterrupted(l2f_run):
+  # The straight run's folder after two iterations is that of a run stopped there.
+  resumed = make_trainer(l2f_run.stopped_after_two, num_iterations=STRAIGHT_ITERATIONS)
   runner = Runner(resumed, checkpoint_every=1)
   assert resumed.step == 2  # restored when the runner was built
   runner.train()
-  for a, b in zip(straight.learner.meta_variables, resumed.learner.meta_variables):
+  for a, b in zip(l2f_run.trainer.learner.meta_variables, resumed.learner.meta_variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("l2f", [False, True])
+def test_fisher_curvature_takes_the_same_trpo_step(l2f, request, tmp_path):
+  # The Gauss-Newton products are the KL's Hessian at the old policy, so the compiled TRPO
+  # step moves the weights to the same place (up to float32 rounding in conjugate gradient).
+  # The fisher step (the default curvature) is the straight run's first.
+  run = straight_run(request, l2f)
+  assert run.trainer.curvature == "fisher"
+  trainer = make_trainer(tmp_path, l2f, curvature="hessian")
+  before = flat_weights(trainer)
+  diagnostics = trainer.train_iteration(0)
+  results = {"hessian": (flat_weights(trainer) - before, diagnostics),
+             "fisher": (run.first_step, run.first_result)}
+  step, fisher_step = results["hessian"][0], results["fisher"][0]
+  assert np.linalg.norm(step) > 0.1
+  assert np.linalg.norm(fisher_step - step) < 1e-2 * np.linalg.norm(step)
+  assert results["fisher"][1]["step_size"] == pytest.approx(results["hessian"][1]["step_size"],
+                                                            rel=1e-3)
+  assert results["fisher"][1]["accepted"] == results["hessian"][1]["accepted"] == 1.0
+
+
+def test_resuming_into_another_learner_names_the_folder_to_fix(maml_run):
+  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
+  with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
+    Runner(make_trainer(maml_run.trainer.folder.root, l2f=True, num_iterations=2))
 
 
 def test_ctrl_c_saves_the_interrupted_iteration(tmp_path, monkeypatch):
@@ -134,13 +213,6 @@ def test_navigation_figure_has_paths_and_goals(tmp_path):
   assert {"before adaptation", "after one step", "goal", "start"} <= set(trajectories["legend"])
 
 
-def test_resuming_into_another_learner_names_the_folder_to_fix(tmp_path):
-  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
-  train(make_trainer(tmp_path, l2f=False, num_iterations=1))
-  with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
-    Runner(make_trainer(tmp_path, l2f=True, num_iterations=2))
-
-
 def test_a_trainer_refuses_the_other_kind_of_domain(tmp_path):
   rl, sinusoid = tiny_domain(), SinusoidRegression()
   with pytest.raises(ValueError, match="run_experiment.trainer = @MetaRLTrainer"):
@@ -163,25 +235,6 @@ def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, mon
   seen.clear()
   compare.returns_figure([run("MAML", "lvc"), run("MAML+L2F", "lvc")], "x.png")
   assert sorted(seen) == ["MAML", "MAML+L2F"]
-
-
-@pytest.mark.parametrize("l2f", [False, True])
-def test_fisher_curvature_takes_the_same_trpo_step(l2f, tmp_path):
-  # The Gauss-Newton products are the KL's Hessian at the old policy, so the compiled TRPO
-  # step moves the weights to the same place (up to float32 rounding in conjugate gradient).
-  flat = lambda trainer: np.concatenate([v.numpy().ravel() for v in trainer.learner.meta_variables])
-  results = {}
-  for curvature in ("hessian", "fisher"):
-    trainer = make_trainer(tmp_path / curvature, l2f, curvature=curvature)
-    before = flat(trainer)
-    diagnostics = trainer.train_iteration(0)
-    results[curvature] = (flat(trainer) - before, diagnostics)
-  step, fisher_step = results["hessian"][0], results["fisher"][0]
-  assert np.linalg.norm(step) > 0.1
-  assert np.linalg.norm(fisher_step - step) < 1e-2 * np.linalg.norm(step)
-  assert results["fisher"][1]["step_size"] == pytest.approx(results["hessian"][1]["step_size"],
-                                                            rel=1e-3)
-  assert results["fisher"][1]["accepted"] == results["hessian"][1]["accepted"] == 1.0
 
 
 def test_an_unknown_curvature_names_the_choices(tmp_path):

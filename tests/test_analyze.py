@@ -1,38 +1,29 @@
-"""python -m l2f_tf.analyze end to end: tiny MAML and L2F sinusoid runs trained with the
-landscape logged, and a meta-RL run folder whose summaries the test writes."""
+"""python -m l2f_tf.analyze end to end: the session's tiny MAML and L2F sinusoid runs
+(tests/shared_runs.py: trained with the landscape logged), and a meta-RL run folder whose
+summaries the test writes."""
 
 import json
 import os
 import subprocess
 import sys
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from l2f_tf import analyze
-from l2f_tf.train import experiment, restore
+from l2f_tf.train import restore
+from tests import shared_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
-TINY = ["Trainer.num_iterations = 4", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
-        "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 6",
-        "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0",
-        "Trainer.landscape = True", "Trainer.steps_per_call = 1"]
 
 
 @pytest.fixture(scope="module")
 def sinusoid_runs(tmp_path_factory):
-  roots = []
-  for method in ("maml", "l2f"):
-    root = str(tmp_path_factory.mktemp("runs") / method)
-    gin.clear_config()  # A module fixture runs outside the per-test clearing.
-    restore.setup_run(root, [os.path.join(GIN_PARENT, f"gin/sinusoid/{method}_5shot.gin")], TINY)
-    experiment.run_experiment(root)
-    roots.append(root)
-  gin.clear_config()
-  return roots
+  """[maml, l2f]: summaries and checkpoints at meta-iterations 2 and 4, 6 evaluation tasks."""
+  assert shared_runs.SINUSOID_RUN_STEPS == [2, 4] and shared_runs.SINUSOID_RUN_TASKS == 6
+  return shared_runs.sinusoid_runs(tmp_path_factory)
 
 
 def test_analyze_writes_every_figure_of_two_supervised_runs(sinusoid_runs, tmp_path):

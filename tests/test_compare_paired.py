@@ -9,28 +9,15 @@ import pytest
 
 from l2f_tf import compare, export
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import experiment, restore
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_PARENT = os.path.join(REPO, "l2f_tf")  # holds the package's gin/ folder
-TINY = ["Trainer.num_iterations = 2", "Trainer.summary_every = 2", "Runner.checkpoint_every = 2",
-        "Trainer.jit_compile = False", "run_experiment.num_eval_tasks = 8",
-        "run_experiment.eval_steps = [1, 2]", "run_experiment.plot = False",
-        "SinusoidRegression.meta_batch_size = 3", "Runner.log_every_seconds = 0",
-        "Trainer.landscape = False", "run_experiment.export_max_steps = 4"]
+from tests import shared_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """Two tiny finished sinusoid runs (MAML, L2F) evaluated on the same 8 tasks."""
-  roots = []
-  for method in ("maml", "l2f"):
-    root = str(tmp_path_factory.mktemp("compare") / method)
-    restore.setup_run(root, [os.path.join(GIN_PARENT, f"gin/sinusoid/{method}_5shot.gin")], TINY)
-    experiment.run_experiment(root)
-    restore.release_locks()
-    roots.append(root)
-  return roots
+  """The session's two tiny finished sinusoid runs (MAML, L2F; tests/shared_runs.py) evaluated
+  on the same 6 tasks, exported with run_experiment.export_max_steps = 3."""
+  assert (shared_runs.SINUSOID_RUN_TASKS, shared_runs.SINUSOID_RUN_MAX_STEPS) == (6, 3)
+  return shared_runs.sinusoid_runs(tmp_path_factory)
 
 
 def with_binding(run_dir: str, destination: str, binding: str) -> str:
@@ -44,7 +31,7 @@ def with_binding(run_dir: str, destination: str, binding: str) -> str:
 def test_paired_differences_on_shared_tasks(runs, tmp_path):
   report = compare.paired_differences(runs, chunk_size=4)
   assert report["shared_tasks"] and report["note"] is None
-  assert (report["num_tasks"], report["steps"]) == (8, [0, 1, 2])
+  assert (report["num_tasks"], report["steps"]) == (6, [0, 1, 2])
   results = [RunFolder(run).read_results() for run in runs]
   for distribution in ("test", "out_of_range"):
     figures = report["differences"][distribution]["l2f - maml"]
@@ -53,13 +40,13 @@ def test_paired_differences_on_shared_tasks(runs, tmp_path):
       a, b = (r["evaluations"][distribution][name]["mean"] for r in results)
       # The mean paired difference is the difference of the runs' means on the same tasks.
       assert paired["mean"] == pytest.approx(b - a, rel=1e-4, abs=1e-5)
-      assert paired["n"] == 8
+      assert paired["n"] == 6
     # Task difficulty (the amplitude) correlates the runs: pairing narrows the interval.
     assert figures["mse_after_0_steps"]["ci95"] < figures["mse_after_0_steps"]["unpaired_ci95"]
   text = compare.paired_table(report)
   # run_experiment.export_max_steps reached the export (through the Runner).
-  assert export.load(runs[0]).max_steps == 4
-  assert "Paired differences on the same 8 tasks (later run - maml" in text
+  assert export.load(runs[0]).max_steps == 3
+  assert "Paired differences on the same 6 tasks (later run - maml" in text
   assert "  test l2f - maml mse_after_2_steps: " in text
 
 
@@ -79,11 +66,11 @@ def test_runs_on_other_tasks_get_a_note_and_no_paired_figures(runs, tmp_path):
     results = json.load(f)
   for figures in results["evaluations"].values():
     for value in figures.values():
-      value["n"] = 6
+      value["n"] = 4
   with open(os.path.join(fewer, "results.json"), "w") as f:
     json.dump(results, f)
   reason, _, _ = compare.check_shared_tasks([runs[0], fewer])
-  assert reason == "num_eval_tasks differs (maml: 8; fewer: 6); pass --num_tasks to pair them " \
+  assert reason == "num_eval_tasks differs (maml: 6; fewer: 4); pass --num_tasks to pair them " \
                    "on that many tasks"
   assert compare.check_shared_tasks([runs[0], fewer], num_tasks=4)[0] is None
   # Meta-RL results (metric "return") are not paired: one line says so.

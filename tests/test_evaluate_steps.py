@@ -15,21 +15,20 @@ from l2f_tf.export import checks, supervised
 from l2f_tf.export.saved_model import FORMAT_VERSION, save
 from l2f_tf.meta.predictions import per_task_metrics
 from l2f_tf.run_folder import RunFolder
-from tests.test_export import sinusoid_export
+from tests import shared_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "run_experiment.domain = @SinusoidRegression()\nSinusoidRegression.num_shots = 5\n"
-MAX_STEPS = 5  # The learner trains with 2 inner steps and is exported with 3.
+CONFIG = shared_runs.SINUSOID_CONFIG
+# 5 (the messages below say so): the learner trains with 2 inner steps and is exported with 3.
+MAX_STEPS = shared_runs.SINUSOID_EXPORT_MAX_STEPS
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """(run folder, domain, learner, loaded SavedModel): exported with max_steps=5."""
-  folder = RunFolder(str(tmp_path_factory.mktemp("steps_run")))
-  with open(folder.config, "w") as f:
-    f.write(CONFIG)
-  domain, learner = sinusoid_export(folder.saved_model, config_path=folder.config,
-                                    max_steps=MAX_STEPS)
+  """(run folder, domain, learner, loaded SavedModel): the session's shared sinusoid export
+  (max_steps=5) and the same learner rebuilt here."""
+  folder = shared_runs.sinusoid_export_run(tmp_path_factory)
+  domain, learner = shared_runs.sinusoid_learner()
   return folder, domain, learner, export.load(folder.root)
 
 
@@ -120,9 +119,11 @@ def test_evaluate_command_prints_and_writes_every_step_count(run, tmp_path):
 
 
 def test_an_export_of_another_format_version_is_refused_in_one_line(run, tmp_path):
-  _, domain, learner, _ = run
-  for version in (None, FORMAT_VERSION + 1):  # None: an export from before format versions.
-    module = supervised.AdaptAndPredict(learner, domain.export_signature(), 3, MAX_STEPS)
+  folder = run[0]
+  # The run's export loaded, its format version changed, and saved again: its functions are
+  # saved as they were traced (tracing new ones is most of an export's time).
+  module = tf.saved_model.load(folder.saved_model)
+  for version in (FORMAT_VERSION + 1, None):  # None: an export from before format versions.
     if version is None:
       del module.format_version
     else:
@@ -131,7 +132,8 @@ def test_an_export_of_another_format_version_is_refused_in_one_line(run, tmp_pat
     os.makedirs(old.root)
     with open(old.config, "w") as f:
       f.write(CONFIG)
-    save(module, old.saved_model, {"serving_default": module.adapt_and_predict}, old.config)
+    save(module, old.saved_model, {"serving_default": module.signatures["serving_default"]},
+         old.config)
     message = (rf"^{old.saved_model} holds export format {version or 0} \(0: none recorded\), "
                rf"this l2f_tf reads format {FORMAT_VERSION}: re-export it \(delete it and run "
                r"`python run_experiment.py --root_dir=<its run folder>`, which exports without "

@@ -1,37 +1,20 @@
 """The SavedModel adapts exactly like the in-process learner, and rejects bad shapes clearly."""
 
-import keras
 import numpy as np
 import pytest
 
 from l2f_tf import export
-from l2f_tf.domains.sinusoid import SinusoidRegression
-from l2f_tf.meta.attenuation import TaskConditionedAttenuation
-from l2f_tf.meta.learner import MetaLearner
-
-
-def sinusoid_export(path: str, config_path=None, max_steps=None):
-  """(domain, learner): a small L2F sinusoid learner, theta moved away from its
-  initialisation, exported to ``path`` with 3 inner steps (and ``config_path``'s config, and
-  ``max_steps``)."""
-  keras.utils.set_random_seed(3)
-  domain = SinusoidRegression(num_shots=5)
-  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=2,
-                        inner_lr=0.05, attenuation=TaskConditionedAttenuation())
-  # Move theta away from its initialisation so the comparison is not trivial.
-  for v in learner.meta_variables:
-    v.assign(v.numpy() + np.random.default_rng(0).normal(0, 0.05, v.shape).astype(np.float32))
-  export.export_for_domain(learner, domain, path, num_steps=3, config_path=config_path,
-                           max_steps=max_steps)
-  return domain, learner
+from tests import shared_runs
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("export") / "saved_model")
-  domain, learner = sinusoid_export(path)
+  """(learner, its SavedModel loaded, 3 test tasks): the session's shared sinusoid export (3
+  inner steps) and the same learner rebuilt here."""
+  folder = shared_runs.sinusoid_export_run(tmp_path_factory)
+  domain, learner = shared_runs.sinusoid_learner()
   episodes, _ = domain.eval_episodes("test", 3)
-  return learner, export.load(path), episodes
+  return learner, export.load(folder.saved_model), episodes
 
 
 def test_saved_model_predictions_equal_in_process_learner(exported):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,23 +14,20 @@ import tensorflow as tf
 from l2f_tf import evaluate, export
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
+from tests import shared_runs
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
 from tests.rl.test_maml_trpo import policy_learner
-from tests.test_export import sinusoid_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SINUSOID_CONFIG = ("run_experiment.domain = @SinusoidRegression()\n"
-                   "SinusoidRegression.num_shots = 5\n")
+SINUSOID_CONFIG = shared_runs.SINUSOID_CONFIG
 
 
 @pytest.fixture(scope="module")
 def sinusoid_run(tmp_path_factory):
-  """(run folder, its SavedModel loaded raw): a finished-looking sinusoid run."""
-  folder = RunFolder(str(tmp_path_factory.mktemp("sinusoid_run")))
-  with open(folder.config, "w") as f:
-    f.write(SINUSOID_CONFIG)
-  sinusoid_export(folder.saved_model, config_path=folder.config)
+  """(run folder, its SavedModel loaded raw): the session's finished-looking sinusoid run (3
+  inner steps exported)."""
+  folder = shared_runs.sinusoid_export_run(tmp_path_factory)
   return folder, tf.saved_model.load(folder.saved_model)
 
 
@@ -43,11 +41,16 @@ def policy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-  """The path of an exported 3-way 2-shot conv4 learner on 16x16x3 pixel values."""
+  """The path of an exported 3-way 2-shot image learner on 16x16x3 pixel values. The checks
+  under test are the export's, whatever the network: a flatten-dense one traces a tenth of
+  conv4's functions (the glyph end-to-end run exports a conv4), and max_steps=1 traces one
+  inner step in the step-count signatures (unused here), not the default 10."""
   base = tmp_path_factory.mktemp("images")
-  domain = few_shot_domain(write_class_folders(str(base / "data"), size=16))
+  dense = lambda num_classes, image_shape: keras.Sequential(
+      [keras.Input(image_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+  domain = few_shot_domain(write_class_folders(str(base / "data"), size=16), backbone=dense)
   learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1)
-  return export.export_for_domain(learner, domain, str(base / "saved_model"))
+  return export.export_for_domain(learner, domain, str(base / "saved_model"), max_steps=1)
 
 
 def trajectories(rng, n=3, h=5, obs=2, act=2):

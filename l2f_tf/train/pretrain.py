@@ -218,6 +218,7 @@ def pretrain_backbone(root: str, image_size: int = 84, channels: Optional[int] =
   keras.utils.set_random_seed(seed)
   model = backbone_fn(num_classes=num_classes, image_shape=data.images.shape[1:])
   optimizer = keras.optimizers.Adam(lr)
+  optimizer.build(model.trainable_variables)  # Its slots now, not in train_step's first trace.
 
   @tf.function(input_signature=[_image_spec(data.images), tf.TensorSpec([None], tf.int32)])
   def train_step(x, y):

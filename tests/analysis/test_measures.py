@@ -72,9 +72,13 @@ def test_identical_tasks_have_no_conflict_and_different_ones_do():
   domain, learner = sinusoid_learner()
   episodes = domain.eval_batches("test", 4)
   same = Episode(*[tf.concat([f[:1]] * 4, axis=0) for f in episodes])
-  np.testing.assert_allclose(measures.per_task_conflicts(learner, same, 2), 0.0, atol=0.05)
-  angles = measures.per_task_conflicts(learner, episodes, 2)
-  assert angles.shape == (4, len(learner.inner_variables))
+  # One call (one trace) on both: 4 copies of one task, then 4 different tasks; the meta-batches
+  # of 2 are consecutive, so none mixes the two halves.
+  both = measures.per_task_conflicts(learner, Episode(*[tf.concat([a, b], axis=0)
+                                                        for a, b in zip(same, episodes)]), 2)
+  np.testing.assert_allclose(both[:4], 0.0, atol=0.05)
+  angles = both[4:]
+  assert both.shape == (8, len(learner.inner_variables))
   assert np.all(angles[:, 0] > 1.0)
   # Each meta-batch of 2 is its own group: the mean of its rows is the logged degree.
   gradients = learner.per_task_meta_gradients(Episode(*[f[2:4] for f in episodes]))

@@ -13,6 +13,15 @@ finite differences hold it at its value at the base point.
 With Keras' ``BatchNormalization`` (variance around ``stop_gradient(mean)``) the second-order
 tests fail with relative errors of 1e-3..1: its second derivative misses a term. With
 TensorFlow's ``MaxPool`` op the XLA test fails (wrong maxima in ``MaxPoolGradGrad``).
+
+What these tests cost is tracing (and XLA-compiling) second-order graphs, whose size grows with
+tasks x inner steps x layers, not with the tiny images. So conv4 runs the full setting, 2 tasks
+and 2 inner steps (the sum over tasks, and steps chained through the batch-norm scale/offset
+that each recomputed step of the sequential path takes as inputs), while ResNet12 (whose own
+layers, residual add, 1x1 shortcut and global average pooling, are in every step) and the XLA
+check (max pooling's second derivative is in every step) run 1 task and 1 step
+(``SETTINGS``). The MLP checks several tasks and steps on every path, XLA included
+(tests/meta/test_gradients.py).
 """
 
 import functools
@@ -31,15 +40,18 @@ from tests.gradient_check import (analytic_meta_gradient, assert_matches_referen
                                   directional_derivatives, first_order_value_fn,
                                   fixed_embeddings, meta_loss_value_fn)
 
-NUM_WAYS, NUM_SHOTS, NUM_QUERIES, NUM_TASKS = 2, 2, 2, 2
+NUM_WAYS, NUM_SHOTS, NUM_QUERIES = 2, 2, 2
 IMAGE_SHAPE = (16, 16, 2)
+# (tasks per meta-batch, inner steps) of each check: see the module docstring.
+SETTINGS = {"conv4": (2, 2), "resnet12": (1, 1), "xla": (1, 1)}
 
 
 def cross_entropy(y, logits):
   return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
 
 
-def make_learner(backbone: str, l2f: bool, dtype: str = "float64") -> MetaLearner:
+def make_learner(backbone: str, l2f: bool, num_inner_steps: int = 2,
+                 dtype: str = "float64") -> MetaLearner:
   keras.utils.set_random_seed(3)
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy(dtype)
@@ -51,7 +63,7 @@ def make_learner(backbone: str, l2f: bool, dtype: str = "float64") -> MetaLearne
   finally:
     keras.config.set_dtype_policy(previous)
   attenuation = TaskConditionedAttenuation(dtype=dtype) if l2f else None
-  learner = MetaLearner(model, cross_entropy, num_inner_steps=2, inner_lr=0.3,
+  learner = MetaLearner(model, cross_entropy, num_inner_steps=num_inner_steps, inner_lr=0.3,
                         attenuation=attenuation, task_reduction="sum")
   # Batch-norm scale/offset away from their (1, 0) initialisation, so that their gradients
   # and their second-order terms are generic.
@@ -62,25 +74,39 @@ def make_learner(backbone: str, l2f: bool, dtype: str = "float64") -> MetaLearne
   return learner
 
 
-def make_batch(seed: int = 0) -> Episode:
+def make_batch(seed: int = 0, num_tasks: int = 2) -> Episode:
   rng = np.random.default_rng(seed)
-  images = lambda n: tf.constant(rng.normal(size=(NUM_TASKS, n, *IMAGE_SHAPE)))
+  images = lambda n: tf.constant(rng.normal(size=(num_tasks, n, *IMAGE_SHAPE)))
   labels = lambda k: tf.constant(
-      np.stack([rng.permutation(np.repeat(np.arange(NUM_WAYS), k)) for _ in range(NUM_TASKS)]),
+      np.stack([rng.permutation(np.repeat(np.arange(NUM_WAYS), k)) for _ in range(num_tasks)]),
       tf.int32)
   return Episode(images(NUM_WAYS * NUM_SHOTS), labels(NUM_SHOTS),
                  images(NUM_WAYS * NUM_QUERIES), labels(NUM_QUERIES))
 
 
+def make_case(setting: str, l2f: bool, seed: int):
+  """The learner and meta-batch of a check in the ``SETTINGS`` of ``setting`` (a backbone, or
+  "xla": conv4)."""
+  num_tasks, num_inner_steps = SETTINGS[setting]
+  backbone = "conv4" if setting == "xla" else setting
+  return make_learner(backbone, l2f, num_inner_steps), make_batch(seed, num_tasks)
+
+
 @functools.lru_cache(maxsize=None)
-def reference(backbone: str, l2f: bool, seed: int, first_order: bool = False):
+def reference(setting: str, l2f: bool, seed: int, first_order: bool = False):
   """Finite-difference directional derivatives of the meta-loss (shared by every path)."""
-  learner = make_learner(backbone, l2f)
-  batch = make_batch(seed)
+  learner, batch = make_case(setting, l2f, seed)
   embeddings = fixed_embeddings(learner, batch)
   make_value_fn = first_order_value_fn if first_order else meta_loss_value_fn
   return directional_derivatives(make_value_fn(learner, batch, embeddings),
                                  learner.meta_variables, seed)
+
+
+@functools.lru_cache(maxsize=None)
+def first_order_meta_gradient(setting: str, l2f: bool):
+  """The plain first-order meta-gradient of the second-order checks' case (shared by them)."""
+  learner, batch = make_case(setting, l2f, 0)
+  return analytic_meta_gradient(learner, batch, "plain", first_order=True)
 
 
 def kinds_of_tensors(learner):
@@ -94,14 +120,13 @@ def kinds_of_tensors(learner):
 @pytest.mark.parametrize("l2f", [False, True], ids=["maml", "l2f"])
 @pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
 def test_second_order_meta_gradient_matches_finite_differences(backbone, l2f, path):
-  learner = make_learner(backbone, l2f)
+  learner, batch = make_case(backbone, l2f, 0)
   kinds = kinds_of_tensors(learner)
   assert {"theta", "bn"} <= set(kinds) and (("attenuator" in kinds) == l2f)
-  batch = make_batch(0)
   analytic = analytic_meta_gradient(learner, batch, path)
   assert_matches_reference(analytic, reference(backbone, l2f, 0))
   # The check has teeth: the second-order terms are large here.
-  first = analytic_meta_gradient(learner, batch, "plain", first_order=True)
+  first = first_order_meta_gradient(backbone, l2f)
   assert max(np.abs(a - f).max() / np.abs(a).max() for a, f in zip(analytic, first)) > 1e-2
 
 
@@ -109,30 +134,30 @@ def test_second_order_meta_gradient_matches_finite_differences(backbone, l2f, pa
 def test_xla_compiled_second_order_meta_gradient_matches_finite_differences(l2f):
   """XLA's own MaxPoolGradGrad selects window maxima at bfloat16 precision (and has no
   float64 kernel); the library's MaxPool is exact under XLA too."""
-  learner = make_learner("conv4", l2f)
-  analytic = analytic_meta_gradient(learner, make_batch(0), "xla")
-  assert_matches_reference(analytic, reference("conv4", l2f, 0))
+  learner, batch = make_case("xla", l2f, 0)
+  analytic = analytic_meta_gradient(learner, batch, "xla")
+  assert_matches_reference(analytic, reference("xla", l2f, 0))
 
 
 @pytest.mark.parametrize("path", ["plain", "sequential"])
 @pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
 def test_first_order_meta_gradient_matches_finite_differences(backbone, path):
-  learner = make_learner(backbone, l2f=True)
-  analytic = analytic_meta_gradient(learner, make_batch(2), path, first_order=True)
+  learner, batch = make_case(backbone, True, 2)
+  analytic = analytic_meta_gradient(learner, batch, path, first_order=True)
   assert_matches_reference(analytic, reference(backbone, True, 2, first_order=True))
 
 
 def test_this_check_catches_keras_batch_normalization(monkeypatch):
   """The check has teeth: with Keras' BatchNormalization (variance around stop_gradient(mean))
-  in conv4, the second-order meta-gradient disagrees with the finite differences."""
+  in conv4, the second-order meta-gradient disagrees with the finite differences (already with
+  1 task and 1 inner step: the missing term is in every step)."""
   from l2f_tf.models import conv4 as conv4_module  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(conv4_module, "BatchNorm",
                       lambda name: keras.layers.BatchNormalization(epsilon=1e-5, name=name))
-  learner = make_learner("conv4", l2f=False)
+  learner, batch = make_learner("conv4", l2f=False, num_inner_steps=1), make_batch(0, 1)
   assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in learner.model.layers)
-  batch = make_batch(0)
   analytic = analytic_meta_gradient(learner, batch, "plain")
-  rows = directional_derivatives(meta_loss_value_fn(learner, batch, [None] * NUM_TASKS),
+  rows = directional_derivatives(meta_loss_value_fn(learner, batch, [None]),
                                  learner.meta_variables, seed=0)
   with pytest.raises(AssertionError, match="analytic vs finite difference"):
     assert_matches_reference(analytic, rows)

@@ -1,5 +1,7 @@
 """The memory-lean meta-gradient equals the plain one (tape around meta_loss)."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -37,6 +39,15 @@ def episodes(num_tasks=2):
   return Episode(x(6), y(2), x(9), y(3))
 
 
+@functools.lru_cache(maxsize=None)
+def lean_results(l2f, lslr, reduction, first_order):
+  """(loss, gradients, metrics) of the memory-lean path for ``make(l2f, lslr, reduction)`` on
+  ``episodes()``: traced once per setting, shared by the tests below."""
+  learner = make(l2f, lslr, reduction)
+  lean = tf.function(lambda e: sequential.meta_gradients(learner, e, first_order, True))
+  return lean(episodes())
+
+
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("l2f,lslr,reduction", [(True, False, "sum"), (False, True, "mean"),
                                                 (True, True, "mean")])
@@ -47,8 +58,7 @@ def test_same_loss_gradients_and_metrics(first_order, l2f, lslr, reduction):
     loss, metrics = learner.meta_loss(batch, first_order=first_order, with_metrics=True)
   expected = tape.gradient(loss, learner.meta_variables,
                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  lean = tf.function(lambda e: sequential.meta_gradients(learner, e, first_order, True))
-  lean_loss, grads, lean_metrics = lean(batch)
+  lean_loss, grads, lean_metrics = lean_results(l2f, lslr, reduction, first_order)
   np.testing.assert_allclose(lean_loss.numpy(), loss.numpy(), rtol=1e-12)
   assert len(grads) == len(expected) == len(learner.meta_variables)
   for g, e, v in zip(grads, expected, learner.meta_variables):
@@ -65,9 +75,7 @@ def test_same_loss_gradients_and_metrics(first_order, l2f, lslr, reduction):
 
 
 def test_second_order_terms_are_present():
-  """Guards against a checkpointed step that silently drops the Hessian term."""
-  learner = make(l2f=False)
-  batch = episodes()
-  fn = tf.function(lambda e, fo: sequential.meta_gradients(learner, e, fo)[1])
-  second, first = fn(batch, False), fn(batch, True)
+  """Guards against a checkpointed step that silently drops the Hessian term (MAML, on the
+  memory-lean gradients of the test above: no trace of its own)."""
+  second, first = (lean_results(False, True, "mean", fo)[1] for fo in (False, True))
   assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(second, first)) > 1e-6

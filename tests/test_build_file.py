@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tools import build_targets
 
 REPO = build_targets.REPO
@@ -31,21 +33,27 @@ def test_every_module_and_test_file_has_a_target():
   assert "run_experiment.py" in srcs
 
 
-def test_deps_follow_imports():
-  text = build_targets.render()
+@pytest.fixture(scope="module")
+def rendered():
+  """What BUILD should hold, rendered once for the module's tests (a second each)."""
+  return build_targets.render()
+
+
+def test_deps_follow_imports(rendered):
+  text = rendered
   learner_rule = text[text.index('name = "l2f_tf_meta_learner"'):].split(")")[0]
   assert ":l2f_tf_meta_attenuation" in learner_rule
   assert ":l2f_tf_meta_inner_loop" in learner_rule
 
 
-def test_the_check_fails_when_build_and_imports_disagree():
-  text = build_targets.render()
+def test_the_check_fails_when_build_and_imports_disagree(rendered):
+  text = rendered
   rule = text[text.index('name = "l2f_tf_meta_learner"'):].split(")")[0]
   missing = text.replace(rule, rule.replace('":l2f_tf_meta_attenuation", ', ""))
   assert missing != text
-  assert build_targets.problems(missing) == [
+  assert build_targets.problems(missing, text) == [
       "BUILD is out of date: run python tools/build_targets.py"]
-  assert build_targets.problems(text) == []
+  assert build_targets.problems(text, text) == []
 
 
 def test_the_library_graph_has_no_cycle_and_the_check_catches_one():
@@ -106,15 +114,44 @@ def test_the_slow_marker_is_set_per_file_only():
             assert not [m for m in marks if "mark.slow" in m], f"{name}: {node.name}"
 
 
-def test_the_tier_option_selects_the_files_of_its_tier():
+class _Config:
+  """What tests/conftest.py's collection hook reads of pytest's config."""
+
+  def __init__(self, tier):
+    self.tier, self.deselected = tier, []
+    self.hook = self
+
+  def getoption(self, name):
+    assert name == "--tier"
+    return self.tier
+
+  def pytest_deselected(self, items):
+    self.deselected += items
+
+
+class _Item:
+  def __init__(self, name, slow):
+    self.name, self.slow = name, slow
+
+  def get_closest_marker(self, name):
+    return object() if name == "slow" and self.slow else None
+
+
+def test_the_tier_option_selects_the_tests_of_its_tier():
+  from tests import conftest
+  fast, slow = _Item("fast", False), _Item("slow", True)
+  for tier, kept in (("default", [fast]), ("slow", [slow]), ("all", [fast, slow])):
+    config, items = _Config(tier), [fast, slow]
+    conftest.pytest_collection_modifyitems(config, items)
+    assert items == kept, tier
+    assert config.deselected == [i for i in (fast, slow) if i not in kept], tier
+
+
+def test_pytest_knows_the_tier_option():
   files = [os.path.join(REPO, "tests", "test_kill_resume.py"),
-           os.path.join(REPO, "tests", "test_build_file.py")]
-  collected = {}
-  for tier in ("default", "slow", "all"):
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
-                          f"--tier={tier}"] + files, capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0, out.stdout[-2000:]
-    collected[tier] = {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
-  assert collected["default"] == {"tests/test_build_file.py"}
-  assert collected["slow"] == {"tests/test_kill_resume.py"}
-  assert collected["all"] == collected["default"] | collected["slow"]
+           os.path.join(REPO, "tests", "test_count_checks.py")]
+  out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--tier=slow"]
+                       + files, capture_output=True, text=True, cwd=REPO)
+  assert out.returncode == 0, out.stdout[-2000:]
+  assert {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line} == {
+      "tests/test_kill_resume.py"}

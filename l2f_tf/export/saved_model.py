@@ -30,19 +30,11 @@ class ExportModule(tf.Module):
     self._learner, self._steps = learner, num_steps
 
 
-# The exported functions adapt inside their graphs (the inner loop's gradients are saved as
-# ops), so the custom gradients of batch norm and max pooling are not saved as functions of
-# their own: TensorFlow would trace one per op of the unrolled inner loop (hundreds for conv4),
-# the largest part of exporting an image learner. Differentiating a loaded model from outside
-# then raises TensorFlow's LookupError instead of giving gradients (docs/exported_models.md).
-SAVE_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-
-
 def save(module: ExportModule, path: str, signatures, config_path=None) -> str:
   """Saves ``module`` to ``path`` (replacing it), with the run's gin config in assets.extra/."""
   if os.path.exists(path):
     shutil.rmtree(path)
-  tf.saved_model.save(module, path, signatures=signatures, options=SAVE_OPTIONS)
+  tf.saved_model.save(module, path, signatures=signatures)
   if config_path and os.path.exists(config_path):
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     shutil.copy(config_path, os.path.join(path, "assets.extra", CONFIG_NAME))

@@ -11,7 +11,9 @@ import json
 import os
 from typing import List
 
+import gin
 import numpy as np
+import tensorflow as tf
 
 from l2f_tf.data.readers import leo_embeddings
 from l2f_tf.train import experiment, restore
@@ -92,6 +94,13 @@ def check_sinusoid_file(gin_file: str, root: str) -> None:
   assert sum(t.startswith("landscape/") for t in tags) == (6 if landscape else 0)
   expected_gammas = 0 if os.path.basename(gin_file).startswith("maml") else 6
   assert sum(t.startswith("gamma/") for t in tags) == expected_gammas
+  # The export's default step counts (the glyph checks bind export_max_steps): the training
+  # setting, and at most max(2 * that, 10) steps.
+  exported = tf.train.load_checkpoint(os.path.join(root, "saved_model", "variables",
+                                                   "variables"))
+  num_steps = int(exported.get_tensor("num_steps/.ATTRIBUTES/VARIABLE_VALUE"))
+  assert num_steps == gin.query_parameter("MetaLearner.num_inner_steps")
+  assert exported.get_tensor("max_steps/.ATTRIBUTES/VARIABLE_VALUE") == max(2 * num_steps, 10)
 
 
 # Tiny, but through every stage: first- and second-order steps, validation, top-k, ensemble.
@@ -101,7 +110,11 @@ VISION_TINY = ["Trainer.num_iterations = 2", "Trainer.first_order_until = 1",
                "MetaLearner.num_inner_steps = 2", "conv4.filters = 4",
                "Trainer.num_val_episodes = 3", "run_experiment.num_eval_tasks = 4",
                "FewShotClassification.eval_batch_size = 2",
-               "FewShotClassification.plot_episodes = 3"]
+               "FewShotClassification.plot_episodes = 3",
+               # The SavedModel's steps signatures up to 2 steps (default 10): tracing each one,
+               # with the gradients of every step's batch-norm and pooling ops, was half of the
+               # export. tests/test_evaluate_steps.py checks the step counts and their default.
+               "run_experiment.export_max_steps = 2"]
 
 
 def check_glyph_file(gin_file: str, root: str, glyph_cache: str) -> None:

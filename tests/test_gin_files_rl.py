@@ -13,21 +13,34 @@ from tests.end_to_end import DEFAULT_TIER_FILES, GIN_PARENT, RL_FILES, RL_TINY
 pytestmark = pytest.mark.slow
 
 
+# Run and checked once, then read by its own file's test and by the comparison of two runs.
+SHARED_FILE = "gin/rl/navigation2d_maml.gin"
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+  """The run folder of SHARED_FILE, checked end to end (tiny bindings)."""
+  root = str(tmp_path_factory.mktemp("shared") / "run")
+  end_to_end.check_rl_file(SHARED_FILE, root)
+  gin.clear_config()
+  return root
+
+
 @pytest.mark.parametrize("gin_file", [f for f in RL_FILES if f != DEFAULT_TIER_FILES["rl"]])
-def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path):
-  end_to_end.check_rl_file(gin_file, str(tmp_path / "run"))
+def test_rl_gin_file_runs_end_to_end(gin_file, tmp_path, request):
+  if gin_file == SHARED_FILE:
+    request.getfixturevalue("shared_run")  # checks it
+  else:
+    end_to_end.check_rl_file(gin_file, str(tmp_path / "run"))
 
 
-def test_compare_two_rl_runs(tmp_path):
+def test_compare_two_rl_runs(tmp_path, shared_run):
   from l2f_tf import compare
-  roots = []
-  for name in ("navigation2d_maml", "navigation2d_l2f"):
-    root = str(tmp_path / name)
-    gin.clear_config()
-    restore.setup_run(root, [os.path.join(GIN_PARENT, "gin", "rl", f"{name}.gin")],
-                     RL_TINY + ["MetaRLTrainer.num_iterations = 1"])
-    experiment.run_experiment(root)
-    roots.append(root)
+  root = str(tmp_path / "navigation2d_l2f")
+  restore.setup_run(root, [os.path.join(GIN_PARENT, "gin", "rl", "navigation2d_l2f.gin")],
+                    RL_TINY + ["MetaRLTrainer.num_iterations = 1"])
+  experiment.run_experiment(root)
+  roots = [shared_run, root]
   assert ("MAML+L2F (reinforce) [navigation2d_l2f] test: return_after_0_steps="
           in compare.results_table(roots))
   png = compare.compare_figure(roots, str(tmp_path / "cmp.png"))

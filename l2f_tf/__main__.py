@@ -55,7 +55,7 @@ def main(argv):
     bindings.append(f"run_experiment.strategy = {FLAGS.strategy!r}")
   try:
     restore.setup_run(FLAGS.root_dir, FLAGS.gin_file, bindings, resume=FLAGS.resume)
-    experiment.run_experiment(FLAGS.root_dir)
+    experiment.run_experiment(FLAGS.root_dir, resume=FLAGS.resume)
   except interrupts.Interrupted as stop:
     logging.warning("%s", user_message(stop))
     interrupts.exit_now()

@@ -31,6 +31,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
@@ -41,7 +42,7 @@ from absl import app, flags
 from l2f_tf import atomic, plots
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta.predictions import is_task_batch, per_task_metrics
-from l2f_tf.run_folder import RunFolder
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import restore
 
@@ -78,6 +79,8 @@ def results_table(run_dirs: List[str]) -> str:
       cells = ", ".join(f"{name}={v['mean']:.4f}+-{v['ci95']:.4f}" for name, v in figures.items())
       objective = results.get("inner_objective")  # meta-RL runs
       method = results["method"] + (f" ({objective})" if objective else "")
+      if results.get("smoke"):
+        method += " (smoke run: tiny loops, numbers mean nothing)"
       lines.append(f"{method:>10} [{os.path.basename(run_dir.rstrip('/'))}] "
                    f"{distribution}: {cells}")
   return "\n".join(lines)
@@ -294,13 +297,26 @@ def main(argv):
   run_dirs = FLAGS.run_dir
   if len(run_dirs) < 1:
     raise app.UsageError("Pass at least one --run_dir.")
+  try:
+    compare(run_dirs)
+  except ValueError as error:  # A mistake of the user's: the message names the fix.
+    sys.exit(f"compare: {error}")
+
+
+def compare(run_dirs: Sequence[str]) -> None:
+  """What the command prints and writes (flags read from FLAGS)."""
   print(results_table(run_dirs))
   output = {"runs": {label: RunFolder(run_dir).read_results()
                      for label, run_dir in zip(run_labels(run_dirs), run_dirs)}}
   if FLAGS.paired and len(run_dirs) > 1:
-    report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size)
-    print(paired_table(report))
-    output["paired"] = report
+    without_config = [d for d in run_dirs if not os.path.exists(RunFolder(d).config)]
+    if without_config:
+      print(f"No paired differences: {', '.join(without_config)} has no {CONFIG_NAME} (a run "
+            "made in Python), from which the paired comparison rebuilds the evaluation tasks.")
+    else:
+      report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size)
+      print(paired_table(report))
+      output["paired"] = report
   if FLAGS.figure:
     print("Wrote", compare_figure(run_dirs, FLAGS.figure, FLAGS.num_steps))
   if FLAGS.output:

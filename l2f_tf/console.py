@@ -9,12 +9,13 @@ records not from l2f_tf; warnings and errors still show. ``--third_party_logs`` 
 """
 
 import atexit
+import contextlib
 import logging as std_logging
 import os
 import re
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from absl import flags
 from absl import logging as absl_logging  # light: absl does not import TensorFlow
@@ -101,6 +102,38 @@ class _OwnInfoOnly(std_logging.Filter):
     if own:
       self._handler.handle(record)
     return False
+
+
+class _DropMessages(std_logging.Filter):
+  """Drops the records whose message template starts with one of ``prefixes``."""
+
+  def __init__(self, prefixes: Sequence[str]):
+    super().__init__()
+    self._prefixes = tuple(prefixes)
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self._prefixes)
+
+
+@contextlib.contextmanager
+def dropped_log_records(*prefixes: str) -> Iterator[None]:
+  """Inside the block, log records (Python logging and absl) whose message template starts
+  with one of ``prefixes`` are dropped, unless third-party logs are asked for (:func:`wanted`):
+  for warnings TensorFlow repeats hundreds of times about something that does not concern the
+  user (e.g. every function of a SavedModel that holds a custom gradient)."""
+  if not wanted():
+    yield
+    return
+  drop = _DropMessages(prefixes)
+  targets = [std_logging.getLogger(), std_logging.getLogger("tensorflow"),
+             absl_logging.get_absl_logger()]
+  for target in targets:
+    target.addFilter(drop)
+  try:
+    yield
+  finally:
+    for target in targets:
+      target.removeFilter(drop)
 
 
 def wanted(argv: Sequence[str] = None) -> bool:

@@ -2,6 +2,7 @@
 
 ```
 <root>/operative_config.gin   the full config actually used (reloaded on resume)
+<root>/settings.json          the experiment's settings, read from its objects (checked on resume)
 <root>/checkpoints/           the latest checkpoints (weights, optimizer, step)
 <root>/train/  <root>/eval/   TensorBoard event files
 <root>/best/                  best validated weights and their scores (few-shot classification)
@@ -16,6 +17,7 @@ Every file here is written atomically (`l2f_tf.atomic`). Every tool finds these 
 so a change of layout is a change of this file only.
 """
 
+import atexit
 import errno
 import fcntl
 import glob
@@ -54,6 +56,7 @@ class RunFolder:
   results = _in_root("results.json")
   saved_model = _in_root("saved_model")
   stages = _in_root(STAGES_NAME)
+  settings = _in_root("settings.json")
 
   def __init__(self, root_dir: str):
     self.root = str(root_dir)
@@ -119,6 +122,9 @@ class RunFolder:
     atomic.write_json(self.stages, {**self.finished_stages(), name: key})
 
   def read_results(self) -> Dict[str, Any]:
+    if not os.path.isdir(self.root):
+      what = "it is a file" if os.path.exists(self.root) else "it does not exist"
+      raise ValueError(f"{self.root} is not a run folder: {what}.")
     if not os.path.exists(self.results):
       raise ValueError(f"{self.results} is missing: run_experiment.py has not finished in "
                        f"{self.root} (re-run its command to finish it).")
@@ -173,3 +179,22 @@ class RunLock:
 
 def _read_holder(fd: int) -> str:
   return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+
+
+_HELD: Dict[str, RunLock] = {}
+
+
+def hold_lock(root: str) -> None:
+  """Takes the lock of the run folder ``root`` for the rest of this process (once per folder;
+  the command line and a library `Runner` alike)."""
+  key = os.path.abspath(root)
+  if key not in _HELD:
+    if not _HELD:
+      atexit.register(release_locks)  # A clean exit leaves a lock naming no process.
+    _HELD[key] = RunLock(root).acquire()
+
+
+def release_locks() -> None:
+  """Releases the run folder locks this process holds (several runs in one process)."""
+  while _HELD:
+    _HELD.popitem()[1].release()

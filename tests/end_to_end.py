@@ -15,6 +15,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from l2f_tf import run_folder
 from l2f_tf.data.readers import leo_embeddings
 from l2f_tf.train import experiment, restore
 from tests.test_plots import assert_draws
@@ -60,7 +61,7 @@ def _run(gin_file: str, root: str, bindings: List[str]) -> dict:
   try:
     return experiment.run_experiment(root)
   finally:
-    restore.release_locks()
+    run_folder.release_locks()
 
 
 def _assert_files(root: str, names) -> None:

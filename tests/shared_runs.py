@@ -17,7 +17,7 @@ import gin
 import keras
 import numpy as np
 
-from l2f_tf import export
+from l2f_tf import export, run_folder
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
@@ -73,7 +73,7 @@ def _train_sinusoid_runs(path: str) -> None:
     try:
       experiment.run_experiment(root)
     finally:
-      restore.release_locks()  # Other workers read the folders.
+      run_folder.release_locks()  # Other workers read the folders.
       gin.clear_config()  # A session fixture runs outside the per-test clearing.
 
 

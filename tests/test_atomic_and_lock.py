@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from l2f_tf import atomic
+from l2f_tf import atomic, run_folder
 from l2f_tf.run_folder import RunFolder, RunFolderError, RunLock
 from l2f_tf.train import restore
 
@@ -189,7 +189,7 @@ def test_a_bad_dataset_root_is_one_line_and_the_fixed_command_starts_afresh(tmp_
   try:
     restore.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])  # not refused
   finally:
-    restore.release_locks()
+    run_folder.release_locks()
 
 
 def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):

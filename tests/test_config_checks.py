@@ -7,9 +7,9 @@ import gin
 import pytest
 import tensorflow as tf
 
-from l2f_tf import config
+from l2f_tf import config, run_folder
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import restore
+from l2f_tf.train import restore, settings
 
 MAML = "gin/sinusoid/maml_5shot.gin"
 L2F = "gin/sinusoid/l2f_5shot.gin"
@@ -18,7 +18,7 @@ L2F = "gin/sinusoid/l2f_5shot.gin"
 @pytest.fixture(autouse=True)
 def release_locks():
   yield
-  restore.release_locks()
+  run_folder.release_locks()
 
 
 def fake_training(root):
@@ -112,4 +112,4 @@ def test_resumable_changes_are_the_ones_that_leave_the_experiment_alone():
   new = {"Trainer.num_iterations": "20", "Trainer.outer_lr": "0.001",
          "Runner.checkpoint_every": "7", "FewShotClassification.root": "'/b'",
          "Trainer.seed": "3"}
-  assert restore.experiment_differences(old, new) == [("Trainer.seed", "(default)", "3")]
+  assert settings.differences(old, new) == [("Trainer.seed", "(default)", "3")]

@@ -20,6 +20,9 @@ def test_layout_names_every_output(tmp_path):
 
 def test_results_are_written_atomically_and_read_back(tmp_path, monkeypatch):
   folder = RunFolder(tmp_path / "run")
+  with pytest.raises(ValueError, match="run is not a run folder: it does not exist"):
+    folder.read_results()
+  folder.prepare()
   with pytest.raises(ValueError, match="results.json is missing.*re-run"):
     folder.read_results()
   folder.write_results({"method": "MAML", "value": 1.5})

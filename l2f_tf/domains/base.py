@@ -31,9 +31,18 @@ class Domain(abc.ABC):
   eval_seed: int = 20200614
   log_metric_per_step: bool = False
 
+  def build_model(self, seed: int = 0) -> keras.Model:
+    """A new network for this problem (the learner's theta), its initial weights drawn from
+    ``seed``: the same seed gives the same weights. It seeds Keras' global random state
+    (``keras.utils.set_random_seed``: Python, NumPy, TensorFlow), so what is built right
+    after it from that state, such as a `MetaLearner`'s attenuator, is the same every time
+    too."""
+    keras.utils.set_random_seed(seed)
+    return self.make_network()
+
   @abc.abstractmethod
-  def build_model(self) -> keras.Model:
-    """A new network for this problem (the learner's theta)."""
+  def make_network(self) -> keras.Model:
+    """A new, built network for this problem (:meth:`build_model` calls it under its seed)."""
 
   @abc.abstractmethod
   def loss_fn(self, y_true, y_pred) -> tf.Tensor:

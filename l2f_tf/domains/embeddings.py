@@ -69,7 +69,7 @@ class FewShotEmbeddings(EpisodicFewShot):
     """D, the dimension of the train split's embeddings."""
     return self.input_shape[0]
 
-  def build_model(self) -> keras.Model:
+  def make_network(self) -> keras.Model:
     return self.network(num_classes=self.num_ways, embedding_dim=self.embedding_dim)
 
   def export_description(self) -> str:

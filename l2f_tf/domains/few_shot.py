@@ -251,7 +251,7 @@ class FewShotClassification(EpisodicFewShot):
   def image_shape(self) -> Sequence[int]:
     return self.input_shape
 
-  def build_model(self) -> keras.Model:
+  def make_network(self) -> keras.Model:
     return self.backbone(num_classes=self.num_ways, image_shape=tuple(self.image_shape))
 
   def export_description(self) -> str:

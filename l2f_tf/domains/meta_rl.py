@@ -73,7 +73,7 @@ class MetaRLDomain(Domain):
                               self.horizon, seed=0, num_workers=self.num_workers)
     return self._sampler
 
-  def build_model(self) -> keras.Model:
+  def make_network(self) -> keras.Model:
     return gaussian_policy(self.sampler.observation_size, self.sampler.action_size,
                            hidden_units=self.hidden_units)
 

@@ -60,7 +60,7 @@ class SinusoidRegression(SupervisedDomain):
     self.eval_seed = eval_seed
     self.dtype = tf.as_dtype(dtype)
 
-  def build_model(self) -> keras.Model:
+  def make_network(self) -> keras.Model:
     # float32 data: the model follows the global dtype policy (float32 or mixed precision).
     return mlp(dtype=None if self.dtype == tf.float32 else self.dtype.name)
 

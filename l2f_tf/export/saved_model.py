@@ -9,11 +9,13 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from l2f_tf import console
 from l2f_tf.export.checks import graph_error_text
 from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 
 # The version of what an export holds (variables, signatures); loaders refuse any other.
 FORMAT_VERSION = 1
+SAVED_GRADIENT_WARNING = "Importing a function (%s) with ops with unsaved custom gradients"
 
 
 class ExportModule(tf.Module):
@@ -70,7 +72,11 @@ def saved_model_dir(path: str) -> str:
 def read(path: str):
   """The module saved in the SavedModel directory ``path``, of this :data:`FORMAT_VERSION`."""
   try:
-    module = tf.saved_model.load(path)
+    # TensorFlow warns, once per function (hundreds for an image model), that a gradient of
+    # its batch-norm and pooling ops would fail: the adaptation's gradients are computed inside
+    # the saved graphs, which need no gradient of their own.
+    with console.dropped_log_records(SAVED_GRADIENT_WARNING):
+      module = tf.saved_model.load(path)
   except (OSError, ValueError, tf.errors.OpError) as error:
     raise ValueError(f"{path} could not be loaded as a SavedModel: "
                      f"{str(error).strip().splitlines()[0]}") from None

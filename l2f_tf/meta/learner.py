@@ -103,6 +103,10 @@ class MetaLearner(LearnerBase):
       same. None (the default): vectorized unless the model has a convolution, whose
       second-order gradient TensorFlow cannot vectorize (``Conv2DBackpropFilter`` falls back to
       a while_loop per task). docs/scaling.md has the measured costs of both.
+    seed: seeds Keras' global random state before the attenuator's weights are drawn. None
+      (the default) draws them from that state as it is: the same every time when the model
+      comes from ``Domain.build_model(seed)`` just before (which seeds it), as in
+      ``build_learner``; pass a seed when the model was built some other way.
   """
 
   family = "MAML"
@@ -111,7 +115,7 @@ class MetaLearner(LearnerBase):
                inner_lr: float = 0.01, learn_inner_lr: bool = False,
                attenuation: Optional[Attenuation] = None, task_reduction: str = "mean",
                metric_fn: Optional[Callable] = None, inner_loss_scale: Optional[float] = None,
-               vectorize_tasks: Optional[bool] = None):
+               vectorize_tasks: Optional[bool] = None, seed: Optional[int] = None):
     if task_reduction not in TASK_REDUCTIONS:
       raise ValueError(f"MetaLearner.task_reduction must be one of {TASK_REDUCTIONS}, "
                        f"got {task_reduction!r}.")
@@ -138,6 +142,8 @@ class MetaLearner(LearnerBase):
     self.attenuation = attenuation
     self._feature_model = None
     if attenuation is not None:
+      if seed is not None:
+        keras.utils.set_random_seed(seed)
       embedding_dim = None
       if attenuation.needs_support_features:
         # The features feeding the head (last layer): conv4's flattened maps, ResNet12's pool.

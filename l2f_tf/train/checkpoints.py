@@ -23,8 +23,8 @@ def make_checkpoint(learner, **state) -> tf.train.Checkpoint:
 
 def restore_weights(learner, path: str) -> None:
   """Loads the weights of the checkpoint at ``path`` (a prefix such as ``.../ckpt-500``) into
-  ``learner``; optimizer or counter state in the file is ignored."""
-  make_checkpoint(learner).read(path).assert_existing_objects_matched()
+  ``learner``; optimizer or counter state in the file is ignored (and not warned about)."""
+  make_checkpoint(learner).read(path).assert_existing_objects_matched().expect_partial()
 
 
 def latest(directory: str) -> Optional[str]:

@@ -10,7 +10,6 @@ export, plot.
 from typing import Optional, Sequence
 
 import gin
-import keras
 
 from l2f_tf import precision as precision_lib
 from l2f_tf.data import episodic
@@ -36,18 +35,18 @@ def build_learner(domain: Domain, seed: int = 0, learner_cls=MetaLearner,
   if precision != "float32" and not isinstance(domain, SupervisedDomain):
     raise ValueError(f"Precision {precision!r} is implemented for supervised domains only; "
                      f"{type(domain).__name__} trains in float32.")
-  keras.utils.set_random_seed(seed)
   metric_fn = domain.task_metric if domain.log_metric_per_step else None
   with precision_lib.policy_scope(precision):
-    model = precision_lib.convert(domain.build_model(), precision)
+    model = precision_lib.convert(domain.build_model(seed), precision)
     return learner_cls(model=model, loss_fn=domain.loss_fn, metric_fn=metric_fn)
 
 
-@gin.configurable
+@gin.configurable(denylist=["resume"])
 def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer,
                    eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
                    export_steps: Optional[int] = None, plot: bool = True,
-                   strategy: str = "default", export_max_steps: Optional[int] = None):
+                   strategy: str = "default", export_max_steps: Optional[int] = None,
+                   resume: bool = False):
   """Trains (resuming from root_dir if possible), then evaluates, exports and plots.
 
   Args:
@@ -67,6 +66,8 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
     export_max_steps: the most inner steps the SavedModel's ``adapt_and_predict_steps``
       signatures can run (what ``python -m l2f_tf.evaluate --num_steps`` can ask for);
       default max(2 * export steps, 10). Supervised domains only.
+    resume: continue a trained folder whose settings differ (``--resume``; see
+      :class:`~l2f_tf.train.runner.Runner`).
 
   Returns:
     The results dictionary written to results.json (empty on a non-chief worker).
@@ -82,7 +83,8 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
                       if export_steps is None else export_steps)
     trained = trainer(learner=learner, domain=domain,
                       root_dir=distribution.write_root(root_dir, distributed))
-    runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints)
+    runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints,
+                    resume=resume)
   if multi_worker and runner.max_seconds is not None:
     raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': workers "
                      "would stop at different steps. Set Trainer.num_iterations instead.")

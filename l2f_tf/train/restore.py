@@ -6,11 +6,9 @@ if the gin files have changed. Importing this module registers every configurabl
 """
 
 # pylint: disable=unused-import
-import atexit
-import fnmatch
 import glob
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import gin
 from absl import logging
@@ -21,9 +19,10 @@ from l2f_tf.data import glyphs, sinusoid_tasks  # noqa: F401
 from l2f_tf.domains import embeddings, few_shot, meta_rl  # noqa: F401
 from l2f_tf.meta import attenuation, leo  # noqa: F401
 from l2f_tf.models import conv4, gaussian_policy, leo_network, linear, mlp, resnet12  # noqa: F401
-from l2f_tf.run_folder import CONFIG_NAME, RunFolder, RunLock
+from l2f_tf import run_folder
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 from l2f_tf.train import (checkpoints, distribution, guard, meta_rl_trainer,  # noqa: F401
-                          pretrain, validation)
+                          pretrain, settings, validation)
 from l2f_tf.train.experiment import build_learner
 
 # The embedded datasets' generators, for gin: FewShotClassification.root = @ensure_glyphs(),
@@ -31,19 +30,7 @@ from l2f_tf.train.experiment import build_learner
 gin.external_configurable(glyphs.ensure_glyphs, "ensure_glyphs")
 gin.external_configurable(pretrain.ensure_glyph_embeddings, "ensure_glyph_embeddings")
 
-# Bindings a resumed trained run may change (how long it trains, how it is logged,
-# checkpointed, distributed and evaluated, where its data lives): any other makes another run.
-RESUMABLE_CHANGES = (
-    "*.num_iterations", "Runner.*", "run_experiment.strategy", "make_strategy.*",
-    "run_experiment.num_eval_tasks", "run_experiment.eval_steps", "run_experiment.export_steps",
-    "run_experiment.export_max_steps", "run_experiment.plot", "*.summary_every", "*.landscape",
-    "*.landscape_multipliers", "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root",
-    "*.data_root", "*.root_dir", "*.data_dir", "*.cache_dir", "NonFiniteGuard.*",
-)
-
-
-class ConfigMismatchError(ValueError):
-  """A trained run folder was given a configuration that makes it another experiment."""
+ConfigMismatchError = settings.ConfigMismatchError
 
 
 def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[str],
@@ -51,7 +38,7 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   """Parses and checks the config of a new or resumed run, then writes operative_config.gin;
   returns its path. The chief process holds the folder's RunLock from here on. A trained
   folder resumes with its own config: unless ``resume``, the command must describe the same
-  experiment (:data:`RESUMABLE_CHANGES` aside), else a ConfigMismatchError names the
+  experiment (`l2f_tf.train.settings.RESUMABLE_CHANGES` aside), else a ConfigMismatchError names the
   differences. A run that never trained starts afresh from the command's gin files if any."""
   folder = RunFolder(root_dir)
   stored = os.path.exists(folder.config)
@@ -75,42 +62,13 @@ def setup_run(root_dir: str, gin_files: Sequence[str], gin_bindings: Sequence[st
   except ValueError:
     strategy = "default"
   if distribution.is_chief_task(strategy):  # Other workers write nothing here.
-    _hold_lock(folder)
+    run_folder.hold_lock(folder.root)
     removed = folder.remove_leftovers()
     if removed:
       logging.info("Removed %d temporary file(s) left in %s by an interrupted run.", removed,
                    root_dir)
     atomic.write_text(folder.config, gin.config_str())  # Another worker may be reading it.
   return folder.config
-
-
-_LOCKS: Dict[str, RunLock] = {}
-
-
-def _hold_lock(folder: RunFolder) -> None:
-  """Takes the folder's lock for the rest of this process (once per folder)."""
-  root = os.path.abspath(folder.root)
-  if root not in _LOCKS:
-    if not _LOCKS:
-      atexit.register(release_locks)  # A clean exit leaves a lock naming no process.
-    _LOCKS[root] = RunLock(folder.root).acquire()
-
-
-def release_locks() -> None:
-  """Releases the run folder locks this process holds (several runs in one process)."""
-  while _LOCKS:
-    _LOCKS.popitem()[1].release()
-
-
-def experiment_differences(old: Dict[str, str], new: Dict[str, str]
-                           ) -> List[Tuple[str, str, str]]:
-  """(binding, old value, new value) of every binding that differs between two configs
-  (`l2f_tf.config.parsed_bindings`) and is not a :data:`RESUMABLE_CHANGES`; a missing binding
-  is "(default)"."""
-  return [(key, old.get(key, "(default)"), new.get(key, "(default)"))
-          for key in sorted(set(old) | set(new))
-          if old.get(key) != new.get(key) and not any(
-              fnmatch.fnmatchcase(key.split("/")[-1], p) for p in RESUMABLE_CHANGES)]
 
 
 def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
@@ -121,22 +79,18 @@ def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
     gin.clear_config()
     config.parse(files, extra)
     return config.parsed_bindings()
-  differences = experiment_differences(bindings([folder.config], []),
-                                       bindings(list(gin_files) or [folder.config], gin_bindings))
+  differences = settings.differences(bindings([folder.config], []),
+                                     bindings(list(gin_files) or [folder.config], gin_bindings))
   gin.clear_config()
   if not differences:
     return
   step = os.path.basename(checkpoints.latest(folder.checkpoints)).split("-")[-1]
   asked = " ".join([f"--gin_file={f}" for f in gin_files] +
                    [f"--gin_bindings='{b}'" for b in gin_bindings]) or "(no --gin_file)"
-  lines = "\n".join(f"  {key}: {before} in the run, {after} now"
-                     for key, before, after in differences[:20])
-  more = f"\n  ... and {len(differences) - 20} more" if len(differences) > 20 else ""
-  raise ConfigMismatchError(
-      f"{folder.root} holds a run trained to meta-iteration {step} with another "
-      f"configuration ({folder.config}) than this command asks for ({asked}):\n{lines}{more}\n"
-      "Use a new --root_dir for the new experiment, or add --resume to continue the run with "
-      "its own configuration (command-line bindings apply on top).")
+  raise ConfigMismatchError(settings.mismatch_message(
+      folder.root, step, folder.config, f"this command asks for ({asked})", "--root_dir",
+      "add --resume to continue the run with its own configuration (command-line bindings "
+      "apply on top)", differences))
 
 
 def parse_domain(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()):

@@ -27,11 +27,11 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf import atomic, console, smoke
+from l2f_tf import atomic, console, run_folder, smoke
 from l2f_tf.meta.contract import Learner
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints, guard, interrupts
+from l2f_tf.train import checkpoints, guard, interrupts, settings
 from l2f_tf.train.evaluation import write_eval_summaries
 
 ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
@@ -117,15 +117,30 @@ class Runner:
       even before ``num_iterations`` (time-boxed benchmarks); None: no limit.
     restore_from: the checkpoint directory to resume from, when it is not the trainer's own
       (a non-chief worker resumes from the chief's checkpoints).
+    resume: continue a trained run folder even if the trainer's settings differ from those it
+      was trained with (`l2f_tf.train.settings`); False refuses it with a ConfigMismatchError
+      naming the differences, as the command line does without --resume.
+
+  The runner holds the run folder's lock (one run per folder) from its construction to the end
+  of the process, and records the trainer's settings in the folder's settings.json.
   """
 
   def __init__(self, trainer: MetaTrainer, checkpoint_every: int = 1000,
                max_checkpoints: int = 3, log_every_seconds: float = 10.0,
-               max_seconds: Optional[float] = None, restore_from: Optional[str] = None):
+               max_seconds: Optional[float] = None, restore_from: Optional[str] = None,
+               resume: bool = False):
     if checkpoint_every < 1:
       raise ValueError(f"Runner.checkpoint_every must be >= 1, got {checkpoint_every}.")
     console.show_progress_in_library()  # a script or notebook sees the progress lines too
     self.trainer, self.folder = trainer, trainer.folder
+    own_folder = restore_from is None  # A non-chief worker's folder is its scratch space.
+    if own_folder:
+      self.folder.prepare()
+      run_folder.hold_lock(self.folder.root)
+      latest = checkpoints.latest(self.folder.checkpoints)
+      described = settings.describe(trainer)
+      settings.check(self.folder, described,
+                     None if latest is None else int(latest.rsplit("-", 1)[-1]), resume)
     self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
     self.max_seconds = max_seconds
     self._clock = None  # updates train_seconds while train() runs
@@ -137,6 +152,8 @@ class Runner:
     trainer.checkpoint.train_seconds = self.train_seconds
     self.manager = checkpoints.restore_or_initialize(
         trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
+    if own_folder:
+      settings.record(self.folder, described)  # once restored: the folder is this run's
 
   def save(self) -> None:
     """A checkpoint of the current step, unless the latest one already is of this step."""

@@ -134,6 +134,7 @@ class Trainer:
     self.network_grad_norm_clip = network_grad_norm_clip
     self.summary_every = summary_every
     self.seed = seed
+    self.outer_lr, self.outer_optimizer, self.cosine_decay = outer_lr, outer_optimizer, cosine_decay
     if steps_per_call < 1:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call

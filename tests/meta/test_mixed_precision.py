@@ -304,7 +304,7 @@ class RandomImages(SupervisedDomain):
 
   meta_batch_size = TASKS
 
-  def build_model(self):
+  def make_network(self):
     return conv4(num_classes=WAYS, image_shape=IMAGE_SHAPE, filters=4)
 
   @staticmethod

@@ -15,6 +15,7 @@ from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.train import settings
 from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
@@ -137,9 +138,15 @@ def test_fisher_curvature_takes_the_same_trpo_step(l2f, request, tmp_path):
 
 
 def test_resuming_into_another_learner_names_the_folder_to_fix(maml_run):
-  """The meta-RL trainer restores through the same checkpoint code as the supervised one."""
+  """The Runner's settings check refuses it first; with resume=True, the meta-RL trainer
+  restores through the same checkpoint code as the supervised one, which names the folder."""
+  root = maml_run.trainer.folder.root
+  with pytest.raises(settings.ConfigMismatchError,
+                     match=f"(?s){root} holds a run trained.*MetaLearner.attenuation: "
+                           "None in the run, TaskConditionedAttenuation now"):
+    Runner(make_trainer(root, l2f=True, num_iterations=2))
   with pytest.raises(ValueError, match="does not match this configuration.*--root_dir"):
-    Runner(make_trainer(maml_run.trainer.folder.root, l2f=True, num_iterations=2))
+    Runner(make_trainer(root, l2f=True, num_iterations=2), resume=True)
 
 
 def test_ctrl_c_saves_the_interrupted_iteration(tmp_path, monkeypatch):

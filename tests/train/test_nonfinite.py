@@ -39,7 +39,7 @@ class PoisonedSinusoid(SinusoidRegression):
     super().__init__(**options)
     self.bad_steps = tuple(bad_steps)
 
-  def build_model(self):
+  def make_network(self):
     # Its layers follow the global dtype policy (float32 or mixed), as the sinusoid's do.
     inputs = keras.Input((1,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)

@@ -23,7 +23,7 @@ from l2f_tf.train.trainer import Trainer
 class SmallSinusoid(SinusoidRegression):
   """The sinusoid with an MLP of one hidden layer of 8 units (the sinusoid's has two of 40)."""
 
-  def build_model(self):
+  def make_network(self):
     inputs = keras.Input((1,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
     return keras.Model(inputs, keras.layers.Dense(1)(hidden))
@@ -220,7 +220,7 @@ def train_leo(root_dir, num_iterations):
   class Embeddings(SupervisedDomain):
     meta_batch_size, validation_split = 3, None
 
-    def build_model(self):
+    def make_network(self):
       return LEONetwork(2, 6, num_latents=3)
 
     loss_fn = staticmethod(cross_entropy)

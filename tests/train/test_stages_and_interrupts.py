@@ -37,7 +37,7 @@ class FakeTrainer:
     self.counter = tf.Variable(0, dtype=tf.int64)
     self.checkpoint = tf.train.Checkpoint(counter=self.counter)
     self.calls: List[str] = []
-    self.fail_in = fail_in
+    self._fail_in = fail_in  # (private: not a setting of the run)
 
   @property
   def step(self):
@@ -52,7 +52,7 @@ class FakeTrainer:
 
   def _call(self, name):
     self.calls.append(name)
-    if self.fail_in == name:
+    if self._fail_in == name:
       raise RuntimeError(f"crash in {name}")
 
   def evaluate(self, num_tasks, steps):

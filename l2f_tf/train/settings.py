@@ -1,0 +1,162 @@
+"""What makes two runs the same experiment, for runs made from gin files and from Python alike.
+
+A run folder trained with one experiment must not be continued, evaluated or overwritten by
+another: the command line compares gin configs (`l2f_tf.train.restore.setup_run`), and the
+:class:`~l2f_tf.train.runner.Runner` compares *settings*, read from the objects themselves so
+that a run built in Python is checked the same way. :func:`describe` lists a trainer's settings
+as ``"Class.attribute": value`` entries (the trainer, its learner, attenuation, domain and what
+they hold from this package, plus the shapes of the network's weights); they are kept in the
+run folder's settings.json. :data:`RESUMABLE_CHANGES` names the settings a resumed run may
+change; both checks use it.
+"""
+
+import fnmatch
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from l2f_tf import atomic
+from l2f_tf.run_folder import RunFolder
+
+FORMAT_VERSION = 1
+
+# Settings a resumed trained run may change (how long it trains, how it is logged,
+# checkpointed, distributed and evaluated, where its data lives): any other makes another run.
+# Patterns match "Class.attribute" (gin bindings and described settings alike).
+RESUMABLE_CHANGES = (
+    "*.num_iterations", "Runner.*", "run_experiment.strategy", "make_strategy.*",
+    "run_experiment.num_eval_tasks", "run_experiment.eval_steps", "run_experiment.export_steps",
+    "run_experiment.export_max_steps", "run_experiment.plot", "*.summary_every", "*.landscape",
+    "*.landscape_multipliers", "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root",
+    "*.data_root", "*.root_dir", "*.data_dir", "*.cache_dir", "*.directory", "*.num_workers",
+    "NonFiniteGuard.*",
+)
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+class ConfigMismatchError(ValueError):
+  """A trained run folder was given a configuration that makes it another experiment."""
+
+
+def _text(value: Any) -> Optional[str]:
+  """The value as a setting's text, or None when it is not a plain setting (an object, a
+  tensor, a function)."""
+  if isinstance(value, _SIMPLE):
+    return repr(value)
+  if isinstance(value, tf.dtypes.DType):
+    return value.name
+  if isinstance(value, (tuple, list)) and all(isinstance(v, _SIMPLE) for v in value):
+    return repr(tuple(value))
+  if isinstance(value, dict) and all(isinstance(v, _SIMPLE) for v in value.values()):
+    return repr(dict(sorted(value.items())))
+  if callable(value) and "<locals>" not in getattr(value, "__qualname__", "<locals>"):
+    return f"{value.__module__}.{value.__qualname__}"  # a loss or metric function
+  return None
+
+
+def _layer_attributes() -> frozenset:
+  """The attributes every Keras layer has (its name, build state, ...): not settings."""
+  global _LAYER_ATTRIBUTES  # pylint: disable=global-statement
+  if _LAYER_ATTRIBUTES is None:
+    _LAYER_ATTRIBUTES = frozenset(vars(keras.layers.Layer()))
+  return _LAYER_ATTRIBUTES
+
+
+_LAYER_ATTRIBUTES = None
+
+
+def _own(value: Any) -> bool:
+  """Whether ``value`` is an object of this package (whose settings are described too)."""
+  return type(value).__module__.startswith("l2f_tf.")
+
+
+def describe(trainer: Any) -> Dict[str, str]:
+  """``{"Class.attribute": text}``: the public plain attributes of ``trainer`` and of the
+  objects of this package it holds (learner, attenuation, domain, inner learning rates, ...),
+  and ``"network.weight_shapes"``: the shapes of the learner's network weights."""
+  settings: Dict[str, str] = {}
+  seen = set()
+
+  def visit(obj: Any) -> None:
+    if id(obj) in seen:
+      return
+    seen.add(id(obj))
+    name = type(obj).__name__
+    skip = _layer_attributes() if isinstance(obj, keras.layers.Layer) else ()
+    for attribute, value in sorted(getattr(obj, "__dict__", {}).items()):
+      if attribute.startswith("_") or attribute in skip:
+        continue
+      text = _text(value)
+      if text is None and _own(value):
+        text = type(value).__name__  # and its own settings, visited below
+        visit(value)
+      if text is not None:
+        settings[f"{name}.{attribute}"] = text
+
+  visit(trainer)
+  model = getattr(trainer.learner, "model", None)
+  if model is not None:
+    settings["network.weight_shapes"] = repr([tuple(w.shape) for w in model.weights])
+  return settings
+
+
+def differences(old: Dict[str, str], new: Dict[str, str]) -> List[Tuple[str, str, str]]:
+  """(setting, old value, new value) of every setting that differs between two descriptions
+  (gin bindings or :func:`describe` entries) and is not a :data:`RESUMABLE_CHANGES`; a
+  missing one is "(default)"."""
+  return [(key, old.get(key, "(default)"), new.get(key, "(default)"))
+          for key in sorted(set(old) | set(new))
+          if old.get(key) != new.get(key) and not any(
+              fnmatch.fnmatchcase(key.split("/")[-1], p) for p in RESUMABLE_CHANGES)]
+
+
+def mismatch_message(root: str, step: str, stored: str, asked: str, new_folder: str,
+                     how_to_continue: str, found: List[Tuple[str, str, str]]) -> str:
+  """The error of a trained folder asked to run another experiment: what differs (at most 20
+  lines) and the two ways on."""
+  lines = "\n".join(f"  {key}: {before} in the run, {after} now"
+                    for key, before, after in found[:20])
+  more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
+  return (f"{root} holds a run trained to meta-iteration {step} with another configuration "
+          f"({stored}) than {asked}:\n{lines}{more}\nUse a new {new_folder} for the new "
+          f"experiment, or {how_to_continue}.")
+
+
+def _stored(folder: RunFolder) -> Optional[Dict]:
+  if not os.path.exists(folder.settings):
+    return None
+  try:
+    with open(folder.settings) as f:
+      return json.load(f)
+  except (OSError, ValueError) as error:
+    logging.warning("Ignoring the unreadable %s (%s): it is written again.", folder.settings,
+                    error)
+    return None
+
+
+def check(folder: RunFolder, settings: Dict[str, str], trained_step: Optional[int],
+          resume: bool) -> None:
+  """Refuses (ConfigMismatchError) to continue the run trained to ``trained_step`` (None: not
+  trained) whose settings.json differs from ``settings``, unless ``resume``."""
+  stored = _stored(folder)
+  if trained_step is None or stored is None or resume:
+    return
+  found = differences(stored.get("settings", {}), settings)
+  if found:
+    raise ConfigMismatchError(mismatch_message(
+        folder.root, str(trained_step), folder.settings, "these objects ask for", "root_dir",
+        "pass Runner(..., resume=True) to continue the trained run with these settings "
+        "(--resume on the command line)", found))
+
+
+def record(folder: RunFolder, settings: Dict[str, str]) -> None:
+  """Writes ``settings`` to the folder's settings.json (a new run, or a resumed one with its
+  changes), unless it holds them already."""
+  entry = {"format": FORMAT_VERSION, "settings": settings}
+  if _stored(folder) != entry:
+    atomic.write_json(folder.settings, entry)

@@ -16,10 +16,13 @@ from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_K
 if __name__ == "__main__":
   console.quiet_third_party()  # Before TensorFlow is imported; --third_party_logs: off.
 
+import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from l2f_tf import run_folder  # noqa: E402
 from l2f_tf.train import distribution, experiment, guard, interrupts, restore  # noqa: E402
 
 
@@ -45,6 +48,15 @@ def user_message(error: BaseException) -> str:
   return str(error).split("\n  In call to configurable")[0]
 
 
+def remove_unused_folder(root_dir: str) -> None:
+  """Removes the run folder this command created when the run stopped before writing anything
+  but its config (a user error found before training): nothing is left to clean up."""
+  run_folder.release_locks()
+  left = set(os.listdir(root_dir)) if os.path.isdir(root_dir) else {"?"}
+  if left <= {run_folder.CONFIG_NAME, run_folder.LOCK_NAME, run_folder.SETTINGS_NAME}:
+    shutil.rmtree(root_dir, ignore_errors=True)
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
@@ -53,6 +65,7 @@ def main(argv):
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.strategy:
     bindings.append(f"run_experiment.strategy = {FLAGS.strategy!r}")
+  created = not os.path.exists(FLAGS.root_dir)
   try:
     restore.setup_run(FLAGS.root_dir, FLAGS.gin_file, bindings, resume=FLAGS.resume)
     experiment.run_experiment(FLAGS.root_dir, resume=FLAGS.resume)
@@ -70,6 +83,8 @@ def main(argv):
                   "the experiment needs --resume); then %s.", user_message(error), then)
     sys.exit(1)
   except ValueError as error:  # User errors: the message names the fix.
+    if created:
+      remove_unused_folder(FLAGS.root_dir)
     logging.error("%s", user_message(error))
     logging.debug("Where it was raised:", exc_info=True)
     if not FLAGS["verbosity"].present:

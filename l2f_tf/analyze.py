@@ -177,13 +177,20 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
             measured["metric_name"], f"{label}: one layer's initialisation scaled by gamma "
             f"({num_tasks} {distribution} tasks)"))
     runs[label] = entry
+  skipped = []
   if over_training["landscape"]:
     written.append(figures.plot_landscape(os.path.join(out_dir, "landscape.png"),
                                           over_training["landscape"]))
+  else:
+    skipped.append("landscape.png: no run logged the landscape during training (it needs "
+                   "Trainer.landscape = True; the gin setup files turn it on)")
   if over_training["conflict"]:
     written.append(figures.plot_per_layer_over_training(
         os.path.join(out_dir, "conflict_over_training.png"), over_training["conflict"],
         "degree of conflict (degrees)", "degree of conflict per layer over meta-training"))
+  else:
+    skipped.append("conflict_over_training.png: no run logged the degree of conflict during "
+                   "training (Trainer.summary_every, MetaRLTrainer.conflict_every)")
   if over_training["gamma"]:
     written.append(figures.plot_per_layer_over_training(
         os.path.join(out_dir, "gamma_over_training.png"), over_training["gamma"], "gamma",
@@ -199,7 +206,10 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
     written.append(figures.plot_distributions_per_tensor(
         os.path.join(out_dir, "gamma_per_layer.png"), gamma_per_task, names, "gamma",
         f"gamma per layer over {num_tasks} {distribution} tasks"))
-  result = {"figures": [os.path.basename(p) for p in written], "runs": runs}
+  for reason in skipped:
+    logging.warning("Not drawn: %s.", reason)
+  result = {"figures": [os.path.basename(p) for p in written], "runs": runs,
+            "not_drawn": skipped}
   atomic.write_json(os.path.join(out_dir, "analysis.json"), result, indent=1)
   result["figures"] = written
   return result

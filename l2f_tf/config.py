@@ -103,8 +103,11 @@ def check_binding_types() -> None:
   for name, match, param, value in _bindings():
     expected = _type_hints(match).get(param) if match is not None else None
     if expected is not None and not _matches(value, expected):
+      hint = ""
+      if isinstance(value, float) and value.is_integer() and _matches(int(value), expected):
+        hint = f" (write {int(value)}: 2e3 and 2000.0 are floats in gin)"
       problems.append(f"{name}.{param} = {value!r} is a {type(value).__name__}, but it must be "
-                      f"{_type_name(expected)}")
+                      f"{_type_name(expected)}{hint}")
   if problems:
     raise ValueError("Bad gin binding type: " + "; ".join(problems) + ". Fix the binding: "
                      "numbers without quotes (200, not '200'), True/False for switches, text "

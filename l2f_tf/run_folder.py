@@ -34,6 +34,7 @@ from l2f_tf import atomic
 CONFIG_NAME = "operative_config.gin"
 LOCK_NAME = ".lock"
 STAGES_NAME = "stages.json"
+SETTINGS_NAME = "settings.json"
 
 
 class RunFolderError(ValueError):
@@ -56,7 +57,7 @@ class RunFolder:
   results = _in_root("results.json")
   saved_model = _in_root("saved_model")
   stages = _in_root(STAGES_NAME)
-  settings = _in_root("settings.json")
+  settings = _in_root(SETTINGS_NAME)
 
   def __init__(self, root_dir: str):
     self.root = str(root_dir)

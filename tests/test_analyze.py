@@ -30,6 +30,7 @@ def test_analyze_writes_every_figure_of_two_supervised_runs(sinusoid_runs, tmp_p
   out = str(tmp_path / "analysis")
   result = analyze.analyze(sinusoid_runs, out, num_tasks=6, sweep_gammas=(0.0, 0.5, 1.0))
   names = sorted(os.path.basename(p) for p in result["figures"])
+  assert result["not_drawn"] == []
   assert names == ["conflict_over_training.png", "conflict_per_task.png", "gamma_per_layer.png",
                    "landscape.png", "manual_attenuation_maml.png"]
   for path in result["figures"]:
@@ -83,6 +84,10 @@ def test_analyze_reads_a_meta_rl_runs_summaries(tmp_path):
   result = analyze.analyze([root], out)
   assert sorted(os.path.basename(p) for p in result["figures"]) == [
       "conflict_over_training.png", "gamma_over_training.png"]
+  # What is not drawn is said, in the log and in analysis.json.
+  assert [r.split(":")[0] for r in result["not_drawn"]] == ["landscape.png"]
+  with open(os.path.join(out, "analysis.json")) as f:
+    assert "Trainer.landscape = True" in json.load(f)["not_drawn"][0]
   run = result["runs"]["MAML+L2F (nav_l2f)"]
   assert run["kind"] == "meta_rl"
   np.testing.assert_allclose(run["gamma_over_training"]["output/bias"]["values"],

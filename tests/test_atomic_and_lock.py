@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from l2f_tf import __main__ as cli
 from l2f_tf import atomic, run_folder
 from l2f_tf.run_folder import RunFolder, RunFolderError, RunLock
 from l2f_tf.train import restore
@@ -184,12 +185,22 @@ def test_a_bad_dataset_root_is_one_line_and_the_fixed_command_starts_afresh(tmp_
       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
   assert result.returncode == 1, result.stderr
   assert f"Dataset root {tmp_path / 'missing'} does not exist" in result.stderr
+  assert "set FewShotClassification.root to your dataset folder" in result.stderr
   assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
-  assert sorted(os.listdir(root)) == [".lock", "operative_config.gin"]
+  assert not os.path.exists(root)  # the folder it made held nothing but its config
+  # A folder left with anything else is kept (the command removes only a folder it created);
+  # one that never trained is not refused.
+  restore.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])
+  (root / "notes.txt").write_text("mine")
+  cli.remove_unused_folder(str(root))
+  assert sorted(os.listdir(root)) == [".lock", "notes.txt", "operative_config.gin"]
   try:
-    restore.setup_run(str(root), ["gin/sinusoid/maml_5shot.gin"], [])  # not refused
+    restore.setup_run(str(root), ["gin/sinusoid/l2f_5shot.gin"], [])  # not refused
   finally:
     run_folder.release_locks()
+  os.remove(root / "notes.txt")
+  cli.remove_unused_folder(str(root))
+  assert not os.path.exists(root)
 
 
 def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):

@@ -39,6 +39,9 @@ def test_a_binding_of_the_wrong_type_is_refused_before_anything_is_written(tmp_p
   assert not os.path.exists(root)
   with pytest.raises(ValueError, match="Trainer.jit_compile = 1 is a int, but it must be bool"):
     restore.setup_run(root, [MAML], ["Trainer.jit_compile = 1"])
+  with pytest.raises(ValueError, match=r"num_iterations = 2000.0 is a float, but it must be int "
+                                       r"\(write 2000: 2e3 and 2000.0 are floats in gin\)"):
+    restore.setup_run(root, [MAML], ["Trainer.num_iterations = 2e3"])
   with pytest.raises(ValueError, match=r"network_grad_clip = 'x' .* must be float or None"):
     restore.setup_run(root, [MAML], ["Trainer.network_grad_clip = 'x'"])
   assert not os.path.exists(root)

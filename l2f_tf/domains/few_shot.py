@@ -11,6 +11,7 @@ exactly the episodes (classes and images) of the image domain on that dataset.
 """
 
 import abc
+import os
 from typing import Callable, Dict, Optional, Sequence
 
 import gin
@@ -95,6 +96,13 @@ class EpisodicFewShot(SupervisedDomain):
     """Reads every split the run uses (train, validation, evaluation): a missing or damaged
     dataset, fewer classes than num_ways or a class with fewer than num_shots + num_queries
     examples fail here, before training."""
+    root = getattr(self, "root", None)
+    if isinstance(root, (str, os.PathLike)) and not os.path.isdir(root):
+      setting = f"{type(self).__name__}.root"
+      raise readers.DatasetError(
+          f"Dataset root {root} does not exist or is not a folder: set {setting} to your "
+          f"dataset folder (--gin_bindings=\"{setting} = '/path/to/data'\", or root= in "
+          "Python).")
     splits = dict.fromkeys(["train", self.validation_split, *self.eval_distributions])
     for split in filter(None, splits):
       self._check_split(split)

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 
 from absl import logging
 
-from l2f_tf import console
+from l2f_tf import console, run_folder
 
 EXIT_CODE = 130
 
@@ -98,10 +98,12 @@ class InterruptWatcher:
 
 
 def exit_now(message: Optional[str] = None) -> None:
-  """Logs ``message`` and ends the process with status 130 at once (no cleanup: every file of
-  the run is written atomically)."""
+  """Logs ``message`` and ends the process with status 130 at once (no other cleanup: every
+  file of the run is written atomically). The run folder locks are released first, so that the
+  next run does not take over a lock naming this process."""
   if message:
     logging.warning("%s", message)
+  run_folder.release_locks()
   sys.stdout.flush()
   sys.stderr.flush()
   console.flush()

@@ -103,6 +103,15 @@ class MetaTrainer(Protocol):
     """Saves the run's figure into ``folder``; returns its path (None: no figure)."""
 
 
+def written_line(folder: RunFolder) -> str:
+  """The last line of a run: where its results, model and figures are."""
+  outputs = [name for name in ("results.json", "saved_model/")
+             if os.path.exists(os.path.join(folder.root, name))]
+  outputs += sorted(n for n in os.listdir(folder.root) if n.endswith(".png"))
+  return (f"Done: {folder.root} holds {', '.join(outputs)}; "
+          f"TensorBoard: tensorboard --logdir {folder.root}")
+
+
 @gin.configurable
 class Runner:
   """Trains a :class:`MetaTrainer` with checkpoints and progress, then runs the experiment flow.
@@ -255,6 +264,7 @@ class Runner:
       for name, value in figures.items():
         logging.info("%s %s: %.4f +- %.4f (n=%d)", distribution, name, value["mean"],
                      value["ci95"], value["n"])
+    logging.info("%s", written_line(folder))
     return results
 
   def _evaluate_stage(self, step: int, eval_steps: Sequence[int], num_eval_tasks: int) -> Dict:

@@ -78,8 +78,10 @@ class Trainer:
     jit_compile: compile the step with XLA (with several replicas, each replica's
       meta-gradient computation: the all-reduce and the update stay outside, since XLA has no
       collective ops on CPUs). Not with a learner that vectorizes its tasks
-      (``MetaLearner.vectorize_tasks``, the default): XLA would compile the step again at
-      every call, so it is switched off with a log line (docs/scaling.md, "Vectorized tasks").
+      (``MetaLearner.vectorize_tasks``, the default for models without convolutions): XLA
+      would compile the step again at every call (docs/scaling.md, "Vectorized tasks"). None
+      (the default) compiles whenever it can; True asks for it and says in a log line when it
+      cannot; False never compiles.
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
@@ -115,7 +117,7 @@ class Trainer:
                cosine_decay: bool = False, first_order_until: int = 0,
                always_first_order: bool = False, network_grad_clip: Optional[float] = None,
                network_grad_norm_clip: Optional[float] = None,
-               summary_every: int = 100, seed: int = 0, jit_compile: bool = True,
+               summary_every: int = 100, seed: int = 0, jit_compile: Optional[bool] = None,
                steps_per_call: int = 1, validator=None, validate_every: int = 500,
                keep_best: int = 3, num_val_episodes: int = 600, sequential_tasks: bool = False,
                landscape: bool = False,
@@ -139,7 +141,10 @@ class Trainer:
       raise ValueError(f"Trainer.steps_per_call must be >= 1, got {steps_per_call}.")
     self.steps_per_call = steps_per_call
     self.strategy = tf.distribute.get_strategy()  # The one whose scope builds the trainer.
-    if jit_compile and learner.vectorize_tasks and not sequential_tasks:
+    vectorized = learner.vectorize_tasks and not sequential_tasks
+    if jit_compile is None:
+      jit_compile = not vectorized
+    elif jit_compile and vectorized:
       logging.info("Trainer.jit_compile is ignored: the learner vectorizes its tasks "
                    "(MetaLearner.vectorize_tasks), which XLA would recompile at every step. "
                    "Set MetaLearner.vectorize_tasks = False to compile the step with XLA.")

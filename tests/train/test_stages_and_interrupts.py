@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import guard
+from l2f_tf.train import runner as runner_lib
 from l2f_tf.train.runner import Chunk, Runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,8 +97,14 @@ def test_a_rerun_finishes_only_the_stages_left(tmp_path, crash_in):
   assert third.calls == []
 
 
-def test_new_training_or_new_evaluation_settings_redo_the_stages(tmp_path):
+def test_new_training_or_new_evaluation_settings_redo_the_stages(tmp_path, monkeypatch):
+  lines = []
+  monkeypatch.setattr(runner_lib.logging, "info", lambda fmt, *args: lines.append(fmt % args))
   Runner(FakeTrainer(tmp_path), checkpoint_every=2).run(num_eval_tasks=5)
+  monkeypatch.undo()
+  # The last line says where everything is.
+  assert lines[-1] == (f"Done: {tmp_path} holds results.json, saved_model/, fake.png; "
+                       f"TensorBoard: tensorboard --logdir {tmp_path}")
   longer = FakeTrainer(tmp_path, num_iterations=6)
   results = Runner(longer, checkpoint_every=2).run(num_eval_tasks=5)
   assert "evaluate" in longer.calls and "export" in longer.calls
@@ -137,6 +144,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_quickly_without_a_traceback(tmp_pat
   assert "Traceback" not in stderr
   step = int(stderr.split("saved a checkpoint at meta-iteration ")[1].split(";")[0])
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(f"ckpt-{step}")
+  # A clean stop releases the folder's lock: the next run has no lock to take over.
+  with open(tmp_path / ".lock") as f:
+    assert f.read() == ""
 
 
 def test_a_non_finite_stop_names_the_last_good_checkpoint_and_saves_none(tmp_path):

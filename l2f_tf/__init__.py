@@ -6,11 +6,14 @@ TensorFlow. Models in this package always use Keras 3 through ``import keras``, 
 TensorFlow's Keras attribute.
 
 The public API is importable from here (``l2f_tf.MetaLearner``, ...). It is resolved lazily so
-that light modules such as the dataset readers do not pull in TensorFlow.
+that light modules such as the dataset readers do not pull in TensorFlow. A script whose first
+use of TensorFlow comes through these names gets the command line's filter of TensorFlow's
+start-up lines on stderr (`l2f_tf.console`; ``L2F_THIRD_PARTY_LOGS=1`` shows them).
 """
 
 import importlib
 import os
+import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,6 +52,9 @@ _PUBLIC = {
 
 def __getattr__(name):
   if name in _PUBLIC:
+    if "tensorflow" not in sys.modules:  # A script's first use: TensorFlow starts next.
+      from l2f_tf import console  # pylint: disable=import-outside-toplevel
+      console.quiet_third_party(argv=[], info_filter=False)
     module = importlib.import_module(_PUBLIC[name])
     return module if name == "export" else getattr(module, name)
   raise AttributeError(f"module 'l2f_tf' has no attribute {name!r}")

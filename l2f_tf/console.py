@@ -145,15 +145,19 @@ def wanted(argv: Sequence[str] = None) -> bool:
                  ("0", "false", "False") for a in argv)
 
 
-def quiet_third_party(argv: Sequence[str] = None) -> bool:
-  """Installs the stderr line filter and the INFO filter (once per process) unless
-  :func:`wanted` says no; returns whether they are on."""
+def quiet_third_party(argv: Sequence[str] = None, info_filter: bool = True) -> bool:
+  """Installs the stderr line filter and (``info_filter``: the command-line tools) the INFO
+  filter, once per process, unless :func:`wanted` says no; returns whether they are on. The
+  library installs the line filter only (`l2f_tf.__getattr__`): a script's own INFO logging
+  is the script's business."""
   global _installed
   if not wanted(argv):
     return False
   if _installed is None:
     _installed = _StderrFilter()
     atexit.register(_installed.close)
+    if not info_filter:
+      return True
     info_filter = _OwnInfoOnly()
     for name in ("", "tensorflow"):  # TensorFlow's logger has a handler of its own.
       logger = std_logging.getLogger(name)

@@ -40,6 +40,9 @@ def test_a_library_run_prints_its_progress(tmp_path):
   assert "Compiled the step" in done.stderr
   assert "meta-iteration 5/5 (100.0%)" in done.stderr and "ETA" in done.stderr
   assert done.stderr.count("meta-iteration 5/5") == 1
+  # TensorFlow's start-up lines are filtered as on the command line (l2f_tf.console.NOISE).
+  for noise in ("absl::InitializeLog", "cuInit", "oneDNN", "cpu_feature_guard"):
+    assert noise not in done.stderr, done.stderr[:2000]
 
 
 def test_library_progress_leaves_a_configured_logging_alone(monkeypatch):

@@ -96,13 +96,6 @@ class EpisodicFewShot(SupervisedDomain):
     """Reads every split the run uses (train, validation, evaluation): a missing or damaged
     dataset, fewer classes than num_ways or a class with fewer than num_shots + num_queries
     examples fail here, before training."""
-    root = getattr(self, "root", None)
-    if isinstance(root, (str, os.PathLike)) and not os.path.isdir(root):
-      setting = f"{type(self).__name__}.root"
-      raise readers.DatasetError(
-          f"Dataset root {root} does not exist or is not a folder: set {setting} to your "
-          f"dataset folder (--gin_bindings=\"{setting} = '/path/to/data'\", or root= in "
-          "Python).")
     splits = dict.fromkeys(["train", self.validation_split, *self.eval_distributions])
     for split in filter(None, splits):
       self._check_split(split)
@@ -244,6 +237,14 @@ class FewShotClassification(EpisodicFewShot):
                                channels=self._channels, dataset=self.name,
                                **self.reader_options)
     return episodic.ImageEpisodeSampler(index, self.num_ways, self.num_shots, self.num_queries)
+
+  def check_data(self) -> None:
+    if not os.path.isdir(self.root):
+      raise readers.DatasetError(
+          f"Dataset root {self.root} does not exist or is not a folder: set "
+          "FewShotClassification.root to your dataset folder (--gin_bindings=\""
+          "FewShotClassification.root = '/path/to/data'\", or root= in Python).")
+    super().check_data()
 
   def _check_split(self, split: str) -> None:
     """Also decodes the first image of each class (an unreadable dataset fails before

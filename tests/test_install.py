@@ -1,9 +1,12 @@
 """An ordinary (non-editable) install runs the experiments by their documented names.
 
-Slow tier (pip and a fresh process: ~15-50 s): installs the package with pip into a temporary folder and runs
-``python -m l2f_tf --gin_file=gin/sinusoid/quick.gin`` from another one, in smoke mode.
+Slow tier (pip and a fresh process: ~15-50 s): installs the package with pip into a temporary
+folder and runs ``python -m l2f_tf --gin_file=gin/sinusoid/quick.gin`` from another one, in smoke
+mode, as on a default install: the modules of the ``rl`` extra are blocked (a sitecustomize puts
+None in sys.modules for them). The installed metadata puts meta-RL's packages in that extra.
 """
 
+import email
 import glob
 import os
 import shutil
@@ -15,6 +18,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RL_PACKAGES = {"tf-agents", "tensorflow-probability", "gymnasium", "tf-keras"}
+BLOCK_RL = ("import sys\n"
+            "for name in ('tf_agents', 'gymnasium', 'gym', 'mujoco', 'tensorflow_probability', "
+            "'tf_keras', 'pygame'):\n"
+            "  sys.modules[name] = None\n")
 
 
 def test_installed_package_runs_a_gin_file_by_name_from_any_directory(tmp_path):
@@ -31,9 +39,20 @@ def test_installed_package_runs_a_gin_file_by_name_from_any_directory(tmp_path):
     return sorted(os.path.relpath(p, root) for p in glob.glob(
         os.path.join(root, "l2f_tf", "gin", "**", "*.gin"), recursive=True))
   assert gin_files(site) == gin_files(REPO)  # Every gin file is package data.
+  metadata, = glob.glob(os.path.join(site, "l2f_tf-*.dist-info", "METADATA"))
+  with open(metadata) as f:
+    requires = email.message_from_file(f).get_all("Requires-Dist")
+  name = lambda requirement: requirement.split(";")[0].split("[")[0].split("=")[0].strip()
+  default = {name(r) for r in requires if ";" not in r}
+  rl = {name(r) for r in requires if r.replace("'", '"').endswith('extra == "rl"')}
+  assert rl == RL_PACKAGES and not default & RL_PACKAGES and "tensorflow" in default
+  blocker = tmp_path / "default_install"  # No rl extra: its modules cannot be imported.
+  blocker.mkdir()
+  (blocker / "sitecustomize.py").write_text(BLOCK_RL)
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
-  env = dict(os.environ, PYTHONPATH=str(site), L2F_TF_SMOKE="1")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(site)]),
+             L2F_TF_SMOKE="1")
   found = subprocess.run(
       [sys.executable, "-c", "import l2f_tf.config as c; print(c.__file__); "
        "print(c.resolve_gin_file('sinusoid/quick.gin'))"],

@@ -2,19 +2,24 @@
 
 Configured in gin (``run_experiment.domain = @MetaRLDomain()`` with
 ``run_experiment.trainer = @MetaRLTrainer``, which trains it with TRPO in the outer loop).
+Meta-RL needs the ``rl`` extra (`l2f_tf.extras`): this module imports without it, so that gin
+knows every configurable of a default install; building a `MetaRLDomain` without it raises a
+one-line `l2f_tf.extras.MissingExtraError` naming the install command.
 """
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import gin
 import keras
 
+from l2f_tf import extras
 from l2f_tf.domains.base import Domain
 from l2f_tf.models.gaussian_policy import gaussian_policy
-from l2f_tf.rl import envs
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
-from l2f_tf.rl.sampler import Sampler
+
+if TYPE_CHECKING:  # (the sampler's simulators need the rl extra)
+  from l2f_tf.rl.sampler import Sampler
 
 INNER_OBJECTIVES = {"reinforce": pg.reinforce_loss, "lvc": pg.lvc_loss}
 
@@ -45,6 +50,8 @@ class MetaRLDomain(Domain):
                hidden_units: Sequence[int] = (64, 64), eval_seed: int = 20200614,
                num_workers: int = 0, inner_objective: str = "reinforce",
                averaging: str = "trajectory"):
+    extras.require("rl", "Meta-RL (MetaRLDomain)")
+    from l2f_tf.rl import envs  # pylint: disable=g-import-not-at-top  (needs the rl extra)
     envs.check_env_name(env_name, "MetaRLDomain.env_name")
     if meta_batch_size < 1:
       raise ValueError(f"MetaRLDomain.meta_batch_size must be >= 1, got {meta_batch_size}.")
@@ -66,9 +73,10 @@ class MetaRLDomain(Domain):
     return self.env_name
 
   @property
-  def sampler(self) -> Sampler:
+  def sampler(self) -> "Sampler":
     """The (cached) sampler; building MuJoCo simulators is slow."""
     if self._sampler is None:
+      from l2f_tf.rl.sampler import Sampler  # pylint: disable=g-import-not-at-top
       self._sampler = Sampler(self.env_name, self.meta_batch_size, self.trajectories_per_task,
                               self.horizon, seed=0, num_workers=self.num_workers)
     return self._sampler

@@ -20,7 +20,7 @@ All tasks run as one batched graph: ``tf.vectorized_map`` turns the per-task mat
 policy with per-task parameters (a leading task axis) into batched ones.
 """
 
-from typing import List, NamedTuple, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,9 @@ from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import gradient_mean_embedding
 from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl import returns as returns_lib
-from l2f_tf.rl.sampler import Trajectories
+
+if TYPE_CHECKING:  # The sampler needs the rl extra; this module (TensorFlow only) does not.
+  from l2f_tf.rl.sampler import Trajectories
 
 
 class TaskBatch(NamedTuple):
@@ -45,7 +47,7 @@ class TaskBatch(NamedTuple):
   returns: np.ndarray
 
 
-def to_task_batch(trajectories: Trajectories, discount: float = 0.99, gae_lambda: float = 1.0,
+def to_task_batch(trajectories: "Trajectories", discount: float = 0.99, gae_lambda: float = 1.0,
                   dtype=tf.float32, averaging: str = "trajectory") -> TaskBatch:
   """Advantages per task and the flattening into (x, y) for the inner / outer losses.
 

@@ -2,7 +2,10 @@
 
 The policy network outputs ``[mean, log_std]`` (see `l2f_tf.models.gaussian_policy`);
 :func:`distribution` turns it into a ``tensorflow_probability`` distribution whose
-``log_prob`` and ``entropy`` sum over the action dimensions. Losses follow the
+``log_prob`` and ``entropy`` sum over the action dimensions. tensorflow-probability (the ``rl``
+extra, `l2f_tf.extras`) is imported with the first distribution, not with this module, which
+loading an exported policy imports: a load then needs neither the package nor its import
+time (about a second). Losses follow the
 ``loss_fn(y_true, y_pred)`` contract of `MetaLearner`, so the inner loop is the same code as
 for supervised domains: ``y_true`` packs, per time step, the action taken, its advantage and
 an averaging weight, ``[actions, advantage, weight]`` ([M, action_dim + 2]), and ``y_pred`` is
@@ -22,11 +25,9 @@ which line-search steps satisfy the constraint.
 """
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 
+from l2f_tf import extras
 from l2f_tf.rl.returns import weighted_mean
-
-tfd = tfp.distributions
 
 
 def split_output(output: tf.Tensor):
@@ -35,12 +36,22 @@ def split_output(output: tf.Tensor):
   return mean, log_std
 
 
-def gaussian(mean, log_std) -> tfd.Distribution:
-  """N(mean, diag(exp(log_std)^2)) with the action dimensions (the last axis) as event."""
+@tf.autograph.experimental.do_not_convert  # (called while tracing; nothing to convert)
+def distributions():
+  """``tensorflow_probability.distributions``, imported on first use; MissingExtraError (one
+  line naming the ``rl`` extra) without tensorflow-probability."""
+  return extras.import_module("rl", "tensorflow_probability",
+                              "Meta-RL's policy distribution").distributions
+
+
+def gaussian(mean, log_std):
+  """N(mean, diag(exp(log_std)^2)) with the action dimensions (the last axis) as event: a
+  ``tfp.distributions.Independent``."""
+  tfd = distributions()
   return tfd.Independent(tfd.Normal(mean, tf.exp(log_std)), reinterpreted_batch_ndims=1)
 
 
-def distribution(output: tf.Tensor) -> tfd.Distribution:
+def distribution(output: tf.Tensor):
   """The Gaussian of a policy output [..., 2 * action_dim]."""
   return gaussian(*split_output(output))
 
@@ -53,7 +64,7 @@ def log_prob(actions, mean, log_std) -> tf.Tensor:
 def kl_divergence(mean_p, log_std_p, mean_q, log_std_q) -> tf.Tensor:
   """KL(p || q) of two diagonal Gaussians, summed over action dims.
 
-  The closed form, not ``tfd.kl_divergence``: that one agrees to rounding and is twice
+  The closed form, not tfp.distributions.kl_divergence: that one agrees to rounding and is twice
   differentiable, but in float32 its op order makes TRPO's two curvature forms differ by ~1e-7
   instead of ~3e-9, which conjugate gradient on an ill-conditioned KL Hessian amplifies to a
   1% different step (tests/train/test_meta_rl_trainer.py compares the two forms' steps).

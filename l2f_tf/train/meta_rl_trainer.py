@@ -27,7 +27,6 @@ from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.export.policy import export_policy
 from l2f_tf.meta import diagnostics
 from l2f_tf.progress import Progress, rate_text_of
-from l2f_tf.rl import envs
 from l2f_tf.rl import maml_trpo, trpo
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
@@ -107,6 +106,7 @@ class MetaRLTrainer:
     self.first_order, self.curvature = first_order, curvature
     self.conflict_every = conflict_every
     self.guard = NonFiniteGuard() if guard is None else guard
+    from l2f_tf.rl import envs  # pylint: disable=g-import-not-at-top  (needs the rl extra)
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)

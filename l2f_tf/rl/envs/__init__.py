@@ -1,14 +1,23 @@
 """Meta-RL environments as tf-agents `PyEnvironment`s with a task interface (`MetaPyEnvironment`).
 
 `make_env` builds one by the name the experiment configs use; `BatchedNavigation2D` is the
-vectorised 2D navigation the sampler uses.
+vectorised 2D navigation the sampler uses. They need the ``rl`` extra (tf-agents, gymnasium
+with MuJoCo): importing this package without it raises `l2f_tf.extras.MissingExtraError`, one
+line naming the install command.
 """
 
 import difflib
 
-from l2f_tf.rl.envs.meta_env import MetaPyEnvironment
-from l2f_tf.rl.envs.mujoco_tasks import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
-from l2f_tf.rl.envs.navigation import BatchedNavigation2D, Navigation2D, sample_goal_tasks
+from l2f_tf import extras
+
+extras.require("rl", "Meta-RL's environments (l2f_tf.rl.envs)")
+
+# pylint: disable=wrong-import-position
+from l2f_tf.rl.envs.meta_env import MetaPyEnvironment  # noqa: E402
+from l2f_tf.rl.envs.mujoco_tasks import (  # noqa: E402
+    AntDir, AntVel, HalfCheetahDir, HalfCheetahVel)
+from l2f_tf.rl.envs.navigation import (  # noqa: E402
+    BatchedNavigation2D, Navigation2D, sample_goal_tasks)
 
 ENVIRONMENTS = {
     "Navigation2D": Navigation2D,

@@ -43,7 +43,9 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   gin.add_config_file_search_path(GIN_DIR)
   gin_files = [resolve_gin_file(path) for path in gin_files]
   try:
-    gin.parse_config_files_and_bindings(gin_files, list(gin_bindings))
+    # Not finalized (locked): the modules meta-RL imports on first use (tf-agents, the rl
+    # extra) register configurables of their own, which gin refuses once the config is locked.
+    gin.parse_config_files_and_bindings(gin_files, list(gin_bindings), finalize_config=False)
   except (ValueError, KeyError, TypeError, SyntaxError) as error:
     raise ValueError(f"Bad gin configuration ({error}).{_suggestion(str(error))} Check the "
                      f"--gin_bindings and gin files {gin_files}; every binding must name "

@@ -116,3 +116,15 @@ def test_resumable_changes_are_the_ones_that_leave_the_experiment_alone():
          "Runner.checkpoint_every": "7", "FewShotClassification.root": "'/b'",
          "Trainer.seed": "3"}
   assert settings.differences(old, new) == [("Trainer.seed", "(default)", "3")]
+
+
+def test_a_parsed_config_still_takes_configurables_imported_later():
+  """Meta-RL imports tf-agents on first use (the rl extra), which registers gin configurables
+  of its own; gin refuses those once a config is locked (finalized)."""
+  config.parse([MAML], [])
+  assert not gin.config_is_locked()
+
+  def imported_later(x=1):
+    return x
+
+  gin.external_configurable(imported_later, "imported_later_by_this_test")

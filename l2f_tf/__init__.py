@@ -37,6 +37,8 @@ _PUBLIC = {
     "FewShotClassification": "l2f_tf.domains.few_shot",
     "ensure_glyphs": "l2f_tf.data.glyphs",
     "FewShotEmbeddings": "l2f_tf.domains.embeddings",
+    "ArrayClassification": "l2f_tf.domains.arrays",
+    "ArrayRegression": "l2f_tf.domains.arrays",
     "ensure_glyph_embeddings": "l2f_tf.train.pretrain",
     "MetaRLDomain": "l2f_tf.domains.meta_rl",
     "Domain": "l2f_tf.domains.base",

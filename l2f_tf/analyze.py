@@ -6,7 +6,9 @@
 writes the figures the runs' summaries and checkpoints allow, and analysis.json (every number
 plotted, with 95% CIs over tasks), to ``--out_dir`` (docs/analysis.md lists them). Supervised
 runs are restored (`l2f_tf.restore_learner`, ``--step=N``: any kept checkpoint) and measured on
-the domain's fixed evaluation tasks (paired across runs); meta-RL runs give summaries only.
+the domain's fixed evaluation tasks (paired across runs); meta-RL runs give summaries only. A
+run made in Python has no operative_config.gin: ``--gin_file`` names a gin file that builds its
+domain (its learner is read from its settings.json; `l2f_tf.train.restore.run_config`).
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -52,17 +54,22 @@ def define_flags() -> None:
                        "meta-iteration (default: the weights the run exports).")
   flags.DEFINE_multi_string("gin_bindings", [], "Bindings on top of every run's config, e.g. a "
                             "dataset root on this machine.")
+  flags.DEFINE_multi_string("gin_file", [], "Gin file(s) that build the domain of the runs made "
+                            "in Python (which have no operative_config.gin; their learner is "
+                            "read from settings.json); not used for other runs.")
 
 
-def describe(run_dir: str) -> Dict[str, str]:
+def describe(run_dir: str, gin_files: Sequence[str] = ()) -> Dict[str, str]:
   """{"kind": "supervised" | "meta_rl", "method": "MAML" | "MAML+L2F" | ..., "label"} from the
-  run's operative config (no model is built)."""
-  folder = RunFolder(run_dir)
-  if not os.path.exists(folder.config):
-    raise ValueError(f"{run_dir} is not a run folder: {folder.config} is missing.")
+  run's operative config, or for a run made in Python from ``gin_files`` and its settings.json
+  (no model is built)."""
+  files, bindings = restore.run_config(run_dir, gin_files)
   gin.clear_config()
-  config.parse([folder.config], [])
-  trainer = gin.query_parameter("run_experiment.trainer")
+  config.parse(files, bindings)
+  try:
+    trainer = gin.query_parameter("run_experiment.trainer")
+  except ValueError:  # Not bound: run_experiment's default, the supervised Trainer.
+    trainer = None
   kind = "meta_rl" if "MetaRLTrainer" in str(trainer) else "supervised"
   try:
     attenuation = str(gin.query_parameter("MetaLearner.attenuation"))
@@ -82,10 +89,12 @@ def _stats_per_tensor(values: np.ndarray, names: Sequence[str]) -> Dict:
 
 def checkpoint_measures(run_dir: str, num_tasks: int, distribution: str, first_order: bool,
                         sweep_gammas: Sequence[float], sweep_steps: Optional[int],
-                        gin_bindings: Sequence[str] = (), step: Optional[int] = None) -> Dict:
+                        gin_bindings: Sequence[str] = (), step: Optional[int] = None,
+                        gin_files: Sequence[str] = ()) -> Dict:
   """Per-task conflict, landscape, gamma (L2F) or the attenuation sweep (MAML) of a supervised
-  run's restored learner; the arrays under "_"."""
-  domain, learner = restore.restore_learner(run_dir, gin_bindings, step)
+  run's restored learner; the arrays under "_". ``gin_files``: the domain of a run made in
+  Python."""
+  domain, learner = restore.restore_learner(run_dir, gin_bindings, step, gin_files)
   if not isinstance(domain, SupervisedDomain):
     raise ValueError(f"{run_dir} is not a supervised run.")
   if num_tasks < domain.meta_batch_size:
@@ -136,9 +145,10 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
             distribution: str = "test", first_order: bool = False,
             sweep_gammas: Sequence[float] = measures.DEFAULT_SWEEP_GAMMAS,
             sweep_steps: Optional[int] = None, gin_bindings: Sequence[str] = (),
-            step: Optional[int] = None) -> Dict:
+            step: Optional[int] = None, gin_files: Sequence[str] = ()) -> Dict:
   """Writes the figures and analysis.json of the runs to ``out_dir``; returns
-  {"figures": [paths], "runs": {label: numbers}}."""
+  {"figures": [paths], "runs": {label: numbers}}. ``gin_files``: the domain of runs made in
+  Python."""
   if not run_dirs:
     raise ValueError("Give at least one --run_dir.")
   os.makedirs(out_dir, exist_ok=True)
@@ -146,7 +156,7 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
   over_training = {"landscape": {}, "conflict": {}, "gamma": {}}  # {label: series} of each
   conflict_per_task, gamma_per_task, names_of = {}, {}, {}
   for run_dir in run_dirs:
-    info = describe(run_dir)
+    info = describe(run_dir, gin_files)
     label = info["label"]
     try:
       series = summaries.read_scalars(RunFolder(run_dir).train_summaries)
@@ -163,7 +173,7 @@ def analyze(run_dirs: Sequence[str], out_dir: str, num_tasks: int = 100,
                                           for k, (steps, values) in found.items()}
     if info["kind"] == "supervised":
       measured = checkpoint_measures(run_dir, num_tasks, distribution, first_order,
-                                     sweep_gammas, sweep_steps, gin_bindings, step)
+                                     sweep_gammas, sweep_steps, gin_bindings, step, gin_files)
       arrays = measured.pop("_")
       entry.update(measured)
       names_of[label] = measured["tensors"]
@@ -226,7 +236,7 @@ def main(argv):
   try:
     result = analyze(FLAGS.run_dir, FLAGS.out_dir, smoke.tasks(FLAGS.num_tasks),
                      FLAGS.distribution, FLAGS.first_order, gammas, FLAGS.sweep_steps,
-                     FLAGS.gin_bindings, FLAGS.step)
+                     FLAGS.gin_bindings, FLAGS.step, FLAGS.gin_file)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"analyze: {error}")
   for path in result["figures"]:

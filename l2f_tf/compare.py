@@ -20,6 +20,10 @@ task difficulty correlates the runs). Runs share their tasks when:
 5. a SHA-256 of every support and query array, computed while evaluating, agrees (e.g. it
    tells two datasets under the same settings apart).
 Otherwise one line names the failed check (the differing setting and each run's value).
+
+A run made in Python has no operative_config.gin: ``--gin_file`` names a gin file that builds
+its domain (its learner is read from its settings.json; `l2f_tf.train.restore.run_config`),
+for the paired differences and the figure; its results print without it.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -68,6 +72,9 @@ def define_flags() -> None:
   flags.DEFINE_string("output", None, "Optional JSON output path (results and paired "
                       "differences).")
   flags.DEFINE_integer("chunk_size", 100, "Tasks adapted at once in the paired evaluation.")
+  flags.DEFINE_multi_string("gin_file", [], "Gin file(s) that build the domain of the runs made "
+                            "in Python (which have no operative_config.gin; their learner is "
+                            "read from settings.json); not used for other runs.")
 
 
 def results_table(run_dirs: List[str]) -> str:
@@ -86,8 +93,10 @@ def results_table(run_dirs: List[str]) -> str:
   return "\n".join(lines)
 
 
-def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
-  """A figure of every run on the same test tasks (meta-RL: from the runs' results.json)."""
+def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5,
+                   gin_files: Sequence[str] = ()) -> str:
+  """A figure of every run on the same test tasks (meta-RL: from the runs' results.json);
+  ``gin_files``: the domain of runs made in Python."""
   results = [RunFolder(run_dir).read_results() for run_dir in run_dirs]
   if results[0]["metric"] == "return":
     return returns_figure(results, output)
@@ -95,7 +104,7 @@ def compare_figure(run_dirs: List[str], output: str, num_steps: int = 5) -> str:
   evaluations: Dict[str, Dict] = {}
   domain = None
   for run_dir, run_results in zip(run_dirs, results):
-    run_domain, learner = restore.restore_learner(run_dir)
+    run_domain, learner = restore.restore_learner(run_dir, gin_files=gin_files)
     domain = domain or run_domain
     label = learner.method_name
     if label in learners:
@@ -189,10 +198,11 @@ def _differing(labels: Sequence[str], values: Sequence[Any], what: str) -> Optio
   return f"{what} differs ({shown})"
 
 
-def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
-                       ) -> Tuple[Optional[str], int, List[int]]:
+def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
+                       gin_files: Sequence[str] = ()) -> Tuple[Optional[str], int, List[int]]:
   """(why the runs do NOT share their evaluation tasks, or None; the number of tasks; the step
-  counts every run reports): checks 1 to 4 of the module docstring (replaces the gin config)."""
+  counts every run reports): checks 1 to 4 of the module docstring (replaces the gin config).
+  ``gin_files``: the domain of runs made in Python."""
   labels = run_labels(run_dirs)
   results = [RunFolder(run_dir).read_results() for run_dir in run_dirs]
   rl = [label for label, r in zip(labels, results) if r.get("metric") == "return"]
@@ -204,7 +214,7 @@ def check_shared_tasks(run_dirs: Sequence[str], num_tasks: Optional[int] = None
             "sampled episodes, not fixed tasks", num_tasks, steps)
   settings = []
   for run_dir in run_dirs:
-    domain = restore.parse_domain([RunFolder(run_dir).config])
+    domain = restore.parse_domain(*restore.run_config(run_dir, gin_files))
     if not isinstance(domain, SupervisedDomain):
       return f"{run_dir} is not a supervised run", num_tasks, steps
     settings.append(task_settings(domain))
@@ -234,20 +244,21 @@ def _fingerprinted(episodes, digest):
 
 
 def paired_differences(run_dirs: Sequence[str], num_tasks: Optional[int] = None,
-                       chunk_size: int = 100) -> Dict[str, Any]:
+                       chunk_size: int = 100, gin_files: Sequence[str] = ()) -> Dict[str, Any]:
   """Every later run against the first on the same evaluation tasks: {"shared_tasks": bool,
   "note": why not (or None), "num_tasks", "steps", "reference": the first run's label,
   "differences": {distribution: {"B - A": {"<metric>_after_<k>_steps": {mean, ci95, n,
-  num_non_finite, unpaired_ci95, mean_a, mean_b}}}}}."""
+  num_non_finite, unpaired_ci95, mean_a, mean_b}}}}}. ``gin_files``: the domain of runs made
+  in Python."""
   labels = run_labels(run_dirs)
-  reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks)
+  reason, num_tasks, steps = check_shared_tasks(run_dirs, num_tasks, gin_files)
   report = {"shared_tasks": reason is None, "note": reason, "num_tasks": num_tasks,
             "steps": steps, "reference": labels[0], "differences": {}}
   if reason is not None:
     return report
   values, digests = [], []  # Per run, distribution -> [tasks, len(steps)], and -> its SHA-256.
   for run_dir in run_dirs:
-    domain, learner = restore.restore_learner(run_dir)
+    domain, learner = restore.restore_learner(run_dir, gin_files=gin_files)
     metric = domain.metric_name
     run_values, run_digests = {}, {}
     for distribution in domain.eval_distributions:
@@ -310,15 +321,17 @@ def compare(run_dirs: Sequence[str]) -> None:
                      for label, run_dir in zip(run_labels(run_dirs), run_dirs)}}
   if FLAGS.paired and len(run_dirs) > 1:
     without_config = [d for d in run_dirs if not os.path.exists(RunFolder(d).config)]
-    if without_config:
-      print(f"No paired differences: {', '.join(without_config)} has no {CONFIG_NAME} (a run "
-            "made in Python), from which the paired comparison rebuilds the evaluation tasks.")
+    if without_config and not FLAGS.gin_file:
+      has = "has" if len(without_config) == 1 else "have"
+      print(f"No paired differences: {', '.join(without_config)} {has} no {CONFIG_NAME} (made "
+            "in Python), from which the paired comparison rebuilds the evaluation tasks; "
+            "pass --gin_file=<a gin file that builds its domain> (docs/your_own_task.md).")
     else:
-      report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size)
+      report = paired_differences(run_dirs, FLAGS.num_tasks, FLAGS.chunk_size, FLAGS.gin_file)
       print(paired_table(report))
       output["paired"] = report
   if FLAGS.figure:
-    print("Wrote", compare_figure(run_dirs, FLAGS.figure, FLAGS.num_steps))
+    print("Wrote", compare_figure(run_dirs, FLAGS.figure, FLAGS.num_steps, FLAGS.gin_file))
   if FLAGS.output:
     print("Wrote", atomic.write_json(FLAGS.output, output))
 

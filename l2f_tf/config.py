@@ -1,8 +1,14 @@
 """Gin set-up: the gin files shipped in the package, parsing with messages that name the fix,
-and the check of binding types.
+modules of one's own imported by gin files, and the check of binding types.
 
 Parsing needs every configurable registered: importing `l2f_tf.train.restore` (which every
-entry point does) registers all of l2f_tf's.
+entry point does) registers all of l2f_tf's. A gin file can register more with an ``import
+my_task`` line (gin's own statement): :func:`parse` makes the folder of such a file, the
+current folder, and the folders recorded in the file (:data:`IMPORT_PATH_MARK` lines) importable
+first, so ``my_task.py`` next to ``my_task.gin`` needs no PYTHONPATH. A run's
+operative_config.gin keeps the ``import`` lines and records with :func:`import_path_lines` where
+the modules were found, so that evaluate, compare and analyze, which parse it again, find them
+from any folder.
 """
 
 import collections.abc
@@ -11,9 +17,10 @@ import inspect
 import logging as std_logging
 import os
 import re
+import sys
 import types
 import typing
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import gin
 
@@ -37,15 +44,115 @@ def resolve_gin_file(path: str) -> str:
                    f"{GIN_DIR}).")
 
 
+# "# l2f_tf import path: <folder>": a line of a gin file (written by the command line into a
+# run's operative_config.gin) naming a folder that its ``import`` lines need.
+IMPORT_PATH_MARK = "# l2f_tf import path: "
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([\w.]+))",
+                          re.M)
+_INCLUDE_LINE = re.compile(r"""^[ \t]*include[ \t]+['"]([^'"]+)['"]""", re.M)
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+_PLUGIN_FOLDERS = []  # Folders parse() made importable for gin files' imports, in order.
+
+
+def _read_gin_file(gin_file: str) -> Tuple[List[str], List[str], List[str]]:
+  """(modules the gin file imports, folders its IMPORT_PATH_MARK lines name, files it
+  includes)."""
+  try:
+    with open(gin_file) as f:
+      text = f.read()
+  except OSError:
+    return [], [], []
+  modules = [a or b for a, b in _IMPORT_LINE.findall(text)]
+  folders = [line[len(IMPORT_PATH_MARK):].strip() for line in text.splitlines()
+             if line.startswith(IMPORT_PATH_MARK)]
+  return ([m for m in modules if not m.startswith("__gin__")], folders,
+          _INCLUDE_LINE.findall(text))
+
+
+def _make_importable(gin_files: Sequence[str]) -> List[str]:
+  """Puts on sys.path (first, as Python does for a script's folder) the folders where the
+  modules of ``import`` lines may be, for the gin files and the files they include (found as
+  gin finds them: as given, or in the package's gin/ folder): each importing file's recorded
+  folders and its own folder, and the current folder. Returns the folders looked in."""
+  folders, pending, seen = [], list(gin_files), set()
+  while pending:
+    gin_file = pending.pop(0)
+    if os.path.abspath(gin_file) in seen:
+      continue
+    seen.add(os.path.abspath(gin_file))
+    modules, recorded, includes = _read_gin_file(gin_file)
+    if modules:
+      folders += recorded + [os.path.dirname(os.path.abspath(gin_file))]
+    for name in includes:  # The first place gin looks that holds it.
+      found = next((p for p in (name, os.path.join(GIN_DIR, name)) if os.path.isfile(p)), None)
+      if found:
+        pending.append(found)
+  if not folders:
+    return []
+  folders.append(os.getcwd())
+  folders = list(dict.fromkeys(os.path.abspath(f) for f in folders))
+  for folder in reversed(folders):
+    if folder not in sys.path:
+      sys.path.insert(0, folder)
+  _PLUGIN_FOLDERS.extend(f for f in folders if f not in _PLUGIN_FOLDERS)
+  return folders
+
+
+def _import_error_message(error: ImportError, gin_files: Sequence[str],
+                          folders: Sequence[str]) -> str:
+  """One line naming the module a gin file imports that cannot be found, and where it was
+  looked for (or the module that one imports, when that is what is missing)."""
+  text = str(error)
+  missing = _MISSING_MODULE.search(text)
+  place = re.search(r'In file "([^"]+)"', text)
+  statement = _IMPORT_LINE.search(text.split("In file", 1)[-1])  # gin quotes the line
+  imported = (statement.group(1) or statement.group(2)) if statement else None
+  where = place.group(1) if place else ", ".join(gin_files)
+  if missing is None or imported is None:
+    return f"{where}: importing a module failed ({text.splitlines()[0]})."
+  name = missing.group(1)
+  looked_in = ", ".join(folders) if folders else os.getcwd()
+  if imported == name or imported.startswith(name + "."):
+    return (f"{where} imports the module {imported!r}, which is not installed nor in "
+            f"{looked_in}: put {name.split('.')[0]}.py (or its package folder) in one of "
+            "these folders.")
+  return (f"{where} imports the module {imported!r}, which imports {name!r}: that module is "
+          f"not installed (pip install it) nor in {looked_in}.")
+
+
+def import_path_lines() -> str:
+  """:data:`IMPORT_PATH_MARK` lines naming the folders, made importable by :func:`parse`, from
+  which the parsed config's ``import`` lines imported their modules (what a run's
+  operative_config.gin records); "" when there are none."""
+  imports = gin.config._IMPORTS  # pylint: disable=protected-access  (gin has no public API)
+  found = []
+  for statement in imports:
+    top = sys.modules.get(statement.module.split(".")[0])
+    origin = getattr(top, "__file__", None)
+    if not origin:
+      continue
+    folder = os.path.dirname(os.path.abspath(origin))
+    if os.path.basename(origin) == "__init__.py":
+      folder = os.path.dirname(folder)
+    if folder in _PLUGIN_FOLDERS and folder not in found:
+      found.append(folder)
+  return "".join(f"{IMPORT_PATH_MARK}{folder}\n" for folder in found)
+
+
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
-  """Parses gin files and bindings with a message that names what to fix on error."""
+  """Parses gin files and bindings with a message that names what to fix on error (a module
+  that an ``import`` line of a gin file names and that cannot be found: the module and the
+  folders looked in)."""
   std_logging.getLogger().addFilter(_quiet_gin_includes)  # Added once: addFilter skips a twin.
   gin.add_config_file_search_path(GIN_DIR)
   gin_files = [resolve_gin_file(path) for path in gin_files]
+  folders = _make_importable(gin_files)
   try:
     # Not finalized (locked): the modules meta-RL imports on first use (tf-agents, the rl
     # extra) register configurables of their own, which gin refuses once the config is locked.
     gin.parse_config_files_and_bindings(gin_files, list(gin_bindings), finalize_config=False)
+  except ImportError as error:
+    raise ValueError(_import_error_message(error, gin_files, folders)) from error
   except (ValueError, KeyError, TypeError, SyntaxError) as error:
     raise ValueError(f"Bad gin configuration ({error}).{_suggestion(str(error))} Check the "
                      f"--gin_bindings and gin files {gin_files}; every binding must name "

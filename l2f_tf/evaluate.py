@@ -3,12 +3,15 @@
   python -m l2f_tf.evaluate --saved_model=runs/l2f_5shot --num_tasks=600
   python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
       --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
+  python -m l2f_tf.evaluate --saved_model=runs/made_in_python --gin_file=my_task.gin
 
 The tasks come from the SavedModel's training config (``--gin_bindings`` on top, e.g. the
-dataset root) and ``--seed``. Prints (``--output``: writes as JSON) the mean and 95% CI over
-tasks of the metric after 0..N inner steps, N the SavedModel's steps or ``--num_steps`` (at
-most its export ``max_steps``). A user's mistake exits with status 1 and one line
-``evaluate: ...`` naming the fix.
+dataset root) and ``--seed``. A run made in Python keeps no gin config: ``--gin_file`` names a
+gin file that builds its domain (``run_experiment.domain = ...``), checked against the run's
+settings.json when the SavedModel is in its run folder. Prints (``--output``: writes as JSON)
+the mean and 95% CI over tasks of the metric after 0..N inner steps, N the SavedModel's steps
+or ``--num_steps`` (at most its export ``max_steps``). A user's mistake exits with status 1 and
+one line ``evaluate: ...`` naming the fix.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -26,8 +29,9 @@ from absl import app, flags, logging
 from l2f_tf import atomic, export, smoke
 from l2f_tf.data import episodic
 from l2f_tf.meta.predictions import batches, metric_values
+from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 from l2f_tf.stats import mean_and_ci95
-from l2f_tf.train import restore
+from l2f_tf.train import restore, settings
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +46,9 @@ def define_flags() -> None:
                             "distributions).")
   flags.DEFINE_multi_string("gin_bindings", [], "Bindings applied on top of the SavedModel's "
                             "config, e.g. the dataset root.")
+  flags.DEFINE_multi_string("gin_file", [], "Gin file(s) that build the domain of a "
+                            "SavedModel without a stored config (a run made in Python: "
+                            "run_experiment.domain = ...; docs/your_own_task.md).")
   flags.DEFINE_string("output", None, "Optional JSON output path.")
   flags.DEFINE_integer("batch_size", 100, "Tasks per SavedModel call.")
   flags.DEFINE_integer("num_steps", None, "Report the metric after 0..num_steps inner steps "
@@ -49,21 +56,19 @@ def define_flags() -> None:
 
 
 def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
-                         batch_size: int = 100, gin_bindings=(), num_steps: Optional[int] = None
-                         ) -> Dict[str, Dict[str, Dict]]:
+                         batch_size: int = 100, gin_bindings=(), num_steps: Optional[int] = None,
+                         gin_files=()) -> Dict[str, Dict[str, Dict]]:
   """{distribution: {metric_after_k_steps: {mean, ci95, n, num_non_finite}}} of the SavedModel
   (``path``: a run folder or its saved_model/) on fresh tasks, k = 0..num_steps (default: its
-  inner steps). ValueError naming the fix for a mistake of the user's."""
+  inner steps). ``gin_files``: the domain of a SavedModel without a stored config (a run made
+  in Python). ValueError naming the fix for a mistake of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
     raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
                      "SavedModels. The run's results.json holds its returns on held-out tasks; "
                      "load the policy with l2f_tf.export.load (act, adapt_and_act).")
-  if not os.path.exists(loaded.config_path):
-    raise ValueError(f"{loaded.config_path} is missing: this SavedModel was not exported by "
-                     "run_experiment.py, so its task distribution is unknown.")
   num_steps = loaded.check_num_steps(num_steps)
-  domain = restore.parse_domain([loaded.config_path], gin_bindings)
+  domain = _domain(loaded, gin_files, gin_bindings)
   domain.eval_seed = seed
   known = list(domain.eval_distributions) + list(filter(None, [domain.validation_split]))
   results = {}
@@ -83,6 +88,23 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   return results
 
 
+def _domain(loaded, gin_files, gin_bindings):
+  """The domain of the SavedModel's stored config, or of ``gin_files`` when it has none
+  (checked against the settings.json of its run folder, if it is in one)."""
+  if os.path.exists(loaded.config_path):
+    return restore.parse_domain([loaded.config_path], gin_bindings)
+  if not gin_files:
+    raise ValueError(f"{loaded.path} holds no gin config (assets.extra/{CONFIG_NAME}): it was "
+                     "exported by a run made in Python, so its task distribution is unknown. "
+                     "Pass --gin_file=<a gin file that builds its domain> (run_experiment.domain "
+                     "= ...; docs/your_own_task.md).")
+  domain = restore.parse_domain(gin_files, gin_bindings)
+  folder = RunFolder(os.path.dirname(os.path.normpath(loaded.path)))
+  if os.path.normpath(folder.saved_model) == os.path.normpath(loaded.path):
+    settings.check_rebuilt(folder, domain=domain)
+  return domain
+
+
 def result_lines(results: Dict[str, Dict[str, Dict]]) -> List[str]:
   """One line per distribution and step count: ``test mse_after_2_steps: 0.12 +- 0.01 (n=6)``."""
   return [f"{distribution} {name}: {value['mean']:.4f} +- {value['ci95']:.4f} (n={value['n']})"
@@ -96,7 +118,7 @@ def main(argv):
   try:
     results = evaluate_saved_model(FLAGS.saved_model, smoke.tasks(FLAGS.num_tasks),
                                    FLAGS.seed, FLAGS.distribution, FLAGS.batch_size,
-                                   FLAGS.gin_bindings, FLAGS.num_steps)
+                                   FLAGS.gin_bindings, FLAGS.num_steps, FLAGS.gin_file)
   except ValueError as error:  # A mistake of the user's: the message names the fix.
     sys.exit(f"evaluate: {error}")
   print("\n".join(result_lines(results)))

@@ -1,5 +1,6 @@
-"""Figures: sinusoid tasks before/after adaptation, few-shot accuracy vs inner steps, meta-RL
-return vs adaptation steps (with 2D-navigation paths).
+"""Figures: sinusoid tasks before/after adaptation, few-shot accuracy vs inner steps, a metric
+vs inner steps (with 1-d regression tasks), meta-RL return vs adaptation steps (with
+2D-navigation paths).
 
 Every figure is saved with the numbers it draws, read back from its artists (:func:`figure_data`)
 into ``<name>.json`` next to ``<name>.png``, so a program can check it against results.json.
@@ -106,6 +107,40 @@ def plot_accuracy_by_steps(path: str, curves: Dict[str, tuple], gammas: Dict[str
     ax.set(ylabel="mean gamma over test tasks", title="attenuation per layer")
     legend_outside(ax)
   fig.tight_layout()
+  return save_figure(fig, path)
+
+
+def plot_metric_by_steps(path: str, curves: Dict[str, tuple], ylabel: str, title: str = "",
+                         tasks: Sequence[tuple] = (), num_steps: int = 5) -> str:
+  """Saves a PNG: a metric (mean, 95% CI) vs inner steps per learner (`curves`: label ->
+  (steps, mean, ci95)) and one panel per 1-d regression task of `tasks`: (support_x,
+  support_y, query_x, query_y, {label: query predictions after `num_steps` steps})."""
+  fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 + 3.6 * len(tasks), 3.8),
+                           squeeze=False)
+  _curves_by_steps(axes[0][0], curves, "inner steps", ylabel, title)
+  if tasks:  # The curves' legend below the panels, with the tasks' (no room beside them).
+    axes[0][0].get_legend().remove()
+  for i, (support_x, support_y, query_x, query_y, predicted) in enumerate(tasks):
+    ax = axes[0][i + 1]
+    order = np.argsort(np.asarray(query_x)[:, 0])
+    ax.scatter(np.asarray(query_x)[order, 0], np.asarray(query_y)[order, 0], s=10,
+               color="grey", label="query points")
+    for label, values in predicted.items():
+      ax.plot(np.asarray(query_x)[order, 0], np.asarray(values)[order, 0],
+              label=f"{label}, {num_steps} step{'s' if num_steps != 1 else ''}")
+    ax.scatter(np.asarray(support_x)[:, 0], np.asarray(support_y)[:, 0], color="red", zorder=5,
+               label="support points")
+    ax.set(xlabel="x", title=f"test episode {i}")
+  if tasks:
+    handles, labels = [], []
+    for ax in (axes[0][0], axes[0][1]):
+      found = ax.get_legend_handles_labels()
+      handles, labels = handles + found[0], labels + found[1]
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 4),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 4), 1, 1))
+  else:
+    fig.tight_layout()
   return save_figure(fig, path)
 
 

@@ -137,8 +137,10 @@ def default_namespace() -> Dict[str, object]:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from l2f_tf.models.conv4 import conv4  # pylint: disable=import-outside-toplevel
   from l2f_tf.models.linear import linear_classifier  # pylint: disable=import-outside-toplevel
+  from l2f_tf.models.mlp import mlp, mlp_classifier  # pylint: disable=import-outside-toplevel
   return {"math": math, "gin": gin, "tf": tf, "conv4": conv4,
-          "linear_classifier": linear_classifier, "Trainer": l2f_tf.Trainer}
+          "linear_classifier": linear_classifier, "mlp": mlp, "mlp_classifier": mlp_classifier,
+          "Trainer": l2f_tf.Trainer}
 
 
 def same_default(documented, actual) -> bool:

@@ -5,8 +5,9 @@ an earlier one, as a reader would), in a fresh process whose working directory i
 folder, with ``L2F_TF_SMOKE=1`` (`l2f_tf.smoke`: at most a few meta-iterations and evaluation
 tasks, everything else real). A snippet that reads a run folder made by a command of the same
 page (``runs/nav_l2f`` after ``python run_experiment.py ... --root_dir=runs/nav_l2f``; else of
-another page) gets it from that very command, run first in the same way. A failure names the
-page and the line.
+another page) gets it from that very command, run first in the same way. A block whose first
+line is ``# file: <name>`` (a module or gin file the reader saves) is written to that file in
+the folder first, and not run. A failure names the page and the line.
 """
 
 import fcntl
@@ -47,6 +48,16 @@ def blocks(path):
       elif language is not None:
         lines.append(line)
   return found
+
+
+FILE_MARK = re.compile(r"^# file: (\S+)\n")
+
+
+def file_blocks(path):
+  """{name: text} of the page's blocks that a reader saves as files (first line ``# file:
+  <name>``)."""
+  return {match.group(1): code for _, _, code in blocks(path)
+          if (match := FILE_MARK.match(code))}
 
 
 def python_pages():
@@ -142,11 +153,15 @@ def made_run(cache, page, run_dir):
 def run_page(page, folder, cache):
   """Runs the page's Python blocks in ``folder``; returns None or what failed. The run folders
   the blocks read are made in ``cache`` (:func:`made_run`) and linked into ``folder``."""
-  python = [(line, code) for lang, line, code in blocks(page) if lang == example_language(page)]
+  python = [(line, code) for lang, line, code in blocks(page)
+            if lang == example_language(page) and not FILE_MARK.match(code)]
   source = "\n".join(code for _, code in python)
   made_here = set(re.findall(r"""Trainer\([^)]*?["'](runs/[\w.-]+)""", source, re.S))
   name = os.path.relpath(page, REPO)
   os.makedirs(os.path.join(folder, "runs"))
+  for file_name, text in file_blocks(page).items():
+    with open(os.path.join(folder, file_name), "w") as f:
+      f.write(text)
   for run_dir in sorted(set(RUN_DIR.findall(source)) - made_here):
     path, failure = made_run(cache, page, run_dir)
     if failure:

@@ -248,6 +248,17 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
   return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
 
 
+def meta_batch_episodes(start_step: int, meta_batch_size: int, first: int = 0,
+                        count: Optional[int] = None) -> tf.data.Dataset:
+  """The int64 episode numbers of meta-batches ``start_step, start_step + 1, ...``: meta-batch
+  s holds episodes ``s * T + first .. s * T + first + count - 1`` (T the meta-batch size; a share
+  of ``count`` tasks from ``first``, by default all T), so a run resumed at a step reads the
+  episodes it would have read."""
+  size, count = meta_batch_size, meta_batch_size if count is None else count
+  return tf.data.Dataset.counter(start_step).flat_map(
+      lambda s: tf.data.Dataset.range(s * size + first, s * size + first + count))
+
+
 def split_arrays(dataset: tf.data.Dataset) -> Episode:
   """All batches of a finite episode dataset concatenated into one numpy :class:`Episode`."""
   fields = [[], [], [], []]

@@ -115,8 +115,7 @@ class EpisodicFewShot(SupervisedDomain):
     A share (``tasks = (first, count)``) loads episodes s*T+first .. s*T+first+count-1 only."""
     size = self.meta_batch_size
     first, count = check_task_share(tasks, size)
-    numbers = tf.data.Dataset.counter(start_step).flat_map(
-        lambda s: tf.data.Dataset.range(s * size + first, s * size + first + count))
+    numbers = episodic.meta_batch_episodes(start_step, size, first, count)
     return self._episodes("train", seed, episodes=numbers, batch_size=count)
 
   def split_seed(self, split: str) -> int:

@@ -8,6 +8,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from l2f_tf import console
 from l2f_tf.export.checks import graph_error_text
@@ -36,7 +37,14 @@ def save(module: ExportModule, path: str, signatures, config_path=None) -> str:
   """Saves ``module`` to ``path`` (replacing it), with the run's gin config in assets.extra/."""
   if os.path.exists(path):
     shutil.rmtree(path)
-  tf.saved_model.save(module, path, signatures=signatures)
+  # TensorFlow sets absl's verbosity to the --verbosity flag's level while it saves, which
+  # silences a library run's progress lines (INFO set on the logger itself) from then on.
+  logger = absl_logging.get_absl_logger()
+  level = logger.level
+  try:
+    tf.saved_model.save(module, path, signatures=signatures)
+  finally:
+    logger.setLevel(level)
   if config_path and os.path.exists(config_path):
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
     shutil.copy(config_path, os.path.join(path, "assets.extra", CONFIG_NAME))
@@ -53,9 +61,13 @@ def saved_model_dir(path: str) -> str:
   for candidate in (path, folder.saved_model):
     if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
       return candidate
-  if os.path.normpath(path) == os.path.normpath(parent.saved_model) and \
-      os.path.exists(parent.config):
+  if os.path.normpath(path) == os.path.normpath(parent.saved_model) and (
+      os.path.exists(parent.config) or os.path.exists(parent.settings)):
     folder = parent  # <run>/saved_model of a run that has not exported (yet).
+  if os.path.exists(folder.settings) and not os.path.exists(folder.config):
+    raise ValueError(f"No SavedModel in the run folder {folder.root} (no saved_model/): it was "
+                     "made in Python, and Runner(trainer).run() exports its model (train() "
+                     "alone does not); the same script again exports it without training.")
   if os.path.exists(folder.config):
     trained = os.path.isdir(folder.checkpoints) and bool(os.listdir(folder.checkpoints))
     state = "it stopped before exporting its model" if trained else "it has no checkpoint yet"

@@ -7,7 +7,8 @@ that a run built in Python is checked the same way. :func:`describe` lists a tra
 as ``"Class.attribute": value`` entries (the trainer, its learner, attenuation, domain and what
 they hold from this package, plus the shapes of the network's weights); they are kept in the
 run folder's settings.json. :data:`RESUMABLE_CHANGES` names the settings a resumed run may
-change; both checks use it.
+change; both checks use it. :func:`check_rebuilt` holds a learner and domain rebuilt for a run
+made in Python (evaluate, compare, analyze) to the settings.json of that run.
 """
 
 import fnmatch
@@ -75,34 +76,79 @@ def _own(value: Any) -> bool:
   return type(value).__module__.startswith("l2f_tf.")
 
 
+def _visit(obj: Any, settings: Dict[str, str], seen: set) -> None:
+  """Adds the public plain attributes of ``obj``, and of the objects of this package it holds,
+  to ``settings`` as ``"Class.attribute": text``."""
+  if id(obj) in seen:
+    return
+  seen.add(id(obj))
+  name = type(obj).__name__
+  skip = _layer_attributes() if isinstance(obj, keras.layers.Layer) else ()
+  for attribute, value in sorted(getattr(obj, "__dict__", {}).items()):
+    if attribute.startswith("_") or attribute in skip:
+      continue
+    text = _text(value)
+    if text is None and _own(value):
+      text = type(value).__name__  # and its own settings, visited below
+      _visit(value, settings, seen)
+    if text is not None:
+      settings[f"{name}.{attribute}"] = text
+
+
+def _weight_shapes(learner: Any) -> Dict[str, str]:
+  model = getattr(learner, "model", None)
+  if model is None:
+    return {}
+  return {"network.weight_shapes": repr([tuple(w.shape) for w in model.weights])}
+
+
 def describe(trainer: Any) -> Dict[str, str]:
   """``{"Class.attribute": text}``: the public plain attributes of ``trainer`` and of the
   objects of this package it holds (learner, attenuation, domain, inner learning rates, ...),
   and ``"network.weight_shapes"``: the shapes of the learner's network weights."""
   settings: Dict[str, str] = {}
-  seen = set()
-
-  def visit(obj: Any) -> None:
-    if id(obj) in seen:
-      return
-    seen.add(id(obj))
-    name = type(obj).__name__
-    skip = _layer_attributes() if isinstance(obj, keras.layers.Layer) else ()
-    for attribute, value in sorted(getattr(obj, "__dict__", {}).items()):
-      if attribute.startswith("_") or attribute in skip:
-        continue
-      text = _text(value)
-      if text is None and _own(value):
-        text = type(value).__name__  # and its own settings, visited below
-        visit(value)
-      if text is not None:
-        settings[f"{name}.{attribute}"] = text
-
-  visit(trainer)
-  model = getattr(trainer.learner, "model", None)
-  if model is not None:
-    settings["network.weight_shapes"] = repr([tuple(w.shape) for w in model.weights])
+  _visit(trainer, settings, set())
+  settings.update(_weight_shapes(trainer.learner))
   return settings
+
+
+def stored(folder: RunFolder) -> Optional[Dict[str, str]]:
+  """The settings recorded in the folder's settings.json, or None (no readable file)."""
+  entry = _stored(folder)
+  return None if entry is None else dict(entry.get("settings", {}))
+
+
+# Learner settings that do not change what a restored learner computes (what it logs).
+_NOT_REBUILT = ("MetaLearner.metric_fn", "LEO.metric_fn")
+
+
+def check_rebuilt(folder: RunFolder, learner: Any = None, domain: Any = None) -> None:
+  """Raises ConfigMismatchError unless a learner and domain rebuilt for the run in ``folder``
+  (from a gin file, for a run made in Python) describe what its settings.json records about
+  them: their classes, their settings and those of the objects they hold, the network's
+  weight shapes (:data:`RESUMABLE_CHANGES` aside). Settings of the trainer are not compared."""
+  recorded = stored(folder)
+  if recorded is None:
+    return
+  rebuilt: Dict[str, str] = {}
+  seen: set = set()
+  for role, obj in (("learner", learner), ("domain", domain)):
+    if obj is not None:
+      rebuilt[f"Trainer.{role}"] = type(obj).__name__
+      _visit(obj, rebuilt, seen)
+  if learner is not None:
+    rebuilt.update(_weight_shapes(learner))
+  classes = {key.split(".")[0] for key in rebuilt} - {"Trainer"}
+  old = {key: value for key, value in recorded.items()
+         if key in rebuilt or key.split(".")[0] in classes}
+  found = [d for d in differences(old, rebuilt) if d[0] not in _NOT_REBUILT]
+  if found:
+    lines = "\n".join(f"  {key}: {before} in the run, {after} now"
+                      for key, before, after in found[:20])
+    raise ConfigMismatchError(
+        f"The gin file(s) describe another experiment than the run in {folder.root} (made in "
+        f"Python; {folder.settings} records its settings):\n{lines}\nGive --gin_file a file "
+        "that builds the run's own domain (the same arrays and settings as in Python).")
 
 
 def differences(old: Dict[str, str], new: Dict[str, str]) -> List[Tuple[str, str, str]]:

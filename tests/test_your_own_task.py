@@ -18,6 +18,9 @@ from l2f_tf.evaluate import evaluate_saved_model
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import experiment, restore, settings
 
+# The command line's run and the tools around it: end to end, the slow tier (docs/testing.md).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A module of the user's: regression tasks y = a x + b x^2 as arrays, made by a configurable

@@ -5,6 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# A benchmark script run end to end under the profiler (10 s of the default tier's 5 minutes):
+# the slow tier (docs/testing.md).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -29,6 +29,9 @@ NOISE = (
     r"port\.cc.*oneDNN custom operations are on",
     r"cpu_feature_guard\.cc.*This TensorFlow binary is optimized",
     r"cpu_feature_guard\.cc.*To enable the following instructions",
+    # The second line of cpu_feature_guard's two-line message, which has no prefix:
+    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate "
+    r"compiler flags",
     r"Gym has been unmaintained since 2022",
     r"Please upgrade to Gymnasium, the maintained drop-in replacement of Gym",
     r"See the migration guide at https://gymnasium\.farama\.org/introduction/migration_guide/",

@@ -55,6 +55,9 @@ def test_is_noise_matches_only_the_listed_lines():
   assert console.is_noise("E0000 00:00:1795829839.141590 9504 cuda_platform.cc:52] failed call "
                           "to cuInit: INTERNAL: CUDA error")
   assert not console.is_noise("E1128 trainer.py:12] Bad gin binding type")
+  assert console.is_noise("To enable the following instructions: AVX2 AVX512F FMA, in other "
+                          "operations, rebuild TensorFlow with the appropriate compiler flags.\n")
+  assert not console.is_noise("To enable the following instructions, see our docs")
   assert not console.wanted(["run_experiment.py", "--third_party_logs"])
   assert console.wanted(["run_experiment.py", "--third_party_logs=false"])
   assert console.wanted(["run_experiment.py"])

@@ -6,7 +6,6 @@ Divergence is provoked two ways: an inf support label in chosen meta-batches of 
 inner learning rate of 1e30 (every step diverges)."""
 
 import logging
-import os
 
 import gin
 import keras

@@ -143,8 +143,7 @@ def check_rebuilt(folder: RunFolder, learner: Any = None, domain: Any = None) ->
          if key in rebuilt or key.split(".")[0] in classes}
   found = [d for d in differences(old, rebuilt) if d[0] not in _NOT_REBUILT]
   if found:
-    lines = "\n".join(f"  {key}: {before} in the run, {after} now"
-                      for key, before, after in found[:20])
+    lines = difference_lines(found)
     raise ConfigMismatchError(
         f"The gin file(s) describe another experiment than the run in {folder.root} (made in "
         f"Python; {folder.settings} records its settings):\n{lines}\nGive --gin_file a file "
@@ -161,15 +160,21 @@ def differences(old: Dict[str, str], new: Dict[str, str]) -> List[Tuple[str, str
               fnmatch.fnmatchcase(key.split("/")[-1], p) for p in RESUMABLE_CHANGES)]
 
 
+def difference_lines(found: List[Tuple[str, str, str]], limit: int = 20) -> str:
+  """``  setting: old in the run, new now`` per difference (at most ``limit``, then a count)."""
+  lines = [f"  {key}: {before} in the run, {after} now" for key, before, after in found[:limit]]
+  if len(found) > limit:
+    lines.append(f"  ... and {len(found) - limit} more")
+  return "\n".join(lines)
+
+
 def mismatch_message(root: str, step: str, stored: str, asked: str, new_folder: str,
                      how_to_continue: str, found: List[Tuple[str, str, str]]) -> str:
   """The error of a trained folder asked to run another experiment: what differs (at most 20
   lines) and the two ways on."""
-  lines = "\n".join(f"  {key}: {before} in the run, {after} now"
-                    for key, before, after in found[:20])
-  more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
+  lines = difference_lines(found)
   return (f"{root} holds a run trained to meta-iteration {step} with another configuration "
-          f"({stored}) than {asked}:\n{lines}{more}\nUse a new {new_folder} for the new "
+          f"({stored}) than {asked}:\n{lines}\nUse a new {new_folder} for the new "
           f"experiment, or {how_to_continue}.")
 
 

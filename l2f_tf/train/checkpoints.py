@@ -32,6 +32,12 @@ def latest(directory: str) -> Optional[str]:
   return tf.train.latest_checkpoint(directory)
 
 
+def latest_step(directory: str) -> Optional[int]:
+  """The meta-iteration of the newest checkpoint in ``directory`` (``ckpt-<step>``), or None."""
+  path = latest(directory)
+  return None if path is None else int(path.rsplit("-", 1)[-1])
+
+
 def restore_or_initialize(checkpoint: tf.train.Checkpoint, directory: str,
                           max_to_keep: int = 3,
                           restore_from: Optional[str] = None) -> tf.train.CheckpointManager:

@@ -91,7 +91,7 @@ def _refuse_other_experiment(folder: RunFolder, gin_files: Sequence[str],
   gin.clear_config()
   if not differences:
     return
-  step = os.path.basename(checkpoints.latest(folder.checkpoints)).split("-")[-1]
+  step = str(checkpoints.latest_step(folder.checkpoints))
   asked = " ".join([f"--gin_file={f}" for f in gin_files] +
                    [f"--gin_bindings='{b}'" for b in gin_bindings]) or "(no --gin_file)"
   raise ConfigMismatchError(settings.mismatch_message(

@@ -146,10 +146,9 @@ class Runner:
     if own_folder:
       self.folder.prepare()
       run_folder.hold_lock(self.folder.root)
-      latest = checkpoints.latest(self.folder.checkpoints)
       described = settings.describe(trainer)
-      settings.check(self.folder, described,
-                     None if latest is None else int(latest.rsplit("-", 1)[-1]), resume)
+      settings.check(self.folder, described, checkpoints.latest_step(self.folder.checkpoints),
+                     resume)
     self.checkpoint_every, self.log_every_seconds = checkpoint_every, log_every_seconds
     self.max_seconds = max_seconds
     self._clock = None  # updates train_seconds while train() runs

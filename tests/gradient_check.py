@@ -37,7 +37,8 @@ def meta_loss_value_fn(learner, batch, embeddings):
     for t in range(num_tasks(batch)):
       adaptation = learner.adapt(batch.support_x[t], batch.support_y[t],
                                  embedding=embeddings[t])
-      total += learner.loss_at(adaptation.fast_weights, batch.query_x[t], batch.query_y[t])
+      total += learner.loss_at(adaptation.fast_weights, batch.query_x[t], batch.query_y[t],
+                               batch.support_x[t])
     return reduce_tasks(learner, total, batch)
 
   return value
@@ -61,7 +62,7 @@ def first_order_value_fn(learner, batch, embeddings):
       theta_bar, _ = learner.attenuate(batch.support_x[t], batch.support_y[t],
                                        embedding=embeddings[t])
       fast = [p - c for p, c in zip(theta_bar, displacements[t])]
-      total += learner.loss_at(fast, batch.query_x[t], batch.query_y[t])
+      total += learner.loss_at(fast, batch.query_x[t], batch.query_y[t], batch.support_x[t])
     return reduce_tasks(learner, total, batch)
 
   return value
@@ -69,8 +70,9 @@ def first_order_value_fn(learner, batch, embeddings):
 
 def analytic_meta_gradient(learner, batch, path: str, first_order: bool = False):
   """The meta-gradient w.r.t. ``learner.meta_variables`` from one code path: "plain" (a tape
-  around ``meta_loss``, eager), "compiled" (the same in ``tf.function``), "xla" (with
-  ``jit_compile``) or "sequential" (the memory-lean ``sequential.meta_gradients``)."""
+  around ``meta_loss``, eager), "compiled" (the same in ``tf.function``), "vectorized" (that
+  with the tasks in ``tf.vectorized_map``), "xla" (with ``jit_compile``) or "sequential" (the
+  memory-lean ``sequential.meta_gradients``)."""
   variables = learner.meta_variables
   if path == "sequential":
     fn = tf.function(lambda e: sequential.meta_gradients(learner, e, first_order)[1])
@@ -83,6 +85,13 @@ def analytic_meta_gradient(learner, batch, path: str, first_order: bool = False)
 
   if path == "compiled":
     grads = tf.function(grads)
+  elif path == "vectorized":
+    vectorized = learner.vectorize_tasks
+    learner.vectorize_tasks = True
+    try:
+      return [g.numpy() for g in tf.function(grads)(batch)]
+    finally:
+      learner.vectorize_tasks = vectorized
   elif path == "xla":
     # The trainer compiles with XLA only the unrolled task loop (it turns XLA off for
     # vectorized tasks), so that is the path checked here.

@@ -182,8 +182,9 @@ def test_signature_matches_the_code(documented):
 # --- gin names -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", PUBLIC)
 def test_gin_name(name):
-  """``Gin: `x` `` names a configurable that is the object, wraps it or builds it; ``Gin:
-  none`` a name that gin does not know."""
+  """``Gin: `x` `` names a configurable that is the object, wraps it, builds it or supplies
+  its defaults (a function with ``configures``, e.g. BatchNorm's mode); ``Gin: none`` a name
+  that gin does not know."""
   section = sections()[name]
   match = re.search(r"^Gin: (?:`([A-Za-z_][\w.]*)`|(none))", section, re.M)
   assert match, f"the section of {name} has no line 'Gin: `...`' or 'Gin: none'"
@@ -197,9 +198,12 @@ def test_gin_name(name):
     assert name == "Learner" and known is not obj, f"gin knows {name}"
     return
   configurable = gin.config.get_configurable(match.group(1))
-  assert (configurable is obj or getattr(configurable, "__wrapped__", None) is obj
-          or inspect.signature(configurable).return_annotation is obj), (
-              f"gin's {match.group(1)} is not {name}, a wrapper of it, nor a factory of it")
+  wrapped = getattr(configurable, "__wrapped__", None)
+  assert (configurable is obj or wrapped is obj
+          or inspect.signature(configurable).return_annotation is obj
+          or getattr(wrapped, "configures", None) is obj), (
+              f"gin's {match.group(1)} is not {name}, a wrapper of it, a factory of it, nor "
+              "the configurable of its defaults")
 
 
 # --- command-line flags --------------------------------------------------------------------------

@@ -15,7 +15,18 @@ from l2f_tf.export.checks import graph_error_text
 from l2f_tf.run_folder import CONFIG_NAME, RunFolder
 
 # The version of what an export holds (variables, signatures); loaders refuse any other.
-FORMAT_VERSION = 1
+# 2: the batch-norm mode (variable ``batch_norm``, and in the description).
+FORMAT_VERSION = 2
+# How each batch-norm mode makes a query's prediction depend on the call, for descriptions.
+BATCH_NORM_TEXT = {
+    "transductive": "transductive (statistics of the query batch given: a query's prediction "
+                    "depends on the other queries of the call)",
+    "support": "support (statistics of the support set: a query's prediction depends on the "
+               "task and that query alone)",
+    "task_norm_i": "TaskNorm-I (support-set and per-image statistics: a query's prediction "
+                   "depends on the task and that query alone)",
+    "none": "none",
+}
 SAVED_GRADIENT_WARNING = "Importing a function (%s) with ops with unsaved custom gradients"
 
 
@@ -25,6 +36,10 @@ class ExportModule(tf.Module):
   def __init__(self, name: str, learner, num_steps: int, description: str):
     super().__init__(name=name)
     self.format_version = tf.Variable(FORMAT_VERSION, trainable=False, name="format_version")
+    self.batch_norm = tf.Variable(learner.batch_norm, trainable=False, name="batch_norm")
+    if learner.batch_norm != "none":
+      mode = BATCH_NORM_TEXT.get(learner.batch_norm, learner.batch_norm)
+      description = f"{description}; batch norm: {mode}" if description else f"batch norm: {mode}"
     self.description = tf.Variable(description, trainable=False, name="description")
     self.num_steps = tf.Variable(num_steps, trainable=False, name="num_steps")
     # Tracked so that the SavedModel holds every variable the functions read.
@@ -115,6 +130,7 @@ class LoadedModel:
     self.path, self._module = path, module
     self.num_steps = int(module.num_steps.numpy())
     self.description = module.description.numpy().decode()
+    self.batch_norm = module.batch_norm.numpy().decode()
 
   @property
   def config_path(self) -> str:

@@ -41,6 +41,9 @@ class AdaptAndPredict(ExportModule):
     self.num_classes = tf.Variable(num_classes, trainable=False, name="num_classes")
     # Set once the input-range warning has been printed (once per loaded model).
     self.input_range_warned = tf.Variable(False, trainable=False, name="input_range_warned")
+    # Likewise for the warning about few queries under transductive batch norm.
+    self.few_queries_warned = tf.Variable(False, trainable=False, name="few_queries_warned")
+    self._transductive = "transductive" in learner.batch_norm
     self._num_classes, self._max_steps = num_classes, max_steps
     self._input_range, self._preprocess = input_range, preprocess or (lambda x: x)
     self._specs = (list(input_signature),  # Indexed by batched.
@@ -73,7 +76,32 @@ class AdaptAndPredict(ExportModule):
           low, high))
     if self._input_range is not None:
       checks.append(self._warn_outside_range(support_x, query_x))
+    if self._transductive and self._num_classes:
+      checks.append(self._warn_few_queries(qx[examples]))
     return after(checks, [support_x, support_y, query_x])
+
+  def _warn_once(self, condition, flag: tf.Variable, message):
+    """Prints ``message`` (a string tensor) to stderr the first time ``condition`` holds."""
+
+    def warn():
+      tf.print(message, output_stream=sys.stderr)
+      flag.assign(True)
+      return tf.constant(True)
+
+    return tf.cond(tf.logical_and(condition, tf.logical_not(flag)), warn,
+                   lambda: tf.constant(False))
+
+  def _warn_few_queries(self, num_queries):
+    """Transductive batch norm normalises the queries with their own statistics: a call with
+    fewer queries than classes is far from the evaluated setting (printed once)."""
+    message = tf.strings.format(
+        "WARNING: this SavedModel uses transductive batch norm (the query batch's own "
+        "statistics), so each prediction depends on the other queries of the call; it was "
+        f"evaluated on batches of queries from every class, and this call has {{}} queries for "
+        f"{self._num_classes} classes. Predict queries together, or train with "
+        "BatchNorm.mode = 'support' (or 'task_norm_i') for predictions independent of the "
+        "batch. (Printed once.)", num_queries)
+    return self._warn_once(num_queries < self._num_classes, self.few_queries_warned, message)
 
   def _warn_outside_range(self, support_x, query_x):
     """Prints a warning to stderr, once, when the inputs look outside the expected range (e.g.
@@ -85,17 +113,11 @@ class AdaptAndPredict(ExportModule):
     if hi > 1.0:
       suspicious = tf.logical_or(suspicious, high <= 1.0)
 
-    def warn():
-      tf.print(tf.strings.format(
-          f"WARNING: this SavedModel expects support_x and query_x with values in [{lo:g}, "
-          f"{hi:g}] (raw values such as pixels; it preprocesses them inside, as in training), "
-          "but they hold values in [{}, {}]: images already scaled to [0, 1] or normalised "
-          "give wrong predictions. (Printed once.)", (low, high)), output_stream=sys.stderr)
-      self.input_range_warned.assign(True)
-      return tf.constant(True)
-
-    return tf.cond(tf.logical_and(suspicious, tf.logical_not(self.input_range_warned)), warn,
-                   lambda: tf.constant(False))
+    return self._warn_once(suspicious, self.input_range_warned, tf.strings.format(
+        f"WARNING: this SavedModel expects support_x and query_x with values in [{lo:g}, "
+        f"{hi:g}] (raw values such as pixels; it preprocesses them inside, as in training), "
+        "but they hold values in [{}, {}]: images already scaled to [0, 1] or normalised "
+        "give wrong predictions. (Printed once.)", (low, high)))
 
   def _adapt(self, support_x, support_y, query_x, num_steps=None):
     """The query predictions after the exported number of steps; with ``num_steps``, those
@@ -104,9 +126,9 @@ class AdaptAndPredict(ExportModule):
     support_x, query_x = self._preprocess(support_x), self._preprocess(query_x)
     if num_steps is None:
       adaptation = self._learner.adapt(support_x, support_y, num_steps=self._steps)
-      return self._learner.forward(adaptation.fast_weights, query_x)
+      return self._learner.forward(adaptation.fast_weights, query_x, support_x=support_x)
     adaptation = self._learner.adapt(support_x, support_y, num_steps=self._max_steps)
-    return tf.stack([self._learner.forward(params, query_x)
+    return tf.stack([self._learner.forward(params, query_x, support_x=support_x)
                      for params in adaptation.iterates])[:num_steps + 1]
 
   def _predict(self, support_x, support_y, query_x, num_steps=None, *, batched: bool):

@@ -14,6 +14,8 @@ from typing import (Callable, Dict, List, NamedTuple, Optional, Protocol, Sequen
 import keras
 import tensorflow as tf
 
+from l2f_tf.models import batch_norm as batch_norm_lib
+
 
 class EpisodeBatch(Protocol):
   """What the meta-objective reads from a batch of tasks (``l2f_tf.data.episode.Episode`` is
@@ -63,6 +65,8 @@ class Learner(Protocol):
       recompile at every step).
     supports_sequential_tasks: the memory-lean task-by-task meta-gradient applies.
     supports_landscape: the inner loop's landscape measures apply.
+    batch_norm: the network's batch-norm mode ("none" without batch norm);
+      uses_support_statistics: query predictions need the support set (``forward``).
   """
   method_name: str
   model: keras.Model
@@ -84,14 +88,19 @@ class Learner(Protocol):
   vectorize_tasks: bool
   supports_sequential_tasks: bool
   supports_landscape: bool
+  batch_norm: str
+  uses_support_statistics: bool
 
   def checkpoint_parts(self) -> Dict[str, object]:
     """Name -> trackable object: what a checkpoint of the learner's state holds."""
 
-  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = ...):
-    """The outputs on ``x`` at the parameters ``params`` (an iterate of :meth:`adapt`)."""
+  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = ...,
+              support_x: Optional[tf.Tensor] = None):
+    """The outputs on ``x`` at the parameters ``params`` (an iterate of :meth:`adapt`);
+    ``support_x``: the task's support set when ``x`` are its queries (networks that normalise
+    with the support set's statistics need it, see :attr:`batch_norm`)."""
 
-  def loss_at(self, params, x, y) -> tf.Tensor: ...
+  def loss_at(self, params, x, y, support_x=None) -> tf.Tensor: ...
 
   def adapt(self, support_x, support_y, num_steps: Optional[int] = None,
             first_order: bool = False) -> Adaptation:
@@ -162,8 +171,19 @@ class LearnerBase:
       parts["attenuation"] = self.attenuation
     return parts
 
-  def loss_at(self, params, x, y) -> tf.Tensor:
-    return self.loss_fn(y, self.forward(params, x))
+  def loss_at(self, params, x, y, support_x=None) -> tf.Tensor:
+    return self.loss_fn(y, self.forward(params, x, support_x=support_x))
+
+  @property
+  def batch_norm(self) -> str:
+    """The network's batch-norm mode ("transductive", "support", "task_norm_i"; "none"
+    without one), recorded in results.json and the SavedModel."""
+    return batch_norm_lib.mode_of(self.model)
+
+  @property
+  def uses_support_statistics(self) -> bool:
+    """Whether query predictions normalise with the support set (``forward``'s ``support_x``)."""
+    return batch_norm_lib.uses_support_statistics(self.model)
 
   def predict(self, support_x, support_y, query_x, num_steps: Optional[int] = None) -> tf.Tensor:
     """The outputs on ``query_x`` after ``num_steps`` first-order inner steps (default: the
@@ -171,7 +191,7 @@ class LearnerBase:
     tensors, preprocessed as the domain's pipeline does."""
     support_x, support_y, query_x = (self._as_input(v) for v in (support_x, support_y, query_x))
     adaptation = self.adapt(support_x, support_y, num_steps, first_order=True)
-    return self.forward(adaptation.fast_weights, query_x)
+    return self.forward(adaptation.fast_weights, query_x, support_x=support_x)
 
   def _as_input(self, value) -> tf.Tensor:
     """A tensor of ``value``; floating values in the learner's dtype (numpy gives float64)."""

@@ -32,6 +32,7 @@ from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
                                      prototype_mean_embedding)
 from l2f_tf.meta.contract import Adaptation, EpisodeBatch, LearnerBase
+from l2f_tf.models import support_statistics
 
 TASK_REDUCTIONS = ("mean", "sum")
 
@@ -171,9 +172,23 @@ class MetaLearner(LearnerBase):
             for j, v in enumerate(self.model.trainable_variables)]
 
   def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = True,
-              others: Optional[Sequence[tf.Tensor]] = None):
+              others: Optional[Sequence[tf.Tensor]] = None,
+              support_x: Optional[tf.Tensor] = None):
     """The model's output at inner-loop parameters ``params`` (the outer-only weights
-    ``others`` given as tensors, or as they are), in ``self.dtype``."""
+    ``others`` given as tensors, or as they are), in ``self.dtype``.
+
+    ``support_x``: the task's support set, when ``x`` are its queries. A network whose batch
+    norm takes its statistics from the support set (:attr:`uses_support_statistics`) runs on
+    the support set followed by ``x`` and returns the rows of ``x``; others ignore it."""
+    if support_x is None or not self.uses_support_statistics:
+      return self._call_model(params, x, training, others)
+    count = support_x.shape[0]
+    count = tf.shape(support_x)[0] if count is None else count
+    with support_statistics.support_rows(count):
+      outputs = self._call_model(params, tf.concat([support_x, x], axis=0), training, others)
+    return outputs[count:]
+
+  def _call_model(self, params, x, training, others):
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     outputs, _ = self.model.stateless_call(self._trainable_values(params, others),
                                            non_trainable, x, training=training)
@@ -260,15 +275,17 @@ class MetaLearner(LearnerBase):
                       with_metrics=False, recompute=False):
     """Query loss after adaptation for one task, plus optional per-step losses and gamma."""
     adaptation = self.adapt(support_x, support_y, first_order=first_order, recompute=recompute)
-    loss = self.loss_at(adaptation.fast_weights, query_x, query_y)
+    loss = self.loss_at(adaptation.fast_weights, query_x, query_y, support_x)
     metrics = {}
     if with_metrics:
-      metrics = self.step_metrics(adaptation.iterates, adaptation.gamma, query_x, query_y)
+      metrics = self.step_metrics(adaptation.iterates, adaptation.gamma, query_x, query_y,
+                                  support_x)
     return loss, metrics
 
-  def step_metrics(self, iterates, gamma, query_x, query_y):
+  def step_metrics(self, iterates, gamma, query_x, query_y, support_x=None):
     """Diagnostics of one task: query loss (and ``metric_fn``) after each inner step, gamma."""
-    outputs = [tf.stop_gradient(self.forward(p, query_x)) for p in iterates]
+    outputs = [tf.stop_gradient(self.forward(p, query_x, support_x=support_x))
+               for p in iterates]
     metrics = {"query_loss_per_step": tf.stack([self.loss_fn(query_y, o) for o in outputs])}
     if self.metric_fn is not None:
       metrics["query_metric_per_step"] = tf.stack(

@@ -313,9 +313,11 @@ class LEO(LearnerBase):
     return {**super().checkpoint_parts(), "rng": self.rng}
 
   # --- pieces ----------------------------------------------------------------------------------
-  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = False):
-    """Logits of embeddings ``x`` [Q, D] for class weight vectors ``params[0]`` [N, D]."""
-    del training  # LEO's test-time forward pass has no randomness.
+  def forward(self, params: Sequence[tf.Tensor], x: tf.Tensor, training: bool = False,
+              support_x: Optional[tf.Tensor] = None):
+    """Logits of embeddings ``x`` [Q, D] for class weight vectors ``params[0]`` [N, D] (each
+    query on its own: ``support_x`` is not needed)."""
+    del training, support_x  # LEO's test-time forward pass has no randomness.
     return tf.matmul(tf.cast(x, self.dtype), params[0], transpose_b=True)
 
   def _shots(self, total: Optional[int]) -> int:

@@ -28,7 +28,8 @@ def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
   def one_task(task):
     support_x, support_y, query_x, _ = task
     adaptation = learner.adapt(support_x, support_y, num_steps=max_steps, first_order=True)
-    return tf.stack([learner.forward(params, query_x) for params in adaptation.iterates])
+    return tf.stack([learner.forward(params, query_x, support_x=support_x)
+                     for params in adaptation.iterates])
 
   def predict(episodes):
     if vectorized:

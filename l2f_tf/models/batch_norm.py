@@ -1,4 +1,4 @@
-"""Batch normalisation on the current batch, exact to second order and fast on CPU.
+"""Batch normalisation exact to second order and fast on CPU, in three modes.
 
 MAML's second-order meta-gradient differentiates the support-loss gradient once more, so every
 op between the inner-loop weights and the loss must be exact to second order. Keras'
@@ -10,10 +10,11 @@ the mean's share of the variance (docs/second_order.md).
 
     mean = E[x],   var = E[(x - mean)^2],   y = (x - mean) / sqrt(var + epsilon) * gamma + beta
 
-always with the statistics of the batch it is given (support set while adapting, query set
-when predicting), with no running averages, so ``training`` changes nothing. ``gamma`` and
-``beta`` are trained by the outer loop only (``outer_loop_only = True``, read by
-``MetaLearner``).
+with the statistics of the batch it is given (support set while adapting, query set when
+predicting: the "transductive" mode, the default) or, in the inductive modes, of the task's
+support set (`l2f_tf.models.support_statistics`), with no running averages, so ``training``
+changes nothing. ``gamma`` and ``beta`` are trained by the outer loop only
+(``outer_loop_only = True``, read by ``MetaLearner``).
 
 :func:`batch_norm` runs the layer and its first derivative as TensorFlow's fused kernels
 (``FusedBatchNormV3``, ``FusedBatchNormGradV3``) and the derivative of that backward pass in
@@ -28,11 +29,14 @@ in float32 with float32 ``gamma`` and ``beta`` (a mean over many low-precision v
 digits, and float16 squares overflow), and the output is cast back to the compute dtype.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
+import gin
 import keras
 import tensorflow as tf
 from keras import ops
+
+from l2f_tf.models import support_statistics
 
 
 def _count_per_channel(x: tf.Tensor, dtype) -> tf.Tensor:
@@ -172,40 +176,103 @@ def batch_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
   return y if rank == 4 else tf.reshape(y, shape)
 
 
+MODES = ("transductive", "support", "task_norm_i")
+
+
+@gin.configurable("BatchNorm")
+def default_mode(mode: str = "transductive") -> str:
+  """The mode of every :class:`BatchNorm` built without one: the gin binding ``BatchNorm.mode``
+  (a Keras layer cannot be gin-configurable itself)."""
+  return mode
+
+
 @keras.saving.register_keras_serializable(package="l2f_tf")
 class BatchNorm(keras.layers.Layer):
-  """Transductive batch normalisation with learned scale ``gamma`` and offset ``beta``.
+  """Batch normalisation with learned scale ``gamma`` and offset ``beta``, in one of three modes.
 
   Args:
+    mode: where the batch statistics come from (None: :func:`default_mode`, the gin binding
+      ``BatchNorm.mode``):
+      "transductive" (the papers' protocol, the default): the batch the layer is given, so a
+        query's prediction depends on the other queries of the call;
+      "support": the task's support set at the current weights, in every pass (the query
+        passes of ``MetaLearner.forward(..., support_x=)`` included), so a query's prediction
+        depends on the task and that query alone;
+      "task_norm_i": TaskNorm-I, the support set's moments blended with each example's
+        instance moments by a learned weight of the support-set size (two more outer-loop
+        weights, ``alpha_scale`` and ``alpha_offset``, initialised to 0: alpha = 0.5).
+      Both inductive modes are described in `l2f_tf.models.support_statistics`.
     epsilon: added to the variance; 1e-5 as in the PyTorch reference code (Keras' is 1e-3).
   """
 
   outer_loop_only = True
 
-  def __init__(self, epsilon: float = 1e-5, **kwargs):
+  def __init__(self, mode: Optional[str] = None, epsilon: float = 1e-5, **kwargs):
     super().__init__(**kwargs)
+    mode = default_mode() if mode is None else mode
+    if mode not in MODES:
+      raise ValueError(f"BatchNorm.mode must be one of {MODES}, got {mode!r}.")
+    self.mode = mode
     self.epsilon = float(epsilon)
+
+  @property
+  def uses_support_statistics(self) -> bool:
+    """Whether query passes must carry the support set (an inductive mode)."""
+    return self.mode != "transductive"
 
   def build(self, input_shape):
     channels = input_shape[-1]
     if channels is None:
       raise ValueError(f"{self.name}: the channel (last) axis must be known, got input shape "
                        f"{input_shape}.")
+    if self.mode == "task_norm_i" and len(input_shape) != 4:
+      raise ValueError(f"{self.name}: TaskNorm-I normalises images (NHWC inputs), got input "
+                       f"shape {input_shape}: use mode 'support' after a dense layer.")
     # autocast=False: read at the variables' dtype (float32), not the compute dtype.
     self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma",
                                  autocast=False)
     self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta",
                                 autocast=False)
+    if self.mode == "task_norm_i":
+      self.alpha_scale = self.add_weight(shape=(), initializer="zeros", name="alpha_scale",
+                                         autocast=False)
+      self.alpha_offset = self.add_weight(shape=(), initializer="zeros", name="alpha_offset",
+                                          autocast=False)
 
   def call(self, inputs, training=None):  # pylint: disable=unused-argument
     input_dtype = inputs.dtype
     if input_dtype in ("float16", "bfloat16"):
       inputs = ops.cast(inputs, "float32")
     gamma, beta = (ops.cast(v, inputs.dtype) for v in (self.gamma, self.beta))
-    return ops.cast(batch_norm(inputs, gamma, beta, self.epsilon), input_dtype)
+    count = support_statistics.current_support_rows()
+    if self.mode == "task_norm_i":
+      scale, offset = (ops.cast(v, inputs.dtype) for v in (self.alpha_scale, self.alpha_offset))
+      y = support_statistics.task_norm_i(inputs, gamma, beta, scale, offset, self.epsilon, count)
+    elif self.mode == "support" and count is not None:
+      y = support_statistics.support_batch_norm(inputs, gamma, beta, self.epsilon, count)
+    else:  # the batch's own statistics (in "support" mode: a pass on the support set alone)
+      y = batch_norm(inputs, gamma, beta, self.epsilon)
+    return ops.cast(y, input_dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
 
   def get_config(self):
-    return {**super().get_config(), "epsilon": self.epsilon}
+    return {**super().get_config(), "mode": self.mode, "epsilon": self.epsilon}
+
+
+default_mode.__wrapped__.configures = BatchNorm  # (read by the API docs' test)
+
+
+def mode_of(model: keras.Model) -> str:
+  """The mode of the model's :class:`BatchNorm` layers ("none" without any; modes joined by
+  "+" when they differ), as runs and exports record it."""
+  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  modes = sorted({layer.mode for layer in layers if isinstance(layer, BatchNorm)})
+  return "+".join(modes) if modes else "none"
+
+
+def uses_support_statistics(model: keras.Model) -> bool:
+  """Whether any layer of ``model`` takes its statistics from the support set."""
+  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  return any(getattr(layer, "uses_support_statistics", False) for layer in layers)

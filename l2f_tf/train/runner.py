@@ -279,6 +279,7 @@ class Runner:
     evaluations, extra = trainer.evaluate(num_eval_tasks, eval_steps)
     results = {
         "method": trainer.learner.method_name,
+        "batch_norm": trainer.learner.batch_norm,
         "domain": trainer.domain.name,
         "meta_iterations": step,
         "train_seconds": float(self.train_seconds.numpy()),  # all calls that trained it

@@ -96,16 +96,21 @@ def _visit(obj: Any, settings: Dict[str, str], seen: set) -> None:
 
 
 def _weight_shapes(learner: Any) -> Dict[str, str]:
+  """The network's weight shapes and batch-norm mode (a layer setting no attribute holds)."""
   model = getattr(learner, "model", None)
   if model is None:
     return {}
-  return {"network.weight_shapes": repr([tuple(w.shape) for w in model.weights])}
+  described = {"network.weight_shapes": repr([tuple(w.shape) for w in model.weights])}
+  if hasattr(learner, "batch_norm"):
+    described["network.batch_norm"] = repr(learner.batch_norm)
+  return described
 
 
 def describe(trainer: Any) -> Dict[str, str]:
   """``{"Class.attribute": text}``: the public plain attributes of ``trainer`` and of the
   objects of this package it holds (learner, attenuation, domain, inner learning rates, ...),
-  and ``"network.weight_shapes"``: the shapes of the learner's network weights."""
+  ``"network.weight_shapes"``: the shapes of the learner's network weights, and
+  ``"network.batch_norm"``: its batch-norm mode."""
   settings: Dict[str, str] = {}
   _visit(trainer, settings, set())
   settings.update(_weight_shapes(trainer.learner))

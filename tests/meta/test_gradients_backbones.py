@@ -26,6 +26,7 @@ check (max pooling's second derivative is in every step) run 1 task and 1 step
 
 import functools
 
+import gin
 import keras
 import numpy as np
 import pytest
@@ -51,10 +52,14 @@ def cross_entropy(y, logits):
 
 
 def make_learner(backbone: str, l2f: bool, num_inner_steps: int = 2,
-                 dtype: str = "float64") -> MetaLearner:
+                 dtype: str = "float64", mode: str = "transductive") -> MetaLearner:
+  """conv4 or ResNet12 with batch norm in ``mode`` (tests/meta/test_gradients_bn_modes.py
+  checks the inductive modes)."""
   keras.utils.set_random_seed(3)
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy(dtype)
+  with gin.unlock_config():
+    gin.bind_parameter("BatchNorm.mode", mode)
   try:
     if backbone == "conv4":
       model = conv4(num_classes=NUM_WAYS, image_shape=IMAGE_SHAPE, filters=3)
@@ -69,7 +74,7 @@ def make_learner(backbone: str, l2f: bool, num_inner_steps: int = 2,
   # and their second-order terms are generic.
   rng = np.random.default_rng(5)
   for v in learner.network_variables:
-    if v.path.endswith("gamma") or v.path.endswith("beta"):
+    if v.path.endswith(("gamma", "beta", "alpha_scale", "alpha_offset")):
       v.assign(v.numpy() + rng.normal(scale=0.3, size=v.shape))
   return learner
 
@@ -84,18 +89,20 @@ def make_batch(seed: int = 0, num_tasks: int = 2) -> Episode:
                  images(NUM_WAYS * NUM_QUERIES), labels(NUM_QUERIES))
 
 
-def make_case(setting: str, l2f: bool, seed: int):
+def make_case(setting: str, l2f: bool, seed: int, mode: str = "transductive"):
   """The learner and meta-batch of a check in the ``SETTINGS`` of ``setting`` (a backbone, or
   "xla": conv4)."""
   num_tasks, num_inner_steps = SETTINGS[setting]
   backbone = "conv4" if setting == "xla" else setting
-  return make_learner(backbone, l2f, num_inner_steps), make_batch(seed, num_tasks)
+  return (make_learner(backbone, l2f, num_inner_steps, mode=mode),
+          make_batch(seed, num_tasks))
 
 
 @functools.lru_cache(maxsize=None)
-def reference(setting: str, l2f: bool, seed: int, first_order: bool = False):
+def reference(setting: str, l2f: bool, seed: int, first_order: bool = False,
+              mode: str = "transductive"):
   """Finite-difference directional derivatives of the meta-loss (shared by every path)."""
-  learner, batch = make_case(setting, l2f, seed)
+  learner, batch = make_case(setting, l2f, seed, mode)
   embeddings = fixed_embeddings(learner, batch)
   make_value_fn = first_order_value_fn if first_order else meta_loss_value_fn
   return directional_derivatives(make_value_fn(learner, batch, embeddings),
@@ -103,9 +110,9 @@ def reference(setting: str, l2f: bool, seed: int, first_order: bool = False):
 
 
 @functools.lru_cache(maxsize=None)
-def first_order_meta_gradient(setting: str, l2f: bool):
+def first_order_meta_gradient(setting: str, l2f: bool, mode: str = "transductive"):
   """The plain first-order meta-gradient of the second-order checks' case (shared by them)."""
-  learner, batch = make_case(setting, l2f, 0)
+  learner, batch = make_case(setting, l2f, 0, mode)
   return analytic_meta_gradient(learner, batch, "plain", first_order=True)
 
 

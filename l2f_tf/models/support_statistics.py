@@ -1,0 +1,99 @@
+"""Normalisation with the statistics of the task's support set: predictions that do not depend on
+the other queries.
+
+Transductive batch norm (the papers' protocol) normalises the query set with the query set's
+own statistics, so one query's prediction changes with the queries beside it. The inductive
+modes of :class:`~l2f_tf.models.batch_norm.BatchNorm` take their batch statistics from the
+support set instead:
+
+- ``support``: batch norm whose mean and variance are the support set's, at the current
+  weights (while adapting, the support set is the whole batch, so this is ordinary batch norm);
+- ``task_norm_i`` (TaskNorm-I, Bronskill et al., ICML 2020): per example and channel, the
+  support set's batch moments blended with the example's own instance moments (over height and
+  width) by ``alpha = sigmoid(scale * |support| + offset)``, ``scale`` and ``offset`` learned
+  per layer, so that tasks with few support examples can lean on instance statistics.
+
+A query pass feeds the network the support set followed by the queries, inside
+:func:`support_rows` (``MetaLearner.forward(..., support_x=)`` does both): a layer in an
+inductive mode then takes its statistics from the first rows of its input. The functions here
+are ordinary TensorFlow ops, exact to every order.
+"""
+
+import contextlib
+import threading
+from typing import Iterator, Optional, Union
+
+import tensorflow as tf
+
+_STATE = threading.local()
+Count = Union[int, tf.Tensor]
+
+
+@contextlib.contextmanager
+def support_rows(count: Count) -> Iterator[None]:
+  """Within it, inductive normalisation layers take their batch statistics from the first
+  ``count`` examples of their input (the support set, placed before the queries)."""
+  stack = _STATE.__dict__.setdefault("stack", [])
+  stack.append(count)
+  try:
+    yield
+  finally:
+    stack.pop()
+
+
+def current_support_rows() -> Optional[Count]:
+  """The ``count`` of the innermost :func:`support_rows`, or None (the whole batch)."""
+  stack = _STATE.__dict__.get("stack", [])
+  return stack[-1] if stack else None
+
+
+def _context(x: tf.Tensor, count: Optional[Count]) -> tf.Tensor:
+  return x if count is None else x[:count]
+
+
+def support_batch_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float,
+                       count: Optional[Count]) -> tf.Tensor:
+  """Batch norm of ``x`` (over all axes but the last) with the mean and biased variance of its
+  first ``count`` examples (all of them when None)."""
+  axes = list(range(len(x.shape) - 1))
+  support = _context(x, count)
+  mean = tf.reduce_mean(support, axis=axes)
+  variance = tf.reduce_mean(tf.square(support - mean), axis=axes)
+  return (x - mean) * (tf.math.rsqrt(variance + epsilon) * gamma) + beta
+
+
+def task_norm_alpha(scale: tf.Tensor, offset: tf.Tensor, x: tf.Tensor,
+                    count: Optional[Count]) -> tf.Tensor:
+  """TaskNorm's blending weight of the batch moments, for a support set of ``count`` examples
+  (the whole batch when None)."""
+  size = tf.shape(x)[0] if count is None else count
+  return tf.sigmoid(scale * tf.cast(size, scale.dtype) + offset)
+
+
+def task_norm_i(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, scale: tf.Tensor,
+                offset: tf.Tensor, epsilon: float, count: Optional[Count]) -> tf.Tensor:
+  """TaskNorm-I of NHWC ``x``: per example n and channel c,
+
+      mean_n = alpha * mean_B + (1 - alpha) * mean_I[n]
+      var_n  = alpha * (var_B + (mean_B - mean_n)^2)
+               + (1 - alpha) * (var_I[n] + (mean_I[n] - mean_n)^2)
+
+  with (mean_I, var_I) each example's moments over height and width and (mean_B, var_B) the
+  batch moments of the first ``count`` examples; then ``(x - mean_n) / sqrt(var_n + epsilon)
+  * gamma + beta``. The batch moments come from the instance moments (every example has H*W
+  values, so mean_B is the mean of mean_I and var_B the mean of var_I plus the variance of
+  mean_I): one pass over the activations for both."""
+  if len(x.shape) != 4:
+    raise ValueError(f"TaskNorm-I normalises images (NHWC inputs), got an input of shape "
+                     f"{x.shape}: use BatchNorm(mode='support') after a dense layer.")
+  instance_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+  instance_var = tf.reduce_mean(tf.square(x - instance_mean), axis=[1, 2], keepdims=True)
+  support_mean = _context(instance_mean, count)
+  batch_mean = tf.reduce_mean(support_mean, axis=0)
+  batch_var = tf.reduce_mean(_context(instance_var, count) + tf.square(support_mean - batch_mean),
+                             axis=0)
+  alpha = task_norm_alpha(scale, offset, x, count)
+  mean = alpha * batch_mean + (1.0 - alpha) * instance_mean
+  variance = (alpha * (batch_var + tf.square(batch_mean - mean))
+              + (1.0 - alpha) * (instance_var + tf.square(instance_mean - mean)))
+  return (x - mean) * (tf.math.rsqrt(variance + epsilon) * gamma) + beta

@@ -1,0 +1,111 @@
+"""The inductive batch-norm modes ("support", TaskNorm-I): values against numpy written from
+the definitions, a query's prediction independent of the other queries, and bad settings."""
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.models import support_statistics as ss
+from l2f_tf.models.batch_norm import BatchNorm, batch_norm, mode_of
+from l2f_tf.models.conv4 import conv4
+from l2f_tf.models.resnet12 import resnet12
+
+EPSILON = 1e-5
+
+
+def activations(shape=(7, 4, 5, 3), seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(1.0, 2.0, size=shape), rng.normal(1.0, 0.5, size=shape[-1]),
+          rng.normal(0.0, 0.5, size=shape[-1]))
+
+
+@pytest.mark.parametrize("count", [3, 7])
+def test_support_batch_norm_uses_the_first_rows_statistics(count):
+  x, gamma, beta = activations()
+  support = x[:count]
+  mean, var = support.mean(axis=(0, 1, 2)), support.var(axis=(0, 1, 2))
+  expected = (x - mean) / np.sqrt(var + EPSILON) * gamma + beta
+  got = ss.support_batch_norm(tf.constant(x), gamma, beta, EPSILON, count)
+  np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_support_batch_norm_of_the_whole_batch_is_batch_norm():
+  x, gamma, beta = activations()
+  np.testing.assert_allclose(ss.support_batch_norm(tf.constant(x), gamma, beta, EPSILON, None),
+                             batch_norm(tf.constant(x), gamma, beta, EPSILON), atol=1e-12)
+
+
+@pytest.mark.parametrize("count", [2, None])
+def test_task_norm_i_blends_support_and_instance_moments(count):
+  x, gamma, beta = activations()
+  scale, offset = 0.3, -0.4
+  context = x if count is None else x[:count]
+  alpha = 1.0 / (1.0 + np.exp(-(scale * len(context) + offset)))
+  batch_mean, batch_var = context.mean(axis=(0, 1, 2)), context.var(axis=(0, 1, 2))
+  inst_mean = x.mean(axis=(1, 2), keepdims=True)
+  inst_var = x.var(axis=(1, 2), keepdims=True)
+  mean = alpha * batch_mean + (1 - alpha) * inst_mean
+  var = (alpha * (batch_var + (batch_mean - mean) ** 2)
+         + (1 - alpha) * (inst_var + (inst_mean - mean) ** 2))
+  expected = (x - mean) / np.sqrt(var + EPSILON) * gamma + beta
+  got = ss.task_norm_i(tf.constant(x), gamma, beta, tf.constant(scale, tf.float64),
+                       tf.constant(offset, tf.float64), EPSILON, count)
+  np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_layer_modes_follow_the_support_rows():
+  x, _, _ = activations()
+  x = tf.constant(x, tf.float32)
+  transductive, support = BatchNorm(), BatchNorm(mode="support")
+  with ss.support_rows(3):
+    inside = (transductive(x), support(x))
+  np.testing.assert_allclose(inside[0], transductive(x), atol=1e-6)  # ignores the rows
+  np.testing.assert_allclose(support(x), transductive(x), atol=1e-5)  # whole batch outside
+  np.testing.assert_allclose(inside[1], ss.support_batch_norm(x, 1.0, 0.0, EPSILON, 3),
+                             atol=1e-5)
+  assert ss.current_support_rows() is None
+
+
+def test_bad_modes_are_refused_with_the_fix():
+  with pytest.raises(ValueError, match="BatchNorm.mode must be one of"):
+    BatchNorm(mode="inductive")
+  inputs = keras.Input((4,))
+  with pytest.raises(ValueError, match="use mode 'support' after a dense layer"):
+    BatchNorm(mode="task_norm_i")(inputs)
+
+
+def test_mode_survives_keras_serialisation_and_is_reported():
+  model = conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)
+  assert mode_of(model) == "transductive"
+  layer = BatchNorm(mode="task_norm_i", name="bn")
+  clone = BatchNorm.from_config(layer.get_config())
+  assert clone.mode == "task_norm_i"
+
+
+def cross_entropy(y, logits):
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+
+@pytest.mark.parametrize("backbone", ["conv4", "resnet12"])
+@pytest.mark.parametrize("mode", ["transductive", "support", "task_norm_i"])
+def test_a_query_alone_gets_the_prediction_it_gets_in_a_batch(mode, backbone):
+  gin.parse_config(f"BatchNorm.mode = '{mode}'")  # (conftest clears gin after each test)
+  keras.utils.set_random_seed(0)
+  model = (conv4(num_classes=3, image_shape=(16, 16, 1), filters=4) if backbone == "conv4"
+           else resnet12(num_classes=3, image_shape=(16, 16, 1), channels=(2, 3, 2, 3)))
+  learner = MetaLearner(model, cross_entropy, num_inner_steps=2, inner_lr=0.1)
+  assert learner.batch_norm == mode
+  rng = np.random.default_rng(1)
+  support_x = rng.normal(size=(6, 16, 16, 1)).astype(np.float32)
+  support_y = np.repeat(np.arange(3), 2)
+  queries = rng.normal(size=(5, 16, 16, 1)).astype(np.float32)
+  batch = learner.predict(support_x, support_y, queries).numpy()
+  alone = np.concatenate([learner.predict(support_x, support_y, queries[i:i + 1]).numpy()
+                          for i in range(5)])
+  if mode == "transductive":  # the papers' protocol: the other queries enter every logit
+    assert np.abs(alone - batch).max() > 1e-2
+  else:
+    np.testing.assert_allclose(alone, batch, rtol=1e-5, atol=1e-5)

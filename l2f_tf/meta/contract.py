@@ -14,7 +14,7 @@ from typing import (Callable, Dict, List, NamedTuple, Optional, Protocol, Sequen
 import keras
 import tensorflow as tf
 
-from l2f_tf.models import batch_norm as batch_norm_lib
+from l2f_tf import support_set
 
 
 class EpisodeBatch(Protocol):
@@ -178,12 +178,12 @@ class LearnerBase:
   def batch_norm(self) -> str:
     """The network's batch-norm mode ("transductive", "support", "task_norm_i"; "none"
     without one), recorded in results.json and the SavedModel."""
-    return batch_norm_lib.mode_of(self.model)
+    return support_set.mode_of(self.model)
 
   @property
   def uses_support_statistics(self) -> bool:
     """Whether query predictions normalise with the support set (``forward``'s ``support_x``)."""
-    return batch_norm_lib.uses_support_statistics(self.model)
+    return support_set.uses_support_statistics(self.model)
 
   def predict(self, support_x, support_y, query_x, num_steps: Optional[int] = None) -> tf.Tensor:
     """The outputs on ``query_x`` after ``num_steps`` first-order inner steps (default: the

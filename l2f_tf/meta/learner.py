@@ -27,12 +27,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf import precision
+from l2f_tf import precision, support_set
 from l2f_tf.meta import inner_loop as inner_loop_lib
 from l2f_tf.meta.attenuation import (Attenuation, gradient_mean_embedding,
                                      prototype_mean_embedding)
 from l2f_tf.meta.contract import Adaptation, EpisodeBatch, LearnerBase
-from l2f_tf.models import support_statistics
 
 TASK_REDUCTIONS = ("mean", "sum")
 
@@ -184,7 +183,7 @@ class MetaLearner(LearnerBase):
       return self._call_model(params, x, training, others)
     count = support_x.shape[0]
     count = tf.shape(support_x)[0] if count is None else count
-    with support_statistics.support_rows(count):
+    with support_set.support_rows(count):
       outputs = self._call_model(params, tf.concat([support_x, x], axis=0), training, others)
     return outputs[count:]
 

@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from l2f_tf import support_set
 from l2f_tf.models import support_statistics
 
 
@@ -216,6 +217,11 @@ class BatchNorm(keras.layers.Layer):
     self.epsilon = float(epsilon)
 
   @property
+  def batch_norm_mode(self) -> str:
+    """The mode, as `l2f_tf.support_set.mode_of` reads it."""
+    return self.mode
+
+  @property
   def uses_support_statistics(self) -> bool:
     """Whether query passes must carry the support set (an inductive mode)."""
     return self.mode != "transductive"
@@ -244,7 +250,7 @@ class BatchNorm(keras.layers.Layer):
     if input_dtype in ("float16", "bfloat16"):
       inputs = ops.cast(inputs, "float32")
     gamma, beta = (ops.cast(v, inputs.dtype) for v in (self.gamma, self.beta))
-    count = support_statistics.current_support_rows()
+    count = support_set.current_support_rows()
     if self.mode == "task_norm_i":
       scale, offset = (ops.cast(v, inputs.dtype) for v in (self.alpha_scale, self.alpha_offset))
       y = support_statistics.task_norm_i(inputs, gamma, beta, scale, offset, self.epsilon, count)
@@ -262,17 +268,3 @@ class BatchNorm(keras.layers.Layer):
 
 
 default_mode.__wrapped__.configures = BatchNorm  # (read by the API docs' test)
-
-
-def mode_of(model: keras.Model) -> str:
-  """The mode of the model's :class:`BatchNorm` layers ("none" without any; modes joined by
-  "+" when they differ), as runs and exports record it."""
-  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-  modes = sorted({layer.mode for layer in layers if isinstance(layer, BatchNorm)})
-  return "+".join(modes) if modes else "none"
-
-
-def uses_support_statistics(model: keras.Model) -> bool:
-  """Whether any layer of ``model`` takes its statistics from the support set."""
-  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-  return any(getattr(layer, "uses_support_statistics", False) for layer in layers)

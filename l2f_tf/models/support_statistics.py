@@ -14,37 +14,16 @@ support set instead:
   per layer, so that tasks with few support examples can lean on instance statistics.
 
 A query pass feeds the network the support set followed by the queries, inside
-:func:`support_rows` (``MetaLearner.forward(..., support_x=)`` does both): a layer in an
-inductive mode then takes its statistics from the first rows of its input. The functions here
+``l2f_tf.support_set.support_rows`` (``MetaLearner.forward(..., support_x=)`` does both): a
+layer in an inductive mode then takes its statistics from the first rows of its input. The functions here
 are ordinary TensorFlow ops, exact to every order.
 """
 
-import contextlib
-import threading
-from typing import Iterator, Optional, Union
+from typing import Optional
 
 import tensorflow as tf
 
-_STATE = threading.local()
-Count = Union[int, tf.Tensor]
-
-
-@contextlib.contextmanager
-def support_rows(count: Count) -> Iterator[None]:
-  """Within it, inductive normalisation layers take their batch statistics from the first
-  ``count`` examples of their input (the support set, placed before the queries)."""
-  stack = _STATE.__dict__.setdefault("stack", [])
-  stack.append(count)
-  try:
-    yield
-  finally:
-    stack.pop()
-
-
-def current_support_rows() -> Optional[Count]:
-  """The ``count`` of the innermost :func:`support_rows`, or None (the whole batch)."""
-  stack = _STATE.__dict__.get("stack", [])
-  return stack[-1] if stack else None
+from l2f_tf.support_set import Count
 
 
 def _context(x: tf.Tensor, count: Optional[Count]) -> tf.Tensor:

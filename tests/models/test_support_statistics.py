@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.support_set import current_support_rows, mode_of, support_rows
 from l2f_tf.models import support_statistics as ss
-from l2f_tf.models.batch_norm import BatchNorm, batch_norm, mode_of
+from l2f_tf.models.batch_norm import BatchNorm, batch_norm
 from l2f_tf.models.conv4 import conv4
 from l2f_tf.models.resnet12 import resnet12
 
@@ -60,13 +61,13 @@ def test_layer_modes_follow_the_support_rows():
   x, _, _ = activations()
   x = tf.constant(x, tf.float32)
   transductive, support = BatchNorm(), BatchNorm(mode="support")
-  with ss.support_rows(3):
+  with support_rows(3):
     inside = (transductive(x), support(x))
   np.testing.assert_allclose(inside[0], transductive(x), atol=1e-6)  # ignores the rows
   np.testing.assert_allclose(support(x), transductive(x), atol=1e-5)  # whole batch outside
   np.testing.assert_allclose(inside[1], ss.support_batch_norm(x, 1.0, 0.0, EPSILON, 3),
                              atol=1e-5)
-  assert ss.current_support_rows() is None
+  assert current_support_rows() is None
 
 
 def test_bad_modes_are_refused_with_the_fix():

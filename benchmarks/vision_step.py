@@ -9,6 +9,9 @@
   python benchmarks/vision_step.py --compare_reference  # l2f_tf and the authors' PyTorch code,
                                                        # same configuration, same run
   python benchmarks/vision_step.py --compare_reference --rounds=3  # three times, median ratio
+  python benchmarks/vision_step.py --batch_norm=support  # every case, batch norm in that mode
+  python benchmarks/vision_step.py --compare_batch_norm --rounds=3  # the three batch-norm modes
+                                                     # at the reference case, interleaved
 
 Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
 84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
@@ -76,6 +79,13 @@ ROUNDS = flags.DEFINE_integer("rounds", 1, "With --compare_reference: how many t
                               "whole comparison (each implementation once per round, one after "
                               "the other); with more than one, the per-round ratios and their "
                               "median follow. The machine's speed drifts by 10% between runs.")
+BATCH_NORM_MODES = ("transductive", "support", "task_norm_i")  # l2f_tf.models.batch_norm.MODES
+BATCH_NORM = flags.DEFINE_enum("batch_norm", "transductive", BATCH_NORM_MODES,
+                               "BatchNorm.mode of conv4 (l2f_tf.models.batch_norm).")
+COMPARE_BATCH_NORM = flags.DEFINE_boolean(
+    "compare_batch_norm", False, "Time every batch-norm mode at the reference case (5-shot, "
+    "second order, sequential), each in its own process, the modes interleaved within each of "
+    "--rounds rounds, and print each mode's time and memory over the transductive one's.")
 THREADS = flags.DEFINE_integer("threads", 0, "torch.set_num_threads for the authors' code; 0 = "
                                "the logical CPUs the process may use (what TensorFlow uses by "
                                "default).")
@@ -101,9 +111,11 @@ DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_ste
 
 
 def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
-               sequential_tasks: bool, precision_name: str = "float32", size: int = SIZE):
+               sequential_tasks: bool, precision_name: str = "float32", size: int = SIZE,
+               batch_norm: str = "transductive"):
   """(step, episode): one meta-iteration of the reference configuration as a tf.function
   (meta-gradient, clipping, Adam) and a fixed batch of random episodes to feed it."""
+  import gin
   import keras
   import numpy as np
   import tensorflow as tf
@@ -120,6 +132,8 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
                                                                        from_logits=True))
 
   keras.utils.set_random_seed(0)
+  with gin.unlock_config():
+    gin.bind_parameter("BatchNorm.mode", batch_norm)
   with precision.policy_scope(precision_name):
     network = precision.convert(conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48),
                                 precision_name)
@@ -153,13 +167,13 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
 
 def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
             sequential_tasks: bool, repeats: int, precision_name: str = "float32",
-            warmup: int = 2, size: int = SIZE):
+            warmup: int = 2, size: int = SIZE, batch_norm: str = "transductive"):
   import keras
   import tensorflow as tf
   from tensorflow.python.util import _pywrap_util_port
 
   step, episode = build_step(shots, meta_batch, inner_steps, first_order, jit,
-                             sequential_tasks, precision_name, size)
+                             sequential_tasks, precision_name, size, batch_norm)
   start = time.perf_counter()
   float(step(episode))
   compile_seconds = time.perf_counter() - start
@@ -180,11 +194,11 @@ def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, ji
 
 
 def run_case(case: str, repeats: int, precision_name: str = "float32", warmup: int = 2,
-             size: int = SIZE) -> Dict:
+             size: int = SIZE, batch_norm: str = "transductive") -> Dict:
   """One case in a fresh process (peak RSS is per process); raises RuntimeError if it fails."""
   out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--case={case}",
                         f"--repeats={repeats}", f"--precision={precision_name}",
-                        f"--warmup={warmup}", f"--size={size}"],
+                        f"--warmup={warmup}", f"--size={size}", f"--batch_norm={batch_norm}"],
                        capture_output=True, text=True)
   if out.returncode:
     lines = out.stderr.strip().splitlines() or ["no output"]
@@ -435,8 +449,39 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
   return results
 
 
+def compare_batch_norm(rounds: int, repeats: int, warmup: int, size: int,
+                       echo: Callable = print) -> Dict[str, Dict[str, float]]:
+  """Each batch-norm mode at the reference case (5-shot, second order, sequential), the modes
+  interleaved within each round; prints every measurement and returns, per inductive mode, the
+  median over rounds of its time and peak memory over the transductive ones of its round."""
+  case = "5,5,0,0,1"
+  echo(f"conv4-48, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}, 5 inner steps, "
+       f"second order, sequential, MAML+L2F, {os.cpu_count()} CPU cores; {rounds} round(s)")
+  ratios: Dict[str, Dict[str, List[float]]] = {
+      m: {"time": [], "memory": []} for m in BATCH_NORM_MODES[1:]}
+  for index in range(rounds):
+    results = {}
+    for mode in BATCH_NORM_MODES:
+      results[mode] = r = run_case(case, repeats, "float32", warmup, size, mode)
+      echo(f"round {index + 1} {mode:>13}: {r['median_s']:.2f} s/meta-iteration (min "
+           f"{r['min_s']:.2f}, max {r['max_s']:.2f}), first call {r['first_call_s']:.1f} s, "
+           f"peak {r['peak_mb']:.0f} MB", flush=True)
+    base = results["transductive"]
+    for mode in BATCH_NORM_MODES[1:]:
+      ratios[mode]["time"].append(results[mode]["median_s"] / base["median_s"])
+      ratios[mode]["memory"].append(results[mode]["peak_mb"] / base["peak_mb"])
+  summary = {m: {k: statistics.median(v) for k, v in r.items()} for m, r in ratios.items()}
+  for mode, figures in summary.items():
+    echo(f"{mode} / transductive: time x{figures['time']:.2f}, peak memory "
+         f"x{figures['memory']:.2f} (median over {rounds} round(s))")
+  return summary
+
+
 def main(argv):
   del argv
+  if COMPARE_BATCH_NORM.value:
+    compare_batch_norm(ROUNDS.value, REPEATS.value, WARMUP.value, SIZE_FLAG.value)
+    return
   if REFERENCE_SETUP.value:
     try:
       python, src, origin = setup_reference(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
@@ -461,18 +506,19 @@ def main(argv):
     meta_batch = 2 if shots == 5 else 4
     print(json.dumps(measure(shots, meta_batch, steps, bool(first_order), bool(jit),
                              bool(lean), REPEATS.value, PRECISION.value, WARMUP.value,
-                             SIZE_FLAG.value)))
+                             SIZE_FLAG.value, BATCH_NORM.value)))
     return
   size = SIZE_FLAG.value
   print(f"conv4-48, {WAYS}-way, {QUERIES} queries/class, {size}x{size}, 5 inner steps, "
-        f"MAML+L2F, {PRECISION.value}, {os.cpu_count()} CPU cores")
+        f"MAML+L2F, {PRECISION.value}, batch norm {BATCH_NORM.value}, {os.cpu_count()} CPU "
+        "cores")
   print(f"{'case':>22} {'meta-gradient':>14} {'XLA':>5} {'s/meta-iteration':>17} "
         f"{'first call s':>13} {'peak MB':>8}")
   for label, shots, _, steps, first_order, jit, lean in CASES:
     kind = "sequential" if lean else "plain"
     try:
       r = run_case(f"{shots},{steps},{int(first_order)},{int(jit)},{int(lean)}",
-                   REPEATS.value, PRECISION.value, WARMUP.value, size)
+                   REPEATS.value, PRECISION.value, WARMUP.value, size, BATCH_NORM.value)
     except RuntimeError as error:
       print(f"{label:>22} {kind:>14} {str(jit):>5} failed: {error}")
       continue

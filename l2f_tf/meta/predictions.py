@@ -18,17 +18,26 @@ import tensorflow as tf
 from l2f_tf.progress import Progress
 
 
-def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
+def make_prediction_fn(learner, max_steps: int, vectorized: bool = True,
+                       queries_alone: bool = False):
   """A compiled fn: tasks [T, ...] -> query predictions after 0..max_steps steps [T, S+1, Q, ...],
-  cached on the learner (tracing is slow)."""
+  cached on the learner (tracing is slow). ``queries_alone``: each query is predicted in a call
+  of its own (what a transductive batch norm gives a query that arrives alone)."""
   cache = learner.__dict__.setdefault("_prediction_fns", {})
-  if (max_steps, vectorized) in cache:
-    return cache[(max_steps, vectorized)]
+  key = (max_steps, vectorized, queries_alone)
+  if key in cache:
+    return cache[key]
+
+  def predict_queries(params, support_x, query_x):
+    if not queries_alone:
+      return learner.forward(params, query_x, support_x=support_x)
+    return tf.map_fn(lambda q: learner.forward(params, q[None], support_x=support_x)[0],
+                     query_x, fn_output_signature=learner.dtype)
 
   def one_task(task):
     support_x, support_y, query_x, _ = task
     adaptation = learner.adapt(support_x, support_y, num_steps=max_steps, first_order=True)
-    return tf.stack([learner.forward(params, query_x, support_x=support_x)
+    return tf.stack([predict_queries(params, support_x, query_x)
                      for params in adaptation.iterates])
 
   def predict(episodes):
@@ -37,8 +46,8 @@ def make_prediction_fn(learner, max_steps: int, vectorized: bool = True):
     return tf.map_fn(one_task, tuple(episodes), parallel_iterations=1,
                      fn_output_signature=learner.dtype)
 
-  cache[(max_steps, vectorized)] = tf.function(predict)
-  return cache[(max_steps, vectorized)]
+  cache[key] = tf.function(predict)
+  return cache[key]
 
 
 def is_task_batch(episodes) -> bool:
@@ -92,7 +101,10 @@ def metric_values(outputs: np.ndarray, labels: np.ndarray, task_metric) -> np.nd
 
 
 def per_task_metrics(learner, episodes, task_metric, max_steps: int, chunk_size: int = 100,
-                     vectorized: bool = True) -> np.ndarray:
-  """[num_tasks, max_steps + 1] metric values (column k: after k inner steps)."""
-  outputs, labels = predictions(learner, episodes, max_steps, vectorized, chunk_size)
+                     vectorized: bool = True, queries_alone: bool = False) -> np.ndarray:
+  """[num_tasks, max_steps + 1] metric values (column k: after k inner steps); see
+  :func:`make_prediction_fn` for ``queries_alone``."""
+  prediction_fn = make_prediction_fn(learner, max_steps, vectorized, queries_alone)
+  outputs, labels = predictions(learner, episodes, max_steps, vectorized, chunk_size,
+                                prediction_fn=prediction_fn)
   return metric_values(outputs, labels, task_metric)

@@ -165,6 +165,10 @@ def _fixed_features(model: keras.Model, statistics: Dict[str, tuple]) -> keras.M
                      f"are its input), but ends with {type(head).__name__}.")
 
   def replace(layer):
+    if isinstance(layer, BatchNorm) and layer.mode == "task_norm_i":
+      raise ValueError(f"{layer.name}: the pretrained embedding fixes each batch norm's "
+                       "population statistics, which TaskNorm-I has not: drop the binding "
+                       "BatchNorm.mode = 'task_norm_i' from this LEO run.")
     if isinstance(layer, BatchNorm):
       mean, variance = statistics[layer.name]
       return FixedBatchNorm(mean, variance, layer.gamma.numpy(), layer.beta.numpy(),

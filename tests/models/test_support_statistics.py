@@ -110,3 +110,42 @@ def test_a_query_alone_gets_the_prediction_it_gets_in_a_batch(mode, backbone):
     assert np.abs(alone - batch).max() > 1e-2
   else:
     np.testing.assert_allclose(alone, batch, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["transductive", "support"])
+def test_evaluation_with_queries_alone_predicts_each_query_in_its_own_call(mode):
+  """``per_task_metrics(queries_alone=True)``: a transductive model's accuracy when queries
+  arrive one at a time (each query's logits from a call of its own); in support mode it is the
+  batched accuracy."""
+  from l2f_tf.data.episode import Episode  # pylint: disable=import-outside-toplevel
+  from l2f_tf.meta import predictions  # pylint: disable=import-outside-toplevel
+  gin.parse_config(f"BatchNorm.mode = '{mode}'")
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(conv4(num_classes=3, image_shape=(16, 16, 1), filters=4), cross_entropy,
+                        num_inner_steps=1, inner_lr=0.1)
+  rng = np.random.default_rng(2)
+  episodes = Episode(rng.normal(size=(2, 6, 16, 16, 1)).astype(np.float32),
+                     np.tile(np.repeat(np.arange(3), 2), (2, 1)),
+                     rng.normal(size=(2, 4, 16, 16, 1)).astype(np.float32),
+                     rng.integers(0, 3, size=(2, 4)))
+  outputs, _ = predictions.predictions(learner, episodes, 1, vectorized=False,
+                                       prediction_fn=predictions.make_prediction_fn(
+                                           learner, 1, False, queries_alone=True))
+  for t in range(2):
+    for q in range(4):
+      one = learner.predict(episodes.support_x[t], episodes.support_y[t],
+                            episodes.query_x[t, q:q + 1], num_steps=1).numpy()[0]
+      np.testing.assert_allclose(outputs[t, 1, q], one, rtol=1e-5, atol=1e-5)
+  batched, _ = predictions.predictions(learner, episodes, 1, vectorized=False)
+  differ = np.abs(batched - outputs).max() > 1e-3
+  assert differ == (mode == "transductive")
+
+
+def test_leo_pretraining_refuses_task_norm_i():
+  """The pretrained embedding replaces each batch norm by its population statistics, which a
+  TaskNorm-I layer (per-image statistics) does not have: one line names the binding."""
+  from l2f_tf.train import pretrain  # pylint: disable=import-outside-toplevel
+  gin.parse_config("BatchNorm.mode = 'task_norm_i'")
+  model = conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)
+  with pytest.raises(ValueError, match="drop the binding BatchNorm.mode = 'task_norm_i'"):
+    pretrain._fixed_features(model, {})  # pylint: disable=protected-access

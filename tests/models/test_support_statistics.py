@@ -149,3 +149,57 @@ def test_leo_pretraining_refuses_task_norm_i():
   model = conv4(num_classes=2, image_shape=(16, 16, 1), filters=2)
   with pytest.raises(ValueError, match="drop the binding BatchNorm.mode = 'task_norm_i'"):
     pretrain._fixed_features(model, {})  # pylint: disable=protected-access
+
+
+def plain_task_norm_i(x, gamma, beta, scale, offset, count):
+  """TaskNorm-I written as its definition with ordinary ops (autodiff's derivatives)."""
+  instance_mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+  instance_var = tf.reduce_mean(tf.square(x - instance_mean), axis=[1, 2], keepdims=True)
+  context = x[:count]
+  batch_mean = tf.reduce_mean(context, axis=[0, 1, 2])
+  batch_var = tf.reduce_mean(tf.square(context - batch_mean), axis=[0, 1, 2])
+  alpha = tf.sigmoid(scale * count + offset)
+  mean = alpha * batch_mean + (1 - alpha) * instance_mean
+  var = (alpha * (batch_var + tf.square(batch_mean - mean))
+         + (1 - alpha) * (instance_var + tf.square(instance_mean - mean)))
+  return (x - mean) / tf.sqrt(var + EPSILON) * gamma + beta
+
+
+def plain_support_batch_norm(x, gamma, beta, scale, offset, count):
+  del scale, offset
+  context = x[:count]
+  mean = tf.reduce_mean(context, axis=[0, 1, 2])
+  var = tf.reduce_mean(tf.square(context - mean), axis=[0, 1, 2])
+  return (x - mean) / tf.sqrt(var + EPSILON) * gamma + beta
+
+
+@pytest.mark.parametrize("name", ["task_norm_i", "support_batch_norm"])
+def test_second_derivatives_equal_those_of_the_plain_formulas_float64(name):
+  """The closed-form gradient of ``moments`` has an exact derivative: the second derivatives
+  (of a gradient taken w.r.t. every input, as MAML's meta-gradient differentiates it) equal
+  autodiff's through the definition written with ordinary ops."""
+  rng = np.random.default_rng(3)
+  x, gamma, beta = (tf.constant(v) for v in activations((6, 4, 5, 3)))
+  scale, offset = tf.constant(0.2, tf.float64), tf.constant(-0.3, tf.float64)
+  weights = tf.constant(rng.normal(size=(6, 4, 5, 3)))
+  inputs = [x, gamma, beta, scale, offset]
+  directions = [tf.constant(rng.normal(size=t.shape)) for t in inputs]
+  ours = (lambda *a: ss.task_norm_i(*a, EPSILON, 2)) if name == "task_norm_i" else (
+      lambda x, g, b, s, o: ss.support_batch_norm(x, g, b, EPSILON, 2))
+  plain = plain_task_norm_i if name == "task_norm_i" else plain_support_batch_norm
+
+  def second(fn):
+    with tf.GradientTape(persistent=True) as outer:
+      outer.watch(inputs)
+      with tf.GradientTape() as inner:
+        inner.watch(inputs)
+        value = tf.reduce_sum(weights * tf.sin(fn(*inputs)))
+      grads = inner.gradient(value, inputs, unconnected_gradients="zero")
+      projected = sum(tf.reduce_sum(g * d) for g, d in zip(grads, directions))
+    return [g.numpy() for g in grads], [
+        g.numpy() for g in outer.gradient(projected, inputs, unconnected_gradients="zero")]
+
+  (first_a, second_a), (first_b, second_b) = second(ours), second(lambda *a: plain(*a, 2))
+  for a, b in zip(first_a + second_a, first_b + second_b):
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+  assert max(np.abs(v).max() for v in second_a) > 1e-2

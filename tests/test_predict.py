@@ -136,6 +136,13 @@ def corrupt(path) -> str:
   return str(path)
 
 
+def truncated(image, path) -> str:
+  """Writes the first half of the file ``image`` to ``path``; returns its path."""
+  data = image.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  return str(path)
+
+
 def hide_a_class(support, queries):
   os.rename(support / "class_c", support / ".class_c")  # hidden folders are not classes
   return support, queries
@@ -180,12 +187,12 @@ MISTAKES = {
         r"exported for 3-way 2-shot classification, so each class folder holds exactly 2 "
         r"images \(remove 1\)\.$")),
     "unreadable support image": (corrupt_a_support_image, (
-        r"^Cannot read the image .*class_a/a\.png: it is not a JPEG or PNG image; replace it "
-        r"with an image Pillow opens \(PNG, JPEG, \.\.\.\)\.$")),
-    "unreadable query": (lambda support, queries: (
-        support, [queries, corrupt(support.parent / "bad.png")]), (
-            r"^Cannot read the image .*bad\.png: it is not a JPEG or PNG image; replace it with "
-            r"an image Pillow opens \(PNG, JPEG, \.\.\.\)\.$")),
+        r"^Cannot read the image .*class_a/a\.png: Pillow does not recognise it as an image; "
+        r"replace it with an image Pillow opens \(PNG, JPEG, \.\.\.\)\.$")),
+    "truncated query": (lambda support, queries: (
+        support, [queries, truncated(queries / "q2.jpg", support.parent / "cut.jpg")]), (
+            r"^Cannot read the image .*cut\.jpg: it is truncated; replace it with an image "
+            r"Pillow opens \(PNG, JPEG, \.\.\.\)\.$")),
     "missing query": (lambda support, queries: (support, [queries, queries / "gone.png"]), (
         r"^The query .*gone\.png does not exist: pass an image file or a folder of images\.$")),
     "query folder without images": (lambda support, queries: (support, support), (

@@ -13,7 +13,7 @@ import os
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from l2f_tf.data.readers import common
 from l2f_tf.export.policy import LoadedPolicy
@@ -135,8 +135,11 @@ def read_images(paths: Sequence[str], size: Tuple[int, int], channels: int) -> n
     try:
       images.append(common.load_image(path, size, channels))
     except common.ImageDecodeError as error:
-      raise ValueError(f"Cannot read the image {path}: {error.problem}; replace it with an "
-                       "image Pillow opens (PNG, JPEG, ...).") from None
+      # (The readers' words for an unknown format name the dataset formats, JPEG and PNG.)
+      problem = ("Pillow does not recognise it as an image"
+                 if isinstance(error.__cause__, UnidentifiedImageError) else error.problem)
+      raise ValueError(f"Cannot read the image {path}: {problem}; replace it with an image "
+                       "Pillow opens (PNG, JPEG, ...).") from None
   return np.stack(images).astype(np.float32)
 
 

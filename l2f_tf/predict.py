@@ -39,8 +39,8 @@ def define_flags() -> None:
   flags.DEFINE_multi_string("query", [], "An image file or a folder of images to label "
                             "(repeatable).")
   flags.DEFINE_string("output", None, "Optional JSON output path.")
-  flags.DEFINE_integer("batch_size", 100, "Queries per SavedModel call (under transductive "
-                       "batch norm: all in one call).")
+  flags.DEFINE_integer("batch_size", 100, "Queries per SavedModel call in the inductive "
+                       "batch-norm modes (transductive: all in one call).")
 
 
 def report(loaded, support_dir: str, predictions: List[Dict]) -> Dict:

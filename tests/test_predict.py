@@ -193,6 +193,8 @@ MISTAKES = {
         support, [queries, truncated(queries / "q2.jpg", support.parent / "cut.jpg")]), (
             r"^Cannot read the image .*cut\.jpg: it is truncated; replace it with an image "
             r"Pillow opens \(PNG, JPEG, \.\.\.\)\.$")),
+    "no query": (lambda support, queries: (support, []), (
+        r"^No query given: pass image files or folders of images to label\.$")),
     "missing query": (lambda support, queries: (support, [queries, queries / "gone.png"]), (
         r"^The query .*gone\.png does not exist: pass an image file or a folder of images\.$")),
     "query folder without images": (lambda support, queries: (support, support), (

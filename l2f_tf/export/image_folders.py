@@ -176,13 +176,14 @@ def classify(loaded, support_dir: PathLike, queries: Union[PathLike, Sequence[Pa
   probability. Queries go in calls of ``batch_size``; under transductive batch norm all go in
   one call (the evaluated setting; see :data:`TRANSDUCTIVE_NOTE`). ValueError (one line, naming
   the fix) for anything wrong: the export, the folders, an image."""
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
+      batch_size < 1:
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
   num_classes, num_shots, size, channels = image_task(loaded)
   paths = query_paths(queries)
   support_x, support_y, names = read_support(support_dir, num_classes, num_shots, size,
                                              channels)
-  chunk = len(paths) if depends_on_other_queries(loaded) else batch_size
+  chunk = len(paths) if depends_on_other_queries(loaded) else int(batch_size)
   predictions = []
   for start in range(0, len(paths), chunk):
     batch = paths[start:start + chunk]

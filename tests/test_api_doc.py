@@ -35,7 +35,7 @@ import pytest
 from absl import flags as absl_flags
 
 import l2f_tf
-from l2f_tf import analyze, compare, console, embed, evaluate
+from l2f_tf import analyze, compare, console, embed, evaluate, predict
 from l2f_tf.train import restore  # noqa: F401  (registers every gin configurable)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +46,7 @@ PUBLIC = sorted(l2f_tf._PUBLIC)  # pylint: disable=protected-access
 TOOLS = {
     "python -m l2f_tf": "l2f_tf/__main__.py",
     "python -m l2f_tf.evaluate": evaluate,
+    "python -m l2f_tf.predict": predict,
     "python -m l2f_tf.compare": compare,
     "python -m l2f_tf.analyze": analyze,
     "python -m l2f_tf.embed": embed,

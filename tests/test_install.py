@@ -4,6 +4,8 @@ Slow tier (pip and a fresh process: ~15-50 s): installs the package with pip int
 folder and runs ``python -m l2f_tf --gin_file=gin/sinusoid/quick.gin`` from another one, in smoke
 mode, as on a default install: the modules of the ``rl`` extra are blocked (a sitecustomize puts
 None in sys.modules for them). The installed metadata puts meta-RL's packages in that extra.
+``python -m l2f_tf.predict`` runs there too, on the run's sinusoid export, which it refuses in
+one line (labelling images needs an image classifier; a few seconds).
 """
 
 import email
@@ -64,3 +66,10 @@ def test_installed_package_runs_a_gin_file_by_name_from_any_directory(tmp_path):
                        cwd=elsewhere, env=env, capture_output=True, text=True)
   assert run.returncode == 0, run.stderr[-3000:]
   assert os.path.isfile(root / "results.json")
+  predict = subprocess.run([sys.executable, "-m", "l2f_tf.predict", f"--saved_model={root}",
+                            f"--support_dir={elsewhere}", f"--query={elsewhere}"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True)
+  assert predict.returncode == 1, predict.stderr[-3000:]
+  lines = [line for line in predict.stderr.splitlines() if line.startswith("predict: ")]
+  assert len(lines) == 1 and lines[0].startswith(
+      f"predict: {root / 'saved_model'} is a regression model (num_classes 0), not a classifier")

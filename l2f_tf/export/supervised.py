@@ -235,3 +235,12 @@ class LoadedLearner(LoadedModel):
     """The same for a batch of tasks (leading task axis): [T, num_steps + 1, Q, ...]."""
     return self._predict("adapt_and_predict_steps_batch", (support_x, support_y, query_x),
                          num_steps)
+
+  def classify(self, support_dir, queries, batch_size: int = 100) -> list:
+    """[{"path", "class", "probability"}] for each query image (a path, or a list of image
+    files and folders of images), adapted to the support set of ``support_dir`` (a folder of
+    N class folders of K images each), for an N-way K-shot image classifier: see
+    :func:`l2f_tf.export.image_folders.classify` (the same as ``python -m l2f_tf.predict``)."""
+    # Imported on first use: loading a SavedModel needs neither it nor Pillow's plugins.
+    from l2f_tf.export import image_folders  # pylint: disable=import-outside-toplevel
+    return image_folders.classify(self, support_dir, queries, batch_size)

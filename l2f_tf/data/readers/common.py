@@ -326,7 +326,8 @@ def check_first_images(class_index: ClassIndex) -> None:
       load_image(base, None, class_index.channels)
 
 
-def list_images(directory: str) -> list[str]:
-  """Returns the sorted paths of the image files (by extension) directly in `directory`."""
+def list_images(directory: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+  """Returns the sorted paths of the image files (by extension: one of `extensions`, lower
+  case) directly in `directory`."""
   return [os.path.join(directory, name) for name in sorted(os.listdir(directory))
-          if name.lower().endswith(IMAGE_EXTENSIONS)]
+          if name.lower().endswith(tuple(extensions))]

@@ -1,7 +1,8 @@
 """The SavedModel of a few-shot learner in each batch-norm mode: in the inductive modes a query
 predicted alone gets exactly its prediction in any batch, through every signature; the
 transductive one says in its description that it does not, and warns once when called with
-fewer queries than classes."""
+fewer queries than classes. Slow tier (three conv4 exports, ~40 s); the default tier checks the
+same equality on the learner (tests/models/test_support_statistics.py)."""
 
 import gin
 import numpy as np
@@ -13,6 +14,8 @@ from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.models.conv4 import conv4
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
+
+pytestmark = pytest.mark.slow
 
 SIGNATURES = ["adapt_and_predict", "adapt_and_predict_batch", "adapt_and_predict_steps",
               "adapt_and_predict_steps_batch"]

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class Learner:
   num_inner_steps = 2
   method_name = "fake"
+  batch_norm = "none"
 
 
 class Domain:

@@ -128,6 +128,10 @@ def assert_matches_reference(analytic, rows, rtol=1e-6):
   (relative to the difference, or to 1e-3 of the largest one for near-zero entries)."""
   compared = [(name, float(np.sum(g * d)), fd) for g, (name, d, fd) in zip(analytic, rows)]
   assert len(compared) == len(rows)
+  # (A NaN compares False with everything: without this, NaNs would pass.)
+  assert np.isfinite([value for _, a, fd in compared for value in (a, fd)]).all(), (
+      "non-finite analytic or finite-difference values: " + ", ".join(
+          f"{name} {a} vs {fd}" for name, a, fd in compared if not np.isfinite([a, fd]).all()))
   scale = max(abs(fd) for _, _, fd in compared)
   bad = [(name, a, fd) for name, a, fd in compared
          if abs(a - fd) > rtol * max(abs(fd), 1e-3 * scale)]

@@ -29,6 +29,7 @@ from l2f_tf import precision, smoke
 from l2f_tf.domains.base import SupervisedDomain
 from l2f_tf.meta import diagnostics, sequential
 from l2f_tf.meta.contract import Learner
+from l2f_tf.meta.learner import has_convolutions
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.train import checkpoints, evaluation, validation
 from l2f_tf.train.guard import NonFiniteGuard, all_finite
@@ -51,6 +52,11 @@ class LoopResult(NamedTuple):
   skipped: tf.Tensor
   consecutive: tf.Tensor
   last_skipped: tf.Tensor
+
+
+def _has_convolutions(learner) -> bool:
+  model = getattr(learner, "model", None)
+  return model is not None and has_convolutions(model)
 
 
 @gin.configurable
@@ -79,9 +85,11 @@ class Trainer:
       meta-gradient computation: the all-reduce and the update stay outside, since XLA has no
       collective ops on CPUs). Not with a learner that vectorizes its tasks
       (``MetaLearner.vectorize_tasks``, the default for models without convolutions): XLA
-      would compile the step again at every call (docs/scaling.md, "Vectorized tasks"). None
-      (the default) compiles whenever it can; True asks for it and says in a log line when it
-      cannot; False never compiles.
+      would compile the step again at every call (docs/scaling.md, "Vectorized tasks"). Not
+      with a convolutional network trained at second order either: XLA's second-order
+      meta-gradients are NaN there (True raises a ValueError). None (the default) compiles
+      whenever it can; True asks for it and says in a log line when it cannot; False never
+      compiles.
     steps_per_call: meta-iterations run inside one call of a compiled loop (the episodes are
       read from the tf.data iterator inside the graph), which removes the per-step Python
       overhead; summaries, checkpoints and the first-/second-order switch still happen at
@@ -142,8 +150,16 @@ class Trainer:
     self.steps_per_call = steps_per_call
     self.strategy = tf.distribute.get_strategy()  # The one whose scope builds the trainer.
     vectorized = learner.vectorize_tasks and not sequential_tasks
+    # Measured: XLA's second-order meta-gradients through a convolutional network are NaN
+    # (TensorFlow 2.21, float32 and float64; first order is right; the layers alone are
+    # exact under XLA): tests/meta/test_gradients_backbones.py and _bn_modes_paths.py.
+    xla_breaks = _has_convolutions(learner) and not always_first_order
+    if jit_compile and xla_breaks:
+      raise ValueError("Trainer.jit_compile = True gives NaN second-order meta-gradients for "
+                       f"a convolutional network ({learner.model.name!r}; an XLA problem): set "
+                       "Trainer.jit_compile = False (or Trainer.always_first_order = True).")
     if jit_compile is None:
-      jit_compile = not vectorized
+      jit_compile = not vectorized and not xla_breaks
     elif jit_compile and vectorized:
       logging.info("Trainer.jit_compile is ignored: the learner vectorizes its tasks "
                    "(MetaLearner.vectorize_tasks), which XLA would recompile at every step. "

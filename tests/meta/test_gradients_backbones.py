@@ -5,14 +5,16 @@ correctly), so they are an independent reference for the gradient code: for each
 tensor (inner-loop weights theta, the outer-loop-only batch-norm scale/offset, the L2F
 attenuator) the directional derivative along a random unit direction must equal the analytic
 meta-gradient's projection on it. Checked on every path that computes a meta-gradient for
-vision: a tape around ``MetaLearner.meta_loss`` (eager, ``tf.function`` and XLA-compiled) and
+vision: a tape around ``MetaLearner.meta_loss`` (eager and ``tf.function``; XLA's is NaN, which
+a test documents: the Trainer refuses XLA for these networks at second order) and
 the memory-lean ``sequential.meta_gradients``, second order and first order. As in the
 reference code the L2F task embedding (mean support gradient at theta) is a constant, so the
 finite differences hold it at its value at the base point.
 
 With Keras' ``BatchNormalization`` (variance around ``stop_gradient(mean)``) the second-order
 tests fail with relative errors of 1e-3..1: its second derivative misses a term. With
-TensorFlow's ``MaxPool`` op the XLA test fails (wrong maxima in ``MaxPoolGradGrad``).
+TensorFlow's ``MaxPool`` op XLA picks wrong maxima in ``MaxPoolGradGrad``
+(tests/models/test_layers.py).
 
 What these tests cost is tracing (and XLA-compiling) second-order graphs, whose size grows with
 tasks x inner steps x layers, not with the tiny images. So conv4 runs the full setting, 2 tasks
@@ -138,12 +140,17 @@ def test_second_order_meta_gradient_matches_finite_differences(backbone, l2f, pa
 
 
 @pytest.mark.parametrize("l2f", [False, True], ids=["maml", "l2f"])
-def test_xla_compiled_second_order_meta_gradient_matches_finite_differences(l2f):
-  """XLA's own MaxPoolGradGrad selects window maxima at bfloat16 precision (and has no
-  float64 kernel); the library's MaxPool is exact under XLA too."""
+def test_xla_compiled_second_order_meta_gradient_is_nan(l2f):
+  """Why the Trainer refuses XLA for a convolutional network at second order (TensorFlow 2.21,
+  float64 here, float32 too): XLA's meta-gradient is NaN where the compiled path's matches
+  finite differences, while each layer's second derivative alone (batch norm, max pooling,
+  conv) is exact under XLA (tests/models/test_layers.py). This test fails, saying so, once XLA
+  computes it; then lift the refusal in Trainer.__init__."""
   learner, batch = make_case("xla", l2f, 0)
-  analytic = analytic_meta_gradient(learner, batch, "xla")
-  assert_matches_reference(analytic, reference("xla", l2f, 0))
+  assert np.isnan(np.concatenate([g.ravel() for g in analytic_meta_gradient(
+      learner, batch, "xla")])).any()
+  assert_matches_reference(analytic_meta_gradient(learner, batch, "compiled"),
+                           reference("xla", l2f, 0))
 
 
 @pytest.mark.parametrize("path", ["plain", "sequential"])

@@ -24,7 +24,7 @@ import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 from absl import app, flags
@@ -42,13 +42,19 @@ OUTPUT = flags.DEFINE_string("output", None, "Also write the figures to this JSO
 MODES = ("transductive", "support", "task_norm_i")
 
 
-def per_task(run_dir: str, num_tasks: int, steps: int, queries_alone: bool = False) -> np.ndarray:
-  """[num_tasks] accuracy after ``steps`` inner steps on the run's test episodes."""
+def per_task(run_dir: str, num_tasks: int,
+             queries_alone: bool = False) -> Tuple[int, Dict[str, np.ndarray]]:
+  """(the trained number of inner steps S, {"batched": [num_tasks] accuracy after S steps on the
+  run's test episodes, and with ``queries_alone`` "alone": the same with one query per call})."""
   domain, learner = restore.restore_learner(run_dir)
-  values = per_task_metrics(learner, domain.eval_batches("test", num_tasks), domain.task_metric,
-                            steps, chunk_size=domain.eval_batch_size,
-                            vectorized=domain.eval_vectorized, queries_alone=queries_alone)
-  return values[:, steps]
+  steps = learner.num_inner_steps
+  values = {}
+  for key, alone in (("batched", False), ("alone", True))[:1 + queries_alone]:
+    values[key] = per_task_metrics(
+        learner, domain.eval_batches("test", num_tasks), domain.task_metric, steps,
+        chunk_size=domain.eval_batch_size, vectorized=domain.eval_vectorized,
+        queries_alone=alone)[:, steps]
+  return steps, values
 
 
 def text(figures: Dict[str, float], signed: bool = False) -> str:
@@ -62,9 +68,11 @@ def measure_file(name: str) -> Dict:
   reason, num_tasks, _ = compare.check_shared_tasks(runs)
   if reason:
     raise ValueError(f"{name}: the modes' runs do not share their test episodes: {reason}")
-  steps = int(restore.restore_learner(runs[0])[1].num_inner_steps)  # as trained
-  values = {mode: per_task(run, num_tasks, steps) for mode, run in zip(MODES, runs)}
-  values["transductive, queries alone"] = per_task(runs[0], num_tasks, steps, True)
+  steps, transductive = per_task(runs[0], num_tasks, queries_alone=True)
+  values = {"transductive": transductive["batched"],
+            **{mode: per_task(run, num_tasks)[1]["batched"]
+               for mode, run in zip(MODES[1:], runs[1:])},
+            "transductive, queries alone": transductive["alone"]}
   figures = {"num_tasks": num_tasks, "steps": steps, "accuracy": {}, "paired_vs_transductive": {}}
   for label, v in values.items():
     figures["accuracy"][label] = mean_and_ci95(v)

@@ -54,11 +54,6 @@ class LoopResult(NamedTuple):
   last_skipped: tf.Tensor
 
 
-def _has_convolutions(learner) -> bool:
-  model = getattr(learner, "model", None)
-  return model is not None and has_convolutions(model)
-
-
 @gin.configurable
 class Trainer:
   """Meta-trains a learner on a supervised domain's stream of meta-batches.
@@ -153,7 +148,7 @@ class Trainer:
     # Measured: XLA's second-order meta-gradients through a convolutional network are NaN
     # (TensorFlow 2.21, float32 and float64; first order is right; the layers alone are
     # exact under XLA): tests/meta/test_gradients_backbones.py and _bn_modes_paths.py.
-    xla_breaks = _has_convolutions(learner) and not always_first_order
+    xla_breaks = has_convolutions(learner.model) and not always_first_order
     if jit_compile and xla_breaks:
       raise ValueError("Trainer.jit_compile = True gives NaN second-order meta-gradients for "
                        f"a convolutional network ({learner.model.name!r}; an XLA problem): set "

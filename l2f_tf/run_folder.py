@@ -86,6 +86,7 @@ class RunFolder:
     whose index is gone); returns how many. Only under the folder's lock."""
     removed = atomic.remove_leftovers(self.root)
     for directory in (self.checkpoints, self.best):
+      removed += atomic.remove_leftovers(directory)  # best/scores.json's
       for path in glob.glob(os.path.join(directory, "*_temp")):
         shutil.rmtree(path, ignore_errors=True)
         removed += 1

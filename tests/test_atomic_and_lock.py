@@ -185,7 +185,7 @@ def test_a_bad_dataset_root_is_one_line_and_the_fixed_command_starts_afresh(tmp_
       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
   assert result.returncode == 1, result.stderr
   assert f"Dataset root {tmp_path / 'missing'} does not exist" in result.stderr
-  assert "set FewShotClassification.root to your dataset folder" in result.stderr
+  assert "The dataset root is the gin binding FewShotClassification.root" in result.stderr
   assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
   assert not os.path.exists(root)  # the folder it made held nothing but its config
   # A folder left with anything else is kept (the command removes only a folder it created);

@@ -15,8 +15,10 @@ from absl import logging
 
 from l2f_tf.data import episodic
 from l2f_tf.data.readers import leo_embeddings
-from l2f_tf.domains.few_shot import EpisodicFewShot
+from l2f_tf.domains.few_shot import EpisodicFewShot, naming_root_binding
 from l2f_tf.models.linear import linear_classifier
+
+ROOT_BINDING = "FewShotEmbeddings.root"
 
 
 @gin.configurable
@@ -43,13 +45,15 @@ class FewShotEmbeddings(EpisodicFewShot):
                eval_batch_size: int = 50, plot_episodes: int = 100):
     super().__init__(name, num_ways, num_shots, num_queries, meta_batch_size, eval_seed,
                      eval_batch_size, plot_episodes)
-    leo_embeddings.embedding_path(root, dataset, crop, "train")  # Checks dataset and crop.
+    with naming_root_binding(ROOT_BINDING):
+      leo_embeddings.embedding_path(root, dataset, crop, "train")  # Checks dataset and crop.
     self.root, self.dataset, self.crop = root, dataset, crop
     self.network, self.l2_normalize = network, bool(l2_normalize)
 
   def _new_sampler(self, split: str) -> episodic.EmbeddingEpisodeSampler:
     """Reads and checks the split's file (also against the dimension of the splits read)."""
-    data = leo_embeddings.load_embedding_split(self.root, self.dataset, self.crop, split)
+    with naming_root_binding(ROOT_BINDING):
+      data = leo_embeddings.load_embedding_split(self.root, self.dataset, self.crop, split)
     leo_embeddings.check_same_dimension([s.split for s in self._samplers.values()] + [data])
     return episodic.EmbeddingEpisodeSampler(data, self.num_ways, self.num_shots,
                                             self.num_queries)

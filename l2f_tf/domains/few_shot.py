@@ -11,8 +11,8 @@ exactly the episodes (classes and images) of the image domain on that dataset.
 """
 
 import abc
-import os
-from typing import Callable, Dict, Optional, Sequence
+import contextlib
+from typing import Callable, Dict, Iterator, Optional, Sequence
 
 import gin
 import keras
@@ -36,6 +36,25 @@ def accuracy(labels, logits):
   """Fraction of correctly classified examples of one task."""
   predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
   return tf.reduce_mean(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
+
+
+@contextlib.contextmanager
+def naming_root_binding(binding: str) -> Iterator[None]:
+  """Adds to a DatasetError about the dataset root the gin binding that sets it (``binding``,
+  e.g. ``FewShotClassification.root``): the readers know paths, not gin."""
+  try:
+    yield
+  except readers.DatasetError as error:
+    message = str(error)
+    if "root" not in message or binding in message:
+      raise
+    raise type(error)(f"{message} {root_binding_hint(binding)}") from None
+
+
+def root_binding_hint(binding: str) -> str:
+  """The sentence :func:`naming_root_binding` adds."""
+  return (f"(The dataset root is the gin binding {binding}: --gin_bindings=\"{binding} = "
+          "'/path/to/data'\", or root= in Python.)")
 
 
 class EpisodicFewShot(SupervisedDomain):
@@ -232,17 +251,15 @@ class FewShotClassification(EpisodicFewShot):
 
   def _new_sampler(self, split: str) -> episodic.ImageEpisodeSampler:
     """Reads the split's index (checked against `name` if that is one of readers.DATASETS)."""
-    index = readers.load_split(self.root, split, image_size=(self.image_size,) * 2,
-                               channels=self._channels, dataset=self.name,
-                               **self.reader_options)
+    with naming_root_binding("FewShotClassification.root"):
+      index = readers.load_split(self.root, split, image_size=(self.image_size,) * 2,
+                                 channels=self._channels, dataset=self.name,
+                                 **self.reader_options)
     return episodic.ImageEpisodeSampler(index, self.num_ways, self.num_shots, self.num_queries)
 
   def check_data(self) -> None:
-    if not os.path.isdir(self.root):
-      raise readers.DatasetError(
-          f"Dataset root {self.root} does not exist or is not a folder: set "
-          "FewShotClassification.root to your dataset folder (--gin_bindings=\""
-          "FewShotClassification.root = '/path/to/data'\", or root= in Python).")
+    with naming_root_binding("FewShotClassification.root"):
+      readers.detect_format(self.root)
     super().check_data()
 
   def _check_split(self, split: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2f_tf.meta import predictions
+from l2f_tf.train import event_files
 from l2f_tf.stats import mean_and_ci95
 
 
@@ -67,8 +68,11 @@ def evaluate_checkpoints(learner, domain, distribution: str, num_tasks: int,
 
 def write_eval_summaries(summary_dir: str, step: int,
                          evaluations: Dict[str, Dict[str, Dict]]) -> None:
-  """TensorBoard scalars ``<distribution>/<figure>`` (the means) of a run's final evaluation."""
-  writer = tf.summary.create_file_writer(summary_dir)
+  """TensorBoard scalars ``<distribution>/<figure>`` (the means) of a run's final evaluation, in
+  a file of their own that replaces the points of an earlier evaluation of the same step."""
+  event_files.drop_evaluations_from(summary_dir, step)
+  writer = tf.summary.create_file_writer(summary_dir,
+                                         filename_suffix=event_files.EVALUATION_SUFFIX)
   with writer.as_default():
     for distribution, results in evaluations.items():
       for name, value in results.items():

@@ -9,7 +9,8 @@ counter, so a run resumed after a skip matches an uninterrupted one.
 
 :class:`NonFiniteGuard` (gin: ``NonFiniteGuard.policy``, ``NonFiniteGuard.max_consecutive``)
 counts the skips (the ``nonfinite_steps`` TensorBoard scalar, a console warning) and raises
-:class:`NonFiniteError` when training must stop; the Runner then saves no checkpoint.
+:class:`NonFiniteError` when training must stop; the Runner then saves no checkpoint. Its
+counts are part of the trainers' checkpoints, so a resumed run goes on counting.
 """
 
 from typing import List, Optional
@@ -76,8 +77,9 @@ class NonFiniteGuard:
     max_consecutive: consecutive skipped meta-iterations that stop training under "skip".
 
   Attributes:
-    total: meta-iterations skipped since the process started (a resumed run restarts at 0).
-    consecutive: skipped meta-iterations in a row up to the latest one.
+    total: meta-iterations skipped so far in the run (saved with its checkpoints).
+    consecutive: skipped meta-iterations in a row up to the latest one (saved too, so a run
+      resumed in the middle of a divergence stops where an uninterrupted one would).
   """
 
   def __init__(self, policy: str = "skip", max_consecutive: int = 10):
@@ -86,7 +88,22 @@ class NonFiniteGuard:
     if max_consecutive < 1:
       raise ValueError(f"NonFiniteGuard.max_consecutive must be >= 1, got {max_consecutive}.")
     self.policy, self.max_consecutive = policy, max_consecutive
-    self.total = self.consecutive = 0
+    with tf.init_scope():
+      self._total = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_total")
+      self._consecutive = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                      name="nonfinite_consecutive")
+
+  @property
+  def total(self) -> int:
+    return int(self._total.numpy())
+
+  @property
+  def consecutive(self) -> int:
+    return int(self._consecutive.numpy())
+
+  def checkpoint_parts(self) -> dict:
+    """The counts, for the trainer's checkpoint."""
+    return {"nonfinite_total": self._total, "nonfinite_consecutive": self._consecutive}
 
   @property
   def limit(self) -> int:
@@ -106,8 +123,8 @@ class NonFiniteGuard:
       summarize: write the ``nonfinite_steps`` scalar even when none was skipped, so that the
         curve exists in every run.
     """
-    self.total += skipped
-    self.consecutive = consecutive
+    self._total.assign_add(skipped)
+    self._consecutive.assign(consecutive)
     if skipped or summarize:
       tf.summary.scalar(SUMMARY_TAG, self.total, step=step)
     if consecutive >= self.limit:

@@ -109,7 +109,8 @@ class MetaRLTrainer:
     from l2f_tf.rl import envs  # pylint: disable=g-import-not-at-top  (needs the rl extra)
     self.task_env = envs.make_env(self.sampler.env_name, horizon=self.sampler.horizon)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-    self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration)
+    self.checkpoint = checkpoints.make_checkpoint(learner, iteration=self.iteration,
+                                                  **self.guard.checkpoint_parts())
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = maml_trpo.stacked_policy_fn(learner)

@@ -9,7 +9,6 @@ settings.json. Importing this module registers every configurable of l2f_tf.
 """
 
 # pylint: disable=unused-import
-import glob
 import inspect
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -205,10 +204,8 @@ def _checkpoint_of_step(folder: RunFolder, step: int) -> str:
   """The path of the checkpoint of meta-iteration ``step`` in checkpoints/ or best/."""
   found = {}
   for directory in (folder.checkpoints, folder.best):
-    for index in glob.glob(os.path.join(directory, "ckpt-*.index")):
-      number = os.path.basename(index)[len("ckpt-"):-len(".index")]
-      if number.isdigit():
-        found.setdefault(int(number), index[:-len(".index")])
+    for saved in checkpoints.saved_steps(directory):
+      found.setdefault(saved, os.path.join(directory, f"ckpt-{saved}"))
   if step not in found:
     raise ValueError(f"{folder.root} has no checkpoint of step {step}; it keeps steps "
                      f"{sorted(found) or 'none'}.")

@@ -31,7 +31,7 @@ from l2f_tf import atomic, console, run_folder, smoke
 from l2f_tf.meta.contract import Learner
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints, guard, interrupts, settings
+from l2f_tf.train import checkpoints, event_files, guard, interrupts, settings
 from l2f_tf.train.evaluation import write_eval_summaries
 
 ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
@@ -162,6 +162,9 @@ class Runner:
         trainer.checkpoint, self.folder.checkpoints, max_checkpoints, restore_from)
     if own_folder:
       settings.record(self.folder, described)  # once restored: the folder is this run's
+      # What the lost meta-iterations wrote to TensorBoard is written again as they are redone.
+      for directory in (self.folder.train_summaries, self.folder.eval_summaries):
+        event_files.drop_after(directory, trainer.step)
 
   def save(self) -> None:
     """A checkpoint of the current step, unless the latest one already is of this step."""

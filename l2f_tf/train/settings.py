@@ -20,10 +20,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from l2f_tf import atomic
+from l2f_tf import atomic, smoke
 from l2f_tf.run_folder import RunFolder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records smoke mode
+# The settings.json entry that says whether smoke mode (L2F_TF_SMOKE) trained the run.
+SMOKE_KEY = "smoke_mode"
 
 # Settings a resumed trained run may change (how long it trains, how it is logged,
 # checkpointed, distributed and evaluated, where its data lives): any other makes another run.
@@ -109,11 +111,13 @@ def _weight_shapes(learner: Any) -> Dict[str, str]:
 def describe(trainer: Any) -> Dict[str, str]:
   """``{"Class.attribute": text}``: the public plain attributes of ``trainer`` and of the
   objects of this package it holds (learner, attenuation, domain, inner learning rates, ...),
-  ``"network.weight_shapes"``: the shapes of the learner's network weights, and
-  ``"network.batch_norm"``: its batch-norm mode."""
+  ``"network.weight_shapes"``: the shapes of the learner's network weights,
+  ``"network.batch_norm"``: its batch-norm mode, and :data:`SMOKE_KEY`: whether smoke mode
+  (`l2f_tf.smoke`) trains it, so that a smoke folder never grows silently into a real run."""
   settings: Dict[str, str] = {}
   _visit(trainer, settings, set())
   settings.update(_weight_shapes(trainer.learner))
+  settings[SMOKE_KEY] = repr(smoke.active())
   return settings
 
 
@@ -188,11 +192,16 @@ def _stored(folder: RunFolder) -> Optional[Dict]:
     return None
   try:
     with open(folder.settings) as f:
-      return json.load(f)
+      entry = json.load(f)
   except (OSError, ValueError) as error:
     logging.warning("Ignoring the unreadable %s (%s): it is written again.", folder.settings,
                     error)
     return None
+  if not isinstance(entry, dict) or entry.get("format") != FORMAT_VERSION:
+    logging.warning("Ignoring %s: it is not of format %d (an older l2f_tf wrote it); it is "
+                    "written again.", folder.settings, FORMAT_VERSION)
+    return None
+  return entry
 
 
 def check(folder: RunFolder, settings: Dict[str, str], trained_step: Optional[int],
@@ -200,7 +209,14 @@ def check(folder: RunFolder, settings: Dict[str, str], trained_step: Optional[in
   """Refuses (ConfigMismatchError) to continue the run trained to ``trained_step`` (None: not
   trained) whose settings.json differs from ``settings``, unless ``resume``."""
   stored = _stored(folder)
-  if trained_step is None or stored is None or resume:
+  if trained_step is None or stored is None:
+    return
+  if smoke.active() and stored.get("settings", {}).get(SMOKE_KEY) == repr(False):
+    raise ConfigMismatchError(
+        f"{folder.root} holds a real run (trained to meta-iteration {trained_step}), and "
+        f"{smoke.ENV} is set: this would evaluate it on {smoke.TASKS} tasks and overwrite its "
+        f"results with smoke numbers. Unset {smoke.ENV}, or use another root_dir.")
+  if resume:
     return
   found = differences(stored.get("settings", {}), settings)
   if found:

@@ -178,7 +178,9 @@ class Trainer:
     self.optimizer = precision.with_loss_scaling(optimizers[outer_optimizer](learning_rate),
                                                  learner.model)
     self.optimizer.build(learner.meta_variables)
-    self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer)
+    self.guard = NonFiniteGuard() if guard is None else guard
+    self.checkpoint = checkpoints.make_checkpoint(learner, optimizer=self.optimizer,
+                                                  **self.guard.checkpoint_parts())
     self.sequential_tasks = sequential_tasks
     self.landscape = landscape
     for option, value, supported in (
@@ -197,7 +199,6 @@ class Trainer:
                                        summary_dir=self.folder.eval_summaries)
     self.validator, self.validate_every = validator, validate_every
     self.num_val_episodes = num_val_episodes
-    self.guard = NonFiniteGuard() if guard is None else guard
     self.best = None
     if validator is not None:
       if validate_every < 1:
@@ -438,11 +439,13 @@ class Trainer:
                                            step >= self.num_iterations)
 
   def begin(self) -> None:
-    """Forgets validations newer than the restored step (a crash after validating, before the
-    checkpoint) and repeats a validation that was interrupted."""
+    """Drops damaged or unlisted best/ checkpoints, forgets validations newer than the restored
+    step (a crash after validating, before the checkpoint) and repeats a validation that was
+    interrupted."""
     if self.validator is None:
       return
     step = self.step
+    self.best.tidy()
     self.best.forget_after(step)
     if step > 0 and step not in self.best.history() and self._due_for_validation(step):
       self._validate(step)

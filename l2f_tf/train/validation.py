@@ -33,10 +33,15 @@ class BestCheckpoints:
     os.makedirs(directory, exist_ok=True)
 
   def _load(self) -> Dict:
-    if not os.path.exists(self._scores_path):
+    try:
+      with open(self._scores_path) as f:
+        return json.load(f)
+    except FileNotFoundError:
       return {"history": [], "best": []}
-    with open(self._scores_path) as f:
-      return json.load(f)
+    except ValueError:  # Written atomically: only a bad copy or a hand edit gets here.
+      logging.warning("%s is not valid JSON: the run forgets its validation scores and best "
+                      "checkpoints.", self._scores_path)
+      return {"history": [], "best": []}
 
   def entries(self) -> List[Dict]:
     """[{"step", "score", "path"}] of the kept checkpoints, best first."""
@@ -70,6 +75,28 @@ class BestCheckpoints:
       if entry is not candidate:
         self._delete(entry["name"])
     return is_kept
+
+  def tidy(self) -> None:
+    """Drops kept checkpoints that are damaged (`checkpoints.damage`; a warning each) and
+    deletes checkpoint files that scores.json does not list: those of a kill between saving a
+    checkpoint and recording it, or between recording a better one and deleting the checkpoint
+    it pushed out. For the process that holds the run folder's lock."""
+    state = self._load()
+    damaged = []
+    for entry in state["best"]:
+      why = checkpoints.damage(os.path.join(self.directory, entry["name"]))
+      if why is not None:
+        damaged.append(entry)
+        logging.warning("The best checkpoint %s (step %d, score %.4f) is damaged (%s): dropped "
+                        "it from %s.", os.path.join(self.directory, entry["name"]),
+                        entry["step"], entry["score"], why, self._scores_path)
+    if damaged:
+      state["best"] = [e for e in state["best"] if e not in damaged]
+      atomic.write_json(self._scores_path, state)
+    listed = {e["name"] for e in state["best"]}
+    for path in glob.glob(os.path.join(glob.escape(self.directory), "ckpt-*.*")):
+      if os.path.basename(path).split(".")[0] not in listed:
+        os.remove(path)
 
   def forget_after(self, step: int) -> None:
     """Drops records newer than ``step`` (a crash after validating, before the checkpoint)."""

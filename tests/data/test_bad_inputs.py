@@ -16,6 +16,7 @@ from PIL import Image
 
 from l2f_tf import atomic
 from l2f_tf.data import episodic, glyphs, readers
+from l2f_tf.domains import few_shot
 from l2f_tf.domains.few_shot import FewShotClassification
 from tests.data.readers.test_mini_imagenet import write_cache_pickles
 from tests.data.readers.test_tiered_imagenet import write_png_pickle_root
@@ -93,7 +94,8 @@ def test_split_folders_one_level_deeper(tmp_path):
   _folders(outer, name="train")
   assert _error(_domain(str(outer)).check_data) == (
       f"The class folders of {outer / 'train'} hold folders, not images: the dataset is one "
-      f"level deeper; use root={outer / 'train'}.")
+      f"level deeper; use root={outer / 'train'}. "
+      f"{few_shot.root_binding_hint('FewShotClassification.root')}")
 
 
 def test_images_directly_in_the_root(tmp_path):
@@ -137,7 +139,8 @@ def test_another_datasets_layout(tmp_path):
   root = write_png_pickle_root(tmp_path)  # tieredImageNet, for a miniImageNet experiment.
   assert _error(_domain(str(root), n=2, q=1).check_data) == (
       f"Dataset root {root} holds tieredImageNet (tiered_imagenet_png_pickle layout), not "
-      "miniImageNet: set the root to your miniImageNet folder.")
+      "miniImageNet: set the root to your miniImageNet folder. "
+      f"{few_shot.root_binding_hint('FewShotClassification.root')}")
   _domain(str(root), name="tiered_imagenet", n=2, q=1).check_data()
   _domain(str(root), name="my_dataset", n=2, q=1).check_data()  # Names of no layout pass.
 

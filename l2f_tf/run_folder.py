@@ -4,6 +4,7 @@
 <root>/operative_config.gin   the full config actually used (reloaded on resume)
 <root>/settings.json          the experiment's settings, read from its objects (checked on resume)
 <root>/checkpoints/           the latest checkpoints (weights, optimizer, step)
+<root>/checkpoints/damaged/   checkpoints found damaged, set aside (`l2f_tf.train.checkpoints`)
 <root>/train/  <root>/eval/   TensorBoard event files
 <root>/best/                  best validated weights and their scores (few-shot classification)
 <root>/results.json           the final evaluation (mean, 95% CI, n)

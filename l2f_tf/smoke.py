@@ -8,7 +8,9 @@ It is not for numbers. While the variable is set:
   ``MetaRLTrainer`` cap ``num_iterations``);
 * validation and the final evaluation use at most :data:`TASKS` tasks or episodes, and so do
   ``python -m l2f_tf.evaluate`` / ``compare`` / ``analyze``;
-* a warning says so once, and results.json records ``"smoke": true``.
+* a warning says so once, and results.json records ``"smoke": true``;
+* settings.json records it too, so a smoke folder is not continued as a real run, nor a real
+  run's results overwritten by smoke numbers (`l2f_tf.train.settings`).
 
 Everything else (models, data, the compiled step, export, figures) is the real thing.
 """

@@ -11,7 +11,7 @@ functions of the step; only a learner's own generator (LEO's sampling and dropou
 import glob
 import os
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -41,8 +41,7 @@ def restore_weights(learner, path: str) -> None:
 
 def saved_steps(directory: str) -> List[int]:
   """The meta-iterations of the checkpoints ``ckpt-<step>`` in ``directory`` that have an index
-  file, ascending. Read from the files, not from TensorFlow's ``checkpoint`` state file, which
-  a bad copy may have damaged."""
+  file, ascending (listed in TensorFlow's ``checkpoint`` state file or not)."""
   steps = []
   for index in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
     number = os.path.basename(index)[len("ckpt-"):-len(".index")]
@@ -51,16 +50,45 @@ def saved_steps(directory: str) -> List[int]:
   return sorted(steps)
 
 
+def _listed_steps(directory: str) -> Optional[List[int]]:
+  """The steps TensorFlow's state file lists, ascending; None when there is no readable one."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except (tf.errors.OpError, ValueError):
+    return None
+  if state is None or not state.model_checkpoint_path:
+    return None
+  steps = set()
+  for path in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]:
+    number = os.path.basename(path)[len("ckpt-"):]
+    if number.isdigit():
+      steps.add(int(number))
+  return sorted(steps)
+
+
+def _candidates(directory: str) -> Tuple[List[int], List[int]]:
+  """(steps to resume from, newest first; steps of saves cut short). A checkpoint counts once
+  TensorFlow's state file lists it (it does so only once the checkpoint is complete); files
+  of newer steps are a save that a kill or a full disk cut short. Without a readable state
+  file (lost, or damaged by a bad copy: that must not look like a run that never trained),
+  every checkpoint on disk is a candidate."""
+  on_disk, listed = saved_steps(directory), _listed_steps(directory)
+  if listed is None:
+    return on_disk[::-1], []
+  return ([s for s in on_disk if s in listed][::-1],
+          [s for s in on_disk if s > max(listed)])
+
+
 def latest(directory: str) -> Optional[str]:
   """The prefix of the newest checkpoint in ``directory``, or None."""
-  steps = saved_steps(directory)
-  return os.path.join(directory, f"ckpt-{steps[-1]}") if steps else None
+  step = latest_step(directory)
+  return None if step is None else os.path.join(directory, f"ckpt-{step}")
 
 
 def latest_step(directory: str) -> Optional[int]:
   """The meta-iteration of the newest checkpoint in ``directory`` (``ckpt-<step>``), or None."""
-  steps = saved_steps(directory)
-  return steps[-1] if steps else None
+  candidates, _ = _candidates(directory)
+  return candidates[0] if candidates else None
 
 
 def damage(path: str) -> Optional[str]:
@@ -92,14 +120,15 @@ def set_aside(path: str) -> str:
 def newest_intact(directory: str, tidy: bool = True) -> Optional[str]:
   """The prefix of the newest checkpoint in ``directory`` that reads back whole (None: none).
 
-  Newer damaged checkpoints are skipped with a one-line warning each; with ``tidy`` (the
-  folder's own process, which holds its lock) they are moved to ``damaged/`` and TensorFlow's
-  ``checkpoint`` state file is rewritten to list the intact ones, so that no later save, prune
-  or reader meets them again.
+  Newer damaged checkpoints are skipped with a one-line warning each. With ``tidy`` (the
+  folder's own process, which holds its lock) they are moved to ``damaged/``, the files of a
+  save cut short are deleted, and TensorFlow's ``checkpoint`` state file is rewritten when it
+  was unreadable or named a damaged checkpoint, so that no later save, prune or reader meets
+  them again.
   """
-  steps = saved_steps(directory)
+  candidates, unfinished = _candidates(directory)
   found, damaged = None, []
-  for step in reversed(steps):
+  for step in candidates:
     path = os.path.join(directory, f"ckpt-{step}")
     why = damage(path)
     if why is None:
@@ -111,25 +140,22 @@ def newest_intact(directory: str, tidy: bool = True) -> Optional[str]:
   for path, why in damaged:
     where = f": moved it to {set_aside(path)}/" if tidy else ""
     logging.warning("The checkpoint %s is damaged (%s)%s; %s.", path, why, where, fallback)
-  if tidy and (damaged or _stated_latest(directory) != found):
-    _write_state(directory, [s for s in steps if found and s <= int(found.rsplit("-", 1)[1])])
+  if tidy:
+    for step in unfinished:
+      for name in glob.glob(os.path.join(glob.escape(directory), f"ckpt-{step}.*")):
+        os.remove(name)
+      logging.info("Removed %s: a save that was cut short.",
+                   os.path.join(directory, f"ckpt-{step}"))
+    if damaged or _listed_steps(directory) is None:
+      _write_state(directory, [s for s in reversed(candidates)
+                               if found and s <= int(found.rsplit("-", 1)[1])])
   return found
-
-
-def _stated_latest(directory: str) -> Optional[str]:
-  """The newest checkpoint that TensorFlow's state file names (None: no readable file)."""
-  try:
-    state = tf.train.get_checkpoint_state(directory)
-  except (tf.errors.OpError, ValueError):
-    return None
-  if state is None or not state.model_checkpoint_path:
-    return None
-  return os.path.join(directory, os.path.basename(state.model_checkpoint_path))
 
 
 def _write_state(directory: str, steps: List[int]) -> None:
   """TensorFlow's ``checkpoint`` state file listing ``steps`` (the last is the latest), with
-  paths relative to ``directory`` as CheckpointManager writes them."""
+  paths relative to ``directory`` and the times they were saved, as CheckpointManager writes
+  them."""
   path = os.path.join(directory, STATE_NAME)
   if not steps:
     if os.path.exists(path):
@@ -137,6 +163,10 @@ def _write_state(directory: str, steps: List[int]) -> None:
     return
   lines = [f'model_checkpoint_path: "ckpt-{steps[-1]}"']
   lines += [f'all_model_checkpoint_paths: "ckpt-{s}"' for s in steps]
+  # The manager prunes only checkpoints saved after the last "preserved" time (0 here): without
+  # their times it would keep these forever.
+  lines += [f"all_model_checkpoint_timestamps: "
+            f"{os.path.getmtime(os.path.join(directory, f'ckpt-{s}.index')):.6f}" for s in steps]
   atomic.write_text(path, "\n".join(lines) + "\n")
 
 

@@ -130,6 +130,22 @@ def test_an_unreadable_state_file_does_not_restart_the_run(trained_to_8, referen
   assert tf.train.get_checkpoint_state(str(root / "checkpoints")) is not None
 
 
+def test_a_state_file_behind_its_checkpoints_still_prunes(trained_to_8, tmp_path):
+  """A kill (or a full disk) after a save's files are in place but before TensorFlow lists
+  them: that save does not count (its files are deleted), the run resumes from the listed one
+  and the manager prunes as usual."""
+  root = copy_of(trained_to_8, tmp_path)
+  saved = os.path.getmtime(root / "checkpoints" / "ckpt-4.index")
+  (root / "checkpoints" / "checkpoint").write_text(  # as TensorFlow wrote it after ckpt-4
+      'model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-4"\n'
+      f"all_model_checkpoint_timestamps: {saved}\n")
+  (root / "checkpoints" / "ckpt-12.index").write_bytes(b"")  # a merge cut short
+  assert train(root, 16).step == 16
+  assert not os.path.exists(root / "checkpoints" / "damaged")  # not damage: unfinished
+  assert checkpoint_files(root / "checkpoints") == ["ckpt-12.index", "ckpt-16.index",
+                                                    "ckpt-8.index"]
+
+
 def test_with_every_checkpoint_damaged_training_starts_over(trained_to_8, reference, tmp_path,
                                                            caplog):
   root = copy_of(trained_to_8, tmp_path)

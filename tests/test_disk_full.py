@@ -28,8 +28,7 @@ import os
 import random
 import re
 import subprocess
-import sys
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
 
@@ -149,28 +148,36 @@ def check_full_attempt(out: str, name: str, reference_root: str, context: str) -
   assert match, tail
   said = match.groupdict()
   assert said["mount"] == os.path.join(os.path.dirname(out), f"{os.path.basename(out)}_mnt"), tail
-  # The checkpoint the line names is the folder's latest, and it restores (every tensor reads).
+  # The checkpoint the line names is the folder's latest, and it reads back bit for bit as the
+  # reference's of the same step (the reference keeps every checkpoint).
   assert said["checkpoint"] == latest_checkpoint(root), tail
   if said["checkpoint"]:
-    tensors = kill_resume._tensors(os.path.join(root, "checkpoints", said["checkpoint"]))
-    assert tensors, tail
-  for name_ in WHOLE_FILES:  # Written atomically: absent, or whole.
-    path = os.path.join(root, name_)
-    if os.path.exists(path) and name_.endswith(".json"):
+    tensors = [kill_resume._tensors(os.path.join(r, "checkpoints", said["checkpoint"]))
+               for r in (reference_root, root)]
+    assert tensors[0], tail
+    assert not kill_resume._compare_tensors(*tensors, said["checkpoint"]), tail
+  for file_name in WHOLE_FILES:  # Written atomically: absent, or whole.
+    path = os.path.join(root, file_name)
+    if os.path.exists(path) and file_name.endswith(".json"):
       with open(path) as f:
         json.load(f)
   with open(os.path.join(root, "operative_config.gin")) as f, \
       open(os.path.join(reference_root, "operative_config.gin")) as g:
     assert f.read() == g.read(), tail
+  # Only TensorFlow's checkpoint parts are left (the next start removes them): the atomic
+  # writers remove their temporary files themselves.
   said["leftovers"] = kill_resume.temporary_files(root)
+  assert all(re.match(r"checkpoints/ckpt-\d+_temp(/|$)", p) for p in said["leftovers"]), tail
+  print(f"{context}, {os.path.basename(out)}/{name}: {said}")
   return said
 
 
-def check_resumed(out: str, reference_root: str, context: str) -> None:
+def check_resumed(out: str, reference_root: str, context: str, cache: Dict) -> None:
+  """The resumed run ends as the reference (``cache``: the reference's SavedModel outputs)."""
   returncode, log, root = attempt(out, "resumed")
   assert returncode == 0, f"{context}, resumed attempt:\n{log[-4000:]}"
   problems = {check: found for check, found in
-              kill_resume.compare(EXPERIMENT, reference_root, root).items() if found}
+              kill_resume.compare(EXPERIMENT, reference_root, root, cache).items() if found}
   assert not problems, f"{context}: the resumed run differs from the reference: {problems}"
 
 
@@ -185,7 +192,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes_exactly(tmp_path):
     during = pool.submit(scenario, work, "during_training", drawn["during_training"], True)
     after = pool.submit(scenario, work, "after_training", drawn["after_training"], False)
     reference_root, during, after = reference_run.result(), during.result(), after.result()
-  context = f"seed {seed()}, tmpfs sizes {drawn} KiB"
+  context, cache = f"seed {seed()}, tmpfs sizes {drawn} KiB", {}
 
   # During training: part way, at a checkpoint or a training summary.
   said = check_full_attempt(during, "full", reference_root, context)
@@ -195,10 +202,10 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes_exactly(tmp_path):
   # The same command on a still-full disk fails the same way and loses nothing.
   again = check_full_attempt(during, "still_full", reference_root, context)
   assert again["checkpoint"] == said["checkpoint"], f"{context}: {said} then {again}"
-  check_resumed(during, reference_root, context)
+  check_resumed(during, reference_root, context, cache)
 
   # After training: the evaluation, the export or the figure.
   said = check_full_attempt(after, "full", reference_root, context)
   assert said["checkpoint"] == f"ckpt-{ITERATIONS}", f"{context}: {said}"
   assert not re.search(r"checkpoint", said["what"]), f"{context}: {said}"
-  check_resumed(after, reference_root, context)
+  check_resumed(after, reference_root, context, cache)

@@ -20,9 +20,11 @@ such an error into a :class:`DiskFullError` (an OSError) whose message is the li
 it and exits 1.
 
 A checkpoint named by ``checkpoints/checkpoint`` is whole: TensorFlow updates that file only
-after the checkpoint's files are complete. A save cut short leaves ``ckpt-N_temp/`` (and
-possibly a ``checkpoint.tmp<hex>``), which the next start removes
-(`l2f_tf.run_folder.RunFolder.remove_leftovers`).
+after the checkpoint's files are complete. A save cut short leaves ``ckpt-N_temp/`` (or a
+``checkpoint.tmp<hex>``), which the next start removes
+(`l2f_tf.run_folder.RunFolder.remove_leftovers`); cut short in its merge, it also leaves
+ckpt-N's whole data file and an empty ``ckpt-N.index``, which no list names and the resumed
+run's save of step N overwrites.
 """
 
 import contextlib
@@ -57,7 +59,8 @@ class DiskFullError(OSError):
 
 
 def reason(error: BaseException) -> Optional[str]:
-  """"No space left on device" or "Disk quota exceeded" when ``error`` says it, else None."""
+  """The words of a full disk that ``error`` says ("No space left on device", "Disk quota
+  exceeded"), else None."""
   if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
     return os.strerror(error.errno)
   text = str(error)

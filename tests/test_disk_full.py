@@ -1,25 +1,29 @@
 """A full disk during a run: the real command trains a tiny sinusoid into a small tmpfs, fills it,
 says so in one line, leaves its folder intact, and finishes exactly once space is back.
 
-Each scenario runs in a private mount namespace (``unshare -m``, as root; CI runs as root), so
-the host's mounts are untouched: a driver mounts a tmpfs of SIZE KiB, runs the command into it,
-copies the folder out, grows the tmpfs (``mount -o remount,size=``) and runs the same command
-again. Two scenarios, each with a size drawn from :data:`SEED` (``L2F_DISK_FULL_SEED=<n>``
-draws others; a failure names the sizes):
+A driver (:data:`DRIVER`) runs in a private mount namespace (``unshare -m``, as root; CI runs as
+root), so the host's mounts are untouched. It mounts a tmpfs, runs the same command four times
+into it, growing the tmpfs (``mount -o remount,size=``) before each, and copies the folder out
+after each:
 
-* during training: the disk fills at a checkpoint (or a TensorBoard write) part way through the
-  8 meta-iterations; the same command without freeing space fails the same way and loses
-  nothing; after the tmpfs grows, it resumes;
-* after training: it fills during the evaluation, the SavedModel export or the figure; after
-  the tmpfs grows, only the unfinished stages run.
+1. ``during_training``: the disk fills at a checkpoint (or a TensorBoard write) part way
+   through the 8 meta-iterations;
+2. ``still_full``: the same command without freeing space fails the same way, losing nothing;
+3. ``after_training``: some space freed, not enough: training resumes and finishes, then the
+   disk fills during the evaluation, the SavedModel export or the figure;
+4. ``resumed``: space is back: only the unfinished stages run.
+
+The two sizes are drawn from :data:`SEED` (``L2F_DISK_FULL_SEED=<n>`` draws others; a failure
+names them). Meanwhile an uninterrupted reference run trains in a normal folder.
 
 Every failing run must exit 1 with one line (``No space left on device while writing <path>
 (<what>): free some space on <mount point>, then run the same command to resume (the last
-checkpoint, ckpt-N, is intact).``) and no traceback, the checkpoint it names must be the
-folder's latest and restore, and the atomic files must be whole. Every resumed run must end as
-an uninterrupted reference run in a normal folder does (benchmarks/kill_resume.py's comparison:
-every tensor of the final checkpoint bit for bit, results.json but train_seconds, the
-SavedModel's predictions, the figure, stages.json, no temporary file left).
+checkpoint, ckpt-N, is intact).``) and no traceback; the checkpoint it names must be the
+folder's latest and equal the reference's of that step bit for bit; the atomic files must be
+whole and the only temporary files left TensorFlow's ``ckpt-N_temp/``. The last run must end as
+the reference does (benchmarks/kill_resume.py's comparison: every tensor of the final checkpoint
+bit for bit, results.json but train_seconds, the SavedModel's predictions, the figure,
+stages.json, no temporary file left).
 """
 
 import concurrent.futures
@@ -50,20 +54,19 @@ EXPERIMENT = kill_resume.Experiment("sinusoid", "gin/sinusoid/l2f_5shot.gin", (
 # Sizes (KiB) drawn uniformly: full after 1 to 7 checkpoints; full after training, before the
 # end (the reference's measured sizes, with margins).
 DURING_TRAINING = (56, 248)
-AFTER_TRAINING = (300, 930)
-GROWN = "256m"
+AFTER_TRAINING = (320, 930)
+GROWN = 256 * 1024
 DRIVER = r"""
 set -u
-mount -t tmpfs -o size="${SIZE}k" tmpfs "$MNT" || exit 97
-run() {
+mount -t tmpfs -o size=4k tmpfs "$MNT" || exit 97
+for attempt in $ATTEMPTS; do
+  size=${attempt#*:}
+  attempt=${attempt%:*}
+  mount -o remount,size="${size}k" "$MNT" || exit 98
   "$@" > "$OUT/$attempt.log" 2>&1
   echo $? > "$OUT/$attempt.rc"
   cp -a "$MNT/run" "$OUT/$attempt"
-}
-attempt=full run "$@"
-if [ "$AGAIN" = 1 ]; then attempt=still_full run "$@"; fi
-mount -o remount,size="$GROWN" "$MNT" || exit 98
-attempt=resumed run "$@"
+done
 """
 LINE = re.compile(
     r"\] (?P<reason>No space left on device) while writing (?P<path>\S+) \((?P<what>[^)]+)\): "
@@ -107,18 +110,18 @@ def reference(work: str) -> str:
   return root
 
 
-def scenario(work: str, name: str, size: int, again: bool) -> str:
-  """Runs the driver (:data:`DRIVER`) of one scenario; returns its folder, which holds each
-  attempt's log, exit status and copied run folder (full, still_full, resumed)."""
-  out, mount = os.path.join(work, name), os.path.join(work, f"{name}_mnt")
+def attempts(work: str, sizes_: Dict[str, int]) -> str:
+  """Runs :data:`DRIVER` with the attempts ``sizes_`` (name -> tmpfs KiB, in order); returns its
+  folder, which holds each attempt's log, exit status and copied run folder."""
+  out, mount = os.path.join(work, "attempts"), os.path.join(work, "tmpfs")
   os.makedirs(out)
   os.makedirs(mount, exist_ok=True)
-  env = dict(os.environ, PYTHONPATH=kill_resume.REPO, SIZE=str(size), MNT=mount, OUT=out,
-             GROWN=GROWN, AGAIN=str(int(again)))
+  env = dict(os.environ, PYTHONPATH=kill_resume.REPO, MNT=mount, OUT=out,
+             ATTEMPTS=" ".join(f"{name}:{size}" for name, size in sizes_.items()))
   done = subprocess.run(["unshare", "-m", "sh", "-c", DRIVER, "driver",
                          *kill_resume.command(EXPERIMENT, os.path.join(mount, "run"))],
                         cwd=kill_resume.REPO, env=env, capture_output=True, text=True,
-                        timeout=900)
+                        timeout=1200)
   assert done.returncode == 0, f"the driver failed ({done.returncode}): {done.stderr}"
   return out
 
@@ -147,7 +150,7 @@ def check_full_attempt(out: str, name: str, reference_root: str, context: str) -
   match = LINE.search(full[0])
   assert match, tail
   said = match.groupdict()
-  assert said["mount"] == os.path.join(os.path.dirname(out), f"{os.path.basename(out)}_mnt"), tail
+  assert said["mount"] == os.path.join(os.path.dirname(out), "tmpfs"), tail
   # The checkpoint the line names is the folder's latest, and it reads back bit for bit as the
   # reference's of the same step (the reference keeps every checkpoint).
   assert said["checkpoint"] == latest_checkpoint(root), tail
@@ -168,16 +171,16 @@ def check_full_attempt(out: str, name: str, reference_root: str, context: str) -
   # writers remove their temporary files themselves.
   said["leftovers"] = kill_resume.temporary_files(root)
   assert all(re.match(r"checkpoints/ckpt-\d+_temp(/|$)", p) for p in said["leftovers"]), tail
-  print(f"{context}, {os.path.basename(out)}/{name}: {said}")
+  print(f"{context}, {name}: {said}")
   return said
 
 
-def check_resumed(out: str, reference_root: str, context: str, cache: Dict) -> None:
-  """The resumed run ends as the reference (``cache``: the reference's SavedModel outputs)."""
+def check_resumed(out: str, reference_root: str, context: str) -> None:
+  """The last run ends as the reference."""
   returncode, log, root = attempt(out, "resumed")
   assert returncode == 0, f"{context}, resumed attempt:\n{log[-4000:]}"
   problems = {check: found for check, found in
-              kill_resume.compare(EXPERIMENT, reference_root, root, cache).items() if found}
+              kill_resume.compare(EXPERIMENT, reference_root, root).items() if found}
   assert not problems, f"{context}: the resumed run differs from the reference: {problems}"
 
 
@@ -187,25 +190,24 @@ def test_a_full_disk_is_one_line_and_the_same_command_resumes_exactly(tmp_path):
   if why_not:
     pytest.skip(f"needs root and a private mount namespace: {why_not}")
   drawn = sizes()
-  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+  plan = {"during_training": drawn["during_training"], "still_full": drawn["during_training"],
+          "after_training": drawn["after_training"], "resumed": GROWN}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     reference_run = pool.submit(reference, work)
-    during = pool.submit(scenario, work, "during_training", drawn["during_training"], True)
-    after = pool.submit(scenario, work, "after_training", drawn["after_training"], False)
-    reference_root, during, after = reference_run.result(), during.result(), after.result()
-  context, cache = f"seed {seed()}, tmpfs sizes {drawn} KiB", {}
+    out = pool.submit(attempts, work, plan).result()
+    reference_root = reference_run.result()
+  context = f"seed {seed()}, tmpfs sizes {drawn} KiB"
 
   # During training: part way, at a checkpoint or a training summary.
-  said = check_full_attempt(during, "full", reference_root, context)
+  said = check_full_attempt(out, "during_training", reference_root, context)
   step = int((said["checkpoint"] or "ckpt-0").split("-")[1])
   assert 1 <= step < ITERATIONS, f"{context}: {said}"
   assert re.search(r"checkpoint|TensorBoard", said["what"]), f"{context}: {said}"
   # The same command on a still-full disk fails the same way and loses nothing.
-  again = check_full_attempt(during, "still_full", reference_root, context)
+  again = check_full_attempt(out, "still_full", reference_root, context)
   assert again["checkpoint"] == said["checkpoint"], f"{context}: {said} then {again}"
-  check_resumed(during, reference_root, context, cache)
-
-  # After training: the evaluation, the export or the figure.
-  said = check_full_attempt(after, "full", reference_root, context)
+  # Not enough space freed: training finishes, then the evaluation, export or figure fills it.
+  said = check_full_attempt(out, "after_training", reference_root, context)
   assert said["checkpoint"] == f"ckpt-{ITERATIONS}", f"{context}: {said}"
   assert not re.search(r"checkpoint", said["what"]), f"{context}: {said}"
-  check_resumed(after, reference_root, context, cache)
+  check_resumed(out, reference_root, context)

@@ -82,7 +82,7 @@ def seed() -> int:
 
 
 def sizes() -> Dict[str, int]:
-  """scenario -> tmpfs size in KiB (whole 4 KiB pages), drawn from :func:`seed`."""
+  """where the disk fills -> tmpfs size in KiB (whole 4 KiB pages), drawn from :func:`seed`."""
   rng = random.Random(seed())
   return {"during_training": 4 * rng.randint(*(n // 4 for n in DURING_TRAINING)),
           "after_training": 4 * rng.randint(*(n // 4 for n in AFTER_TRAINING))}
@@ -110,14 +110,14 @@ def reference(work: str) -> str:
   return root
 
 
-def attempts(work: str, sizes_: Dict[str, int]) -> str:
-  """Runs :data:`DRIVER` with the attempts ``sizes_`` (name -> tmpfs KiB, in order); returns its
+def attempts(work: str, plan: Dict[str, int]) -> str:
+  """Runs :data:`DRIVER` with the attempts ``plan`` (name -> tmpfs KiB, in order); returns its
   folder, which holds each attempt's log, exit status and copied run folder."""
   out, mount = os.path.join(work, "attempts"), os.path.join(work, "tmpfs")
   os.makedirs(out)
   os.makedirs(mount, exist_ok=True)
   env = dict(os.environ, PYTHONPATH=kill_resume.REPO, MNT=mount, OUT=out,
-             ATTEMPTS=" ".join(f"{name}:{size}" for name, size in sizes_.items()))
+             ATTEMPTS=" ".join(f"{name}:{size}" for name, size in plan.items()))
   done = subprocess.run(["unshare", "-m", "sh", "-c", DRIVER, "driver",
                          *kill_resume.command(EXPERIMENT, os.path.join(mount, "run"))],
                         cwd=kill_resume.REPO, env=env, capture_output=True, text=True,
@@ -145,8 +145,9 @@ def check_full_attempt(out: str, name: str, reference_root: str, context: str) -
   tail = f"{context}, {name} attempt:\n{log[-4000:]}"
   assert returncode == 1, tail
   assert "Traceback" not in log, tail
-  full = [line for line in log.splitlines() if "No space left on device" in line]
-  assert len(full) == 1, tail
+  # One line says it; everything else is the run's INFO lines (progress, resuming...).
+  full = [line for line in log.splitlines() if not re.match(r"I\d{4} ", line)]
+  assert len(full) == 1 and "No space left on device" in full[0], tail
   match = LINE.search(full[0])
   assert match, tail
   said = match.groupdict()

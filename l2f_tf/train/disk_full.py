@@ -105,12 +105,16 @@ def message(error: BaseException, root: str) -> Optional[str]:
   folder = RunFolder(root)
   path = written_path(error) or folder.root
   what = folder.describe(path)
-  latest = checkpoints.latest(folder.checkpoints)
-  resume = (f"the last checkpoint, {os.path.basename(latest)}, is intact" if latest else
-            "no checkpoint was written yet, so it starts afresh")
   return (f"{words} while writing {path}{f' ({what})' if what else ''}: free some space on "
           f"{mount_point(path)}{REASONS[words]}, then run the same command to resume "
-          f"({resume}).")
+          f"({_resumes_from(folder)}).")
+
+
+def _resumes_from(folder: RunFolder) -> str:
+  """Which checkpoint the same command resumes from, in words (the one its restore picks)."""
+  latest = checkpoints.latest(folder.checkpoints)
+  return (f"the last checkpoint, {os.path.basename(latest)}, is intact" if latest else
+          "no checkpoint was written yet, so it starts afresh")
 
 
 @contextlib.contextmanager

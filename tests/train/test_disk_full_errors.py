@@ -145,3 +145,4 @@ def test_a_library_user_gets_the_line_from_runner_train_and_run(tmp_path):
                                         f"{folder.train_summaries}/events.out"), method
     assert str(caught.value).endswith("(the last checkpoint, ckpt-4, is intact).")
 
+

@@ -8,7 +8,8 @@ directory) or any path; without it the default (sinusoid MAML+L2F, 5-shot) runs.
 command again resumes the run in --root_dir or finishes its stages after training; another
 configuration for a trained folder is refused unless --resume continues the folder's own.
 --strategy picks the hardware (docs/scaling.md). User errors end with one line naming the fix
-and exit status 1; Ctrl-C saves a checkpoint and exits with status 130.
+and exit status 1, and so does a full disk (`l2f_tf.train.disk_full`); Ctrl-C saves a
+checkpoint and exits with status 130.
 """
 
 from l2f_tf import console  # (l2f_tf is imported first: it sets TF_USE_LEGACY_KERAS)
@@ -23,7 +24,8 @@ import sys  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from l2f_tf import run_folder  # noqa: E402
-from l2f_tf.train import distribution, experiment, guard, interrupts, restore  # noqa: E402
+from l2f_tf.train import (disk_full, distribution, experiment, guard, interrupts,  # noqa: E402
+                          restore)
 
 
 def define_flags():
@@ -67,8 +69,9 @@ def main(argv):
     bindings.append(f"run_experiment.strategy = {FLAGS.strategy!r}")
   created = not os.path.exists(FLAGS.root_dir)
   try:
-    restore.setup_run(FLAGS.root_dir, FLAGS.gin_file, bindings, resume=FLAGS.resume)
-    experiment.run_experiment(FLAGS.root_dir, resume=FLAGS.resume)
+    with disk_full.reported(FLAGS.root_dir):  # (the Runner's own writes raise it themselves)
+      restore.setup_run(FLAGS.root_dir, FLAGS.gin_file, bindings, resume=FLAGS.resume)
+      experiment.run_experiment(FLAGS.root_dir, resume=FLAGS.resume)
   except interrupts.Interrupted as stop:
     logging.warning("%s", user_message(stop))
     interrupts.exit_now()
@@ -81,6 +84,10 @@ def main(argv):
     logging.error("%s To go on, lower Trainer.outer_lr or the inner learning rate, set "
                   "Trainer.network_grad_clip, or check the data (a --gin_bindings that changes "
                   "the experiment needs --resume); then %s.", user_message(error), then)
+    sys.exit(1)
+  except disk_full.DiskFullError as error:  # The line names the file system to free.
+    logging.error("%s", user_message(error))
+    logging.debug("Where it was raised:", exc_info=True)
     sys.exit(1)
   except ValueError as error:  # User errors: the message names the fix.
     if created:

@@ -22,6 +22,10 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from absl import logging
 
 TMP_MARK = ".tmp"
+# The attribute naming the file being written that :func:`path_for` and :func:`folder_for` set
+# on an error escaping their block (a full disk raised by PIL or TensorFlow names a temporary
+# file, or none); l2f_tf.train.disk_full reads it.
+DESTINATION = "destination"
 # The format of a cached folder's metadata file; bump it when that file changes.
 CACHE_FORMAT = 2
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
@@ -44,9 +48,10 @@ def path_for(path: str) -> Iterator[str]:
   try:
     yield tmp
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as error:
     if os.path.exists(tmp):
       os.remove(tmp)
+    _note_destination(error, path)
     raise
 
 
@@ -83,9 +88,17 @@ def folder_for(path: str) -> Iterator[str]:
       os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
+  except BaseException as error:
     shutil.rmtree(tmp, ignore_errors=True)
+    _note_destination(error, path)
     raise
+
+
+def _note_destination(error: BaseException, path: str) -> None:
+  """Sets ``error.destination`` to ``path`` unless an inner writer already did."""
+  if getattr(error, DESTINATION, None) is None:
+    with contextlib.suppress(AttributeError, TypeError):
+      setattr(error, DESTINATION, path)
 
 
 def remove_leftovers(folder: str) -> int:

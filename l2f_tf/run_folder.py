@@ -24,6 +24,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 from typing import Any, Dict, Optional
@@ -36,6 +37,13 @@ CONFIG_NAME = "operative_config.gin"
 LOCK_NAME = ".lock"
 STAGES_NAME = "stages.json"
 SETTINGS_NAME = "settings.json"
+# What each entry of a run folder is, in words (RunFolder.describe).
+_WHAT = {CONFIG_NAME: "the run's config", SETTINGS_NAME: "the run's settings",
+         STAGES_NAME: "the record of finished stages", LOCK_NAME: "the run folder's lock",
+         "results.json": "the evaluation results", "saved_model": "the SavedModel",
+         "checkpoints": "the checkpoints", "best": "the best validated checkpoints",
+         "train": "TensorBoard summaries of training",
+         "eval": "TensorBoard summaries of the evaluation"}
 
 
 class RunFolderError(ValueError):
@@ -67,6 +75,29 @@ class RunFolder:
     """The path of a figure, e.g. ``figure("test_tasks.png")``."""
     return os.path.join(self.root, name)
 
+  def describe(self, path: str) -> Optional[str]:
+    """What ``path`` (a file or folder of the run, under its final name) is, in words: "the
+    checkpoint of meta-iteration 5", "the SavedModel"...; None outside the folder."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+    if relative == os.curdir:
+      return "the run folder"
+    if relative.startswith(os.pardir):
+      return None
+    first = relative.split(os.sep)[0]
+    checkpoint = re.match(r"ckpt-(\d+)(\.|$)", os.path.basename(relative))
+    if first in ("checkpoints", "best") and checkpoint:
+      return (f"the checkpoint of meta-iteration {checkpoint[1]}" if first == "checkpoints" else
+              f"the best validated checkpoint of meta-iteration {checkpoint[1]}")
+    if first == "checkpoints" and os.path.basename(relative) == "checkpoint":
+      return "the list of checkpoints"
+    if first in _WHAT:
+      return _WHAT[first]
+    if first.endswith(".png"):
+      return "a figure"
+    if first.endswith(".json") and os.path.exists(self.figure(first[:-len(".json")] + ".png")):
+      return "the numbers of a figure"
+    return "a file of the run"
+
   def prepare(self) -> None:
     """Creates the folder, or says clearly why it cannot be used."""
     if os.path.exists(self.root) and not os.path.isdir(self.root):
@@ -82,14 +113,18 @@ class RunFolder:
                            "you can write to, or fix its permissions.")
 
   def remove_leftovers(self) -> int:
-    """Deletes what a killed run left half-written (`l2f_tf.atomic`'s temporary files,
-    TensorFlow's unfinished ``<checkpoint>_temp`` saves, data files of a pruned checkpoint
-    whose index is gone); returns how many. Only under the folder's lock."""
+    """Deletes what a killed run, or one that met a full disk, left half-written
+    (`l2f_tf.atomic`'s temporary files, TensorFlow's unfinished ``<checkpoint>_temp`` saves and
+    ``checkpoint.tmp<hex>`` lists, data files of a pruned checkpoint whose index is gone);
+    returns how many. Only under the folder's lock."""
     removed = atomic.remove_leftovers(self.root)
     for directory in (self.checkpoints, self.best):
       removed += atomic.remove_leftovers(directory)  # best/scores.json's
       for path in glob.glob(os.path.join(directory, "*_temp")):
         shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+      for path in glob.glob(os.path.join(directory, "checkpoint.tmp*")):
+        os.remove(path)  # TensorFlow's atomic write of the list, cut short
         removed += 1
       # A kill while TensorFlow prunes an old checkpoint (index first, then data) leaves its
       # data without an index, which no later save removes.

@@ -211,13 +211,15 @@ def test_a_root_dir_that_is_not_writable_is_named(tmp_path, monkeypatch):
 
 def test_a_checkpoint_save_cut_short_leaves_nothing_behind(tmp_path):
   """TensorFlow writes a checkpoint into <prefix>_temp/ before merging it; a kill there leaves
-  that folder, which the next run deletes (the kill fuzzing found it)."""
+  that folder, which the next run deletes (the kill fuzzing found it). A full disk while it
+  writes the list of checkpoints leaves its checkpoint.tmp<hex> (tests/test_disk_full.py)."""
   folder = RunFolder(str(tmp_path))
   for directory in (folder.checkpoints, folder.best):
     os.makedirs(os.path.join(directory, "ckpt-4_temp"))
-  for name in ("ckpt-2.index", "ckpt-2.data-00000-of-00001", "ckpt-1.data-00000-of-00001"):
+  for name in ("ckpt-2.index", "ckpt-2.data-00000-of-00001", "ckpt-1.data-00000-of-00001",
+               "checkpoint.tmp0123456789abcdef0123456789abcdef"):
     open(os.path.join(folder.checkpoints, name), "w").close()  # ckpt-1: pruned half-way
   (tmp_path / ".stages.json.x.tmp.json").write_text("{")
-  assert folder.remove_leftovers() == 4
+  assert folder.remove_leftovers() == 5
   assert sorted(os.listdir(folder.checkpoints)) == ["ckpt-2.data-00000-of-00001", "ckpt-2.index"]
   assert os.listdir(folder.best) == []

@@ -38,3 +38,20 @@ def test_results_are_written_atomically_and_read_back(tmp_path, monkeypatch):
   # The old file is intact and no temporary file is left behind.
   assert folder.read_results() == {"method": "MAML", "value": 1.5}
   assert sorted(os.listdir(folder.root)) == ["results.json"]
+
+
+def test_each_path_of_the_layout_is_described_in_words(tmp_path):
+  """What a full disk's line says it was writing (l2f_tf.train.disk_full)."""
+  folder = RunFolder(str(tmp_path))
+  open(folder.figure("returns.png"), "w").close()
+  words = {path: folder.describe(os.path.join(folder.root, path)) for path in (
+      "operative_config.gin", "stages.json", "best/ckpt-12.index", "eval/events.x",
+      "returns.png", "returns.json", "notes.txt", ".lock")}
+  assert words == {
+      "operative_config.gin": "the run's config", "stages.json": "the record of finished stages",
+      "best/ckpt-12.index": "the best validated checkpoint of meta-iteration 12",
+      "eval/events.x": "TensorBoard summaries of the evaluation", "returns.png": "a figure",
+      "returns.json": "the numbers of a figure", "notes.txt": "a file of the run",
+      ".lock": "the run folder's lock"}
+  assert folder.describe(folder.root) == "the run folder"
+  assert folder.describe(os.path.dirname(folder.root)) is None

@@ -31,7 +31,7 @@ from l2f_tf import atomic, console, run_folder, smoke
 from l2f_tf.meta.contract import Learner
 from l2f_tf.progress import Progress
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import checkpoints, event_files, guard, interrupts, settings
+from l2f_tf.train import checkpoints, disk_full, event_files, guard, interrupts, settings
 from l2f_tf.train.evaluation import write_eval_summaries
 
 ERROR_BARS = "ci95 = 1.96 * sample std / sqrt(n) over evaluation tasks"
@@ -175,6 +175,7 @@ class Runner:
     if latest is None or not latest.endswith(f"-{step}"):
       self.manager.save(checkpoint_number=step)
 
+  @disk_full.in_run_folder  # A full disk: a DiskFullError naming what to free.
   def train(self) -> int:
     """Trains from the restored step to ``trainer.num_iterations``; returns the final step."""
     trainer = self.trainer
@@ -222,6 +223,7 @@ class Runner:
     writer.flush()
     return step
 
+  @disk_full.in_run_folder
   def run(self, eval_steps: Optional[Sequence[int]] = None, num_eval_tasks: int = 600,
           export_steps: Optional[int] = None, plot: bool = True,
           export_max_steps: Optional[int] = None) -> Dict:

@@ -24,8 +24,8 @@ EVALUATION_SUFFIX = ".evaluation"
 def _events(path: str):
   """The events of the file at ``path``, up to a record that a killed writer left half."""
   try:
-    for event in tf.compat.v1.train.summary_iterator(path):
-      yield event
+    for record in tf.data.TFRecordDataset(path):
+      yield tf.compat.v1.Event.FromString(record.numpy())
   except tf.errors.DataLossError:
     return
 

@@ -2,13 +2,16 @@
 same command each time, and check that the folder ends as an uninterrupted run's does.
 
   python benchmarks/kill_resume.py --kills=20 --domains=sinusoid,glyphs,navigation --seed=0
+  python benchmarks/kill_resume.py --kills=10 --domains=leo --seed=0
 
 Why: a run is meant to survive being killed at any point (l2f_tf.atomic, stages.json, the
 checkpoints, the run folder lock) and, re-run with the same command, to finish exactly as if
 it had never stopped. Unit tests kill at chosen points; this kills at random ones, in every
 stage, through the real command line, as ``kill -9`` or a lost machine would.
 
-What, per experiment (a tiny sinusoid, glyphs and 2D-navigation run, :func:`experiments`):
+What, per experiment (a tiny sinusoid, glyphs, 2D-navigation and LEO+L2F run,
+:func:`experiments`; the LEO run first generates its glyphs, pretrains its embedding network
+and writes the embeddings, in its own folder, so kills land in that preparation too):
 
 1. :func:`reference_run`: the command once, uninterrupted, into ``reference/``, timed, with
    the moment each stage starts (the stage probe, :class:`Probe`, samples the run's stack);
@@ -24,14 +27,16 @@ What, per experiment (a tiny sinusoid, glyphs and 2D-navigation run, :func:`expe
    checkpoint exactly equal (train_seconds aside: wall-clock time), results.json equal but for
    train_seconds, best/ (scores and checkpoints) equal, the SavedModel loads and predicts
    exactly the reference's on a fixed input, the figure is there, no temporary file is left
-   (names with ``.tmp``, TensorFlow's ``_temp``) and stages.json is complete and equal.
+   (names with ``.tmp``, TensorFlow's ``_temp``), stages.json is complete and equal, and the
+   data a run prepared in its folder (LEO's glyphs and embeddings) is the reference's, byte for
+   byte.
 
 The command prints one line per kill (when, in which stage, what the kill left), then a table
 (:func:`table`), the temporary files the kills left (which the next run cleared) and every
 problem found; it exits 1 if any check failed. Every random draw comes from ``--seed`` (one
 stream per experiment, so running experiments in parallel changes no draw).
-tests/test_kill_resume.py runs two kills per experiment; docs/robustness.md has the measured
-table.
+tests/test_kill_resume.py runs two kills per experiment but LEO; docs/robustness.md has the
+measured table.
 
 Only the standard library is imported at the top: each launched run imports this module at
 interpreter start-up to run its stage probe (:func:`start_probe`), before run_experiment.py

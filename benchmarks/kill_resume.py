@@ -258,11 +258,12 @@ class Experiment:
     num_iterations: the meta-iterations the bindings ask for.
     figure: the figure the run saves.
     validates: whether it validates and keeps best/ (few-shot classification does).
-    preparation: the stages of :data:`PREPARATION` in which its runs prepare their data in
-      their own folder.
+    preparation: the stages of :data:`PREPARATION` its runs go through: preparing their data
+      in their own folder, or checking data prepared before the fuzzing (``prepared`` None).
     prepared: the files (a glob, relative to the run folder) that exist once a run has prepared
       its data; attempts on such a folder only check it (in milliseconds: no kill is aimed at
-      the preparation stages then). None: the data is prepared before the fuzzing.
+      the preparation stages then). None: the data is prepared before the fuzzing, and every
+      attempt checks it.
     data: the folder (relative to the run folder) of the data a run prepares, compared with the
       reference's (check "data"); None: none.
   """
@@ -284,6 +285,7 @@ class Experiment:
   def is_prepared(self, root: str) -> bool:
     """Whether the run folder ``root`` holds its prepared data (see ``prepared``)."""
     return self.prepared is None or bool(glob.glob(os.path.join(root, self.prepared)))
+
 
 ROOT = "{root}"  # In a binding: the run folder (command() puts it in).
 
@@ -314,7 +316,8 @@ def experiments(glyph_cache: str) -> Dict[str, Experiment]:
           "FewShotClassification.plot_episodes = 2",
           # The steps signature's default 10 steps made the export (tracing the gradients of
           # the batch-norm and pooling ops of every step) half of each run.
-          "run_experiment.export_max_steps = 1"), 6, "test_tasks.png", validates=True),
+          "run_experiment.export_max_steps = 1"), 6, "test_tasks.png", validates=True,
+          preparation=("glyphs",)),  # The check of the glyph cache.
       "navigation": Experiment("navigation", "gin/rl/navigation2d_l2f.gin", every_step + (
           "MetaRLTrainer.num_iterations = 6", "MetaRLTrainer.conflict_every = 0",
           "MetaRLDomain.meta_batch_size = 2", "MetaRLDomain.trajectories_per_task = 2",
@@ -691,7 +694,8 @@ def fuzz(experiment: Experiment, kills: int, seed: int, folder: str, probe_loade
   while len(report.kills) < kills and len(report.attempts) < 4 * kills + 10:
     step, done = folder_state(folders.root, experiment)
     hits = report.stages_hit()
-    fewest = min(hits.get(s, 0) for s in experiment.stages())
+    # (A stage the reference's probe never saw cannot be aimed at: it would stay the least hit.)
+    fewest = min(hits.get(s, 0) for s in experiment.stages() if s in timeline.durations)
     upcoming = timeline.upcoming(step, done, experiment.num_iterations)
     if not any(hits.get(s, 0) == fewest for s in upcoming):
       say(f"[{experiment.name}] {os.path.basename(folders.root)} (step {step}, done "
@@ -986,16 +990,27 @@ def table(reports: Sequence[Report]) -> str:
   return "\n".join(rows)
 
 
+# A cached folder being written (l2f_tf.atomic.partial_name): .<name>.<host>-<pid>-<random>.tmp
+PARTIAL_FOLDER = re.compile(r"^(?P<head>(?:.*/)?\.[^/]+)\.[A-Za-z0-9]*-\d+-[0-9a-f]+\.tmp$")
+
+
+def _leftover_kind(path: str) -> str:
+  """``path`` with its random parts and step numbers as ``*`` (a cached folder's name kept)."""
+  match = PARTIAL_FOLDER.match(path)
+  if match:
+    return match["head"] + ".*.tmp"
+  return re.sub(r"\.[a-z0-9_]{8}\.tmp|\.tmp[0-9a-f]{8,}|\d+", lambda m: (
+      ".*.tmp" if m.group().startswith(".") and m.group().endswith(".tmp") else
+      ".tmp*" if m.group().startswith(".tmp") else "*"), path)
+
+
 def leftovers_seen(reports: Sequence[Report]) -> Dict[str, int]:
   """Temporary files the kills left (random parts and step numbers as ``*``) -> how many kills
   left one: what the next run had to clear or overwrite."""
   seen = collections.Counter()
   for report in reports:
     for attempt in report.kills:
-      seen.update({re.sub(r"\.[a-z0-9_]{8}\.tmp|\.tmp[0-9a-f]{8,}|\d+", lambda m: (
-          ".*.tmp" if m.group().startswith(".") and m.group().endswith(".tmp") else
-          ".tmp*" if m.group().startswith(".tmp") else "*"), path)
-          for path in attempt.leftovers})
+      seen.update({_leftover_kind(path) for path in attempt.leftovers})
   return dict(seen)
 
 

@@ -11,7 +11,8 @@ from benchmarks import kill_resume
 pytestmark = pytest.mark.slow
 
 KILLS = 2
-# Not LEO (benchmarks/kill_resume.py --domains=leo): it made this test 168 -> 275 s.
+# Not LEO (benchmarks/kill_resume.py --domains=leo): it made this test 168 -> 275 s (2-core
+# CPU shared with other jobs).
 DOMAINS = ("sinusoid", "glyphs", "navigation")
 CHECKS = ("weights", "results", "best", "saved_model", "figure", "stages", "data")
 

@@ -2,13 +2,16 @@
 same command each time, and check that the folder ends as an uninterrupted run's does.
 
   python benchmarks/kill_resume.py --kills=20 --domains=sinusoid,glyphs,navigation --seed=0
+  python benchmarks/kill_resume.py --kills=10 --domains=leo --seed=0
 
 Why: a run is meant to survive being killed at any point (l2f_tf.atomic, stages.json, the
 checkpoints, the run folder lock) and, re-run with the same command, to finish exactly as if
 it had never stopped. Unit tests kill at chosen points; this kills at random ones, in every
 stage, through the real command line, as ``kill -9`` or a lost machine would.
 
-What, per experiment (a tiny sinusoid, glyphs and 2D-navigation run, :func:`experiments`):
+What, per experiment (a tiny sinusoid, glyphs, 2D-navigation and LEO+L2F run,
+:func:`experiments`; the LEO run first generates its glyphs, pretrains its embedding network
+and writes the embeddings, in its own folder, so kills land in that preparation too):
 
 1. :func:`reference_run`: the command once, uninterrupted, into ``reference/``, timed, with
    the moment each stage starts (the stage probe, :class:`Probe`, samples the run's stack);
@@ -24,14 +27,16 @@ What, per experiment (a tiny sinusoid, glyphs and 2D-navigation run, :func:`expe
    checkpoint exactly equal (train_seconds aside: wall-clock time), results.json equal but for
    train_seconds, best/ (scores and checkpoints) equal, the SavedModel loads and predicts
    exactly the reference's on a fixed input, the figure is there, no temporary file is left
-   (names with ``.tmp``, TensorFlow's ``_temp``) and stages.json is complete and equal.
+   (names with ``.tmp``, TensorFlow's ``_temp``), stages.json is complete and equal, and the
+   data a run prepared in its folder (LEO's glyphs and embeddings) is the reference's, byte for
+   byte.
 
 The command prints one line per kill (when, in which stage, what the kill left), then a table
 (:func:`table`), the temporary files the kills left (which the next run cleared) and every
 problem found; it exits 1 if any check failed. Every random draw comes from ``--seed`` (one
 stream per experiment, so running experiments in parallel changes no draw).
-tests/test_kill_resume.py runs two kills per experiment; docs/robustness.md has the measured
-table.
+tests/test_kill_resume.py runs two kills per experiment but LEO; docs/robustness.md has the
+measured table.
 
 Only the standard library is imported at the top: each launched run imports this module at
 interpreter start-up to run its stage probe (:func:`start_probe`), before run_experiment.py
@@ -43,6 +48,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import faulthandler
+import glob
 import json
 import os
 import random
@@ -68,6 +74,7 @@ POLL_SECONDS = 0.002  # how often an attempt aimed at a stage reads the stage pr
 AIMED = 2 / 3  # the share of kills aimed at a stage (the others: uniform over the attempt)
 TRAINING_STAGES = ("training", "validation", "best", "checkpoint")
 AFTER_TRAINING = ("evaluate", "export", "plot")
+DATA = "data"  # In the stages a folder has done (folder_state): it holds its prepared data.
 
 
 # --- the stage probe, inside each launched run ---------------------------------------------------
@@ -82,11 +89,20 @@ AFTER_TRAINING = ("evaluate", "export", "plot")
 PROBE_ENV = "L2F_STAGE_PROBE"
 PROBE_INTERVAL = 0.002
 DUMP_SIGNAL = signal.SIGUSR2  # Asks a hung run to append every thread's stack to the file.
-STAGES = ("startup", "config", "build", "training", "validation", "best", "checkpoint",
-          "evaluate", "export", "plot", "exit")
+STAGES = ("startup", "config", "glyphs", "pretraining", "embedding", "build", "training",
+          "validation", "best", "checkpoint", "evaluate", "export", "plot", "exit")
+# The stages in which a run prepares its data before it builds the experiment (gin evaluates
+# ``@ensure_glyphs()`` or ``@ensure_glyph_embeddings()`` when it calls run_experiment): the
+# glyphs dataset (generated, or only checked when cached), LEO's embedding network pretrained
+# on it, and the embeddings written (with the cache check and the final rename of the folder).
+PREPARATION = ("glyphs", "pretraining", "embedding")
 # (file name, function) -> stage; the innermost matching frame of the stack wins.
 FRAMES = {
     ("restore.py", "setup_run"): "config",
+    ("glyphs.py", "ensure_glyphs"): "glyphs",
+    ("pretrain.py", "ensure_glyph_embeddings"): "embedding",  # Cache check, reads, rename.
+    ("pretrain.py", "make_embeddings"): "pretraining",  # Reads the train images, pretrains.
+    ("pretrain.py", "embed_splits"): "embedding",
     ("experiment.py", "run_experiment"): "build",
     ("runner.py", "train"): "training",
     ("trainer.py", "_validate"): "validation",
@@ -242,6 +258,14 @@ class Experiment:
     num_iterations: the meta-iterations the bindings ask for.
     figure: the figure the run saves.
     validates: whether it validates and keeps best/ (few-shot classification does).
+    preparation: the stages of :data:`PREPARATION` its runs go through: preparing their data
+      in their own folder, or checking data prepared before the fuzzing (``prepared`` None).
+    prepared: the files (a glob, relative to the run folder) that exist once a run has prepared
+      its data; attempts on such a folder only check it (in milliseconds: no kill is aimed at
+      the preparation stages then). None: the data is prepared before the fuzzing, and every
+      attempt checks it.
+    data: the folder (relative to the run folder) of the data a run prepares, compared with the
+      reference's (check "data"); None: none.
   """
   name: str
   gin_file: str
@@ -249,15 +273,29 @@ class Experiment:
   num_iterations: int
   figure: str
   validates: bool = False
+  preparation: Tuple[str, ...] = ()
+  prepared: Optional[str] = None
+  data: Optional[str] = None
 
   def stages(self) -> List[str]:
     """The stages its runs go through (of :data:`STAGES`)."""
-    return [s for s in STAGES if self.validates or s not in ("validation", "best")]
+    return [s for s in STAGES if (self.validates or s not in ("validation", "best")) and
+            (s in self.preparation or s not in PREPARATION)]
+
+  def is_prepared(self, root: str) -> bool:
+    """Whether the run folder ``root`` holds its prepared data (see ``prepared``)."""
+    return self.prepared is None or bool(glob.glob(os.path.join(root, self.prepared)))
+
+
+ROOT = "{root}"  # In a binding: the run folder (command() puts it in).
+
 
 def experiments(glyph_cache: str) -> Dict[str, Experiment]:
-  """The three experiments, keyed by domain; every one checkpoints at every meta-iteration so
-  that kills land in checkpoint writes too. ``glyph_cache`` holds the glyphs dataset (see
-  :func:`prepare_glyphs`)."""
+  """The four experiments, keyed by domain; every one checkpoints at every meta-iteration so
+  that kills land in checkpoint writes too. ``glyph_cache`` holds the glyphs dataset of the
+  glyphs experiment (see :func:`prepare_glyphs`). LEO's embeddings, and the glyphs they are
+  made of, go into each run folder (``embeddings/``), so that kills land in their generation,
+  in the pretraining of the embedding network and in the writing of the embeddings too."""
   every_step = ("Runner.checkpoint_every = 1", "Runner.max_checkpoints = 2",
                 "Runner.log_every_seconds = 0")
   return {
@@ -278,17 +316,32 @@ def experiments(glyph_cache: str) -> Dict[str, Experiment]:
           "FewShotClassification.plot_episodes = 2",
           # The steps signature's default 10 steps made the export (tracing the gradients of
           # the batch-norm and pooling ops of every step) half of each run.
-          "run_experiment.export_max_steps = 1"), 6, "test_tasks.png", validates=True),
+          "run_experiment.export_max_steps = 1"), 6, "test_tasks.png", validates=True,
+          preparation=("glyphs",)),  # The check of the glyph cache.
       "navigation": Experiment("navigation", "gin/rl/navigation2d_l2f.gin", every_step + (
           "MetaRLTrainer.num_iterations = 6", "MetaRLTrainer.conflict_every = 0",
           "MetaRLDomain.meta_batch_size = 2", "MetaRLDomain.trajectories_per_task = 2",
           "MetaRLDomain.horizon = 5", "MetaRLDomain.hidden_units = (8, 8)",
           "MetaRLDomain.num_workers = 0", "run_experiment.num_eval_tasks = 2",
           "run_experiment.eval_steps = (1,)"), 6, "returns.png"),
+      "leo": Experiment("leo", "gin/glyphs/leo_l2f_1shot.gin", every_step + (
+          f"ensure_glyph_embeddings.cache_dir = '{ROOT}/embeddings'",
+          "ensure_glyph_embeddings.num_classes = 40",
+          "ensure_glyph_embeddings.instances_per_class = 10",
+          "ensure_glyph_embeddings.filters = 8", "ensure_glyph_embeddings.epochs = 1",
+          "FewShotEmbeddings.num_ways = 2", "FewShotEmbeddings.num_queries = 2",
+          "FewShotEmbeddings.meta_batch_size = 2", "Trainer.num_iterations = 6",
+          "Trainer.steps_per_call = 1", "Trainer.validate_every = 2", "Trainer.keep_best = 2",
+          "Trainer.num_val_episodes = 2", "Trainer.summary_every = 0",
+          "LEO.num_latent_steps = 1", "LEO.num_finetuning_steps = 1",
+          "leo_network.num_latents = 4", "run_experiment.num_eval_tasks = 2",
+          "FewShotEmbeddings.eval_batch_size = 2", "FewShotEmbeddings.plot_episodes = 2"),
+          6, "test_tasks.png", validates=True, preparation=PREPARATION,
+          prepared="embeddings/glyph_embeddings_*/embeddings.json", data="embeddings"),
   }
 
 
-DOMAINS = ("sinusoid", "glyphs", "navigation")
+DOMAINS = ("sinusoid", "glyphs", "navigation", "leo")
 
 
 def prepare_glyphs(cache_dir: str) -> str:
@@ -299,10 +352,11 @@ def prepare_glyphs(cache_dir: str) -> str:
 
 
 def command(experiment: Experiment, root: str) -> List[str]:
-  """The run's command line (the same for the reference and every attempt)."""
+  """The run's command line (the same for every attempt on a folder; :data:`ROOT` in a binding
+  is the folder)."""
   return ([sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
            f"--gin_file={experiment.gin_file}"] +
-          [f"--gin_bindings={binding}" for binding in experiment.bindings])
+          [f"--gin_bindings={binding.replace(ROOT, root)}" for binding in experiment.bindings])
 
 
 def write_probe_loader(folder: str) -> str:
@@ -458,6 +512,9 @@ class Timeline:
     durations: stage -> the median duration of its occurrences (a checkpoint write, one
       validation...), for the kills aimed at a stage.
     changes: [(seconds after the launch, stage)]: every stage change, as the probe saw it.
+    preparation: stage -> how many times the reference entered it, for the stages in which it
+      prepared its data in its folder (:attr:`Experiment.preparation`).
+    preparation_seconds: the time it spent in them.
   """
   total: float
   starts: Dict[str, float]
@@ -468,9 +525,14 @@ class Timeline:
   exit: float
   durations: Dict[str, float]
   changes: List[Tuple[float, str]]
+  preparation: Dict[str, int] = dataclasses.field(default_factory=dict)
+  preparation_seconds: float = 0.0
 
   @classmethod
-  def of(cls, attempt: Attempt, num_iterations: int) -> "Timeline":
+  def of(cls, attempt: Attempt, num_iterations: int,
+         preparation: Sequence[str] = ()) -> "Timeline":
+    """The timeline of the reference run ``attempt`` of an experiment of ``num_iterations``
+    meta-iterations whose runs prepare their data in the stages ``preparation``."""
     starts = {}
     for seconds, stage in attempt.stages:
       starts.setdefault(stage, seconds)
@@ -493,14 +555,19 @@ class Timeline:
                stages={s: end - starts[s] for s, end in zip(AFTER_TRAINING, ends)},
                exit=attempt.seconds - starts["exit"],
                durations={s: statistics.median(d) for s, d in occurrences.items()},
-               changes=changes[:-1])
+               changes=changes[:-1],
+               preparation={s: len(occurrences[s]) for s in preparation if s in occurrences},
+               preparation_seconds=sum(sum(occurrences[s]) for s in preparation))
 
   def upcoming(self, step: int, done: Sequence[str], num_iterations: int) -> Dict[str, int]:
     """stage -> how many times an attempt on a folder checkpointed at ``step`` whose
     after-training stages ``done`` are finished will enter it: the training stages as the
     reference entered them after its ``step``-th checkpoint (a validation whose score is not
-    kept does its best/ bookkeeping too fast to be seen, for instance)."""
+    kept does its best/ bookkeeping too fast to be seen, for instance), the preparation stages
+    as the reference entered them unless ``done`` holds "data" (see :func:`folder_state`)."""
     counts = collections.Counter(["startup", "config", "build", "exit"])
+    if DATA not in done:
+      counts.update(self.preparation)
     counts.update(stage for stage in AFTER_TRAINING if stage not in done)
     if step >= num_iterations:
       return dict(counts)
@@ -514,8 +581,9 @@ class Timeline:
     ``done`` are finished."""
     training = (self.first_step + (num_iterations - step - 1) * self.per_step
                 if step < num_iterations else 0.0)
-    return (self.startup + training + self.exit +
-            sum(seconds for stage, seconds in self.stages.items() if stage not in done))
+    return (self.startup - (self.preparation_seconds if DATA in done else 0.0) + training +
+            self.exit + sum(seconds for stage, seconds in self.stages.items()
+                            if stage not in done))
 
 
 def plan_kill(rng: random.Random, experiment: Experiment, timeline: Timeline, step: int,
@@ -542,8 +610,9 @@ def plan_kill(rng: random.Random, experiment: Experiment, timeline: Timeline, st
               rng.randint(1, upcoming[stage]))
 
 
-def folder_state(root: str) -> Tuple[int, List[str]]:
-  """(step of the latest checkpoint, stages recorded in stages.json) of a run folder."""
+def folder_state(root: str, experiment: Optional[Experiment] = None) -> Tuple[int, List[str]]:
+  """(step of the latest checkpoint, stages recorded in stages.json) of a run folder; the
+  stages also hold :data:`DATA` once the folder holds the data ``experiment`` prepares in it."""
   step = 0
   state = os.path.join(root, "checkpoints", "checkpoint")
   if os.path.exists(state):
@@ -554,8 +623,10 @@ def folder_state(root: str) -> Tuple[int, List[str]]:
   done = []
   if os.path.exists(os.path.join(root, "stages.json")):
     with open(os.path.join(root, "stages.json")) as f:
-      done = sorted(json.load(f))
-  return step, done
+      done = list(json.load(f))
+  if experiment is not None and experiment.prepared and experiment.is_prepared(root):
+    done.append(DATA)
+  return step, sorted(done)
 
 
 # --- the fuzzing ---------------------------------------------------------------------------------
@@ -606,7 +677,7 @@ def reference_run(experiment: Experiment, folder: str, probe_loader: str) -> Tup
   if attempt.returncode != 0:
     raise RuntimeError(f"The reference {experiment.name} run failed ({attempt.returncode}):\n"
                        f"{attempt.tail()}")
-  return attempt, Timeline.of(attempt, experiment.num_iterations)
+  return attempt, Timeline.of(attempt, experiment.num_iterations, experiment.preparation)
 
 
 def fuzz(experiment: Experiment, kills: int, seed: int, folder: str, probe_loader: str,
@@ -621,9 +692,10 @@ def fuzz(experiment: Experiment, kills: int, seed: int, folder: str, probe_loade
   report = Report(experiment, reference, timeline)
   folders = _Folders(report, folder, probe_loader)
   while len(report.kills) < kills and len(report.attempts) < 4 * kills + 10:
-    step, done = folder_state(folders.root)
+    step, done = folder_state(folders.root, experiment)
     hits = report.stages_hit()
-    fewest = min(hits.get(s, 0) for s in experiment.stages())
+    # (A stage the reference's probe never saw cannot be aimed at: it would stay the least hit.)
+    fewest = min(hits.get(s, 0) for s in experiment.stages() if s in timeline.durations)
     upcoming = timeline.upcoming(step, done, experiment.num_iterations)
     if not any(hits.get(s, 0) == fewest for s in upcoming):
       say(f"[{experiment.name}] {os.path.basename(folders.root)} (step {step}, done "
@@ -707,7 +779,7 @@ def compare(experiment: Experiment, reference: str, root: str,
   """check -> problems found in ``root`` against ``reference`` (no problem: an empty list).
   ``cache``: a dict kept across the comparisons with one reference (its SavedModel's outputs).
 
-  Checks: weights, results, best, saved_model, figure, leftovers, stages."""
+  Checks: weights, results, best, saved_model, figure, leftovers, stages, data."""
   return {"weights": _compare_weights(reference, root),
           "results": _compare_results(reference, root),
           "best": _compare_best(reference, root) if experiment.validates else [],
@@ -715,7 +787,27 @@ def compare(experiment: Experiment, reference: str, root: str,
           "figure": _check_figure(os.path.join(root, experiment.figure)),
           "leftovers": temporary_files(root) + _extra_checkpoint_files(reference, root),
           "stages": _compare_json(os.path.join(reference, "stages.json"),
-                                  os.path.join(root, "stages.json"))}
+                                  os.path.join(root, "stages.json")),
+          "data": (_compare_data(os.path.join(reference, experiment.data),
+                                 os.path.join(root, experiment.data))
+                   if experiment.data else [])}
+
+
+def _compare_data(reference: str, folder: str) -> List[str]:
+  """The data a run prepared in its folder (LEO's glyphs and embeddings): the same files, each
+  byte for byte, but the JSON metadata (it names the folder and holds timings)."""
+  names = []
+  for top in (reference, folder):
+    names.append({os.path.relpath(os.path.join(d, n), top) for d, _, files in os.walk(top)
+                  for n in files if not any(mark in n for mark in TEMP_MARKS)})
+  problems = ([f"{n} is missing" for n in sorted(names[0] - names[1])] +
+              [f"{n} is not in the reference" for n in sorted(names[1] - names[0])])
+  for name in sorted(n for n in names[0] & names[1] if not n.endswith(".json")):
+    with open(os.path.join(reference, name), "rb") as want, \
+         open(os.path.join(folder, name), "rb") as got:
+      if want.read() != got.read():
+        problems.append(f"{name} differs")
+  return problems
 
 
 def _check_figure(path: str) -> List[str]:
@@ -806,16 +898,21 @@ def _compare_best(reference: str, root: str) -> List[str]:
   return problems
 
 
-def fixed_inputs(signature, seed: int = 0) -> Dict[str, Any]:
+def fixed_inputs(signature, seed: int = 0, num_classes: int = 0) -> Dict[str, Any]:
   """Inputs for a SavedModel signature: every unknown dimension 3, floats uniform in [0, 1),
-  integers (class labels) 0."""
+  integers (class labels) 0, 1, ... cycling over ``num_classes`` classes (0: all 0): each
+  class as often in a support set of N * K labels, as LEO's export requires."""
   import numpy as np
   rng = np.random.default_rng(seed)
   inputs = {}
   for name, spec in sorted(signature.structured_input_signature[1].items()):
     shape = [3 if d is None else d for d in spec.shape]
-    inputs[name] = (np.zeros(shape, spec.dtype.as_numpy_dtype) if spec.dtype.is_integer else
-                    rng.uniform(size=shape).astype(spec.dtype.as_numpy_dtype))
+    dtype = spec.dtype.as_numpy_dtype
+    if spec.dtype.is_integer:
+      inputs[name] = (np.arange(int(np.prod(shape))) % max(num_classes, 1)).reshape(shape)
+      inputs[name] = inputs[name].astype(dtype)
+    else:
+      inputs[name] = rng.uniform(size=shape).astype(dtype)
   return inputs
 
 
@@ -833,10 +930,13 @@ def _compare_saved_models(reference: str, root: str,
     if not os.path.isdir(path):
       return ["saved_model/ is missing"]
     try:
-      signature = tf.saved_model.load(path).signatures["serving_default"]
+      loaded = tf.saved_model.load(path)
+      signature = loaded.signatures["serving_default"]
     except Exception as error:  # pylint: disable=broad-except  (reported, not raised)
       return [f"saved_model/ does not load: {error}"]
-    result = signature(**{k: tf.constant(v) for k, v in fixed_inputs(signature).items()})
+    classes = int(loaded.num_classes.numpy()) if hasattr(loaded, "num_classes") else 0
+    result = signature(**{k: tf.constant(v) for k, v in
+                          fixed_inputs(signature, num_classes=classes).items()})
     outputs.append({k: v.numpy() for k, v in result.items()})
     if r == reference and cache is not None:
       cache["outputs"] = outputs[-1]
@@ -875,7 +975,7 @@ def table(reports: Sequence[Report]) -> str:
   """The summary table (Markdown): domain | kills | successful resumes | equal final weights |
   equal results | other checks | stages hit."""
   rows = ["| domain | kills | successful resumes | equal final weights | equal results | "
-          "SavedModel, figure, no leftovers, stages.json | stages hit (kills) |",
+          "SavedModel, figure, no leftovers, stages.json, data | stages hit (kills) |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
   for report in reports:
     folders = len(report.comparisons)
@@ -885,9 +985,23 @@ def table(reports: Sequence[Report]) -> str:
     rows.append(f"| {report.experiment.name} | {len(report.kills)} | "
                 f"{report.resumes_ok}/{report.resumes} | {equal('weights')} | "
                 f"{equal('results', 'best')} | "
-                f"{equal('saved_model', 'figure', 'leftovers', 'stages')} | " +
+                f"{equal('saved_model', 'figure', 'leftovers', 'stages', 'data')} | " +
                 ", ".join(f"{s} {hits.get(s, 0)}" for s in report.experiment.stages()) + " |")
   return "\n".join(rows)
+
+
+# A cached folder being written (l2f_tf.atomic.partial_name): .<name>.<host>-<pid>-<random>.tmp
+PARTIAL_FOLDER = re.compile(r"^(?P<head>(?:.*/)?\.[^/]+)\.[A-Za-z0-9]*-\d+-[0-9a-f]+\.tmp$")
+
+
+def _leftover_kind(path: str) -> str:
+  """``path`` with its random parts and step numbers as ``*`` (a cached folder's name kept)."""
+  match = PARTIAL_FOLDER.match(path)
+  if match:
+    return match["head"] + ".*.tmp"
+  return re.sub(r"\.[a-z0-9_]{8}\.tmp|\.tmp[0-9a-f]{8,}|\d+", lambda m: (
+      ".*.tmp" if m.group().startswith(".") and m.group().endswith(".tmp") else
+      ".tmp*" if m.group().startswith(".tmp") else "*"), path)
 
 
 def leftovers_seen(reports: Sequence[Report]) -> Dict[str, int]:
@@ -896,10 +1010,7 @@ def leftovers_seen(reports: Sequence[Report]) -> Dict[str, int]:
   seen = collections.Counter()
   for report in reports:
     for attempt in report.kills:
-      seen.update({re.sub(r"\.[a-z0-9_]{8}\.tmp|\.tmp[0-9a-f]{8,}|\d+", lambda m: (
-          ".*.tmp" if m.group().startswith(".") and m.group().endswith(".tmp") else
-          ".tmp*" if m.group().startswith(".tmp") else "*"), path)
-          for path in attempt.leftovers})
+      seen.update({_leftover_kind(path) for path in attempt.leftovers})
   return dict(seen)
 
 

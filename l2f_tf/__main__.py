@@ -75,6 +75,11 @@ def main(argv):
   except KeyboardInterrupt:
     interrupts.exit_now("Interrupted before training started or after it ended; run the same "
                         "command to go on.")
+  except distribution.ClusterError as error:  # A multi-worker run lost or never had a worker.
+    logging.error("%s", user_message(error))
+    if created:
+      remove_unused_folder(FLAGS.root_dir)
+    interrupts.exit_now(code=1)  # TensorFlow's own exit would wait for the lost worker.
   except guard.NonFiniteError as error:
     then = ("run the same command to resume from it" if error.last_checkpoint else
             "no checkpoint was written yet, so the same command starts afresh")

@@ -216,6 +216,11 @@ def configure_coordination(cluster: Dict[str, List[str]], peer_timeout_seconds: 
   ctx.coordination_service.cluster_register_with_barrier = True
 
 
+def joined_cluster() -> bool:
+  """Whether this process configured (and so joined) a multi-worker cluster."""
+  return context.context().coordination_service is not None
+
+
 def _leader(cluster: Dict[str, List[str]]) -> str:
   """The coordination service's leader task: the chief, else worker 0 (as TensorFlow picks)."""
   return f"/job:{'chief' if 'chief' in cluster else 'worker'}/replica:0/task:0"

@@ -110,9 +110,12 @@ def run_one_process(root, gin_file, bindings):
 
 
 def checkpoint_tensors(root):
+  """The training state in the latest checkpoint of ``root``: not the training time, nor how
+  many checkpoints were saved (a Ctrl-C saves one more)."""
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(root, "checkpoints")))
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if not key.startswith("_CHECKPOINTABLE") and "train_seconds" not in key}
+          if not key.startswith(("_CHECKPOINTABLE", "save_counter")) and
+          "train_seconds" not in key}
 
 
 def assert_same_training(root, reference):

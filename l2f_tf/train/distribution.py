@@ -24,12 +24,15 @@ machine lost). Ctrl-C on one worker stops them all at the same step with a check
 their scratch folder), so a worker started twice is refused.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
-from typing import Dict, List
+import threading
+from typing import Dict, Iterator, List, Optional
 
 import gin
 import tensorflow as tf
@@ -175,13 +178,29 @@ def _multi_worker(peer_timeout_seconds: float,
   task_type, index, cluster = tf_config_task("multi_worker")  # clear error on a bad TF_CONFIG
   configure_coordination(cluster, peer_timeout_seconds, start_timeout_seconds)
   logging.info("Waiting up to %s s for the %d workers of TF_CONFIG's cluster to join "
-               "(make_strategy.start_timeout_seconds).", start_timeout_seconds,
+               "(make_strategy.start_timeout_seconds; Ctrl-C quits).", start_timeout_seconds,
                sum(len(hosts) for hosts in cluster.values()))
   try:
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    with _ctrl_c_kills():
+      return tf.distribute.MultiWorkerMirroredStrategy()
   except tf.errors.OpError as error:
     raise ClusterError(cluster_failed_message(error, task_type, index, cluster,
                                               start_timeout_seconds)) from None
+
+
+@contextlib.contextmanager
+def _ctrl_c_kills() -> Iterator[None]:
+  """Ctrl-C ends the process at once inside the block (the system's default action for
+  SIGINT): TensorFlow holds Python's GIL while it waits for the cluster, so no Python handler
+  (`l2f_tf.train.interrupts`) could answer before the wait ends. Nothing is half-written then."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def configure_coordination(cluster: Dict[str, List[str]], peer_timeout_seconds: float,
@@ -341,9 +360,17 @@ class SharedInterrupts(interrupts.InterruptWatcher):
   next all-reduce until they noticed it gone, without a checkpoint of the stopping step.
   """
 
+  QUIT_MESSAGE = ("Ctrl-C: quitting now. Training is finished and saved; start every worker "
+                  "again with the same command to let the chief finish the evaluation, export "
+                  "and figures.")
+
   def __init__(self, strategy: tf.distribute.Strategy, last_checkpoint):
     super().__init__(last_checkpoint)
     self._strategy = strategy
+
+  def active(self, graceful: bool, quit_message: Optional[str] = None):
+    """As `InterruptWatcher.active`; an immediate stop tells to start every worker again."""
+    return super().active(graceful, quit_message or self.QUIT_MESSAGE)
 
   @property
   def here(self) -> bool:

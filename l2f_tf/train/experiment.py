@@ -18,7 +18,7 @@ from l2f_tf.domains.base import Domain, SupervisedDomain
 from l2f_tf.export.supervised import check_max_steps
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import distribution, interrupts
+from l2f_tf.train import checkpoints, distribution, interrupts
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
@@ -78,11 +78,12 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
                          strategy)
 
   def run(runner: Runner) -> Dict:
-    with episodic.raise_data_errors():
-      return runner.run(eval_steps, num_eval_tasks, export_steps, plot, export_max_steps)
+    return runner.run(eval_steps, num_eval_tasks, export_steps, plot, export_max_steps)
 
   if strategy != "multi_worker":
-    return run(build_runner()[1])
+    runner = build_runner()[1]
+    with episodic.raise_data_errors():
+      return run(runner)
   distribution.hold_scratch_lock(root_dir, strategy)  # Before joining the cluster.
   try:
     return _run_worker(build_runner, run, root_dir)
@@ -112,8 +113,8 @@ def _build_runner(root_dir: str, domain: Domain, trainer, export_steps: Optional
       raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': "
                        "workers would stop at different steps. Set Trainer.num_iterations "
                        "instead.")
-    runner.interrupts = distribution.SharedInterrupts(distributed,
-                                                      runner.interrupts.last_checkpoint)
+    runner.interrupts = distribution.SharedInterrupts(  # naming the chief's checkpoints
+        distributed, lambda: checkpoints.latest(RunFolder(root_dir).checkpoints))
   return distributed, runner
 
 
@@ -126,17 +127,18 @@ def _run_worker(build_runner, run, root_dir: str) -> Dict:
   experiment (``run``), the others train; then all wait for each other (the others wait for
   the chief's evaluation). A lost worker, or a Ctrl-C on any worker, ends every worker in
   bounded time with one line: ClusterError (status 1), Interrupted (status 130). Ctrl-C
-  outside training quits at once (TensorFlow blocks the main thread while it waits for the
-  other workers, where Python would only see the Ctrl-C once the wait ends)."""
+  outside training quits at once: Python would only see it once the all-reduce the main
+  thread waits in ends."""
   runner, results = None, None
   try:
     with interrupts.InterruptWatcher().active(graceful=False, quit_message=QUIT_MESSAGE):
       distributed, runner = build_runner()
       chief = distribution.is_chief(distributed)
-      if chief:
-        results = run(runner)
-      else:
-        step = runner.train()
+      with episodic.raise_data_errors():
+        if chief:
+          results = run(runner)
+        else:
+          step = runner.train()
       distribution.barrier(distributed)
   except interrupts.Interrupted:  # From the Runner, on every worker at the same step.
     raise interrupts.Interrupted(distribution.interrupted_message(

@@ -207,17 +207,21 @@ def test_a_worker_started_alone_gives_up_after_the_start_timeout(tmp_path):
     assert not os.path.exists(root), os.listdir(root)
 
 
-def test_a_second_process_of_the_same_worker_is_refused(tmp_path):
+def test_a_second_process_of_the_same_worker_is_refused_and_ctrl_c_ends_a_wait(tmp_path):
   """Worker 1 started twice into one run folder: the second process stops at once with one
-  line (the scratch folder's lock), without joining the cluster; the first one is untouched."""
+  line (the scratch folder's lock), without joining the cluster; the first one is untouched.
+  Ctrl-C then ends the first one's wait for the cluster at once (TensorFlow holds the GIL
+  there, so SIGINT's default action ends the process)."""
   root, logs = folders(tmp_path)
   tf_config = distribution.local_tf_configs(2)[1]
-  waits = RUN + ["make_strategy.start_timeout_seconds = 300"]  # until the test kills it
-  first = start_worker(root, GIN_FILE, waits, tf_config, os.path.join(logs, "first.log"))
+  waits = RUN + ["make_strategy.start_timeout_seconds = 300"]  # until the Ctrl-C
+  first_log = os.path.join(logs, "first.log")
+  first = start_worker(root, GIN_FILE, waits, tf_config, first_log)
   try:
     lock = os.path.join(root, "workertemp_1", ".lock")
-    wait_for(lambda: os.path.exists(lock) and f"PID {first.pid} " in open(lock).read(),
-             [first], logs, "the first process's lock")
+    wait_for(lambda: "Waiting up to" in open(first_log).read(), [first], logs,
+             "the first process to wait for the cluster")
+    assert f"PID {first.pid} " in open(lock).read()
     second_log = os.path.join(logs, "second.log")
     second = start_worker(root, GIN_FILE, waits, tf_config, second_log)
     code, took = wait_one(second, TIMEOUT, logs)
@@ -227,6 +231,11 @@ def test_a_second_process_of_the_same_worker_is_refused(tmp_path):
     assert f"PID {first.pid} " in line and "already running" in line
     assert "Waiting up to" not in open(second_log).read()  # it never joined the cluster
     assert first.poll() is None
+    first.send_signal(signal.SIGINT)
+    code, took = wait_one(first, SLACK, logs)
+    print(f"Ctrl-C ended the first worker's wait after {took:.1f} s")
+    assert code == -signal.SIGINT and took < 5, read_logs(logs)  # the shell's status 130
+    assert "Traceback" not in open(first_log).read()
   finally:
     first.kill()
     first.wait()
@@ -238,16 +247,22 @@ def test_a_second_process_of_the_same_worker_is_refused(tmp_path):
 def test_a_worker_killed_at_a_random_moment_stops_the_other_and_the_rerun_resumes(
     tmp_path, tmp_path_factory, victim, seed, before_first_checkpoint):
   """SIGKILL of one worker at a moment drawn from a seeded generator: before the first
-  checkpoint, 1-10 s after the start (importing, joining, compiling or training); after it,
-  0-4 s after the first checkpoint (training, or the chief's evaluation and export). The
-  survivor stops with one line and status 1 within the bound (the peer timeout, or the start
-  timeout when the victim had not joined yet); both commands again end like one process."""
+  checkpoint, 0-3 s after the victim starts joining the cluster (joining, building the
+  learner, tracing, the first meta-iterations: tracing alone takes 3 s and the first
+  checkpoint 100 meta-iterations more); after it, 0-4 s after the first checkpoint (training,
+  or the chief's evaluation and export). The survivor stops with one line and status 1 within
+  the bound (the peer timeout, or the start timeout when the victim had not joined yet); both
+  commands again end like one process, resuming or (killed before the first checkpoint)
+  starting afresh."""
   rng = random.Random(seed)
   root, logs = folders(tmp_path)
   workers = start_workers(root, GIN_FILE, RUN, logs)
   survivor = 1 - victim
   if before_first_checkpoint:
-    time.sleep(rng.uniform(1, 10))
+    victim_log = os.path.join(logs, f"worker{victim}.log")
+    wait_for(lambda: "Waiting up to" in open(victim_log).read(), workers, logs,
+             "the victim to join")
+    time.sleep(rng.uniform(0, 3))
     assert not os.path.exists(checkpoint_state(root)), "the first checkpoint came too early"
   else:
     wait_for(lambda: os.path.exists(checkpoint_state(root)), workers, logs,

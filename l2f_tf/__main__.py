@@ -72,12 +72,22 @@ def main(argv):
     with disk_full.reported(FLAGS.root_dir):  # (the Runner's own writes raise it themselves)
       restore.setup_run(FLAGS.root_dir, FLAGS.gin_file, bindings, resume=FLAGS.resume)
       experiment.run_experiment(FLAGS.root_dir, resume=FLAGS.resume)
+    if distribution.joined_cluster():
+      # Every worker is past the final barrier and every file is written: end now, together.
+      # TensorFlow's teardown would wait (seconds, sometimes minutes) for the workers that
+      # already left.
+      interrupts.exit_now(code=0)
   except interrupts.Interrupted as stop:
     logging.warning("%s", user_message(stop))
     interrupts.exit_now()
   except KeyboardInterrupt:
     interrupts.exit_now("Interrupted before training started or after it ended; run the same "
                         "command to go on.")
+  except distribution.ClusterError as error:  # A multi-worker run lost or never had a worker.
+    logging.error("%s", user_message(error))
+    if created:
+      remove_unused_folder(FLAGS.root_dir)
+    interrupts.exit_now(code=1)  # TensorFlow's own exit would wait for the lost worker.
   except guard.NonFiniteError as error:
     then = ("run the same command to resume from it" if error.last_checkpoint else
             "no checkpoint was written yet, so the same command starts afresh")

@@ -173,10 +173,12 @@ class RunFolder:
 class RunLock:
   """One run per folder: an exclusive ``flock`` on ``<root>/.lock``, which names its holder.
   The system releases it when its process dies (even by ``kill -9``), so it is never stuck; the
-  next run takes over a file naming a dead process with a warning."""
+  next run takes over a file naming a dead process with a warning. ``fix``: what the refusal
+  tells the user to do (default: wait, or choose another --root_dir)."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, fix: Optional[str] = None):
     self.path = os.path.join(root, LOCK_NAME)
+    self.fix = fix or "Wait for it to finish (or stop it), or choose another --root_dir."
     self._fd: Optional[int] = None
 
   def acquire(self) -> "RunLock":
@@ -190,8 +192,7 @@ class RunLock:
         raise
       raise RunFolderError(
           f"Another run is using {os.path.dirname(self.path)}: {holder or 'a process'} holds "
-          f"{self.path}. Wait for it to finish (or stop it), or choose another --root_dir."
-      ) from None
+          f"{self.path}. {self.fix}") from None
     previous = _read_holder(fd)
     if previous:
       logging.warning("Taking over the run folder lock %s from %s, which is no longer "
@@ -222,14 +223,21 @@ def _read_holder(fd: int) -> str:
 _HELD: Dict[str, RunLock] = {}
 
 
-def hold_lock(root: str) -> None:
+def hold_lock(root: str, fix: Optional[str] = None) -> None:
   """Takes the lock of the run folder ``root`` for the rest of this process (once per folder;
-  the command line and a library `Runner` alike)."""
+  the command line and a library `Runner` alike); ``fix``: see `RunLock`."""
   key = os.path.abspath(root)
   if key not in _HELD:
     if not _HELD:
       atexit.register(release_locks)  # A clean exit leaves a lock naming no process.
-    _HELD[key] = RunLock(root).acquire()
+    _HELD[key] = RunLock(root, fix).acquire()
+
+
+def release_lock(root: str) -> None:
+  """Releases the lock of ``root`` if this process holds it (before deleting the folder)."""
+  lock = _HELD.pop(os.path.abspath(root), None)
+  if lock is not None:
+    lock.release()
 
 
 def release_locks() -> None:

@@ -15,17 +15,33 @@ meta-gradient, so the update equals the one-device one. In a multi-worker run th
 ``chief``, or ``worker`` 0 without one) writes the run folder; the other workers write to a
 scratch folder (:func:`scratch_dir`), removed when they finish, and restore checkpoints from the
 chief's folder (so the run directory must be on a filesystem every worker sees).
+
+Faults of a multi-worker run end every worker in bounded time with one line (:class:`ClusterError`,
+exit status 1): a worker that does not join within ``make_strategy.start_timeout_seconds``, a
+worker that stops answering for ``make_strategy.peer_timeout_seconds`` (killed, frozen, its
+machine lost). Ctrl-C on one worker stops them all at the same step with a checkpoint
+(:class:`SharedInterrupts`). Each worker holds a lock (the chief on the run folder, the others on
+their scratch folder), so a worker started twice is refused.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
-from typing import List
+import threading
+from typing import Dict, Iterator, List, Optional
 
 import gin
 import tensorflow as tf
 from absl import logging
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
+
+from l2f_tf import run_folder
+from l2f_tf.train import interrupts
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 SCRATCH_PREFIX = "workertemp_"
@@ -96,18 +112,32 @@ def _use_logical_cpus(count: int) -> None:
         "strategy (make_strategy) before building models or running any TensorFlow op.") from error
 
 
+class ClusterError(RuntimeError):
+  """A multi-worker run cannot go on: a worker did not join, or stopped answering. The message
+  is one line naming the fix; the command line prints it and exits with status 1."""
+
+
 @gin.configurable
-def make_strategy(name: str = "default", num_cpu_devices: int = 2,
-                  tpu_address: str = "") -> tf.distribute.Strategy:
+def make_strategy(name: str = "default", num_cpu_devices: int = 2, tpu_address: str = "",
+                  peer_timeout_seconds: float = 60.0,
+                  start_timeout_seconds: float = 300.0) -> tf.distribute.Strategy:
   """The ``tf.distribute.Strategy`` called ``name`` (see the module docstring).
 
   Args:
     name: one of :data:`STRATEGIES`.
     num_cpu_devices: for ``mirrored`` without GPUs: logical CPU devices to replicate over.
     tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
+    peer_timeout_seconds: for ``multi_worker``: how long a worker may stop answering (frozen,
+      its machine lost) before the others give up; a killed worker is usually noticed at once
+      (its connections close). Also bounds how long a worker waits for the others at exit.
+    start_timeout_seconds: for ``multi_worker``: how long the workers wait at start-up for
+      every worker of TF_CONFIG's cluster to join (when the workers start far apart, e.g.
+      queued by a scheduler, raise it).
 
-  Under ``multi_worker``, TensorFlow's coordination service notices a dead worker and aborts
-  the others' pending all-reduce: they raise (:data:`WORKER_LOST`) instead of waiting forever.
+  Under ``multi_worker``, TensorFlow's coordination service (configured here with both
+  timeouts) notices a dead worker and aborts the others' pending all-reduce: they raise
+  (:data:`WORKER_LOST`) instead of waiting forever; a cluster that does not form raises
+  :class:`ClusterError`.
   """
   _check_name(name)
   if name == "default":
@@ -125,8 +155,7 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2,
     logging.info("No GPU: mirroring over %d logical CPU devices.", len(devices))
     return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker":
-    tf_config_task(name)  # A clear error when TF_CONFIG is missing or malformed.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _multi_worker(peer_timeout_seconds, start_timeout_seconds)
   # name == "tpu": untested here (no TPU).
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
@@ -138,6 +167,109 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2,
   return tf.distribute.TPUStrategy(resolver)
 
 
+def _multi_worker(peer_timeout_seconds: float,
+                  start_timeout_seconds: float) -> tf.distribute.Strategy:
+  """MultiWorkerMirroredStrategy with bounded waits; ClusterError when the cluster does not
+  form within ``start_timeout_seconds``."""
+  for parameter, value in (("peer_timeout_seconds", peer_timeout_seconds),
+                           ("start_timeout_seconds", start_timeout_seconds)):
+    if not value > 0:
+      raise ValueError(f"make_strategy.{parameter} must be > 0, got {value}.")
+  task_type, index, cluster = tf_config_task("multi_worker")  # clear error on a bad TF_CONFIG
+  configure_coordination(cluster, peer_timeout_seconds, start_timeout_seconds)
+  logging.info("Waiting up to %s s for the %d workers of TF_CONFIG's cluster to join "
+               "(make_strategy.start_timeout_seconds; Ctrl-C quits).", start_timeout_seconds,
+               sum(len(hosts) for hosts in cluster.values()))
+  try:
+    with _ctrl_c_kills():
+      return tf.distribute.MultiWorkerMirroredStrategy()
+  except tf.errors.OpError as error:
+    raise ClusterError(cluster_failed_message(error, task_type, index, cluster,
+                                              start_timeout_seconds)) from None
+
+
+@contextlib.contextmanager
+def _ctrl_c_kills() -> Iterator[None]:
+  """Ctrl-C ends the process at once inside the block (the system's default action for
+  SIGINT): TensorFlow holds Python's GIL while it waits for the cluster, so no Python handler
+  (`l2f_tf.train.interrupts`) could answer before the wait ends. Nothing is half-written then."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def configure_coordination(cluster: Dict[str, List[str]], peer_timeout_seconds: float,
+                           start_timeout_seconds: float) -> None:
+  """Configures TensorFlow's coordination service before MultiWorkerMirroredStrategy starts it
+  (the strategy then keeps this configuration; by default it waits for missing workers forever).
+
+  * ``heartbeat_timeout``: a worker whose heartbeats stop for this long is declared lost and
+    every other worker's collectives are aborted;
+  * ``cluster_register_timeout`` with ``cluster_register_with_barrier``: every worker, the
+    leader included, gives up registering when the cluster is not complete within the start
+    timeout (without the barrier the leader would wait forever);
+  * ``shutdown_barrier_timeout``: the wait for the other workers at exit.
+
+  A per-collective timeout (``CommunicationOptions.timeout_seconds``) is not used: a non-chief
+  worker waits in an all-reduce while the chief evaluates, which may take longer than any
+  peer timeout. Configuring twice (several strategies in one process) keeps the first.
+  """
+  ctx = context.context()
+  if ctx.coordination_service is not None:
+    logging.info("TensorFlow's coordination service is already configured; "
+                 "make_strategy's timeouts do not apply.")
+    return
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+          for job in ("chief", "worker") if job in cluster]
+  ctx.configure_coordination_service(
+      service_type="standalone", service_leader=_leader(cluster),
+      cluster_register_timeout_in_ms=int(start_timeout_seconds * 1000),
+      heartbeat_timeout_in_ms=int(peer_timeout_seconds * 1000),
+      shutdown_barrier_timeout_in_ms=int(peer_timeout_seconds * 1000),
+      coordinated_jobs=jobs)
+  ctx.coordination_service.cluster_register_with_barrier = True
+
+
+def joined_cluster() -> bool:
+  """Whether this process configured (and so joined) a multi-worker cluster."""
+  return context.context().coordination_service is not None
+
+
+def _leader(cluster: Dict[str, List[str]]) -> str:
+  """The coordination service's leader task: the chief, else worker 0 (as TensorFlow picks)."""
+  return f"/job:{'chief' if 'chief' in cluster else 'worker'}/replica:0/task:0"
+
+
+def _tasks_named(error: Exception, cluster: Dict[str, List[str]], this_task=None) -> List[str]:
+  """The tasks TensorFlow's error names ("/job:worker/replica:0/task:1"), other than
+  ``this_task`` (type, index), as "worker 1 at <its TF_CONFIG address>"."""
+  named = []
+  for job, task in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", str(error)):
+    hosts = cluster.get(job, [])
+    name = f"{job} {task}" + (f" at {hosts[int(task)]}" if int(task) < len(hosts) else "")
+    if (job, int(task)) != this_task and name not in named:
+      named.append(name)
+  return named
+
+
+def cluster_failed_message(error: Exception, task_type: str, index: int,
+                           cluster: Dict[str, List[str]], start_timeout_seconds: float) -> str:
+  """The line a worker reports when the cluster did not form: which workers it waited for (the
+  tasks TensorFlow's error names, with their TF_CONFIG addresses) and what to do."""
+  named = _tasks_named(error, cluster, (task_type, index))
+  waited = f" (waiting for {', '.join(named)})" if named else ""
+  addresses = ", ".join(f"{job}: {' '.join(hosts)}" for job, hosts in cluster.items())
+  return (f"The multi-worker cluster did not form within {start_timeout_seconds:g} s "
+          f"(make_strategy.start_timeout_seconds){waited}: {type(error).__name__}. Start every "
+          "worker with the same command, each with its own TF_CONFIG task, and check TF_CONFIG's "
+          f"addresses ({addresses}): every worker must reach them.")
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
   return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
@@ -147,9 +279,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return not is_multi_worker(strategy) or strategy.extended.should_checkpoint
 
 
+def scratch_path(root_dir: str, task_index: int) -> str:
+  """The scratch folder of the non-chief worker with TF_CONFIG task index ``task_index``."""
+  return os.path.join(root_dir, f"{SCRATCH_PREFIX}{task_index}")
+
+
 def scratch_dir(root_dir: str, strategy: tf.distribute.Strategy) -> str:
   """Where a non-chief worker writes what the chief writes to ``root_dir``."""
-  return os.path.join(root_dir, f"{SCRATCH_PREFIX}{strategy.cluster_resolver.task_id}")
+  return scratch_path(root_dir, strategy.cluster_resolver.task_id)
 
 
 def write_root(root_dir: str, strategy: tf.distribute.Strategy) -> str:
@@ -157,24 +294,92 @@ def write_root(root_dir: str, strategy: tf.distribute.Strategy) -> str:
   return root_dir if is_chief(strategy) else scratch_dir(root_dir, strategy)
 
 
-def remove_scratch(root_dir: str, strategy: tf.distribute.Strategy) -> None:
-  """Deletes a non-chief worker's scratch folder (nothing on the chief)."""
-  if not is_chief(strategy):
-    shutil.rmtree(scratch_dir(root_dir, strategy), ignore_errors=True)
+def hold_scratch_lock(root_dir: str, name: str) -> None:
+  """On a non-chief worker (``name`` is the strategy; nothing otherwise): takes the lock of its
+  scratch folder for the rest of the process, before it joins the cluster, so that a second
+  process started as the same worker is refused with one line instead of disturbing the
+  running one; then empties the folder (what a killed earlier run of this worker left there
+  is never resumed from: every worker restores the chief's checkpoints). The chief's lock is
+  the run folder's (`l2f_tf.train.restore.setup_run`, `l2f_tf.train.runner.Runner`)."""
+  if is_chief_task(name):
+    return
+  task_type, index, _ = tf_config_task(name)
+  folder = run_folder.RunFolder(scratch_path(root_dir, index))
+  folder.prepare()
+  run_folder.hold_lock(folder.root, fix=(
+      f"This worker ({task_type} {index} of TF_CONFIG) is already running: stop that process, "
+      "or give each worker its own TF_CONFIG task."))
+  for entry in os.listdir(folder.root):
+    path = os.path.join(folder.root, entry)
+    if entry == run_folder.LOCK_NAME:
+      continue
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+def remove_scratch(root_dir: str, name: str) -> None:
+  """On a non-chief worker (``name`` is the strategy; nothing otherwise): releases the lock of
+  its scratch folder and deletes the folder."""
+  if not is_chief_task(name):
+    path = scratch_path(root_dir, tf_config_task(name)[1])
+    run_folder.release_lock(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def all_reduce_sum(strategy: tf.distribute.Strategy, value: float) -> float:
+  """The sum of ``value`` over every replica of every worker (one collective: every worker
+  must call it at the same point of its program)."""
+  function = _ALL_REDUCE_SUM.get(id(strategy))
+  if function is None:
+    @tf.function
+    def function(x):
+      return strategy.reduce("sum", strategy.run(tf.identity, args=(x,)), axis=None)
+    _ALL_REDUCE_SUM[id(strategy)] = function
+  return float(function(tf.constant(value, tf.float32)))
+
+
+_ALL_REDUCE_SUM = {}
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
-  """Returns once every worker has reached it (an all-reduce of ones; a no-op off multi-worker):
+  """Returns once every worker has reached it (an all-reduce; a no-op off multi-worker):
   non-chief workers wait here while the chief evaluates and exports, not to look lost."""
-  if not is_multi_worker(strategy):
-    return
+  if is_multi_worker(strategy):
+    all_reduce_sum(strategy, 1.0)
 
-  @tf.function
-  def all_reduce_ones():
-    ones = strategy.run(tf.ones, args=([],))
-    return strategy.reduce("sum", ones, axis=None)
 
-  all_reduce_ones()
+class SharedInterrupts(interrupts.InterruptWatcher):
+  """Ctrl-C on one worker of a multi-worker run stops every worker at the same meta-iteration.
+
+  The Runner polls :attr:`requested` once per chunk of meta-iterations, at the same point on
+  every worker; here that poll all-reduces the workers' Ctrl-C flags, so that all of them see
+  a Ctrl-C from any one, save the checkpoint of that step together (a save may need every
+  worker) and stop. Alone, the interrupted worker would stop and the others would wait in the
+  next all-reduce until they noticed it gone, without a checkpoint of the stopping step.
+  """
+
+  QUIT_MESSAGE = ("Ctrl-C: quitting now. Training is finished and saved; start every worker "
+                  "again with the same command to let the chief finish the evaluation, export "
+                  "and figures.")
+
+  def __init__(self, strategy: tf.distribute.Strategy, last_checkpoint):
+    super().__init__(last_checkpoint)
+    self._strategy = strategy
+
+  def active(self, graceful: bool, quit_message: Optional[str] = None):
+    """As `InterruptWatcher.active`; an immediate stop tells to start every worker again."""
+    return super().active(graceful, quit_message or self.QUIT_MESSAGE)
+
+  @property
+  def here(self) -> bool:
+    """Whether the Ctrl-C was pressed on this worker (not on another one)."""
+    return interrupts.InterruptWatcher.requested.fget(self)
+
+  @property
+  def requested(self) -> bool:
+    return all_reduce_sum(self._strategy, float(self.here)) > 0
 
 
 WORKER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
@@ -182,13 +387,42 @@ WORKER_LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                tf.errors.InternalError)
 
 
-def worker_lost_message(error: Exception, root_dir: str) -> str:
-  """What a worker reports when a collective failed because another worker is gone."""
+def _detail(error: Exception) -> str:
+  """What a TensorFlow error says happened: its first line that does (else its first line),
+  with the line after it when it ends with a colon (the list it announces)."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  keys = ("peer", "is down", "Connection", "Deadline", "timed out", "abort")
-  detail = next((line for line in lines if any(k in line for k in keys)),
-                lines[0] if lines else "")
-  return (f"A worker of this multi-worker run stopped answering ({type(error).__name__}: "
-          f"{detail}). Training stopped; the last checkpoint in "
+  keys = ("peer", "is down", "Connection", "Deadline", "timed out", "abort", "heartbeat")
+  found = next((i for i, line in enumerate(lines) if any(k in line for k in keys)), 0)
+  detail = " ".join(lines[found:found + 2] if lines[found:found + 1] and
+                    lines[found].endswith(":") else lines[found:found + 1])
+  detail = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail)
+  return detail.replace("Collective ops is aborted by: ", "")
+
+
+def worker_lost_message(error: Exception, root_dir: str) -> str:
+  """What a worker reports when a collective failed because another worker is gone (named
+  with its TF_CONFIG address when TensorFlow's error names it)."""
+  task_type, index, cluster = tf_config_task("multi_worker")
+  named = _tasks_named(error, cluster, (task_type, index))
+  if not named and "CoordinationService" in str(error):  # The leader's service did not answer.
+    named = _tasks_named(_leader(cluster), cluster, (task_type, index))
+  who = f" ({', '.join(named)})" if named else ""
+  return (f"A worker of this multi-worker run stopped answering{who}: "
+          f"{type(error).__name__}: {_detail(error)}. Training stopped; the last checkpoint in "
           f"{os.path.join(root_dir, 'checkpoints')} is kept. Start every worker again with the "
           "same command to resume from it.")
+
+
+def finished_without_worker_message(error: Exception) -> str:
+  """What the chief reports when it finished the run but a worker was gone at the final wait
+  (nothing is lost: training ended on every worker before the chief's evaluation)."""
+  return (f"The run is finished, but another worker stopped answering while the chief "
+          f"evaluated ({type(error).__name__}: {_detail(error)}); nothing is lost.")
+
+
+def interrupted_message(here: bool, step: int, root_dir: str) -> str:
+  """What each worker reports after a Ctrl-C stopped them all at meta-iteration ``step``."""
+  who = "Interrupted" if here else "Another worker of this multi-worker run was interrupted"
+  return (f"{who}: every worker stopped at meta-iteration {step} with a checkpoint in "
+          f"{os.path.join(root_dir, 'checkpoints')}. Start every worker again with the same "
+          "command to resume.")

@@ -7,9 +7,10 @@ export, plot.
 :class:`~l2f_tf.train.runner.Runner` does the rest the same way for both.
 """
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import gin
+from absl import logging
 
 from l2f_tf import precision as precision_lib
 from l2f_tf.data import episodic
@@ -17,7 +18,7 @@ from l2f_tf.domains.base import Domain, SupervisedDomain
 from l2f_tf.export.supervised import check_max_steps
 from l2f_tf.meta.learner import MetaLearner
 from l2f_tf.run_folder import RunFolder
-from l2f_tf.train import distribution
+from l2f_tf.train import checkpoints, distribution, interrupts
 from l2f_tf.train.runner import Runner
 from l2f_tf.train.trainer import Trainer
 
@@ -72,9 +73,31 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
   Returns:
     The results dictionary written to results.json (empty on a non-chief worker).
   """
+  def build_runner():
+    return _build_runner(root_dir, domain, trainer, export_steps, export_max_steps, resume,
+                         strategy)
+
+  def run(runner: Runner) -> Dict:
+    return runner.run(eval_steps, num_eval_tasks, export_steps, plot, export_max_steps)
+
+  if strategy != "multi_worker":
+    runner = build_runner()[1]
+    with episodic.raise_data_errors():
+      return run(runner)
+  distribution.hold_scratch_lock(root_dir, strategy)  # Before joining the cluster.
+  try:
+    return _run_worker(build_runner, run, root_dir)
+  finally:
+    distribution.remove_scratch(root_dir, strategy)
+
+
+def _build_runner(root_dir: str, domain: Domain, trainer, export_steps: Optional[int],
+                  export_max_steps: Optional[int], resume: bool, strategy: str):
+  """(strategy, runner): the strategy (joining the cluster under ``multi_worker``), the
+  learner and the trainer in its scope, and their Runner (restored from the last checkpoint,
+  the chief's on every worker)."""
   distributed = distribution.make_strategy(strategy)
   chief = distribution.is_chief(distributed)
-  multi_worker = distribution.is_multi_worker(distributed)
   domain.check_data()  # A bad dataset fails now, not at the first validation or the end.
   with distributed.scope():
     learner = build_learner(domain)
@@ -85,21 +108,46 @@ def run_experiment(root_dir: str, domain: Domain = gin.REQUIRED, trainer=Trainer
                       root_dir=distribution.write_root(root_dir, distributed))
     runner = Runner(trained, restore_from=None if chief else RunFolder(root_dir).checkpoints,
                     resume=resume)
-  if multi_worker and runner.max_seconds is not None:
-    raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': workers "
-                     "would stop at different steps. Set Trainer.num_iterations instead.")
+  if distribution.is_multi_worker(distributed):
+    if runner.max_seconds is not None:
+      raise ValueError("Runner.max_seconds cannot be used with strategy 'multi_worker': "
+                       "workers would stop at different steps. Set Trainer.num_iterations "
+                       "instead.")
+    runner.interrupts = distribution.SharedInterrupts(  # naming the chief's checkpoints
+        distributed, lambda: checkpoints.latest(RunFolder(root_dir).checkpoints))
+  return distributed, runner
+
+
+QUIT_MESSAGE = ("Ctrl-C: quitting now, keeping the last checkpoint; start every worker again "
+                "with the same command to go on.")
+
+
+def _run_worker(build_runner, run, root_dir: str) -> Dict:
+  """One worker of a multi-worker run, from joining the cluster to the end: the chief runs the
+  experiment (``run``), the others train; then all wait for each other (the others wait for
+  the chief's evaluation). A lost worker, or a Ctrl-C on any worker, ends every worker in
+  bounded time with one line: ClusterError (status 1), Interrupted (status 130). Ctrl-C
+  outside training quits at once: Python would only see it once the all-reduce the main
+  thread waits in ends."""
+  runner, results = None, None
   try:
-    with episodic.raise_data_errors():
-      if chief:
-        results = runner.run(eval_steps, num_eval_tasks, export_steps, plot, export_max_steps)
-      else:
-        runner.train()
-        results = {}
-    distribution.barrier(distributed)  # The others wait for the chief's evaluation.
+    with interrupts.InterruptWatcher().active(graceful=False, quit_message=QUIT_MESSAGE):
+      distributed, runner = build_runner()
+      chief = distribution.is_chief(distributed)
+      with episodic.raise_data_errors():
+        if chief:
+          results = run(runner)
+        else:
+          step = runner.train()
+      distribution.barrier(distributed)
+  except interrupts.Interrupted:  # From the Runner, on every worker at the same step.
+    raise interrupts.Interrupted(distribution.interrupted_message(
+        runner.interrupts.here, runner.trainer.step, root_dir)) from None
   except distribution.WORKER_LOST as error:
-    if not multi_worker:
-      raise
-    raise RuntimeError(distribution.worker_lost_message(error, root_dir)) from error
-  finally:
-    distribution.remove_scratch(root_dir, distributed)
-  return results
+    if results is not None:  # The chief finished everything; only the final wait failed.
+      logging.warning("%s", distribution.finished_without_worker_message(error))
+      return results
+    raise distribution.ClusterError(distribution.worker_lost_message(error, root_dir)) from error
+  if not chief:
+    logging.info("Trained to meta-iteration %d; the chief wrote %s.", step, root_dir)
+  return results or {}

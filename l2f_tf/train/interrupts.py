@@ -39,6 +39,7 @@ class InterruptWatcher:
     self.last_checkpoint = last_checkpoint
     self._event = threading.Event()
     self._graceful, self._count = True, 0
+    self._quit_message: Optional[str] = None
 
   @property
   def requested(self) -> bool:
@@ -46,13 +47,15 @@ class InterruptWatcher:
     return self._event.is_set()
 
   @contextlib.contextmanager
-  def active(self, graceful: bool) -> Iterator["InterruptWatcher"]:
+  def active(self, graceful: bool,
+             quit_message: Optional[str] = None) -> Iterator["InterruptWatcher"]:
     """Watches Ctrl-C inside the block (a no-op outside the main thread, where signals cannot
-    be watched). ``graceful``: stop at the next poll (training) rather than at once."""
+    be watched). ``graceful``: stop at the next poll (training) rather than at once;
+    ``quit_message``: what an immediate stop says (default: training is finished and saved)."""
     if threading.current_thread() is not threading.main_thread():
       yield self
       return
-    self._graceful, self._count = graceful, 0
+    self._graceful, self._count, self._quit_message = graceful, 0, quit_message
     self._event.clear()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
@@ -88,8 +91,9 @@ class InterruptWatcher:
       self._event.set()
       return
     if not self._graceful:
-      message = ("Ctrl-C: quitting now. Training is finished and saved; run the same command "
-                 "to finish the evaluation, export and figures.")
+      message = self._quit_message or (
+          "Ctrl-C: quitting now. Training is finished and saved; run the same command to "
+          "finish the evaluation, export and figures.")
     elif latest:
       message = f"Ctrl-C again: quitting now; run the same command to resume from {latest}."
     else:
@@ -97,14 +101,15 @@ class InterruptWatcher:
     exit_now(message)
 
 
-def exit_now(message: Optional[str] = None) -> None:
-  """Logs ``message`` and ends the process with status 130 at once (no other cleanup: every
-  file of the run is written atomically). The run folder locks are released first, so that the
-  next run does not take over a lock naming this process."""
+def exit_now(message: Optional[str] = None, code: int = EXIT_CODE) -> None:
+  """Logs ``message`` and ends the process with status ``code`` (130 by default) at once (no
+  other cleanup: every file of the run is written atomically; a multi-worker run's TensorFlow
+  would wait at exit for workers that are gone). The run folder locks are released first, so
+  that the next run does not take over a lock naming this process."""
   if message:
     logging.warning("%s", message)
   run_folder.release_locks()
   sys.stdout.flush()
   sys.stderr.flush()
   console.flush()
-  os._exit(EXIT_CODE)  # pylint: disable=protected-access
+  os._exit(code)  # pylint: disable=protected-access

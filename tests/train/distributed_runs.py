@@ -47,19 +47,26 @@ def glyph_run(cache_dir):
       "run_experiment.export_max_steps = 2"])
 
 
-def start_workers(root, gin_file, bindings, logs):
-  """Both workers of a 2-worker cluster, each running run_experiment.py; worker 0 is chief."""
-  tf_configs = distribution.local_tf_configs(2)
+def worker_command(root, gin_file, bindings):
+  """The command line every worker of a multi-worker run runs."""
   command = [sys.executable, os.path.join(REPO, "run_experiment.py"), f"--root_dir={root}",
              f"--gin_file={gin_file}", "--strategy=multi_worker"]
-  command += [f"--gin_bindings={b}" for b in bindings]
-  workers = []
-  for index in range(2):
-    env = dict(os.environ, TF_CONFIG=tf_configs[index])
-    log = open(os.path.join(logs, f"worker{index}.log"), "w")
-    workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=REPO))
-  return workers
+  return command + [f"--gin_bindings={b}" for b in bindings]
+
+
+def start_worker(root, gin_file, bindings, tf_config, log_path):
+  """One worker process with its TF_CONFIG, its output (stdout and stderr) in ``log_path``."""
+  env = dict(os.environ, TF_CONFIG=tf_config)
+  with open(log_path, "w") as log:
+    return subprocess.Popen(worker_command(root, gin_file, bindings), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def start_workers(root, gin_file, bindings, logs):
+  """Both workers of a 2-worker cluster, each running run_experiment.py; worker 0 is chief."""
+  return [start_worker(root, gin_file, bindings, tf_config,
+                       os.path.join(logs, f"worker{index}.log"))
+          for index, tf_config in enumerate(distribution.local_tf_configs(2))]
 
 
 def wait_all(workers, logs):
@@ -103,9 +110,12 @@ def run_one_process(root, gin_file, bindings):
 
 
 def checkpoint_tensors(root):
+  """The training state in the latest checkpoint of ``root``: not the training time, nor how
+  many checkpoints were saved (a Ctrl-C saves one more)."""
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(root, "checkpoints")))
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if not key.startswith("_CHECKPOINTABLE") and "train_seconds" not in key}
+          if not key.startswith(("_CHECKPOINTABLE", "save_counter")) and
+          "train_seconds" not in key}
 
 
 def assert_same_training(root, reference):

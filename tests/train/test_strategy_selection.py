@@ -2,6 +2,7 @@
 and the clear errors (unknown name, missing TF_CONFIG, meta-RL under a strategy)."""
 
 import json
+import os
 
 import gin
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.run_folder import RunFolderError, RunLock
 from l2f_tf.train import distribution, restore
 from l2f_tf.train.trainer import Trainer
 from tests.domains.test_few_shot import domain as few_shot_domain
@@ -55,6 +57,61 @@ def test_a_non_chief_worker_does_not_write_the_config(monkeypatch, tmp_path):
                    ["run_experiment.strategy = 'multi_worker'"])
   assert "run_experiment.strategy = 'multi_worker'" in \
       (tmp_path / "operative_config.gin").read_text()
+
+
+def test_multi_worker_timeouts_must_be_positive(monkeypatch):
+  monkeypatch.setenv("TF_CONFIG", cluster("worker", 0))
+  for parameter in ("peer_timeout_seconds", "start_timeout_seconds"):
+    with pytest.raises(ValueError, match=f"make_strategy.{parameter} must be > 0, got 0"):
+      distribution.make_strategy("multi_worker", **{parameter: 0})
+
+
+def test_fault_lines_name_the_other_worker_and_its_address(monkeypatch):
+  """From TensorFlow's errors of a peer that died, froze, or never joined (texts measured on
+  TF 2.21), the one line names the other worker with its TF_CONFIG address and the fix."""
+  monkeypatch.setenv("TF_CONFIG", cluster("worker", 1))
+  died = tf.errors.UnavailableError(None, None, (
+      "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:1/device"
+      ":CPU:0}} Collective ops is aborted by: Socket closed\nAdditional GRPC error information "
+      "from remote target /job:worker/replica:0/task:0 while calling /tensorflow.WorkerService"))
+  line = distribution.worker_lost_message(died, "/r")
+  assert line.startswith("A worker of this multi-worker run stopped answering (worker 0 at "
+                         "127.0.0.1:1): UnavailableError: Socket closed. ")
+  assert line.endswith("Start every worker again with the same command to resume from it.")
+  assert "\n" not in line and "{{" not in line
+  frozen_leader = tf.errors.DeadlineExceededError(None, None, (
+      "Collective ops is aborted by: Deadline Exceeded\n\nRPC: "
+      "/tensorflow.CoordinationService/Heartbeat"))
+  assert "(worker 0 at 127.0.0.1:1)" in distribution.worker_lost_message(frozen_leader, "/r")
+  missing = tf.errors.DeadlineExceededError(None, None, (
+      "Barrier timed out. Id: [Init]Wait_for_all_tasks_to_register::0.\nThe first task at the "
+      "barrier: /job:worker/replica:0/task:1. Some timed out task names:\n"
+      "/job:worker/replica:0/task:0\n"))
+  line = distribution.cluster_failed_message(missing, "worker", 1,
+                                             json.loads(cluster("worker", 1))["cluster"], 15)
+  assert "within 15 s (make_strategy.start_timeout_seconds) (waiting for worker 0 at " \
+         "127.0.0.1:1)" in line and "\n" not in line
+  assert "Start every worker with the same command" in line and "TF_CONFIG's addresses" in line
+
+
+def test_a_non_chief_worker_locks_and_empties_its_scratch_folder(monkeypatch, tmp_path):
+  """Before joining: the chief takes no scratch lock; worker 1 locks workertemp_1 and deletes
+  what a killed earlier run of it left there (never resumed from)."""
+  monkeypatch.setenv("TF_CONFIG", cluster("worker", 0))
+  distribution.hold_scratch_lock(str(tmp_path), "multi_worker")
+  assert not os.listdir(tmp_path)
+  monkeypatch.setenv("TF_CONFIG", cluster("worker", 1))
+  scratch = tmp_path / "workertemp_1"
+  (scratch / "checkpoints").mkdir(parents=True)
+  (scratch / "checkpoints" / "checkpoint").write_text("stale")
+  distribution.hold_scratch_lock(str(tmp_path), "multi_worker")
+  try:
+    assert os.listdir(scratch) == [".lock"]
+    with pytest.raises(RunFolderError, match=r"Another run is using .*workertemp_1: PID \d+"):
+      RunLock(str(scratch)).acquire()  # (the slow tier starts a second process of worker 1)
+  finally:
+    distribution.remove_scratch(str(tmp_path), "multi_worker")
+  assert not scratch.exists()
 
 
 def test_one_device_and_default_strategies():

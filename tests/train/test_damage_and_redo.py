@@ -7,6 +7,9 @@
 * best/ keeps no file that scores.json does not list, and drops a damaged entry with a warning.
 * TensorBoard: a resumed run and a repeated evaluation replace their points instead of adding
   a second point at the same step.
+
+The slower cases (every other kind of damage, an unreadable state file, every checkpoint
+damaged, a resumed run's summaries) are in tests/train/test_damage_fallbacks.py (slow tier).
 * The non-finite guard's counts and smoke mode survive a resume.
 
 The runs are test_resume's small sinusoid (8 hidden units, XLA off)."""
@@ -198,21 +201,6 @@ def test_a_repeated_evaluation_replaces_its_points(tmp_path):
   write_eval_summaries(directory, 20, figures)  # trained on: the step-10 point stays
   assert points(directory)[("test/accuracy_after_1_steps", 10)] == 1
   assert points(directory)[("test/accuracy_after_1_steps", 20)] == 1
-
-
-def test_a_resumed_run_writes_each_summary_point_once(tmp_path):
-  train(tmp_path, 6, summary_every=1)
-  # As if killed after meta-iteration 6 was summarised but before its checkpoint.
-  for name in os.listdir(tmp_path / "checkpoints"):
-    if name.startswith("ckpt-6."):
-      os.remove(tmp_path / "checkpoints" / name)
-  before = points(str(tmp_path / "train"))
-  train(tmp_path, 6, summary_every=1)
-  after = points(str(tmp_path / "train"))
-  assert max(after.values()) == 1, [k for k, n in after.items() if n > 1]
-  # (Layer names differ between the two processes' networks; the meta-loss tag does not.)
-  assert sorted(s for t, s in after if t == "meta_loss") == list(range(1, 7))
-  assert sorted(s for t, s in before if t == "meta_loss") == list(range(1, 7))
 
 
 def test_drop_after_keeps_the_points_up_to_the_step(tmp_path):

@@ -1,5 +1,6 @@
 """The slow tier of tests/train/test_damage_and_redo.py: the fallback to an intact checkpoint
-for every other kind of damage, an unreadable state file, and every checkpoint damaged."""
+for every other kind of damage, an unreadable state file, every checkpoint damaged, and a
+resumed run's TensorBoard points."""
 
 import logging as std_logging
 import os
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.train.test_damage_and_redo import (DAMAGES, assert_same, check_fallback,  # noqa: F401
-                                              copy_of, reference, trained_to_8)
+                                              copy_of, points, reference, trained_to_8)
 from tests.train.test_resume import train
 
 pytestmark = pytest.mark.slow
@@ -44,3 +45,18 @@ def test_with_every_checkpoint_damaged_training_starts_over(trained_to_8, refere
     run = train(root, 10)
   assert sum("starts from the beginning" in r.getMessage() for r in caplog.records) == 2
   assert_same(run.values, reference)
+
+
+def test_a_resumed_run_writes_each_summary_point_once(tmp_path):
+  train(tmp_path, 6, summary_every=1)
+  # As if killed after meta-iteration 6 was summarised but before its checkpoint.
+  for name in os.listdir(tmp_path / "checkpoints"):
+    if name.startswith("ckpt-6."):
+      os.remove(tmp_path / "checkpoints" / name)
+  before = points(str(tmp_path / "train"))
+  train(tmp_path, 6, summary_every=1)
+  after = points(str(tmp_path / "train"))
+  assert max(after.values()) == 1, [k for k, n in after.items() if n > 1]
+  # (Layer names differ between the two processes' networks; the meta-loss tag does not.)
+  assert sorted(s for t, s in after if t == "meta_loss") == list(range(1, 7))
+  assert sorted(s for t, s in before if t == "meta_loss") == list(range(1, 7))

@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from typing import Dict, Iterator, List, Optional
 
 import gin
@@ -180,6 +181,9 @@ def _multi_worker(peer_timeout_seconds: float,
   logging.info("Waiting up to %s s for the %d workers of TF_CONFIG's cluster to join "
                "(make_strategy.start_timeout_seconds; Ctrl-C quits).", start_timeout_seconds,
                sum(len(hosts) for hosts in cluster.values()))
+  # TensorFlow holds Python's GIL while it waits, so the thread that copies stderr
+  # (`l2f_tf.console`) could not print the line above until the wait ends: let it run first.
+  time.sleep(0.2)
   try:
     with _ctrl_c_kills():
       return tf.distribute.MultiWorkerMirroredStrategy()

@@ -120,7 +120,7 @@ class ClusterError(RuntimeError):
 
 @gin.configurable
 def make_strategy(name: str = "default", num_cpu_devices: int = 2, tpu_address: str = "",
-                  peer_timeout_seconds: float = 60.0,
+                  peer_timeout_seconds: float = 10.0,
                   start_timeout_seconds: float = 300.0) -> tf.distribute.Strategy:
   """The ``tf.distribute.Strategy`` called ``name`` (see the module docstring).
 
@@ -128,9 +128,10 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2, tpu_address: 
     name: one of :data:`STRATEGIES`.
     num_cpu_devices: for ``mirrored`` without GPUs: logical CPU devices to replicate over.
     tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
-    peer_timeout_seconds: for ``multi_worker``: how long a worker may stop answering (frozen,
-      its machine lost) before the others give up; a killed worker is usually noticed at once
-      (its connections close). Also bounds how long a worker waits for the others at exit.
+    peer_timeout_seconds: for ``multi_worker``: how long a worker may stop answering (killed,
+      frozen, its machine lost) before the others give up on it; 10 is TensorFlow's own
+      default. A killed worker is often noticed at once, by a connection it closes. Also
+      bounds how long a worker waits for the others at exit.
     start_timeout_seconds: for ``multi_worker``: how long the workers wait at start-up for
       every worker of TF_CONFIG's cluster to join (when the workers start far apart, e.g.
       queued by a scheduler, raise it).

@@ -1,10 +1,11 @@
 """Faults of a multi-worker run: every worker ends in bounded time with one line, and running
 every worker's command again ends with the weights of an uninterrupted run.
 
-* a frozen worker (SIGSTOP: a lost machine, which closes no connection) is given up after
+* a frozen worker (SIGSTOP: a lost machine, which closes no connection) is given up within
   ``make_strategy.peer_timeout_seconds``, whichever worker it is;
 * a worker started alone gives up after ``make_strategy.start_timeout_seconds``;
-* a second process started as the same worker is refused (the non-chief's scratch lock);
+* a second process started as the same worker is refused (the non-chief's scratch lock), and
+  Ctrl-C ends a wait for the cluster at once;
 * SIGKILL of the chief or of the other worker at a random moment (before the first checkpoint
   too), and Ctrl-C on one worker: the others stop, the re-run resumes (or starts afresh).
 
@@ -36,8 +37,8 @@ SLACK = 15  # seconds a stopping worker may take beyond its timeout on a loaded 
 
 GIN_FILE = SINUSOID[0]
 # 200 meta-iterations of one compiled step each (no summaries: one trace instead of two),
-# checkpoints at 100 and 200: the first checkpoint comes at least ~12 s after the start on an
-# idle machine, after 100 steps, which leaves room for a kill before it.
+# checkpoints at 100 and 200: the first checkpoint comes 100 meta-iterations (2.5 s or more)
+# after tracing (3 s or more), which leaves room for a kill before it.
 RUN = SINUSOID[1] + [
     "Trainer.num_iterations = 200", "Runner.checkpoint_every = 100",
     "Trainer.summary_every = 0", "Trainer.steps_per_call = 1",

@@ -16,12 +16,13 @@ meta-gradient, so the update equals the one-device one. In a multi-worker run th
 scratch folder (:func:`scratch_dir`), removed when they finish, and restore checkpoints from the
 chief's folder (so the run directory must be on a filesystem every worker sees).
 
-Faults of a multi-worker run end every worker in bounded time with one line (:class:`ClusterError`,
-exit status 1): a worker that does not join within ``make_strategy.start_timeout_seconds``, a
-worker that stops answering for ``make_strategy.peer_timeout_seconds`` (killed, frozen, its
-machine lost). Ctrl-C on one worker stops them all at the same step with a checkpoint
-(:class:`SharedInterrupts`). Each worker holds a lock (the chief on the run folder, the others on
-their scratch folder), so a worker started twice is refused.
+Faults of a multi-worker run end every worker in bounded time with one line
+(:class:`ClusterError`, exit status 1): a worker that does not join within
+``make_strategy.start_timeout_seconds``, a worker that stops answering for
+``make_strategy.peer_timeout_seconds`` (killed, frozen, its machine lost). Ctrl-C on one worker
+stops them all at the same step with a checkpoint (:class:`SharedInterrupts`). Each worker holds
+a lock (the chief on the run folder, the others on their scratch folder), so a worker started
+twice is refused.
 """
 
 import contextlib
@@ -32,6 +33,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from typing import Dict, Iterator, List, Optional
 
 import gin
@@ -119,7 +121,7 @@ class ClusterError(RuntimeError):
 
 @gin.configurable
 def make_strategy(name: str = "default", num_cpu_devices: int = 2, tpu_address: str = "",
-                  peer_timeout_seconds: float = 60.0,
+                  peer_timeout_seconds: float = 10.0,
                   start_timeout_seconds: float = 300.0) -> tf.distribute.Strategy:
   """The ``tf.distribute.Strategy`` called ``name`` (see the module docstring).
 
@@ -127,9 +129,10 @@ def make_strategy(name: str = "default", num_cpu_devices: int = 2, tpu_address: 
     name: one of :data:`STRATEGIES`.
     num_cpu_devices: for ``mirrored`` without GPUs: logical CPU devices to replicate over.
     tpu_address: for ``tpu``: the TPU's name or grpc:// address ("" = the local TPU VM).
-    peer_timeout_seconds: for ``multi_worker``: how long a worker may stop answering (frozen,
-      its machine lost) before the others give up; a killed worker is usually noticed at once
-      (its connections close). Also bounds how long a worker waits for the others at exit.
+    peer_timeout_seconds: for ``multi_worker``: how long a worker may stop answering (killed,
+      frozen, its machine lost) before the others give up on it; 10 is TensorFlow's own
+      default. A killed worker is often noticed at once, by a connection it closes. Also
+      bounds how long a worker waits for the others at exit.
     start_timeout_seconds: for ``multi_worker``: how long the workers wait at start-up for
       every worker of TF_CONFIG's cluster to join (when the workers start far apart, e.g.
       queued by a scheduler, raise it).
@@ -180,6 +183,9 @@ def _multi_worker(peer_timeout_seconds: float,
   logging.info("Waiting up to %s s for the %d workers of TF_CONFIG's cluster to join "
                "(make_strategy.start_timeout_seconds; Ctrl-C quits).", start_timeout_seconds,
                sum(len(hosts) for hosts in cluster.values()))
+  # TensorFlow holds Python's GIL while it waits, so the thread that copies stderr
+  # (`l2f_tf.console`) could not print the line above until the wait ends: let it run first.
+  time.sleep(0.2)
   try:
     with _ctrl_c_kills():
       return tf.distribute.MultiWorkerMirroredStrategy()
@@ -328,19 +334,16 @@ def remove_scratch(root_dir: str, name: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+_ALL_REDUCE_SUM: Dict[tf.distribute.Strategy, tf.types.experimental.GenericFunction] = {}
+
+
 def all_reduce_sum(strategy: tf.distribute.Strategy, value: float) -> float:
   """The sum of ``value`` over every replica of every worker (one collective: every worker
-  must call it at the same point of its program)."""
-  function = _ALL_REDUCE_SUM.get(id(strategy))
-  if function is None:
-    @tf.function
-    def function(x):
-      return strategy.reduce("sum", strategy.run(tf.identity, args=(x,)), axis=None)
-    _ALL_REDUCE_SUM[id(strategy)] = function
-  return float(function(tf.constant(value, tf.float32)))
-
-
-_ALL_REDUCE_SUM = {}
+  must call it at the same point of its program; traced once per strategy)."""
+  if strategy not in _ALL_REDUCE_SUM:
+    _ALL_REDUCE_SUM[strategy] = tf.function(
+        lambda x: strategy.reduce("sum", strategy.run(tf.identity, args=(x,)), axis=None))
+  return float(_ALL_REDUCE_SUM[strategy](tf.constant(value, tf.float32)))
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
@@ -393,9 +396,10 @@ def _detail(error: Exception) -> str:
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   keys = ("peer", "is down", "Connection", "Deadline", "timed out", "abort", "heartbeat")
   found = next((i for i, line in enumerate(lines) if any(k in line for k in keys)), 0)
-  detail = " ".join(lines[found:found + 2] if lines[found:found + 1] and
-                    lines[found].endswith(":") else lines[found:found + 1])
-  detail = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", detail)
+  picked = lines[found:found + 1]
+  if picked and picked[0].endswith(":"):
+    picked = lines[found:found + 2]
+  detail = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", " ".join(picked))
   return detail.replace("Collective ops is aborted by: ", "")
 
 

@@ -1,10 +1,11 @@
 """Faults of a multi-worker run: every worker ends in bounded time with one line, and running
 every worker's command again ends with the weights of an uninterrupted run.
 
-* a frozen worker (SIGSTOP: a lost machine, which closes no connection) is given up after
+* a frozen worker (SIGSTOP: a lost machine, which closes no connection) is given up within
   ``make_strategy.peer_timeout_seconds``, whichever worker it is;
 * a worker started alone gives up after ``make_strategy.start_timeout_seconds``;
-* a second process started as the same worker is refused (the non-chief's scratch lock);
+* a second process started as the same worker is refused (the non-chief's scratch lock), and
+  Ctrl-C ends a wait for the cluster at once;
 * SIGKILL of the chief or of the other worker at a random moment (before the first checkpoint
   too), and Ctrl-C on one worker: the others stop, the re-run resumes (or starts afresh).
 
@@ -36,8 +37,8 @@ SLACK = 15  # seconds a stopping worker may take beyond its timeout on a loaded 
 
 GIN_FILE = SINUSOID[0]
 # 200 meta-iterations of one compiled step each (no summaries: one trace instead of two),
-# checkpoints at 100 and 200: the first checkpoint comes at least ~12 s after the start on an
-# idle machine, after 100 steps, which leaves room for a kill before it.
+# checkpoints at 100 and 200: the first checkpoint comes 100 meta-iterations (2.5 s or more)
+# after tracing (3 s or more), which leaves room for a kill before it.
 RUN = SINUSOID[1] + [
     "Trainer.num_iterations = 200", "Runner.checkpoint_every = 100",
     "Trainer.summary_every = 0", "Trainer.steps_per_call = 1",
@@ -219,9 +220,8 @@ def test_a_second_process_of_the_same_worker_is_refused_and_ctrl_c_ends_a_wait(t
   first = start_worker(root, GIN_FILE, waits, tf_config, first_log)
   try:
     lock = os.path.join(root, "workertemp_1", ".lock")
-    wait_for(lambda: "Waiting up to" in open(first_log).read(), [first], logs,
-             "the first process to wait for the cluster")
-    assert f"PID {first.pid} " in open(lock).read()
+    wait_for(lambda: os.path.exists(lock) and f"PID {first.pid} " in open(lock).read(),
+             [first], logs, "the first process's lock")
     second_log = os.path.join(logs, "second.log")
     second = start_worker(root, GIN_FILE, waits, tf_config, second_log)
     code, took = wait_one(second, TIMEOUT, logs)
@@ -231,10 +231,16 @@ def test_a_second_process_of_the_same_worker_is_refused_and_ctrl_c_ends_a_wait(t
     assert f"PID {first.pid} " in line and "already running" in line
     assert "Waiting up to" not in open(second_log).read()  # it never joined the cluster
     assert first.poll() is None
+    # It waits for the cluster a moment after its lock (its log line may lag: TensorFlow
+    # holds the GIL while it waits, see distribution._multi_worker).
+    deadline = time.time() + 5
+    while "Waiting up to" not in open(first_log).read() and time.time() < deadline:
+      time.sleep(0.1)
     first.send_signal(signal.SIGINT)
     code, took = wait_one(first, SLACK, logs)
-    print(f"Ctrl-C ended the first worker's wait after {took:.1f} s")
-    assert code == -signal.SIGINT and took < 5, read_logs(logs)  # the shell's status 130
+    print(f"Ctrl-C ended the first worker's wait after {took:.1f} s (status {code})")
+    # Killed by SIGINT (the shell's status 130), or, just before the wait, status 130.
+    assert code in (-signal.SIGINT, 130) and took < 5, read_logs(logs)
     assert "Traceback" not in open(first_log).read()
   finally:
     first.kill()

@@ -1,8 +1,7 @@
 """One gin file of each domain runs end to end (tiny bindings, every stage): the sinusoid and
-glyphs in the default tier, LEO and meta-RL in the slow tier (for the default tier's time);
-tests/test_gin_files_*.py run every other file in the slow tier (tests/end_to_end.py)."""
-
-import pytest
+glyphs here in the default tier, LEO and meta-RL in tests/test_end_to_end_slow.py (for the
+default tier's time); tests/test_gin_files_*.py run every other file in the slow tier
+(tests/end_to_end.py)."""
 
 from tests import end_to_end
 from tests.end_to_end import DEFAULT_TIER_FILES
@@ -15,14 +14,3 @@ def test_sinusoid_file_runs_end_to_end(tmp_path):
 def test_glyph_file_runs_end_to_end(tmp_path):
   end_to_end.check_glyph_file(DEFAULT_TIER_FILES["glyphs"], str(tmp_path / "run"),
                               str(tmp_path / "glyphs"))
-
-
-@pytest.mark.slow
-def test_leo_glyph_file_runs_end_to_end(tmp_path):
-  end_to_end.check_leo_glyph_file(DEFAULT_TIER_FILES["leo"], str(tmp_path / "run"),
-                                  str(tmp_path / "glyphs"))
-
-
-@pytest.mark.slow
-def test_rl_file_runs_end_to_end(tmp_path):
-  end_to_end.check_rl_file(DEFAULT_TIER_FILES["rl"], str(tmp_path / "run"))

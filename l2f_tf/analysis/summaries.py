@@ -25,7 +25,7 @@ def read_scalars(event_dir: str, prefix: str = "") -> Dict[str, Series]:
                      "summaries there yet.")
   points: Dict[str, Dict[int, float]] = {}
   for path in files:
-    for event in _events(path):
+    for event in events(path):
       for value in event.summary.value:
         if not value.tag.startswith(prefix):
           continue
@@ -46,7 +46,7 @@ def read_scalars(event_dir: str, prefix: str = "") -> Dict[str, Series]:
   return series
 
 
-def _events(path: str):
+def events(path: str):
   """The events of one file; a record cut short (a kill while writing) ends the file."""
   try:
     for record in tf.data.TFRecordDataset(path):

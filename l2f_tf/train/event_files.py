@@ -15,19 +15,11 @@ from typing import Callable
 import tensorflow as tf
 
 from l2f_tf import atomic
+from l2f_tf.analysis import summaries
 
 PATTERN = "events.out.tfevents.*"
 # The suffix of the event files of a run's final evaluation (one file per evaluation).
 EVALUATION_SUFFIX = ".evaluation"
-
-
-def _events(path: str):
-  """The events of the file at ``path``, up to a record that a killed writer left half."""
-  try:
-    for record in tf.data.TFRecordDataset(path):
-      yield tf.compat.v1.Event.FromString(record.numpy())
-  except tf.errors.DataLossError:
-    return
 
 
 def drop_points(directory: str, drop: Callable[[int, str], bool],
@@ -38,7 +30,7 @@ def drop_points(directory: str, drop: Callable[[int, str], bool],
   dropped = 0
   for path in sorted(glob.glob(os.path.join(glob.escape(directory), pattern))):
     kept, removed, points = [], 0, 0
-    for event in _events(path):
+    for event in summaries.events(path):
       values = event.summary.value
       if values and any(drop(int(event.step), value.tag) for value in values):
         removed += 1

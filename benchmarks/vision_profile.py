@@ -2,13 +2,16 @@
 
   python benchmarks/vision_profile.py                     # reference config, default path
   python benchmarks/vision_profile.py --case=5,5,0,0,0    # the plain (one tape) path
+  python benchmarks/vision_profile.py --batch_norm=task_norm_i  # another batch-norm mode
   tensorboard --logdir=/tmp/l2f_tf_vision_profile         # the trace, in the Profile tab
 
 The case is that of benchmarks/vision_step.py (shots, inner steps, first order, jit,
-sequential; default 5,5,0,0,1), as is ``--precision``; the step is built by its ``build_step``, warmed up, then ``--iterations``
-meta-iterations run under ``tf.profiler.experimental``. The trace is written to ``--logdir``
-and summarised with TensorFlow's own converter (the profiler's "framework_op_stats" tool):
-self time per layer kind (conv, bn, relu, pool, logits; from the op types and names), per op type and per op, summed over the profiled iterations and divided by their
+sequential; default 5,5,0,0,1), as are ``--precision`` and ``--batch_norm``; the step is built
+by its ``build_step``, warmed up, then ``--iterations`` meta-iterations run under
+``tf.profiler.experimental``. The trace is written to ``--logdir`` and summarised with
+TensorFlow's own converter (the profiler's "framework_op_stats" tool): self time per layer kind
+(conv, bn, relu, pool, logits; from the op types and names), per op type and per op, summed
+over the profiled iterations and divided by their
 number, so the figures are per meta-iteration. The percentages are of the ops' total self time
 on the host (the two worker threads' time, not wall time).
 """
@@ -93,13 +96,14 @@ def summarise(rows: List[Dict], iterations: int, top: int) -> Tuple[List[str], .
 def main(argv):
   del argv
   import tensorflow as tf
-  case = vision_step.CASE.value or "5,5,0,0,1"  # --case and --precision are vision_step's flags
+  case = vision_step.CASE.value or "5,5,0,0,1"  # vision_step's flags
   precision_name = vision_step.PRECISION.value
   shots, steps, first_order, jit, sequential_tasks = (int(v) for v in case.split(","))
   meta_batch = 4 if shots == 1 else 2
   step, episode = vision_step.build_step(shots, meta_batch, steps, bool(first_order), bool(jit),
                                          bool(sequential_tasks), precision_name,
-                                         vision_step.SIZE_FLAG.value)
+                                         vision_step.SIZE_FLAG.value,
+                                         vision_step.BATCH_NORM.value)
   for _ in range(2):
     float(step(episode))
   logdir = os.path.abspath(LOGDIR.value)

@@ -242,12 +242,25 @@ class Trainer:
             learner.per_task_meta_gradients(episodes, first_order=first_order))
     return loss, list(grads), metrics
 
+  def _with_static_tasks(self, episodes):
+    """The replica's episodes with their task axis static (T / R tasks): inside the compiled
+    loop a multi-worker iterator yields them with that axis unknown, which the learners
+    refuse (they unroll their loop over tasks)."""
+    tasks = self.domain.meta_batch_size // self.strategy.num_replicas_in_sync
+
+    def static(t):
+      if t.shape.rank is None:
+        return t
+      return tf.ensure_shape(t, [tasks] + t.shape.as_list()[1:])
+
+    return tf.nest.map_structure(static, episodes)
+
   def _replica_step(self, gradients_fn, episodes):
     """Sums the replicas' meta-gradients, checks them, clips the sum, applies the outer update
     if the meta-loss and the meta-gradient are finite; returns (loss, metrics, finite)."""
     learner = self.learner
     replicas = self.strategy.num_replicas_in_sync
-    loss, grads, metrics = gradients_fn(episodes)
+    loss, grads, metrics = gradients_fn(self._with_static_tasks(episodes))
     loss_scale = precision.dynamic_loss_scale(self.optimizer)  # None unless mixed_float16
     pairs = [(g, v) for g, v in zip(grads, learner.meta_variables) if g is not None]
     # 1 where this replica's meta-loss is not finite; summed with the gradients, so that every
@@ -462,11 +475,9 @@ class Trainer:
     with_metrics = self.summary_every > 0 and (step + 1) % self.summary_every == 0
     # With steps_per_call > 1 every step without summaries runs in the compiled loop (also a
     # single one), so a run compiles two functions: the loop and the step with summaries.
-    # With 1, and for single steps of a multi-worker run (whose iterator has no static task
-    # count inside a loop), the plain step replaces the loop.
+    # With 1, the plain step replaces the loop.
     chunk = 1 if with_metrics else self._steps_until_event(step, limit)
-    multi_worker = isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    use_loop = not with_metrics and self.steps_per_call > 1 and (chunk > 1 or not multi_worker)
+    use_loop = not with_metrics and self.steps_per_call > 1
     guard = self.guard
     compiled = ("loop", first_order) if use_loop else ("step", first_order, with_metrics)
     started = time.perf_counter()

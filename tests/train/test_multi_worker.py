@@ -84,3 +84,21 @@ def test_a_killed_worker_stops_the_other_and_the_same_commands_resume(tmp_path):
       assert f"Resumed from {os.path.join(root, 'checkpoints', f'ckpt-{last}')}" in f.read()
   assert_same_training(root, reference)
   only_the_chief_wrote(root, validated=False, chief_runs=2)  # the first run and the resume
+
+
+def test_two_workers_run_several_meta_iterations_per_call_like_one_process(tmp_path):
+  """``Trainer.steps_per_call > 1`` (the shipped sinusoid files use 100): the compiled loop
+  reads the distributed iterator itself, where the per-replica episodes have no static task
+  count unless the trainer gives them one; the run must equal a one-process run."""
+  root, logs, reference = str(tmp_path / "run"), str(tmp_path / "logs"), str(tmp_path / "ref")
+  os.makedirs(logs)
+  gin_file, bindings = SINUSOID
+  looped = bindings + ["Trainer.steps_per_call = 3", "Runner.checkpoint_every = 3",
+                       "Trainer.summary_every = 100"]
+  workers = start_workers(root, gin_file, looped, logs)
+  run_one_process(reference, gin_file, looped)
+  assert wait_all(workers, logs) == [0, 0], read_logs(logs)
+  with open(os.path.join(logs, "worker0.log")) as f:
+    assert "Compiled the loop" in f.read(), read_logs(logs)  # the loop ran, not single steps
+  assert_same_training(root, reference)
+  only_the_chief_wrote(root, validated=False)

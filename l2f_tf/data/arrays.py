@@ -196,5 +196,6 @@ class TaskPointSampler:
       return Episode(*(tf.ensure_shape(f, s) for f, s in zip(fields, shapes)))
 
     dataset = episodes.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return episodic.without_autotuning(
+        dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 

@@ -213,6 +213,18 @@ def l2_normalize_tf(x: tf.Tensor) -> tf.Tensor:
   return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1, epsilon=_EPSILON)
 
 
+def without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """``dataset`` without tf.data's autotuning: ``AUTOTUNE`` parallelism becomes one call per
+  core and ``AUTOTUNE`` prefetching a fixed buffer. Deleting an iterator waits for the
+  autotuning thread of its pipeline, whose pause between two optimisations doubles up to a
+  minute; when the garbage collector dropped a long-lived iterator (a validation's, a finished
+  run's), the thread that happened to run it stood still for up to that long (docs/testing.md,
+  "Stalls")."""
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.with_options(options)
+
+
 def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
                     num_episodes: Optional[int] = None, batch_size: int = 1,
                     drop_remainder: bool = True,
@@ -245,7 +257,7 @@ def episode_dataset(sampler: EpisodeSampler, seed: int, start: int = 0,
     dataset = tf.data.Dataset.range(start, start + num_episodes)
   dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+  return without_autotuning(dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset)
 
 
 def meta_batch_episodes(start_step: int, meta_batch_size: int, first: int = 0,

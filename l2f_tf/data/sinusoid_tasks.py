@@ -21,6 +21,7 @@ from typing import NamedTuple, Tuple
 import gin
 import tensorflow as tf
 
+from l2f_tf.data import episodic
 from l2f_tf.data.episode import Episode
 
 
@@ -110,6 +111,7 @@ def episode_dataset(tasks: SinusoidTasks, num_tasks: int, num_support: int, num_
                               dtype=dtype)
     return episode
 
-  return (tf.data.Dataset.range(start_index, 2**62)
-          .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-          .prefetch(tf.data.AUTOTUNE))
+  return episodic.without_autotuning(
+      tf.data.Dataset.range(start_index, 2**62)
+      .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      .prefetch(tf.data.AUTOTUNE))

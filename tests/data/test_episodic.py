@@ -116,3 +116,23 @@ def test_too_few_classes_or_images_are_clear_errors(dataset_root):
     sampler(dataset_root, k=4, q=5)
   with pytest.raises(ValueError, match="num_shots must be >= 1"):
     sampler(dataset_root, k=0)
+
+
+def test_every_episode_pipeline_runs_without_tf_data_autotuning(dataset_root):
+  """Deleting an iterator waits for its pipeline's autotuning thread, which pauses up to a
+  minute between optimisations: dropping a long-lived iterator stalled the caller (seconds to
+  tens of seconds, docs/testing.md). Every episode stream of the library turns it off."""
+  import tensorflow as tf
+  from l2f_tf.data import arrays, sinusoid_tasks
+  from tests.data.test_arrays import points
+
+  x, y = points()
+  pipelines = {
+      "images": episodic.episode_dataset(sampler(dataset_root), 0, num_episodes=2),
+      "images, no prefetch": episodic.episode_dataset(sampler(dataset_root), 0, prefetch=False),
+      "arrays": arrays.TaskPointSampler(x, y, "a", 2, 2).dataset(
+          0, tf.data.Dataset.range(4), batch_size=2),
+      "sinusoid": sinusoid_tasks.episode_dataset(sinusoid_tasks.SinusoidTasks(), 2, 3, 3, 0)}
+  for name, dataset in pipelines.items():
+    assert dataset.options().autotune.enabled is False, name
+  assert tf.data.Dataset.range(3).options().autotune.enabled is not False  # the default differs

@@ -11,9 +11,9 @@ by its ``build_step``, warmed up, then ``--iterations`` meta-iterations run unde
 ``tf.profiler.experimental``. The trace is written to ``--logdir`` and summarised with
 TensorFlow's own converter (the profiler's "framework_op_stats" tool): self time per layer kind
 (conv, bn, relu, pool, logits; from the op types and names), per op type and per op, summed
-over the profiled iterations and divided by their
-number, so the figures are per meta-iteration. The percentages are of the ops' total self time
-on the host (the two worker threads' time, not wall time).
+over the profiled iterations and divided by their number, so the figures are per
+meta-iteration. The percentages are of the ops' total self time on the host (the two worker
+threads' time, not wall time).
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)

@@ -4,8 +4,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from l2f_tf.data import episodic, readers
+from l2f_tf.data import arrays, episodic, readers, sinusoid_tasks
+from tests.data.test_arrays import points
 from tests.fake_images import decode_codes, write_class_folders
 
 N, K, Q = 3, 2, 3
@@ -122,10 +124,6 @@ def test_every_episode_pipeline_runs_without_tf_data_autotuning(dataset_root):
   """Deleting an iterator waits for its pipeline's autotuning thread, which pauses up to a
   minute between optimisations: dropping a long-lived iterator stalled the caller (seconds to
   tens of seconds, docs/testing.md). Every episode stream of the library turns it off."""
-  import tensorflow as tf
-  from l2f_tf.data import arrays, sinusoid_tasks
-  from tests.data.test_arrays import points
-
   x, y = points()
   pipelines = {
       "images": episodic.episode_dataset(sampler(dataset_root), 0, num_episodes=2),

@@ -5,9 +5,11 @@
 This file is ours: it only imports the authors' modules from ``--source`` (a copy made by
 ``benchmarks/vision_step.py --compare_reference`` outside the repository) and calls them. Their
 configuration object is built the way their training script builds it, from their JSON
-config for miniImageNet, L2F, 5-way 5-shot (conv4 with 48 filters, 5 inner steps, second
-order, attenuation on, Adam, gradients clipped to [-10, 10]); only the image size may be
-overridden for smoke runs. Their training iteration (``run_train_iter``) is called with an
+config for miniImageNet, L2F, 5-way 5-shot: conv4 with 48 filters and meta-batch 2 (the
+default), or ResNet12 with meta-batch 1 (``--config=resnet12``); 5 inner steps, second order,
+attenuation on, Adam, gradients clipped to [-10, 10]. Only the number of inner steps
+(``--inner_steps``) and the image size (smoke runs) may be overridden. Their training
+iteration (``run_train_iter``) is called with an
 epoch past their first-order warm-up epochs so that it differentiates through the inner loop
 (second order). The images are random: the cost does not depend on their content.
 
@@ -26,11 +28,16 @@ import sys
 import time
 import warnings
 
-CONFIG = "experiment_config/mini-imagenet_l2f_mini-imagenet_5_way_5_shot_0.json"
+CONFIGS = {  # --config: the authors' JSON files for L2F, miniImageNet, 5-way 5-shot
+    "conv4": "experiment_config/mini-imagenet_l2f_mini-imagenet_5_way_5_shot_0.json",
+    "resnet12": "experiment_config/mini-imagenet_l2f_mini-imagenet_5_way_5_shot_0_resnet12.json",
+}
 
 
-def build_system(source: str, size: int):
-  """The authors' MAMLFewShotClassifier on the CPU, configured from their JSON file."""
+def build_system(source: str, size: int, config: str = "conv4", inner_steps: int = 0):
+  """The authors' MAMLFewShotClassifier on the CPU, configured from their JSON file; with
+  ``inner_steps`` > 0, that many inner steps instead of the file's (their per-step learning
+  rates and loss weights are sized from it when the system is built)."""
   import torch
   sys.path.insert(0, source)
   from few_shot_learning_system import MAMLFewShotClassifier  # the authors' module
@@ -38,7 +45,7 @@ def build_system(source: str, size: int):
 
   saved_argv = sys.argv
   os.environ.setdefault("DATASET_DIR", os.path.join(source, "no_data"))  # only joined, never read
-  sys.argv = [saved_argv[0], "--name_of_args_json_file", os.path.join(source, CONFIG)]
+  sys.argv = [saved_argv[0], "--name_of_args_json_file", os.path.join(source, CONFIGS[config])]
   try:
     with contextlib.redirect_stdout(io.StringIO()):  # they print every setting
       args, _ = get_args()
@@ -46,6 +53,8 @@ def build_system(source: str, size: int):
     sys.argv = saved_argv
   args.use_cuda = False
   args.image_height = args.image_width = size
+  if inner_steps:
+    args.number_of_training_steps_per_iter = inner_steps
   device = torch.device("cpu")
   with contextlib.redirect_stdout(io.StringIO()):  # and every parameter shape
     system = MAMLFewShotClassifier(
@@ -80,6 +89,10 @@ def main() -> None:
   parser.add_argument("--threads", type=int, default=0,
                       help="torch.set_num_threads; 0 = the logical CPUs this process may use.")
   parser.add_argument("--size", type=int, default=84, help="Image height and width.")
+  parser.add_argument("--config", choices=sorted(CONFIGS), default="conv4",
+                      help="Which of the authors' 5-way 5-shot L2F configurations.")
+  parser.add_argument("--inner_steps", type=int, default=0,
+                      help="Inner steps per task; 0 = the configuration's (5).")
   flags = parser.parse_args()
 
   warnings.filterwarnings("ignore")  # their scheduler calls are deprecated in recent torch
@@ -88,7 +101,7 @@ def main() -> None:
 
   threads = flags.threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
-  system, args = build_system(flags.source, flags.size)
+  system, args = build_system(flags.source, flags.size, flags.config, flags.inner_steps)
   epoch = args.first_order_to_second_order_epoch + 1
   second_order = bool(args.second_order and epoch > args.first_order_to_second_order_epoch)
   batch = random_batch(args, np.random.default_rng(0))
@@ -109,7 +122,7 @@ def main() -> None:
       "inner_steps": args.number_of_training_steps_per_iter, "attenuate": bool(args.attenuate),
       "meta_batch": args.batch_size, "ways": args.num_classes_per_set,
       "shots": args.num_samples_per_class, "queries": args.num_target_samples,
-      "size": args.image_height}))
+      "size": args.image_height, "architecture": args.architecture}))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@
   python benchmarks/vision_step.py --batch_norm=support  # every case, batch norm in that mode
   python benchmarks/vision_step.py --compare_batch_norm --rounds=3  # the three batch-norm modes
                                                      # at the reference case, interleaved
+  python benchmarks/vision_step.py --compare_reference --backbone=resnet12  # the authors'
+                                                     # ResNet12 5-way 5-shot configuration
 
 Reference configuration (docs/settings.md, section 3): 5-way 5-shot, 15 queries per class,
 84x84x3 images, conv4 with 48 filters, meta-batch 2, 5 inner steps, second order, MAML+L2F; also
-first order and 1-shot (meta-batch 4). Episodes are random images: the cost does not depend on their content.
+first order and 1-shot (meta-batch 4). ``--backbone=resnet12``: the ResNet12 of the paper
+(64, 128, 256, 512 channels) at the authors' ResNet12 5-way 5-shot configuration, meta-batch 1
+(also for 1-shot cases). Episodes are random images: the cost does not depend on their content.
 Peak memory is the process's maximum resident set size (ru_maxrss), so each case runs alone.
 "sequential" is the library's default for images (``Trainer.sequential_tasks``): tasks one at a
 time with recomputed inner steps (`l2f_tf.meta.sequential`); "plain" is one tape around
@@ -86,6 +90,13 @@ COMPARE_BATCH_NORM = flags.DEFINE_boolean(
     "compare_batch_norm", False, "Time every batch-norm mode at the reference case (5-shot, "
     "second order, sequential), each in its own process, the modes interleaved within each of "
     "--rounds rounds, and print each mode's time and memory over the transductive one's.")
+BACKBONES = ("conv4", "resnet12")
+BACKBONE = flags.DEFINE_enum("backbone", "conv4", BACKBONES, "conv4 (48 filters) or resnet12 "
+                             "(meta-batch 1, the authors' ResNet12 configuration).")
+MEMORY_CAP_GB = flags.DEFINE_float(
+    "memory_cap_gb", 20.0, "A timed process whose resident memory exceeds this is stopped and "
+    "reported as not fitting (the machine has no swap: past its memory the kernel would kill "
+    "something else).")
 THREADS = flags.DEFINE_integer("threads", 0, "torch.set_num_threads for the authors' code; 0 = "
                                "the logical CPUs the process may use (what TensorFlow uses by "
                                "default).")
@@ -110,9 +121,17 @@ TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm"]  # what their modules im
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step_driver.py")
 
 
+def meta_batch_size(shots: int, backbone: str = "conv4") -> int:
+  """Tasks per meta-iteration: the authors' configurations (conv4: 2 for 5-shot, 4 for 1-shot;
+  ResNet12: 1)."""
+  if backbone == "resnet12":
+    return 1
+  return 2 if shots == 5 else 4
+
+
 def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
                sequential_tasks: bool, precision_name: str = "float32", size: int = SIZE,
-               batch_norm: str = "transductive"):
+               batch_norm: str = "transductive", backbone: str = "conv4"):
   """(step, episode): one meta-iteration of the reference configuration as a tf.function
   (meta-gradient, clipping, Adam) and a fixed batch of random episodes to feed it."""
   import gin
@@ -126,6 +145,7 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
   from l2f_tf.meta.attenuation import TaskConditionedAttenuation
   from l2f_tf.meta.learner import MetaLearner
   from l2f_tf.models.conv4 import conv4
+  from l2f_tf.models.resnet12 import resnet12
 
   def cross_entropy(y, logits):
     return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits,
@@ -135,8 +155,11 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
   with gin.unlock_config():
     gin.bind_parameter("BatchNorm.mode", batch_norm)
   with precision.policy_scope(precision_name):
-    network = precision.convert(conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48),
-                                precision_name)
+    if backbone == "resnet12":
+      network = resnet12(num_classes=WAYS, image_shape=(size, size, 3))
+    else:
+      network = conv4(num_classes=WAYS, image_shape=(size, size, 3), filters=48)
+    network = precision.convert(network, precision_name)
     learner = MetaLearner(network, cross_entropy, num_inner_steps=inner_steps, inner_lr=0.01,
                           attenuation=TaskConditionedAttenuation(), task_reduction="sum")
   optimizer = keras.optimizers.Adam(1e-3)
@@ -167,13 +190,14 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
 
 def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
             sequential_tasks: bool, repeats: int, precision_name: str = "float32",
-            warmup: int = 2, size: int = SIZE, batch_norm: str = "transductive"):
+            warmup: int = 2, size: int = SIZE, batch_norm: str = "transductive",
+            backbone: str = "conv4"):
   import keras
   import tensorflow as tf
   from tensorflow.python.util import _pywrap_util_port
 
   step, episode = build_step(shots, meta_batch, inner_steps, first_order, jit,
-                             sequential_tasks, precision_name, size, batch_norm)
+                             sequential_tasks, precision_name, size, batch_norm, backbone)
   start = time.perf_counter()
   float(step(episode))
   compile_seconds = time.perf_counter() - start
@@ -193,13 +217,55 @@ def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, ji
           "onednn": bool(_pywrap_util_port.IsMklEnabled())}
 
 
+class MemoryCapExceeded(RuntimeError):
+  """A timed process grew past the memory cap and was stopped; ``peak_mb`` is what it reached."""
+
+  def __init__(self, peak_mb: float, cap_mb: float):
+    super().__init__(f"did not fit: stopped at {peak_mb / 1024:.1f} GB resident, past the "
+                     f"{cap_mb / 1024:.1f} GB cap (--memory_cap_gb)")
+    self.peak_mb, self.cap_mb = peak_mb, cap_mb
+
+
+def resident_mb(pid: int) -> float:
+  """The resident memory of process ``pid`` in MB (0 once it has exited)."""
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      for line in f:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) / 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return 0.0
+
+
+def run_capped(command: List[str], cap_mb: Optional[float], poll_s: float = 0.2,
+               rss: Callable[[int], float] = resident_mb) -> subprocess.CompletedProcess:
+  """``subprocess.run(command, capture_output=True, text=True)``, except that the process is
+  killed once its resident memory exceeds ``cap_mb`` (MemoryCapExceeded), so that a case that
+  cannot fit is reported instead of taking the machine's memory from everything else."""
+  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  peak = 0.0
+  while True:
+    try:
+      stdout, stderr = process.communicate(timeout=poll_s)
+      return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+      peak = max(peak, rss(process.pid))
+      if cap_mb and peak > cap_mb:
+        process.kill()
+        process.communicate()
+        raise MemoryCapExceeded(peak, cap_mb) from None
+
+
 def run_case(case: str, repeats: int, precision_name: str = "float32", warmup: int = 2,
-             size: int = SIZE, batch_norm: str = "transductive") -> Dict:
-  """One case in a fresh process (peak RSS is per process); raises RuntimeError if it fails."""
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--case={case}",
-                        f"--repeats={repeats}", f"--precision={precision_name}",
-                        f"--warmup={warmup}", f"--size={size}", f"--batch_norm={batch_norm}"],
-                       capture_output=True, text=True)
+             size: int = SIZE, batch_norm: str = "transductive", backbone: str = "conv4",
+             cap_mb: Optional[float] = None) -> Dict:
+  """One case in a fresh process (peak RSS is per process); raises RuntimeError if it fails
+  (MemoryCapExceeded if it outgrew ``cap_mb``)."""
+  out = run_capped([sys.executable, os.path.abspath(__file__), f"--case={case}",
+                    f"--repeats={repeats}", f"--precision={precision_name}",
+                    f"--warmup={warmup}", f"--size={size}", f"--batch_norm={batch_norm}",
+                    f"--backbone={backbone}"], cap_mb)
   if out.returncode:
     lines = out.stderr.strip().splitlines() or ["no output"]
     raise RuntimeError(lines[-1])
@@ -340,9 +406,13 @@ def setup_reference(folder: str, git_dir: Optional[str], url: str,
 
 
 def run_reference(python: str, src: str, repeats: int, warmup: int, threads: int, size: int,
-                  run: Callable = subprocess.run) -> Dict:
+                  run: Callable = subprocess.run, backbone: str = "conv4",
+                  inner_steps: int = 0) -> Dict:
+  """The authors' training iteration timed by benchmarks/reference_step_driver.py in the scratch
+  venv (``inner_steps`` 0: their configuration's 5); ``run`` may raise MemoryCapExceeded."""
   out = _checked(run, [python, DRIVER, f"--source={src}", f"--repeats={repeats}",
-                       f"--warmup={warmup}", f"--threads={threads}", f"--size={size}"],
+                       f"--warmup={warmup}", f"--threads={threads}", f"--size={size}",
+                       f"--config={backbone}", f"--inner_steps={inner_steps}"],
                  "the authors' training iteration")
   try:
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -394,23 +464,34 @@ def torch_line(result: Dict, origin: str) -> str:
   return (f"authors: torch {result['torch']}; torch.set_num_threads({result['threads_set']}), "
           f"torch.get_num_threads() = {result['torch_threads']}, interop threads "
           f"{result['torch_interop_threads']}; their config as run: "
+          f"{result.get('architecture', '4CONV')}, "
           f"{result.get('filters')} filters, {result.get('ways')}-way {result.get('shots')}-shot, "
           f"{result.get('queries')} queries, meta-batch {result.get('meta_batch')}, "
           f"{result.get('inner_steps')} inner steps, second order {result['second_order']}, "
           f"attenuation {result.get('attenuate')}; code: {origin}")
 
 
+def capped_run(cap_mb: Optional[float]) -> Callable:
+  """A ``subprocess.run`` look-alike (for ``run_reference``) that stops the process past
+  ``cap_mb`` of resident memory (MemoryCapExceeded)."""
+  return lambda command, **kwargs: run_capped(command, cap_mb)
+
+
 def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir: Optional[str],
                       url: str, threads: int, run_l2f: Callable = run_case,
                       setup: Callable = setup_reference, run_authors: Callable = run_reference,
-                      echo: Callable = print, busy: Callable = busy_cpus) -> Dict:
+                      echo: Callable = print, busy: Callable = busy_cpus,
+                      backbone: str = "conv4", cap_mb: Optional[float] = None) -> Dict:
   """Times l2f_tf (sequential, plain, and sequential with bfloat16 convolutions) and the
   authors' code one after another, prints the table; returns {label: result}. Never raises
-  because of the reference side."""
+  because of the reference side; a side that outgrows ``cap_mb`` is reported as not fitting,
+  with the memory it had reached."""
   info, busy_now = machine_info(), busy()
-  echo(f"conv4-48, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch 2, "
-       f"5 inner steps, second order, MAML+L2F, Adam; random images; median of {repeats} "
-       f"meta-iterations after {warmup} warm-up, each implementation in its own process")
+  network = "ResNet12 (64-128-256-512)" if backbone == "resnet12" else "conv4-48"
+  echo(f"{network}, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch "
+       f"{meta_batch_size(5, backbone)}, 5 inner steps, second order, MAML+L2F, Adam; random "
+       f"images; median of {repeats} meta-iterations after {warmup} warm-up, each "
+       f"implementation in its own process")
   echo(f"machine: {info['cpu_model']}, {info['physical_cores']} physical cores / "
        f"{info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable); "
        f"{busy_now:.2f} CPUs busy at start")
@@ -425,13 +506,17 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
     python = None
   for label, case, precision_name in COMPARED:
     try:
-      results[label] = run_l2f(case, repeats, precision_name, warmup, size)
+      results[label] = run_l2f(case, repeats, precision_name, warmup, size, backbone=backbone,
+                               cap_mb=cap_mb)
     except RuntimeError as error:
       echo(f"{label}: failed: {error}")
   if python:
     try:
-      authors = run_authors(python, src, repeats, warmup, threads, size)
+      authors = run_authors(python, src, repeats, warmup, threads, size,
+                            run=capped_run(cap_mb), backbone=backbone)
       results[AUTHORS] = authors
+    except MemoryCapExceeded as error:
+      echo(f"{AUTHORS}: {error}")
     except ReferenceUnavailable as error:
       echo(unavailable_line(str(error)))
   ours = [label for label, _, _ in COMPARED if label in results]
@@ -497,19 +582,22 @@ def main(argv):
         print(f"--- round {index + 1} of {ROUNDS.value}", flush=True)
       rounds.append(compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value,
                                       REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
-                                      REFERENCE_URL.value, THREADS.value))
+                                      REFERENCE_URL.value, THREADS.value,
+                                      backbone=BACKBONE.value,
+                                      cap_mb=MEMORY_CAP_GB.value * 1024))
     if ROUNDS.value > 1:
       summarise_rounds(rounds)
     return
   if CASE.value:
     shots, steps, first_order, jit, lean = (int(v) for v in CASE.value.split(","))
-    meta_batch = 2 if shots == 5 else 4
-    print(json.dumps(measure(shots, meta_batch, steps, bool(first_order), bool(jit),
-                             bool(lean), REPEATS.value, PRECISION.value, WARMUP.value,
-                             SIZE_FLAG.value, BATCH_NORM.value)))
+    print(json.dumps(measure(shots, meta_batch_size(shots, BACKBONE.value), steps,
+                             bool(first_order), bool(jit), bool(lean), REPEATS.value,
+                             PRECISION.value, WARMUP.value, SIZE_FLAG.value, BATCH_NORM.value,
+                             BACKBONE.value)))
     return
   size = SIZE_FLAG.value
-  print(f"conv4-48, {WAYS}-way, {QUERIES} queries/class, {size}x{size}, 5 inner steps, "
+  network = "resnet12 (meta-batch 1)" if BACKBONE.value == "resnet12" else "conv4-48"
+  print(f"{network}, {WAYS}-way, {QUERIES} queries/class, {size}x{size}, 5 inner steps, "
         f"MAML+L2F, {PRECISION.value}, batch norm {BATCH_NORM.value}, {os.cpu_count()} CPU "
         "cores")
   print(f"{'case':>22} {'meta-gradient':>14} {'XLA':>5} {'s/meta-iteration':>17} "
@@ -518,7 +606,8 @@ def main(argv):
     kind = "sequential" if lean else "plain"
     try:
       r = run_case(f"{shots},{steps},{int(first_order)},{int(jit)},{int(lean)}",
-                   REPEATS.value, PRECISION.value, WARMUP.value, size, BATCH_NORM.value)
+                   REPEATS.value, PRECISION.value, WARMUP.value, size, BATCH_NORM.value,
+                   BACKBONE.value, MEMORY_CAP_GB.value * 1024)
     except RuntimeError as error:
       print(f"{label:>22} {kind:>14} {str(jit):>5} failed: {error}")
       continue

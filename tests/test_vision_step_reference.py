@@ -4,6 +4,8 @@ network, no TensorFlow: the timed sides are replaced by fakes."""
 
 import os
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -48,7 +50,7 @@ def test_ratio_and_row_formatting():
 def _compare(setup, run_authors):
   lines, cases = [], []
 
-  def run_l2f(case, repeats, precision_name, warmup, size):
+  def run_l2f(case, repeats, precision_name, warmup, size, **kwargs):
     cases.append((case, precision_name))
     return dict(TF_SIDE)
 
@@ -83,7 +85,7 @@ def test_unavailable_reference_is_one_line_and_l2f_tf_alone(broken):
 
 def test_available_reference_gives_rows_and_ratios():
   lines, _, results = _compare(lambda *a: ("python", "src", "local git snapshot"),
-                               lambda *a: dict(AUTHORS_SIDE))
+                               lambda *a, **kwargs: dict(AUTHORS_SIDE))
   assert vision_step.AUTHORS in results
   assert "l2f_tf default (sequential) / authors: 0.69x" in lines
   assert "l2f_tf plain (one tape) / authors: 0.69x" in lines
@@ -125,3 +127,51 @@ def test_rounds_give_per_round_ratios_and_their_median():
   lines.clear()
   assert vision_step.summarise_rounds([{default: timed(2.0)}], echo=lines.append) == {}
   assert lines == ["No round has the authors' figure: no ratios."]
+
+
+def test_run_capped_returns_the_output_of_a_process_within_the_cap():
+  out = vision_step.run_capped([sys.executable, "-c", "print('ok')"], cap_mb=1e6)
+  assert out.returncode == 0 and out.stdout.strip() == "ok"
+
+
+def test_run_capped_stops_a_process_past_the_cap_and_says_how_far_it_got():
+  command = [sys.executable, "-c", "import time; time.sleep(30)"]
+  start = time.perf_counter()
+  with pytest.raises(vision_step.MemoryCapExceeded,
+                     match=r"did not fit: stopped at 3\.0 GB resident, past the 2\.0 GB cap"):
+    vision_step.run_capped(command, cap_mb=2048, poll_s=0.05, rss=lambda pid: 3072.0)
+  assert time.perf_counter() - start < 10
+
+
+def test_resident_mb_of_this_process_and_of_no_process():
+  assert vision_step.resident_mb(os.getpid()) > 1
+  assert vision_step.resident_mb(2 ** 22 + 12345) == 0.0
+
+
+def test_authors_side_that_does_not_fit_is_reported_with_its_memory():
+  def too_big(*args, **kwargs):
+    raise vision_step.MemoryCapExceeded(21000.0, 20480.0)
+
+  lines, cases, results = [], [], None
+
+  def run_l2f(case, repeats, precision_name, warmup, size, backbone, cap_mb):
+    cases.append((case, backbone, cap_mb))
+    return dict(TF_SIDE)
+
+  results = vision_step.compare_reference(
+      repeats=3, warmup=1, size=28, folder="unused", git_dir=None, url="unused", threads=0,
+      run_l2f=run_l2f, setup=lambda *a: ("python", "src", "origin"), run_authors=too_big,
+      echo=lines.append, busy=lambda: 0.0, backbone="resnet12", cap_mb=20480.0)
+  assert vision_step.AUTHORS not in results
+  assert f"{vision_step.AUTHORS}: did not fit: stopped at 20.5 GB resident, past the 20.0 GB " \
+         "cap (--memory_cap_gb)" in lines
+  assert lines[0].startswith("ResNet12 (64-128-256-512), 5-way 5-shot")
+  assert "meta-batch 1" in lines[0]
+  assert {backbone for _, backbone, _ in cases} == {"resnet12"}
+  assert {cap for _, _, cap in cases} == {20480.0}
+
+
+def test_meta_batch_sizes_follow_the_authors_configurations():
+  assert vision_step.meta_batch_size(5) == 2 and vision_step.meta_batch_size(1) == 4
+  assert vision_step.meta_batch_size(5, "resnet12") == 1
+  assert vision_step.meta_batch_size(1, "resnet12") == 1

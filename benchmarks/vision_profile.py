@@ -6,9 +6,9 @@
   tensorboard --logdir=/tmp/l2f_tf_vision_profile         # the trace, in the Profile tab
 
 The case is that of benchmarks/vision_step.py (shots, inner steps, first order, jit,
-sequential; default 5,5,0,0,1), as are ``--precision`` and ``--batch_norm``; the step is built
-by its ``build_step``, warmed up, then ``--iterations`` meta-iterations run under
-``tf.profiler.experimental``. The trace is written to ``--logdir`` and summarised with
+sequential; default 5,5,0,0,1), as are ``--precision``, ``--batch_norm`` and ``--backbone``;
+the step is built by its ``build_step``, warmed up, then ``--iterations`` meta-iterations run
+under ``tf.profiler.experimental``. The trace is written to ``--logdir`` and summarised with
 TensorFlow's own converter (the profiler's "framework_op_stats" tool): self time per layer kind
 (conv, bn, relu, pool, logits; from the op types and names), per op type and per op, summed
 over the profiled iterations and divided by their number, so the figures are per
@@ -99,11 +99,12 @@ def main(argv):
   case = vision_step.CASE.value or "5,5,0,0,1"  # vision_step's flags
   precision_name = vision_step.PRECISION.value
   shots, steps, first_order, jit, sequential_tasks = (int(v) for v in case.split(","))
-  meta_batch = 4 if shots == 1 else 2
-  step, episode = vision_step.build_step(shots, meta_batch, steps, bool(first_order), bool(jit),
+  backbone = vision_step.BACKBONE.value
+  step, episode = vision_step.build_step(shots, vision_step.meta_batch_size(shots, backbone),
+                                         steps, bool(first_order), bool(jit),
                                          bool(sequential_tasks), precision_name,
                                          vision_step.SIZE_FLAG.value,
-                                         vision_step.BATCH_NORM.value)
+                                         vision_step.BATCH_NORM.value, backbone)
   for _ in range(2):
     float(step(episode))
   logdir = os.path.abspath(LOGDIR.value)

@@ -18,12 +18,16 @@ step is timed in the same process (median of ``--repeats`` after ``--warmup``), 
 come from one sitting.
 
 It prints a table per kernel kind and layer shape (count, GFLOP, ms per call, achieved
-GFLOP/s), the floor, the step's time and their ratio.
+GFLOP/s), the floor, the step's time and their ratio. First it prints how many operations the
+traced graphs hold (the step's and those of the functions it calls) and the process's peak
+resident memory once traced; ``--trace_only`` stops there (the graph grows with the number of
+inner steps, which are unrolled: ``--case=5,50,0,0,1 --trace_only``).
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 import collections
+import resource
 import statistics
 import time
 from typing import Dict, Iterable, List, Tuple
@@ -36,6 +40,8 @@ else:  # run as a script: its folder is on sys.path
   import vision_step  # The step builder.
 
 KERNEL_REPEATS = flags.DEFINE_integer("kernel_repeats", 20, "Timed calls per distinct kernel.")
+TRACE_ONLY = flags.DEFINE_boolean("trace_only", False, "Only trace the step and print the size "
+                                  "of its graph and the memory after tracing.")
 
 CONV_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 Kernel = Tuple[str, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], str]
@@ -174,6 +180,11 @@ def main(argv):
       vision_step.BATCH_NORM.value, backbone)
   concrete = step.get_concrete_function(episode)
   functions = concrete.graph._functions  # pylint: disable=protected-access
+  operations = sum(len(g.get_operations()) for g, _ in _graphs(concrete.graph, functions, 1))
+  print(f"traced: {operations} operations in the step's graphs; peak resident memory "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
+  if TRACE_ONLY.value:
+    return
   counts = convolutions(concrete.graph, functions, image_channels=3, while_trips=meta_batch)
   if not counts:
     raise SystemExit("No convolution in the step's graph.")

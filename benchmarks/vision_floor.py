@@ -152,6 +152,12 @@ def layer_name(kernel: Kernel) -> str:
   return f"{n}x{h}x{w}x{cin} -> {cout}, {kh}x{kw}"
 
 
+def totals(counts: Dict[Kernel, int], seconds: Dict[Kernel, float]) -> Tuple[float, float]:
+  """(FLOPs of every convolution of the step, seconds of them all timed alone)."""
+  return (sum(flops(k) * c for k, c in counts.items()),
+          sum(seconds[k] * c for k, c in counts.items()))
+
+
 def table(counts: Dict[Kernel, int], seconds: Dict[Kernel, float]) -> List[str]:
   """Markdown rows per kernel and shape, then the total."""
   lines = ["| kernel | input, filter | calls | GFLOP per call | ms per call | GFLOP/s |",
@@ -160,8 +166,7 @@ def table(counts: Dict[Kernel, int], seconds: Dict[Kernel, float]) -> List[str]:
     f, s = flops(kernel), seconds[kernel]
     lines.append(f"| {kernel[0]} | {layer_name(kernel)} | {counts[kernel]} | {f / 1e9:.3f} | "
                  f"{1e3 * s:.2f} | {f / s / 1e9:.0f} |")
-  total_flops = sum(flops(k) * c for k, c in counts.items())
-  floor = sum(seconds[k] * c for k, c in counts.items())
+  total_flops, floor = totals(counts, seconds)
   lines.append(f"| all | | {sum(counts.values())} | {total_flops / 1e9:.1f} | "
                f"{1e3 * floor:.0f} | {total_flops / floor / 1e9:.0f} |")
   return lines
@@ -170,14 +175,10 @@ def table(counts: Dict[Kernel, int], seconds: Dict[Kernel, float]) -> List[str]:
 def main(argv):
   del argv
   import tensorflow as tf
-  shots, steps, first_order, jit, lean = (int(v) for v in
-                                          (vision_step.CASE.value or "5,5,0,0,1").split(","))
+  case = vision_step.CASE.value or "5,5,0,0,1"
   backbone, size = vision_step.BACKBONE.value, vision_step.SIZE_FLAG.value
   precision_name = vision_step.PRECISION.value
-  meta_batch = vision_step.meta_batch_size(shots, backbone)
-  step, episode = vision_step.build_step(
-      shots, meta_batch, steps, bool(first_order), bool(jit), bool(lean), precision_name, size,
-      vision_step.BATCH_NORM.value, backbone)
+  step, episode, meta_batch = vision_step.build_flag_step(case)
   concrete = step.get_concrete_function(episode)
   functions = concrete.graph._functions  # pylint: disable=protected-access
   operations = sum(len(g.get_operations()) for g, _ in _graphs(concrete.graph, functions, 1))
@@ -190,22 +191,15 @@ def main(argv):
     raise SystemExit("No convolution in the step's graph.")
   dtype = tf.bfloat16 if precision_name in ("bfloat16_conv", "mixed_bfloat16") else tf.float32
   info = vision_step.machine_info()
-  print(f"case {vision_step.CASE.value or '5,5,0,0,1'} ({backbone}, {precision_name}, "
+  print(f"case {case} ({backbone}, {precision_name}, "
         f"{size}x{size}); machine: {info['cpu_model']}, {info['usable_cpus']} usable CPUs, "
         f"{vision_step.busy_cpus():.2f} busy at start", flush=True)
   seconds = {k: time_kernel(k, KERNEL_REPEATS.value, dtype) for k in counts}
   print("\n".join(table(counts, seconds)))
-  floor = sum(seconds[k] * c for k, c in counts.items())
-  float(step(episode))
-  for _ in range(vision_step.WARMUP.value - 1):
-    float(step(episode))
-  times = []
-  for _ in range(vision_step.REPEATS.value):
-    start = time.perf_counter()
-    float(step(episode))
-    times.append(time.perf_counter() - start)
+  total_flops, floor = totals(counts, seconds)
+  times, _ = vision_step.time_step(step, episode, vision_step.REPEATS.value,
+                                   vision_step.WARMUP.value)
   step_s = statistics.median(times)
-  total_flops = sum(flops(k) * c for k, c in counts.items())
   best = max(flops(k) / seconds[k] for k in counts)
   print(f"the whole step: {step_s:.2f} s (median of {len(times)}), {total_flops / 1e9:.0f} GFLOP "
         f"of convolutions, {total_flops / step_s / 1e9:.0f} GFLOP/s over the step")

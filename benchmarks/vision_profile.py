@@ -98,13 +98,7 @@ def main(argv):
   import tensorflow as tf
   case = vision_step.CASE.value or "5,5,0,0,1"  # vision_step's flags
   precision_name = vision_step.PRECISION.value
-  shots, steps, first_order, jit, sequential_tasks = (int(v) for v in case.split(","))
-  backbone = vision_step.BACKBONE.value
-  step, episode = vision_step.build_step(shots, vision_step.meta_batch_size(shots, backbone),
-                                         steps, bool(first_order), bool(jit),
-                                         bool(sequential_tasks), precision_name,
-                                         vision_step.SIZE_FLAG.value,
-                                         vision_step.BATCH_NORM.value, backbone)
+  step, episode, _ = vision_step.build_flag_step(case)
   for _ in range(2):
     float(step(episode))
   logdir = os.path.abspath(LOGDIR.value)

@@ -188,6 +188,40 @@ def build_step(shots: int, meta_batch: int, inner_steps: int, first_order: bool,
   return step, episode
 
 
+def parse_case(case: str) -> Tuple[int, int, bool, bool, bool]:
+  """``--case``, "shots,inner_steps,first_order,jit,sequential", as (shots, inner steps,
+  first order, jit, sequential)."""
+  shots, steps, first_order, jit, sequential = (int(v) for v in case.split(","))
+  return shots, steps, bool(first_order), bool(jit), bool(sequential)
+
+
+def build_flag_step(default_case: str = "5,5,0,0,1"):
+  """(step, episode, meta-batch size) of ``build_step`` for this process's flags: ``--case``
+  (``default_case`` when unset), ``--precision``, ``--size``, ``--batch_norm`` and
+  ``--backbone`` (the step that vision_profile.py and vision_floor.py examine)."""
+  shots, steps, first_order, jit, sequential = parse_case(CASE.value or default_case)
+  meta_batch = meta_batch_size(shots, BACKBONE.value)
+  step, episode = build_step(shots, meta_batch, steps, first_order, jit, sequential,
+                             PRECISION.value, SIZE_FLAG.value, BATCH_NORM.value, BACKBONE.value)
+  return step, episode, meta_batch
+
+
+def time_step(step, episode, repeats: int, warmup: int) -> Tuple[List[float], float]:
+  """(seconds of each of ``repeats`` calls of ``step`` after ``warmup`` untimed ones, seconds of
+  the first call, which traces)."""
+  start = time.perf_counter()
+  float(step(episode))
+  first_call = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    float(step(episode))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    float(step(episode))
+    times.append(time.perf_counter() - start)
+  return times, first_call
+
+
 def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, jit: bool,
             sequential_tasks: bool, repeats: int, precision_name: str = "float32",
             warmup: int = 2, size: int = SIZE, batch_norm: str = "transductive",
@@ -198,16 +232,7 @@ def measure(shots: int, meta_batch: int, inner_steps: int, first_order: bool, ji
 
   step, episode = build_step(shots, meta_batch, inner_steps, first_order, jit,
                              sequential_tasks, precision_name, size, batch_norm, backbone)
-  start = time.perf_counter()
-  float(step(episode))
-  compile_seconds = time.perf_counter() - start
-  for _ in range(warmup - 1):
-    float(step(episode))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    float(step(episode))
-    times.append(time.perf_counter() - start)
+  times, compile_seconds = time_step(step, episode, repeats, warmup)
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
           "times": times, "first_call_s": compile_seconds, "peak_mb": peak_mb,
@@ -589,9 +614,9 @@ def main(argv):
       summarise_rounds(rounds)
     return
   if CASE.value:
-    shots, steps, first_order, jit, lean = (int(v) for v in CASE.value.split(","))
+    shots, steps, first_order, jit, lean = parse_case(CASE.value)
     print(json.dumps(measure(shots, meta_batch_size(shots, BACKBONE.value), steps,
-                             bool(first_order), bool(jit), bool(lean), REPEATS.value,
+                             first_order, jit, lean, REPEATS.value,
                              PRECISION.value, WARMUP.value, SIZE_FLAG.value, BATCH_NORM.value,
                              BACKBONE.value)))
     return

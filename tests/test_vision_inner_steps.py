@@ -62,7 +62,6 @@ def test_table_without_the_authors_has_two_columns():
 
 
 def test_figure_draws_times_memory_and_where_a_case_was_stopped(tmp_path):
-  pytest.importorskip("matplotlib")
   results, _, _ = _run_sweep([5, 20])
   path = sweep_lib.plot(str(tmp_path / "steps.png"), results, cap_mb=20480.0)
   assert (tmp_path / "steps.png").stat().st_size > 0

@@ -29,7 +29,7 @@ time with recomputed inner steps (`l2f_tf.meta.sequential`); "plain" is one tape
 l2f_tf (sequential, plain, and sequential with ``--precision=bfloat16_conv``) at the 5-shot
 second-order configuration, each in its own process, one after the other, and prints the
 ratios. The authors' code and a venv with torch 2.13 (CPU
-wheel), numpy and tqdm go to a scratch folder outside the repository (``--reference_dir``,
+wheel), numpy, tqdm and pillow go to a scratch folder outside the repository (``--reference_dir``,
 default ~/.cache/l2f_tf/reference); the code comes from ``git clone --depth 1`` or, without
 network, from a local git snapshot (``--reference_git_dir``, extracted with ``git archive``).
 benchmarks/reference_step_driver.py, run by that venv's Python, builds their system and times
@@ -117,7 +117,7 @@ COMPARED = [  # (label, case, precision)
     ("l2f_tf plain (one tape)", "5,5,0,0,0", "float32"),
     ("l2f_tf default, precision bfloat16_conv", "5,5,0,0,1", "bfloat16_conv")]
 AUTHORS = "authors (baiksung/L2F, PyTorch)"
-TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm"]  # what their modules import at load time
+TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy", "tqdm", "pillow"]  # what their modules import
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_step_driver.py")
 
 
@@ -406,7 +406,7 @@ def reference_python(folder: str, run: Callable = subprocess.run) -> str:
   """The Python of the scratch venv ``folder``/venv with torch 2.13 (CPU), made on first use."""
   venv = os.path.join(folder, "venv")
   python = os.path.join(venv, "bin", "python")
-  probe = [python, "-c", "import torch, numpy, tqdm"]
+  probe = [python, "-c", "import torch, numpy, tqdm, PIL"]
   if os.path.exists(python) and run(probe, capture_output=True).returncode == 0:
     return python
   print(f"Setting up a scratch venv in {venv} with {' '.join(TORCH_REQUIREMENTS)} (CPU wheel; "

@@ -3,9 +3,11 @@
   python benchmarks/glyphs_seeds.py --runs=runs/glyphs_seeds     # 2 learners x 3 seeds x 2
   python benchmarks/glyphs_seeds.py --runs=runs/glyphs_seeds --seeds=0,1,2,3,4 \\
       --implementations=l2f_tf                                 # more seeds, l2f_tf only
-  python benchmarks/glyphs_seeds.py --runs=runs/glyphs_seeds --table_only --output=table.json
+  python benchmarks/glyphs_seeds.py --runs=runs/glyphs_seeds --table_only --json=table.json
+  python benchmarks/glyphs_seeds.py --runs=runs/glyphs --seeds=0 --shots=1,5 \
+      --implementations=l2f_tf      # the four shipped glyphs files as documented (seed 0)
 
-Every run is one training of 5-way ``--shots``-shot glyphs (1,000 meta-iterations, the
+Every run is one training of 5-way 1-shot (or ``--shots``) glyphs (1,000 meta-iterations, the
 shipped protocol of ``gin/glyphs/setup.gin``) and its test on 600 episodes, accuracy after the
 5 trained inner steps, for the best validated checkpoint and for the top-3 ensemble:
 
@@ -48,11 +50,11 @@ from l2f_tf.stats import difference_t_ci95, mean_and_t_ci95
 RUNS = flags.DEFINE_string("runs", "runs/glyphs_seeds", "Folder of every run (and its log).")
 SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 LEARNERS = flags.DEFINE_list("learners", ["maml", "l2f"], "maml and/or l2f.")
-SHOTS = flags.DEFINE_enum("shots", "1", ["1", "5"], "Shots per class (the glyphs gin files).")
+SHOTS = flags.DEFINE_list("shots", ["1"], "Shots per class: 1 and/or 5 (the glyphs gin files).")
 IMPLEMENTATIONS_FLAG = flags.DEFINE_list("implementations", ["l2f_tf", "authors"],
                                          "l2f_tf and/or authors.")
 TABLE_ONLY = flags.DEFINE_boolean("table_only", False, "Train nothing: tabulate finished runs.")
-OUTPUT = flags.DEFINE_string("output", None, "Also write every figure to this JSON file.")
+OUTPUT = flags.DEFINE_string("json", None, "Also write every figure to this JSON file.")
 WORKERS = flags.DEFINE_integer("reference_workers", 1, "The authors' data-loader processes.")
 
 L2F_TF, AUTHORS = "l2f_tf", "authors"
@@ -84,8 +86,9 @@ def l2f_tf_results(run_dir: str) -> Optional[Dict[str, float]]:
   with open(path) as f:
     evaluations = json.load(f)["evaluations"]
   key = f"accuracy_after_{STEPS}_steps"
-  return {"best": evaluations["test"][key]["mean"],
-          "ensemble": evaluations["test_ensemble"][key]["mean"]}
+  best, ensemble = evaluations["test"][key], evaluations["test_ensemble"][key]
+  return {"best": best["mean"], "ensemble": ensemble["mean"],
+          "best_ci95": best["ci95"], "ensemble_ci95": ensemble["ci95"]}
 
 
 def authors_command(python: str, src: str, data: str, work_dir: str, learner: str, shots: int,
@@ -104,7 +107,9 @@ def authors_results(path: str) -> Optional[Dict[str, float]]:
     return None
   with open(path) as f:
     results = json.load(f)
-  return {"best": results["test_best"]["mean"], "ensemble": results["test_ensemble"]["mean"]}
+  best, ensemble = results["test_best"], results["test_ensemble"]
+  return {"best": best["mean"], "ensemble": ensemble["mean"], "best_ci95": best["ci95"],
+          "ensemble_ci95": ensemble["ci95"]}
 
 
 class Sweep:
@@ -174,7 +179,8 @@ class Sweep:
 
   def table(self) -> Dict:
     """{learner: {implementation: {"seeds": {seed: figures}, "best"/"ensemble": mean and t
-    CI}, "difference": {"best"/"ensemble": authors - l2f_tf, Welch CI}}} over finished runs."""
+    CI over seeds (one finished seed: its CI over test episodes)}, "difference":
+    {"best"/"ensemble": authors - l2f_tf, Welch CI}}} over finished runs."""
     table = {}
     for learner in self.learners:
       entry = {}
@@ -185,7 +191,11 @@ class Sweep:
         for kind in ("best", "ensemble"):
           values = [figures[kind] for figures in per_seed.values()]
           if len(values) >= 2:
-            entry[implementation][kind] = mean_and_t_ci95(values)
+            entry[implementation][kind] = dict(mean_and_t_ci95(values), over="seeds")
+          elif values:  # One run: its CI over test episodes.
+            (figures,) = per_seed.values()
+            entry[implementation][kind] = {"mean": figures[kind], "n": 1, "over": "episodes",
+                                           "ci95": figures[f"{kind}_ci95"]}
       if all(len(entry.get(i, {}).get("seeds", {})) >= 2 for i in IMPLEMENTATIONS):
         entry["difference"] = {
             kind: difference_t_ci95([f[kind] for f in entry[AUTHORS]["seeds"].values()],
@@ -202,7 +212,8 @@ def percent(figures: Dict[str, float], signed: bool = False) -> str:
 
 def markdown(table: Dict, seeds: List[int], shots: int) -> str:
   """One row per learner and implementation: each seed's best / ensemble accuracy (%), then
-  the means with their t CI; a row per learner with the authors' minus l2f_tf's mean."""
+  the means with their t CI over seeds (one seed: its CI over test episodes, marked "(1
+  run)"); a row per learner with the authors' minus l2f_tf's mean."""
   names = {"maml": "MAML", "l2f": "MAML+L2F"}
   header = (["| learner | implementation"] + [f"seed {s}" for s in seeds]
             + ["best checkpoint, mean +- 95% CI", "top-3 ensemble, mean +- 95% CI |"])
@@ -214,7 +225,8 @@ def markdown(table: Dict, seeds: List[int], shots: int) -> str:
       row = entry[implementation]
       cells = [f"{100 * row['seeds'][s]['best']:.2f} / {100 * row['seeds'][s]['ensemble']:.2f}"
                if s in row["seeds"] else "-" for s in seeds]
-      means = [percent(row[kind]) if kind in row else "-" for kind in ("best", "ensemble")]
+      means = [percent(row[kind]) + (" (1 run)" if row[kind]["n"] == 1 else "")
+               if kind in row else "-" for kind in ("best", "ensemble")]
       lines.append(f"| {names.get(learner, learner)} {shots}-shot | {implementation} | "
                    + " | ".join(cells + means) + " |")
     if "difference" in entry:
@@ -223,6 +235,13 @@ def markdown(table: Dict, seeds: List[int], shots: int) -> str:
                    + " | ".join(percent(entry["difference"][k], signed=True)
                                 for k in ("best", "ensemble")) + " |")
   return "\n".join(lines)
+
+
+def commit() -> str:
+  """The l2f_tf commit these runs are made at (``git describe --always --dirty``)."""
+  out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                       capture_output=True, text=True, cwd=HERE)
+  return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
 
 
 def reference_setup() -> Dict:
@@ -248,6 +267,8 @@ def main(argv):
     seeds = [int(s) for s in SEEDS.value]
   except ValueError as error:
     raise app.UsageError(f"--seeds must be integers: {error}") from error
+  if not SHOTS.value or set(SHOTS.value) - {"1", "5"}:
+    raise app.UsageError(f"--shots: {','.join(SHOTS.value)}; use 1 and/or 5.")
   implementations = [i for i in IMPLEMENTATIONS if i in IMPLEMENTATIONS_FLAG.value]
   reference = None
   if AUTHORS in implementations and not TABLE_ONLY.value:
@@ -256,13 +277,16 @@ def main(argv):
     except vision_step.ReferenceUnavailable as error:
       raise app.UsageError(f"the authors' code is unavailable ({error}); pass "
                            "--reference_git_dir, or --implementations=l2f_tf") from error
-  sweep = Sweep(RUNS.value, LEARNERS.value, int(SHOTS.value), seeds, implementations, reference)
-  failures = [] if TABLE_ONLY.value else sweep.train()
-  table = sweep.table()
-  print(markdown(table, seeds, int(SHOTS.value)))
+  failures, tables = [], {}
+  for shots in (int(s) for s in SHOTS.value):
+    sweep = Sweep(RUNS.value, LEARNERS.value, shots, seeds, implementations, reference)
+    failures += [] if TABLE_ONLY.value else sweep.train()
+    tables[shots] = sweep.table()
+  for shots, table in tables.items():
+    print(markdown(table, seeds, shots))
   if OUTPUT.value:
-    atomic.write_json(OUTPUT.value, {"seeds": seeds, "shots": int(SHOTS.value),
-                                     "inner_steps": STEPS, "table": table})
+    atomic.write_json(OUTPUT.value, {"seeds": seeds, "inner_steps": STEPS, "commit": commit(),
+                                     "tables": {f"{s}shot": t for s, t in tables.items()}})
   for line in failures:
     print(line)
   if failures:

@@ -5,7 +5,8 @@ import pytest
 
 from l2f_tf import progress as progress_lib
 from l2f_tf.progress import Progress, format_duration
-from l2f_tf.stats import mean_and_ci95
+from l2f_tf.stats import (difference_t_ci95, mean_and_ci95, mean_and_t_ci95,
+                          t_quantile_975)
 
 
 def test_ci95_is_1_96_standard_errors():
@@ -17,6 +18,34 @@ def test_ci95_is_1_96_standard_errors():
   assert mean_and_ci95([1.0, np.inf, np.nan])["num_non_finite"] == 2
   with pytest.raises(ValueError):
     mean_and_ci95([])
+
+
+@pytest.mark.parametrize("df, expected", [  # scipy.stats.t.ppf(0.975, df), 6 decimals
+    (1, 12.706205), (2, 4.302653), (3, 3.182446), (10, 2.228139), (1.5, 6.016663),
+    (2.5, 3.574655), (35, 2.030108), (200, 1.971896), (1e6, 1.959966)])
+def test_t_quantile_matches_students_t(df, expected):
+  assert t_quantile_975(df) == pytest.approx(expected, abs=2e-6)
+  with pytest.raises(ValueError, match="df > 0"):
+    t_quantile_975(0)
+
+
+def test_a_mean_over_seeds_uses_t_and_a_difference_uses_welch():
+  result = mean_and_t_ci95([0.80, 0.82, 0.87])
+  std = np.std([0.80, 0.82, 0.87], ddof=1)
+  assert result["mean"] == pytest.approx(0.83) and result["n"] == 3
+  assert result["ci95"] == pytest.approx(4.302653 * std / np.sqrt(3), rel=1e-6)
+  with pytest.raises(ValueError, match="at least 2"):
+    mean_and_t_ci95([0.8])
+  # Welch by hand: sample variances 0.0001 and 0.0004, so variances of the means va, vb =
+  # 0.0001 / 3, 0.0004 / 3 and df = (va + vb)^2 / (va^2 / 2 + vb^2 / 2) = 2.94.
+  a, b = [0.89, 0.90, 0.91], [0.84, 0.86, 0.88]
+  difference = difference_t_ci95(a, b)
+  va, vb = 0.0001 / 3, 0.0004 / 3
+  df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+  assert difference["mean"] == pytest.approx(0.04)
+  assert difference["df"] == pytest.approx(df) and 2.9 < df < 3.0
+  assert difference["ci95"] == pytest.approx(t_quantile_975(df) * np.sqrt(va + vb))
+  assert difference_t_ci95([1.0, 1.0], [0.5, 0.5]) == {"mean": 0.5, "ci95": 0.0, "df": 2.0}
 
 
 def test_progress_reports_rate_and_eta(monkeypatch):

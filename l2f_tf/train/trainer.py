@@ -147,7 +147,8 @@ class Trainer:
     vectorized = learner.vectorize_tasks and not sequential_tasks
     # Measured: XLA's second-order meta-gradients through a convolutional network are NaN
     # (TensorFlow 2.21, float32 and float64; first order is right; the layers alone are
-    # exact under XLA): tests/meta/test_gradients_backbones.py and _bn_modes_paths.py.
+    # exact under XLA): tests/meta/test_gradients_xla_slow.py and
+    # test_gradients_bn_modes_paths.py.
     xla_breaks = has_convolutions(learner.model) and not always_first_order
     if jit_compile and xla_breaks:
       raise ValueError("Trainer.jit_compile = True gives NaN second-order meta-gradients for "

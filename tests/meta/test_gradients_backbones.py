@@ -6,7 +6,8 @@ tensor (inner-loop weights theta, the outer-loop-only batch-norm scale/offset, t
 attenuator) the directional derivative along a random unit direction must equal the analytic
 meta-gradient's projection on it. Checked on every path that computes a meta-gradient for
 vision: a tape around ``MetaLearner.meta_loss`` (eager and ``tf.function``; XLA's is NaN, which
-a test documents: the Trainer refuses XLA for these networks at second order) and
+tests/meta/test_gradients_xla_slow.py documents in the slow tier: the Trainer refuses XLA for
+these networks at second order) and
 the memory-lean ``sequential.meta_gradients``, second order and first order. As in the
 reference code the L2F task embedding (mean support gradient at theta) is a constant, so the
 finite differences hold it at its value at the base point.
@@ -137,20 +138,6 @@ def test_second_order_meta_gradient_matches_finite_differences(backbone, l2f, pa
   # The check has teeth: the second-order terms are large here.
   first = first_order_meta_gradient(backbone, l2f)
   assert max(np.abs(a - f).max() / np.abs(a).max() for a, f in zip(analytic, first)) > 1e-2
-
-
-@pytest.mark.parametrize("l2f", [False, True], ids=["maml", "l2f"])
-def test_xla_compiled_second_order_meta_gradient_is_nan(l2f):
-  """Why the Trainer refuses XLA for a convolutional network at second order (TensorFlow 2.21,
-  float64 here, float32 too): XLA's meta-gradient is NaN where the compiled path's matches
-  finite differences, while each layer's second derivative alone (batch norm, max pooling,
-  conv) is exact under XLA (tests/models/test_layers.py). This test fails, saying so, once XLA
-  computes it; then lift the refusal in Trainer.__init__."""
-  learner, batch = make_case("xla", l2f, 0)
-  assert np.isnan(np.concatenate([g.ravel() for g in analytic_meta_gradient(
-      learner, batch, "xla")])).any()
-  assert_matches_reference(analytic_meta_gradient(learner, batch, "compiled"),
-                           reference("xla", l2f, 0))
 
 
 @pytest.mark.parametrize("path", ["plain", "sequential"])

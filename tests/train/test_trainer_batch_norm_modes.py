@@ -1,6 +1,6 @@
 """A Trainer of a convolutional network (any batch-norm mode) compiles without XLA at second
 order: the default turns XLA off and asking for it is one line naming the fix, because XLA's
-second-order meta-gradients are NaN there (tests/meta/test_gradients_backbones.py and, for the
+second-order meta-gradients are NaN there (tests/meta/test_gradients_xla_slow.py and, for the
 inductive modes, test_gradients_bn_modes_paths.py show it). First order may use XLA."""
 
 import gin

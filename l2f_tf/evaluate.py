@@ -4,6 +4,14 @@
   python -m l2f_tf.evaluate --saved_model=runs/mini_l2f_5shot/saved_model --distribution=test \
       --gin_bindings="FewShotClassification.root = '/data/miniImageNet'"
   python -m l2f_tf.evaluate --saved_model=runs/made_in_python --gin_file=my_task.gin
+  python -m l2f_tf.evaluate --saved_model=runs/nav_l2f --num_tasks=40 --num_steps=3 \
+      --gin_bindings="MetaLearner.later_steps_lr = 0.025"     # a meta-RL run
+
+A meta-RL run is evaluated from its run folder (the environment and the sampler come from its
+config) as training evaluates it: the average return on held-out tasks after 0..N adaptation
+steps on fresh trajectories (N = ``--num_steps``, default the trained steps), the steps after
+the trained ones at ``MetaLearner.later_steps_lr`` when it is bound, and for L2F theta's return
+before attenuation (``return_after_0_steps_without_attenuation``).
 
 The tasks come from the SavedModel's training config (``--gin_bindings`` on top, e.g. the
 dataset root) and ``--seed``. A run made in Python keeps no gin config: ``--gin_file`` names a
@@ -64,9 +72,8 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
   in Python). ValueError naming the fix for a mistake of the user's."""
   loaded = export.load(path)
   if isinstance(loaded, export.LoadedPolicy):
-    raise ValueError(f"{loaded.path} is a meta-RL policy; this tool evaluates supervised "
-                     "SavedModels. The run's results.json holds its returns on held-out tasks; "
-                     "load the policy with l2f_tf.export.load (act, adapt_and_act).")
+    return evaluate_meta_rl_run(loaded, num_tasks, seed, gin_bindings, num_steps)
+  _refuse_learner_bindings(loaded, gin_bindings)
   num_steps = loaded.check_num_steps(num_steps)
   domain = _domain(loaded, gin_files, gin_bindings)
   domain.eval_seed = seed
@@ -86,6 +93,46 @@ def evaluate_saved_model(path: str, num_tasks: int, seed: int, distributions=(),
     results[distribution] = {f"{domain.metric_name}_after_{k}_steps": mean_and_ci95(values[:, k])
                              for k in range(num_steps + 1)}
   return results
+
+
+def _refuse_learner_bindings(loaded, gin_bindings) -> None:
+  """A supervised SavedModel's adaptation is fixed when it is exported: a binding of the
+  learner would be silently ignored, so it is an error naming what does apply."""
+  for binding in gin_bindings:
+    if binding.strip().startswith(("MetaLearner.", "InnerLearningRates.", "LEO.")):
+      raise ValueError(f"--gin_bindings={binding!r}: {loaded.path} adapts as it was exported "
+                       "(its inner loop is in the SavedModel), so learner bindings do not apply "
+                       "here; bind them in the training run's config and export again.")
+
+
+def evaluate_meta_rl_run(loaded, num_tasks: int, seed: int, gin_bindings=(),
+                         num_steps: Optional[int] = None) -> Dict[str, Dict[str, Dict]]:
+  """{"test": {return_after_k_steps: {mean, ci95, n, num_non_finite}, ...}} of the meta-RL run
+  whose policy export is ``loaded``, on ``num_tasks`` held-out tasks of ``seed`` (see the
+  module docstring); the run's config with ``gin_bindings`` on top."""
+  from l2f_tf.train.meta_rl_trainer import MetaRLTrainer  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  run_dir = os.path.dirname(os.path.normpath(loaded.path))
+  if not os.path.exists(RunFolder(run_dir).config):
+    raise ValueError(f"{loaded.path} is a meta-RL policy outside a run folder: its environment "
+                     "and sampler come from the run's config, so pass the run folder it was "
+                     "exported to (or load the policy with l2f_tf.export.load: act, "
+                     "adapt_and_act).")
+  domain, learner = restore.restore_learner(run_dir, gin_bindings)
+  num_steps = learner.num_inner_steps if num_steps is None else num_steps
+  if num_steps < 0:
+    raise ValueError(f"--num_steps must be >= 0, got {num_steps}.")
+  try:
+    with tempfile.TemporaryDirectory(prefix="l2f_tf_evaluate_") as scratch:
+      returns = MetaRLTrainer(learner, domain, scratch).held_out_returns(num_tasks, num_steps,
+                                                                         seed)
+  finally:
+    domain.sampler.close()  # its worker processes, if any
+  figures = {f"return_after_{k}_steps": mean_and_ci95(values)
+             for k, values in enumerate(returns.after_steps)}
+  if returns.unattenuated is not None:
+    figures["return_after_0_steps_without_attenuation"] = mean_and_ci95(returns.unattenuated)
+  return {"test": figures}
 
 
 def _domain(loaded, gin_files, gin_bindings):

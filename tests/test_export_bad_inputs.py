@@ -230,12 +230,17 @@ def test_paths_without_a_saved_model_get_one_line_naming_what_to_do(sinusoid_run
     export.load(str(broken))
 
 
-def test_evaluate_takes_a_run_folder_and_rejects_a_policy(sinusoid_run, policy):
+def test_evaluate_takes_a_run_folder_and_names_what_a_policy_needs(sinusoid_run, policy):
   folder, _ = sinusoid_run
   results = evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1)
   assert results["test"]["mse_after_3_steps"]["n"] == 4
-  with pytest.raises(ValueError, match="is a meta-RL policy; this tool evaluates supervised"):
+  with pytest.raises(ValueError, match="is a meta-RL policy outside a run folder: .* pass the "
+                                       "run folder"):
     evaluate.evaluate_saved_model(policy[0], num_tasks=4, seed=1)
+  # A supervised SavedModel adapts as exported: a learner binding would be ignored.
+  with pytest.raises(ValueError, match="learner bindings do not apply here"):
+    evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1,
+                                  gin_bindings=["MetaLearner.later_steps_lr = 0.01"])
 
 
 def test_evaluate_cli_on_an_unfinished_run_exits_1_with_one_line(tmp_path):

@@ -47,6 +47,37 @@ def test_compare_two_rl_runs(tmp_path, shared_run):
   assert os.path.getsize(png) > 5_000
 
 
+def test_evaluate_a_meta_rl_run_with_later_steps_lr(tmp_path):
+  """python -m l2f_tf.evaluate on a meta-RL run folder: the returns training reports, the
+  later steps at a bound rate, and L2F's theta before attenuation."""
+  import json
+  import subprocess
+  import sys
+  from l2f_tf import evaluate
+  root = str(tmp_path / "navigation2d_l2f")
+  restore.setup_run(root, [os.path.join(GIN_PARENT, "gin", "rl", "navigation2d_l2f.gin")],
+                    RL_TINY + ["MetaRLTrainer.num_iterations = 1"])
+  experiment.run_experiment(root)
+  with open(os.path.join(root, "results.json")) as f:
+    trained = json.load(f)["evaluations"]["test"]
+  # Same tasks and seeds as training's own evaluation: the same figures.
+  same = evaluate.evaluate_saved_model(root, num_tasks=2, seed=20200614, num_steps=2)["test"]
+  for key in ("return_after_0_steps", "return_after_2_steps",
+              "return_after_0_steps_without_attenuation"):
+    assert same[key]["mean"] == trained[key]["mean"], key
+  shorter = evaluate.evaluate_saved_model(root, num_tasks=2, seed=20200614, num_steps=2,
+                                          gin_bindings=["MetaLearner.later_steps_lr = 0.001"])
+  assert shorter["test"]["return_after_1_steps"] == same["return_after_1_steps"]
+  assert shorter["test"]["return_after_2_steps"] != same["return_after_2_steps"]
+  out = subprocess.run([sys.executable, "-m", "l2f_tf.evaluate", f"--saved_model={root}",
+                        "--num_tasks=2", "--num_steps=1", f"--output={tmp_path / 'e.json'}"],
+                       capture_output=True, text=True, cwd=os.path.dirname(GIN_PARENT))
+  assert out.returncode == 0, out.stderr
+  assert "test return_after_0_steps_without_attenuation: " in out.stdout
+  with open(tmp_path / "e.json") as f:
+    assert json.load(f)["test"]["return_after_1_steps"]["n"] == 2
+
+
 def test_lvc_inner_objective_from_a_binding(tmp_path):
   import numpy as np
   import tensorflow as tf

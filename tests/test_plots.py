@@ -13,8 +13,9 @@ def assert_draws(series, figures, metric, scale=1.0):
   """A stored error-bar series (``<figure>.json``) draws exactly the results.json figures
   ``<metric>_after_<k>_steps``: every step, its mean and its 95% CI (times ``scale``)."""
   prefix = f"{metric}_after_"
-  expected = sorted((int(name[len(prefix):].split("_")[0]), value)
-                    for name, value in figures.items() if name.startswith(prefix))
+  expected = sorted(((int(name[len(prefix):].split("_")[0]), value)
+                     for name, value in figures.items()
+                     if name.startswith(prefix) and name.endswith("_steps")), key=lambda e: e[0])
   assert series["kind"] == "errorbar"
   assert series["x"] == [k for k, _ in expected]
   assert series["y"] == pytest.approx([scale * v["mean"] for _, v in expected], rel=1e-9)

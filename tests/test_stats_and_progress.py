@@ -139,7 +139,8 @@ def test_every_progress_line_of_the_library_names_a_sensible_unit(monkeypatch):
   trainer = types.SimpleNamespace(
       domain=types.SimpleNamespace(meta_batch_size=2),
       task_env=types.SimpleNamespace(sample_tasks=lambda n, seed: [{}] * n),
-      start_policies=lambda tasks, seed: (None, None), sample=lambda tasks, params, seed: batch,
+      start_policies=lambda tasks, seed: (None, None, None),
+      sample=lambda tasks, params, seed: batch,
       _adapt=lambda batch, embeddings: (None, None))
   meta_rl_trainer.MetaRLTrainer.held_out_returns(trainer, 40, 1, 0)
   assert "test task 30/600 (5.0%)  | 30.0 tasks/s" in lines[0]

@@ -73,13 +73,17 @@ def export_policy(learner, path: str, observation_dim: int, action_dim: int,
   """Writes the SavedModel to ``path`` (replacing it) and returns ``path``.
 
   The adaptation inside it computes advantages and averages as training did (``discount``,
-  ``gae_lambda``, ``averaging``). ``name`` (e.g. the environment's) starts the stored
+  ``gae_lambda``, ``averaging``); with ``num_steps`` above the trained steps the later ones take
+  the learner's ``later_steps_lr`` (``MetaLearner.later_steps_lr``), fixed in the graph. ``name`` (e.g. the environment's) starts the stored
   description that the loader's error messages quote."""
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   o, a = observation_dim, action_dim
   description = (f"{name} policy: act(observations [B, {o}]); adapt_and_act(observations "
                  f"[N, H, {o}], actions [N, H, {a}], rewards [N, H], mask [N, H], "
                  f"query_observations [B, {o}]), all float32")
+  if num_steps > learner.num_inner_steps and learner.inner_lrs.later_lr is not None:
+    description += (f"; adapts {num_steps} steps, those after the trained "
+                    f"{learner.inner_lrs.num_steps} at lr {learner.inner_lrs.later_lr}")
   module = PolicyModule(learner, observation_dim, action_dim, num_steps, discount, gae_lambda,
                         averaging, description)
   return save(module, path, {"serving_default": module.act, "act": module.act,

@@ -22,13 +22,16 @@ Params = List[tf.Tensor]
 class InnerLearningRates(keras.layers.Layer):
   """Inner-loop learning rates: the constant ``inner_lr``, or if ``learnable`` a variable
   [num_steps, num_tensors] initialised to it and trained by the outer loop (MAML++ LSLR).
-  Evaluation with more than ``num_steps`` steps reuses the last step's rates."""
+  Evaluation with more than ``num_steps`` steps ("later steps") takes ``later_lr`` for every
+  tensor when it is set, else reuses the last trained step's rates. ``later_lr`` is a plain
+  attribute, not a weight: an evaluation setting that never changes training."""
 
   def __init__(self, num_tensors: int, num_steps: int, inner_lr: float = 0.01,
-               learnable: bool = False, **kwargs):
+               learnable: bool = False, later_lr: Optional[float] = None, **kwargs):
     super().__init__(**kwargs)
     self.num_tensors, self.num_steps = num_tensors, num_steps
     self.inner_lr, self.learnable = float(inner_lr), learnable
+    self.later_lr = None if later_lr is None else float(later_lr)
     if learnable:
       self.rates = self.add_weight(
           shape=(num_steps, num_tensors), initializer=keras.initializers.Constant(inner_lr),
@@ -37,6 +40,8 @@ class InnerLearningRates(keras.layers.Layer):
 
   def for_step(self, step: int) -> List:
     """The learning rate of every tensor at inner step ``step`` (0-based)."""
+    if step >= self.num_steps and self.later_lr is not None:
+      return [self.later_lr] * self.num_tensors
     if not self.learnable:
       return [self.inner_lr] * self.num_tensors
     row = min(step, self.num_steps - 1)
@@ -122,20 +127,21 @@ def recomputed_sgd_step(loss_fn: Callable[[Params, Params], tf.Tensor], params: 
 def inner_loop(loss_fn: Callable, initial_params: Params, num_steps: int,
                learning_rates: InnerLearningRates, first_order: bool = False,
                recompute_inputs: Optional[Params] = None,
-               loss_scale: float = 1.0) -> List[Params]:
+               loss_scale: float = 1.0, first_step: int = 0) -> List[Params]:
   """``num_steps`` SGD steps on the support loss ``loss_fn(params)`` from ``initial_params``
   (theta for MAML, theta_bar for L2F): the iterates ``[params_0, ..., params_num_steps]``.
 
   ``first_order`` drops the second-order terms. With ``recompute_inputs`` (second order only)
   every step is a :func:`recomputed_sgd_step`, the loss ``loss_fn(params, recompute_inputs)``.
-  ``loss_scale``: see :func:`gradients`.
+  ``loss_scale``: see :func:`gradients`. ``first_step``: the index of the first step, for its
+  learning rates (steps that continue an adaptation, e.g. meta-RL evaluation's later steps).
   """
   if recompute_inputs is not None and first_order:
     raise ValueError("inner_loop: recompute_inputs is for second order only.")
   params = list(initial_params)
   iterates = [params]
   for step in range(num_steps):
-    rates = learning_rates.for_step(step)
+    rates = learning_rates.for_step(first_step + step)
     if recompute_inputs is not None:
       params = recomputed_sgd_step(loss_fn, params, list(recompute_inputs), rates, loss_scale)
     else:

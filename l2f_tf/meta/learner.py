@@ -89,6 +89,10 @@ class MetaLearner(LearnerBase):
     num_inner_steps: SGD steps in the inner loop during meta-training.
     inner_lr: inner-loop learning rate (initial value if learnable).
     learn_inner_lr: learn one rate per step and tensor (MAML++ LSLR).
+    later_steps_lr: the learning rate of inner steps beyond ``num_inner_steps`` (evaluating or
+      exporting with more steps than training, e.g. meta-RL's later adaptation steps); None
+      (the default) repeats the last trained step's rate. It never changes training, so a
+      resumed run, an evaluation or an export may set it (``--gin_bindings``).
     attenuation: an :class:`Attenuation` (L2F and its ablations) or None (MAML).
     task_reduction: "mean" (MAML sinusoid) or "sum" (the L2F reference for classification) of
       the query losses over the tasks of a meta-batch.
@@ -113,6 +117,7 @@ class MetaLearner(LearnerBase):
 
   def __init__(self, model: keras.Model, loss_fn: Callable, num_inner_steps: int = 1,
                inner_lr: float = 0.01, learn_inner_lr: bool = False,
+               later_steps_lr: Optional[float] = None,
                attenuation: Optional[Attenuation] = None, task_reduction: str = "mean",
                metric_fn: Optional[Callable] = None, inner_loss_scale: Optional[float] = None,
                vectorize_tasks: Optional[bool] = None, seed: Optional[int] = None):
@@ -121,6 +126,8 @@ class MetaLearner(LearnerBase):
                        f"got {task_reduction!r}.")
     if num_inner_steps < 0:
       raise ValueError(f"MetaLearner.num_inner_steps must be >= 0, got {num_inner_steps}.")
+    if later_steps_lr is not None and not later_steps_lr > 0:
+      raise ValueError(f"MetaLearner.later_steps_lr must be > 0 or None, got {later_steps_lr}.")
     self.model = model
     self.loss_fn = loss_fn
     self.metric_fn = metric_fn
@@ -151,7 +158,7 @@ class MetaLearner(LearnerBase):
         embedding_dim = int(self._feature_model.output_shape[-1])
       attenuation.build_for(shapes, embedding_dim=embedding_dim)
     self.inner_lrs = inner_loop_lib.InnerLearningRates(len(shapes), max(num_inner_steps, 1),
-                                                       inner_lr, learn_inner_lr)
+                                                       inner_lr, learn_inner_lr, later_steps_lr)
 
   def theta(self) -> List[tf.Tensor]:
     """Current values of the inner-loop variables (the meta-initialisation)."""

@@ -138,13 +138,14 @@ def attenuated_starts(learner, num_tasks: int, embeddings=None, copies=None):
 
 
 def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
-                first_order: bool = False, start=None):
+                first_order: bool = False, start=None, first_step: int = 0):
   """(stacked fast weights, gammas [T, L] or None) of every task from its support trajectories.
 
   ``MetaLearner.adapt`` for all tasks at once: the inner loss is the sum of the per-task
   losses, whose gradient w.r.t. the stacked parameters is every task's own gradient. With
   ``start`` (stacked parameters) the steps start there without attenuation (evaluation's later
-  steps) and the gammas are None.
+  steps) and the gammas are None. ``first_step``: the index of the first step, whose learning
+  rates it takes (``learner.num_inner_steps`` and beyond: ``MetaLearner.later_steps_lr``).
   """
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   gammas = None
@@ -156,7 +157,7 @@ def adapt_tasks(learner, batch: TaskBatch, embeddings=None, num_steps=None,
     return tf.reduce_sum(_per_task(learner.loss_fn, batch.y, outputs))
 
   iterates = inner_loop_lib.inner_loop(support_loss, start, num_steps, learner.inner_lrs,
-                                       first_order=first_order)
+                                       first_order=first_order, first_step=first_step)
   return iterates[-1], gammas
 
 

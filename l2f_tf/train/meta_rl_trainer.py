@@ -49,6 +49,24 @@ class IterationBatch(NamedTuple):
   gammas: Optional[tf.Tensor]
 
 
+def later_steps_rate(rates) -> object:
+  """What the steps after the trained ones take (``InnerLearningRates``): a number, or a
+  phrase for learned per-step rates."""
+  if rates.later_lr is not None:
+    return rates.later_lr
+  return "the last trained step's learned rates" if rates.learnable else rates.inner_lr
+
+
+class HeldOutReturns(NamedTuple):
+  """Per-task average returns on held-out tasks: ``after_steps[k]`` after k adaptation steps
+  (step 0: the policy adaptation starts from, theta_bar for L2F), and for a learner with a
+  task embedding (L2F) ``unattenuated``, theta's returns before attenuation: the trajectories
+  the embedding is computed from. Their difference at 0 steps separates what attenuation does
+  to the starting policy from what it does to adaptation."""
+  after_steps: list
+  unattenuated: Optional[np.ndarray]
+
+
 @gin.configurable
 class MetaRLTrainer:
   """MAML-TRPO (or MAML+L2F-TRPO when the learner attenuates) on a meta-RL environment.
@@ -121,8 +139,9 @@ class MetaRLTrainer:
     self._adapt = compiled(lambda batch, embeddings: maml_trpo.adapt_tasks(learner, batch,
                                                                            embeddings))
     # The plain policy-gradient step of evaluation's later steps: (params, batch) -> params.
+    # Its index is past the trained steps: MetaLearner.later_steps_lr when set.
     self.step_from = compiled(lambda params, batch: maml_trpo.adapt_tasks(
-        learner, batch, num_steps=1, start=params)[0])
+        learner, batch, num_steps=1, start=params, first_step=learner.num_inner_steps)[0])
     self._embed_and_attenuate = compiled(self._embed_and_attenuate_graph)
     self._conflict = compiled(lambda batch: diagnostics.degree_of_conflict(
         maml_trpo.per_task_meta_gradients(learner, batch.support, batch.query,
@@ -149,11 +168,13 @@ class MetaRLTrainer:
     return self.task_batch(self.trajectories(tasks, stacked_params, seed))
 
   def start_policies(self, tasks, seed):
-    """(embeddings or None, stacked theta_bar): L2F probes theta's trajectories first."""
+    """(embeddings or None, stacked theta_bar, the probe or None): L2F probes theta's
+    trajectories first (the probe, a ``TaskBatch`` sampled with ``seed``)."""
     theta = maml_trpo.tile_params(self.learner.theta(), len(tasks))
     if not maml_trpo.uses_embedding(self.learner):
-      return None, theta
-    return self._embed_and_attenuate(self.sample(tasks, theta, seed=seed))
+      return None, theta, None
+    probe = self.sample(tasks, theta, seed=seed)
+    return (*self._embed_and_attenuate(probe), probe)
 
   def _embed_and_attenuate_graph(self, probe):
     embeddings = maml_trpo.task_embeddings(self.learner, probe)
@@ -164,7 +185,7 @@ class MetaRLTrainer:
     """Meta-iteration i's data: its tasks' support trajectories (of theta, or theta_bar for
     L2F), the adapted policies' query trajectories and their outputs there."""
     tasks = self.task_env.sample_tasks(self.domain.meta_batch_size, seed=[self.seed, i])
-    embeddings, start = self.start_policies(tasks, seed=[self.seed, i, 2])
+    embeddings, start, _ = self.start_policies(tasks, seed=[self.seed, i, 2])
     support = self.sample(tasks, start, seed=[self.seed, i, 0])
     fast, gammas = self._adapt(support, embeddings)
     query = self.sample(tasks, fast, seed=[self.seed, i, 1])
@@ -243,22 +264,28 @@ class MetaRLTrainer:
   # --- evaluation ------------------------------------------------------------------------------
   def evaluate(self, num_tasks: int, steps: Sequence[int] = (1, 2, 3)):
     """({"test": figures}, extra results): the average return on ``num_tasks`` held-out tasks
-    (the domain's ``eval_seed``) after 0 and each of ``steps`` adaptation steps."""
+    (the domain's ``eval_seed``) after 0 and each of ``steps`` adaptation steps; for L2F also
+    theta's return before attenuation (``return_after_0_steps_without_attenuation``)."""
     returns = self.held_out_returns(num_tasks, max(steps), self.domain.eval_seed)
-    figures = {f"return_after_{k}_steps": {**mean_and_ci95(values),
-                                           "per_task": [float(v) for v in values]}
-               for k, values in enumerate(returns) if k == 0 or k in steps}
+    figure = lambda values: {**mean_and_ci95(values), "per_task": [float(v) for v in values]}
+    figures = {f"return_after_{k}_steps": figure(values)
+               for k, values in enumerate(returns.after_steps) if k == 0 or k in steps}
+    if returns.unattenuated is not None:
+      figures["return_after_0_steps_without_attenuation"] = figure(returns.unattenuated)
     return {"test": figures}, {"metric_definition": RETURN_DEFINITION,
                                "inner_objective": self.domain.inner_objective,
-                               "averaging": self.domain.averaging}
+                               "averaging": self.domain.averaging,
+                               "later_steps_lr": later_steps_rate(self.learner.inner_lrs)}
 
   def held_out_returns(self, num_tasks: Optional[int] = None, num_steps: int = 3,
-                       seed: int = 20200614):
-    """[num_steps + 1] lists of per-task average returns after 0..num_steps adaptation steps.
+                       seed: int = 20200614) -> HeldOutReturns:
+    """Per-task average returns after 0..num_steps adaptation steps (and L2F's before
+    attenuation): :class:`HeldOutReturns`.
 
     Each step is on fresh trajectories of the current adapted policy; L2F attenuates only
-    before the first. Tasks come ``meta_batch_size`` at a time, so ``num_tasks`` must be a
-    multiple of it.
+    before the first. The first step is the trained one; later ones take
+    ``MetaLearner.later_steps_lr`` when it is set. Tasks come ``meta_batch_size`` at a time, so
+    ``num_tasks`` must be a multiple of it.
     """
     per_round = self.domain.meta_batch_size
     num_tasks = smoke.tasks(num_tasks or per_round, multiple=per_round)
@@ -266,12 +293,14 @@ class MetaRLTrainer:
       raise ValueError(f"The number of evaluation tasks ({num_tasks}, "
                        f"run_experiment.num_eval_tasks) must be a multiple of "
                        f"MetaRLDomain.meta_batch_size ({per_round}).")
-    returns = [[] for _ in range(num_steps + 1)]
+    returns, unattenuated = [[] for _ in range(num_steps + 1)], []
     progress = Progress(num_tasks, label="held-out task", unit="task")
     for r in range(num_tasks // per_round):
       tasks = self.task_env.sample_tasks(per_round, seed=[seed, r])
       # Step 0 is the policy the inner loop starts from: theta_bar for L2F, theta for MAML.
-      embeddings, params = self.start_policies(tasks, seed=[seed, r, num_steps + 1])
+      embeddings, params, probe = self.start_policies(tasks, seed=[seed, r, num_steps + 1])
+      if probe is not None:
+        unattenuated.extend(probe.returns.mean(axis=1))
       for k in range(num_steps + 1):
         batch = self.sample(tasks, params, seed=[seed, r, k])
         returns[k].extend(batch.returns.mean(axis=1))
@@ -282,7 +311,8 @@ class MetaRLTrainer:
         else:  # Later steps: plain policy-gradient steps, no attenuation.
           params = self.step_from(params, batch)
       progress.update((r + 1) * per_round)
-    return [np.asarray(values) for values in returns]
+    return HeldOutReturns([np.asarray(values) for values in returns],
+                          np.asarray(unattenuated) if unattenuated else None)
 
   def use_final_weights(self) -> None:
     """The final weights are the ones exported, and they are loaded already."""
@@ -309,7 +339,7 @@ class MetaRLTrainer:
     trajectory of a few held-out tasks (2D navigation)."""
     per_round = self.domain.meta_batch_size
     tasks = self.task_env.sample_tasks(per_round, seed=[seed, 0])
-    embeddings, start = self.start_policies(tasks, seed=[seed, 0, 9])
+    embeddings, start, _ = self.start_policies(tasks, seed=[seed, 0, 9])
     before = self.trajectories(tasks, start, seed=[seed, 0, 0])
     adapted, _ = self._adapt(self.task_batch(before), embeddings)
     after = self.trajectories(tasks, adapted, seed=[seed, 0, 1])

@@ -108,7 +108,8 @@ _ATTENUATION_FACTORIES = {
     "TaskIndependentAttenuation": attenuation.task_independent_attenuation,
     "LEOAttenuation": leo.leo_attenuation}
 _RECORDED_AS = {("MetaLearner", "inner_lr"): "InnerLearningRates.inner_lr",
-                ("MetaLearner", "learn_inner_lr"): "InnerLearningRates.learnable"}
+                ("MetaLearner", "learn_inner_lr"): "InnerLearningRates.learnable",
+                ("MetaLearner", "later_steps_lr"): "InnerLearningRates.later_lr"}
 _NOT_BOUND = ("self", "model", "loss_fn", "metric_fn", "seed", "dtype", "kwargs")
 
 

@@ -36,7 +36,7 @@ RESUMABLE_CHANGES = (
     "run_experiment.export_max_steps", "run_experiment.plot", "*.summary_every", "*.landscape",
     "*.landscape_multipliers", "*.conflict_every", "*.steps_per_call", "*.jit_compile", "*.root",
     "*.data_root", "*.root_dir", "*.data_dir", "*.cache_dir", "*.directory", "*.num_workers",
-    "NonFiniteGuard.*",
+    "NonFiniteGuard.*", "*.later_steps_lr", "InnerLearningRates.later_lr",
 )
 
 _SIMPLE = (bool, int, float, str, type(None))

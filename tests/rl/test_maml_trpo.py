@@ -65,6 +65,34 @@ def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
   assert not np.allclose(adapted["mean"].numpy(), acted["mean"].numpy())
 
 
+def test_an_export_with_more_steps_takes_later_steps_lr_after_the_trained_one(tmp_path):
+  from l2f_tf.export import export_policy, load
+  from l2f_tf.rl import returns as returns_lib
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(gaussian_policy(2, 2, hidden_units=(8, 8)), pg.reinforce_loss,
+                        num_inner_steps=1, inner_lr=0.1, later_steps_lr=0.03,
+                        attenuation=TaskConditionedAttenuation())
+  loaded = load(export_policy(learner, str(tmp_path / "saved_model"), 2, 2, num_steps=2))
+  assert "adapts 2 steps, those after the trained 1 at lr 0.03" in loaded.description
+  rng = np.random.default_rng(1)
+  obs, actions = (rng.normal(size=(3, 5, 2)).astype(np.float32) for _ in range(2))
+  rewards, mask = rng.normal(size=(3, 5)).astype(np.float32), np.ones((3, 5), np.float32)
+  query = rng.normal(size=(4, 2)).astype(np.float32)
+  advantages = returns_lib.advantages_for_task(obs, rewards, mask).advantages
+  y = tf.reshape(pg.pack_targets(actions, advantages, returns_lib.step_weights(
+      tf.constant(mask))), [15, 4])
+  x = tf.reshape(obs, [15, 2])
+  # By hand: the trained step (from theta_bar at 0.1), then one plain step at 0.03.
+  first = learner.adapt(x, y, num_steps=1).fast_weights
+  with tf.GradientTape() as tape:
+    tape.watch(first)
+    loss = learner.loss_fn(y, learner.forward(first, x))
+  second = [w - 0.03 * g for w, g in zip(first, tape.gradient(loss, first))]
+  expected, _ = pg.split_output(learner.forward(second, query))
+  adapted = loaded.adapt_and_act(obs, actions, rewards, mask, query)
+  np.testing.assert_allclose(adapted["mean"], expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def random_task_batch(rng, num_tasks=2, steps=10):
   obs = tf.constant(rng.normal(size=(num_tasks, steps, 2)))
   y = pg.pack_targets(tf.constant(rng.normal(size=(num_tasks, steps, 2))),

@@ -10,11 +10,13 @@ from typing import Dict, NamedTuple
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.rl import maml_trpo
 from l2f_tf.train import settings
 from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
 from l2f_tf.train.runner import Runner
@@ -177,8 +179,12 @@ def test_max_seconds_stops_early_with_a_checkpoint(tmp_path):
 def test_l2f_samples_the_support_set_with_theta_bar(tmp_path):
   trainer = make_trainer(tmp_path)
   tasks = trainer.task_env.sample_tasks(2, seed=1)
-  embeddings, start = trainer.start_policies(tasks, seed=[0, 0, 2])
+  embeddings, start, probe = trainer.start_policies(tasks, seed=[0, 0, 2])
   assert embeddings.shape == (2, 7)
+  # The probe is theta's trajectories: the ones the embedding is computed from.
+  theta_batch = trainer.sample(tasks, maml_trpo.tile_params(trainer.learner.theta(), 2),
+                               seed=[0, 0, 2])
+  np.testing.assert_array_equal(probe.returns, theta_batch.returns)
   theta = trainer.learner.theta()
   for i in range(2):
     gamma = trainer.learner.attenuation.gamma_from_embedding(embeddings[i])[0].numpy()
@@ -190,15 +196,58 @@ def test_evaluation_reports_returns_after_the_requested_steps(tmp_path):
   trainer = make_trainer(tmp_path)
   evaluations, extra = trainer.evaluate(4, steps=[1, 3])
   results = evaluations["test"]
-  assert sorted(results) == [f"return_after_{k}_steps" for k in (0, 1, 3)]
+  assert sorted(results) == sorted([f"return_after_{k}_steps" for k in (0, 1, 3)] + [
+      "return_after_0_steps_without_attenuation"])
+  assert extra["later_steps_lr"] == 0.1  # not set: the trained rate
   assert all(r["n"] == 4 and np.isfinite(r["mean"]) for r in results.values())
   assert all(np.mean(r["per_task"]) == pytest.approx(r["mean"]) for r in results.values())
   assert extra["inner_objective"] == "reinforce"
   # Step k of the report is step k of the held-out adaptation, whatever steps are listed.
   returns = trainer.held_out_returns(4, 3, trainer.domain.eval_seed)
-  assert results["return_after_3_steps"]["mean"] == pytest.approx(np.mean(returns[3]))
+  assert results["return_after_3_steps"]["mean"] == pytest.approx(np.mean(returns.after_steps[3]))
   with pytest.raises(ValueError, match="multiple of MetaRLDomain.meta_batch_size"):
     trainer.evaluate(3, steps=[1])
+
+
+def test_later_steps_take_later_steps_lr_and_l2f_reports_theta_before_attenuation(tmp_path):
+  trainer = make_trainer(tmp_path / "a")
+  tasks = trainer.task_env.sample_tasks(2, seed=3)
+  params = maml_trpo.tile_params(trainer.learner.theta(), 2)
+  batch = trainer.sample(tasks, params, seed=[3, 0, 0])
+  # By hand: one plain step from params at the trained rate 0.1, no attenuation.
+  gradient = tf.GradientTape(persistent=True)
+  with gradient:
+    gradient.watch(params)
+    loss = tf.reduce_sum(maml_trpo._per_task(  # pylint: disable=protected-access
+        trainer.learner.loss_fn, batch.y,
+        maml_trpo.vectorized_forward(trainer.learner, params, batch.x)))
+  grads = gradient.gradient(loss, params)
+  stepped = trainer.step_from(params, batch)
+  for p, g, q in zip(params, grads, stepped):
+    np.testing.assert_allclose(q.numpy(), (p - 0.1 * g).numpy(), rtol=1e-5, atol=1e-6)
+  # With MetaLearner.later_steps_lr the later steps take it; the trained step does not change.
+  domain = tiny_domain()
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1,
+                        later_steps_lr=0.025, attenuation=TaskConditionedAttenuation())
+  shorter = MetaRLTrainer(learner, domain, str(tmp_path / "b"), num_iterations=2)
+  for p, g, q in zip(params, grads, shorter.step_from(params, batch)):
+    np.testing.assert_allclose(q.numpy(), (p - 0.025 * g).numpy(), rtol=1e-5, atol=1e-6)
+  embeddings = trainer.start_policies(tasks, seed=[3, 0, 2])[0]
+  for a, b in zip(shorter._adapt(batch, embeddings)[0],  # pylint: disable=protected-access
+                  trainer._adapt(batch, embeddings)[0]):  # pylint: disable=protected-access
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  _, extra = shorter.evaluate(2, steps=[1])
+  assert extra["later_steps_lr"] == 0.025
+  with pytest.raises(ValueError, match="later_steps_lr must be > 0"):
+    MetaLearner(domain.build_model(), domain.loss_fn, later_steps_lr=0.0)
+  # Theta's returns before attenuation are the probe's, which L2F's embedding comes from;
+  # MAML has none.
+  returns = trainer.held_out_returns(2, 1, 5)
+  embeddings, start, probe = trainer.start_policies(trainer.task_env.sample_tasks(2, seed=[5, 0]),
+                                                    seed=[5, 0, 2])
+  np.testing.assert_allclose(returns.unattenuated, probe.returns.mean(axis=1))
+  assert make_trainer(tmp_path / "c", l2f=False).held_out_returns(2, 1, 5).unattenuated is None
 
 
 def test_navigation_figure_has_paths_and_goals(tmp_path):

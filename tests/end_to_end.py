@@ -211,7 +211,9 @@ def check_rl_file(gin_file: str, root: str) -> None:
   assert results["method"] == ("MAML+L2F" if l2f else "MAML")
   assert results["meta_iterations"] == 2
   assert results["averaging"] == "trajectory"
-  assert sorted(results["evaluations"]["test"]) == [f"return_after_{k}_steps" for k in range(3)]
+  assert sorted(results["evaluations"]["test"]) == sorted(
+      [f"return_after_{k}_steps" for k in range(3)]
+      + ["return_after_0_steps_without_attenuation"] * l2f)  # theta's return, before gamma
   with open(os.path.join(root, "results.json")) as f:
     assert json.load(f)["evaluations"]["test"]["return_after_1_steps"]["n"] == 2
   assert os.path.getsize(os.path.join(root, "returns.png")) > 5_000

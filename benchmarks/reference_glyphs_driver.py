@@ -18,10 +18,12 @@ protocol (``l2f_tf/gin/glyphs/setup.gin``) where the two differ:
   meta-iteration, as l2f_tf's ``Trainer.first_order_until``).
 
 Everything else is theirs: initialisation, inner loop (5 steps at 0.01, second order), Adam
-1e-3 with their cosine schedule (from 1e-3 to a minimum of 1e-3), the element-wise gradient
-clip, batch norm, L2F's attenuator, their episode sampler and seeds (``--seed`` seeds the
+1e-3 with their cosine schedule (from 1e-3 to a minimum of 1e-3), batch norm, L2F's attenuator,
+their episode sampler and seeds (``--seed`` seeds the
 weights and the training episodes; the validation and test episodes come from a fixed seed,
-as in l2f_tf), and the selection of the 3 best validated checkpoints for the test.
+as in l2f_tf), and the selection of the 3 best validated checkpoints for the test. Their
+element-wise clip of the meta-gradient to [-10, 10] applies only to datasets whose name holds
+"imagenet", so these runs do not clip (l2f_tf's glyphs protocol does).
 
 Their checkpoints are loaded with ``torch.load(weights_only=False)`` (the torch of this venv
 refuses their numpy scalars otherwise). Their data module imports torchvision for its transforms; torchvision's PyPI wheels do not load

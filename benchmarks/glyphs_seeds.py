@@ -167,12 +167,12 @@ class Sweep:
                    cwd=os.path.dirname(HERE)).returncode
       elapsed = time.time() - started
       eta = elapsed / (index + 1) * (len(pending) - index - 1)
-      if code or self.results(*key) is None:
+      figures = self.results(*key)
+      if code or figures is None:
         failures.append(f"{run_name(key[0], key[1], self.shots, key[2])} failed (exit {code}): "
                         f"see {log}")
         echo(failures[-1])
       else:
-        figures = self.results(*key)
         echo(f"  best {100 * figures['best']:.2f}, ensemble {100 * figures['ensemble']:.2f}; "
              f"{elapsed / 60:.1f} min so far, ETA {eta / 60:.0f} min")
     return failures

@@ -47,6 +47,8 @@ import time
 import types
 import warnings
 
+import reference_step_driver  # Its configuration builder; this script's folder is on sys.path.
+
 CONFIGS = {  # --learner: the authors' miniImageNet JSON files (conv4)
     "maml": "experiment_config/mini-imagenet_maml_mini-imagenet_5_way_1_shot_0.json",
     "l2f": "experiment_config/mini-imagenet_l2f_mini-imagenet_5_way_5_shot_0.json",
@@ -75,15 +77,7 @@ def glyphs_args(source: str, learner: str, shots: int, seed: int, iterations: in
                 validate_every: int, val_episodes: int, test_episodes: int, workers: int):
   """Their configuration object, built as their training script builds it, then set to the
   glyphs protocol (module docstring)."""
-  from utils.parser_utils import get_args  # the authors' module
-
-  saved_argv = sys.argv
-  sys.argv = [saved_argv[0], "--name_of_args_json_file", os.path.join(source, CONFIGS[learner])]
-  try:
-    with contextlib.redirect_stdout(io.StringIO()):  # they print every setting
-      args, _ = get_args()
-  finally:
-    sys.argv = saved_argv
+  args = reference_step_driver.their_args(os.path.join(source, CONFIGS[learner]))
   if iterations % validate_every:
     raise SystemExit(f"--iterations ({iterations}) must be a multiple of --validate_every "
                      f"({validate_every}): their code validates at the end of each epoch.")
@@ -126,12 +120,9 @@ def patched_classes(first_order_until: int):
   from experiment_builder import ExperimentBuilder
   from few_shot_learning_system import MAMLFewShotClassifier
 
-  class ToTensor:  # whatever their transforms list holds for other datasets
-    def __call__(self, image):
-      return sys.modules["torchvision.transforms"].ToTensor()(image)
-
-  their_data.get_transforms_for_dataset = lambda dataset_name, args, k: ([ToTensor()],
-                                                                           [ToTensor()])
+  to_tensor = sys.modules["torchvision.transforms"].ToTensor()  # the stand-in
+  their_data.get_transforms_for_dataset = lambda dataset_name, args, k: ([to_tensor],
+                                                                           [to_tensor])
   their_data.FewShotLearningDatasetParallel.load_image = load_glyph
   # Their checkpoints hold numpy scalars, which torch >= 2.6 refuses to unpickle by default;
   # the files are this run's own.

@@ -34,6 +34,20 @@ CONFIGS = {  # --config: the authors' JSON files for L2F, miniImageNet, 5-way 5-
 }
 
 
+def their_args(json_path: str):
+  """Their configuration object, built as their training script builds it from one of their
+  JSON files (their modules must be importable; ``DATASET_DIR`` is only joined, never read)."""
+  from utils.parser_utils import get_args  # the authors' module
+  saved_argv = sys.argv
+  sys.argv = [saved_argv[0], "--name_of_args_json_file", json_path]
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # they print every setting
+      args, _ = get_args()
+  finally:
+    sys.argv = saved_argv
+  return args
+
+
 def build_system(source: str, size: int, config: str = "conv4", inner_steps: int = 0):
   """The authors' MAMLFewShotClassifier on the CPU, configured from their JSON file; with
   ``inner_steps`` > 0, that many inner steps instead of the file's (their per-step learning
@@ -41,16 +55,9 @@ def build_system(source: str, size: int, config: str = "conv4", inner_steps: int
   import torch
   sys.path.insert(0, source)
   from few_shot_learning_system import MAMLFewShotClassifier  # the authors' module
-  from utils.parser_utils import get_args  # the authors' module
 
-  saved_argv = sys.argv
   os.environ.setdefault("DATASET_DIR", os.path.join(source, "no_data"))  # only joined, never read
-  sys.argv = [saved_argv[0], "--name_of_args_json_file", os.path.join(source, CONFIGS[config])]
-  try:
-    with contextlib.redirect_stdout(io.StringIO()):  # they print every setting
-      args, _ = get_args()
-  finally:
-    sys.argv = saved_argv
+  args = their_args(os.path.join(source, CONFIGS[config]))
   args.use_cuda = False
   args.image_height = args.image_width = size
   if inner_steps:

@@ -122,17 +122,14 @@ def evaluate_meta_rl_run(loaded, num_tasks: int, seed: int, gin_bindings=(),
   num_steps = learner.num_inner_steps if num_steps is None else num_steps
   if num_steps < 0:
     raise ValueError(f"--num_steps must be >= 0, got {num_steps}.")
+  domain.eval_seed = seed
   try:
     with tempfile.TemporaryDirectory(prefix="l2f_tf_evaluate_") as scratch:
-      returns = MetaRLTrainer(learner, domain, scratch).held_out_returns(num_tasks, num_steps,
-                                                                         seed)
+      evaluations, _ = MetaRLTrainer(learner, domain, scratch).evaluate(
+          num_tasks, steps=list(range(num_steps + 1)))
   finally:
     domain.sampler.close()  # its worker processes, if any
-  figures = {f"return_after_{k}_steps": mean_and_ci95(values)
-             for k, values in enumerate(returns.after_steps)}
-  if returns.unattenuated is not None:
-    figures["return_after_0_steps_without_attenuation"] = mean_and_ci95(returns.unattenuated)
-  return {"test": figures}
+  return evaluations
 
 
 def _domain(loaded, gin_files, gin_bindings):

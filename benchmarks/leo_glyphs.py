@@ -24,6 +24,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from l2f_tf import run_folder
 from l2f_tf.meta import predictions
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import restore
@@ -60,7 +61,7 @@ def per_episode_accuracy(root: str, num_tasks: int):
                                        vectorized=domain.eval_vectorized)[:, steps]
   with open(os.path.join(root, "results.json")) as f:
     reported = json.load(f)["evaluations"]["test"][f"accuracy_after_{steps}_steps"]["mean"]
-  restore.release_locks()
+  run_folder.release_locks()
   return domain, values, reported
 
 

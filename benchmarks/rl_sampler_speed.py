@@ -15,6 +15,12 @@ Run from the repository root (with the package installed, or with PYTHONPATH=.):
 
 With several --num_workers values (MuJoCo environments only) each is timed: 0 steps the
 simulators in-process, k > 0 in k spawned worker processes (`Sampler(num_workers=k)`).
+
+For MuJoCo it first prints the physics-only floor: the same T x N bodies, from their reset
+states, stepped H times (each step the environment's frame skip of `mj_step`s) with random
+controls by one `mujoco.rollout.rollout` call on 1 and on max(--num_workers) threads, i.e.
+no policy and no Python per step. Each sampler line then gives its rate as a fraction of the
+floor with as many threads as it has processes.
 """
 
 import time
@@ -24,6 +30,7 @@ from absl import flags
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tf_agents imports tensorflow)
 import keras
+import mujoco
 import numpy as np
 import tensorflow as tf
 
@@ -82,10 +89,39 @@ def steps_per_second(sampler: Sampler, tasks, policy_fn, repeats: int) -> float:
   return steps / (time.perf_counter() - start)
 
 
+def physics_floor(env_name: str, count: int, horizon: int, threads: int) -> float:
+  """Env steps per second of `count` bodies stepped `horizon` env steps by MuJoCo alone."""
+  from mujoco import rollout  # pylint: disable=import-outside-toplevel
+  environments = [envs.make_env(env_name, seed=i) for i in range(count)]
+  physics = environments[0].physics
+  model, frame_skip = physics.model, physics.frame_skip
+  spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+  states = np.zeros((count, mujoco.mj_stateSize(model, spec)))
+  for env, state in zip(environments, states):
+    env.reset()
+    mujoco.mj_getState(model, env.physics.data, state, spec)
+  controls = np.random.default_rng(0).uniform(-1.0, 1.0, (count, horizon, model.nu))
+  controls = np.repeat(controls, frame_skip, axis=1)  # held over the frame skip
+  datas = [mujoco.MjData(model) for _ in range(threads)]
+  best = 0.0
+  for _ in range(3):
+    start = time.perf_counter()
+    rollout.rollout(model, datas, states, controls)
+    best = max(best, count * horizon / (time.perf_counter() - start))
+  return best
+
+
 def main(argv):
   del argv
   num_tasks, per_task = FLAGS.num_tasks, FLAGS.trajectories_per_task
   tasks = envs.make_env(FLAGS.env_name).sample_tasks(num_tasks, seed=0)
+  floors = {}
+  if FLAGS.env_name != "Navigation2D":
+    for threads in sorted({1, max(max(FLAGS.num_workers), 1)}):
+      floors[threads] = physics_floor(FLAGS.env_name, num_tasks * per_task, FLAGS.horizon,
+                                      threads)
+      print(f"{FLAGS.env_name} physics-only floor, {num_tasks * per_task} bodies x horizon "
+            f"{FLAGS.horizon}, {threads} thread(s): {floors[threads]:12,.0f} env steps/s")
   for workers in FLAGS.num_workers:
     sampler = Sampler(FLAGS.env_name, num_tasks, per_task, FLAGS.horizon, seed=0,
                       num_workers=workers)
@@ -98,7 +134,9 @@ def main(argv):
     ]
     for label, policy_fn in policies:
       rate = steps_per_second(sampler, tasks, policy_fn, FLAGS.repeats)
-      print(f"  {label:40s} {rate:12,.0f} env steps/s")
+      floor = floors.get(max(workers, 1))
+      share = f"  ({rate / floor:.0%} of the floor)" if floor else ""
+      print(f"  {label:40s} {rate:12,.0f} env steps/s{share}")
     sampler.close()
 
 

@@ -10,8 +10,9 @@ noise, so the same seed gives the same batch. The logged action is the unclipped
 one whose log-likelihood the policy gradient needs); the environment clips it when it steps.
 
 2D navigation is stepped by `BatchedNavigation2D`, all T * N rows in one numpy call. The MuJoCo
-tasks keep one simulator per trajectory (`Simulators`), built once and reused by every call,
-stepped in a Python loop in this process or in worker processes (`num_workers`).
+tasks keep one simulator per trajectory (`mujoco_tasks.BatchedLocomotion`), built once and
+reused by every call, stepped in this process or in worker processes (`num_workers`) that
+exchange the per-step arrays through shared memory.
 """
 
 import multiprocessing
@@ -23,7 +24,7 @@ import numpy as np
 
 from l2f_tf.progress import rate_text_of
 from l2f_tf.rl import envs
-from l2f_tf.rl.envs import meta_env
+from l2f_tf.rl.envs import meta_env, mujoco_tasks
 
 PolicyFn = Callable[[np.ndarray], Tuple[Any, Any]]
 NAVIGATION = "Navigation2D"
@@ -52,43 +53,8 @@ class Trajectories(NamedTuple):
   num_steps: int
 
 
-class Simulators:
-  """One environment per trajectory, stepped in a Python loop (the MuJoCo tasks).
-
-  `reset` and `step` are the interface `Sampler` steps its environments through; rows whose
-  episode ended are not stepped (their outputs are masked out).
-  """
-
-  def __init__(self, env_name: str, horizon: int, seed: meta_env.Seed, count: int):
-    self.environments = [envs.make_env(env_name, horizon=horizon, seed=seed)
-                         for _ in range(count)]
-
-  def reset(self, row_tasks: Sequence[meta_env.Task], reset_seeds) -> np.ndarray:
-    """Sets row i's task and reset seed and resets it; the observations [rows, obs_dim]."""
-    for env, task, reset_seed in zip(self.environments, row_tasks, reset_seeds):
-      env.set_task(task)
-      env.seed(int(reset_seed))
-    return np.stack([env.reset().observation for env in self.environments]).astype(np.float32)
-
-  def step(self, actions: np.ndarray, running: np.ndarray):
-    """Steps the running rows: (observations, rewards, step types), zeros for the others."""
-    count = len(self.environments)
-    observation = np.zeros((count,) + self.environments[0].observation_spec().shape, np.float32)
-    reward = np.zeros(count, np.float32)
-    step_type = np.zeros(count, np.int32)
-    for i in np.flatnonzero(running):
-      time_step = self.environments[i].step(actions[i])
-      observation[i], reward[i], step_type[i] = (time_step.observation, time_step.reward,
-                                                time_step.step_type)
-    return observation, reward, step_type
-
-  def close(self) -> None:
-    for env in self.environments:
-      env.close()
-
-
 class _Navigation:
-  """`BatchedNavigation2D` behind the `Simulators` interface (no reset noise to seed)."""
+  """`BatchedNavigation2D` behind the `BatchedLocomotion` interface (no reset noise to seed)."""
 
   def __init__(self, num_tasks: int, per_task: int, horizon: int, seed: meta_env.Seed):
     self.env = envs.BatchedNavigation2D(num_tasks, per_task, horizon=horizon, seed=seed)
@@ -107,9 +73,34 @@ class _Navigation:
     pass
 
 
-def run_worker(connection, env_name: str, horizon: int, seed, count: int) -> None:
-  """A worker process: owns `count` `Simulators` and runs their methods on request."""
-  simulators = Simulators(env_name, horizon, seed, count)
+class _SharedRows:
+  """The per-row arrays a step exchanges with the worker processes, in shared memory: actions
+  and the running flags in, observations, rewards and step types out. A step then sends only
+  a command through each pipe, and each worker writes its rows' outputs in place."""
+
+  def __init__(self, context, count: int, observation_size: int, action_size: int):
+    self.layout = {"actions": (np.float32, (count, action_size)),
+                   "running": (np.bool_, (count,)),
+                   "observations": (np.float32, (count, observation_size)),
+                   "rewards": (np.float32, (count,)),
+                   "step_types": (np.int32, (count,))}
+    self.raw = {name: context.RawArray("b", int(np.prod(shape)) * np.dtype(dtype).itemsize)
+                for name, (dtype, shape) in self.layout.items()}
+
+  def arrays(self):
+    """numpy views of the shared buffers, by name."""
+    return {name: np.frombuffer(self.raw[name], dtype).reshape(shape)
+            for name, (dtype, shape) in self.layout.items()}
+
+
+def run_worker(connection, env_name: str, horizon: int, seed, rows: Tuple[int, int],
+               shared: _SharedRows) -> None:
+  """A worker process: steps rows [start, stop) of the batch in a `BatchedLocomotion`, on
+  request, through the shared arrays."""
+  start, stop = rows
+  simulators = mujoco_tasks.BatchedLocomotion(envs.ENVIRONMENTS[env_name], stop - start,
+                                              horizon, seed)
+  arrays = {name: array[start:stop] for name, array in shared.arrays().items()}
   while True:
     try:
       command, payload = connection.recv()
@@ -119,38 +110,54 @@ def run_worker(connection, env_name: str, horizon: int, seed, count: int) -> Non
       simulators.close()
       connection.close()
       return
-    connection.send(getattr(simulators, command)(*payload))
+    if command == "reset":
+      arrays["observations"][:] = simulators.reset(*payload)
+    else:
+      outputs = simulators.step(arrays["actions"], arrays["running"])
+      for name, output in zip(("observations", "rewards", "step_types"), outputs):
+        arrays[name][:] = output
+    connection.send(None)
 
 
 class _WorkerPool:
   """Worker processes (spawned: safe next to TensorFlow), each owning a contiguous slice of the
-  simulators, behind the `Simulators` interface."""
+  rows, behind the `BatchedLocomotion` interface. The arrays a call returns are views of the
+  shared buffers, valid until the next call."""
 
-  def __init__(self, env_name: str, horizon: int, seed, count: int, num_workers: int):
+  def __init__(self, env_name: str, horizon: int, seed, count: int, num_workers: int,
+               observation_size: int, action_size: int):
     context = multiprocessing.get_context("spawn")
     bounds = np.linspace(0, count, min(num_workers, count) + 1).astype(int)
     self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    shared = _SharedRows(context, count, observation_size, action_size)
+    self.arrays = shared.arrays()
     self.connections, self.processes = [], []
     for piece in self.slices:
       parent, child = context.Pipe()
       process = context.Process(target=run_worker, daemon=True,
-                                args=(child, env_name, horizon, seed, piece.stop - piece.start))
+                                args=(child, env_name, horizon, seed,
+                                      (int(piece.start), int(piece.stop)), shared))
       process.start()
       self.connections.append(parent)
       self.processes.append(process)
 
-  def _call(self, command: str, *rows):
-    """Runs ``command`` in every worker on its slice of ``rows``; the workers' results."""
-    for connection, piece in zip(self.connections, self.slices):
-      connection.send((command, tuple(r[piece] for r in rows)))
-    return [c.recv() for c in self.connections]
+  def _call(self, command: str, payloads) -> None:
+    """Runs ``command`` in every worker (with its payload) and waits for all of them."""
+    for connection, payload in zip(self.connections, payloads):
+      connection.send((command, payload))
+    for connection in self.connections:
+      connection.recv()
 
   def reset(self, row_tasks, reset_seeds) -> np.ndarray:
-    return np.concatenate(self._call("reset", list(row_tasks), reset_seeds))
+    row_tasks = list(row_tasks)
+    self._call("reset", [(row_tasks[piece], reset_seeds[piece]) for piece in self.slices])
+    return self.arrays["observations"]
 
   def step(self, actions, running):
-    parts = self._call("step", actions, running)
-    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+    self.arrays["actions"][:] = actions
+    self.arrays["running"][:] = running
+    self._call("step", [None] * len(self.slices))
+    return self.arrays["observations"], self.arrays["rewards"], self.arrays["step_types"]
 
   def close(self) -> None:
     for connection, process in zip(self.connections, self.processes):
@@ -200,9 +207,11 @@ class Sampler:
       self._environments = _Navigation(self.num_tasks, self.trajectories_per_task,
                                        self.horizon, seed)
     elif num_workers > 0:
-      self._environments = _WorkerPool(env_name, self.horizon, seed, count, num_workers)
+      self._environments = _WorkerPool(env_name, self.horizon, seed, count, num_workers,
+                                       self.observation_size, self.action_size)
     else:
-      self._environments = Simulators(env_name, self.horizon, seed, count)
+      self._environments = mujoco_tasks.BatchedLocomotion(envs.ENVIRONMENTS[env_name], count,
+                                                          self.horizon, seed)
 
   def sample(self, tasks: Sequence[meta_env.Task], policy_fn: PolicyFn,
              seed: meta_env.Seed = None) -> Trajectories:

@@ -293,3 +293,16 @@ def test_a_mujoco_warning_is_logged_once_however_many_envs_are_built(monkeypatch
     envs.make_env("HalfCheetahVel", seed=0)
   assert len(logged) == len(set(logged)) >= 1
   assert all(line.startswith("MuJoCo: ") for line in logged)
+
+
+@pytest.mark.parametrize("name", MUJOCO_NAMES)
+def test_mujoco_observation_is_gymnasiums(name):
+  """The row-wise observation equals gymnasium's own `_get_obs` after reset and each step."""
+  env = envs.make_env(name, seed=2)
+  gymnasium_observation = env.physics._get_obs  # pylint: disable=protected-access
+  np.testing.assert_array_equal(env.reset().observation,
+                                gymnasium_observation().astype(np.float32))
+  actions = np.random.default_rng(3).uniform(-1.0, 1.0, (15,) + env.action_spec().shape)
+  for action in actions.astype(np.float32):
+    step = env.step(action)
+    np.testing.assert_array_equal(step.observation, gymnasium_observation().astype(np.float32))

@@ -173,3 +173,60 @@ def test_bad_tasks_and_settings_raise():
     sampler_lib.Sampler("Navigation2D", T, 0, H)
   with pytest.raises(ValueError, match="horizon"):
     sampler_lib.Sampler("Navigation2D", T, N, 0)
+
+
+def environment_by_environment(env_name, tasks, per_task, horizon, policy_fn, seed):
+  """The batch `Sampler(env_name, ..., seed=0).sample(tasks, policy_fn, seed)` must return,
+  built the slow way: one `MetaPyEnvironment` per trajectory stepped through its tf-agents
+  `step` (gymnasium's `do_simulation` underneath), with the sampler's documented seeding."""
+  rng = np.random.default_rng(seed)
+  count = len(tasks) * per_task
+  reset_seeds = rng.integers(2**31, size=count)
+  environments = [envs.make_env(env_name, horizon=horizon, seed=0) for _ in range(count)]
+  action_size = environments[0].action_spec().shape[0]
+  noise = rng.standard_normal((horizon, len(tasks), per_task, action_size), dtype=np.float32)
+  observation = []
+  for i, env in enumerate(environments):
+    env.set_task(tasks[i // per_task])
+    env.seed(int(reset_seeds[i]))
+    observation.append(env.reset().observation)
+  observation = np.stack(observation)
+  out = {k: [] for k in ("observations", "actions", "rewards", "mask")}
+  running = np.ones(count, bool)
+  for t in range(horizon):
+    mean, log_std = policy_fn(observation.reshape(len(tasks), per_task, -1))
+    action = (mean + np.exp(log_std)[:, None, :] * noise[t]).reshape(count, -1)
+    out["observations"].append(observation * running[:, None])
+    out["actions"].append(action * running[:, None])
+    out["mask"].append(running.astype(np.float32))
+    reward = np.zeros(count, np.float32)
+    for i in np.flatnonzero(running):
+      step = environments[i].step(action[i])
+      observation[i], reward[i] = step.observation, step.reward
+      running[i] = not step.is_last()
+    out["rewards"].append(reward)
+  return {k: np.moveaxis(np.stack(v), 0, 1).reshape((len(tasks), per_task, horizon)
+                                                    + np.stack(v).shape[2:])
+          for k, v in out.items()}
+
+
+@pytest.mark.parametrize("env_name", ["HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir"])
+def test_mujoco_batch_equals_stepping_each_environment(env_name):
+  """The batched stepper (one mj_step call per row, row-wise rewards) gives the trajectories of
+  the environments' own step, to the bit; the Ant's episodes end early on this policy."""
+  num_tasks, per_task, horizon = 2, 3, 40
+  sampler = sampler_lib.Sampler(env_name, num_tasks, per_task, horizon, seed=0)
+  tasks = envs.make_env(env_name).sample_tasks(num_tasks, seed=4)
+  act = sampler.action_size
+
+  def policy_fn(observations):
+    return (np.tanh(3.0 * observations[..., :act]).astype(np.float32),
+            np.full((num_tasks, act), 0.3, np.float32))
+
+  batch = sampler.sample(tasks, policy_fn, seed=9)
+  sampler.close()
+  expected = environment_by_environment(env_name, tasks, per_task, horizon, policy_fn, seed=9)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(getattr(batch, name), value, err_msg=name)
+  ended_early = batch.mask[..., -1] == 0
+  assert ended_early.any() == env_name.startswith("Ant")

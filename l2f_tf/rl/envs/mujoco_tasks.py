@@ -13,10 +13,15 @@ as the common meta-RL code does, so that they do not depend on gymnasium's rewar
 
 The Ant's control and contact weights are those of gymnasium's Ant and of ProMP / PEARL; the
 ones of the HalfCheetah are fixed by the reference. Nothing is rendered.
+
+The observation, reward and termination are written for rows of simulators at once; one
+environment uses them on a row of one, and `BatchedLocomotion` (the sampler's engine) on all
+its simulators after stepping each with a single `mj_step` call, without tf-agents' or
+gymnasium's per-step work.
 """
 
 import contextlib
-from typing import List
+from typing import List, Sequence
 
 from absl import logging
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
@@ -70,8 +75,9 @@ class _VelocityTask:
     return float(value)
 
   @staticmethod
-  def forward_reward(task: meta_env.Task, x_velocity: float) -> float:
-    return -abs(x_velocity - task["velocity"])
+  def forward_reward(goal_velocity: np.ndarray, x_velocity: np.ndarray) -> np.ndarray:
+    """-|v_x - v_goal| per row (float64 arrays of the rows' task values and velocities)."""
+    return -np.abs(x_velocity - goal_velocity)
 
 
 class _DirectionTask:
@@ -88,8 +94,9 @@ class _DirectionTask:
     return float(value)
 
   @staticmethod
-  def forward_reward(task: meta_env.Task, x_velocity: float) -> float:
-    return task["direction"] * x_velocity
+  def forward_reward(direction: np.ndarray, x_velocity: np.ndarray) -> np.ndarray:
+    """d v_x per row (float64 arrays of the rows' task values and velocities)."""
+    return direction * x_velocity
 
 
 class _LocomotionEnv(meta_env.MetaPyEnvironment):
@@ -104,6 +111,7 @@ class _LocomotionEnv(meta_env.MetaPyEnvironment):
   _physics_class = None
   ctrl_cost_weight = 0.0
   _family = None
+  uses_contact_forces = False  # whether the observation or reward reads cfrc_ext
 
   def __init__(self, horizon: int = DEFAULT_HORIZON, seed: meta_env.Seed = None):
     with _mujoco_warnings_to_logging():
@@ -136,9 +144,8 @@ class _LocomotionEnv(meta_env.MetaPyEnvironment):
     return {self._family.key: self._family.check(task[self._family.key])}
 
   def _observation(self) -> np.ndarray:
-    # gymnasium's own observation of the body (positions without x(, y), velocities, and for
-    # the Ant the clipped contact forces), so policies see what gymnasium's agents see.
-    return self._physics._get_obs().astype(np.float32)  # pylint: disable=protected-access
+    data = self._physics.data
+    return self.observations(data.qpos[None], data.qvel[None], data.cfrc_ext[None])[0]
 
   def _reset_state(self):
     self._physics.reset()
@@ -149,18 +156,39 @@ class _LocomotionEnv(meta_env.MetaPyEnvironment):
     x_before = data.qpos[0]
     self._physics.do_simulation(action, self._physics.frame_skip)
     x_velocity = (data.qpos[0] - x_before) / self._physics.dt
-    reward = (self._family.forward_reward(self._task, x_velocity)
-              - self.ctrl_cost_weight * float(np.sum(np.square(action)))
-              + self._body_reward())
-    return self._observation(), reward, self._terminated()
+    rows = data.qpos[None], data.qvel[None], data.cfrc_ext[None]
+    reward = self.rewards(np.array([self._task[self._family.key]]), np.array([x_velocity]),
+                          action[None], rows[2])[0]
+    return self.observations(*rows)[0], reward, bool(self.terminated(rows[0], rows[1])[0])
 
-  def _body_reward(self) -> float:
+  # The body's observation, reward and termination, for rows of simulators at once (one row
+  # for this environment, the whole batch for `BatchedLocomotion`).
+
+  @classmethod
+  def observations(cls, qpos: np.ndarray, qvel: np.ndarray,
+                   cfrc_ext: np.ndarray) -> np.ndarray:
+    """float32 [rows, obs_dim]: gymnasium's observation of the body (positions without the
+    root's x, velocities), so that policies see what gymnasium's agents see."""
+    return np.concatenate([qpos[:, 1:], qvel], axis=1).astype(np.float32)
+
+  @classmethod
+  def rewards(cls, task_values: np.ndarray, x_velocity: np.ndarray, actions: np.ndarray,
+              cfrc_ext: np.ndarray) -> np.ndarray:
+    """float64 [rows]: the task's forward term minus the control cost of the clipped float32
+    actions [rows, act_dim], plus the body's own terms."""
+    control_cost = cls.ctrl_cost_weight * np.sum(np.square(actions), axis=1).astype(np.float64)
+    return cls._family.forward_reward(task_values, x_velocity) - control_cost \
+        + cls._body_rewards(cfrc_ext)
+
+  @classmethod
+  def _body_rewards(cls, cfrc_ext: np.ndarray) -> np.ndarray:
     """Reward terms of the body that do not depend on the task (none by default)."""
-    return 0.0
+    return np.zeros(len(cfrc_ext))
 
-  def _terminated(self) -> bool:
-    """Whether the state reached after a step is terminal (never, by default)."""
-    return False
+  @classmethod
+  def terminated(cls, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    """bool [rows]: whether the state reached after a step is terminal (never, by default)."""
+    return np.zeros(len(qpos), bool)
 
 
 class _HalfCheetah(_LocomotionEnv):
@@ -174,15 +202,25 @@ class _Ant(_LocomotionEnv):
   contact_cost_weight = 5e-4
   survive_reward = 1.0
   healthy_z_range = (0.2, 1.0)
+  uses_contact_forces = True
 
-  def _body_reward(self):
-    contact_forces = np.clip(self._physics.data.cfrc_ext, -1.0, 1.0)
-    return self.survive_reward - self.contact_cost_weight * float(np.sum(np.square(contact_forces)))
+  @classmethod
+  def observations(cls, qpos, qvel, cfrc_ext):
+    # gymnasium's Ant (v5): positions without the root's x and y, velocities, and the contact
+    # forces of every body but the world, clipped to [-1, 1].
+    contact = np.clip(cfrc_ext[:, 1:], -1.0, 1.0).reshape(len(cfrc_ext), -1)
+    return np.concatenate([qpos[:, 2:], qvel, contact], axis=1).astype(np.float32)
 
-  def _terminated(self):
-    state = self._physics.state_vector()
-    low, high = self.healthy_z_range
-    return not (np.all(np.isfinite(state)) and low <= state[2] <= high)
+  @classmethod
+  def _body_rewards(cls, cfrc_ext):
+    contact = np.clip(cfrc_ext, -1.0, 1.0).reshape(len(cfrc_ext), -1)
+    return cls.survive_reward - cls.contact_cost_weight * np.sum(np.square(contact), axis=1)
+
+  @classmethod
+  def terminated(cls, qpos, qvel):
+    low, high = cls.healthy_z_range
+    finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
+    return ~(finite & (low <= qpos[:, 2]) & (qpos[:, 2] <= high))
 
 
 class HalfCheetahVel(_HalfCheetah):
@@ -203,3 +241,81 @@ class AntVel(_Ant):
 class AntDir(_Ant):
   """Ant running forward or backward. Tasks are dicts {"direction": +1.0 or -1.0}."""
   _family = _DirectionTask()
+
+
+class BatchedLocomotion:
+  """`count` simulators of one locomotion environment, stepped together (the sampler's engine).
+
+  Each row owns a `MetaPyEnvironment` of ``env_class``, which supplies the row's task and its
+  seeded reset (rare: once per trajectory). Steps bypass tf-agents and gymnasium: for every
+  running row one `mujoco.mj_step` call advances the whole frame skip, and the observations,
+  rewards and terminations of all rows come from the environment class's row-wise functions
+  in a few numpy calls. The arithmetic is the environment's own, so the trajectories are the
+  ones `MetaPyEnvironment.step` gives, to the bit.
+
+  Args:
+    env_class: a `_LocomotionEnv` subclass, e.g. `HalfCheetahVel`.
+    count: the number of rows (simulators).
+    horizon: H; a row's step type is LAST at its H-th step or when its state is terminal.
+    seed: passed to every row's environment (`sample`-time reset seeds override it).
+  """
+
+  def __init__(self, env_class, count: int, horizon: int, seed: meta_env.Seed = None):
+    self.env_class = env_class
+    self.environments = [env_class(horizon=horizon, seed=seed) for _ in range(count)]
+    self.horizon = horizon
+    physics = self.environments[0].physics
+    self._frame_skip, self._dt = physics.frame_skip, physics.dt
+    spec = self.environments[0].action_spec()
+    self._low, self._high = spec.minimum, spec.maximum
+    self._models = [env.physics.model for env in self.environments]
+    self._datas = [env.physics.data for env in self.environments]
+    data = self._datas[0]
+    self._qpos = np.zeros((count, data.qpos.size))
+    self._qvel = np.zeros((count, data.qvel.size))
+    self._cfrc_ext = np.zeros((count,) + data.cfrc_ext.shape)
+    self._task_values = np.zeros(count)
+    self._elapsed = np.zeros(count, np.int64)
+    self._task_key = env_class._family.key  # pylint: disable=protected-access
+
+  def reset(self, row_tasks: Sequence[meta_env.Task], reset_seeds) -> np.ndarray:
+    """Sets row i's task and reset seed and resets it; the observations [rows, obs_dim]."""
+    observations = []
+    for i, (env, task, reset_seed) in enumerate(zip(self.environments, row_tasks, reset_seeds)):
+      env.set_task(task)
+      env.seed(int(reset_seed))
+      observations.append(env.reset().observation)
+      self._task_values[i] = env.get_task()[self._task_key]
+    self._elapsed[:] = 0
+    return np.stack(observations)
+
+  def step(self, actions: np.ndarray, running: np.ndarray):
+    """Steps the running rows with actions [rows, act_dim] (clipped here): (observations,
+    rewards, step types), zeros for the rows that are not running."""
+    clipped = np.clip(np.asarray(actions, np.float32), self._low, self._high)
+    rows = np.flatnonzero(running)
+    x_before = self._qpos[:, 0].copy()
+    contact = self.env_class.uses_contact_forces
+    for i in rows:
+      model, data = self._models[i], self._datas[i]
+      x_before[i] = data.qpos[0]
+      data.ctrl[:] = clipped[i]
+      mujoco.mj_step(model, data, nstep=self._frame_skip)
+      self._qpos[i], self._qvel[i] = data.qpos, data.qvel
+      if contact:  # cfrc_ext is computed only on request (as gymnasium does after each step)
+        mujoco.mj_rnePostConstraint(model, data)
+        self._cfrc_ext[i] = data.cfrc_ext
+    x_velocity = (self._qpos[:, 0] - x_before) / self._dt
+    observations = self.env_class.observations(self._qpos, self._qvel, self._cfrc_ext)
+    rewards = self.env_class.rewards(self._task_values, x_velocity, clipped,
+                                     self._cfrc_ext).astype(np.float32)
+    self._elapsed[rows] += 1
+    last = self.env_class.terminated(self._qpos, self._qvel) | (self._elapsed >= self.horizon)
+    step_types = np.where(last, 2, 1).astype(np.int32)  # tf-agents StepType.LAST / MID
+    stopped = ~np.asarray(running, bool)
+    observations[stopped], rewards[stopped], step_types[stopped] = 0.0, 0.0, 0
+    return observations, rewards, step_types
+
+  def close(self) -> None:
+    for env in self.environments:
+      env.close()

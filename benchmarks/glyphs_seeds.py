@@ -40,8 +40,9 @@ from typing import Callable, Dict, List, Optional
 from absl import app, flags
 
 if __package__:  # imported as benchmarks.glyphs_seeds (the tests)
-  from benchmarks import vision_step
+  from benchmarks import peer_code, vision_step
 else:  # run as a script: its folder is on sys.path
+  import peer_code  # The scratch copy's errors.
   import vision_step  # The authors' scratch setup.
 
 from l2f_tf import atomic
@@ -274,7 +275,7 @@ def main(argv):
   if AUTHORS in implementations and not TABLE_ONLY.value:
     try:
       reference = reference_setup()
-    except vision_step.ReferenceUnavailable as error:
+    except peer_code.ReferenceUnavailable as error:
       raise app.UsageError(f"the authors' code is unavailable ({error}); pass "
                            "--reference_git_dir, or --implementations=l2f_tf") from error
   failures, tables = [], {}

@@ -35,8 +35,9 @@ from typing import Dict, Iterable, List, Tuple
 from absl import app, flags
 
 if __package__:  # imported as benchmarks.vision_floor (the tests)
-  from benchmarks import vision_step
+  from benchmarks import peer_code, vision_step
 else:  # run as a script: its folder is on sys.path
+  import peer_code  # Machine facts.
   import vision_step  # The step builder.
 
 KERNEL_REPEATS = flags.DEFINE_integer("kernel_repeats", 20, "Timed calls per distinct kernel.")
@@ -190,10 +191,10 @@ def main(argv):
   if not counts:
     raise SystemExit("No convolution in the step's graph.")
   dtype = tf.bfloat16 if precision_name in ("bfloat16_conv", "mixed_bfloat16") else tf.float32
-  info = vision_step.machine_info()
+  info = peer_code.machine_info()
   print(f"case {case} ({backbone}, {precision_name}, "
         f"{size}x{size}); machine: {info['cpu_model']}, {info['usable_cpus']} usable CPUs, "
-        f"{vision_step.busy_cpus():.2f} busy at start", flush=True)
+        f"{peer_code.busy_cpus():.2f} busy at start", flush=True)
   seconds = {k: time_kernel(k, KERNEL_REPEATS.value, dtype) for k in counts}
   print("\n".join(table(counts, seconds)))
   total_flops, floor = totals(counts, seconds)

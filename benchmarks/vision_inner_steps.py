@@ -33,8 +33,9 @@ from typing import Callable, Dict, List, Optional
 from absl import app, flags
 
 if __package__:  # imported as benchmarks.vision_inner_steps (the tests)
-  from benchmarks import vision_step
+  from benchmarks import peer_code, vision_step
 else:  # run as a script: its folder is on sys.path
+  import peer_code  # The scratch copy's errors.
   import vision_step  # The case runner and the authors' setup.
 
 STEPS = flags.DEFINE_list("steps", ["5", "10", "20", "50"], "Numbers of inner steps.")
@@ -68,7 +69,7 @@ def sweep(steps: List[int], repeats: int, warmup: int, size: int, cap_mb: float,
         result = measure()
       except vision_step.MemoryCapExceeded as error:
         result = {"did_not_fit_mb": error.peak_mb, "cap_mb": error.cap_mb}
-      except (RuntimeError, vision_step.ReferenceUnavailable) as error:
+      except (RuntimeError, peer_code.ReferenceUnavailable) as error:
         result = {"failed": str(error)}
       results[name][n] = result
       echo(f"{n:>3} inner steps, {name}: {cell(result)}")
@@ -131,11 +132,11 @@ def main(argv):
   steps = [int(s) for s in STEPS.value]
   cap_mb = vision_step.MEMORY_CAP_GB.value * 1024
   size, threads = vision_step.SIZE_FLAG.value, vision_step.THREADS.value
-  info = vision_step.machine_info()
+  info = peer_code.machine_info()
   print(f"conv4-48, 5-way 5-shot, 15 queries/class, {size}x{size}x3, meta-batch 2, second "
         f"order, MAML+L2F, Adam; median of {vision_step.REPEATS.value} meta-iterations after "
         f"{vision_step.WARMUP.value} warm-up; machine: {info['cpu_model']}, {info['usable_cpus']} "
-        f"usable CPUs, {vision_step.busy_cpus():.2f} busy at start; memory cap "
+        f"usable CPUs, {peer_code.busy_cpus():.2f} busy at start; memory cap "
         f"{cap_mb / 1024:.1f} GB", flush=True)
   run_authors = None
   try:
@@ -146,7 +147,7 @@ def main(argv):
     run_authors = lambda n: vision_step.run_reference(
         python, src, vision_step.REPEATS.value, vision_step.WARMUP.value, threads or info["usable_cpus"],
         size, run=vision_step.capped_run(cap_mb), inner_steps=n)
-  except vision_step.ReferenceUnavailable as error:
+  except peer_code.ReferenceUnavailable as error:
     print(vision_step.unavailable_line(str(error)))
   results = sweep(steps, vision_step.REPEATS.value, vision_step.WARMUP.value, size, cap_mb,
                   run_authors=run_authors)

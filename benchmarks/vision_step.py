@@ -41,19 +41,21 @@ only launches cases, and its pure-Python helpers load without TensorFlow.
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
-import io
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from absl import app, flags
+
+if __package__:  # imported as benchmarks.vision_step (the tests, other benchmarks)
+  from benchmarks import peer_code
+else:  # run as a script: its folder is on sys.path
+  import peer_code  # The scratch copy of the authors' code and its venv.
 
 CASE = flags.DEFINE_string("case", None,
                            "shots,inner_steps,first_order,jit,sequential (one case).")
@@ -299,135 +301,11 @@ def run_case(case: str, repeats: int, precision_name: str = "float32", warmup: i
 
 # --- --compare_reference: machine facts, the authors' code and venv, the table ---------------
 
-def machine_info(cpuinfo: Optional[str] = None) -> Dict:
-  """CPU model, physical cores, logical CPUs (from /proc/cpuinfo) and the oneDNN switch."""
-  if cpuinfo is None:
-    try:
-      with open("/proc/cpuinfo") as f:
-        cpuinfo = f.read()
-    except OSError:
-      cpuinfo = ""
-  model, logical, cores, cores_per_socket = "unknown", 0, set(), {}
-  physical_id = core_id = None
-  for line in cpuinfo.splitlines() + [""]:
-    key, _, value = (part.strip() for part in line.partition(":"))
-    if key == "processor":
-      logical += 1
-    elif key == "model name" and model == "unknown":
-      model = value
-    elif key == "physical id":
-      physical_id = value
-    elif key == "core id":
-      core_id = value
-    elif key == "cpu cores" and value.isdigit():
-      cores_per_socket[physical_id] = int(value)
-    elif not key:  # a blank line closes one processor's block
-      if core_id is not None:
-        cores.add((physical_id, core_id))
-      physical_id = core_id = None
-  logical = logical or os.cpu_count() or 0
-  physical = len(cores) or sum(cores_per_socket.values()) or logical
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = logical
-  return {"cpu_model": model, "physical_cores": physical, "logical_cpus": logical,
-          "usable_cpus": usable,
-          "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")}
-
-
-def busy_cpus(seconds: float = 1.0) -> float:
-  """How many CPUs other processes keep busy now (from /proc/stat over ``seconds``; the load
-  average would still count a benchmark that just ended)."""
-  def sample():
-    with open("/proc/stat") as f:
-      values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values) - values[3] - values[4], sum(values)  # busy = all but idle and iowait
-  try:
-    busy0, total0 = sample()
-    time.sleep(seconds)
-    busy1, total1 = sample()
-  except (OSError, ValueError, IndexError):
-    return float("nan")
-  return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-
-
-class ReferenceUnavailable(Exception):
-  """The authors' code or its venv could not be set up or run; the message says why."""
-
-
-def _checked(run: Callable, command: List[str], what: str, **kwargs):
-  try:
-    out = run(command, capture_output=True, text=True, **kwargs)
-  except (OSError, subprocess.SubprocessError) as error:
-    raise ReferenceUnavailable(f"{what}: {error}") from error
-  if out.returncode:
-    lines = (out.stderr or out.stdout or "").strip().splitlines() or [f"exit {out.returncode}"]
-    raise ReferenceUnavailable(f"{what}: {lines[-1]}")
-  return out
-
-
-def reference_source(folder: str, git_dir: Optional[str], url: str,
-                     run: Callable = subprocess.run) -> Tuple[str, str]:
-  """The authors' code in ``folder``/src (fetched on first use): (its path, where it came from).
-
-  With ``git_dir`` it is extracted from that local git directory (``git archive HEAD``),
-  otherwise cloned from ``url`` (``git clone --depth 1``)."""
-  src = os.path.join(folder, "src")
-  origin_file = os.path.join(src, ".l2f_tf_origin")
-  if os.path.exists(os.path.join(src, "few_shot_learning_system.py")):
-    with open(origin_file) as f:
-      return src, f.read().strip()
-  os.makedirs(folder, exist_ok=True)
-  partial = src + ".partial"
-  shutil.rmtree(partial, ignore_errors=True)
-  if git_dir:
-    commit = _checked(run, ["git", "--git-dir", git_dir, "rev-parse", "HEAD"],
-                      "reading the local snapshot").stdout.strip()
-    archive = run(["git", "--git-dir", git_dir, "archive", "--format=tar", "HEAD"],
-                  capture_output=True)
-    if archive.returncode:
-      raise ReferenceUnavailable(f"git archive of {git_dir} failed")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-      tar.extractall(partial, filter="data")
-    origin = f"local git snapshot, commit {commit[:8]}"
-  else:
-    _checked(run, ["git", "clone", "--depth", "1", url, partial],
-             f"git clone {url} (no network? pass --reference_git_dir)", timeout=300)
-    commit = _checked(run, ["git", "-C", partial, "rev-parse", "HEAD"], "git rev-parse")
-    origin = f"{url}, commit {commit.stdout.strip()[:8]}"
-  with open(os.path.join(partial, ".l2f_tf_origin"), "w") as f:
-    f.write(origin + "\n")
-  os.rename(partial, src)
-  return src, origin
-
-
-def reference_python(folder: str, run: Callable = subprocess.run) -> str:
-  """The Python of the scratch venv ``folder``/venv with torch 2.13 (CPU), made on first use."""
-  venv = os.path.join(folder, "venv")
-  python = os.path.join(venv, "bin", "python")
-  probe = [python, "-c", "import torch, numpy, tqdm, PIL"]
-  if os.path.exists(python) and run(probe, capture_output=True).returncode == 0:
-    return python
-  print(f"Setting up a scratch venv in {venv} with {' '.join(TORCH_REQUIREMENTS)} (CPU wheel; "
-        "nothing of it enters the repository). This takes a few minutes once.", flush=True)
-  _checked(run, [sys.executable, "-m", "venv", venv], "python -m venv")
-  _checked(run, [python, "-m", "pip", "install", "--quiet"] + TORCH_REQUIREMENTS,
-           "pip install torch==2.13.0 into the scratch venv")
-  _checked(run, probe, "import torch in the scratch venv")
-  return python
-
-
 def setup_reference(folder: str, git_dir: Optional[str], url: str,
                     run: Callable = subprocess.run) -> Tuple[str, str, str]:
-  """(venv python, path of the authors' code, where it came from); raises ReferenceUnavailable."""
-  try:
-    src, origin = reference_source(folder, git_dir, url, run)
-    return reference_python(folder, run), src, origin
-  except ReferenceUnavailable:
-    raise
-  except Exception as error:  # a broken scratch folder must not crash the benchmark
-    raise ReferenceUnavailable(f"{type(error).__name__}: {error}") from error
+  """(venv python, path of the authors' code, where it came from); raises peer_code.ReferenceUnavailable."""
+  return peer_code.setup(folder, git_dir, url, "few_shot_learning_system.py", TORCH_REQUIREMENTS,
+                         "torch, numpy, tqdm, PIL", run)
 
 
 def run_reference(python: str, src: str, repeats: int, warmup: int, threads: int, size: int,
@@ -435,14 +313,14 @@ def run_reference(python: str, src: str, repeats: int, warmup: int, threads: int
                   inner_steps: int = 0) -> Dict:
   """The authors' training iteration timed by benchmarks/reference_step_driver.py in the scratch
   venv (``inner_steps`` 0: their configuration's 5); ``run`` may raise MemoryCapExceeded."""
-  out = _checked(run, [python, DRIVER, f"--source={src}", f"--repeats={repeats}",
+  out = peer_code.checked(run, [python, DRIVER, f"--source={src}", f"--repeats={repeats}",
                        f"--warmup={warmup}", f"--threads={threads}", f"--size={size}",
                        f"--config={backbone}", f"--inner_steps={inner_steps}"],
                  "the authors' training iteration")
   try:
     return json.loads(out.stdout.strip().splitlines()[-1])
   except (ValueError, IndexError) as error:
-    raise ReferenceUnavailable(f"unreadable driver output: {error}") from error
+    raise peer_code.ReferenceUnavailable(f"unreadable driver output: {error}") from error
 
 
 def unavailable_line(reason: str) -> str:
@@ -505,13 +383,13 @@ def capped_run(cap_mb: Optional[float]) -> Callable:
 def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir: Optional[str],
                       url: str, threads: int, run_l2f: Callable = run_case,
                       setup: Callable = setup_reference, run_authors: Callable = run_reference,
-                      echo: Callable = print, busy: Callable = busy_cpus,
+                      echo: Callable = print, busy: Callable = peer_code.busy_cpus,
                       backbone: str = "conv4", cap_mb: Optional[float] = None) -> Dict:
   """Times l2f_tf (sequential, plain, and sequential with bfloat16 convolutions) and the
   authors' code one after another, prints the table; returns {label: result}. Never raises
   because of the reference side; a side that outgrows ``cap_mb`` is reported as not fitting,
   with the memory it had reached."""
-  info, busy_now = machine_info(), busy()
+  info, busy_now = peer_code.machine_info(), busy()
   network = "ResNet12 (64-128-256-512)" if backbone == "resnet12" else "conv4-48"
   echo(f"{network}, {WAYS}-way 5-shot, {QUERIES} queries/class, {size}x{size}x3, meta-batch "
        f"{meta_batch_size(5, backbone)}, 5 inner steps, second order, MAML+L2F, Adam; random "
@@ -526,7 +404,7 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
   results, authors, origin = {}, None, ""
   try:
     python, src, origin = setup(folder, git_dir, url)
-  except ReferenceUnavailable as error:
+  except peer_code.ReferenceUnavailable as error:
     echo(unavailable_line(str(error)))
     python = None
   for label, case, precision_name in COMPARED:
@@ -542,7 +420,7 @@ def compare_reference(repeats: int, warmup: int, size: int, folder: str, git_dir
       results[AUTHORS] = authors
     except MemoryCapExceeded as error:
       echo(f"{AUTHORS}: {error}")
-    except ReferenceUnavailable as error:
+    except peer_code.ReferenceUnavailable as error:
       echo(unavailable_line(str(error)))
   ours = [label for label, _, _ in COMPARED if label in results]
   if ours:
@@ -597,7 +475,7 @@ def main(argv):
       python, src, origin = setup_reference(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
                                             REFERENCE_URL.value)
       print(f"authors' code: {src} ({origin}); venv python: {python}")
-    except ReferenceUnavailable as error:
+    except peer_code.ReferenceUnavailable as error:
       print(f"Authors' reference could not be set up ({error}).")
     return
   if COMPARE.value:

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from benchmarks import vision_inner_steps as sweep_lib
+from benchmarks import peer_code
 from benchmarks import vision_step
 
 FAKE = {"median_s": 2.5, "min_s": 2.4, "max_s": 2.6, "peak_mb": 1536.0}
@@ -24,7 +25,7 @@ def _run_sweep(steps, authors=True):
   def run_authors(n):
     calls.append(("authors", n))
     if n == 50:
-      raise vision_step.ReferenceUnavailable("the authors' training iteration: killed")
+      raise peer_code.ReferenceUnavailable("the authors' training iteration: killed")
     return dict(FAKE, peak_mb=1000.0 * n)
 
   results = sweep_lib.sweep(steps, repeats=3, warmup=1, size=84, cap_mb=20480.0,

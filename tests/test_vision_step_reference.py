@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from benchmarks import peer_code
 from benchmarks import vision_step  # It defines absl flags (once per process).
 
 CPUINFO = "".join(
@@ -23,7 +24,7 @@ AUTHORS_SIDE = {"median_s": 5.0, "min_s": 4.9, "max_s": 5.2, "times": [4.9, 5.0,
 
 
 def test_machine_info_counts_physical_cores_and_logical_cpus():
-  info = vision_step.machine_info(CPUINFO)
+  info = peer_code.machine_info(CPUINFO)
   assert info["cpu_model"] == "Test CPU 9000"
   assert info["logical_cpus"] == 8
   assert info["physical_cores"] == 4  # 2 sockets x 2 cores, 2 hyperthreads each
@@ -31,11 +32,11 @@ def test_machine_info_counts_physical_cores_and_logical_cpus():
 
 
 def test_busy_cpus_is_a_fraction_of_the_cpus():
-  assert 0.0 <= vision_step.busy_cpus(0.05) <= (os.cpu_count() or 1) + 0.01
+  assert 0.0 <= peer_code.busy_cpus(0.05) <= (os.cpu_count() or 1) + 0.01
 
 
 def test_machine_info_of_this_machine_has_every_field():
-  info = vision_step.machine_info()
+  info = peer_code.machine_info()
   assert set(info) == {"cpu_model", "physical_cores", "logical_cpus", "usable_cpus",
                        "TF_ENABLE_ONEDNN_OPTS"}
   assert info["logical_cpus"] >= info["physical_cores"] >= 1
@@ -62,7 +63,7 @@ def _compare(setup, run_authors):
 
 
 def _fails(*args, **kwargs):
-  raise vision_step.ReferenceUnavailable("git clone failed: no network")
+  raise peer_code.ReferenceUnavailable("git clone failed: no network")
 
 
 @pytest.mark.parametrize("broken", ["setup", "run"])
@@ -99,7 +100,7 @@ def test_failed_clone_raises_reference_unavailable(tmp_path):
   def run(command, **kwargs):
     return subprocess.CompletedProcess(command, 128, "", "fatal: could not resolve host\n")
 
-  with pytest.raises(vision_step.ReferenceUnavailable, match="could not resolve host"):
+  with pytest.raises(peer_code.ReferenceUnavailable, match="could not resolve host"):
     vision_step.setup_reference(str(tmp_path), None, "https://example.invalid/L2F", run)
   assert not os.path.exists(tmp_path / "src")
 
@@ -108,7 +109,7 @@ def test_unexpected_setup_error_becomes_reference_unavailable(tmp_path):
   def run(command, **kwargs):
     raise ValueError("boom")
 
-  with pytest.raises(vision_step.ReferenceUnavailable, match="boom"):
+  with pytest.raises(peer_code.ReferenceUnavailable, match="boom"):
     vision_step.setup_reference(str(tmp_path), "/no/such/git", "unused", run)
 
 
@@ -175,3 +176,30 @@ def test_meta_batch_sizes_follow_the_authors_configurations():
   assert vision_step.meta_batch_size(5) == 2 and vision_step.meta_batch_size(1) == 4
   assert vision_step.meta_batch_size(5, "resnet12") == 1
   assert vision_step.meta_batch_size(1, "resnet12") == 1
+
+
+def _git(*args, cwd):
+  subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_a_snapshot_without_some_blobs_still_gives_the_code(tmp_path):
+  """A local snapshot may lack its largest files: the rest is extracted and the origin says
+  which are absent; a second call reuses the copy."""
+  repo = tmp_path / "repo"
+  (repo / "pkg").mkdir(parents=True)
+  (repo / "pkg" / "code.py").write_text("x = 1\n")
+  (repo / "big.gif").write_bytes(b"GIF89a" + bytes(100))
+  _git("init", "-q", cwd=repo)
+  _git("add", ".", cwd=repo)
+  _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c", cwd=repo)
+  blob = subprocess.run(["git", "rev-parse", "HEAD:big.gif"], cwd=repo, capture_output=True,
+                        text=True, check=True).stdout.strip()
+  os.remove(repo / ".git" / "objects" / blob[:2] / blob[2:])
+  folder = tmp_path / "scratch"
+  src, origin = peer_code.fetch_source(str(folder), str(repo / ".git"), "unused", "pkg/code.py")
+  assert open(os.path.join(src, "pkg", "code.py")).read() == "x = 1\n"
+  assert not os.path.exists(os.path.join(src, "big.gif"))
+  assert origin.startswith("local git snapshot, commit ") and "big.gif" in origin
+  assert peer_code.fetch_source(str(folder), None, "unused", "pkg/code.py") == (src, origin)
+  with pytest.raises(peer_code.ReferenceUnavailable, match="no other.py"):
+    peer_code.fetch_source(str(tmp_path / "other"), str(repo / ".git"), "unused", "other.py")

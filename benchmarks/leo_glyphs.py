@@ -8,7 +8,8 @@ reader's class and image order, so both evaluate the same classes and images in 
 episode. This script checks that (class names and the chosen images of all episodes), then
 prints each learner's test accuracy (best validated checkpoint, mean +- 95% CI over episodes)
 and the paired differences between learners (mean of the per-episode differences +- its 95%
-CI), and writes them to ``<runs>/leo_comparison.json``.
+CI), with nearest class mean on LEO's features as a floor, and writes them to
+``<runs>/leo_comparison.json``.
 
 Runs that are missing are trained first (``run_experiment.py``; a MAML glyph run takes ~10
 minutes on a 2-core CPU, a LEO one ~2):
@@ -31,7 +32,9 @@ from l2f_tf.train import restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNERS = (("maml", "MAML"), ("l2f", "MAML+L2F"), ("leo", "LEO"), ("leo_l2f", "LEO+L2F"))
-PAIRS = (("MAML+L2F", "MAML"), ("LEO+L2F", "LEO"), ("LEO", "MAML"), ("LEO+L2F", "MAML+L2F"))
+NCM = "nearest class mean (LEO's features)"
+PAIRS = (("MAML+L2F", "MAML"), ("LEO+L2F", "LEO"), ("LEO", "MAML"), ("LEO+L2F", "MAML+L2F"),
+         ("LEO", NCM))
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +68,23 @@ def per_episode_accuracy(root: str, num_tasks: int):
   return domain, values, reported
 
 
+def nearest_class_mean_accuracy(domain, num_tasks: int) -> np.ndarray:
+  """Per-episode accuracy of nearest class mean on the LEO domain's features: each query goes
+  to the class whose mean L2-normalised support embedding is nearest (no meta-learning), a
+  floor for what the learners add to the pretrained features."""
+  values = []
+  for batch in domain.eval_batches("test", num_tasks):
+    support_x, support_y, query_x, query_y = (np.asarray(t) for t in (
+        batch.support_x, batch.support_y, batch.query_x, batch.query_y))
+    for sx, sy, qx, qy in zip(support_x, support_y, query_x, query_y):
+      sx = sx / np.linalg.norm(sx, axis=-1, keepdims=True)
+      qx = qx / np.linalg.norm(qx, axis=-1, keepdims=True)
+      means = np.stack([sx[sy == c].mean(0) for c in range(int(sy.max()) + 1)])
+      nearest = np.argmin(((qx[:, None] - means[None]) ** 2).sum(-1), axis=1)
+      values.append(np.mean(nearest == qy))
+  return np.array(values[:num_tasks])
+
+
 def check_same_episodes(image_domain, embedding_domain, num_tasks: int) -> None:
   """The two domains' test episodes hold the same classes (by name) and the same images."""
   images = image_domain.sampler("test")
@@ -90,6 +110,8 @@ def compare(shots: int, runs: str, num_tasks: int):
   check_same_episodes(domains["MAML"], domains["LEO"], num_tasks)
   table = {label: {**mean_and_ci95(100 * v), "results_json": 100 * reported[label]}
            for label, v in values.items()}
+  values[NCM] = nearest_class_mean_accuracy(domains["LEO"], num_tasks)
+  table[NCM] = mean_and_ci95(100 * values[NCM])
   pairs = {f"{a} - {b}": mean_and_ci95(100 * (values[a] - values[b])) for a, b in PAIRS}
   return table, pairs
 
@@ -103,7 +125,8 @@ def main(argv):
     print(f"\n5-way {shots}-shot glyphs, {FLAGS.num_tasks} test episodes (accuracy %, "
           "mean +- 95% CI; results.json in brackets):")
     for label, row in table.items():
-      print(f"  {label:9s} {row['mean']:6.2f} +- {row['ci95']:.2f}  [{row['results_json']:.2f}]")
+      reported = f"  [{row['results_json']:.2f}]" if "results_json" in row else ""
+      print(f"  {label:9s} {row['mean']:6.2f} +- {row['ci95']:.2f}{reported}")
     print("  paired differences (same episodes):")
     for name, row in pairs.items():
       print(f"  {name:20s} {row['mean']:+6.2f} +- {row['ci95']:.2f}")

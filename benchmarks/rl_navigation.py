@@ -18,12 +18,31 @@ then over trajectories; step averages over all valid steps.
 low-variance-curvature loss: the same inner step, a meta-gradient that also credits the
 support data's dependence on theta (see l2f_tf.rl.policy_gradient.lvc_loss).
 Re-running continues the runs (each resumes its checkpoint).
+
+  python benchmarks/rl_navigation.py --compare_reference --rounds=3 \
+      [--reference_git_dir=<local snapshot of tristandeleu/pytorch-maml-rl>]
+
+times l2f_tf's MAML-TRPO and pytorch-maml-rl's (the PyTorch MAML-RL code) at the same settings
+(their configs/maml/2d-navigation.yaml: 20 tasks x 20 trajectories x horizon 100, one
+REINFORCE step at lr 0.1, TRPO with max KL 0.01): seconds per meta-iteration, each side in a
+process of its own after --warmup_iterations untimed ones, one side after the other in every
+round. l2f_tf runs with its defaults (Gauss-Newton curvature products) and like for like
+(MetaRLTrainer.curvature = "hessian": exact Hessian-vector products, as the peer); the peer at
+its fastest setting on this CPU (OMP_NUM_THREADS=1, one torch thread, 2 sampler workers) and
+out of the box (torch's threads, cpu_count - 1 workers, their train.py default). The peer's
+code goes to a scratch folder with its own venv (benchmarks/peer_code.py; compatibility
+patches for torch 2, gym 0.23 and numpy 2 in benchmarks/reference_maml_rl_driver.py).
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
 import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
 import gin
 import numpy as np
@@ -32,6 +51,11 @@ from absl import app, flags, logging
 from l2f_tf.rl import envs
 from l2f_tf.rl.sampler import Sampler
 from l2f_tf.train import experiment, restore
+
+if __package__:  # imported as benchmarks.rl_navigation (the tests)
+  from benchmarks import peer_code
+else:  # run as a script: its folder is on sys.path
+  import peer_code  # The peer's scratch copy and venv.
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
 ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per method (reference: "
@@ -45,7 +69,41 @@ AVERAGING = flags.DEFINE_enum("averaging", "trajectory", ["trajectory", "step"],
                               "trajectories (MetaRLDomain.averaging).")
 SEED = flags.DEFINE_integer("seed", 0, "Training seed (MetaRLTrainer.seed and build_learner.seed: "
                             "tasks, sampling noise, initial weights); the held-out tasks stay.")
+COMPARE = flags.DEFINE_bool("compare_reference", False, "Time l2f_tf and pytorch-maml-rl side "
+                            "by side instead of training (see the module docstring).")
+ROUNDS = flags.DEFINE_integer("rounds", 3, "--compare_reference: rounds of all four sides.")
+TIMED = flags.DEFINE_integer("timed_iterations", 8, "--compare_reference: timed meta-iterations "
+                             "per side and round (8 after 2 include l2f_tf's one conflict "
+                             "measurement per 10 iterations).")
+WARMUP = flags.DEFINE_integer("warmup_iterations", 2, "--compare_reference: untimed first "
+                              "meta-iterations (tracing, worker start-up).")
+REFERENCE_DIR = flags.DEFINE_string(
+    "reference_dir", os.path.join(os.path.expanduser("~"), ".cache", "l2f_tf",
+                                  "reference_maml_rl"),
+    "Scratch folder for pytorch-maml-rl (src/) and its venv (venv/); never in the repository.")
+REFERENCE_GIT_DIR = flags.DEFINE_string("reference_git_dir", None,
+                                        "A local git snapshot of pytorch-maml-rl (no network).")
+REFERENCE_URL = flags.DEFINE_string("reference_url",
+                                    "https://github.com/tristandeleu/pytorch-maml-rl",
+                                    "Where to clone pytorch-maml-rl from.")
+COMPARE_OUTPUT = flags.DEFINE_string("compare_output", None, "--compare_reference: also write "
+                                     "every round's figures to this JSON file.")
+TIME_L2F = flags.DEFINE_enum("time_l2f", None, ["fisher", "hessian"], "Internal: time l2f_tf "
+                             "with this TRPO curvature in this process.")
+TIMING_OUTPUT = flags.DEFINE_string("timing_output", None, "Internal: where --time_l2f writes.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
+PEER_REQUIREMENTS = ["torch==2.13.0", "numpy", "gym==0.23.0", "pyyaml", "tqdm"]
+PEER_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "reference_maml_rl_driver.py")
+# (label, l2f_tf curvature or None, peer environment and driver flags or None)
+SIDES = (("l2f_tf defaults (Gauss-Newton curvature)", "fisher", None),
+         ("l2f_tf like for like (exact Hessian products)", "hessian", None),
+         ("pytorch-maml-rl fastest (OMP_NUM_THREADS=1, 2 workers)", None,
+          ({"OMP_NUM_THREADS": "1"}, ["--threads=1", "--num_workers=2"])),
+         ("pytorch-maml-rl out of the box", None,
+          ({}, [f"--num_workers={max((os.cpu_count() or 2) - 1, 1)}"])))
+RATIOS = ((SIDES[0][0], SIDES[2][0], 0.2), (SIDES[1][0], SIDES[2][0], 0.3),
+          (SIDES[0][0], SIDES[3][0], None))
 EVAL_SEED = 20200614  # MetaRLDomain.eval_seed: the held-out tasks of the evaluation
 
 
@@ -84,8 +142,94 @@ def ci(values):
   return values.mean(), 1.96 * values.std(ddof=1) / np.sqrt(len(values))
 
 
+def time_l2f(curvature: str, warmup: int, timed: int) -> dict:
+  """l2f_tf's MAML-TRPO meta-iterations at the reference navigation settings, in this process:
+  the seconds of each timed one and the after-adaptation return of every one."""
+  from l2f_tf.train.meta_rl_trainer import MetaRLTrainer  # pylint: disable=import-outside-toplevel
+  domain = restore.parse_domain(["rl/navigation2d_maml.gin"],
+                                [f"MetaRLTrainer.curvature = '{curvature}'"])
+  learner = experiment.build_learner(domain)
+  trainer = MetaRLTrainer(learner, domain, tempfile.mkdtemp(prefix="rl_navigation_timing_"))
+  seconds, after = [], []
+  for i in range(warmup + timed):
+    start = time.perf_counter()
+    result = trainer.train_iteration(i)
+    if i >= warmup:
+      seconds.append(time.perf_counter() - start)
+    after.append(result["return_after_adaptation"])
+  return {"seconds": seconds, "after": after, "curvature": trainer.curvature}
+
+
+def run_side(side, python: str, src: str, warmup: int, timed: int) -> dict:
+  """One side of a round in a process of its own: {"seconds": [...], ...}."""
+  label, curvature, peer = side
+  with tempfile.TemporaryDirectory() as folder:
+    output = os.path.join(folder, "side.json")
+    if curvature:
+      command = [sys.executable, os.path.abspath(__file__), f"--time_l2f={curvature}",
+                 f"--warmup_iterations={warmup}", f"--timed_iterations={timed}",
+                 f"--timing_output={output}"]
+      environment = dict(os.environ)
+    else:
+      variables, options = peer
+      command = [python, PEER_DRIVER, f"--source={src}", f"--iterations={warmup + timed}",
+                 f"--output={output}"] + options
+      environment = {**{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+                     **variables}
+    peer_code.checked(subprocess.run, command, label, env=environment)
+    with open(output) as f:
+      record = json.load(f)
+  if not curvature:
+    record["seconds"] = record["seconds"][warmup:]
+  return record
+
+
+def compare_reference(rounds: int, warmup: int, timed: int, folder: str, git_dir, url: str,
+                      echo=print) -> list:
+  """The rounds of the side-by-side timing (the peer's code set up in ``folder`` from
+  ``git_dir`` or ``url``); prints each side and the ratios, returns them."""
+  info = peer_code.machine_info()
+  echo(f"machine: {info['cpu_model']}, {info['physical_cores']} cores, "
+       f"{peer_code.busy_cpus():.2f} CPUs busy at start")
+  python, src, origin = peer_code.setup(folder, git_dir, url,
+                                        "maml_rl/metalearners/maml_trpo.py", PEER_REQUIREMENTS,
+                                        "torch, gym, yaml", subprocess.run)
+  echo(f"pytorch-maml-rl: {src} ({origin})")
+  results = []
+  for r in range(rounds):
+    figures = {}
+    for side in SIDES:
+      record = run_side(side, python, src, warmup, timed)
+      figures[side[0]] = {"median_s": statistics.median(record["seconds"]), **record}
+      echo(f"round {r + 1}: {side[0]}: {figures[side[0]]['median_s']:.2f} s per "
+           f"meta-iteration (median of {len(record['seconds'])}; "
+           f"{min(record['seconds']):.2f}-{max(record['seconds']):.2f})")
+    results.append(figures)
+  for ours, theirs, target in RATIOS:
+    ratios = [f[ours]["median_s"] / f[theirs]["median_s"] for f in results]
+    goal = f"; target at most {target}x" if target else ""
+    echo(f"{ours} / {theirs}: median {statistics.median(ratios):.2f}x over {rounds} rounds "
+         f"({', '.join(f'{x:.2f}x' for x in ratios)}){goal}")
+  return results
+
+
 def main(argv):
   del argv
+  if TIME_L2F.value:
+    record = time_l2f(TIME_L2F.value, WARMUP.value, TIMED.value)
+    with open(TIMING_OUTPUT.value, "w") as f:
+      json.dump(record, f)
+    return
+  if COMPARE.value:
+    try:
+      results = compare_reference(ROUNDS.value, WARMUP.value, TIMED.value, REFERENCE_DIR.value,
+                                  REFERENCE_GIT_DIR.value, REFERENCE_URL.value)
+    except peer_code.ReferenceUnavailable as error:
+      sys.exit(f"pytorch-maml-rl unavailable: {error}")
+    if COMPARE_OUTPUT.value:
+      with open(COMPARE_OUTPUT.value, "w") as f:
+        json.dump(results, f, indent=1)
+    return
   logging.set_verbosity(logging.INFO)
   results = {}
   for label, prefix in METHODS.items():

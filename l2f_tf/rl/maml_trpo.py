@@ -56,15 +56,25 @@ def to_task_batch(trajectories: "Trajectories", discount: float = 0.99, gae_lamb
   """
   obs, rewards, mask, actions = (tf.constant(a, dtype) for a in (
       trajectories.observations, trajectories.rewards, trajectories.mask, trajectories.actions))
-  num_tasks, per_task, horizon = trajectories.mask.shape
+  x, y = _flat_task_batch(obs, rewards, mask, actions, float(discount), float(gae_lambda),
+                          averaging)
+  episode_returns = np.sum(trajectories.rewards * trajectories.mask, axis=-1)
+  return TaskBatch(x, y, episode_returns)
+
+
+@tf.function
+def _flat_task_batch(obs, rewards, mask, actions, discount: float, gae_lambda: float,
+                     averaging: str):
+  """(x, y) of `to_task_batch`, in one compiled graph: each task's chain of small ops
+  (returns, baseline fit, GAE, normalisation) would otherwise be dispatched one by one."""
+  num_tasks, per_task, horizon = mask.shape
   advantages = tf.stack([
       returns_lib.advantages_for_task(obs[i], rewards[i], mask[i], discount, gae_lambda,
                                       averaging=averaging).advantages
       for i in range(num_tasks)])
   y = pg.pack_targets(actions, advantages, returns_lib.step_weights(mask, averaging))
   flat = lambda t: tf.reshape(t, [num_tasks, per_task * horizon, t.shape[-1]])
-  episode_returns = np.sum(trajectories.rewards * trajectories.mask, axis=-1)
-  return TaskBatch(flat(obs), flat(y), episode_returns)
+  return flat(obs), flat(y)
 
 
 def stack_params(params_per_task: Sequence[Sequence[tf.Tensor]]) -> List[tf.Tensor]:

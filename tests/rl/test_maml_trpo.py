@@ -37,6 +37,34 @@ def test_task_batch_flattens_trajectories_and_packs_targets():
   assert float(tf.reduce_sum(advantages * weights)) == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("averaging", ["trajectory", "step"])
+def test_task_batch_graph_equals_each_task_chain_run_eagerly(averaging):
+  """`to_task_batch` runs every task's advantage chain in one compiled graph; it equals
+  `advantages_for_task` called task by task (float64), for batches of two shapes."""
+  from l2f_tf.rl import returns as returns_lib
+  from l2f_tf.rl.sampler import Trajectories
+  rng = np.random.default_rng(1)
+  for num_tasks, per_task, horizon in ((3, 4, 9), (2, 5, 7)):
+    lengths = rng.integers(2, horizon + 1, size=(num_tasks, per_task))
+    mask = (np.arange(horizon) < lengths[..., None]).astype(np.float64)
+    obs = rng.normal(size=mask.shape + (2,)) * mask[..., None]
+    actions = rng.normal(size=mask.shape + (2,)) * mask[..., None]
+    rewards = rng.normal(size=mask.shape) * mask
+    batch = maml_trpo.to_task_batch(Trajectories(obs, actions, rewards, mask, int(mask.sum())),
+                                    discount=0.9, gae_lambda=0.95, dtype=tf.float64,
+                                    averaging=averaging)
+    for i in range(num_tasks):
+      advantages = returns_lib.advantages_for_task(
+          tf.constant(obs[i]), tf.constant(rewards[i]), tf.constant(mask[i]), 0.9, 0.95,
+          averaging=averaging).advantages
+      expected = pg.pack_targets(tf.constant(actions[i]), advantages,
+                                 returns_lib.step_weights(tf.constant(mask[i]), averaging))
+      np.testing.assert_allclose(batch.y[i].numpy(),
+                                 tf.reshape(expected, [per_task * horizon, -1]).numpy(),
+                                 rtol=1e-7, atol=1e-9)  # graph rewrites: float64 rounding
+      np.testing.assert_array_equal(batch.x[i].numpy(), obs[i].reshape(-1, 2))
+
+
 @pytest.mark.parametrize("l2f", [False, True])
 def test_exported_policy_acts_and_adapts_like_the_learner(l2f, tmp_path):
   from l2f_tf.export import export_policy

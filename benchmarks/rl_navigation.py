@@ -32,6 +32,10 @@ its fastest setting on this CPU (OMP_NUM_THREADS=1, one torch thread, 2 sampler 
 out of the box (torch's threads, cpu_count - 1 workers, their train.py default). The peer's
 code goes to a scratch folder with its own venv (benchmarks/peer_code.py; compatibility
 patches for torch 2, gym 0.23 and numpy 2 in benchmarks/reference_maml_rl_driver.py).
+--curve_iterations=500 also trains both for 500 meta-iterations (l2f_tf's MAML run as the
+training above, at --root_dir/maml; the peer at its fastest setting, written to
+--root_dir/pytorch_maml_rl_curve.json) and plots the after-adaptation return of their training
+batches, moving averages over 20 meta-iterations with 95% CIs, on one figure.
 """
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
@@ -53,9 +57,10 @@ from l2f_tf.rl.sampler import Sampler
 from l2f_tf.train import experiment, restore
 
 if __package__:  # imported as benchmarks.rl_navigation (the tests)
-  from benchmarks import peer_code
+  from benchmarks import peer_code, rl_training_curves
 else:  # run as a script: its folder is on sys.path
   import peer_code  # The peer's scratch copy and venv.
+  import rl_training_curves  # Reads a run's training returns.
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
 ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per method (reference: "
@@ -88,11 +93,18 @@ REFERENCE_URL = flags.DEFINE_string("reference_url",
                                     "Where to clone pytorch-maml-rl from.")
 COMPARE_OUTPUT = flags.DEFINE_string("compare_output", None, "--compare_reference: also write "
                                      "every round's figures to this JSON file.")
+CURVE = flags.DEFINE_integer("curve_iterations", 0, "--compare_reference: also train both "
+                             "for this many meta-iterations (the reference: 500) and plot "
+                             "their after-adaptation training returns on one figure "
+                             "(<root_dir>/curves.png; l2f_tf's run is <root_dir>/maml).")
+CURVE_WINDOW = 20  # meta-iterations per moving-average point of the curves
 TIME_L2F = flags.DEFINE_enum("time_l2f", None, ["fisher", "hessian"], "Internal: time l2f_tf "
                              "with this TRPO curvature in this process.")
 TIMING_OUTPUT = flags.DEFINE_string("timing_output", None, "Internal: where --time_l2f writes.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
 PEER_REQUIREMENTS = ["torch==2.13.0", "numpy", "gym==0.23.0", "pyyaml", "tqdm"]
+PEER_IMPORTS = "torch, gym, yaml"
+PEER_MARKER = "maml_rl/metalearners/maml_trpo.py"  # a file the fetched code must hold
 PEER_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "reference_maml_rl_driver.py")
 # (label, l2f_tf curvature or None, peer environment and driver flags or None)
@@ -191,9 +203,8 @@ def compare_reference(rounds: int, warmup: int, timed: int, folder: str, git_dir
   info = peer_code.machine_info()
   echo(f"machine: {info['cpu_model']}, {info['physical_cores']} cores, "
        f"{peer_code.busy_cpus():.2f} CPUs busy at start")
-  python, src, origin = peer_code.setup(folder, git_dir, url,
-                                        "maml_rl/metalearners/maml_trpo.py", PEER_REQUIREMENTS,
-                                        "torch, gym, yaml", subprocess.run)
+  python, src, origin = peer_code.setup(folder, git_dir, url, PEER_MARKER, PEER_REQUIREMENTS,
+                                        PEER_IMPORTS, subprocess.run)
   echo(f"pytorch-maml-rl: {src} ({origin})")
   results = []
   for r in range(rounds):
@@ -213,6 +224,81 @@ def compare_reference(rounds: int, warmup: int, timed: int, folder: str, git_dir
   return results
 
 
+def train_run(prefix: str, iterations: int) -> dict:
+  """Trains (or finishes) the learner's run under --root_dir with this script's settings."""
+  root = os.path.join(ROOT.value, prefix)
+  gin.clear_config()
+  restore.setup_run(root, [f"rl/navigation2d_{prefix}.gin"],
+                    [f"MetaRLTrainer.num_iterations = {iterations}",
+                     f"Runner.max_seconds = {60 * MINUTES.value}",
+                     f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
+                     f"MetaRLDomain.eval_seed = {EVAL_SEED}",
+                     f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
+                     f"MetaRLDomain.averaging = '{AVERAGING.value}'",
+                     f"MetaRLTrainer.seed = {SEED.value}",
+                     f"build_learner.seed = {SEED.value}"])
+  return experiment.run_experiment(root)
+
+
+def window_means(values, window: int = CURVE_WINDOW):
+  """(last iteration of each full window, mean, 95% CI half-width over the window's values)."""
+  values = np.asarray(values, float)
+  ends, means, halves = [], [], []
+  for end in range(window, len(values) + 1):
+    part = values[end - window:end]
+    ends.append(end)
+    means.append(part.mean())
+    halves.append(1.96 * part.std(ddof=1) / np.sqrt(window))
+  return np.array(ends), np.array(means), np.array(halves)
+
+
+def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
+  """After-adaptation training returns per meta-iteration of both implementations (training
+  what is missing), their figure, and the mean of the last 50 iterations of each."""
+  train_run("maml", iterations)
+  ours = rl_training_curves.read_scalars(os.path.join(ROOT.value, "maml"))
+  steps, after = ours["return_after_adaptation"]
+  curves = {"l2f_tf (defaults)": after[np.argsort(steps)][:iterations]}
+  path = os.path.join(ROOT.value, "pytorch_maml_rl_curve.json")
+  record = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      record = json.load(f)
+  if len(record.get("after", [])) < iterations:
+    echo(f"pytorch-maml-rl: {iterations} meta-iterations (fastest setting) -> {path}")
+    variables, options = SIDES[2][2]
+    peer_code.checked(subprocess.run, [python, PEER_DRIVER, f"--source={src}",
+                                       f"--iterations={iterations}", f"--output={path}"]
+                      + options, "pytorch-maml-rl's training",
+                      env={**os.environ, **variables})
+    with open(path) as f:
+      record = json.load(f)
+  curves["pytorch-maml-rl"] = np.mean(record["after"], axis=1)[:iterations]
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  summary = {}
+  for (label, values), color in zip(curves.items(), ("C0", "C1")):
+    ends, means, halves = window_means(values)
+    ax.plot(ends, means, color=color, label=label)
+    ax.fill_between(ends, means - halves, means + halves, color=color, alpha=0.25)
+    last = np.asarray(values[-50:], float)
+    summary[label] = [float(last.mean()), float(1.96 * last.std(ddof=1) / np.sqrt(len(last)))]
+    echo(f"{label}: after-adaptation training return, last {len(last)} meta-iterations: "
+         f"{summary[label][0]:.2f} +- {summary[label][1]:.2f}")
+  ax.set_xlabel("meta-iteration")
+  ax.set_ylabel(f"return after one step (mean of {CURVE_WINDOW} meta-iterations, 95% CI)")
+  ax.set_title("2D navigation, MAML-TRPO at the reference settings")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  figure = os.path.join(ROOT.value, "curves.png")
+  fig.savefig(figure, dpi=120, bbox_inches="tight")
+  plt.close(fig)
+  echo(f"Wrote {figure}")
+  return summary
+
+
 def main(argv):
   del argv
   if TIME_L2F.value:
@@ -224,6 +310,11 @@ def main(argv):
     try:
       results = compare_reference(ROUNDS.value, WARMUP.value, TIMED.value, REFERENCE_DIR.value,
                                   REFERENCE_GIT_DIR.value, REFERENCE_URL.value)
+      if CURVE.value:
+        python, src, _ = peer_code.setup(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
+                                         REFERENCE_URL.value, PEER_MARKER, PEER_REQUIREMENTS,
+                                         PEER_IMPORTS)
+        results.append({"curves": compare_curves(CURVE.value, python, src)})
     except peer_code.ReferenceUnavailable as error:
       sys.exit(f"pytorch-maml-rl unavailable: {error}")
     if COMPARE_OUTPUT.value:
@@ -233,18 +324,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   results = {}
   for label, prefix in METHODS.items():
-    root = os.path.join(ROOT.value, prefix)
-    gin.clear_config()
-    restore.setup_run(root, [f"rl/navigation2d_{prefix}.gin"],
-                      [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
-                      f"Runner.max_seconds = {60 * MINUTES.value}",
-                      f"run_experiment.num_eval_tasks = {EVAL_TASKS.value}",
-                      f"MetaRLDomain.eval_seed = {EVAL_SEED}",
-                      f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
-                      f"MetaRLDomain.averaging = '{AVERAGING.value}'",
-                      f"MetaRLTrainer.seed = {SEED.value}",
-                      f"build_learner.seed = {SEED.value}"])
-    results[label] = experiment.run_experiment(root)
+    results[label] = train_run(prefix, ITERATIONS.value)
   baselines, speed = reference_returns(EVAL_TASKS.value)
   r_mean, _ = ci(baselines["random"])
   o_mean, _ = ci(baselines["oracle"])

@@ -39,3 +39,9 @@ def test_a_peer_that_cannot_be_set_up_raises_one_line(monkeypatch):
   with pytest.raises(peer_code.ReferenceUnavailable, match="no network"):
     rl_navigation.compare_reference(rounds=1, warmup=0, timed=1, folder="unused", git_dir=None,
                                     url="unused", echo=lambda line: None)
+
+
+def test_window_means_are_moving_averages_with_their_ci():
+  ends, means, halves = rl_navigation.window_means([1.0, 3.0, 5.0, 7.0], window=2)
+  assert ends.tolist() == [2, 3, 4] and means.tolist() == [2.0, 4.0, 6.0]
+  assert halves == pytest.approx([1.96 * 2 ** 0.5 / 2 ** 0.5] * 3)

@@ -249,8 +249,7 @@ def reference_setup() -> Dict:
   """The authors' scratch code and venv (vision_step's setup) and the glyphs folder."""
   from l2f_tf.data.glyphs import ensure_glyphs
   python, src, origin = vision_step.setup_reference(
-      vision_step.REFERENCE_DIR.value, vision_step.REFERENCE_GIT_DIR.value,
-      vision_step.REFERENCE_URL.value)
+      *vision_step.reference_location())
   print(f"authors' code: {src} ({origin}); venv python: {python}", flush=True)
   return {"python": python, "src": src, "data": ensure_glyphs(**GLYPHS),
           "workers": WORKERS.value}

@@ -16,6 +16,35 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from absl import flags
+
+# The flags every side-by-side script shares, defined once (two scripts that define the same
+# flag cannot be imported into one process, as the tests do).
+COMPARE = flags.DEFINE_boolean("compare_reference", False,
+                               "Time l2f_tf and the peer's published code side by side (the "
+                               "script's docstring says which code and settings).")
+ROUNDS = flags.DEFINE_integer("rounds", 1, "With --compare_reference: how many times to run the "
+                              "whole comparison (each side once per round, one after the "
+                              "other); with more than one, the per-round ratios and their median "
+                              "follow. The machine's speed drifts by 10% between runs.")
+REFERENCE_DIR = flags.DEFINE_string("reference_dir", None,
+                                    "Scratch folder for the peer's code (src/) and its venv "
+                                    "(venv/); never in the repository. Default: "
+                                    "~/.cache/l2f_tf/<the script's folder name>.")
+REFERENCE_GIT_DIR = flags.DEFINE_string("reference_git_dir", None,
+                                        "A local git snapshot of the peer's code to extract it "
+                                        "from instead of cloning it (no network).")
+REFERENCE_URL = flags.DEFINE_string("reference_url", None, "Where to clone the peer's code from "
+                                    "(git clone --depth 1). Default: the script's peer.")
+
+
+def location(folder_name: str, url: str) -> Tuple[str, Optional[str], str]:
+  """(scratch folder, local snapshot or None, clone URL) from the flags, with the script's
+  defaults: ~/.cache/l2f_tf/``folder_name`` and ``url``."""
+  folder = REFERENCE_DIR.value or os.path.join(os.path.expanduser("~"), ".cache", "l2f_tf",
+                                               folder_name)
+  return folder, REFERENCE_GIT_DIR.value, REFERENCE_URL.value or url
+
 
 class ReferenceUnavailable(Exception):
   """The peer's code or its venv could not be set up or run; the message says why."""

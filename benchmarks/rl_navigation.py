@@ -57,10 +57,9 @@ from l2f_tf.rl.sampler import Sampler
 from l2f_tf.train import experiment, restore
 
 if __package__:  # imported as benchmarks.rl_navigation (the tests)
-  from benchmarks import peer_code, rl_training_curves
+  from benchmarks import peer_code
 else:  # run as a script: its folder is on sys.path
   import peer_code  # The peer's scratch copy and venv.
-  import rl_training_curves  # Reads a run's training returns.
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
 ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per method (reference: "
@@ -74,23 +73,12 @@ AVERAGING = flags.DEFINE_enum("averaging", "trajectory", ["trajectory", "step"],
                               "trajectories (MetaRLDomain.averaging).")
 SEED = flags.DEFINE_integer("seed", 0, "Training seed (MetaRLTrainer.seed and build_learner.seed: "
                             "tasks, sampling noise, initial weights); the held-out tasks stay.")
-COMPARE = flags.DEFINE_bool("compare_reference", False, "Time l2f_tf and pytorch-maml-rl side "
-                            "by side instead of training (see the module docstring).")
-ROUNDS = flags.DEFINE_integer("rounds", 3, "--compare_reference: rounds of all four sides.")
 TIMED = flags.DEFINE_integer("timed_iterations", 8, "--compare_reference: timed meta-iterations "
                              "per side and round (8 after 2 include l2f_tf's one conflict "
                              "measurement per 10 iterations).")
 WARMUP = flags.DEFINE_integer("warmup_iterations", 2, "--compare_reference: untimed first "
                               "meta-iterations (tracing, worker start-up).")
-REFERENCE_DIR = flags.DEFINE_string(
-    "reference_dir", os.path.join(os.path.expanduser("~"), ".cache", "l2f_tf",
-                                  "reference_maml_rl"),
-    "Scratch folder for pytorch-maml-rl (src/) and its venv (venv/); never in the repository.")
-REFERENCE_GIT_DIR = flags.DEFINE_string("reference_git_dir", None,
-                                        "A local git snapshot of pytorch-maml-rl (no network).")
-REFERENCE_URL = flags.DEFINE_string("reference_url",
-                                    "https://github.com/tristandeleu/pytorch-maml-rl",
-                                    "Where to clone pytorch-maml-rl from.")
+PEER_FOLDER, PEER_URL = "reference_maml_rl", "https://github.com/tristandeleu/pytorch-maml-rl"
 COMPARE_OUTPUT = flags.DEFINE_string("compare_output", None, "--compare_reference: also write "
                                      "every round's figures to this JSON file.")
 CURVE = flags.DEFINE_integer("curve_iterations", 0, "--compare_reference: also train both "
@@ -256,6 +244,11 @@ def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
   """After-adaptation training returns per meta-iteration of both implementations (training
   what is missing), their figure, and the mean of the last 50 iterations of each."""
   train_run("maml", iterations)
+  # Imported here: its flags (--figure, ...) would clash with other benchmarks' in the tests.
+  if __package__:
+    from benchmarks import rl_training_curves  # pylint: disable=import-outside-toplevel
+  else:
+    import rl_training_curves  # pylint: disable=import-outside-toplevel
   ours = rl_training_curves.read_scalars(os.path.join(ROOT.value, "maml"))
   steps, after = ours["return_after_adaptation"]
   curves = {"l2f_tf (defaults)": after[np.argsort(steps)][:iterations]}
@@ -306,14 +299,12 @@ def main(argv):
     with open(TIMING_OUTPUT.value, "w") as f:
       json.dump(record, f)
     return
-  if COMPARE.value:
+  if peer_code.COMPARE.value:
     try:
-      results = compare_reference(ROUNDS.value, WARMUP.value, TIMED.value, REFERENCE_DIR.value,
-                                  REFERENCE_GIT_DIR.value, REFERENCE_URL.value)
+      where = peer_code.location(PEER_FOLDER, PEER_URL)
+      results = compare_reference(peer_code.ROUNDS.value, WARMUP.value, TIMED.value, *where)
       if CURVE.value:
-        python, src, _ = peer_code.setup(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
-                                         REFERENCE_URL.value, PEER_MARKER, PEER_REQUIREMENTS,
-                                         PEER_IMPORTS)
+        python, src, _ = peer_code.setup(*where, PEER_MARKER, PEER_REQUIREMENTS, PEER_IMPORTS)
         results.append({"curves": compare_curves(CURVE.value, python, src)})
     except peer_code.ReferenceUnavailable as error:
       sys.exit(f"pytorch-maml-rl unavailable: {error}")

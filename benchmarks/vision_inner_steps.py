@@ -141,8 +141,7 @@ def main(argv):
   run_authors = None
   try:
     python, src, origin = vision_step.setup_reference(
-        vision_step.REFERENCE_DIR.value, vision_step.REFERENCE_GIT_DIR.value,
-        vision_step.REFERENCE_URL.value)
+        *vision_step.reference_location())
     print(f"authors' code: {origin}")
     run_authors = lambda n: vision_step.run_reference(
         python, src, vision_step.REPEATS.value, vision_step.WARMUP.value, threads or info["usable_cpus"],

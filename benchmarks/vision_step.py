@@ -68,23 +68,9 @@ PRECISION = flags.DEFINE_enum("precision", "float32",
                               ["float32", "mixed_bfloat16", "bfloat16_conv"],
                               "Precision of the network (l2f_tf.precision; mixed_float16 is for "
                               "GPUs and needs the Trainer's loss scaling).")
-COMPARE = flags.DEFINE_boolean("compare_reference", False,
-                               "Time the authors' PyTorch L2F and l2f_tf side by side (5-shot, "
-                               "second order) and print the ratio.")
-REFERENCE_DIR = flags.DEFINE_string(
-    "reference_dir", os.path.join(os.path.expanduser("~"), ".cache", "l2f_tf", "reference"),
-    "Scratch folder for the authors' code (src/) and its venv (venv/); never in the repository.")
-REFERENCE_GIT_DIR = flags.DEFINE_string(
-    "reference_git_dir", None, "A local git directory of baiksung/L2F to extract the authors' "
-    "code from (git archive HEAD) instead of cloning it.")
-REFERENCE_URL = flags.DEFINE_string("reference_url", "https://github.com/baiksung/L2F",
-                                    "Where to clone the authors' code from (git clone --depth 1).")
+AUTHORS_FOLDER, AUTHORS_URL = "reference", "https://github.com/baiksung/L2F"
 REFERENCE_SETUP = flags.DEFINE_boolean("reference_setup", False,
                                        "Only fetch the authors' code and make its venv, then exit.")
-ROUNDS = flags.DEFINE_integer("rounds", 1, "With --compare_reference: how many times to run the "
-                              "whole comparison (each implementation once per round, one after "
-                              "the other); with more than one, the per-round ratios and their "
-                              "median follow. The machine's speed drifts by 10% between runs.")
 BATCH_NORM_MODES = ("transductive", "support", "task_norm_i")  # l2f_tf.models.batch_norm.MODES
 BATCH_NORM = flags.DEFINE_enum("batch_norm", "transductive", BATCH_NORM_MODES,
                                "BatchNorm.mode of conv4 (l2f_tf.models.batch_norm).")
@@ -301,6 +287,11 @@ def run_case(case: str, repeats: int, precision_name: str = "float32", warmup: i
 
 # --- --compare_reference: machine facts, the authors' code and venv, the table ---------------
 
+def reference_location() -> Tuple[str, Optional[str], str]:
+  """(scratch folder, local snapshot, URL) of the authors' code, from the shared flags."""
+  return peer_code.location(AUTHORS_FOLDER, AUTHORS_URL)
+
+
 def setup_reference(folder: str, git_dir: Optional[str], url: str,
                     run: Callable = subprocess.run) -> Tuple[str, str, str]:
   """(venv python, path of the authors' code, where it came from); raises peer_code.ReferenceUnavailable."""
@@ -468,27 +459,25 @@ def compare_batch_norm(rounds: int, repeats: int, warmup: int, size: int,
 def main(argv):
   del argv
   if COMPARE_BATCH_NORM.value:
-    compare_batch_norm(ROUNDS.value, REPEATS.value, WARMUP.value, SIZE_FLAG.value)
+    compare_batch_norm(peer_code.ROUNDS.value, REPEATS.value, WARMUP.value, SIZE_FLAG.value)
     return
   if REFERENCE_SETUP.value:
     try:
-      python, src, origin = setup_reference(REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
-                                            REFERENCE_URL.value)
+      python, src, origin = setup_reference(*reference_location())
       print(f"authors' code: {src} ({origin}); venv python: {python}")
     except peer_code.ReferenceUnavailable as error:
       print(f"Authors' reference could not be set up ({error}).")
     return
-  if COMPARE.value:
+  if peer_code.COMPARE.value:
     rounds = []
-    for index in range(ROUNDS.value):
-      if ROUNDS.value > 1:
-        print(f"--- round {index + 1} of {ROUNDS.value}", flush=True)
+    for index in range(peer_code.ROUNDS.value):
+      if peer_code.ROUNDS.value > 1:
+        print(f"--- round {index + 1} of {peer_code.ROUNDS.value}", flush=True)
       rounds.append(compare_reference(REPEATS.value, WARMUP.value, SIZE_FLAG.value,
-                                      REFERENCE_DIR.value, REFERENCE_GIT_DIR.value,
-                                      REFERENCE_URL.value, THREADS.value,
+                                      *reference_location(), THREADS.value,
                                       backbone=BACKBONE.value,
                                       cap_mb=MEMORY_CAP_GB.value * 1024))
-    if ROUNDS.value > 1:
+    if peer_code.ROUNDS.value > 1:
       summarise_rounds(rounds)
     return
   if CASE.value:

@@ -68,10 +68,10 @@ def _flat_task_batch(obs, rewards, mask, actions, discount: float, gae_lambda: f
   """(x, y) of `to_task_batch`, in one compiled graph: each task's chain of small ops
   (returns, baseline fit, GAE, normalisation) would otherwise be dispatched one by one."""
   num_tasks, per_task, horizon = mask.shape
-  advantages = tf.stack([
-      returns_lib.advantages_for_task(obs[i], rewards[i], mask[i], discount, gae_lambda,
-                                      averaging=averaging).advantages
-      for i in range(num_tasks)])
+  advantages = tf.map_fn(  # one traced chain, looped over the tasks
+      lambda task: returns_lib.advantages_for_task(*task, discount, gae_lambda,
+                                                   averaging=averaging).advantages,
+      (obs, rewards, mask), fn_output_signature=obs.dtype)
   y = pg.pack_targets(actions, advantages, returns_lib.step_weights(mask, averaging))
   flat = lambda t: tf.reshape(t, [num_tasks, per_task * horizon, t.shape[-1]])
   return flat(obs), flat(y)

@@ -143,9 +143,13 @@ class _LocomotionEnv(meta_env.MetaPyEnvironment):
                        f"{self._family.key!r}, got {task!r}.")
     return {self._family.key: self._family.check(task[self._family.key])}
 
-  def _observation(self) -> np.ndarray:
+  def _rows(self):
+    """(qpos, qvel, cfrc_ext) of this simulator as a batch of one row."""
     data = self._physics.data
-    return self.observations(data.qpos[None], data.qvel[None], data.cfrc_ext[None])[0]
+    return data.qpos[None], data.qvel[None], data.cfrc_ext[None]
+
+  def _observation(self) -> np.ndarray:
+    return self.observations(*self._rows())[0]
 
   def _reset_state(self):
     self._physics.reset()
@@ -156,7 +160,7 @@ class _LocomotionEnv(meta_env.MetaPyEnvironment):
     x_before = data.qpos[0]
     self._physics.do_simulation(action, self._physics.frame_skip)
     x_velocity = (data.qpos[0] - x_before) / self._physics.dt
-    rows = data.qpos[None], data.qvel[None], data.cfrc_ext[None]
+    rows = self._rows()
     reward = self.rewards(np.array([self._task[self._family.key]]), np.array([x_velocity]),
                           action[None], rows[2])[0]
     return self.observations(*rows)[0], reward, bool(self.terminated(rows[0], rows[1])[0])
@@ -287,6 +291,7 @@ class BatchedLocomotion:
       env.set_task(task)
       env.seed(int(reset_seed))
       observations.append(env.reset().observation)
+      self._qpos[i] = env.physics.data.qpos  # the next step's x before it
       self._task_values[i] = env.get_task()[self._task_key]
     self._elapsed[:] = 0
     return np.stack(observations)
@@ -296,12 +301,11 @@ class BatchedLocomotion:
     rewards, step types), zeros for the rows that are not running."""
     clipped = np.clip(np.asarray(actions, np.float32), self._low, self._high)
     rows = np.flatnonzero(running)
-    x_before = self._qpos[:, 0].copy()
+    x_before = self._qpos[:, 0].copy()  # each row's state after its last reset or step
     contact = self.env_class.uses_contact_forces
     model, frame_skip = self._model, self._frame_skip
     for i in rows:
       data = self._datas[i]
-      x_before[i] = data.qpos[0]
       data.ctrl[:] = clipped[i]
       mujoco.mj_step(model, data, nstep=frame_skip)
       self._qpos[i], self._qvel[i] = data.qpos, data.qvel

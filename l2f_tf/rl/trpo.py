@@ -64,6 +64,13 @@ def conjugate_gradient(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
   ``hvp_fn``, stopping early once r^T r < ``residual_tol``. A ``tf.while_loop``, so ``hvp_fn``
   is traced once in graph mode. With b = 0 no iteration runs and x = 0.
   """
+  return conjugate_gradient_and_residual(hvp_fn, b, iterations, residual_tol)[0]
+
+
+def conjugate_gradient_and_residual(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
+                                    residual_tol: float = 1e-10) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(x, r) of :func:`conjugate_gradient`, r = b - A x its final residual: A x = b - r then
+  costs no further product (TRPO's step size needs x^T A x)."""
   b = tf.convert_to_tensor(b)
   tol = tf.constant(residual_tol, b.dtype)
 
@@ -80,10 +87,10 @@ def conjugate_gradient(hvp_fn: FlatFn, b: tf.Tensor, iterations: int = 10,
     p = r + (new_rdotr / rdotr) * p
     return i + 1, x, r, p, new_rdotr
 
-  _, x, _, _, _ = tf.while_loop(
+  _, x, r, _, _ = tf.while_loop(
       cond, body, (tf.constant(0), tf.zeros_like(b), b, b, _dot(b, b)),
       maximum_iterations=iterations)
-  return x
+  return x, r
 
 
 def _objective(loss_fn, kl_fn):
@@ -294,8 +301,10 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
   grad = flatten(grads)
   dtype = grad.dtype
   loss_before = tf.cast(loss_before, dtype)
-  direction = conjugate_gradient(hvp, grad, cg_iterations, cg_residual_tol)
-  curvature = _dot(direction, hvp(direction))
+  direction, residual = conjugate_gradient_and_residual(hvp, grad, cg_iterations,
+                                                        cg_residual_tol)
+  # s^T H s with H s = g - r, conjugate gradient's own residual: no eleventh product.
+  curvature = _dot(direction, grad - residual)
   step_size = tf.sqrt(tf.constant(2.0 * max_kl, dtype)
                       / (curvature + tf.constant(STEP_SIZE_EPSILON, dtype)))
   full_step = -step_size * direction

@@ -46,6 +46,39 @@ def test_conjugate_gradient_solves_spd_system(in_graph):
   np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-6)
 
 
+def test_conjugate_gradient_residual_is_b_minus_a_x_when_truncated():
+  # 3 iterations on an ill-conditioned 8 x 8 system: far from converged, yet the recursively
+  # updated residual equals b - A x, which TRPO's step size uses instead of another product.
+  rng = np.random.default_rng(2)
+  q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+  a = q @ np.diag(np.logspace(-3, 2, 8)) @ q.T
+  b = rng.normal(size=8)
+  matrix = tf.constant(a)
+  x, r = trpo.conjugate_gradient_and_residual(lambda v: tf.linalg.matvec(matrix, v),
+                                              tf.constant(b), iterations=3)
+  assert np.linalg.norm(a @ x.numpy() - b) > 0.1 * np.linalg.norm(b)  # not converged
+  np.testing.assert_allclose(r.numpy(), b - a @ x.numpy(), atol=1e-12)
+
+
+def test_trpo_step_size_uses_the_explicit_curvature_of_the_cg_direction():
+  # loss = g . theta, KL = 1/2 theta^T A theta: the step is -sqrt(2 max_kl / s^T (A + dI) s) s
+  # with s conjugate gradient's truncated solution, checked against the explicit matrix.
+  rng = np.random.default_rng(3)
+  q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+  a = q @ np.diag(np.logspace(-2, 1, 6)) @ q.T
+  g = rng.normal(size=6)
+  theta = tf.Variable(tf.zeros(6, tf.float64))
+  matrix = tf.constant(a)
+  loss_fn = lambda: tf.reduce_sum(tf.constant(g) * theta)
+  kl_fn = lambda: 0.5 * tf.reduce_sum(theta * tf.linalg.matvec(matrix, theta))
+  out = trpo.trpo_step(loss_fn, kl_fn, [theta], max_kl=0.01, cg_iterations=3, damping=1e-3)
+  damped = a + 1e-3 * np.eye(6)
+  s = trpo.conjugate_gradient(lambda v: tf.linalg.matvec(tf.constant(damped), v),
+                              tf.constant(g), iterations=3).numpy()
+  expected = np.sqrt(2 * 0.01 / (s @ damped @ s + trpo.STEP_SIZE_EPSILON))
+  np.testing.assert_allclose(float(out["step_size"]), expected, rtol=1e-8)
+
+
 def test_conjugate_gradient_stops_early_and_handles_zero():
   calls = []
 

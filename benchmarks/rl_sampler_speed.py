@@ -1,9 +1,11 @@
 """Environment steps per second of the meta-RL sampler, policy calls included.
 
 The meta-RL loop needs >= 50,000 navigation steps/s from `Sampler.sample`, counting the time of
-the policy: here a 64-64 tanh Keras MLP run by a `tf.function` once per time step for all
-T x N environments, with a learned log-std per task. A random policy (numpy, no TensorFlow)
-gives the sampler's own overhead as a baseline. Steps are the real ones (the sum of the mask),
+the policy, called once per time step for all T x N environments with per-task weights: the
+64-64 tanh Gaussian policy of training (`l2f_tf.models.gaussian_policy`), timed as training
+calls it (in numpy, `l2f_tf.rl.numpy_policy`) and as any other network is called (the compiled
+`tf.function` of `maml_trpo.stacked_policy_fn`). A random policy (numpy, no network) gives the
+sampler's own overhead as a baseline. Steps are the real ones (the sum of the mask),
 so episodes that reach their goal early do not inflate the figure.
 
 Run from the repository root (with the package installed, or with PYTHONPATH=.):
@@ -34,7 +36,10 @@ import mujoco
 import numpy as np
 import tensorflow as tf
 
-from l2f_tf.rl import envs
+from l2f_tf.meta.learner import MetaLearner
+from l2f_tf.models.gaussian_policy import gaussian_policy
+from l2f_tf.rl import envs, maml_trpo, numpy_policy
+from l2f_tf.rl import policy_gradient as pg
 from l2f_tf.rl.sampler import Sampler
 
 FLAGS = flags.FLAGS
@@ -46,28 +51,17 @@ flags.DEFINE_multi_integer("num_workers", [0], "Simulator worker processes (MuJo
 flags.DEFINE_integer("repeats", 5, "Timed `sample` calls per policy (after one warm-up call).")
 
 
-def mlp_policy_fn(num_tasks: int, observation_size: int, action_size: int):
-  """Returns a policy_fn running a 64-64 tanh Keras MLP in a tf.function, and the model."""
-  model = keras.Sequential([
-      keras.Input((observation_size,)),
-      keras.layers.Dense(64, activation="tanh"),
-      keras.layers.Dense(64, activation="tanh"),
-      keras.layers.Dense(action_size),
-  ])
-  log_std = tf.Variable(tf.fill([num_tasks, action_size], -0.5))
-
-  @tf.function(input_signature=[tf.TensorSpec([None, None, observation_size], tf.float32)])
-  def distribution(observations):
-    shape = tf.shape(observations)
-    flat = tf.reshape(observations, [-1, observation_size])
-    mean = tf.reshape(model(flat), tf.concat([shape[:2], [action_size]], axis=0))
-    return mean, tf.identity(log_std)
-
-  def policy_fn(observations):
-    mean, std = distribution(observations)
-    return mean.numpy(), std.numpy()
-
-  return policy_fn
+def network_policy_fns(num_tasks: int, observation_size: int, action_size: int):
+  """{label: policy_fn} of the 64-64 tanh Gaussian policy with per-task weights: the numpy
+  calls training makes, and the compiled network's."""
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(gaussian_policy(observation_size, action_size, initial_log_std=-0.5),
+                        pg.reinforce_loss)
+  stacked = maml_trpo.tile_params(learner.theta(), num_tasks)
+  compiled = maml_trpo.stacked_policy_fn(learner)
+  numpy_fn = numpy_policy.dense_policy_of(learner, compiled).bind(stacked)
+  return {"64-64 tanh policy, numpy (training)": numpy_fn,
+          "64-64 tanh policy, tf.function": lambda obs: compiled(stacked, tf.constant(obs))}
 
 
 def random_policy_fn(num_tasks: int, action_size: int):
@@ -127,11 +121,9 @@ def main(argv):
                       num_workers=workers)
     print(f"{FLAGS.env_name}, {num_tasks} tasks x {per_task} trajectories x horizon "
           f"{FLAGS.horizon}, {workers or 'no'} worker processes")
-    policies = [
-        ("64-64 tanh Keras MLP (tf.function)",
-         mlp_policy_fn(num_tasks, sampler.observation_size, sampler.action_size)),
-        ("random policy (numpy baseline)", random_policy_fn(num_tasks, sampler.action_size)),
-    ]
+    policies = [*network_policy_fns(num_tasks, sampler.observation_size,
+                                    sampler.action_size).items(),
+                ("random policy (numpy baseline)", random_policy_fn(num_tasks, sampler.action_size))]
     for label, policy_fn in policies:
       rate = steps_per_second(sampler, tasks, policy_fn, FLAGS.repeats)
       floor = floors.get(max(workers, 1))

@@ -27,7 +27,7 @@ from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.export.policy import export_policy
 from l2f_tf.meta import diagnostics
 from l2f_tf.progress import Progress, rate_text_of
-from l2f_tf.rl import maml_trpo, trpo
+from l2f_tf.rl import maml_trpo, numpy_policy, trpo
 from l2f_tf.run_folder import RunFolder
 from l2f_tf.stats import mean_and_ci95
 from l2f_tf.train import checkpoints
@@ -132,6 +132,8 @@ class MetaRLTrainer:
     # TRPO differentiates and assigns the backend tf.Variables behind the Keras variables.
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = maml_trpo.stacked_policy_fn(learner)
+    # The sampler's per-step calls in numpy when the network is the plain dense policy.
+    self.numpy_policy = numpy_policy.dense_policy_of(learner, self.policy)
     # Compiled graphs; the TRPO step (gradient, conjugate gradient on curvature products
     # through the inner step, line search) is one of them.
     compiled = lambda fn: tf.function(fn, reduce_retracing=True)
@@ -156,6 +158,8 @@ class MetaRLTrainer:
   # --- sampling --------------------------------------------------------------------------------
   def trajectories(self, tasks, stacked_params, seed):
     """The sampler's `Trajectories` of the tasks' policies (per-task parameters, stacked)."""
+    if self.numpy_policy is not None:
+      return self.sampler.sample(tasks, self.numpy_policy.bind(stacked_params), seed=seed)
     return self.sampler.sample(
         tasks, lambda obs: self.policy(stacked_params, tf.constant(obs)), seed=seed)
 

@@ -6,6 +6,9 @@
   python benchmarks/rl_mujoco.py --env=halfcheetah_dir --meta_batch_size=10 --iterations=60 \
       --num_eval_tasks=40 --root_dir=runs/rl_mujoco_small
 
+  # The markdown tables of every finished pair under a folder (any depth, e.g. one root per seed):
+  python benchmarks/rl_mujoco.py --table --root_dir=runs/rl_mujoco_25
+
 For each learner it trains gin/rl/<env>_{maml,l2f}.gin (resuming a finished or interrupted run
 from its checkpoint), evaluates on ``--num_eval_tasks`` held-out tasks (the same tasks for both
 learners: ``MetaRLDomain.eval_seed``) and prints the average return before and after one
@@ -16,6 +19,7 @@ the same tasks). Writes summary.json.
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
+import glob
 import json
 import os
 
@@ -24,7 +28,6 @@ import numpy as np
 from absl import app, flags, logging
 
 from l2f_tf.stats import mean_and_ci95
-from l2f_tf.train import experiment, restore
 
 ENV = flags.DEFINE_enum("env", "halfcheetah_vel",
                         ["halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir"],
@@ -37,10 +40,14 @@ EVAL_TASKS = flags.DEFINE_integer("num_eval_tasks", 40,
 MINUTES = flags.DEFINE_float("max_minutes_per_method", None, "Optional training time box.")
 WORKERS = flags.DEFINE_integer("num_workers", 2, "Simulator worker processes (0: in-process).")
 SEED = flags.DEFINE_integer("seed", 0, "Training seed (tasks, sampling noise, initial weights).")
+TABLE = flags.DEFINE_bool("table", False, "Print the markdown tables of every finished pair under "
+                          "--root_dir (each summary.json) instead of training.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
 
 
 def train_and_evaluate(label: str, prefix: str) -> dict:
+  # Imported here: --table needs no TensorFlow.
+  from l2f_tf.train import experiment, restore  # pylint: disable=import-outside-toplevel
   root = os.path.join(ROOT.value, ENV.value, prefix)
   bindings = [f"MetaRLTrainer.num_iterations = {ITERATIONS.value}",
               f"MetaRLDomain.meta_batch_size = {META_BATCH.value}",
@@ -56,8 +63,67 @@ def train_and_evaluate(label: str, prefix: str) -> dict:
   return experiment.run_experiment(root)
 
 
+def per_task_returns(result: dict) -> dict:
+  """{figure: per-task returns [tasks]} of a run's held-out evaluation."""
+  test = result["evaluations"]["test"]
+  names = {"0 steps": "return_after_0_steps", "1 step": "return_after_1_steps",
+           "0 steps, theta": "return_after_0_steps_without_attenuation"}
+  return {label: np.array(test[key]["per_task"]) for label, key in names.items() if key in test}
+
+
+def cell(values) -> str:
+  figure = mean_and_ci95(values)
+  return f"{figure['mean']:.2f} +- {figure['ci95']:.2f}"
+
+
+def tables(root: str) -> str:
+  """Markdown: each finished pair's returns, and the paired L2F - MAML differences per seed and
+  averaged over the seeds of an environment (the held-out tasks are the same for every seed)."""
+  pairs = {}
+  for path in sorted(glob.glob(os.path.join(root, "**", "summary.json"), recursive=True)):
+    with open(path) as f:
+      summary = json.load(f)
+    runs = {}
+    for label, prefix in METHODS.items():
+      with open(os.path.join(os.path.dirname(path), prefix, "results.json")) as f:
+        result = json.load(f)
+      runs[label] = (result, per_task_returns(result))
+    pairs.setdefault(summary["env"], {})[summary["seed"]] = runs
+  if not pairs:
+    raise SystemExit(f"No finished pair (summary.json) under {root}: train one first.")
+  lines = ["| environment | seed | method | meta-iterations | 0 steps | 1 step | "
+           "1 step - 0 steps | 0 steps from theta (no attenuation) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for env, seeds in pairs.items():
+    for seed, runs in sorted(seeds.items()):
+      for label, (result, returns) in runs.items():
+        theta = cell(returns["0 steps, theta"]) if "0 steps, theta" in returns else ""
+        lines.append(f"| {env} | {seed} | {label} | {result['meta_iterations']} | "
+                     f"{cell(returns['0 steps'])} | {cell(returns['1 step'])} | "
+                     f"{cell(returns['1 step'] - returns['0 steps'])} | {theta} |")
+  lines += ["", "| environment | seed | before adaptation | after one step | of the improvement "
+            "| tasks where L2F is ahead after one step |",
+            "| --- | --- | --- | --- | --- | --- |"]
+  for env, seeds in pairs.items():
+    differences = {}
+    for seed, runs in sorted(seeds.items()):
+      maml, l2f = runs["MAML"][1], runs["MAML+L2F"][1]
+      differences[seed] = (l2f["0 steps"] - maml["0 steps"], l2f["1 step"] - maml["1 step"])
+    rows = list(differences.items())
+    if len(rows) > 1:
+      rows.append((f"mean of {len(rows)}", tuple(np.mean([d[k] for d in differences.values()],
+                                                          axis=0) for k in range(2))))
+    for seed, (before, after) in rows:
+      lines.append(f"| {env} | {seed} | {cell(before)} | {cell(after)} | "
+                   f"{cell(after - before)} | {int(np.sum(after > 0))} of {len(after)} |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
+  if TABLE.value:
+    print(tables(ROOT.value))
+    return
   logging.set_verbosity(logging.INFO)
   results = {label: train_and_evaluate(label, prefix) for label, prefix in METHODS.items()}
   print(f"\n{ENV.value}: meta-batch {META_BATCH.value}, seed {SEED.value}, "

@@ -58,6 +58,22 @@ class DensePolicy:
     return policy
 
 
+def _is_chain(model, dense, log_std_layer, concatenate) -> bool:
+  """Whether the layers are connected as input -> dense... -> mean, log_std(mean), and the
+  output is concatenate([mean, log_std]); False for a layer called more than once."""
+  try:
+    chain = [model.inputs[0]] + [layer.output for layer in dense]
+    joined = concatenate.input
+    return (all(layer.input is previous for layer, previous in zip(dense, chain)) and
+            log_std_layer.input is dense[-1].output and
+            isinstance(joined, (list, tuple)) and len(joined) == 2 and
+            joined[0] is dense[-1].output and joined[1] is log_std_layer.output and
+            len(model.outputs) == 1 and model.outputs[0] is concatenate.output and
+            all(layer.activation in ACTIVATIONS for layer in dense))
+  except (AttributeError, ValueError):  # e.g. a shared layer has no single input
+    return False
+
+
 def _structure(learner) -> Optional[DensePolicy]:
   """The :class:`DensePolicy` of the learner's model, or None if it is not a plain dense chain
   whose every weight the inner loop adapts."""
@@ -74,12 +90,7 @@ def _structure(learner) -> Optional[DensePolicy]:
           isinstance(log_std_layer, LogStd) and
           isinstance(concatenate, keras.layers.Concatenate)):
     return None
-  chain = [model.inputs[0]] + [layer.output for layer in dense]
-  if (any(layer.input is not previous for layer, previous in zip(dense, chain)) or
-      log_std_layer.input is not dense[-1].output or
-      list(concatenate.input) != [dense[-1].output, log_std_layer.output] or
-      model.outputs[0] is not concatenate.output or
-      any(layer.activation not in ACTIVATIONS for layer in dense)):
+  if not _is_chain(model, dense, log_std_layer, concatenate):
     return None
   return DensePolicy(
       [(position[id(layer.kernel)], position[id(layer.bias)] if layer.use_bias else None,

@@ -84,3 +84,23 @@ def test_a_mismatch_with_the_network_falls_back_to_the_compiled_policy():
   wrong = lambda stacked, observations: [v + 1e-2 for v in compiled(stacked, observations)]
   assert numpy_policy.dense_policy_of(learner, compiled) is not None
   assert numpy_policy.dense_policy_of(learner, wrong) is None
+
+
+def _shared_layer_policy():
+  inputs = keras.Input((3,))
+  shared = keras.layers.Dense(3, activation="tanh")
+  mean = keras.layers.Dense(2)(shared(shared(inputs)))
+  return keras.Model(inputs, keras.layers.Concatenate()([mean, LogStd(2)(mean)]))
+
+
+def _log_std_first_policy():
+  inputs = keras.Input((3,))
+  mean = keras.layers.Dense(2)(keras.layers.Dense(4, activation="tanh")(inputs))
+  return keras.Model(inputs, keras.layers.Concatenate()([LogStd(2)(mean), mean]))
+
+
+@pytest.mark.parametrize("build", [_shared_layer_policy, _log_std_first_policy])
+def test_other_wirings_of_the_same_layers_use_the_compiled_policy(build):
+  keras.utils.set_random_seed(0)
+  learner = learner_of(build())
+  assert numpy_policy._structure(learner) is None  # pylint: disable=protected-access

@@ -19,6 +19,12 @@ low-variance-curvature loss: the same inner step, a meta-gradient that also cred
 support data's dependence on theta (see l2f_tf.rl.policy_gradient.lvc_loss).
 Re-running continues the runs (each resumes its checkpoint).
 
+  python benchmarks/rl_navigation.py --table --root_dir=runs/rl_navigation
+
+prints the markdown tables of every finished pair under --root_dir (each summary.json, any
+depth): the returns after 0..3 steps per objective, seed and method with the baselines, and
+the paired L2F - MAML differences after one step.
+
   python benchmarks/rl_navigation.py --compare_reference --rounds=3 \
       [--reference_git_dir=<local snapshot of tristandeleu/pytorch-maml-rl>]
 
@@ -40,6 +46,7 @@ batches, moving averages over 20 meta-iterations with 95% CIs, on one figure.
 
 import l2f_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 
+import glob
 import json
 import os
 import statistics
@@ -62,6 +69,8 @@ else:  # run as a script: its folder is on sys.path
   import peer_code  # The peer's scratch copy and venv.
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
+TABLE = flags.DEFINE_bool("table", False, "Print the markdown tables of every finished pair "
+                          "under --root_dir (each summary.json) instead of training.")
 ITERATIONS = flags.DEFINE_integer("iterations", 500, "Meta-iterations per method (reference: "
                                   "500).")
 MINUTES = flags.DEFINE_float("max_minutes_per_method", 30.0, "Training time box per method.")
@@ -292,8 +301,44 @@ def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
   return summary
 
 
+def tables(root: str) -> str:
+  """Markdown of every finished pair under ``root`` (its summary.json files): returns per
+  inner objective, averaging, seed and method, the baselines of the first pair, and the
+  paired L2F - MAML differences after one step."""
+  summaries = []
+  for path in sorted(glob.glob(os.path.join(root, "**", "summary.json"), recursive=True)):
+    with open(path) as f:
+      summaries.append(json.load(f))
+  summaries = [s for s in summaries if "methods" in s and "l2f_minus_maml_after_1_step" in s]
+  if not summaries:
+    raise SystemExit(f"No finished pair (summary.json) under {root}: train one first.")
+  summaries.sort(key=lambda s: (s["inner_objective"] != "reinforce", s["inner_objective"],
+                                s["averaging"] != "trajectory", s["seed"]))
+  cell = lambda pair: f"{pair[0]:.2f} +- {pair[1]:.2f}"
+  run = lambda s: (f"{s['inner_objective']}, {s['averaging']} averaging, seed {s['seed']}")
+  lines = ["| run | method | minutes | 0 steps | 1 step | 2 steps | 3 steps | "
+           "gap closed after 1 step |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for summary in summaries:
+    for label, method in summary["methods"].items():
+      steps = " | ".join(cell(method[f"return_after_{k}_steps"]) for k in range(4))
+      lines.append(f"| {run(summary)} | {label} | {method['train_minutes']:.1f} | {steps} | "
+                   f"{100 * method['gap_closed_after_1_step']:.1f}% |")
+  for name, label in (("random", "random policy, N(0, 0.1^2) actions"),
+                      ("uniform", "random policy, uniform actions"),
+                      ("oracle", "oracle (straight to the goal)")):
+    lines.append(f"| | {label} | | {cell(summaries[0][name])} | | | | |")
+  lines += ["", "| run | L2F - MAML after one step, paired over the same tasks |",
+            "| --- | --- |"]
+  lines += [f"| {run(s)} | {s['l2f_minus_maml_after_1_step'][0]:+.2f} +- "
+            f"{s['l2f_minus_maml_after_1_step'][1]:.2f} |" for s in summaries]
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
+  if TABLE.value:
+    print(tables(ROOT.value))
+    return
   if TIME_L2F.value:
     record = time_l2f(TIME_L2F.value, WARMUP.value, TIMED.value)
     with open(TIMING_OUTPUT.value, "w") as f:

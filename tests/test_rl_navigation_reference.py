@@ -45,3 +45,37 @@ def test_window_means_are_moving_averages_with_their_ci():
   ends, means, halves = rl_navigation.window_means([1.0, 3.0, 5.0, 7.0], window=2)
   assert ends.tolist() == [2, 3, 4] and means.tolist() == [2.0, 4.0, 6.0]
   assert halves == pytest.approx([1.96 * 2 ** 0.5 / 2 ** 0.5] * 3)
+
+
+def _summary(objective, seed, maml_after, l2f_after, difference):
+  method = lambda after: {"meta_iterations": 500, "train_minutes": 10.0,
+                          "gap_closed_after_1_step": 0.8,
+                          **{f"return_after_{k}_steps": [after - k, 1.0] for k in range(4)}}
+  return {"inner_objective": objective, "averaging": "trajectory", "seed": seed,
+          "methods": {"MAML": method(maml_after), "MAML+L2F": method(l2f_after)},
+          "random": [-71.0, 1.3], "uniform": [-61.0, 1.4], "oracle": [-0.5, 0.05],
+          "l2f_minus_maml_after_1_step": [difference, 0.5]}
+
+
+def test_table_lists_every_finished_pair_reference_objective_first(tmp_path):
+  import json
+  for folder, summary in (("lvc", _summary("lvc", 0, -14.0, -13.0, 1.0)),
+                          ("reinforce_1", _summary("reinforce", 1, -15.0, -13.5, 1.5)),
+                          ("reinforce", _summary("reinforce", 0, -14.25, -13.5, 0.75))):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "summary.json").write_text(json.dumps(summary))
+  (tmp_path / "unfinished").mkdir()  # a pair still training writes no summary
+  lines = rl_navigation.tables(str(tmp_path)).splitlines()
+  runs = [line.split(" | ")[0] for line in lines if line.startswith("| reinforce") or
+          line.startswith("| lvc")]
+  assert runs[:6] == ["| reinforce, trajectory averaging, seed 0"] * 2 + [
+      "| reinforce, trajectory averaging, seed 1"] * 2 + ["| lvc, trajectory averaging, seed 0"] * 2
+  assert ("| reinforce, trajectory averaging, seed 0 | MAML | 10.0 | -14.25 +- 1.00 | "
+          "-15.25 +- 1.00 | -16.25 +- 1.00 | -17.25 +- 1.00 | 80.0% |") in lines
+  assert "| | oracle (straight to the goal) | | -0.50 +- 0.05 | | | | |" in lines
+  assert "| lvc, trajectory averaging, seed 0 | +1.00 +- 0.50 |" in lines
+
+
+def test_table_without_finished_pairs_says_what_to_do(tmp_path):
+  with pytest.raises(SystemExit, match="No finished pair .* train one first"):
+    rl_navigation.tables(str(tmp_path))

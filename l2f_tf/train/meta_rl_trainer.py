@@ -133,7 +133,7 @@ class MetaRLTrainer:
     self.tf_variables = [v.value for v in learner.meta_variables]
     self.policy = maml_trpo.stacked_policy_fn(learner)
     # The sampler's per-step calls in numpy when the network is the plain dense policy.
-    self.numpy_policy = numpy_policy.dense_policy_of(learner, self.policy)
+    self._numpy_policy = numpy_policy.dense_policy_of(learner, self.policy)
     # Compiled graphs; the TRPO step (gradient, conjugate gradient on curvature products
     # through the inner step, line search) is one of them.
     compiled = lambda fn: tf.function(fn, reduce_retracing=True)
@@ -158,8 +158,8 @@ class MetaRLTrainer:
   # --- sampling --------------------------------------------------------------------------------
   def trajectories(self, tasks, stacked_params, seed):
     """The sampler's `Trajectories` of the tasks' policies (per-task parameters, stacked)."""
-    if self.numpy_policy is not None:
-      return self.sampler.sample(tasks, self.numpy_policy.bind(stacked_params), seed=seed)
+    if self._numpy_policy is not None:
+      return self.sampler.sample(tasks, self._numpy_policy.bind(stacked_params), seed=seed)
     return self.sampler.sample(
         tasks, lambda obs: self.policy(stacked_params, tf.constant(obs)), seed=seed)
 

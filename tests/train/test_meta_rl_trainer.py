@@ -298,3 +298,12 @@ def test_compare_figure_names_the_inner_objective_when_runs_differ(tmp_path, mon
 def test_an_unknown_curvature_names_the_choices(tmp_path):
   with pytest.raises(ValueError, match="MetaRLTrainer.curvature.*hessian.*fisher"):
     make_trainer(tmp_path, curvature="newton")
+
+
+def test_how_sampling_calls_the_policy_is_no_setting_of_the_run(tmp_path):
+  # The numpy sampling policy is an implementation detail: a run folder's settings (what a
+  # resume must match) do not mention it, so a resume never depends on which path samples.
+  trainer = make_trainer(tmp_path, l2f=False)
+  assert trainer._numpy_policy is not None  # pylint: disable=protected-access
+  described = settings.describe(trainer)
+  assert not [key for key in described if "numpy" in key.lower() or "DensePolicy" in key]

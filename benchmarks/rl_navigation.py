@@ -32,8 +32,10 @@ times l2f_tf's MAML-TRPO and pytorch-maml-rl's (the PyTorch MAML-RL code) at the
 (their configs/maml/2d-navigation.yaml: 20 tasks x 20 trajectories x horizon 100, one
 REINFORCE step at lr 0.1, TRPO with max KL 0.01): seconds per meta-iteration, each side in a
 process of its own after --warmup_iterations untimed ones, one side after the other in every
-round. l2f_tf runs with its defaults (Gauss-Newton curvature products) and like for like
-(MetaRLTrainer.curvature = "hessian": exact Hessian-vector products, as the peer); the peer at
+round. l2f_tf runs with its defaults (Gauss-Newton curvature products), like for like
+(MetaRLTrainer.curvature = "hessian": exact Hessian-vector products, as the peer) and with the
+curvature products on half of each meta-batch's tasks (MetaRLTrainer.curvature_subsample =
+0.5; the gradient and the line search still use all of them); the peer at
 its fastest setting on this CPU (OMP_NUM_THREADS=1, one torch thread, 2 sampler workers) and
 out of the box (torch's threads, cpu_count - 1 workers, their train.py default). The peer's
 code goes to a scratch folder with its own venv (benchmarks/peer_code.py; compatibility
@@ -80,6 +82,9 @@ OBJECTIVE = flags.DEFINE_enum("inner_objective", "reinforce", ["reinforce", "lvc
 AVERAGING = flags.DEFINE_enum("averaging", "trajectory", ["trajectory", "step"],
                               "How losses, KL and advantage normalisation average over a task's "
                               "trajectories (MetaRLDomain.averaging).")
+BINDINGS = flags.DEFINE_multi_string(
+    "gin_bindings", [], "Extra gin bindings of both learners' runs (and of --time_l2f), e.g. "
+    "\"MetaRLTrainer.curvature_subsample = 0.5\"; recorded in summary.json and the table.")
 SEED = flags.DEFINE_integer("seed", 0, "Training seed (MetaRLTrainer.seed and build_learner.seed: "
                             "tasks, sampling noise, initial weights); the held-out tasks stay.")
 TIMED = flags.DEFINE_integer("timed_iterations", 8, "--compare_reference: timed meta-iterations "
@@ -95,8 +100,8 @@ CURVE = flags.DEFINE_integer("curve_iterations", 0, "--compare_reference: also t
                              "their after-adaptation training returns on one figure "
                              "(<root_dir>/curves.png; l2f_tf's run is <root_dir>/maml).")
 CURVE_WINDOW = 20  # meta-iterations per moving-average point of the curves
-TIME_L2F = flags.DEFINE_enum("time_l2f", None, ["fisher", "hessian"], "Internal: time l2f_tf "
-                             "with this TRPO curvature in this process.")
+TIME_L2F = flags.DEFINE_bool("time_l2f", False, "Internal: time l2f_tf's MAML-TRPO "
+                             "(with --gin_bindings) in this process.")
 TIMING_OUTPUT = flags.DEFINE_string("timing_output", None, "Internal: where --time_l2f writes.")
 METHODS = {"MAML": "maml", "MAML+L2F": "l2f"}
 PEER_REQUIREMENTS = ["torch==2.13.0", "numpy", "gym==0.23.0", "pyyaml", "tqdm"]
@@ -104,15 +109,18 @@ PEER_IMPORTS = "torch, gym, yaml"
 PEER_MARKER = "maml_rl/metalearners/maml_trpo.py"  # a file the fetched code must hold
 PEER_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "reference_maml_rl_driver.py")
-# (label, l2f_tf curvature or None, peer environment and driver flags or None)
-SIDES = (("l2f_tf defaults (Gauss-Newton curvature)", "fisher", None),
-         ("l2f_tf like for like (exact Hessian products)", "hessian", None),
+# (label, l2f_tf's gin bindings or None (the peer), peer environment and driver flags or None)
+SIDES = (("l2f_tf defaults (Gauss-Newton curvature)", [], None),
+         ("l2f_tf like for like (exact Hessian products)",
+          ["MetaRLTrainer.curvature = 'hessian'"], None),
+         ("l2f_tf, curvature products on half the tasks",
+          ["MetaRLTrainer.curvature_subsample = 0.5"], None),
          ("pytorch-maml-rl fastest (OMP_NUM_THREADS=1, 2 workers)", None,
           ({"OMP_NUM_THREADS": "1"}, ["--threads=1", "--num_workers=2"])),
          ("pytorch-maml-rl out of the box", None,
           ({}, [f"--num_workers={max((os.cpu_count() or 2) - 1, 1)}"])))
-RATIOS = ((SIDES[0][0], SIDES[2][0], 0.2), (SIDES[1][0], SIDES[2][0], 0.3),
-          (SIDES[0][0], SIDES[3][0], None))
+RATIOS = ((SIDES[0][0], SIDES[3][0], 0.2), (SIDES[1][0], SIDES[3][0], 0.3),
+          (SIDES[2][0], SIDES[3][0], None), (SIDES[0][0], SIDES[4][0], None))
 EVAL_SEED = 20200614  # MetaRLDomain.eval_seed: the held-out tasks of the evaluation
 
 
@@ -151,12 +159,12 @@ def ci(values):
   return values.mean(), 1.96 * values.std(ddof=1) / np.sqrt(len(values))
 
 
-def time_l2f(curvature: str, warmup: int, timed: int) -> dict:
-  """l2f_tf's MAML-TRPO meta-iterations at the reference navigation settings, in this process:
-  the seconds of each timed one and the after-adaptation return of every one."""
+def time_l2f(bindings, warmup: int, timed: int) -> dict:
+  """l2f_tf's MAML-TRPO meta-iterations at the reference navigation settings with ``bindings``,
+  in this process: the seconds of each timed one and the after-adaptation return of every
+  one."""
   from l2f_tf.train.meta_rl_trainer import MetaRLTrainer  # pylint: disable=import-outside-toplevel
-  domain = restore.parse_domain(["rl/navigation2d_maml.gin"],
-                                [f"MetaRLTrainer.curvature = '{curvature}'"])
+  domain = restore.parse_domain(["rl/navigation2d_maml.gin"], list(bindings))
   learner = experiment.build_learner(domain)
   trainer = MetaRLTrainer(learner, domain, tempfile.mkdtemp(prefix="rl_navigation_timing_"))
   seconds, after = [], []
@@ -166,18 +174,20 @@ def time_l2f(curvature: str, warmup: int, timed: int) -> dict:
     if i >= warmup:
       seconds.append(time.perf_counter() - start)
     after.append(result["return_after_adaptation"])
-  return {"seconds": seconds, "after": after, "curvature": trainer.curvature}
+  return {"seconds": seconds, "after": after, "curvature": trainer.curvature,
+          "curvature_subsample": trainer.curvature_subsample}
 
 
 def run_side(side, python: str, src: str, warmup: int, timed: int) -> dict:
   """One side of a round in a process of its own: {"seconds": [...], ...}."""
-  label, curvature, peer = side
+  label, bindings, peer = side
+  ours = bindings is not None
   with tempfile.TemporaryDirectory() as folder:
     output = os.path.join(folder, "side.json")
-    if curvature:
-      command = [sys.executable, os.path.abspath(__file__), f"--time_l2f={curvature}",
+    if ours:
+      command = [sys.executable, os.path.abspath(__file__), "--time_l2f",
                  f"--warmup_iterations={warmup}", f"--timed_iterations={timed}",
-                 f"--timing_output={output}"]
+                 f"--timing_output={output}"] + [f"--gin_bindings={b}" for b in bindings]
       environment = dict(os.environ)
     else:
       variables, options = peer
@@ -188,7 +198,7 @@ def run_side(side, python: str, src: str, warmup: int, timed: int) -> dict:
     peer_code.checked(subprocess.run, command, label, env=environment)
     with open(output) as f:
       record = json.load(f)
-  if not curvature:
+  if not ours:
     record["seconds"] = record["seconds"][warmup:]
   return record
 
@@ -233,7 +243,7 @@ def train_run(prefix: str, iterations: int) -> dict:
                      f"MetaRLDomain.inner_objective = '{OBJECTIVE.value}'",
                      f"MetaRLDomain.averaging = '{AVERAGING.value}'",
                      f"MetaRLTrainer.seed = {SEED.value}",
-                     f"build_learner.seed = {SEED.value}"])
+                     f"build_learner.seed = {SEED.value}"] + BINDINGS.value)
   return experiment.run_experiment(root)
 
 
@@ -313,9 +323,11 @@ def tables(root: str) -> str:
   if not summaries:
     raise SystemExit(f"No finished pair (summary.json) under {root}: train one first.")
   summaries.sort(key=lambda s: (s["inner_objective"] != "reinforce", s["inner_objective"],
-                                s["averaging"] != "trajectory", s["seed"]))
+                                s["averaging"] != "trajectory", bool(s.get("gin_bindings")),
+                                s["seed"]))
   cell = lambda pair: f"{pair[0]:.2f} +- {pair[1]:.2f}"
-  run = lambda s: (f"{s['inner_objective']}, {s['averaging']} averaging, seed {s['seed']}")
+  run = lambda s: (f"{s['inner_objective']}, {s['averaging']} averaging, seed {s['seed']}"
+                   + "".join(f", {b}" for b in s.get("gin_bindings", [])))
   lines = ["| run | method | minutes | 0 steps | 1 step | 2 steps | 3 steps | "
            "gap closed after 1 step |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for summary in summaries:
@@ -340,7 +352,7 @@ def main(argv):
     print(tables(ROOT.value))
     return
   if TIME_L2F.value:
-    record = time_l2f(TIME_L2F.value, WARMUP.value, TIMED.value)
+    record = time_l2f(BINDINGS.value, WARMUP.value, TIMED.value)
     with open(TIMING_OUTPUT.value, "w") as f:
       json.dump(record, f)
     return
@@ -365,13 +377,13 @@ def main(argv):
   r_mean, _ = ci(baselines["random"])
   o_mean, _ = ci(baselines["oracle"])
   print(f"\n2D navigation, inner objective {OBJECTIVE.value}, {AVERAGING.value} averaging, "
-        f"seed {SEED.value}, "
+        f"seed {SEED.value}, " + "".join(f"{b}, " for b in BINDINGS.value) +
         f"{EVAL_TASKS.value} held-out tasks, "
         f"average return (95% CI) on {os.cpu_count()} CPU cores")
   print(f"{'method':>10} {'iterations':>10} {'minutes':>8} "
         + " ".join(f"{f'{k} steps':>16}" for k in range(4)) + f" {'gap closed (1 step)':>20}")
   summary = {"inner_objective": OBJECTIVE.value, "averaging": AVERAGING.value,
-             "seed": SEED.value, "methods": {}}
+             "seed": SEED.value, "gin_bindings": BINDINGS.value, "methods": {}}
   for label, result in results.items():
     test = result["evaluations"]["test"]
     cells = [f"{test[f'return_after_{k}_steps']['mean']:8.2f} +- "

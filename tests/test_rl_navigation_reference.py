@@ -6,13 +6,14 @@ import pytest
 from benchmarks import peer_code
 from benchmarks import rl_navigation  # It defines absl flags (once per process).
 
-SECONDS = {"fisher": [1.0, 1.2, 1.1], "hessian": [1.5, 1.5, 1.6]}
+SECONDS = {(): [1.0, 1.2, 1.1], ("MetaRLTrainer.curvature = 'hessian'",): [1.5, 1.5, 1.6],
+           ("MetaRLTrainer.curvature_subsample = 0.5",): [0.7, 0.7, 0.8]}
 
 
 def fake_side(side, python, src, warmup, timed):
-  label, curvature, peer = side
-  if curvature:
-    return {"seconds": SECONDS[curvature]}
+  label, bindings, peer = side
+  if bindings is not None:
+    return {"seconds": SECONDS[tuple(bindings)]}
   return {"seconds": [5.0, 5.5, 6.0] if "fastest" in label else [10.0, 10.0, 10.0]}
 
 
@@ -22,14 +23,16 @@ def test_rounds_print_every_side_and_the_median_ratios(monkeypatch):
   lines = []
   results = rl_navigation.compare_reference(rounds=2, warmup=1, timed=3, folder="unused",
                                             git_dir=None, url="unused", echo=lines.append)
-  assert len(results) == 2 and all(len(r) == 4 for r in results)
-  assert sum(line.startswith("round ") for line in lines) == 8
+  assert len(results) == 2 and all(len(r) == 5 for r in results)
+  assert sum(line.startswith("round ") for line in lines) == 10
   assert ("round 1: l2f_tf defaults (Gauss-Newton curvature): 1.10 s per meta-iteration "
           "(median of 3; 1.00-1.20)") in lines
   ratios = [line for line in lines if " / " in line]
   assert ratios[0].endswith("median 0.20x over 2 rounds (0.20x, 0.20x); target at most 0.2x")
   assert ratios[1].endswith("median 0.27x over 2 rounds (0.27x, 0.27x); target at most 0.3x")
-  assert ratios[2].endswith("median 0.11x over 2 rounds (0.11x, 0.11x)")
+  assert ratios[2].startswith("l2f_tf, curvature products on half the tasks / ")
+  assert ratios[2].endswith("median 0.13x over 2 rounds (0.13x, 0.13x)")
+  assert ratios[3].endswith("median 0.11x over 2 rounds (0.11x, 0.11x)")
 
 
 def test_a_peer_that_cannot_be_set_up_raises_one_line(monkeypatch):
@@ -47,12 +50,12 @@ def test_window_means_are_moving_averages_with_their_ci():
   assert halves == pytest.approx([1.96 * 2 ** 0.5 / 2 ** 0.5] * 3)
 
 
-def _summary(objective, seed, maml_after, l2f_after, difference):
+def _summary(objective, seed, maml_after, l2f_after, difference, bindings=()):
   method = lambda after: {"meta_iterations": 500, "train_minutes": 10.0,
                           "gap_closed_after_1_step": 0.8,
                           **{f"return_after_{k}_steps": [after - k, 1.0] for k in range(4)}}
   return {"inner_objective": objective, "averaging": "trajectory", "seed": seed,
-          "methods": {"MAML": method(maml_after), "MAML+L2F": method(l2f_after)},
+          "gin_bindings": list(bindings), "methods": {"MAML": method(maml_after), "MAML+L2F": method(l2f_after)},
           "random": [-71.0, 1.3], "uniform": [-61.0, 1.4], "oracle": [-0.5, 0.05],
           "l2f_minus_maml_after_1_step": [difference, 0.5]}
 
@@ -61,15 +64,19 @@ def test_table_lists_every_finished_pair_reference_objective_first(tmp_path):
   import json
   for folder, summary in (("lvc", _summary("lvc", 0, -14.0, -13.0, 1.0)),
                           ("reinforce_1", _summary("reinforce", 1, -15.0, -13.5, 1.5)),
-                          ("reinforce", _summary("reinforce", 0, -14.25, -13.5, 0.75))):
+                          ("reinforce", _summary("reinforce", 0, -14.25, -13.5, 0.75)),
+                          ("half", _summary("reinforce", 0, -14.0, -13.0, 1.0,
+                                            ["MetaRLTrainer.curvature_subsample = 0.5"]))):
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "summary.json").write_text(json.dumps(summary))
   (tmp_path / "unfinished").mkdir()  # a pair still training writes no summary
   lines = rl_navigation.tables(str(tmp_path)).splitlines()
   runs = [line.split(" | ")[0] for line in lines if line.startswith("| reinforce") or
           line.startswith("| lvc")]
-  assert runs[:6] == ["| reinforce, trajectory averaging, seed 0"] * 2 + [
-      "| reinforce, trajectory averaging, seed 1"] * 2 + ["| lvc, trajectory averaging, seed 0"] * 2
+  assert runs[:8] == ["| reinforce, trajectory averaging, seed 0"] * 2 + [
+      "| reinforce, trajectory averaging, seed 1"] * 2 + [
+      "| reinforce, trajectory averaging, seed 0, MetaRLTrainer.curvature_subsample = 0.5"] * 2 + [
+      "| lvc, trajectory averaging, seed 0"] * 2
   assert ("| reinforce, trajectory averaging, seed 0 | MAML | 10.0 | -14.25 +- 1.00 | "
           "-15.25 +- 1.00 | -16.25 +- 1.00 | -17.25 +- 1.00 | 80.0% |") in lines
   assert "| | oracle (straight to the goal) | | -0.50 +- 0.05 | | | | |" in lines

@@ -199,12 +199,29 @@ def mean_kl(query: TaskBatch, outputs: tf.Tensor, old_outputs: tf.Tensor) -> tf.
   return tf.reduce_mean(_per_task(task_kl, query.y, outputs, old_outputs))
 
 
+def surrogate_and_outputs(learner, support: TaskBatch, query: TaskBatch, old_outputs,
+                          embeddings=None, first_order: bool = False):
+  """(surrogate, outputs [T, M, 2 * action_dim]) of the adapted policies on the query
+  trajectories; both are differentiable w.r.t. theta and phi through the inner step."""
+  outputs = adapted_outputs(learner, support, query, embeddings, first_order)
+  return surrogate(query, outputs, old_outputs), outputs
+
+
 def outer_objective(learner, support: TaskBatch, query: TaskBatch, old_outputs,
                     embeddings=None, first_order: bool = False):
   """(surrogate, mean KL) of the adapted policies on the query trajectories, averaged over
   tasks; both are differentiable w.r.t. theta and phi through the inner step."""
-  outputs = adapted_outputs(learner, support, query, embeddings, first_order)
-  return surrogate(query, outputs, old_outputs), mean_kl(query, outputs, old_outputs)
+  loss, outputs = surrogate_and_outputs(learner, support, query, old_outputs, embeddings,
+                                        first_order)
+  return loss, mean_kl(query, outputs, old_outputs)
+
+
+def first_tasks(num_tasks: int, support: TaskBatch, query: TaskBatch, old_outputs,
+                embeddings=None):
+  """(support, query, old_outputs, embeddings) of the first ``num_tasks`` tasks."""
+  first = lambda batch: TaskBatch(batch.x[:num_tasks], batch.y[:num_tasks], None)
+  return (first(support), first(query), old_outputs[:num_tasks],
+          None if embeddings is None else embeddings[:num_tasks])
 
 
 def per_task_meta_gradients(learner, support: TaskBatch, query: TaskBatch, old_outputs,

@@ -12,8 +12,9 @@ One TRPO step, as rllab's ConjugateGradientOptimizer takes it:
 The loss and KL are zero-argument callables that read the current values of the variables, so
 they may contain anything differentiable, in particular MAML's inner adaptation step: the
 products differentiate through it (second order) with nested reverse-mode tapes. The loss,
-its gradient and every product come from one recorded evaluation of the objective; each
-line-search step is one more. Everything runs eagerly and inside ``tf.function`` (conjugate
+its gradient and every product come from one recorded evaluation of the objective (or, with
+the products on a subsample of the data, one of each); each line-search step is one more.
+Everything runs eagerly and inside ``tf.function`` (conjugate
 gradient and the line search are ``tf.while_loop``s with early exit). The variables must share
 one floating dtype (they are flattened into one vector).
 """
@@ -164,7 +165,9 @@ def fisher_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
     with tf.GradientTape(watch_accessed_variables=False) as first:
       first.watch(point)
       kl = output_kl(point)
-    kl_gradient = first.gradient(kl, point)
+    # Dense: with one task, the vectorized KL's gradient comes back as IndexedSlices, which
+    # a tape cannot take as a target.
+    kl_gradient = tf.convert_to_tensor(first.gradient(kl, point))
 
   def hvp(vector: tf.Tensor) -> tf.Tensor:
     jv = linear.gradient(j_transpose_dual, dual, output_gradients=unflatten(vector, variables),
@@ -174,6 +177,14 @@ def fisher_curvature(objective_fn: Callable[[], Tuple[tf.Tensor, tf.Tensor]],
     return flatten(fv) + tf.cast(damping, vector.dtype) * vector
 
   return loss, loss_grads, hvp
+
+
+def _loss_and_gradient(objective_fn, variables: Tensors) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+  """(loss, d loss / d variables; zeros where unconnected) of ``objective_fn()[0]``."""
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(variables)
+    loss = objective_fn()[0]
+  return loss, tape.gradient(loss, variables, unconnected_gradients=ZERO)
 
 
 def line_search(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.Tensor]],
@@ -254,7 +265,9 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
               variables: Sequence[tf.Variable], max_kl: float = 0.01, cg_iterations: int = 10,
               damping: float = 1e-5, max_backtracks: int = 15, backtrack_ratio: float = 0.8,
               cg_residual_tol: float = 1e-10, accept_ratio: float = 0.0,
-              output_kl: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+              output_kl: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+              curvature_objective: Optional[Callable[[], Tuple[tf.Tensor, tf.Tensor]]] = None,
+              curvature_output_kl: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
              ) -> Dict[str, tf.Tensor]:
   """One TRPO update of ``variables`` (assigned in place), as rllab's TRPO takes it.
 
@@ -277,6 +290,13 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
       ``output_kl(outputs)`` and the products take the Gauss-Newton (Fisher) form
       (:func:`fisher_curvature`): the same matrix at the old policy, without the third
       derivative through the inner step.
+    curvature_objective: None: the curvature products come from ``loss_fn``'s own evaluation
+      (the loss, its gradient and the products share one forward pass). Given: a callable with
+      ``loss_fn``'s contract on a subsample of the data (TRPO's Fisher-vector products on a
+      subsample, Schulman et al. 2015); the products come from its one evaluation, with
+      ``curvature_output_kl`` as its ``output_kl``; the gradient, the step size's target and
+      the line search still use all of ``loss_fn``'s data.
+    curvature_output_kl: the KL of ``curvature_objective``'s outputs (with ``output_kl`` only).
 
   Returns:
     A dict of scalar diagnostics: loss_before, loss_after, kl (at the final variables),
@@ -287,17 +307,30 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
   """
   variables = tf_variables(variables)
   if output_kl is None:
+    if curvature_output_kl is not None:
+      raise ValueError("trpo_step: curvature_output_kl goes with output_kl (Fisher products).")
     objective_fn = _objective(loss_fn, kl_fn)
-    loss_before, grads, hvp = recorded_curvature(objective_fn, variables, damping)
+    full = (objective_fn, None)
+    products = lambda objective, _: recorded_curvature(objective, variables, damping)
   else:
     if kl_fn is not None:
       raise ValueError("trpo_step: with output_kl, loss_fn returns (loss, outputs) and the KL "
                        "is output_kl(outputs); pass kl_fn=None.")
-    loss_before, grads, hvp = fisher_curvature(loss_fn, output_kl, variables, damping)
+    if (curvature_objective is None) != (curvature_output_kl is None):
+      raise ValueError("trpo_step: with output_kl, pass curvature_objective and "
+                       "curvature_output_kl together (or neither).")
 
     def objective_fn():
       loss, outputs = loss_fn()
       return loss, output_kl(outputs)
+
+    full = (loss_fn, output_kl)
+    products = lambda objective, kl: fisher_curvature(objective, kl, variables, damping)
+  if curvature_objective is None:  # one evaluation for the loss, gradient and products
+    loss_before, grads, hvp = products(*full)
+  else:
+    loss_before, grads = _loss_and_gradient(full[0], variables)
+    hvp = products(curvature_objective, curvature_output_kl)[2]
   grad = flatten(grads)
   dtype = grad.dtype
   loss_before = tf.cast(loss_before, dtype)

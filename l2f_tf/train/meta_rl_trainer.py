@@ -16,11 +16,13 @@ weights alone (the counter still advances); the trainer's
 :class:`~l2f_tf.train.guard.NonFiniteGuard` counts it and stops training per its policy.
 """
 
+import functools
 from typing import Dict, NamedTuple, Optional, Sequence
 
 import gin
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from l2f_tf import plots, smoke
 from l2f_tf.domains.meta_rl import MetaRLDomain
@@ -87,6 +89,11 @@ class MetaRLTrainer:
       Hessian at the old policy, where TRPO takes it, and cheaper; "hessian": differentiates
       the KL gradient through the inner step once more (third order). Timings of both:
       docs/meta_rl.md, "Curvature products".
+    curvature_subsample: the fraction of each meta-batch's tasks (the first ones, at least one)
+      whose trajectories the curvature products use: TRPO's products on a subsample of the
+      data (Schulman et al. 2015). The gradient and the line search use every task. 1.0 (the
+      reference): all of them; 0.5 takes about a third off a 2D-navigation meta-iteration
+      (docs/meta_rl.md, "Speed").
     conflict_every: every this many meta-iterations, log the degree of conflict per layer
       (``l2f_tf.meta.diagnostics``) between the tasks' meta-gradients of the TRPO surrogate, at
       theta before the step; 0 turns it off.
@@ -101,10 +108,15 @@ class MetaRLTrainer:
                seed: int = 0, discount: float = 0.99, gae_lambda: float = 1.0,
                max_kl: float = 0.01, cg_iterations: int = 10, cg_damping: float = 1e-5,
                max_backtracks: int = 15, backtrack_ratio: float = 0.8,
-               first_order: bool = False, curvature: str = "fisher", conflict_every: int = 10,
+               first_order: bool = False, curvature: str = "fisher",
+               curvature_subsample: float = 1.0, conflict_every: int = 10,
                guard: Optional[NonFiniteGuard] = None):
     if curvature not in CURVATURES:
       raise ValueError(f"MetaRLTrainer.curvature = {curvature!r}; use one of {CURVATURES}.")
+    if not 0.0 < curvature_subsample <= 1.0:
+      raise ValueError(f"MetaRLTrainer.curvature_subsample must be in (0, 1] (the fraction of "
+                       f"the meta-batch's tasks the curvature products use), got "
+                       f"{curvature_subsample}.")
     if not isinstance(domain, MetaRLDomain):
       raise ValueError(f"MetaRLTrainer trains meta-RL domains; {type(domain).__name__} is not "
                        "one. For supervised domains bind run_experiment.trainer = @Trainer.")
@@ -122,6 +134,8 @@ class MetaRLTrainer:
     self.trpo_options = dict(max_kl=max_kl, cg_iterations=cg_iterations, damping=cg_damping,
                              max_backtracks=max_backtracks, backtrack_ratio=backtrack_ratio)
     self.first_order, self.curvature = first_order, curvature
+    self.curvature_subsample = curvature_subsample
+    self._warn_if_the_curvature_sees_too_little(learner, domain)
     self.conflict_every = conflict_every
     self.guard = NonFiniteGuard() if guard is None else guard
     from l2f_tf.rl import envs  # pylint: disable=g-import-not-at-top  (needs the rl extra)
@@ -222,21 +236,44 @@ class MetaRLTrainer:
       result["degree_of_conflict"] = conflict
     return result
 
+  def _warn_if_the_curvature_sees_too_little(self, learner, domain: MetaRLDomain) -> None:
+    """A warning when the subsample's action means are fewer than the weights: its curvature
+    is then singular, and TRPO's steps along what it does not see are rejected."""
+    tasks = self.curvature_tasks(domain.meta_batch_size)
+    if tasks == domain.meta_batch_size:
+      return
+    means = tasks * domain.trajectories_per_task * domain.horizon * (
+        learner.model.outputs[0].shape[-1] // 2)
+    weights = sum(int(np.prod(v.shape)) for v in learner.meta_variables)
+    if means < weights:
+      logging.warning(
+          "MetaRLTrainer.curvature_subsample = %s: the curvature products see %d tasks x %d "
+          "trajectories x %d steps, %d action means for %d weights, so their curvature is "
+          "singular and TRPO will reject most steps; raise curvature_subsample (1.0: all "
+          "tasks).", self.curvature_subsample, tasks, domain.trajectories_per_task,
+          domain.horizon, means, weights)
+
+  def curvature_tasks(self, num_tasks: int) -> int:
+    """How many of a meta-batch's ``num_tasks`` tasks the curvature products use."""
+    return max(1, min(num_tasks, int(round(self.curvature_subsample * num_tasks))))
+
   def _trpo_step_graph(self, batch: IterationBatch):
-    support, query, old, embeddings = batch[:4]
+    data = tuple(batch[:4])  # support, query, old outputs, embeddings
+    tasks = self.curvature_tasks(int(data[0].x.shape[0]))
+    subsample = maml_trpo.first_tasks(tasks, *data) if tasks < data[0].x.shape[0] else None
     if self.curvature == "hessian":  # (surrogate, KL) share every task's inner adaptation.
+      objective = lambda d: functools.partial(maml_trpo.outer_objective, self.learner, *d,
+                                              first_order=self.first_order)
       return trpo.trpo_step(
-          lambda: maml_trpo.outer_objective(self.learner, support, query, old, embeddings,
-                                            self.first_order),
-          None, self.tf_variables, **self.trpo_options)
-
-    def loss_and_outputs():
-      outputs = maml_trpo.adapted_outputs(self.learner, support, query, embeddings,
-                                          self.first_order)
-      return maml_trpo.surrogate(query, outputs, old), outputs
-
-    return trpo.trpo_step(loss_and_outputs, None, self.tf_variables, **self.trpo_options,
-                          output_kl=lambda outputs: maml_trpo.mean_kl(query, outputs, old))
+          objective(data), None, self.tf_variables, **self.trpo_options,
+          curvature_objective=None if subsample is None else objective(subsample))
+    loss = lambda d: functools.partial(maml_trpo.surrogate_and_outputs, self.learner, *d,
+                                       first_order=self.first_order)
+    kl = lambda d: functools.partial(maml_trpo.mean_kl, d[1], old_outputs=d[2])
+    return trpo.trpo_step(
+        loss(data), None, self.tf_variables, **self.trpo_options, output_kl=kl(data),
+        curvature_objective=None if subsample is None else loss(subsample),
+        curvature_output_kl=None if subsample is None else kl(subsample))
 
   def _write_summaries(self, step: int, result: Dict) -> None:
     for key, value in result.items():

@@ -482,3 +482,52 @@ def test_trpo_step_with_output_kl_refuses_a_separate_kl_fn():
   with pytest.raises(ValueError, match="kl_fn=None"):
     trpo.trpo_step(lambda: (tf.zeros([], tf.float64), outputs_fn()), kl_fn, [theta],
                    output_kl=kl_of)
+
+
+@pytest.mark.parametrize("use_fisher", [False, True])
+def test_curvature_on_a_subsample_steps_along_its_own_curvature_and_the_full_gradient(
+    use_fisher):
+  # TRPO's products on a subsample of the data (the first two of three rows): the direction
+  # solves H_sub s = g with H_sub the KL's Hessian on those rows (central differences, float64)
+  # and g the gradient of the loss on all rows; the step size comes from s^T H_sub s.
+  from l2f_tf.rl import policy_gradient as pg
+  theta, outputs_fn, kl_of, _ = gaussian_through_an_inner_step()
+  old = tf.constant(outputs_fn().numpy())
+  weights = tf.constant([0.5, 0.25], tf.float64)
+  kl_sub_of = lambda outputs: pg.mean_kl(old[:2], outputs, weights)
+  coefficients = tf.constant([1.0, -0.5, 0.3], tf.float64)
+  surrogate = lambda outputs: -tf.reduce_sum(outputs[:, 0] * coefficients[:tf.shape(outputs)[0]])
+  start = theta.numpy().copy()
+  with tf.GradientTape() as tape:
+    loss = surrogate(outputs_fn())
+  g = tape.gradient(loss, theta).numpy()
+  h_sub = finite_difference_hessian(lambda: kl_sub_of(outputs_fn()[:2]), theta) + 1e-5 * np.eye(4)
+  theta.assign(start)
+  s = np.linalg.solve(h_sub, g)
+  expected_size = np.sqrt(2 * 0.01 / (s @ h_sub @ s + trpo.STEP_SIZE_EPSILON))
+  if use_fisher:
+    diagnostics = trpo.trpo_step(
+        lambda: (surrogate(outputs_fn()), outputs_fn()), None, [theta], cg_iterations=4,
+        output_kl=kl_of, curvature_objective=lambda: (surrogate(outputs_fn()[:2]),
+                                                      outputs_fn()[:2]),
+        curvature_output_kl=kl_sub_of)
+  else:
+    objective = lambda rows, kl: (lambda o: (surrogate(o), kl(o)))(outputs_fn()[:rows])
+    diagnostics = trpo.trpo_step(lambda: objective(3, kl_of), None, [theta], cg_iterations=4,
+                                 curvature_objective=lambda: objective(2, kl_sub_of))
+  assert bool(diagnostics["accepted"])
+  assert float(diagnostics["step_size"]) == pytest.approx(expected_size, rel=1e-5)
+  fraction = 0.8 ** int(diagnostics["backtracks"])
+  np.testing.assert_allclose(theta.numpy() - start, -fraction * expected_size * s, rtol=1e-5,
+                             atol=1e-9)
+  assert float(diagnostics["loss_before"]) == pytest.approx(float(loss), rel=1e-12)
+
+
+def test_trpo_step_names_the_missing_half_of_a_fisher_subsample():
+  theta, outputs_fn, kl_of, _ = gaussian_through_an_inner_step()
+  objective = lambda: (tf.zeros([], tf.float64), outputs_fn())
+  with pytest.raises(ValueError, match="together"):
+    trpo.trpo_step(objective, None, [theta], output_kl=kl_of, curvature_objective=objective)
+  with pytest.raises(ValueError, match="goes with output_kl"):
+    trpo.trpo_step(lambda: (tf.zeros([], tf.float64), kl_of(outputs_fn())), None, [theta],
+                   curvature_output_kl=kl_of)

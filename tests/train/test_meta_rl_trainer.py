@@ -16,7 +16,7 @@ from l2f_tf.domains.meta_rl import MetaRLDomain
 from l2f_tf.domains.sinusoid import SinusoidRegression
 from l2f_tf.meta.attenuation import TaskConditionedAttenuation
 from l2f_tf.meta.learner import MetaLearner
-from l2f_tf.rl import maml_trpo
+from l2f_tf.rl import maml_trpo, trpo
 from l2f_tf.train import settings
 from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
 from l2f_tf.train.runner import Runner
@@ -307,3 +307,79 @@ def test_how_sampling_calls_the_policy_is_no_setting_of_the_run(tmp_path):
   assert trainer._numpy_policy is not None  # pylint: disable=protected-access
   described = settings.describe(trainer)
   assert not [key for key in described if "numpy" in key.lower() or "DensePolicy" in key]
+
+
+@pytest.mark.parametrize("curvature", ["fisher", "hessian"])
+def test_curvature_subsample_takes_the_products_on_the_first_tasks(tmp_path, monkeypatch,
+                                                                   curvature):
+  # MetaRLTrainer.curvature_subsample = 0.5 of a meta-batch of 2: the curvature objective is
+  # the first task's, the loss (gradient, line search) both tasks'.
+  trainer = make_trainer(tmp_path, l2f=True, curvature=curvature, curvature_subsample=0.5)
+  batch = trainer.sample_iteration(0)
+  captured = {}
+  monkeypatch.setattr(trpo, "trpo_step",
+                      lambda loss_fn, kl_fn, variables, **options: captured.update(
+                          loss_fn=loss_fn, **options))
+  trainer._trpo_step_graph(batch)  # pylint: disable=protected-access
+  first = maml_trpo.first_tasks(1, *batch[:4])
+  learner = trainer.learner
+  if curvature == "fisher":
+    loss, outputs = captured["loss_fn"]()
+    sub_loss, sub_outputs = captured["curvature_objective"]()
+    assert outputs.shape[0] == 2 and sub_outputs.shape[0] == 1
+    expected_loss, expected_outputs = maml_trpo.surrogate_and_outputs(learner, *first)
+    np.testing.assert_allclose(sub_outputs.numpy(), expected_outputs.numpy(), rtol=1e-6)
+    assert float(captured["curvature_output_kl"](sub_outputs)) == pytest.approx(0.0, abs=1e-6)
+  else:
+    loss, _ = captured["loss_fn"]()
+    sub_loss, sub_kl = captured["curvature_objective"]()
+    expected_loss, expected_kl = maml_trpo.outer_objective(learner, *first)
+    assert float(sub_kl) == pytest.approx(float(expected_kl), abs=1e-7)
+  assert float(sub_loss) == pytest.approx(float(expected_loss), rel=1e-5)
+  assert float(sub_loss) != pytest.approx(float(loss), rel=1e-3)  # not both tasks'
+
+
+def test_curvature_subsample_trains_within_the_kl_limit_and_is_a_setting(tmp_path):
+  # Half of 4 tasks x 10 trajectories x 10 steps: 400 action means for 116 weights.
+  domain = MetaRLDomain("Navigation2D", meta_batch_size=4, trajectories_per_task=10,
+                        horizon=10, hidden_units=(8, 8))
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1)
+  trainer = MetaRLTrainer(learner, domain, str(tmp_path), num_iterations=1,
+                          curvature_subsample=0.5)
+  before = flat_weights(trainer)
+  result = trainer.train_iteration(0)
+  assert result["accepted"] == 1.0 and result["kl"] <= 0.01 + 1e-6
+  assert np.linalg.norm(flat_weights(trainer) - before) > 0
+  assert settings.describe(trainer)["MetaRLTrainer.curvature_subsample"] == "0.5"
+  assert [trainer.curvature_tasks(n) for n in (20, 2, 1)] == [10, 1, 1]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5, -0.5])
+def test_a_curvature_subsample_outside_0_1_names_the_range(tmp_path, fraction):
+  with pytest.raises(ValueError, match=r"curvature_subsample must be in \(0, 1\]"):
+    make_trainer(tmp_path, curvature_subsample=fraction)
+
+
+@pytest.mark.parametrize("curvature", ["fisher", "hessian"])
+def test_a_meta_batch_of_one_task_trains(tmp_path, curvature):
+  # With one task, the vectorized KL's gradient came back as IndexedSlices and the Gauss-Newton
+  # products failed ("'IndexedSlices' object has no attribute '_id'").
+  domain = MetaRLDomain("Navigation2D", meta_batch_size=1, trajectories_per_task=3, horizon=6,
+                        hidden_units=(8, 8))
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1)
+  trainer = MetaRLTrainer(learner, domain, str(tmp_path), num_iterations=1, curvature=curvature)
+  result = trainer.train_iteration(0)
+  assert result["accepted"] == 1.0 and 0 < result["kl"] <= 0.01 + 1e-6
+
+
+def test_a_curvature_subsample_that_sees_fewer_means_than_weights_warns(tmp_path, caplog):
+  import logging  # pylint: disable=import-outside-toplevel
+  with caplog.at_level(logging.WARNING):
+    make_trainer(tmp_path, l2f=False, curvature_subsample=0.5)  # 1 x 3 x 6 x 2 means
+  assert "curvature_subsample = 0.5" in caplog.text and "36 action means" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    make_trainer(tmp_path / "all", l2f=False)
+  assert "curvature_subsample" not in caplog.text

@@ -100,3 +100,24 @@ def test_lvc_inner_objective_from_a_binding(tmp_path):
     MetaRLDomain(inner_objective="dice")
   with pytest.raises(ValueError, match="MetaRLDomain.averaging must be one of"):
     MetaRLDomain(averaging="episode")
+
+
+def test_a_meta_iteration_with_the_curvature_on_half_the_tasks(tmp_path):
+  """MetaRLTrainer.curvature_subsample = 0.5, compiled: 2 of 4 tasks x 10 x 10 steps give
+  400 action means for the 116 weights, and the step is accepted within the KL limit."""
+  import keras
+  import numpy as np
+  from l2f_tf.domains.meta_rl import MetaRLDomain
+  from l2f_tf.meta.learner import MetaLearner
+  from l2f_tf.train.meta_rl_trainer import MetaRLTrainer
+  domain = MetaRLDomain("Navigation2D", meta_batch_size=4, trajectories_per_task=10,
+                        horizon=10, hidden_units=(8, 8))
+  keras.utils.set_random_seed(0)
+  learner = MetaLearner(domain.build_model(), domain.loss_fn, num_inner_steps=1, inner_lr=0.1)
+  trainer = MetaRLTrainer(learner, domain, str(tmp_path), num_iterations=1,
+                          curvature_subsample=0.5)
+  weights = lambda: np.concatenate([v.numpy().ravel() for v in learner.meta_variables])
+  before = weights()
+  result = trainer.train_iteration(0)
+  assert result["accepted"] == 1.0 and 0 < result["kl"] <= 0.01 + 1e-6
+  assert np.linalg.norm(weights() - before) > 0

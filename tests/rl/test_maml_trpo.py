@@ -264,16 +264,18 @@ def test_lvc_takes_the_reinforce_inner_step_but_changes_the_meta_gradient():
   assert not np.allclose(grads["reinforce"], grads["lvc"], rtol=1e-3)
 
 
-@pytest.mark.parametrize("l2f", [False, True])
-def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f):
+@pytest.mark.parametrize("l2f, num_tasks", [(False, 2), (True, 2), (True, 1)])
+def test_fisher_products_of_the_adapted_policies_equal_finite_differences(l2f, num_tasks):
   # The Gauss-Newton products TRPO can use (MetaRLTrainer.curvature = "fisher") equal the
   # KL's Hessian through the inner step at the old policy: central differences of the KL
-  # gradient along random directions, float64, for theta and (with L2F) phi.
+  # gradient along random directions, float64, for theta and (with L2F) phi. One task: the
+  # vectorized KL's gradient comes back as IndexedSlices there (a meta-batch of one, or a
+  # curvature subsample of one task, failed before).
   rng = np.random.default_rng(0)
   learner = float64_learner(l2f)
-  support, query = random_task_batch(rng), random_task_batch(rng)
+  support, query = random_task_batch(rng, num_tasks), random_task_batch(rng, num_tasks)
   query = maml_trpo.TaskBatch(query.x, pg.pack_targets(
-      *pg.unpack_targets(query.y)[:2], tf.constant(rng.uniform(0.1, 1.0, size=(2, 10)))), None)
+      *pg.unpack_targets(query.y)[:2], tf.constant(rng.uniform(0.1, 1.0, size=(num_tasks, 10)))), None)
   embeddings = maml_trpo.task_embeddings(learner, support)
   old = maml_trpo.adapted_outputs(learner, support, query, embeddings)
   variables = trpo.tf_variables(learner.meta_variables)

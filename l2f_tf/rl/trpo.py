@@ -291,11 +291,11 @@ def trpo_step(loss_fn: Callable[[], tf.Tensor], kl_fn: Optional[Callable[[], tf.
       (:func:`fisher_curvature`): the same matrix at the old policy, without the third
       derivative through the inner step.
     curvature_objective: None: the curvature products come from ``loss_fn``'s own evaluation
-      (the loss, its gradient and the products share one forward pass). Given: a callable with
-      ``loss_fn``'s contract on a subsample of the data (TRPO's Fisher-vector products on a
-      subsample, Schulman et al. 2015); the products come from its one evaluation, with
-      ``curvature_output_kl`` as its ``output_kl``; the gradient, the step size's target and
-      the line search still use all of ``loss_fn``'s data.
+      (the loss, its gradient and the products share one forward pass). Given: a zero-argument
+      callable on a subsample of the data returning (loss, kl), or (loss, outputs) with
+      ``output_kl`` (TRPO's Fisher-vector products on a subsample, Schulman et al. 2015); the
+      products come from its one evaluation (with ``curvature_output_kl`` as its
+      ``output_kl``); the gradient and the line search still use all of ``loss_fn``'s data.
     curvature_output_kl: the KL of ``curvature_objective``'s outputs (with ``output_kl`` only).
 
   Returns:

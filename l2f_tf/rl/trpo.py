@@ -14,9 +14,9 @@ they may contain anything differentiable, in particular MAML's inner adaptation 
 products differentiate through it (second order) with nested reverse-mode tapes. The loss,
 its gradient and every product come from one recorded evaluation of the objective (or, with
 the products on a subsample of the data, one of each); each line-search step is one more.
-Everything runs eagerly and inside ``tf.function`` (conjugate
-gradient and the line search are ``tf.while_loop``s with early exit). The variables must share
-one floating dtype (they are flattened into one vector).
+Everything runs eagerly and inside ``tf.function`` (conjugate gradient and the line search are
+``tf.while_loop``s with early exit). The variables must share one floating dtype (they are
+flattened into one vector).
 """
 
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union

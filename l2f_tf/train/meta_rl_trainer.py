@@ -92,8 +92,8 @@ class MetaRLTrainer:
     curvature_subsample: the fraction of each meta-batch's tasks (the first ones, at least one)
       whose trajectories the curvature products use: TRPO's products on a subsample of the
       data (Schulman et al. 2015). The gradient and the line search use every task. 1.0 (the
-      reference): all of them; 0.5 takes about 45% off a 2D-navigation meta-iteration
-      (docs/meta_rl.md, "Speed").
+      reference): all of them. Its savings and its effect on learning: docs/meta_rl.md,
+      "Curvature products on a subsample".
     conflict_every: every this many meta-iterations, log the degree of conflict per layer
       (``l2f_tf.meta.diagnostics``) between the tasks' meta-gradients of the TRPO surrogate, at
       theta before the step; 0 turns it off.

@@ -16,6 +16,7 @@ exchange the per-step arrays through shared memory.
 """
 
 import multiprocessing
+import signal
 import time
 from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
@@ -96,7 +97,12 @@ class _SharedRows:
 def run_worker(connection, env_name: str, horizon: int, seed, rows: Tuple[int, int],
                shared: _SharedRows) -> None:
   """A worker process: steps rows [start, stop) of the batch in a `BatchedLocomotion`, on
-  request, through the shared arrays."""
+  request, through the shared arrays.
+
+  It ignores SIGINT: a terminal's Ctrl-C reaches every process of the foreground group, and a
+  worker that died of it would leave the parent's interrupt handling (save a checkpoint, then
+  close the pool) an EOFError instead of its answer."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   start, stop = rows
   simulators = mujoco_tasks.BatchedLocomotion(envs.ENVIRONMENTS[env_name], stop - start,
                                               horizon, seed)

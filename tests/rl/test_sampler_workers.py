@@ -45,3 +45,30 @@ def test_worker_processes_give_the_same_batch(env_name, dropped):
     for process in processes:
       process.join(timeout=60)
     assert [process.exitcode for process in processes] == [0, 0]
+
+
+def test_workers_leave_ctrl_c_to_the_parent():
+  """A terminal's Ctrl-C sends SIGINT to every process of the foreground group: the workers
+  ignore it and keep answering, so the parent's interrupt handling (checkpoint, then close)
+  runs. They used to die of it, and the parent crashed with an EOFError and no checkpoint."""
+  import multiprocessing
+  import os
+  import signal
+  import time
+  options = dict(num_tasks=2, trajectories_per_task=2, horizon=6, seed=0)
+  earlier = set(multiprocessing.active_children())
+  workers = sampler_lib.Sampler("HalfCheetahVel", num_workers=2, **options)
+  processes = [p for p in multiprocessing.active_children() if p not in earlier]
+  env = envs.make_env("HalfCheetahVel", horizon=6)
+  tasks = env.sample_tasks(2, seed=[0, 0])
+  policy = lambda obs: (np.zeros(obs.shape[:2] + (6,), np.float32), np.zeros((2, 6), np.float32))
+  try:
+    before = workers.sample(tasks, policy, seed=[0, 1])
+    for process in processes:
+      os.kill(process.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert all(process.is_alive() for process in processes)
+    after = workers.sample(tasks, policy, seed=[0, 1])
+    np.testing.assert_array_equal(after.rewards, before.rewards)
+  finally:
+    workers.close()

@@ -255,12 +255,13 @@ class MetaRLTrainer:
 
   def curvature_tasks(self, num_tasks: int) -> int:
     """How many of a meta-batch's ``num_tasks`` tasks the curvature products use."""
-    return max(1, min(num_tasks, int(round(self.curvature_subsample * num_tasks))))
+    return max(1, int(round(self.curvature_subsample * num_tasks)))
 
   def _trpo_step_graph(self, batch: IterationBatch):
     data = tuple(batch[:4])  # support, query, old outputs, embeddings
-    tasks = self.curvature_tasks(int(data[0].x.shape[0]))
-    subsample = maml_trpo.first_tasks(tasks, *data) if tasks < data[0].x.shape[0] else None
+    num_tasks = int(data[0].x.shape[0])
+    tasks = self.curvature_tasks(num_tasks)
+    subsample = maml_trpo.first_tasks(tasks, *data) if tasks < num_tasks else None
     if self.curvature == "hessian":  # (surrogate, KL) share every task's inner adaptation.
       objective = lambda d: functools.partial(maml_trpo.outer_objective, self.learner, *d,
                                               first_order=self.first_order)

@@ -110,17 +110,19 @@ PEER_MARKER = "maml_rl/metalearners/maml_trpo.py"  # a file the fetched code mus
 PEER_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "reference_maml_rl_driver.py")
 # (label, l2f_tf's gin bindings or None (the peer), peer environment and driver flags or None)
-SIDES = (("l2f_tf defaults (Gauss-Newton curvature)", [], None),
-         ("l2f_tf like for like (exact Hessian products)",
-          ["MetaRLTrainer.curvature = 'hessian'"], None),
-         ("l2f_tf, curvature products on half the tasks",
-          ["MetaRLTrainer.curvature_subsample = 0.5"], None),
-         ("pytorch-maml-rl fastest (OMP_NUM_THREADS=1, 2 workers)", None,
-          ({"OMP_NUM_THREADS": "1"}, ["--threads=1", "--num_workers=2"])),
-         ("pytorch-maml-rl out of the box", None,
-          ({}, [f"--num_workers={max((os.cpu_count() or 2) - 1, 1)}"])))
-RATIOS = ((SIDES[0][0], SIDES[3][0], 0.2), (SIDES[1][0], SIDES[3][0], 0.3),
-          (SIDES[2][0], SIDES[3][0], None), (SIDES[0][0], SIDES[4][0], None))
+# (label, gin bindings for l2f_tf or None, (environment, options) for the peer or None).
+DEFAULTS = ("l2f_tf defaults (Gauss-Newton curvature)", [], None)
+LIKE_FOR_LIKE = ("l2f_tf like for like (exact Hessian products)",
+                 ["MetaRLTrainer.curvature = 'hessian'"], None)
+HALF_TASKS = ("l2f_tf, curvature products on half the tasks",
+              ["MetaRLTrainer.curvature_subsample = 0.5"], None)
+PEER_FASTEST = ("pytorch-maml-rl fastest (OMP_NUM_THREADS=1, 2 workers)", None,
+                ({"OMP_NUM_THREADS": "1"}, ["--threads=1", "--num_workers=2"]))
+PEER_DEFAULT = ("pytorch-maml-rl out of the box", None,
+                ({}, [f"--num_workers={max((os.cpu_count() or 2) - 1, 1)}"]))
+SIDES = (DEFAULTS, LIKE_FOR_LIKE, HALF_TASKS, PEER_FASTEST, PEER_DEFAULT)
+RATIOS = ((DEFAULTS[0], PEER_FASTEST[0], 0.2), (LIKE_FOR_LIKE[0], PEER_FASTEST[0], 0.3),
+          (HALF_TASKS[0], PEER_FASTEST[0], None), (DEFAULTS[0], PEER_DEFAULT[0], None))
 EVAL_SEED = 20200614  # MetaRLDomain.eval_seed: the held-out tasks of the evaluation
 
 
@@ -259,7 +261,7 @@ def window_means(values, window: int = CURVE_WINDOW):
   return np.array(ends), np.array(means), np.array(halves)
 
 
-def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
+def compare_curves(iterations: int, python: str, src: str, root: str, echo=print) -> dict:
   """After-adaptation training returns per meta-iteration of both implementations (training
   what is missing), their figure, and the mean of the last 50 iterations of each."""
   train_run("maml", iterations)
@@ -268,17 +270,17 @@ def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
     from benchmarks import rl_training_curves  # pylint: disable=import-outside-toplevel
   else:
     import rl_training_curves  # pylint: disable=import-outside-toplevel
-  ours = rl_training_curves.read_scalars(os.path.join(ROOT.value, "maml"))
+  ours = rl_training_curves.read_scalars(os.path.join(root, "maml"))
   steps, after = ours["return_after_adaptation"]
   curves = {"l2f_tf (defaults)": after[np.argsort(steps)][:iterations]}
-  path = os.path.join(ROOT.value, "pytorch_maml_rl_curve.json")
+  path = os.path.join(root, "pytorch_maml_rl_curve.json")
   record = {}
   if os.path.exists(path):
     with open(path) as f:
       record = json.load(f)
   if len(record.get("after", [])) < iterations:
     echo(f"pytorch-maml-rl: {iterations} meta-iterations (fastest setting) -> {path}")
-    variables, options = SIDES[2][2]
+    variables, options = PEER_FASTEST[2]
     peer_code.checked(subprocess.run, [python, PEER_DRIVER, f"--source={src}",
                                        f"--iterations={iterations}", f"--output={path}"]
                       + options, "pytorch-maml-rl's training",
@@ -304,7 +306,7 @@ def compare_curves(iterations: int, python: str, src: str, echo=print) -> dict:
   ax.set_title("2D navigation, MAML-TRPO at the reference settings")
   ax.grid(alpha=0.3)
   ax.legend()
-  figure = os.path.join(ROOT.value, "curves.png")
+  figure = os.path.join(root, "curves.png")
   fig.savefig(figure, dpi=120, bbox_inches="tight")
   plt.close(fig)
   echo(f"Wrote {figure}")
@@ -362,7 +364,7 @@ def main(argv):
       results = compare_reference(peer_code.ROUNDS.value, WARMUP.value, TIMED.value, *where)
       if CURVE.value:
         python, src, _ = peer_code.setup(*where, PEER_MARKER, PEER_REQUIREMENTS, PEER_IMPORTS)
-        results.append({"curves": compare_curves(CURVE.value, python, src)})
+        results.append({"curves": compare_curves(CURVE.value, python, src, ROOT.value)})
     except peer_code.ReferenceUnavailable as error:
       sys.exit(f"pytorch-maml-rl unavailable: {error}")
     if COMPARE_OUTPUT.value:

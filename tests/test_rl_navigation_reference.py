@@ -1,6 +1,8 @@
 """The pure-Python parts of ``benchmarks/rl_navigation.py --compare_reference``: the rounds, the
 ratio lines and the peer's failure line. No torch, no network: the timed sides are fakes."""
 
+import json
+
 import pytest
 
 from benchmarks import peer_code
@@ -42,6 +44,35 @@ def test_a_peer_that_cannot_be_set_up_raises_one_line(monkeypatch):
   with pytest.raises(peer_code.ReferenceUnavailable, match="no network"):
     rl_navigation.compare_reference(rounds=1, warmup=0, timed=1, folder="unused", git_dir=None,
                                     url="unused", echo=lambda line: None)
+
+
+def test_curves_train_the_peer_at_its_fastest_setting(monkeypatch, tmp_path):
+  """--curve_iterations: the peer trains with the fastest side's threads and workers (an index
+  into the sides once pointed at an l2f_tf side), and both curves are drawn."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import rl_training_curves  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(rl_navigation, "train_run", lambda prefix, iterations: None)
+  after = np.linspace(-40.0, -12.0, 60)
+  monkeypatch.setattr(rl_training_curves, "read_scalars", lambda run: {
+      "return_after_adaptation": (np.arange(60), after)})
+  calls = []
+
+  def fake_peer(run, command, what, env):
+    calls.append((command, env))
+    output = [c for c in command if c.startswith("--output=")][0].split("=", 1)[1]
+    with open(output, "w") as f:
+      json.dump({"after": [[a, a] for a in after.tolist()]}, f)
+
+  monkeypatch.setattr(peer_code, "checked", fake_peer)
+  lines = []
+  summary = rl_navigation.compare_curves(60, "python", "src", str(tmp_path), echo=lines.append)
+  (command, env), = calls
+  assert env["OMP_NUM_THREADS"] == "1"
+  assert "--threads=1" in command and "--num_workers=2" in command
+  assert "--iterations=60" in command
+  assert set(summary) == {"l2f_tf (defaults)", "pytorch-maml-rl"}
+  assert summary["l2f_tf (defaults)"][0] == pytest.approx(summary["pytorch-maml-rl"][0])
+  assert (tmp_path / "curves.png").exists()
 
 
 def test_window_means_are_moving_averages_with_their_ci():

@@ -42,14 +42,21 @@ def read_scalars(run_dir: str):
 
 
 def label_of(run_dir: str) -> str:
+  """The run's method, inner objective, averaging and training seed (from its results.json and
+  settings.json), or its directory for a run that has not finished."""
   path = os.path.join(run_dir, "results.json")
   if not os.path.exists(path):
     return run_dir
   with open(path) as f:
     results = json.load(f)
-  averaging = results.get("averaging", "step")  # runs from before the option averaged by step
-  return (f"{results['method']} ({results.get('inner_objective', 'reinforce')}, "
-          f"{averaging} averaging)")
+  seed = ""
+  settings = os.path.join(run_dir, "settings.json")
+  if os.path.exists(settings):
+    with open(settings) as f:
+      value = json.load(f).get("MetaRLTrainer.seed")
+    seed = "" if value is None else f", seed {value}"
+  return (f"{results['method']} ({results['inner_objective']}, {results['averaging']} "
+          f"averaging{seed})")
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

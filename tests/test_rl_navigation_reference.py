@@ -75,6 +75,18 @@ def test_curves_train_the_peer_at_its_fastest_setting(monkeypatch, tmp_path):
   assert (tmp_path / "curves.png").exists()
 
 
+def test_training_curve_labels_name_the_seed(tmp_path):
+  """Two seeds of one learner on one figure need different legend entries."""
+  from benchmarks import rl_training_curves  # pylint: disable=import-outside-toplevel
+  run = tmp_path / "maml"
+  run.mkdir()
+  assert rl_training_curves.label_of(str(run)) == str(run)  # not finished: its directory
+  (run / "results.json").write_text(json.dumps(
+      {"method": "MAML", "inner_objective": "reinforce", "averaging": "trajectory"}))
+  (run / "settings.json").write_text(json.dumps({"MetaRLTrainer.seed": "1"}))
+  assert rl_training_curves.label_of(str(run)) == "MAML (reinforce, trajectory averaging, seed 1)"
+
+
 def test_window_means_are_moving_averages_with_their_ci():
   ends, means, halves = rl_navigation.window_means([1.0, 3.0, 5.0, 7.0], window=2)
   assert ends.tolist() == [2, 3, 4] and means.tolist() == [2.0, 4.0, 6.0]

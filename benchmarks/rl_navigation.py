@@ -66,9 +66,10 @@ from l2f_tf.rl.sampler import Sampler
 from l2f_tf.train import experiment, restore
 
 if __package__:  # imported as benchmarks.rl_navigation (the tests)
-  from benchmarks import peer_code
+  from benchmarks import peer_code, rl_training_curves
 else:  # run as a script: its folder is on sys.path
   import peer_code  # The peer's scratch copy and venv.
+  import rl_training_curves  # The runs' scalars.
 
 ROOT = flags.DEFINE_string("root_dir", "runs/rl_navigation", "Where the two runs go.")
 TABLE = flags.DEFINE_bool("table", False, "Print the markdown tables of every finished pair "
@@ -265,11 +266,6 @@ def compare_curves(iterations: int, python: str, src: str, root: str, echo=print
   """After-adaptation training returns per meta-iteration of both implementations (training
   what is missing), their figure, and the mean of the last 50 iterations of each."""
   train_run("maml", iterations)
-  # Imported here: its flags (--figure, ...) would clash with other benchmarks' in the tests.
-  if __package__:
-    from benchmarks import rl_training_curves  # pylint: disable=import-outside-toplevel
-  else:
-    import rl_training_curves  # pylint: disable=import-outside-toplevel
   ours = rl_training_curves.read_scalars(os.path.join(root, "maml"))
   steps, after = ours["return_after_adaptation"]
   curves = {"l2f_tf (defaults)": after[np.argsort(steps)][:iterations]}

@@ -23,9 +23,6 @@ from absl import app, flags
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
-RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Meta-RL run directories.")
-FIGURE = flags.DEFINE_string("figure", "rl_training.png", "Output PNG.")
-WINDOW = flags.DEFINE_integer("window", 20, "Moving-average window (meta-iterations).")
 TAGS = ("return_before_adaptation", "return_after_adaptation")
 
 
@@ -91,4 +88,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined only when run: other benchmarks import the functions above into one test process,
+  # where a second --figure flag would clash.
+  RUN_DIRS = flags.DEFINE_multi_string("run_dir", [], "Meta-RL run directories.")
+  FIGURE = flags.DEFINE_string("figure", "rl_training.png", "Output PNG.")
+  WINDOW = flags.DEFINE_integer("window", 20, "Moving-average window (meta-iterations).")
   app.run(main)

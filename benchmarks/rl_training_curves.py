@@ -20,6 +20,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from l2f_tf.run_folder import RunFolder
+from l2f_tf.train import settings
+
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
@@ -46,12 +49,8 @@ def label_of(run_dir: str) -> str:
     return run_dir
   with open(path) as f:
     results = json.load(f)
-  seed = ""
-  settings = os.path.join(run_dir, "settings.json")
-  if os.path.exists(settings):
-    with open(settings) as f:
-      value = json.load(f).get("MetaRLTrainer.seed")
-    seed = "" if value is None else f", seed {value}"
+  value = settings.recorded(RunFolder(run_dir)).get("MetaRLTrainer.seed")
+  seed = "" if value is None else f", seed {value}"
   return (f"{results['method']} ({results['inner_objective']}, {results['averaging']} "
           f"averaging{seed})")
 

@@ -83,7 +83,9 @@ def test_training_curve_labels_name_the_seed(tmp_path):
   assert rl_training_curves.label_of(str(run)) == str(run)  # not finished: its directory
   (run / "results.json").write_text(json.dumps(
       {"method": "MAML", "inner_objective": "reinforce", "averaging": "trajectory"}))
-  (run / "settings.json").write_text(json.dumps({"MetaRLTrainer.seed": "1"}))
+  from l2f_tf.run_folder import RunFolder  # pylint: disable=import-outside-toplevel
+  from l2f_tf.train import settings  # pylint: disable=import-outside-toplevel
+  settings.record(RunFolder(str(run)), {"MetaRLTrainer.seed": "1"})  # as training writes it
   assert rl_training_curves.label_of(str(run)) == "MAML (reinforce, trajectory averaging, seed 1)"
 
 

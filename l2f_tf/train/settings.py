@@ -204,6 +204,12 @@ def _stored(folder: RunFolder) -> Optional[Dict]:
   return entry
 
 
+def recorded(folder: RunFolder) -> Dict[str, str]:
+  """The settings the folder's settings.json records ({} when it has none of this format)."""
+  stored = _stored(folder)
+  return {} if stored is None else dict(stored.get("settings", {}))
+
+
 def check(folder: RunFolder, settings: Dict[str, str], trained_step: Optional[int],
           resume: bool) -> None:
   """Refuses (ConfigMismatchError) to continue the run trained to ``trained_step`` (None: not

@@ -2,12 +2,12 @@
 
   # The reference settings (meta-batch 40, 20 trajectories, horizon 200, 500 meta-iterations):
   python benchmarks/rl_mujoco.py --env=halfcheetah_vel --root_dir=runs/rl_mujoco
-  # Scaled to a small machine (state the cut when you quote the figures):
-  python benchmarks/rl_mujoco.py --env=halfcheetah_dir --meta_batch_size=10 --iterations=60 \
-      --num_eval_tasks=40 --root_dir=runs/rl_mujoco_small
+  # A quarter of the reference budget, one root per seed (state the cut when you quote it):
+  python benchmarks/rl_mujoco.py --env=halfcheetah_dir --iterations=125 --seed=1 \
+      --root_dir=runs/mujoco25/seed1
 
   # The markdown tables of every finished pair under a folder (any depth, e.g. one root per seed):
-  python benchmarks/rl_mujoco.py --table --root_dir=runs/rl_mujoco_25
+  python benchmarks/rl_mujoco.py --table --root_dir=runs/mujoco25
 
 For each learner it trains gin/rl/<env>_{maml,l2f}.gin (resuming a finished or interrupted run
 from its checkpoint), evaluates on ``--num_eval_tasks`` held-out tasks (the same tasks for both

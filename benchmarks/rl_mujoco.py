@@ -27,6 +27,7 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
+from l2f_tf import atomic
 from l2f_tf.stats import mean_and_ci95
 
 ENV = flags.DEFINE_enum("env", "halfcheetah_vel",
@@ -156,8 +157,8 @@ def main(argv):
           f"{difference['ci95']:.2f}")
     summary[key] = difference
   os.makedirs(os.path.join(ROOT.value, ENV.value), exist_ok=True)
-  with open(os.path.join(ROOT.value, ENV.value, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  # Atomic: a finished pair is one whose summary.json exists (--table, and a queue of runs).
+  atomic.write_json(os.path.join(ROOT.value, ENV.value, "summary.json"), summary)
 
 
 if __name__ == "__main__":

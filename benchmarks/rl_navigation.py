@@ -61,6 +61,7 @@ import gin
 import numpy as np
 from absl import app, flags, logging
 
+from l2f_tf import atomic
 from l2f_tf.rl import envs
 from l2f_tf.rl.sampler import Sampler
 from l2f_tf.train import experiment, restore
@@ -406,8 +407,8 @@ def main(argv):
         "random policy through the sampler)")
   summary.update({"l2f_minus_maml_after_1_step": [float(diff_mean), float(diff_ci)],
                   "env_steps_per_second": speed})
-  with open(os.path.join(ROOT.value, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  # Atomic: a finished pair is one whose summary.json exists (--table).
+  atomic.write_json(os.path.join(ROOT.value, "summary.json"), summary)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,7 @@
 """The SavedModel's step-count signatures give the in-process learner's predictions after every
 number of inner steps (beyond the exported one too), and ``evaluate`` reports each of them."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,6 @@ from l2f_tf.meta.predictions import per_task_metrics
 from l2f_tf.run_folder import RunFolder
 from tests import shared_runs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = shared_runs.SINUSOID_CONFIG
 # 5 (the messages below say so): the learner trains with 2 inner steps and is exported with 3.
 MAX_STEPS = shared_runs.SINUSOID_EXPORT_MAX_STEPS
@@ -100,22 +96,6 @@ def test_evaluate_reports_every_step_count_like_the_learner(run):
   assert list(default["test"]) == names[:4]  # 0..the exported 3 steps
   with pytest.raises(ValueError, match="max_steps=5"):
     evaluate.evaluate_saved_model(folder.root, num_tasks=4, seed=1, num_steps=6)
-
-
-def test_evaluate_command_prints_and_writes_every_step_count(run, tmp_path):
-  folder = run[0]
-  output = str(tmp_path / "eval.json")
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-  done = subprocess.run([sys.executable, "-m", "l2f_tf.evaluate", f"--saved_model={folder.root}",
-                         "--num_tasks=3", "--num_steps=4", "--distribution=test",
-                         f"--output={output}"], capture_output=True, text=True, cwd=REPO, env=env)
-  assert done.returncode == 0, done.stderr[-2000:]
-  lines = [line for line in done.stdout.splitlines() if line.startswith("test mse_after_")]
-  assert [line.split(":")[0] for line in lines] == [f"test mse_after_{k}_steps" for k in range(5)]
-  with open(output) as f:
-    written = json.load(f)
-  assert list(written["test"]) == [f"mse_after_{k}_steps" for k in range(5)]
-  assert all(set(v) >= {"mean", "ci95", "n"} for v in written["test"].values())
 
 
 def test_an_export_of_another_format_version_is_refused_in_one_line(run, tmp_path):

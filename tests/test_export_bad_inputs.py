@@ -1,10 +1,8 @@
 """Exported models (supervised and meta-RL) and the evaluate tool fail clearly on bad input:
-checks inside the graph for any consumer, checks in ``export.load`` before the call, and one
-line from ``python -m l2f_tf.evaluate`` for a path without a SavedModel."""
+checks inside the graph for any consumer, checks in ``export.load`` before the call, and
+``evaluate``'s errors (the command line's one line: tests/test_export_bad_inputs_slow.py)."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -19,7 +17,6 @@ from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
 from tests.rl.test_maml_trpo import policy_learner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SINUSOID_CONFIG = shared_runs.SINUSOID_CONFIG
 
 
@@ -243,19 +240,3 @@ def test_evaluate_takes_a_run_folder_and_names_what_a_policy_needs(sinusoid_run,
                                   gin_bindings=["MetaLearner.later_steps_lr = 0.01"])
 
 
-def test_evaluate_cli_on_an_unfinished_run_exits_1_with_one_line(tmp_path):
-  folder = RunFolder(str(tmp_path / "run"))
-  os.makedirs(folder.root)
-  with open(folder.config, "w") as f:
-    f.write(SINUSOID_CONFIG)
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-  done = subprocess.run([sys.executable, "-m", "l2f_tf.evaluate", f"--saved_model={folder.root}"],
-                        capture_output=True, text=True, cwd=REPO, env=env)
-  assert done.returncode == 1
-  assert "Traceback" not in done.stderr
-  lines = [line for line in done.stderr.splitlines() if line.startswith("evaluate: ")]
-  assert lines == [f"evaluate: No SavedModel in the run folder {folder.root} (no saved_model/): "
-                   "it has no checkpoint yet (or it is still running). Run `python "
-                   f"run_experiment.py --root_dir={folder.root}` to finish it (it resumes from "
-                   f"its last checkpoint, with its operative_config.gin); it then writes "
-                   f"{folder.saved_model}."]

@@ -1,13 +1,10 @@
 """Quiet, honest consoles: loading an exported image model and reopening a trained run's
 weights print no TensorFlow warning lines (hundreds of "unsaved custom gradients" lines, one
 "could not be found" line per optimizer slot) unless third-party logs are asked for; compare
-says a user error in one line and flags smoke runs."""
+flags smoke runs (its one-line error: tests/test_quiet_tools_slow.py)."""
 
 import gc
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -20,7 +17,6 @@ from l2f_tf.train.trainer import Trainer
 from tests.domains.test_few_shot import domain as few_shot_domain
 from tests.fake_images import write_class_folders
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRADIENT_WARNING = "unsaved custom gradients"
 PARTIAL_RESTORE = ("could not be found", "unrestored values")
 
@@ -69,16 +65,6 @@ def test_restoring_a_training_checkpoint_into_a_learner_is_silent(tmp_path, capl
   assert warnings_of(caplog, PARTIAL_RESTORE) == []
   for x, y in zip(learner.meta_variables, fresh.meta_variables):
     assert (x.numpy() == y.numpy()).all()
-
-
-def test_compare_names_a_missing_run_folder_in_one_line(tmp_path):
-  missing = str(tmp_path / "nowhere")
-  done = subprocess.run([sys.executable, "-m", "l2f_tf.compare", f"--run_dir={missing}"],
-                        capture_output=True, text=True, cwd=REPO)
-  assert done.returncode == 1
-  assert done.stderr.strip().splitlines() == [
-      f"compare: {missing} is not a run folder: it does not exist."]
-  assert done.stdout == ""
 
 
 def test_the_results_table_flags_smoke_runs(tmp_path):

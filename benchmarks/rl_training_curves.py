@@ -49,7 +49,7 @@ def label_of(run_dir: str) -> str:
     return run_dir
   with open(path) as f:
     results = json.load(f)
-  value = settings.recorded(RunFolder(run_dir)).get("MetaRLTrainer.seed")
+  value = (settings.stored(RunFolder(run_dir)) or {}).get("MetaRLTrainer.seed")
   seed = "" if value is None else f", seed {value}"
   return (f"{results['method']} ({results['inner_objective']}, {results['averaging']} "
           f"averaging{seed})")

@@ -1,6 +1,7 @@
 """restore.setup_run checks a run's configuration before it writes anything: binding types, a
 trained folder given another experiment, a folder whose run never trained, bad paths."""
 
+import logging
 import os
 
 import gin
@@ -128,3 +129,20 @@ def test_a_parsed_config_still_takes_configurables_imported_later():
     return x
 
   gin.external_configurable(imported_later, "imported_later_by_this_test")
+
+
+def test_a_reader_of_a_damaged_settings_file_says_it_reads_none(tmp_path, caplog):
+  """settings.stored only reads: its warning says the settings are not read (a run that
+  records its settings says instead that it writes the file again)."""
+  folder = RunFolder(str(tmp_path))
+  for text in ("{not json", '{"format": 0, "settings": {}}'):
+    with open(folder.settings, "w") as f:
+      f.write(text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      assert settings.stored(folder) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("Ignoring ")
+    assert messages[0].endswith("its settings are not read."), messages
+  settings.record(folder, {"MetaRLTrainer.seed": "3"})
+  assert settings.stored(folder) == {"MetaRLTrainer.seed": "3"}

@@ -122,8 +122,8 @@ def describe(trainer: Any) -> Dict[str, str]:
 
 
 def stored(folder: RunFolder) -> Optional[Dict[str, str]]:
-  """The settings recorded in the folder's settings.json, or None (no readable file)."""
-  entry = _stored(folder)
+  """The settings recorded in the folder's settings.json, or None (none of this format)."""
+  entry = _stored(folder, "its settings are not read")
   return None if entry is None else dict(entry.get("settings", {}))
 
 
@@ -187,27 +187,22 @@ def mismatch_message(root: str, step: str, stored: str, asked: str, new_folder: 
           f"experiment, or {how_to_continue}.")
 
 
-def _stored(folder: RunFolder) -> Optional[Dict]:
+def _stored(folder: RunFolder, consequence: str = "it is written again") -> Optional[Dict]:
+  """settings.json's entry of this format, or None (none, unreadable or another format: a
+  warning names the file and ``consequence``, what the caller does about it)."""
   if not os.path.exists(folder.settings):
     return None
   try:
     with open(folder.settings) as f:
       entry = json.load(f)
   except (OSError, ValueError) as error:
-    logging.warning("Ignoring the unreadable %s (%s): it is written again.", folder.settings,
-                    error)
+    logging.warning("Ignoring the unreadable %s (%s): %s.", folder.settings, error, consequence)
     return None
   if not isinstance(entry, dict) or entry.get("format") != FORMAT_VERSION:
-    logging.warning("Ignoring %s: it is not of format %d (an older l2f_tf wrote it); it is "
-                    "written again.", folder.settings, FORMAT_VERSION)
+    logging.warning("Ignoring %s: it is not of format %d (an older l2f_tf wrote it); %s.",
+                    folder.settings, FORMAT_VERSION, consequence)
     return None
   return entry
-
-
-def recorded(folder: RunFolder) -> Dict[str, str]:
-  """The settings the folder's settings.json records ({} when it has none of this format)."""
-  stored = _stored(folder)
-  return {} if stored is None else dict(stored.get("settings", {}))
 
 
 def check(folder: RunFolder, settings: Dict[str, str], trained_step: Optional[int],
